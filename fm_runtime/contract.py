@@ -1,0 +1,218 @@
+"""The model-file contract: what an fm-runtime ONNX file declares and how the runtime reads it.
+
+Written down for people in docs/contract.md; this module is its only reader on the runtime side,
+and the exporter writes metadata through `build_metadata` so both sides share the key names.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ModelError
+from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS, SOLVERS
+
+FORMAT_VERSION = 1
+PREFIX = "fm."
+KINDS = ("velocity",)
+PREDICTIONS = ("velocity",)
+
+# key -> (JSON-decoded type, required)
+_KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "format_version": (int, True),
+    "kind": (str, True),
+    "data_shape": (list, True),
+    "input_x": (str, True),
+    "input_t": (str, True),
+    "output_v": (str, True),
+    "prediction": (str, True),
+    "path": (dict, True),
+    "default_solver": (str, False),
+    "default_steps": (int, False),
+    "training": (dict, False),
+    "architecture": (dict, False),
+    "producer": (dict, False),
+}
+
+
+@dataclass
+class ModelSpec:
+    """Everything the runtime needs to sample a model file, read from metadata and graph."""
+
+    data_shape: tuple[int, ...]
+    x_name: str = "x"
+    t_name: str = "t"
+    v_name: str = "v"
+    t_rank: int = 1                     # t fed as [B] (1) or [B, 1] (2)
+    kind: str = "velocity"
+    prediction: str = "velocity"
+    path: dict[str, Any] = field(default_factory=lambda: {"name": "unknown"})
+    default_solver: str = DEFAULT_SOLVER
+    default_steps: int = DEFAULT_STEPS
+    training: dict[str, Any] = field(default_factory=dict)
+    architecture: dict[str, Any] = field(default_factory=dict)
+    producer: dict[str, Any] = field(default_factory=dict)
+    format_version: int | None = None   # None: a plain ONNX without fm.* metadata
+
+    @property
+    def dim(self) -> int:
+        d = 1
+        for s in self.data_shape:
+            d *= s
+        return d
+
+
+def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
+                   default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
+                   training: dict | None = None, architecture: dict | None = None,
+                   producer: dict | None = None, x_name: str = "x", t_name: str = "t",
+                   v_name: str = "v") -> dict[str, str]:
+    """The fm.* metadata_props of a velocity model file (values JSON-encoded)."""
+    values = {
+        "format_version": FORMAT_VERSION, "kind": "velocity",
+        "data_shape": [int(s) for s in data_shape], "input_x": x_name, "input_t": t_name,
+        "output_v": v_name, "prediction": prediction, "path": path,
+        "default_solver": default_solver, "default_steps": int(default_steps),
+        "training": training or {}, "architecture": architecture or {}, "producer": producer or {},
+    }
+    return {PREFIX + k: json.dumps(v) for k, v in values.items()}
+
+
+def _decode(where: str, metadata: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, (typ, required) in _KEYS.items():
+        raw = metadata.get(PREFIX + key)
+        if raw is None:
+            if required:
+                raise ModelError(f"{where}: metadata key {PREFIX + key} is missing")
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ModelError(f"{where}: metadata {PREFIX + key} is not valid JSON: {raw[:60]!r}") from None
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise ModelError(f"{where}: metadata {PREFIX + key} should be {getattr(typ, '__name__', typ)}, "
+                             f"got {type(value).__name__} {raw[:60]!r}")
+        out[key] = value
+    return out
+
+
+def _graph_io(where: str, name: str, ios: dict, role: str):
+    if name not in ios:
+        raise ModelError(f"{where}: the graph has no {role} named {name!r} "
+                         f"(it has: {', '.join(ios) or 'none'})")
+    return ios[name]
+
+
+def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict, *,
+              data_shape: tuple[int, ...] | None = None, x_name: str | None = None,
+              t_name: str | None = None) -> ModelSpec:
+    """Build a ModelSpec from metadata plus the graph's inputs/outputs.
+
+    `inputs`/`outputs` map names to (onnx type string, shape list with None/str for dynamic dims),
+    as onnxruntime reports them. Keyword overrides stand in for missing metadata.
+    """
+    has_fm = any(k.startswith(PREFIX) for k in metadata)
+    if has_fm:
+        if PREFIX + "format_version" not in metadata:
+            raise ModelError(f"{where}: metadata has fm.* keys but no fm.format_version")
+        try:
+            version = json.loads(metadata[PREFIX + "format_version"])
+        except json.JSONDecodeError:
+            version = None
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ModelError(f"{where}: fm.format_version must be a positive integer, "
+                             f"got {metadata[PREFIX + 'format_version']!r}")
+        if version > FORMAT_VERSION:
+            raise ModelError(f"{where}: contract version {version} is newer than this runtime "
+                             f"understands ({FORMAT_VERSION}); upgrade fm-runtime")
+        m = _decode(where, metadata)
+        if m["kind"] not in KINDS:
+            raise ModelError(f"{where}: fm.kind {m['kind']!r} is not one of {', '.join(KINDS)}")
+        if m["prediction"] not in PREDICTIONS:
+            raise ModelError(f"{where}: fm.prediction {m['prediction']!r} is not supported "
+                             f"(supported: {', '.join(PREDICTIONS)})")
+        shape = m["data_shape"]
+        if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+            raise ModelError(f"{where}: fm.data_shape must be a list of positive integers, got {shape!r}")
+        solver = m.get("default_solver", DEFAULT_SOLVER)
+        if solver not in SOLVERS:
+            raise ModelError(f"{where}: fm.default_solver {solver!r} is not a known solver")
+        steps = m.get("default_steps", DEFAULT_STEPS)
+        if steps < 1:
+            raise ModelError(f"{where}: fm.default_steps must be >= 1, got {steps}")
+        spec = ModelSpec(tuple(shape), x_name or m["input_x"], t_name or m["input_t"], m["output_v"],
+                         kind=m["kind"], prediction=m["prediction"], path=m["path"],
+                         default_solver=solver, default_steps=steps,
+                         training=m.get("training", {}), architecture=m.get("architecture", {}),
+                         producer=m.get("producer", {}), format_version=version)
+        if data_shape is not None and tuple(data_shape) != spec.data_shape:
+            raise ModelError(f"{where}: the file declares data shape {list(spec.data_shape)}, "
+                             f"not {list(data_shape)}")
+    else:
+        spec = _plain_spec(where, inputs, outputs, data_shape, x_name, t_name)
+    _check_graph(where, spec, inputs, outputs)
+    return spec
+
+
+def _plain_spec(where, inputs, outputs, data_shape, x_name, t_name) -> ModelSpec:
+    """A velocity ONNX with no fm.* metadata: infer what the graph shows, ask for the rest."""
+    names = list(inputs)
+    if x_name is None or t_name is None:
+        if len(names) != 2:
+            raise ModelError(f"{where}: no fm.* metadata and the graph has {len(names)} inputs "
+                             f"({', '.join(names)}); pass --x-name and --t-name")
+        if x_name is None and t_name is None:
+            ranks = {n: len(inputs[n][1]) for n in names}
+            if "x" in names and "t" in names:
+                x_name, t_name = "x", "t"
+            elif sorted(ranks.values())[0] == 1 and sorted(ranks.values())[1] > 1:
+                t_name = min(names, key=lambda n: ranks[n])
+                x_name = max(names, key=lambda n: ranks[n])
+            else:
+                raise ModelError(f"{where}: no fm.* metadata and cannot tell which of the inputs "
+                                 f"{', '.join(names)} is x and which is t; pass --x-name and --t-name")
+        elif x_name is None:
+            x_name = next(n for n in names if n != t_name)
+        else:
+            t_name = next(n for n in names if n != x_name)
+    x_shape = _graph_io(where, x_name, inputs, "input")[1]
+    if data_shape is None:
+        static = x_shape[1:]
+        if not static or not all(isinstance(s, int) for s in static):
+            raise ModelError(f"{where}: no fm.* metadata and the graph does not fix the data shape "
+                             f"(input {x_name!r} has shape {x_shape}); pass --dim")
+        data_shape = tuple(static)
+    if len(outputs) != 1:
+        raise ModelError(f"{where}: no fm.* metadata and the graph has {len(outputs)} outputs; "
+                         "a velocity model has exactly one")
+    return ModelSpec(tuple(data_shape), x_name, t_name, next(iter(outputs)))
+
+
+def _check_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict) -> None:
+    """The graph must take x [B, *shape] and t [B] or [B, 1] as float32 and give v like x."""
+    x_type, x_shape = _graph_io(where, spec.x_name, inputs, "input")
+    t_type, t_shape = _graph_io(where, spec.t_name, inputs, "input")
+    v_type, v_shape = _graph_io(where, spec.v_name, outputs, "output")
+    for role, name, typ in (("input", spec.x_name, x_type), ("input", spec.t_name, t_type),
+                            ("output", spec.v_name, v_type)):
+        if typ != "tensor(float)":
+            raise ModelError(f"{where}: {role} {name!r} is {typ}; a velocity model uses float32 (tensor(float))")
+    extra = [n for n in inputs if n not in (spec.x_name, spec.t_name)]
+    if extra:
+        raise ModelError(f"{where}: the graph has inputs this runtime does not feed: {', '.join(extra)}")
+    want = len(spec.data_shape) + 1
+    for role, name, shape in (("input", spec.x_name, x_shape), ("output", spec.v_name, v_shape)):
+        if len(shape) != want:
+            raise ModelError(f"{where}: {role} {name!r} has rank {len(shape)}, expected {want} "
+                             f"([batch, {', '.join(map(str, spec.data_shape))}])")
+        for got, exp in zip(shape[1:], spec.data_shape):
+            if isinstance(got, int) and got != exp:
+                raise ModelError(f"{where}: {role} {name!r} has shape {shape}, but the data shape "
+                                 f"is {list(spec.data_shape)}")
+    if len(t_shape) == 2 and t_shape[1] in (1, None) or len(t_shape) == 2 and isinstance(t_shape[1], str):
+        spec.t_rank = 2
+    elif len(t_shape) == 1:
+        spec.t_rank = 1
+    else:
+        raise ModelError(f"{where}: input {spec.t_name!r} has shape {t_shape}; expected [batch] or [batch, 1]")

@@ -1,0 +1,87 @@
+"""Errors the runtime raises on purpose, each with the process exit code the CLI uses for it."""
+from __future__ import annotations
+
+# Exit codes of every fm-* command (documented in README.md, "Exit codes").
+EXIT_OK = 0
+EXIT_INTERNAL = 1       # a bug: something we did not foresee
+EXIT_USAGE = 2          # bad command-line option (click's own code)
+EXIT_MODEL = 3          # model file missing, unreadable, or not a usable model
+EXIT_INPUT = 4          # a data or noise file that cannot be used
+EXIT_NUMERICAL = 5      # the solve produced NaN or Inf
+EXIT_PROVIDER = 6       # requested execution provider not available
+EXIT_OUTPUT = 7         # output cannot be written
+EXIT_EXPORT = 8         # export refused: the exported graph does not match torch
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM
+
+
+class FmError(Exception):
+    """An error with a one-line message meant for the user, and the exit code that goes with it."""
+
+    exit_code = EXIT_INTERNAL
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ModelError(FmError):
+    exit_code = EXIT_MODEL
+
+
+class InputError(FmError):
+    exit_code = EXIT_INPUT
+
+
+class NumericalError(FmError):
+    exit_code = EXIT_NUMERICAL
+
+
+class ProviderError(FmError):
+    exit_code = EXIT_PROVIDER
+
+
+class OutputError(FmError):
+    exit_code = EXIT_OUTPUT
+
+
+def run_cli(command, prog_name: str, argv: list[str] | None = None) -> int:
+    """Run a click command so that every failure is one line on stderr and a documented exit
+    code, never a traceback (set FM_DEBUG=1 to see one). SIGTERM is treated like Ctrl-C."""
+    import os
+    import signal
+    import sys
+
+    import click
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        rc = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        return rc if isinstance(rc, int) else EXIT_OK
+    except click.exceptions.Abort:
+        click.echo(f"{prog_name}: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo(f"{prog_name}: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except FmError as e:
+        click.echo(f"{prog_name}: error: {e}", err=True)
+        return e.exit_code
+    except Exception as e:
+        if os.environ.get("FM_DEBUG"):
+            raise
+        msg = " ".join(str(e).split())[:300]
+        click.echo(f"{prog_name}: internal error: {type(e).__name__}: {msg} "
+                   "(set FM_DEBUG=1 for a traceback)", err=True)
+        return EXIT_INTERNAL
+    finally:
+        sys.stdout.flush()

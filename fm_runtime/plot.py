@@ -1,0 +1,60 @@
+"""Figures. matplotlib is optional (the `plot` extra) and imported only when a figure is drawn."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FmError
+from .io import atomic_write
+
+INSTALL_HINT = "plotting needs matplotlib: pip install 'fm-runtime[plot]'"
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise FmError(INSTALL_HINT, exit_code=2) from None
+    return plt
+
+
+def panel_indices(n_states: int, panels: int = 9) -> list[int]:
+    """Which trajectory states to show: `panels` evenly spaced, ends included."""
+    if n_states <= panels:
+        return list(range(n_states))
+    return sorted({round(i * (n_states - 1) / (panels - 1)) for i in range(panels)})
+
+
+def trajectory_figure(path: str, trajectory: np.ndarray, times: list[float], panels: int = 9,
+                      limit: float = 3.0) -> None:
+    """The tutorial's figure: a 1 x 9 row of scatter panels from noise to data, shared axes,
+    limits [-limit, limit], 10-pt dots, each titled with its t. Needs 2-D data."""
+    if trajectory.ndim != 3 or trajectory.shape[2] != 2:
+        raise FmError(f"--plot draws 2-D data only; this model's samples have shape "
+                      f"{list(trajectory.shape[2:])}", exit_code=2)
+    plt = _pyplot()
+    idx = panel_indices(len(trajectory), panels)
+    fig, axes = plt.subplots(1, len(idx), figsize=(2 * len(idx), 2.2), sharex=True, sharey=True)
+    for ax, i in zip(np.atleast_1d(axes), idx):
+        pts = trajectory[i]
+        ax.scatter(pts[:, 0], pts[:, 1], s=10)
+        ax.set_title(f"t = {times[i]:.2f}")
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def ascii_scatter(points: np.ndarray, width: int = 60, height: int = 20) -> str:
+    """A terminal density sketch of 2-D points, so a sample is visible without matplotlib."""
+    lo = points.min(0)
+    span = np.maximum(points.max(0) - lo, 1e-9)
+    cols = np.clip(((points[:, 0] - lo[0]) / span[0] * (width - 1)).round().astype(int), 0, width - 1)
+    rows = np.clip(((points[:, 1] - lo[1]) / span[1] * (height - 1)).round().astype(int), 0, height - 1)
+    grid = np.zeros((height, width), int)
+    np.add.at(grid, (height - 1 - rows, cols), 1)
+    shades = " .:*#"
+    q = np.minimum((grid * (len(shades) - 1) + grid.max() - 1) // max(grid.max(), 1), len(shades) - 1)
+    return "\n".join("".join(shades[v] for v in row) for row in q)

@@ -1,0 +1,1 @@
+"""Training side of fm-runtime (PyTorch): data, paths, loss, training loop, reference sampler."""

@@ -1,0 +1,131 @@
+"""The training loop and checkpoints."""
+from __future__ import annotations
+
+import io
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fm_runtime.errors import ModelError
+from fm_runtime.io import atomic_write
+
+from .data import DATASETS, sample_data
+from .nets import VelocityMLP, build_network
+from .paths import OTPath, build_path, cfm_loss
+
+CHECKPOINT_FORMAT = "fm-runtime-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ModelError):
+    """A checkpoint that cannot be used; the message says why."""
+
+
+def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: float = 1e-2,
+        seed: int = 0, width: int = 64, depth: int = 3, activation: str = "elu",
+        sigma_min: float = 0.0, progress: bool | None = None) -> tuple[torch.nn.Module, dict]:
+    """Train a velocity network with the conditional flow-matching loss (Adam, the tutorial's
+    recipe by default). Deterministic for a given seed. Returns (model, config)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    if steps < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError("steps and batch_size must be >= 1 and lr > 0")
+    torch.manual_seed(seed)
+    data_rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    dim = sample_data(dataset, 2, np.random.default_rng(0)).shape[1]
+    model = VelocityMLP(dim, width, depth, activation)
+    path = OTPath(sigma_min)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    recent: deque[float] = deque(maxlen=100)
+    start = time.perf_counter()
+    bar = _progress(steps, progress)
+    for step in range(steps):
+        x1 = torch.from_numpy(sample_data(dataset, batch_size, data_rng))
+        loss = cfm_loss(model, path, x1, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        recent.append(loss.item())
+        if bar is not None:
+            bar.update(1)
+            if step % 50 == 0 or step == steps - 1:
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+    if bar is not None:
+        bar.close()
+    model.eval()
+    config = {
+        "architecture": model.config,
+        "path": path.config(),
+        "prediction": "velocity",
+        "dataset": dataset,
+        "data_shape": [dim],
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": "adam",
+        "seed": seed,
+        "final_loss": round(sum(recent) / len(recent), 6),
+        "train_seconds": round(time.perf_counter() - start, 2),
+        "torch_version": str(torch.__version__),
+    }
+    return model, config
+
+
+def _progress(total: int, enabled: bool | None):
+    if enabled is False:
+        return None
+    from tqdm.auto import tqdm
+    # enabled=None: show only on a terminal
+    return tqdm(total=total, desc="training", unit="step", disable=None if enabled is None else False,
+                dynamic_ncols=True, leave=True)
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict) -> None:
+    """Weights plus a JSON-able config, written atomically; loads with weights_only=True."""
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config,
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+
+
+_REQUIRED = {"architecture": dict, "path": dict, "dataset": str, "data_shape": list, "steps": int,
+             "final_loss": (int, float)}
+
+
+def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Load a checkpoint (weights_only=True: no code runs) and rebuild its network in eval mode."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found" if not p.exists() else f"{p}: not a file")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{p}: not an fm-runtime checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{p}: checkpoint version {payload.get('version')!r} is not supported "
+                              f"(this version reads {CHECKPOINT_VERSION})")
+    config = payload.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{p}: checkpoint has no config")
+    for key, typ in _REQUIRED.items():
+        if key not in config:
+            raise CheckpointError(f"{p}: checkpoint config is missing {key!r}")
+        if not isinstance(config[key], typ) or isinstance(config[key], bool):
+            raise CheckpointError(f"{p}: checkpoint config {key!r} has the wrong type "
+                                  f"({type(config[key]).__name__})")
+    try:
+        model = build_network(config["architecture"])
+        build_path(config["path"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{p}: checkpoint does not match its architecture "
+                              f"({' '.join(str(e).split())[:200]})") from None
+    return model.eval(), config
