@@ -6,10 +6,9 @@ import sys
 import time
 
 import click
-import numpy as np
 
 from . import __version__
-from .errors import InputError, run_cli
+from .errors import run_cli
 from .io import check_writable, load_array, save_npy
 from .sampler import Sampler, load
 from .solvers import SOLVERS, time_grid
@@ -77,6 +76,9 @@ def sample(model, n, steps, solver, seed, noise, out, plot, provider, threads, d
     for path in (out, plot):
         if path:
             check_writable(path)
+    if plot:
+        from .plot import require_matplotlib
+        require_matplotlib()
     z = load_array(noise, "noise") if noise else None
     sampler = _load(model, provider, dim, x_name, t_name, threads)
     if z is not None:

@@ -9,6 +9,11 @@ from .io import atomic_write
 INSTALL_HINT = "plotting needs matplotlib: pip install 'fm-runtime[plot]'"
 
 
+def require_matplotlib():
+    """Fail early, before any sampling, when the plot extra is missing."""
+    _pyplot()
+
+
 def _pyplot():
     try:
         import matplotlib

@@ -41,7 +41,8 @@ def cli():
               help="Hidden layer width.")
 @click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True,
               help="Number of hidden layers.")
-@click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="elu", show_default=True)
+@click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="elu", show_default=True,
+              help="Activation after each hidden layer.")
 @click.option("--sigma-min", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Width of the OT path at t = 1 (0 = the tutorial's straight lines).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
@@ -49,7 +50,13 @@ def cli():
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar with the running loss [default: on a terminal].")
 def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_min, out, progress):
-    """Train with the conditional flow-matching loss on the OT path (the tutorial's recipe)."""
+    """Train with the conditional flow-matching loss on the OT path (the tutorial's recipe).
+
+    \b
+    Examples:
+      fm-train fit --data moons --steps 10000 --out moons.ckpt
+      fm-train fit --data 8gaussians --width 128 --sigma-min 0.01 --out g8.ckpt
+    """
     from .train import fit as train_fit, save_checkpoint
 
     check_writable(out)
@@ -66,11 +73,19 @@ def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_mi
               help="Number of samples when no --noise is given.")
 @click.option("--seed", type=int, help="Seed for the noise (numpy PCG64, as fm-run draws it).")
 @click.option("--noise", type=click.Path(dir_okay=False), help="Start from this .npy noise [n, *shape].")
-@click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--solver", type=click.Choice(sorted(SOLVERS)), default="midpoint", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Solver steps on the uniform grid 0 -> 1.")
+@click.option("--solver", type=click.Choice(sorted(SOLVERS)), default="midpoint", show_default=True,
+              help="Fixed-step solver.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Samples .npy to write.")
 def sample(checkpoint, n, seed, noise, steps, solver, out):
-    """Sample a checkpoint with the torch-native reference sampler (the runtime's parity target)."""
+    """Sample a checkpoint with the torch-native reference sampler (the runtime's parity target).
+
+    \b
+    Examples:
+      fm-train sample moons.ckpt --noise z.npy --steps 8 --solver midpoint --out native.npy
+      fm-train sample moons.ckpt -n 1000 --seed 0 --out native.npy
+    """
     from .sample import sample as native_sample
     from .train import load_checkpoint
 

@@ -1,0 +1,51 @@
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A small moons model trained once per test session: 500 Adam steps at lr 5e-3 land visibly on
+# the moons in under 2 s (see test_quality.py for the measured distance).
+TEST_STEPS, TEST_LR = 500, 5e-3
+
+
+@dataclass
+class Trained:
+    model: object
+    config: dict
+    ckpt: Path
+    onnx: Path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Trained:
+    from export.onnx_export import export_model
+    from training.train import fit, save_checkpoint
+
+    d = tmp_path_factory.mktemp("moons")
+    model, config = fit("moons", steps=TEST_STEPS, lr=TEST_LR, seed=0, progress=False)
+    save_checkpoint(d / "moons.ckpt", model, config)
+    export_model(model, config, d / "moons.onnx")
+    return Trained(model, config, d / "moons.ckpt", d / "moons.onnx")
+
+
+def run_cli(*args: str, cwd=None, env=None, check=True) -> subprocess.CompletedProcess:
+    """Run a console script (fm-run, fm-train, fm-export) through the current interpreter."""
+    module = {"fm-run": "fm_runtime.cli", "fm-train": "training.cli", "fm-export": "export.cli"}[args[0]]
+    code = f"import sys; from {module} import main; sys.argv[0] = {args[0]!r}; main()"
+    full_env = dict(os.environ, **(env or {}))
+    p = subprocess.run([sys.executable, "-c", code, *args[1:]], capture_output=True, text=True,
+                       cwd=cwd, env=full_env, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+    return p
+
+
+def moons_data(n: int, seed: int) -> np.ndarray:
+    from training.data import sample_data
+    return sample_data("moons", n, seed)

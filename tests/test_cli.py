@@ -1,0 +1,91 @@
+"""Command-line round trip: fm-train fit -> fm-export -> fm-run info -> fm-run sample -> plot."""
+import json
+
+import numpy as np
+import pytest
+
+from .conftest import run_cli
+
+
+def test_round_trip(tmp_path):
+    ckpt, onnx_path = tmp_path / "m.ckpt", tmp_path / "m.onnx"
+    p = run_cli("fm-train", "fit", "--data", "moons", "--steps", "200", "--lr", "5e-3",
+                "--out", str(ckpt), "--no-progress")
+    assert "final loss" in p.stderr and ckpt.is_file()
+
+    p = run_cli("fm-export", str(ckpt), "--out", str(onnx_path), "--default-steps", "6")
+    assert "max |diff|" in p.stderr and onnx_path.is_file()
+
+    info = json.loads(run_cli("fm-run", "info", str(onnx_path), "--json").stdout)
+    assert info["contract_version"] == 1 and info["kind"] == "velocity"
+    assert info["data_shape"] == [2] and info["default_steps"] == 6 and info["default_nfe"] == 12
+    assert info["training"]["dataset"] == "moons" and info["training"]["steps"] == 200
+    assert info["path"] == {"name": "ot", "sigma_min": 0.0}
+    text = run_cli("fm-run", "info", str(onnx_path)).stdout
+    assert "moons" in text and "midpoint" in text
+
+    z = np.random.default_rng(0).standard_normal((300, 2)).astype(np.float32)
+    np.save(tmp_path / "z.npy", z)
+    run_cli("fm-train", "sample", str(ckpt), "--noise", str(tmp_path / "z.npy"), "--steps", "8",
+            "--solver", "heun", "--out", str(tmp_path / "native.npy"))
+    p = run_cli("fm-run", "sample", str(onnx_path), "--noise", str(tmp_path / "z.npy"), "--steps", "8",
+                "--solver", "heun", "--out", str(tmp_path / "rt.npy"), "--plot", str(tmp_path / "traj.png"))
+    assert "16 NFE" in p.stderr
+    native, rt = np.load(tmp_path / "native.npy"), np.load(tmp_path / "rt.npy")
+    assert rt.shape == (300, 2) and np.abs(native - rt).max() <= 1e-4
+    png = (tmp_path / "traj.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+    # default steps from the file: 6 midpoint steps = 12 NFE
+    p = run_cli("fm-run", "sample", str(onnx_path), "-n", "10", "--seed", "1")
+    assert "6 steps, 12 NFE" in p.stderr
+
+
+def test_seed_gives_same_samples_in_cli_and_api(tmp_path):
+    import fm_runtime
+    run_cli("fm-run", "sample", "-n", "100", "--seed", "3", "--out", str(tmp_path / "a.npy"))
+    assert np.array_equal(np.load(tmp_path / "a.npy"), fm_runtime.load().sample(100, seed=3))
+
+
+def test_sample_without_out_sketches_the_moons():
+    p = run_cli("fm-run", "sample", "-n", "2000", "--seed", "0")
+    rows = p.stdout.rstrip("\n").splitlines()
+    assert len(rows) == 20 and all(len(r) <= 60 for r in rows)
+    assert sum(c != " " for r in rows for c in r) > 100
+
+
+@pytest.mark.parametrize("cmd", [("fm-run",), ("fm-run", "sample"), ("fm-run", "info"), ("fm-train",),
+                                 ("fm-train", "fit"), ("fm-train", "sample"), ("fm-export",)])
+def test_help_shows_an_example(cmd):
+    p = run_cli(*cmd, "--help")
+    assert p.stdout.startswith(f"Usage: {' '.join(cmd)}")
+    assert "Example" in p.stdout
+
+
+def test_every_option_is_explained():
+    import click
+    from export.cli import cli as export_cli
+    from fm_runtime.cli import cli as run_cli_group
+    from training.cli import cli as train_cli
+
+    commands = [export_cli, *run_cli_group.commands.values(), *train_cli.commands.values()]
+    assert len(commands) == 5
+    for command in commands:
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                assert param.help, f"{command.name} {param.opts} has no help text"
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (("fm-run", "sample", "nope.onnx"), 3, "model file not found"),
+    (("fm-run", "sample", "--steps", "0"), 2, "--steps"),
+    (("fm-run", "sample", "--solver", "dopri"), 2, "--solver"),
+    (("fm-run", "sample", "--provider", "cuda"), 6, "available: cpu"),
+    (("fm-run", "sample", "--out", "/nonexistent/dir/x.npy"), 7, "does not exist"),
+    (("fm-export", "missing.ckpt", "--out", "x.onnx"), 3, "checkpoint not found"),
+])
+def test_errors_are_one_line_with_exit_code(tmp_path, args, code, words):
+    p = run_cli(*args, cwd=tmp_path, check=False)
+    assert p.returncode == code, p.stderr
+    assert words in p.stderr and "Traceback" not in p.stderr
+    assert not list(tmp_path.iterdir())

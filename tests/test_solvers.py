@@ -1,0 +1,56 @@
+"""Solvers: correct order of accuracy, NFE counted, identical on numpy and torch."""
+import numpy as np
+import pytest
+import torch
+
+from fm_runtime.solvers import SOLVERS, integrate, nfe, time_grid
+
+
+def f(x, t):
+    # dx/dt = -x + t ; exact solution from x(0) = x0: x(t) = t - 1 + (x0 + 1) e^{-t}
+    return -1.0 * x + t
+
+
+def exact(x0, t=1.0):
+    return t - 1 + (x0 + 1) * np.exp(-t)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_order_of_accuracy(name):
+    x0 = np.array([0.5, -2.0, 3.0])
+    errs = [np.abs(integrate(f, x0, s, name).x - exact(x0)).max() for s in (8, 16, 32)]
+    orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    assert np.allclose(orders, SOLVERS[name].order, atol=0.15), (name, orders)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+@pytest.mark.parametrize("steps", [1, 4, 8])
+def test_nfe_counted_and_trajectory(name, steps):
+    x0 = np.zeros(3)
+    sol = integrate(f, x0, steps, name, trajectory=True)
+    assert sol.nfe == nfe(name, steps) == steps * SOLVERS[name].evals_per_step
+    assert len(sol.trajectory) == steps + 1 and sol.trajectory[0] is x0
+    assert np.array_equal(sol.trajectory[-1], sol.x)
+    assert sol.times[0] == 0.0 and sol.times[-1] == 1.0 and len(sol.times) == steps + 1
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_numpy_and_torch_agree(name):
+    x0 = np.random.default_rng(0).standard_normal((5, 2)).astype(np.float32)
+    a = integrate(lambda x, t: np.tanh(x) * t - x, x0, 4, name).x
+    b = integrate(lambda x, t: torch.tanh(x) * t - x, torch.from_numpy(x0), 4, name).x.numpy()
+    assert a.dtype == np.float32
+    assert np.abs(a - b).max() < 1e-6
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        integrate(f, np.zeros(1), 0)
+    with pytest.raises(ValueError, match="unknown solver 'dopri'.*euler"):
+        integrate(f, np.zeros(1), 2, "dopri")
+
+
+def test_time_grid_is_uniform_with_exact_ends():
+    g = time_grid(8)
+    assert g[0] == 0.0 and g[-1] == 1.0
+    assert np.allclose(np.diff(g), 0.125)
