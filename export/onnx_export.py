@@ -93,7 +93,7 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, *,
     proto.producer_version = fm_runtime.__version__
     proto.doc_string = f"flow-matching velocity model ({config.get('dataset', 'unknown data')}); see fm.* metadata"
     training = {k: config[k] for k in ("dataset", "steps", "batch_size", "lr", "optimizer", "seed",
-                                       "final_loss", "train_seconds") if k in config}
+                                       "final_loss") if k in config}
     meta = build_metadata(
         data_shape=data_shape, path=config["path"], prediction=config.get("prediction", "velocity"),
         default_solver=default_solver, default_steps=default_steps, training=training,
@@ -109,7 +109,7 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, *,
         raise ExportError("model is larger than 2 GB, which one ONNX file cannot hold")
     try:
         onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as e:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise ExportError(f"onnx.checker rejected the export: {' '.join(str(e).split())[:300]}") from None
     data = proto.SerializeToString()
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])

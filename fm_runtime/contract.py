@@ -163,12 +163,14 @@ def _plain_spec(where, inputs, outputs, data_shape, x_name, t_name) -> ModelSpec
             raise ModelError(f"{where}: no fm.* metadata and the graph has {len(names)} inputs "
                              f"({', '.join(names)}); pass --x-name and --t-name")
         if x_name is None and t_name is None:
-            ranks = {n: len(inputs[n][1]) for n in names}
+            # t is the input shaped [B] or [B, 1]; x is the other one
+            t_like = [n for n in names if len(inputs[n][1]) == 1
+                      or (len(inputs[n][1]) == 2 and inputs[n][1][1] == 1)]
             if "x" in names and "t" in names:
                 x_name, t_name = "x", "t"
-            elif sorted(ranks.values())[0] == 1 and sorted(ranks.values())[1] > 1:
-                t_name = min(names, key=lambda n: ranks[n])
-                x_name = max(names, key=lambda n: ranks[n])
+            elif len(t_like) == 1:
+                t_name = t_like[0]
+                x_name = next(n for n in names if n != t_name)
             else:
                 raise ModelError(f"{where}: no fm.* metadata and cannot tell which of the inputs "
                                  f"{', '.join(names)} is x and which is t; pass --x-name and --t-name")

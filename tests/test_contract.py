@@ -1,0 +1,108 @@
+"""The metadata contract: plain ONNX files with user-supplied facts, and bad metadata refused."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import fm_runtime
+from fm_runtime.errors import ModelError
+
+from .conftest import run_cli
+
+
+def plain_linear_model(path, dim="D", t_shape=("B", 1), names=("state", "time")):
+    """v(x, t) = -x + t, no fm.* metadata. Exact flow: x(1) = (x0 + 1)/e (from t = 0)."""
+    x = helper.make_tensor_value_info(names[0], TensorProto.FLOAT, ["B", dim])
+    t = helper.make_tensor_value_info(names[1], TensorProto.FLOAT, list(t_shape))
+    v = helper.make_tensor_value_info("velocity", TensorProto.FLOAT, ["B", dim])
+    graph = helper.make_graph([helper.make_node("Sub", [names[1], names[0]], ["velocity"])],
+                              "plain", [x, t], [v])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_plain_onnx_needs_dim_and_says_so(tmp_path):
+    path = plain_linear_model(tmp_path / "plain.onnx")
+    with pytest.raises(ModelError, match="does not fix the data shape.*pass --dim"):
+        fm_runtime.load(path)
+    p = run_cli("fm-run", "sample", str(path), "-n", "5", check=False)
+    assert p.returncode == 3 and "--dim" in p.stderr
+
+
+def test_plain_onnx_with_dim_samples_the_exact_flow(tmp_path):
+    path = plain_linear_model(tmp_path / "plain.onnx")
+    s = fm_runtime.load(path, data_shape=3)
+    assert (s.spec.x_name, s.spec.t_name, s.spec.t_rank, s.spec.format_version) == ("state", "time", 2, None)
+    z = np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32)
+    x = s.sample(noise=z, steps=32, solver="rk4")
+    assert np.abs(x - (z + 1) / np.e).max() < 1e-5
+    p = run_cli("fm-run", "info", str(path), "--dim", "3")
+    assert "plain ONNX" in p.stdout and "state" in p.stdout
+
+
+def test_plain_onnx_with_fixed_shape_needs_nothing(tmp_path):
+    path = plain_linear_model(tmp_path / "p.onnx", dim=2, t_shape=("B",), names=("a", "b"))
+    s = fm_runtime.load(path)
+    assert s.data_shape == (2,) and (s.spec.x_name, s.spec.t_name) == ("a", "b")
+
+
+def test_plain_onnx_ambiguous_inputs_need_names(tmp_path):
+    path = plain_linear_model(tmp_path / "p.onnx", dim=1, t_shape=("B", 1), names=("p", "q"))
+    with pytest.raises(ModelError, match="pass --x-name and --t-name"):
+        fm_runtime.load(path)
+    s = fm_runtime.load(path, x_name="p", t_name="q")
+    assert s.data_shape == (1,)
+
+
+def with_metadata(src, dst, **changes):
+    m = onnx.load(str(src))
+    meta = {p.key: p.value for p in m.metadata_props}
+    for k, v in changes.items():
+        key = "fm." + k
+        if v is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = v
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"format_version": "2"}, "contract version 2 is newer"),
+    ({"format_version": '"one"'}, "fm.format_version must be a positive integer"),
+    ({"data_shape": '"2"'}, "fm.data_shape should be list"),
+    ({"data_shape": "[3]"}, "data shape is [3]"),
+    ({"data_shape": "[0]"}, "positive integers"),
+    ({"kind": '"classifier"'}, "fm.kind 'classifier'"),
+    ({"path": None}, "fm.path is missing"),
+    ({"default_steps": "{"}, "not valid JSON"),
+    ({"default_solver": '"dopri"'}, "not a known solver"),
+    ({"input_x": '"state"'}, "no input named 'state'"),
+])
+def test_bad_metadata_is_refused_by_name(trained, tmp_path, changes, words):
+    path = with_metadata(trained.onnx, tmp_path / "m.onnx", **changes)
+    with pytest.raises(ModelError) as e:
+        fm_runtime.load(path)
+    assert words in str(e.value) and str(path) in str(e.value)
+
+
+def test_metadata_stripped_model_still_samples_identically(trained, tmp_path):
+    m = onnx.load(str(trained.onnx))
+    del m.metadata_props[:]
+    onnx.save(m, str(tmp_path / "plain.onnx"))
+    a = fm_runtime.load(tmp_path / "plain.onnx").sample(20, seed=0)
+    assert np.array_equal(a, fm_runtime.load(trained.onnx).sample(20, seed=0))
+
+
+def test_not_a_model_files(tmp_path):
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "junk.onnx").write_bytes(np.random.default_rng(0).bytes(1000))
+    for name, words in [("empty.onnx", "file is empty"), ("junk.onnx", "not a loadable ONNX model"),
+                        ("missing.onnx", "model file not found"), (".", "is a directory")]:
+        with pytest.raises(ModelError, match=words):
+            fm_runtime.load(tmp_path / name)

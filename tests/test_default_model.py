@@ -1,0 +1,29 @@
+"""The moons model shipped inside the package, and the script that rebuilds it."""
+import hashlib
+import subprocess
+import sys
+
+import fm_runtime
+
+from .conftest import REPO
+
+
+def test_shipped_model_declares_what_it_is():
+    path = fm_runtime.default_model_path()
+    assert path.is_file() and path.stat().st_size < 300_000
+    s = fm_runtime.load()
+    spec = s.spec
+    assert spec.format_version == fm_runtime.FORMAT_VERSION and spec.kind == "velocity"
+    assert spec.data_shape == (2,) and spec.path == {"name": "ot", "sigma_min": 0.0}
+    assert spec.training["dataset"] == "moons" and spec.training["steps"] == 10_000
+    assert spec.architecture == {"type": "mlp", "dim": 2, "width": 64, "depth": 3, "activation": "elu"}
+    assert (spec.default_solver, spec.default_steps) == ("midpoint", 8)
+
+
+def test_build_script_is_reproducible(tmp_path):
+    digests = []
+    for name in ("a.onnx", "b.onnx"):
+        subprocess.run([sys.executable, str(REPO / "scripts" / "build_default_model.py"), "--steps", "50",
+                        "--out", str(tmp_path / name)], check=True, capture_output=True, timeout=300)
+        digests.append(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
+    assert digests[0] == digests[1]

@@ -1,0 +1,120 @@
+"""Export: one self-contained file with the contract, verified against torch before success."""
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import export.onnx_export as ox
+from export.onnx_export import OPSET, ExportError, export_model, verify_against_torch
+
+
+def test_exported_file_is_self_contained(trained):
+    m = onnx.load(str(trained.onnx))
+    onnx.checker.check_model(m, full_check=True)
+    assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [OPSET]
+    assert not any(i.data_location == onnx.TensorProto.EXTERNAL for i in m.graph.initializer)
+    assert list(trained.onnx.parent.glob("*.data")) == []
+    x, t = m.graph.input
+    assert (x.name, t.name, m.graph.output[0].name) == ("x", "t", "v")
+    assert x.type.tensor_type.shape.dim[0].dim_param     # dynamic batch
+    assert [d.dim_value for d in x.type.tensor_type.shape.dim[1:]] == [2]
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert meta["fm.format_version"] == "1" and meta["fm.kind"] == '"velocity"'
+
+
+def test_checkpoint_loads_with_weights_only(trained):
+    payload = torch.load(trained.ckpt, weights_only=True)
+    assert payload["config"]["dataset"] == "moons"
+    assert payload["config"]["architecture"] == {"type": "mlp", "dim": 2, "width": 64, "depth": 3,
+                                                 "activation": "elu"}
+    assert isinstance(payload["config"]["final_loss"], float)
+
+
+def test_broken_export_is_refused_and_writes_nothing(trained, tmp_path, monkeypatch):
+    real = ox._to_onnx
+
+    def tampered(model, shape):
+        proto = real(model, shape)
+        w = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT][0]
+        arr = onnx.numpy_helper.to_array(w).copy()
+        arr.flat[0] += 0.05                       # a small, plausible-looking corruption
+        w.CopyFrom(onnx.numpy_helper.from_array(arr, w.name))
+        return proto
+
+    monkeypatch.setattr(ox, "_to_onnx", tampered)
+    out = tmp_path / "broken.onnx"
+    with pytest.raises(ExportError, match="onnxruntime and torch differ"):
+        export_model(trained.model, trained.config, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_broken_export_fails_the_cli(trained, tmp_path):
+    # the same refusal through fm-export, with its documented exit code
+    from .conftest import run_cli
+    code = f'''
+import sys, onnx, export.onnx_export as ox
+real = ox._to_onnx
+def tampered(model, shape):
+    p = real(model, shape)
+    w = [i for i in p.graph.initializer if i.data_type == onnx.TensorProto.FLOAT][-1]
+    a = onnx.numpy_helper.to_array(w) * onnx.numpy_helper.to_array(w).dtype.type(1.01)
+    w.CopyFrom(onnx.numpy_helper.from_array(a, w.name))
+    return p
+ox._to_onnx = tampered
+from export.cli import main
+sys.argv = ["fm-export", {str(trained.ckpt)!r}, "--out", {str(tmp_path / "x.onnx")!r}]
+main()
+'''
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 8, p.stderr
+    assert "differ" in p.stderr and "no file written" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_checker_rejection_is_an_export_error(trained, tmp_path, monkeypatch):
+    real = ox._to_onnx
+
+    def bad_types(model, shape):
+        proto = real(model, shape)
+        proto.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.INT64
+        return proto
+
+    monkeypatch.setattr(ox, "_to_onnx", bad_types)
+    with pytest.raises(ExportError, match="onnx.checker rejected"):
+        export_model(trained.model, trained.config, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_catches_a_different_network(trained):
+    data = trained.onnx.read_bytes()
+    assert verify_against_torch(trained.model, data, (2,)) < 1e-4
+    other = type(trained.model)(2)
+    with pytest.raises(ExportError):
+        verify_against_torch(other, data, (2,))
+
+
+def test_export_keeps_an_existing_file_on_failure(trained, tmp_path, monkeypatch):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"previous")
+    monkeypatch.setattr(ox, "verify_against_torch", lambda *a, **k: (_ for _ in ()).throw(ExportError("boom")))
+    with pytest.raises(ExportError):
+        export_model(trained.model, trained.config, out)
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("arch", [dict(width=16, depth=1, activation="relu"), dict(width=32, depth=4, activation="silu")])
+def test_other_architectures_export_and_match(tmp_path, arch):
+    from training.nets import VelocityMLP
+    from training.sample import sample
+    import fm_runtime
+    torch.manual_seed(0)
+    model = VelocityMLP(3, **arch).eval()
+    config = {"architecture": model.config, "path": {"name": "ot", "sigma_min": 0.0},
+              "dataset": "none", "data_shape": [3], "steps": 0, "final_loss": 0.0}
+    export_model(model, config, tmp_path / "m.onnx")
+    z = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
+    got = fm_runtime.load(tmp_path / "m.onnx").sample(noise=z, steps=4, solver="rk4")
+    assert np.abs(got - sample(model, z, 4, "rk4")).max() <= 1e-4
