@@ -212,9 +212,9 @@ def _check_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict) -> No
             if isinstance(got, int) and got != exp:
                 raise ModelError(f"{where}: {role} {name!r} has shape {shape}, but the data shape "
                                  f"is {list(spec.data_shape)}")
-    if len(t_shape) == 2 and t_shape[1] in (1, None) or len(t_shape) == 2 and isinstance(t_shape[1], str):
-        spec.t_rank = 2
-    elif len(t_shape) == 1:
+    if len(t_shape) == 1:
         spec.t_rank = 1
+    elif len(t_shape) == 2 and (t_shape[1] == 1 or not isinstance(t_shape[1], int)):
+        spec.t_rank = 2
     else:
         raise ModelError(f"{where}: input {spec.t_name!r} has shape {t_shape}; expected [batch] or [batch, 1]")
