@@ -18,7 +18,10 @@ from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, SOLVERS
               show_default=True, help="Solver fm-run uses for this model when none is given.")
 @click.option("--default-steps", type=click.IntRange(min=1), default=DEFAULT_STEPS, show_default=True,
               help="Steps fm-run uses for this model when none are given.")
-def cli(checkpoint, out, default_solver, default_steps):
+@click.option("--bake", metavar="SOLVER:STEPS",
+              help="Write a baked sampler instead: the whole fixed-step solve (e.g. midpoint:8) "
+                   "unrolled into one graph, noise z -> samples x, run with a single call.")
+def cli(checkpoint, out, default_solver, default_steps, bake):
     """Export CHECKPOINT's velocity network to ONNX with the fm.* metadata contract
     (docs/contract.md), after checking it: onnx.checker, then onnxruntime against torch on random
     inputs at batch sizes 1, 7 and 256. On any mismatch nothing is written (exit code 8).
@@ -26,13 +29,23 @@ def cli(checkpoint, out, default_solver, default_steps):
     \b
     Example:
       fm-export moons.ckpt --out moons.onnx
+      fm-export moons.ckpt --bake midpoint:8 --out moons-mid8.onnx
       fm-run info moons.onnx
     """
     from .onnx_export import export_checkpoint
 
+    from .bake import parse_bake
+
     check_writable(out)
-    r = export_checkpoint(checkpoint, out, default_solver=default_solver, default_steps=default_steps)
-    click.echo(f"exported {checkpoint} -> {r.path}: {r.size_bytes / 1024:.1f} KiB, opset {r.opset}, "
+    if bake:
+        try:
+            parse_bake(bake)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--bake") from None
+    r = export_checkpoint(checkpoint, out, default_solver=default_solver, default_steps=default_steps,
+                          bake=bake)
+    what = f"baked {bake} sampler" if bake else "velocity model"
+    click.echo(f"exported {what} {checkpoint} -> {r.path}: {r.size_bytes / 1024:.1f} KiB, opset {r.opset}, "
                f"onnxruntime vs torch max |diff| {r.max_abs_diff:.2e} at batch sizes "
                f"{', '.join(map(str, r.batches))}", err=True)
 

@@ -24,6 +24,8 @@ from fm_runtime.errors import EXIT_EXPORT, FmError
 from fm_runtime.io import atomic_write
 from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 
+from .bake import BakedSampler, ExportVelocity, parse_bake
+
 OPSET = 20                      # the opset every exported file declares
 VERIFY_BATCHES = (1, 7, 256)    # batch sizes the export is checked at
 VERIFY_ATOL = 1e-4              # max |onnxruntime - torch| allowed, scaled by max(1, |v|)
@@ -43,35 +45,44 @@ class ExportReport:
     batches: tuple[int, ...]
 
 
-def _to_onnx(model: torch.nn.Module, data_shape: tuple[int, ...]) -> onnx.ModelProto:
+def _example_inputs(data_shape: tuple[int, ...], baked: bool, b: int, rng: np.random.Generator) -> dict:
+    """Random graph inputs for batch b: z for a baked sampler, (x, t) for a velocity graph."""
+    x = (2.0 * rng.standard_normal((b, *data_shape))).astype(np.float32)
+    if baked:
+        return {"z": x}
+    t = rng.random(b).astype(np.float32)
+    t[:2] = [0.0, 1.0][:b]
+    return {"x": x, "t": t}
+
+
+def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], baked: bool = False) -> onnx.ModelProto:
     """torch -> ONNX (dynamo exporter), dynamic batch, weights inline."""
-    x = torch.randn(4, *data_shape)
-    t = torch.rand(4)
+    inputs = {k: torch.from_numpy(v) for k, v in
+              _example_inputs(data_shape, baked, 4, np.random.default_rng(0)).items()}
     batch = torch.export.Dim("batch")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model, (x, t), dynamo=True, input_names=["x", "t"], output_names=["v"],
-            dynamic_shapes={"x": {0: batch}, "t": {0: batch}}, external_data=False,
-            opset_version=OPSET, verbose=False)
+            module, tuple(inputs.values()), dynamo=True, input_names=list(inputs),
+            output_names=["x" if baked else "v"], dynamic_shapes={k: {0: batch} for k in inputs},
+            external_data=False, opset_version=OPSET, verbose=False)
     return program.model_proto
 
 
-def verify_against_torch(model: torch.nn.Module, onnx_bytes: bytes, data_shape: tuple[int, ...],
-                         batches=VERIFY_BATCHES, atol: float = VERIFY_ATOL, seed: int = 0) -> float:
-    """Run the ONNX bytes in onnxruntime and the torch model on the same random (x, t); return
-    the largest abs difference, or raise ExportError if any exceeds atol * max(1, |v_torch|)."""
+def verify_against_torch(module: torch.nn.Module, onnx_bytes: bytes, data_shape: tuple[int, ...],
+                         batches=VERIFY_BATCHES, atol: float = VERIFY_ATOL, seed: int = 0,
+                         baked: bool = False) -> float:
+    """Run the ONNX bytes in onnxruntime and the torch module on the same random inputs; return
+    the largest abs difference, or raise ExportError if any exceeds atol * max(1, |torch|)."""
     sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
     worst = 0.0
     for b in batches:
-        x = (2.0 * rng.standard_normal((b, *data_shape))).astype(np.float32)
-        t = rng.random(b).astype(np.float32)
-        t[:2] = [0.0, 1.0][:b]
+        feed = _example_inputs(data_shape, baked, b, rng)
         with torch.no_grad():
-            ref = model(torch.from_numpy(x), torch.from_numpy(t)).numpy()
-        got = sess.run(["v"], {"x": x, "t": t})[0]
+            ref = module(*(torch.from_numpy(v) for v in feed.values())).numpy()
+        got = sess.run(None, feed)[0]
         if got.shape != ref.shape:
             raise ExportError(f"export check failed: onnxruntime output shape {list(got.shape)} != "
                               f"torch {list(ref.shape)} at batch {b}")
@@ -84,20 +95,29 @@ def verify_against_torch(model: torch.nn.Module, onnx_bytes: bytes, data_shape: 
 
 
 def export_model(model: torch.nn.Module, config: dict, out: str | Path, *,
-                 default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS) -> ExportReport:
-    """Export a trained velocity network with its checkpoint config to `out`."""
+                 default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
+                 bake: str | None = None) -> ExportReport:
+    """Export a trained velocity network with its checkpoint config to `out`; with
+    bake="SOLVER:STEPS", export the whole fixed-step solve as one graph z -> x instead."""
     model = model.eval()
     data_shape = tuple(config["data_shape"])
-    proto = _to_onnx(model, data_shape)
+    baked = None
+    module: torch.nn.Module = ExportVelocity(model).eval()
+    if bake:
+        solver, steps = parse_bake(bake)
+        baked = {"solver": solver, "steps": steps}
+        module = BakedSampler(model, solver, steps).eval()
+    proto = _to_onnx(module, data_shape, baked is not None)
     proto.producer_name = "fm-runtime"
     proto.producer_version = fm_runtime.__version__
-    proto.doc_string = f"flow-matching velocity model ({config.get('dataset', 'unknown data')}); see fm.* metadata"
+    what = f"baked {bake} sampler" if bake else "velocity model"
+    proto.doc_string = f"flow-matching {what} ({config.get('dataset', 'unknown data')}); see fm.* metadata"
     training = {k: config[k] for k in ("dataset", "steps", "batch_size", "lr", "optimizer", "seed",
                                        "final_loss") if k in config}
     meta = build_metadata(
         data_shape=data_shape, path=config["path"], prediction=config.get("prediction", "velocity"),
         default_solver=default_solver, default_steps=default_steps, training=training,
-        architecture=config.get("architecture", {}),
+        architecture=config.get("architecture", {}), baked=baked,
         producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),
                   "onnx": onnx.__version__, "opset": OPSET})
     del proto.metadata_props[:]
@@ -116,7 +136,7 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, *,
     io_table = lambda args: {a.name: (a.type, list(a.shape)) for a in args}  # noqa: E731
     read_spec(str(out), dict(sess.get_modelmeta().custom_metadata_map),
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
-    worst = verify_against_torch(model, data, data_shape)
+    worst = verify_against_torch(module, data, data_shape, baked=baked is not None)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES)
 

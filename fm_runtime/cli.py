@@ -24,8 +24,8 @@ def _plain_model_options(f):
     return f
 
 
-def _load(model, provider="cpu", dim=None, x_name=None, t_name=None, threads=None) -> Sampler:
-    return load(model, provider, data_shape=dim, x_name=x_name, t_name=t_name, threads=threads)
+def _load(model, provider="cpu", dim=None, x_name=None, t_name=None, threads=None, tile=None) -> Sampler:
+    return load(model, provider, data_shape=dim, x_name=x_name, t_name=t_name, threads=threads, tile=tile)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,9 +62,12 @@ def cli():
               help="Draw the 1x9 trajectory figure (noise -> data) to this PNG; needs the plot extra.")
 @click.option("--provider", default="cpu", show_default=True,
               help="onnxruntime execution provider: cpu, cuda, tensorrt, ... (or a full name).")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Worker threads solving tiles of the batch in parallel [default: all cores].")
+@click.option("--tile", type=click.IntRange(min=0),
+              help="Rows per tile on CPU (0: the whole batch in one call) [default: 2048].")
 @_plain_model_options
-def sample(model, n, steps, solver, seed, noise, out, plot, provider, threads, dim, x_name, t_name):
+def sample(model, n, steps, solver, seed, noise, out, plot, provider, threads, tile, dim, x_name, t_name):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
 
     \b
@@ -80,10 +83,17 @@ def sample(model, n, steps, solver, seed, noise, out, plot, provider, threads, d
         from .plot import require_matplotlib
         require_matplotlib()
     z = load_array(noise, "noise") if noise else None
-    sampler = _load(model, provider, dim, x_name, t_name, threads)
+    sampler = _load(model, provider, dim, x_name, t_name, threads, tile)
     if z is not None:
         z = sampler.check_noise(z)
         n = len(z)
+    if sampler.baked:
+        if plot:
+            raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
+        try:
+            sampler._check_baked(steps, solver, False)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
     steps = steps or sampler.spec.default_steps
     solver = solver or sampler.spec.default_solver
     start = time.perf_counter()
@@ -121,10 +131,13 @@ def info(model, as_json, dim, x_name, t_name):
     s = _load(model, "cpu", dim, x_name, t_name)
     spec = s.spec
     d = {
-        "file": s.path, "contract_version": spec.format_version, "kind": spec.kind,
+        "file": s.path, "contract_version": spec.format_version,
+        "kind": spec.kind + (f" ({spec.baked['solver']}:{spec.baked['steps']}, {spec.baked['nfe']} NFE in one call)"
+                             if s.baked else ""),
         "data_shape": list(spec.data_shape),
-        "inputs": {"x": spec.x_name, "t": spec.t_name + ("[B,1]" if spec.t_rank == 2 else "[B]")},
-        "output": spec.v_name, "prediction": spec.prediction, "path": spec.path,
+        "inputs": ({"z": spec.z_name} if s.baked else
+                   {"x": spec.x_name, "t": spec.t_name + ("[B,1]" if spec.t_rank == 2 else "[B]")}),
+        "output": spec.out_name if s.baked else spec.v_name, "prediction": spec.prediction, "path": spec.path,
         "default_solver": spec.default_solver, "default_steps": spec.default_steps,
         "default_nfe": s.nfe(), "training": spec.training, "architecture": spec.architecture,
         "producer": spec.producer,

@@ -10,28 +10,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ModelError
-from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS, SOLVERS
+from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS, SOLVERS, nfe
 
 FORMAT_VERSION = 1
 PREFIX = "fm."
-KINDS = ("velocity",)
+KINDS = ("velocity", "baked")
 PREDICTIONS = ("velocity",)
 
-# key -> (JSON-decoded type, required)
-_KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
-    "format_version": (int, True),
-    "kind": (str, True),
-    "data_shape": (list, True),
-    "input_x": (str, True),
-    "input_t": (str, True),
-    "output_v": (str, True),
-    "prediction": (str, True),
-    "path": (dict, True),
-    "default_solver": (str, False),
-    "default_steps": (int, False),
-    "training": (dict, False),
-    "architecture": (dict, False),
-    "producer": (dict, False),
+# key -> (JSON-decoded type, required for which kinds)
+_ALL, _VELOCITY, _BAKED = KINDS, ("velocity",), ("baked",)
+_KEYS: dict[str, tuple[type | tuple[type, ...], tuple[str, ...]]] = {
+    "format_version": (int, _ALL),
+    "kind": (str, _ALL),
+    "data_shape": (list, _ALL),
+    "input_x": (str, _VELOCITY),
+    "input_t": (str, _VELOCITY),
+    "output_v": (str, _VELOCITY),
+    "input_z": (str, _BAKED),
+    "output_x": (str, _BAKED),
+    "baked": (dict, _BAKED),
+    "prediction": (str, _ALL),
+    "path": (dict, _ALL),
+    "default_solver": (str, ()),
+    "default_steps": (int, ()),
+    "training": (dict, ()),
+    "architecture": (dict, ()),
+    "producer": (dict, ()),
 }
 
 
@@ -40,11 +44,14 @@ class ModelSpec:
     """Everything the runtime needs to sample a model file, read from metadata and graph."""
 
     data_shape: tuple[int, ...]
-    x_name: str = "x"
-    t_name: str = "t"
-    v_name: str = "v"
+    x_name: str = "x"                   # velocity graph: state input
+    t_name: str = "t"                   # velocity graph: time input
+    v_name: str = "v"                   # velocity graph: velocity output
     t_rank: int = 1                     # t fed as [B] (1) or [B, 1] (2)
-    kind: str = "velocity"
+    kind: str = "velocity"              # or "baked": the graph is the whole solve, z -> x
+    z_name: str = "z"                   # baked graph: noise input
+    out_name: str = "x"                 # baked graph: samples output
+    baked: dict[str, Any] = field(default_factory=dict)   # {"solver", "steps", "nfe"}
     prediction: str = "velocity"
     path: dict[str, Any] = field(default_factory=lambda: {"name": "unknown"})
     default_solver: str = DEFAULT_SOLVER
@@ -65,25 +72,28 @@ class ModelSpec:
 def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
                    default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
                    training: dict | None = None, architecture: dict | None = None,
-                   producer: dict | None = None, x_name: str = "x", t_name: str = "t",
-                   v_name: str = "v") -> dict[str, str]:
-    """The fm.* metadata_props of a velocity model file (values JSON-encoded)."""
+                   producer: dict | None = None, baked: dict | None = None) -> dict[str, str]:
+    """The fm.* metadata_props of a model file (values JSON-encoded). With `baked`
+    ({"solver", "steps"}) the file is a baked sampler with input z and output x."""
+    names = ({"input_z": "z", "output_x": "x", "baked": {**baked, "nfe": nfe(baked["solver"], baked["steps"])}}
+             if baked else {"input_x": "x", "input_t": "t", "output_v": "v"})
+    if baked:
+        default_solver, default_steps = baked["solver"], baked["steps"]
     values = {
-        "format_version": FORMAT_VERSION, "kind": "velocity",
-        "data_shape": [int(s) for s in data_shape], "input_x": x_name, "input_t": t_name,
-        "output_v": v_name, "prediction": prediction, "path": path,
+        "format_version": FORMAT_VERSION, "kind": "baked" if baked else "velocity",
+        "data_shape": [int(s) for s in data_shape], **names, "prediction": prediction, "path": path,
         "default_solver": default_solver, "default_steps": int(default_steps),
         "training": training or {}, "architecture": architecture or {}, "producer": producer or {},
     }
     return {PREFIX + k: json.dumps(v) for k, v in values.items()}
 
 
-def _decode(where: str, metadata: dict[str, str]) -> dict[str, Any]:
+def _decode(where: str, metadata: dict[str, str], kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, (typ, required) in _KEYS.items():
+    for key, (typ, required_for) in _KEYS.items():
         raw = metadata.get(PREFIX + key)
         if raw is None:
-            if required:
+            if kind in required_for:
                 raise ModelError(f"{where}: metadata key {PREFIX + key} is missing")
             continue
         try:
@@ -95,6 +105,19 @@ def _decode(where: str, metadata: dict[str, str]) -> dict[str, Any]:
                              f"got {type(value).__name__} {raw[:60]!r}")
         out[key] = value
     return out
+
+
+def _decode_kind(where: str, metadata: dict[str, str]) -> str:
+    raw = metadata.get(PREFIX + "kind")
+    if raw is None:
+        raise ModelError(f"{where}: metadata key {PREFIX}kind is missing")
+    try:
+        kind = json.loads(raw)
+    except json.JSONDecodeError:
+        kind = raw
+    if kind not in KINDS:
+        raise ModelError(f"{where}: fm.kind {kind!r} is not one of {', '.join(KINDS)}")
+    return kind
 
 
 def _graph_io(where: str, name: str, ios: dict, role: str):
@@ -126,9 +149,8 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
         if version > FORMAT_VERSION:
             raise ModelError(f"{where}: contract version {version} is newer than this runtime "
                              f"understands ({FORMAT_VERSION}); upgrade fm-runtime")
-        m = _decode(where, metadata)
-        if m["kind"] not in KINDS:
-            raise ModelError(f"{where}: fm.kind {m['kind']!r} is not one of {', '.join(KINDS)}")
+        kind = _decode_kind(where, metadata)
+        m = _decode(where, metadata, kind)
         if m["prediction"] not in PREDICTIONS:
             raise ModelError(f"{where}: fm.prediction {m['prediction']!r} is not supported "
                              f"(supported: {', '.join(PREDICTIONS)})")
@@ -141,8 +163,14 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
         steps = m.get("default_steps", DEFAULT_STEPS)
         if steps < 1:
             raise ModelError(f"{where}: fm.default_steps must be >= 1, got {steps}")
-        spec = ModelSpec(tuple(shape), x_name or m["input_x"], t_name or m["input_t"], m["output_v"],
-                         kind=m["kind"], prediction=m["prediction"], path=m["path"],
+        baked = m.get("baked", {})
+        if kind == "baked":
+            if baked.get("solver") not in SOLVERS or not isinstance(baked.get("steps"), int) or baked["steps"] < 1:
+                raise ModelError(f"{where}: fm.baked must name a known solver and steps >= 1, got {baked!r}")
+            solver, steps = baked["solver"], baked["steps"]
+        spec = ModelSpec(tuple(shape), x_name or m.get("input_x", "x"), t_name or m.get("input_t", "t"),
+                         m.get("output_v", "v"), kind=kind, z_name=m.get("input_z", "z"),
+                         out_name=m.get("output_x", "x"), baked=baked, prediction=m["prediction"], path=m["path"],
                          default_solver=solver, default_steps=steps,
                          training=m.get("training", {}), architecture=m.get("architecture", {}),
                          producer=m.get("producer", {}), format_version=version)
@@ -192,6 +220,38 @@ def _plain_spec(where, inputs, outputs, data_shape, x_name, t_name) -> ModelSpec
 
 
 def _check_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict) -> None:
+    if spec.kind == "baked":
+        _check_baked_graph(where, spec, inputs, outputs)
+    else:
+        _check_velocity_graph(where, spec, inputs, outputs)
+
+
+def _check_shape(where: str, role: str, name: str, shape: list, data_shape: tuple[int, ...]) -> None:
+    want = len(data_shape) + 1
+    if len(shape) != want:
+        raise ModelError(f"{where}: {role} {name!r} has rank {len(shape)}, expected {want} "
+                         f"([batch, {', '.join(map(str, data_shape))}])")
+    for got, exp in zip(shape[1:], data_shape):
+        if isinstance(got, int) and got != exp:
+            raise ModelError(f"{where}: {role} {name!r} has shape {shape}, but the data shape "
+                             f"is {list(data_shape)}")
+
+
+def _check_baked_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict) -> None:
+    """A baked sampler takes noise z [B, *shape] and gives samples x [B, *shape], float32."""
+    z_type, z_shape = _graph_io(where, spec.z_name, inputs, "input")
+    x_type, x_shape = _graph_io(where, spec.out_name, outputs, "output")
+    for role, name, typ in (("input", spec.z_name, z_type), ("output", spec.out_name, x_type)):
+        if typ != "tensor(float)":
+            raise ModelError(f"{where}: {role} {name!r} is {typ}; a baked sampler uses float32 (tensor(float))")
+    extra = [n for n in inputs if n != spec.z_name]
+    if extra:
+        raise ModelError(f"{where}: the graph has inputs this runtime does not feed: {', '.join(extra)}")
+    _check_shape(where, "input", spec.z_name, z_shape, spec.data_shape)
+    _check_shape(where, "output", spec.out_name, x_shape, spec.data_shape)
+
+
+def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict) -> None:
     """The graph must take x [B, *shape] and t [B] or [B, 1] as float32 and give v like x."""
     x_type, x_shape = _graph_io(where, spec.x_name, inputs, "input")
     t_type, t_shape = _graph_io(where, spec.t_name, inputs, "input")
@@ -203,15 +263,8 @@ def _check_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict) -> No
     extra = [n for n in inputs if n not in (spec.x_name, spec.t_name)]
     if extra:
         raise ModelError(f"{where}: the graph has inputs this runtime does not feed: {', '.join(extra)}")
-    want = len(spec.data_shape) + 1
-    for role, name, shape in (("input", spec.x_name, x_shape), ("output", spec.v_name, v_shape)):
-        if len(shape) != want:
-            raise ModelError(f"{where}: {role} {name!r} has rank {len(shape)}, expected {want} "
-                             f"([batch, {', '.join(map(str, spec.data_shape))}])")
-        for got, exp in zip(shape[1:], spec.data_shape):
-            if isinstance(got, int) and got != exp:
-                raise ModelError(f"{where}: {role} {name!r} has shape {shape}, but the data shape "
-                                 f"is {list(spec.data_shape)}")
+    _check_shape(where, "input", spec.x_name, x_shape, spec.data_shape)
+    _check_shape(where, "output", spec.v_name, v_shape, spec.data_shape)
     if len(t_shape) == 1:
         spec.t_rank = 1
     elif len(t_shape) == 2 and (t_shape[1] == 1 or not isinstance(t_shape[1], int)):

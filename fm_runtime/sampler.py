@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -11,9 +12,12 @@ import onnxruntime as ort
 from . import providers as _providers
 from .contract import ModelSpec, read_spec
 from .errors import InputError, ModelError, NumericalError
-from .solvers import get_solver, integrate
+from .solvers import get_solver, integrate, integrate_inplace
 
 DEFAULT_MODEL = "moons.onnx"
+# Rows per tile on CPU: a 2048 x 64 float32 activation (512 KiB) stays in L2; 1024-8192 measured
+# within 3% of each other for the 64-wide MLP, one call on 100 000 rows 2.4x slower.
+DEFAULT_TILE = 2048
 
 
 def default_model_path() -> Path:
@@ -35,13 +39,20 @@ def _one_line(e: Exception) -> str:
 class Sampler:
     """A loaded model: `sample()` integrates its velocity from noise (t = 0) to data (t = 1)."""
 
-    def __init__(self, session: ort.InferenceSession, spec: ModelSpec, path: str):
+    def __init__(self, session: ort.InferenceSession, spec: ModelSpec, path: str, *,
+                 tile: int = DEFAULT_TILE, workers: int = 1):
         self.session = session
         self.spec = spec
         self.path = path
         self.providers = session.get_providers()
         self.last_nfe = 0
-        self._t_cache: dict[tuple[int, int], np.ndarray] = {}
+        self.tile = int(tile)
+        self.workers = max(1, int(workers))
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def baked(self) -> bool:
+        return self.spec.kind == "baked"
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -49,17 +60,24 @@ class Sampler:
 
     def velocity(self, x: np.ndarray, t: float | np.ndarray) -> np.ndarray:
         """v(x, t) for a batch x [B, *shape]; t a scalar or [B] array."""
+        if self.baked:
+            raise ValueError(f"{self.path} is a baked sampler; it has no velocity to evaluate")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        b = x.shape[0]
-        if np.ndim(t) == 0:
-            tb = self._t_cache.get((b, self.spec.t_rank))
-            if tb is None:
-                tb = np.empty((b,) if self.spec.t_rank == 1 else (b, 1), np.float32)
-                self._t_cache[(b, self.spec.t_rank)] = tb
-            tb.fill(t)
-        else:
-            tb = np.asarray(t, np.float32).reshape((b,) if self.spec.t_rank == 1 else (b, 1))
+        tb = np.empty((x.shape[0],) if self.spec.t_rank == 1 else (x.shape[0], 1), np.float32)
+        tb[...] = np.reshape(t, tb.shape) if np.ndim(t) else t
         return self.session.run([self.spec.v_name], {self.spec.x_name: x, self.spec.t_name: tb})[0]
+
+    def _velocity_fn(self, batch: int):
+        """v(x, t) for scalar t at a fixed batch size, reusing one t buffer (one per solve, so
+        tiles solved in parallel threads never share it)."""
+        tb = np.empty((batch,) if self.spec.t_rank == 1 else (batch, 1), np.float32)
+        run, names = self.session.run, [self.spec.v_name]
+        x_name, t_name = self.spec.x_name, self.spec.t_name
+
+        def f(x: np.ndarray, t: float) -> np.ndarray:
+            tb.fill(t)
+            return run(names, {x_name: x, t_name: tb})[0]
+        return f
 
     def noise(self, n: int, seed: int | None = None) -> np.ndarray:
         """Standard-normal float32 noise [n, *shape] from numpy's default Generator (PCG64)."""
@@ -67,6 +85,41 @@ class Sampler:
 
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)
+
+    def _check_baked(self, steps: int | None, solver: str | None, trajectory: bool) -> None:
+        b = self.spec.baked
+        if (steps is not None and steps != b["steps"]) or (solver is not None and solver != b["solver"]):
+            raise ValueError(f"{self.path} is a baked {b['solver']}:{b['steps']} sampler; it cannot "
+                             f"run {solver or b['solver']}:{steps or b['steps']} (export another --bake)")
+        if trajectory:
+            raise ValueError(f"{self.path} is a baked sampler: it returns final samples only, "
+                             "no trajectory (use the velocity model for that)")
+
+    def _solve_tile(self, z: np.ndarray, steps: int, solver: str) -> tuple[np.ndarray, int]:
+        if self.baked:
+            return self.session.run([self.spec.out_name], {self.spec.z_name: z})[0], self.spec.baked["nfe"]
+        return integrate_inplace(self._velocity_fn(len(z)), z, steps, solver)
+
+    def _solve(self, x0: np.ndarray, steps: int, solver: str) -> tuple[np.ndarray, int]:
+        """Solve in tiles of `tile` rows, spread over `workers` threads (onnxruntime releases the
+        GIL while it runs, so tiles run in parallel); each tile is one independent solve."""
+        n = len(x0)
+        if n <= self.tile or self.tile <= 0:
+            return self._solve_tile(x0, steps, solver)
+        out = np.empty_like(x0)
+        bounds = [(a, min(a + self.tile, n)) for a in range(0, n, self.tile)]
+
+        def run(ab: tuple[int, int]) -> int:
+            out[ab[0]:ab[1]], calls = self._solve_tile(x0[ab[0]:ab[1]], steps, solver)
+            return calls
+
+        if self.workers == 1:
+            calls = [run(ab) for ab in bounds]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fm-run")
+            calls = list(self._pool.map(run, bounds))
+        return out, calls[0]
 
     def check_noise(self, noise: np.ndarray, n: int | None = None) -> np.ndarray:
         noise = np.asarray(noise)
@@ -91,6 +144,8 @@ class Sampler:
         Returns the samples [n, *shape] as float32, or (samples, trajectory) with trajectory
         [steps + 1, n, *shape] (noise first) when `return_trajectory` is true.
         """
+        if self.baked:
+            self._check_baked(steps, solver, return_trajectory)
         steps = self.spec.default_steps if steps is None else int(steps)
         solver = solver or self.spec.default_solver
         get_solver(solver)
@@ -102,23 +157,30 @@ class Sampler:
             if n is None or int(n) < 1:
                 raise ValueError(f"n must be >= 1, got {n}")
             x0 = self.noise(int(n), seed)
-        sol = integrate(self.velocity, x0, steps, solver, trajectory=return_trajectory)
-        self.last_nfe = sol.nfe
-        if not np.isfinite(sol.x).all():
+        trajectory = None
+        if return_trajectory:
+            sol = integrate(self._velocity_fn(len(x0)), x0, steps, solver, trajectory=True)
+            x, self.last_nfe, trajectory = sol.x, sol.nfe, np.stack(sol.trajectory)
+        else:
+            x, self.last_nfe = self._solve(x0, steps, solver)
+        if not np.isfinite(x).all():
             raise NumericalError(f"{self.path}: the solve produced NaN or Inf "
                                  f"({solver}, {steps} steps); the model's velocity is not finite")
-        if return_trajectory:
-            return sol.x, np.stack(sol.trajectory)
-        return sol.x
+        return (x, trajectory) if return_trajectory else x
 
 
 def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
          data_shape: tuple[int, ...] | int | None = None, x_name: str | None = None,
-         t_name: str | None = None, threads: int | None = None) -> Sampler:
+         t_name: str | None = None, threads: int | None = None, tile: int | None = None,
+         intra_op_threads: int = 1) -> Sampler:
     """Load a model file (None: the moons model shipped inside the package).
 
     `provider` is a short name ("cpu", "cuda", ...) or a full onnxruntime provider name.
     `data_shape`, `x_name`, `t_name` stand in for metadata a plain velocity ONNX lacks.
+    Speed: on CPU a batch is solved in tiles of `tile` rows (0: no tiling) spread over `threads`
+    worker threads (default: all cores), each onnxruntime call using `intra_op_threads` threads
+    (default 1: for these small networks, parallel tiles beat parallel matmuls). On a GPU provider
+    the batch goes whole to one call.
     """
     p = default_model_path() if path is None else Path(path)
     where = str(p)
@@ -129,10 +191,15 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     if p.stat().st_size == 0:
         raise ModelError(f"{where}: file is empty")
     wanted = _providers.resolve(provider)
+    on_cpu = wanted[0] == "CPUExecutionProvider"
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = int(threads)
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = int(intra_op_threads)
+    opts.inter_op_num_threads = 1
+    if int(intra_op_threads) > 1:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(p), sess_options=opts, providers=wanted)
     except Exception as e:  # onnxruntime raises its own exception types per failure
@@ -143,4 +210,7 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     spec = read_spec(where, dict(session.get_modelmeta().custom_metadata_map),
                      _io_table(session.get_inputs()), _io_table(session.get_outputs()),
                      data_shape=data_shape, x_name=x_name, t_name=t_name)
-    return Sampler(session, spec, where)
+    workers = threads or os.cpu_count() or 1
+    if not on_cpu:
+        tile, workers = 0, 1
+    return Sampler(session, spec, where, tile=DEFAULT_TILE if tile is None else tile, workers=workers)

@@ -33,8 +33,8 @@ def test_checkpoint_loads_with_weights_only(trained):
 def test_broken_export_is_refused_and_writes_nothing(trained, tmp_path, monkeypatch):
     real = ox._to_onnx
 
-    def tampered(model, shape):
-        proto = real(model, shape)
+    def tampered(*args):
+        proto = real(*args)
         w = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT][0]
         arr = onnx.numpy_helper.to_array(w).copy()
         arr.flat[0] += 0.05                       # a small, plausible-looking corruption
@@ -54,8 +54,8 @@ def test_broken_export_fails_the_cli(trained, tmp_path):
     code = f'''
 import sys, onnx, export.onnx_export as ox
 real = ox._to_onnx
-def tampered(model, shape):
-    p = real(model, shape)
+def tampered(*args):
+    p = real(*args)
     w = [i for i in p.graph.initializer if i.data_type == onnx.TensorProto.FLOAT][-1]
     a = onnx.numpy_helper.to_array(w) * onnx.numpy_helper.to_array(w).dtype.type(1.01)
     w.CopyFrom(onnx.numpy_helper.from_array(a, w.name))
@@ -76,8 +76,8 @@ main()
 def test_checker_rejection_is_an_export_error(trained, tmp_path, monkeypatch):
     real = ox._to_onnx
 
-    def bad_types(model, shape):
-        proto = real(model, shape)
+    def bad_types(*args):
+        proto = real(*args)
         proto.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.INT64
         return proto
 

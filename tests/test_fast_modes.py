@@ -1,0 +1,77 @@
+"""Every fast mode (baked graph, in-place loop, tiling, threads) matches the torch sampler."""
+import numpy as np
+import pytest
+
+import fm_runtime
+from export.onnx_export import export_model
+from fm_runtime.solvers import SOLVERS
+from training.sample import sample as native_sample
+
+from .conftest import run_cli
+
+ATOL = 1e-4
+MODES = [dict(tile=0, threads=1), dict(tile=1024, threads=1), dict(tile=1024, threads=2),
+         dict(tile=777, threads=3), dict(tile=0, threads=1, intra_op_threads=2)]
+
+
+@pytest.fixture(scope="module")
+def baked(trained, tmp_path_factory):
+    d = tmp_path_factory.mktemp("baked")
+    files = {}
+    for solver in sorted(SOLVERS):
+        steps = 8 if solver == "midpoint" else 3
+        files[solver, steps] = d / f"{solver}{steps}.onnx"
+        export_model(trained.model, trained.config, files[solver, steps], bake=f"{solver}:{steps}")
+    return files
+
+
+@pytest.fixture(scope="module")
+def noise():
+    return np.random.default_rng(11).standard_normal((5000, 2)).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(f"{k}{v}" for k, v in m.items()))
+def test_baked_graph_matches_torch(trained, baked, noise, mode):
+    for (solver, steps), path in baked.items():
+        s = fm_runtime.load(path, **mode)
+        assert s.baked and s.spec.baked == {"solver": solver, "steps": steps,
+                                           "nfe": steps * SOLVERS[solver].evals_per_step}
+        got = s.sample(noise=noise)
+        ref = native_sample(trained.model, noise, steps, solver)
+        assert np.abs(got - ref).max() <= ATOL, (solver, steps, mode)
+        assert s.last_nfe == s.spec.baked["nfe"]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(f"{k}{v}" for k, v in m.items()))
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_velocity_loop_matches_torch(trained, noise, mode, solver):
+    s = fm_runtime.load(trained.onnx, **mode)
+    got = s.sample(noise=noise, steps=4, solver=solver)
+    assert np.abs(got - native_sample(trained.model, noise, 4, solver)).max() <= ATOL
+    assert s.last_nfe == 4 * SOLVERS[solver].evals_per_step
+
+
+def test_baked_refuses_other_steps_and_trajectories(baked):
+    s = fm_runtime.load(baked["midpoint", 8])
+    assert s.sample(3, seed=0, steps=8, solver="midpoint").shape == (3, 2)
+    with pytest.raises(ValueError, match="baked midpoint:8 sampler; it cannot run midpoint:4"):
+        s.sample(3, steps=4)
+    with pytest.raises(ValueError, match="no trajectory"):
+        s.sample(3, return_trajectory=True)
+    with pytest.raises(ValueError, match="no velocity"):
+        s.velocity(np.zeros((1, 2), np.float32), 0.0)
+
+
+def test_baked_cli(trained, baked, tmp_path):
+    info = run_cli("fm-run", "info", str(baked["midpoint", 8])).stdout
+    assert "baked (midpoint:8, 16 NFE in one call)" in info
+    p = run_cli("fm-run", "sample", str(baked["midpoint", 8]), "-n", "3000", "--seed", "0",
+                "--out", str(tmp_path / "x.npy"))
+    assert "16 NFE" in p.stderr
+    z = np.random.default_rng(0).standard_normal((3000, 2), dtype=np.float32)
+    assert np.abs(np.load(tmp_path / "x.npy") - native_sample(trained.model, z, 8, "midpoint")).max() <= ATOL
+    p = run_cli("fm-run", "sample", str(baked["midpoint", 8]), "--steps", "4", check=False)
+    assert p.returncode == 2 and "cannot run midpoint:4" in p.stderr
+    p = run_cli("fm-export", str(trained.ckpt), "--bake", "midpoint:zero", "--out", str(tmp_path / "b.onnx"),
+                check=False)
+    assert p.returncode == 2 and "SOLVER:STEPS" in p.stderr and not (tmp_path / "b.onnx").exists()
