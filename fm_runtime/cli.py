@@ -41,6 +41,7 @@ def cli():
       fm-run sample -n 1000 --seed 0 --out samples.npy
       fm-run sample moons.onnx -n 300 --steps 8 --solver midpoint --plot traj.png
       fm-run info moons.onnx
+      fm-run bench moons.onnx
     """
 
 
@@ -152,6 +153,44 @@ def info(model, as_json, dim, x_name, t_name):
         if isinstance(v, dict):
             v = ", ".join(f"{a}={b}" for a, b in v.items()) or "-"
         click.echo(f"{k:<{width}}  {v}")
+
+
+@cli.command()
+@_model_arg
+@click.option("--steps", type=click.IntRange(min=1), help="Steps for a velocity model [default: the model's].")
+@click.option("--solver", type=click.Choice(sorted(SOLVERS)), help="Solver for a velocity model [default: the model's].")
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
+              help="Batch size to time; repeat the option for several [default: 1, 256, 100000].")
+@_plain_model_options
+def bench(model, steps, solver, batches, dim, x_name, t_name):
+    """Time sampling on this machine: median of repeated runs after warm-up, per runtime mode.
+
+    Modes: the default (tiles of 2048 rows over all cores) and one call on the whole batch. For
+    the comparison with torch eager on the same weights, run benchmarks/bench_sampling.py.
+
+    \b
+    Examples:
+      fm-run bench
+      fm-run bench moons-mid8.onnx --batch 1 --batch 4096
+    """
+    from .bench import bench_table, matmul_gflops, mlp_flops_per_eval
+
+    probe = _load(model, "cpu", dim, x_name, t_name)
+    steps = probe.spec.baked.get("steps") if probe.baked else (steps or probe.spec.default_steps)
+    solver = probe.spec.baked.get("solver") if probe.baked else (solver or probe.spec.default_solver)
+    modes = {"tiled (default)": {}, "whole batch": {"tile": 0, "threads": 1}}
+    rows = bench_table(lambda kw: _load(model, "cpu", dim, x_name, t_name, **kw), modes,
+                       batches or (1, 256, 100_000), steps, solver)
+    per_eval = mlp_flops_per_eval(probe.spec.architecture)
+    rate = matmul_gflops() if per_eval else None
+    click.echo(f"{probe.path}: {probe.spec.kind}, {solver} {steps} steps ({probe.nfe(steps, solver)} NFE)"
+               + (f"; float32 matmul {rate:.0f} GFLOP/s measured" if rate else ""))
+    for r in rows:
+        line = f"  batch {r['batch']:>7}  {r['mode']:<16} {r['seconds'] * 1e3:10.3f} ms"
+        if rate:
+            bound = per_eval * probe.nfe(steps, solver) * r["batch"] / (rate * 1e9)
+            line += f"   {r['seconds'] / bound:6.1f}x the arithmetic bound"
+        click.echo(line)
 
 
 def main(argv: list[str] | None = None) -> None:

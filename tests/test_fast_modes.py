@@ -75,3 +75,10 @@ def test_baked_cli(trained, baked, tmp_path):
     p = run_cli("fm-export", str(trained.ckpt), "--bake", "midpoint:zero", "--out", str(tmp_path / "b.onnx"),
                 check=False)
     assert p.returncode == 2 and "SOLVER:STEPS" in p.stderr and not (tmp_path / "b.onnx").exists()
+
+
+def test_bench_command_times_every_mode(baked):
+    p = run_cli("fm-run", "bench", str(baked["midpoint", 8]), "--batch", "4", "--batch", "3000")
+    lines = [line for line in p.stdout.splitlines() if line.strip().startswith("batch")]
+    assert len(lines) == 4 and "baked, midpoint 8 steps (16 NFE)" in p.stdout
+    assert all("ms" in line and "arithmetic bound" in line for line in lines)

@@ -1,0 +1,52 @@
+"""Timing helpers shared by `fm-run bench` and benchmarks/bench_sampling.py (numpy + onnxruntime)."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+
+def median_seconds(fn: Callable[[], object], min_time: float = 0.3, max_repeats: int = 200,
+                   warmup: int = 2) -> float:
+    """Median wall time of fn() after warm-up; repeats until min_time is spent (>= 3 runs)."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start < min_time and len(times) < max_repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def matmul_gflops(size: int = 2048) -> float:
+    """Measured float32 matmul rate of this machine (numpy's BLAS, all cores): the yardstick
+    for the arithmetic bound."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    return 2 * size**3 / median_seconds(lambda: a @ b, min_time=1.0, max_repeats=20) / 1e9
+
+
+def mlp_flops_per_eval(architecture: dict) -> int | None:
+    """Multiply-add FLOPs of one evaluation of the fm MLP for one sample (2 per MAC)."""
+    if architecture.get("type") != "mlp":
+        return None
+    d, w, depth = architecture["dim"], architecture["width"], architecture["depth"]
+    return 2 * ((d + 1) * w + (depth - 1) * w * w + w * d)
+
+
+def bench_table(sampler_for: Callable[[dict], object], modes: dict[str, dict], batches, steps: int,
+                solver: str, seed: int = 0) -> list[dict]:
+    """Median seconds of sampler.sample(n) for each mode (load kwargs) and batch size."""
+    rows = []
+    for name, kwargs in modes.items():
+        s = sampler_for(kwargs)
+        for n in batches:
+            z = np.random.default_rng(seed).standard_normal((n, *s.data_shape), dtype=np.float32)
+            run_kw = {} if s.baked else {"steps": steps, "solver": solver}
+            sec = median_seconds(lambda: s.sample(noise=z, **run_kw), min_time=0.5 if n < 10_000 else 2.0)
+            rows.append({"mode": name, "batch": n, "seconds": sec})
+    return rows
