@@ -19,7 +19,7 @@ import onnxruntime as ort
 import torch
 
 import fm_runtime
-from fm_runtime.contract import build_metadata, read_spec
+from fm_runtime.contract import build_metadata, io_table, read_spec
 from fm_runtime.errors import EXIT_EXPORT, FmError
 from fm_runtime.io import atomic_write
 from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
@@ -133,7 +133,6 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, *,
         raise ExportError(f"onnx.checker rejected the export: {' '.join(str(e).split())[:300]}") from None
     data = proto.SerializeToString()
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    io_table = lambda args: {a.name: (a.type, list(a.shape)) for a in args}  # noqa: E731
     read_spec(str(out), dict(sess.get_modelmeta().custom_metadata_map),
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
     worst = verify_against_torch(module, data, data_shape, baked=baked is not None)

@@ -92,7 +92,7 @@ def sample(model, n, steps, solver, seed, noise, out, plot, provider, threads, t
         if plot:
             raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
         try:
-            sampler._check_baked(steps, solver, False)
+            sampler.check_baked(steps, solver, False)
         except ValueError as e:
             raise click.UsageError(str(e)) from None
     steps = steps or sampler.spec.default_steps

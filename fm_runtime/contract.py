@@ -107,6 +107,11 @@ def _decode(where: str, metadata: dict[str, str], kind: str) -> dict[str, Any]:
     return out
 
 
+def io_table(args) -> dict:
+    """{name: (type, shape)} of onnxruntime's NodeArg list (session.get_inputs()/get_outputs())."""
+    return {a.name: (a.type, list(a.shape)) for a in args}
+
+
 def _decode_kind(where: str, metadata: dict[str, str]) -> str:
     raw = metadata.get(PREFIX + "kind")
     if raw is None:

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from . import providers as _providers
-from .contract import ModelSpec, read_spec
+from .contract import ModelSpec, io_table, read_spec
 from .errors import InputError, ModelError, NumericalError
 from .solvers import get_solver, integrate, integrate_inplace
 
@@ -23,10 +23,6 @@ DEFAULT_TILE = 2048
 def default_model_path() -> Path:
     """The small moons model shipped inside the package."""
     return Path(str(resources.files("fm_runtime.models").joinpath(DEFAULT_MODEL)))
-
-
-def _io_table(args) -> dict:
-    return {a.name: (a.type, list(a.shape)) for a in args}
 
 
 def _one_line(e: Exception) -> str:
@@ -86,7 +82,8 @@ class Sampler:
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)
 
-    def _check_baked(self, steps: int | None, solver: str | None, trajectory: bool) -> None:
+    def check_baked(self, steps: int | None, solver: str | None, trajectory: bool) -> None:
+        """Refuse, before any work, what a baked file cannot do (other steps, trajectories)."""
         b = self.spec.baked
         if (steps is not None and steps != b["steps"]) or (solver is not None and solver != b["solver"]):
             raise ValueError(f"{self.path} is a baked {b['solver']}:{b['steps']} sampler; it cannot "
@@ -145,7 +142,7 @@ class Sampler:
         [steps + 1, n, *shape] (noise first) when `return_trajectory` is true.
         """
         if self.baked:
-            self._check_baked(steps, solver, return_trajectory)
+            self.check_baked(steps, solver, return_trajectory)
         steps = self.spec.default_steps if steps is None else int(steps)
         solver = solver or self.spec.default_solver
         get_solver(solver)
@@ -208,7 +205,7 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     if isinstance(data_shape, int):
         data_shape = (data_shape,)
     spec = read_spec(where, dict(session.get_modelmeta().custom_metadata_map),
-                     _io_table(session.get_inputs()), _io_table(session.get_outputs()),
+                     io_table(session.get_inputs()), io_table(session.get_outputs()),
                      data_shape=data_shape, x_name=x_name, t_name=t_name)
     workers = threads or os.cpu_count() or 1
     if not on_cpu:
