@@ -24,8 +24,13 @@ def _plain_model_options(f):
     return f
 
 
-def _load(model, provider="cpu", dim=None, x_name=None, t_name=None, threads=None, tile=None) -> Sampler:
-    return load(model, provider, data_shape=dim, x_name=x_name, t_name=t_name, threads=threads, tile=tile)
+def _load(model, provider="cpu", dim=None, x_name=None, t_name=None, threads=None, tile=None,
+          cuda_graph=False) -> Sampler:
+    try:
+        return load(model, provider, data_shape=dim, x_name=x_name, t_name=t_name, threads=threads,
+                    tile=tile, cuda_graph=cuda_graph)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,8 +72,12 @@ def cli():
               help="Worker threads solving tiles of the batch in parallel [default: all cores].")
 @click.option("--tile", type=click.IntRange(min=0),
               help="Rows per tile on CPU (0: the whole batch in one call) [default: 2048].")
+@click.option("--cuda-graph", is_flag=True,
+              help="With --provider cuda and a baked file: capture the solve as a CUDA graph and "
+                   "replay it (one capture per batch size).")
 @_plain_model_options
-def sample(model, n, steps, solver, seed, noise, out, plot, provider, threads, tile, dim, x_name, t_name):
+def sample(model, n, steps, solver, seed, noise, out, plot, provider, threads, tile, cuda_graph, dim,
+           x_name, t_name):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
 
     \b
@@ -84,7 +93,9 @@ def sample(model, n, steps, solver, seed, noise, out, plot, provider, threads, t
         from .plot import require_matplotlib
         require_matplotlib()
     z = load_array(noise, "noise") if noise else None
-    sampler = _load(model, provider, dim, x_name, t_name, threads, tile)
+    if cuda_graph and provider.lower() not in ("cuda", "cudaexecutionprovider"):
+        raise click.UsageError("--cuda-graph needs --provider cuda")
+    sampler = _load(model, provider, dim, x_name, t_name, threads, tile, cuda_graph)
     if z is not None:
         z = sampler.check_noise(z)
         n = len(z)

@@ -82,6 +82,7 @@ def test_every_option_is_explained():
     (("fm-run", "sample", "--solver", "dopri"), 2, "--solver"),
     (("fm-run", "sample", "--provider", "cuda"), 6, "available: cpu"),
     (("fm-run", "sample", "--out", "/nonexistent/dir/x.npy"), 7, "does not exist"),
+    (("fm-run", "sample", "--cuda-graph"), 2, "--cuda-graph needs --provider cuda"),
     (("fm-export", "missing.ckpt", "--out", "x.onnx"), 3, "checkpoint not found"),
 ])
 def test_errors_are_one_line_with_exit_code(tmp_path, args, code, words):

@@ -82,3 +82,32 @@ def test_bench_command_times_every_mode(baked):
     lines = [line for line in p.stdout.splitlines() if line.strip().startswith("batch")]
     assert len(lines) == 4 and "baked, midpoint 8 steps (16 NFE)" in p.stdout
     assert all("ms" in line and "arithmetic bound" in line for line in lines)
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_device_resident_loop_matches_torch(trained, noise, solver):
+    # the accelerator code path (state, stages, t and coefficients as OrtValues, updates by the
+    # shipped axpy graph through IOBinding), run here on the CPU provider
+    s = fm_runtime.load(trained.onnx, device_resident=True, tile=0)
+    assert s._device_loop is not None
+    got = s.sample(noise=noise[:700], steps=3, solver=solver)
+    other = s.sample(noise=noise[700:1400], steps=3, solver=solver)
+    assert np.abs(got - native_sample(trained.model, noise[:700], 3, solver)).max() <= ATOL
+    assert np.abs(other - native_sample(trained.model, noise[700:1400], 3, solver)).max() <= ATOL
+    assert s.last_nfe == 3 * SOLVERS[solver].evals_per_step
+
+
+def test_device_resident_baked_runner_reuses_buffers(trained, baked, noise):
+    s = fm_runtime.load(baked["rk4", 3], device_resident=True, tile=0)
+    ref = native_sample(trained.model, noise[:300], 3, "rk4")
+    first = s.sample(noise=noise[:300])
+    again = s.sample(noise=noise[:300] * 0.5)    # replays the same bound buffers
+    assert np.abs(first - ref).max() <= ATOL      # and leaves earlier results alone
+    assert np.abs(again - native_sample(trained.model, noise[:300] * 0.5, 3, "rk4")).max() <= ATOL
+    assert np.abs(s.sample(noise=noise[:5]) - ref[:5]).max() <= ATOL
+    assert sorted(s._bound_graph._bound) == [5, 300]
+
+
+def test_cuda_graph_needs_cuda_and_a_baked_file(trained):
+    with pytest.raises(ValueError, match="cuda_graph needs provider='cuda'"):
+        fm_runtime.load(trained.onnx, cuda_graph=True)
