@@ -27,3 +27,12 @@ def test_build_script_is_reproducible(tmp_path):
                         "--out", str(tmp_path / name)], check=True, capture_output=True, timeout=300)
         digests.append(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_shipped_axpy_graph_is_what_the_script_builds():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from build_runtime_graphs import OUT, axpy_model
+    finally:
+        sys.path.pop(0)
+    assert OUT.read_bytes() == axpy_model().SerializeToString()
