@@ -13,6 +13,7 @@ from . import providers as _providers
 from .contract import ModelSpec, io_table, read_spec
 from .device import BoundGraphRunner, DeviceLoop, device_of
 from .errors import InputError, ModelError, NumericalError
+from .noise import new_seed, noise_rows
 from .solvers import get_solver, integrate, integrate_inplace
 
 DEFAULT_MODEL = "moons.onnx"
@@ -88,9 +89,9 @@ class Sampler:
             return run(names, {x_name: x, t_name: tb})[0]
         return f
 
-    def noise(self, n: int, seed: int | None = None) -> np.ndarray:
-        """Standard-normal float32 noise [n, *shape] from numpy's default Generator (PCG64)."""
-        return np.random.default_rng(seed).standard_normal((n, *self.data_shape), dtype=np.float32)
+    def noise(self, n: int, seed: int | None = None, start: int = 0) -> np.ndarray:
+        """Rows [start, start + n) of the seeded standard-normal noise stream (see noise.py)."""
+        return noise_rows(new_seed() if seed is None else seed, start, start + n, self.data_shape)
 
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)

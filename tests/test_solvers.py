@@ -67,3 +67,13 @@ def test_inplace_tableau_loop_matches_step_functions(name, steps):
     assert calls == ref.nfe and got.dtype == np.float32
     assert np.abs(got - ref.x).max() < 1e-6
     assert not np.shares_memory(got, x0)
+
+
+def test_noise_stream_ranges_are_consistent():
+    from fm_runtime.noise import BLOCK, noise_rows
+    full = noise_rows(5, 0, 2 * BLOCK + 100, (2,))
+    assert full.dtype == np.float32 and full.shape == (2 * BLOCK + 100, 2)
+    for a, b in [(0, 10), (BLOCK - 3, BLOCK + 4), (BLOCK + 7, 2 * BLOCK + 100), (123, 123)]:
+        assert np.array_equal(noise_rows(5, a, b, (2,)), full[a:b])
+    assert not np.array_equal(noise_rows(6, 0, 10, (2,)), full[:10])
+    assert abs(full.mean()) < 0.01 and abs(full.std() - 1) < 0.01

@@ -9,6 +9,7 @@ import numpy as np
 
 from fm_runtime.errors import InputError, run_cli
 from fm_runtime.io import check_writable, load_array, save_npy
+from fm_runtime.noise import noise_rows
 from fm_runtime.solvers import SOLVERS
 
 from .data import DATASETS
@@ -71,7 +72,7 @@ def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_mi
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Number of samples when no --noise is given.")
-@click.option("--seed", type=int, help="Seed for the noise (numpy PCG64, as fm-run draws it).")
+@click.option("--seed", type=int, help="Seed for the noise, the same stream fm-run draws [default: 0].")
 @click.option("--noise", type=click.Path(dir_okay=False), help="Start from this .npy noise [n, *shape].")
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True,
               help="Solver steps on the uniform grid 0 -> 1.")
@@ -97,7 +98,7 @@ def sample(checkpoint, n, seed, noise, steps, solver, out):
         if z.ndim != 1 + len(shape) or tuple(z.shape[1:]) != shape:
             raise InputError(f"{noise}: noise has shape {list(z.shape)}, expected [n, {', '.join(map(str, shape))}]")
     else:
-        z = np.random.default_rng(seed).standard_normal((n, *shape), dtype=np.float32)
+        z = noise_rows(0 if seed is None else seed, 0, n, shape)
     start = time.perf_counter()
     x = native_sample(model, z, steps, solver)
     save_npy(out, x)
