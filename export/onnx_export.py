@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -136,6 +137,12 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, *,
     read_spec(str(out), dict(sess.get_modelmeta().custom_metadata_map),
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
     worst = verify_against_torch(module, data, data_shape, baked=baked is not None)
+    # record a probe and its output, so the runtime can tell an altered file at load time
+    probe = _example_inputs(data_shape, baked is not None, 4, np.random.default_rng(1234))
+    selftest = {"inputs": {k: v.tolist() for k, v in probe.items()},
+                "output": sess.run(None, probe)[0].tolist(), "atol": 1e-3}
+    proto.metadata_props.add(key="fm.selftest", value=json.dumps(selftest))
+    data = proto.SerializeToString()
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES)
 

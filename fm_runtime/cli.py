@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 import click
 
 from . import __version__
-from .errors import run_cli
-from .io import check_writable, load_array, save_npy
+from .errors import NumericalError, run_cli
+from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
+from .noise import BLOCK, new_seed
 from .sampler import Sampler, load
 from .solvers import SOLVERS, time_grid
 
@@ -50,6 +52,27 @@ def cli():
     """
 
 
+MAX_ROWS = 10**12                 # beyond this, -n is surely a typo
+MEMORY_FRACTION = 0.5             # in-memory results may use at most this share of RAM
+
+
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    i, _, k = value.partition("/")
+    if not (i.isdigit() and k.isdigit()) or not 0 <= int(i) < int(k):
+        raise click.BadParameter(f"expected I/K with 0 <= I < K, e.g. 0/4; got {value!r}",
+                                 param_hint="--shard")
+    return int(i), int(k)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
 @cli.command()
 @_model_arg
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -58,12 +81,21 @@ def cli():
               help="Solver steps on the uniform grid 0 -> 1 [default: the model's, else 8].")
 @click.option("--solver", type=click.Choice(sorted(SOLVERS)),
               help="Fixed-step solver [default: the model's, else midpoint].")
-@click.option("--seed", type=int, help="Seed for the starting noise (numpy PCG64); random if omitted.")
+@click.option("--seed", type=click.IntRange(min=0),
+              help="Seed for the starting noise; a random one (printed) if omitted.")
 @click.option("--noise", type=click.Path(dir_okay=False),
               help="Start from this .npy array [n, *shape] instead of drawing noise.")
 @click.option("--out", type=click.Path(dir_okay=False),
-              help="Write samples here as .npy (float32 [n, *shape]). Without it, 2-D samples are "
-                   "sketched in the terminal.")
+              help="Write samples here as .npy (float32 [n, *shape]), streamed in chunks so memory "
+                   "stays bounded for any n. Without it, 2-D samples are sketched in the terminal.")
+@click.option("--shard", metavar="I/K",
+              help="Produce only shard I of K (0-based) of the seeded run of -n rows: rows "
+                   "[I*n//K, (I+1)*n//K). Concatenating shards 0..K-1 gives the full run.")
+@click.option("--keep-partial", is_flag=True,
+              help="If the solve turns NaN/Inf, still write the samples (those rows non-finite); "
+                   "the exit code is 5 either way.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress on stderr for long runs [default: when stderr is a terminal].")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Draw the 1x9 trajectory figure (noise -> data) to this PNG; needs the plot extra.")
 @click.option("--provider", default="cpu", show_default=True,
@@ -76,16 +108,25 @@ def cli():
               help="With --provider cuda and a baked file: capture the solve as a CUDA graph and "
                    "replay it (one capture per batch size).")
 @_plain_model_options
-def sample(model, n, steps, solver, seed, noise, out, plot, provider, threads, tile, cuda_graph, dim,
-           x_name, t_name):
+def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progress, plot, provider,
+           threads, tile, cuda_graph, dim, x_name, t_name):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
 
     \b
     Examples:
       fm-run sample -n 1000 --seed 0 --out samples.npy
       fm-run sample moons.onnx --noise z.npy --steps 4 --solver rk4 --out x.npy
+      fm-run sample moons.onnx -n 100000000 --seed 1 --out big.npy      # streamed, bounded memory
+      fm-run sample moons.onnx -n 100000000 --seed 1 --shard 2/8 --out part2.npy
       fm-run sample plain.onnx --dim 2 -n 500 --out x.npy
     """
+    shard_ik = _parse_shard(shard)
+    if n > MAX_ROWS:
+        raise click.BadParameter(f"{n} rows is more than this tool handles ({MAX_ROWS:.0e})", param_hint="-n")
+    if noise and shard_ik:
+        raise click.UsageError("--shard splits a seeded run; it does not apply to --noise")
+    if cuda_graph and provider.lower() not in ("cuda", "cudaexecutionprovider"):
+        raise click.UsageError("--cuda-graph needs --provider cuda")
     for path in (out, plot):
         if path:
             check_writable(path)
@@ -93,8 +134,6 @@ def sample(model, n, steps, solver, seed, noise, out, plot, provider, threads, t
         from .plot import require_matplotlib
         require_matplotlib()
     z = load_array(noise, "noise") if noise else None
-    if cuda_graph and provider.lower() not in ("cuda", "cudaexecutionprovider"):
-        raise click.UsageError("--cuda-graph needs --provider cuda")
     sampler = _load(model, provider, dim, x_name, t_name, threads, tile, cuda_graph)
     if z is not None:
         z = sampler.check_noise(z)
@@ -108,24 +147,74 @@ def sample(model, n, steps, solver, seed, noise, out, plot, provider, threads, t
             raise click.UsageError(str(e)) from None
     steps = steps or sampler.spec.default_steps
     solver = solver or sampler.spec.default_solver
-    start = time.perf_counter()
-    result = sampler.sample(n, steps, solver, seed=seed, noise=z, return_trajectory=bool(plot))
-    elapsed = time.perf_counter() - start
-    x, traj = result if plot else (result, None)
+    start, stop = (shard_ik[0] * n // shard_ik[1], (shard_ik[0] + 1) * n // shard_ik[1]) if shard_ik else (0, n)
+    rows = stop - start
+    row_bytes = 4 * sampler.spec.dim
     if out:
-        save_npy(out, x)
-    if plot:
-        from .plot import trajectory_figure
-        trajectory_figure(plot, traj, time_grid(steps))
-    click.echo(f"{len(x)} samples of shape {list(sampler.data_shape)}: {solver}, {steps} steps, "
-               f"{sampler.last_nfe} NFE, {elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
+        check_space(out, rows * row_bytes + 4096)
+    elif rows * row_bytes * (4 if plot else 3) * (steps + 1 if plot else 1) > MEMORY_FRACTION * _physical_memory():
+        raise click.UsageError(f"{rows:,} samples do not fit in memory here; write them with --out "
+                               "(streamed in chunks)" + (" and drop --plot" if plot else ""))
+    if seed is None and z is None:
+        seed = new_seed()
+    clock = time.perf_counter()
+    try:
+        x = _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial, progress)
+    except NumericalError as e:
+        raise NumericalError(f"{e}; nothing written (--keep-partial writes the samples anyway)") from None
+    elapsed = time.perf_counter() - clock
+    what = f"rows {start:,}..{stop - 1:,} of a {n:,}-row run" if shard_ik else f"{rows:,} samples"
+    click.echo(f"{what} of shape {list(sampler.data_shape)}: {solver}, {steps} steps, "
+               f"{sampler.nfe(steps, solver)} NFE, {elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
+               + (f", seed {seed}" if z is None else "")
                + (f" -> {out}" if out else "") + (f", figure -> {plot}" if plot else ""), err=True)
+    if sampler.nonfinite:
+        where = min(sampler.nonfinite)[2]
+        raise NumericalError(f"{sampler.path}: the solve produced NaN/Inf {where}; kept as asked "
+                             f"(--keep-partial){' in ' + out if out else ''}")
     if not out:
         if x.ndim == 2 and x.shape[1] == 2:
             from .plot import ascii_scatter
             click.echo(ascii_scatter(x))
         else:
             click.echo(f"mean {float(x.mean()):.4f}  std {float(x.std()):.4f} (use --out to keep them)")
+
+
+def _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial, progress):
+    """Sample, write, plot; returns the samples when they were held in memory."""
+    if plot or (z is not None and not out):
+        result = sampler.sample(n, steps, solver, seed=seed, noise=z, return_trajectory=bool(plot),
+                                keep_partial=keep_partial)
+        x, traj = result if plot else (result, None)
+        if out:
+            save_npy(out, x)
+        if plot:
+            from .plot import trajectory_figure
+            trajectory_figure(plot, traj, time_grid(steps))
+        return x
+    if out:
+        _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress)
+        return None
+    return sampler.sample(n, steps, solver, seed=seed, keep_partial=keep_partial)
+
+
+def _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress):
+    """Solve chunk by chunk into a temporary .npy renamed into place at the end."""
+    report = Progress(stop - start, "sampling", sys.stderr.isatty() if progress is None else progress)
+    nonfinite = []
+    with NpyStream(out, (stop - start, *sampler.data_shape)) as stream:
+        if z is not None:
+            chunks = ((a, sampler.sample(noise=z[a:a + 4 * BLOCK], steps=steps, solver=solver,
+                                         keep_partial=keep_partial)) for a in range(0, len(z), 4 * BLOCK))
+        else:
+            chunks = sampler.sample_chunks(start, stop, seed, steps, solver, keep_partial=keep_partial)
+        for _, x in chunks:
+            nonfinite += sampler.nonfinite
+            stream.write(x)
+            report.update(len(x))
+        stream.commit()
+    report.close()
+    sampler.nonfinite = nonfinite
 
 
 @cli.command()

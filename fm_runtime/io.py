@@ -60,3 +60,77 @@ def load_array(path: str | os.PathLike, what: str = "array") -> np.ndarray:
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise InputError(f"{p}: {what} contains NaN or Inf")
     return np.ascontiguousarray(a, dtype=np.float32)
+
+
+class NpyStream:
+    """Write a float32 .npy of known shape chunk by chunk, without holding it in memory:
+    header first, then rows in order, to a temporary file renamed into place by `commit()`.
+    Leaving the `with` block without commit (an error, Ctrl-C, SIGTERM) removes the temporary
+    file, so `path` keeps its previous content or does not appear."""
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...]):
+        self.path = check_writable(path)
+        self.shape = shape
+        self.rows = 0
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                        dir=self.path.parent or ".")
+        self.fh = os.fdopen(fd, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+                  "shape": tuple(shape)}
+        np.lib.format.write_array_header_2_0(self.fh, header)
+
+    def __enter__(self) -> "NpyStream":
+        return self
+
+    def write(self, rows: np.ndarray) -> None:
+        self.fh.write(np.ascontiguousarray(rows, "<f4").tobytes())
+        self.rows += len(rows)
+
+    def commit(self) -> None:
+        if self.rows != self.shape[0]:
+            raise OutputError(f"{self.path}: wrote {self.rows} rows, expected {self.shape[0]}")
+        self.fh.close()
+        os.replace(self.tmp, self.path)
+
+    def __exit__(self, *exc) -> None:
+        if not self.fh.closed:
+            self.fh.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
+def check_space(path: str | os.PathLike, nbytes: int) -> None:
+    """Refuse before any work when the output's file system cannot hold `nbytes` more."""
+    import shutil
+    p = Path(path)
+    free = shutil.disk_usage(p.parent if str(p.parent) else ".").free
+    if nbytes > free:
+        raise OutputError(f"{p}: needs {nbytes / 1e9:.2f} GB but only {free / 1e9:.2f} GB is free there")
+
+
+class Progress:
+    """A one-line progress report on stderr, redrawn at most every half second."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        import sys
+        import time
+        self.total, self.label, self.enabled = total, label, enabled
+        self.stream, self.clock = sys.stderr, time.monotonic
+        self.start = self.last = self.clock()
+        self.done = 0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = self.clock()
+        if self.enabled and (now - self.last > 0.5 or self.done >= self.total):
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate else 0.0
+            self.stream.write(f"\r{self.label} {100 * self.done / self.total:5.1f}%  {self.done:,}/{self.total:,} "
+                              f"rows  {rate:,.0f} rows/s  ETA {eta:,.0f} s ")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.done:
+            self.stream.write("\n")
+            self.stream.flush()

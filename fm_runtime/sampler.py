@@ -13,7 +13,7 @@ from . import providers as _providers
 from .contract import ModelSpec, io_table, read_spec
 from .device import BoundGraphRunner, DeviceLoop, device_of
 from .errors import InputError, ModelError, NumericalError
-from .noise import new_seed, noise_rows
+from .noise import BLOCK, new_seed, noise_rows
 from .solvers import get_solver, integrate, integrate_inplace
 
 DEFAULT_MODEL = "moons.onnx"
@@ -38,6 +38,22 @@ def _one_line(e: Exception) -> str:
     return msg[:300]
 
 
+def _load_failure(where: str, e: Exception) -> ModelError:
+    """Name the problem when onnxruntime refuses a file."""
+    msg = _one_line(e)
+    low = msg.lower()
+    if "external" in low:
+        return ModelError(f"{where}: the model keeps weights in a separate external-data file; "
+                          "fm-runtime loads one-file models only (re-export, or onnx.save(..., "
+                          "save_as_external_data=False))")
+    if "not a registered function/op" in low or "could not find an implementation" in low:
+        return ModelError(f"{where}: the model uses an operator this onnxruntime does not provide "
+                          f"(custom operators are not supported): {msg}")
+    if "protobuf parsing failed" in low or "invalid_protobuf" in low:
+        return ModelError(f"{where}: not an ONNX model, or truncated or corrupted (cannot parse it)")
+    return ModelError(f"{where}: not a loadable ONNX model ({msg})")
+
+
 class Sampler:
     """A loaded model: `sample()` integrates its velocity from noise (t = 0) to data (t = 1)."""
 
@@ -51,6 +67,8 @@ class Sampler:
         self.tile = int(tile)
         self.workers = max(1, int(workers))
         self._pool: ThreadPoolExecutor | None = None
+        self._keep_partial = False
+        self.nonfinite: list[tuple[int, float, str]] = []   # where solves went NaN/Inf (keep_partial)
         # state kept on the provider's device across steps (default off the CPU)
         self._device_loop = self._bound_graph = None
         if device_resident:
@@ -108,12 +126,29 @@ class Sampler:
 
     def _solve_tile(self, z: np.ndarray, steps: int, solver: str) -> tuple[np.ndarray, int]:
         if self._bound_graph is not None:
-            return self._bound_graph.run(z), self.spec.baked["nfe"]
-        if self.baked:
-            return self.session.run([self.spec.out_name], {self.spec.z_name: z})[0], self.spec.baked["nfe"]
-        if self._device_loop is not None:
-            return self._device_loop.solve(z, steps, solver)
-        return integrate_inplace(self._velocity_fn(len(z)), z, steps, solver)
+            x, calls = self._bound_graph.run(z), self.spec.baked["nfe"]
+        elif self.baked:
+            x, calls = self.session.run([self.spec.out_name], {self.spec.z_name: z})[0], self.spec.baked["nfe"]
+        elif self._device_loop is not None:
+            x, calls = self._device_loop.solve(z, steps, solver)
+        else:
+            return integrate_inplace(self._velocity_fn(len(z)), z, steps, solver, self._watch(steps))
+        self._watch(steps)(x, steps, 1.0)   # only the end state is visible here
+        return x, calls
+
+    def _watch(self, steps: int):
+        """After each step: note (or, unless keeping partial results, raise on) NaN/Inf."""
+        def check(x: np.ndarray, step: int, t: float) -> None:
+            if np.isfinite(x).all():
+                return
+            bad = int((~np.isfinite(x.reshape(len(x), -1))).any(1).sum())
+            where = ("in the baked graph's output (sample the velocity model to see the step)"
+                     if self.baked or self._device_loop is not None else f"at step {step} of {steps} (t = {t:.3f})")
+            if not self._keep_partial:
+                raise NumericalError(f"{self.path}: the solve produced NaN/Inf {where}, in {bad} of "
+                                     f"{len(x)} rows of a tile")
+            self.nonfinite.append((step, t, where))
+        return check
 
     def _solve(self, x0: np.ndarray, steps: int, solver: str) -> tuple[np.ndarray, int]:
         """Solve in tiles of `tile` rows, spread over `workers` threads (onnxruntime releases the
@@ -154,11 +189,13 @@ class Sampler:
 
     def sample(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
                seed: int | None = None, noise: np.ndarray | None = None,
-               return_trajectory: bool = False):
+               return_trajectory: bool = False, keep_partial: bool = False):
         """Draw samples. Give `n` (with an optional `seed`) or a `noise` array [n, *shape].
 
         Returns the samples [n, *shape] as float32, or (samples, trajectory) with trajectory
-        [steps + 1, n, *shape] (noise first) when `return_trajectory` is true.
+        [steps + 1, n, *shape] (noise first) when `return_trajectory` is true. A solve that turns
+        NaN/Inf raises NumericalError naming the step and time, unless `keep_partial` is true:
+        then the rows that blew up stay non-finite and `self.nonfinite` says where.
         """
         if self.baked:
             self.check_baked(steps, solver, return_trajectory)
@@ -173,16 +210,47 @@ class Sampler:
             if n is None or int(n) < 1:
                 raise ValueError(f"n must be >= 1, got {n}")
             x0 = self.noise(int(n), seed)
+        self._keep_partial, self.nonfinite = keep_partial, []
         trajectory = None
         if return_trajectory:
             sol = integrate(self._velocity_fn(len(x0)), x0, steps, solver, trajectory=True)
             x, self.last_nfe, trajectory = sol.x, sol.nfe, np.stack(sol.trajectory)
+            for i, state in enumerate(sol.trajectory[1:], 1):
+                self._watch(steps)(state, i, sol.times[i])
         else:
             x, self.last_nfe = self._solve(x0, steps, solver)
-        if not np.isfinite(x).all():
-            raise NumericalError(f"{self.path}: the solve produced NaN or Inf "
-                                 f"({solver}, {steps} steps); the model's velocity is not finite")
         return (x, trajectory) if return_trajectory else x
+
+    def sample_chunks(self, start: int, stop: int, seed: int, steps: int | None = None,
+                      solver: str | None = None, chunk: int = 4 * BLOCK, keep_partial: bool = False):
+        """Rows [start, stop) of one seeded run, solved and yielded chunk by chunk as
+        (first_row, samples): memory stays bounded whatever the number of rows."""
+        for a in range(start, stop, chunk):
+            b = min(a + chunk, stop)
+            yield a, self.sample(noise=noise_rows(seed, a, b, self.data_shape), steps=steps,
+                                 solver=solver, keep_partial=keep_partial)
+
+
+def _self_test(session: ort.InferenceSession, spec: ModelSpec, where: str) -> None:
+    """Run the probe the exporter recorded (fm.selftest) and compare: catches weights altered
+    after export (bit flips, bad copies) and providers that compute something else."""
+    probe = spec.selftest
+    if not probe:
+        return
+    try:
+        feed = {k: np.asarray(v, np.float32) for k, v in probe["inputs"].items()}
+        want = np.asarray(probe["output"], np.float32)
+        atol = float(probe.get("atol", 1e-3))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ModelError(f"{where}: metadata fm.selftest is malformed") from None
+    try:
+        got = session.run(None, feed)[0]
+    except Exception as e:
+        raise ModelError(f"{where}: fm.selftest does not fit the graph ({_one_line(e)})") from None
+    if got.shape != want.shape or not np.all(np.abs(got - want) <= atol * np.maximum(1.0, np.abs(want))):
+        diff = float(np.nanmax(np.abs(got - want))) if got.shape == want.shape else float("nan")
+        raise ModelError(f"{where}: fails its self-test: the graph's output differs from the values "
+                         f"recorded at export (max |diff| {diff:.3g}); the file was altered or corrupted")
 
 
 def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
@@ -225,16 +293,22 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
             raise ValueError("cuda_graph needs provider='cuda'")
         provider_options = [{"enable_cuda_graph": "1"}, {}]
     try:
-        session = ort.InferenceSession(str(p), sess_options=opts, providers=wanted,
+        data = p.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{where}: cannot read the file ({e.strerror})") from None
+    try:
+        # from bytes, so a reference to external data cannot silently load a sidecar file
+        session = ort.InferenceSession(data, sess_options=opts, providers=wanted,
                                        provider_options=provider_options)
     except Exception as e:  # onnxruntime raises its own exception types per failure
-        raise ModelError(f"{where}: not a loadable ONNX model ({_one_line(e)})") from None
+        raise _load_failure(where, e) from None
     _providers.check_active(wanted, session.get_providers())
     if isinstance(data_shape, int):
         data_shape = (data_shape,)
     spec = read_spec(where, dict(session.get_modelmeta().custom_metadata_map),
                      io_table(session.get_inputs()), io_table(session.get_outputs()),
                      data_shape=data_shape, x_name=x_name, t_name=t_name)
+    _self_test(session, spec, where)
     workers = threads or os.cpu_count() or 1
     if not on_cpu:
         tile, workers = 0, 1

@@ -112,10 +112,11 @@ def integrate(f: Velocity, x0, steps: int, solver: str = DEFAULT_SOLVER, t0: flo
     return Solution(x, path, times, calls)
 
 
-def integrate_inplace(f, x0, steps: int, solver: str = DEFAULT_SOLVER) -> tuple:
+def integrate_inplace(f, x0, steps: int, solver: str = DEFAULT_SOLVER, on_step=None) -> tuple:
     """The same solve as `integrate`, for numpy arrays, driven by the solver's Butcher tableau
     with preallocated buffers: the state is updated in place and no arrays are created per step
-    other than what f returns. Returns (x, nfe). Agrees with `integrate` to float32 rounding."""
+    other than what f returns. Returns (x, nfe). Agrees with `integrate` to float32 rounding.
+    on_step(x, step, t), if given, is called after every step (step counts from 1)."""
     import numpy as np
 
     s = get_solver(solver)
@@ -144,4 +145,6 @@ def integrate_inplace(f, x0, steps: int, solver: str = DEFAULT_SOLVER) -> tuple:
             if b:
                 np.multiply(kk, h * b, out=scratch)
                 x += scratch
+        if on_step is not None:
+            on_step(x, i + 1, times[i + 1])
     return x, calls

@@ -102,7 +102,7 @@ def test_metadata_stripped_model_still_samples_identically(trained, tmp_path):
 def test_not_a_model_files(tmp_path):
     (tmp_path / "empty.onnx").write_bytes(b"")
     (tmp_path / "junk.onnx").write_bytes(np.random.default_rng(0).bytes(1000))
-    for name, words in [("empty.onnx", "file is empty"), ("junk.onnx", "not a loadable ONNX model"),
+    for name, words in [("empty.onnx", "file is empty"), ("junk.onnx", "not an ONNX model, or truncated or corrupted"),
                         ("missing.onnx", "model file not found"), (".", "is a directory")]:
         with pytest.raises(ModelError, match=words):
             fm_runtime.load(tmp_path / name)
