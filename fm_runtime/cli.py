@@ -133,7 +133,7 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
     if plot:
         from .plot import require_matplotlib
         require_matplotlib()
-    z = load_array(noise, "noise") if noise else None
+    z = load_array(noise, "noise", kinds="f") if noise else None
     sampler = _load(model, provider, dim, x_name, t_name, threads, tile, cuda_graph)
     if z is not None:
         z = sampler.check_noise(z)

@@ -94,7 +94,7 @@ def sample(checkpoint, n, seed, noise, steps, solver, out):
     model, config = load_checkpoint(checkpoint)
     shape = tuple(config["data_shape"])
     if noise:
-        z = load_array(noise, "noise")
+        z = load_array(noise, "noise", kinds="f")
         if z.ndim != 1 + len(shape) or tuple(z.shape[1:]) != shape:
             raise InputError(f"{noise}: noise has shape {list(z.shape)}, expected [n, {', '.join(map(str, shape))}]")
     else:

@@ -1,0 +1,273 @@
+"""Whatever the runtime is handed: a one-line error, a documented exit code, no traceback, no
+partial output. Each row of the tables is one way to get it wrong."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import fm_runtime
+from fm_runtime.noise import noise_rows
+
+from .conftest import run_cli
+
+
+def nan_after_half_model(path):
+    """Plain velocity v = x * log(0.55 - t): finite until t passes 0.55, then NaN."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 2])
+    t = helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])
+    v = helper.make_tensor_value_info("v", TensorProto.FLOAT, ["B", 2])
+    nodes = [helper.make_node("Sub", ["c", "t"], ["d"]), helper.make_node("Log", ["d"], ["l"]),
+             helper.make_node("Unsqueeze", ["l", "axis"], ["l2"]), helper.make_node("Mul", ["x", "l2"], ["v"])]
+    inits = [numpy_helper.from_array(np.array(0.55, np.float32), "c"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis")]
+    m = helper.make_model(helper.make_graph(nodes, "nan", [x, t], [v], inits),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def edit_metadata(src, dst, **changes):
+    m = onnx.load(str(src))
+    meta = {p.key: p.value for p in m.metadata_props}
+    meta.update({"fm." + k: v for k, v in changes.items()})
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, str(dst))
+
+
+def flip_weight(src, dst):
+    """Flip a high exponent bit of one weight of the first 64 x 64 layer, leaving a valid file."""
+    data = bytearray(src.read_bytes())
+    m = onnx.load(str(src))
+    w = next(i for i in m.graph.initializer if list(i.dims) == [64, 64])
+    raw = numpy_helper.to_array(w).astype("<f4").tobytes()
+    at = data.find(raw)
+    assert at > 0
+    data[at + 4 * 10 + 3] ^= 0x40
+    dst.write_bytes(bytes(data))
+
+
+def wrong_io_model(path, kind):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 2])
+    t = helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])
+    if kind == "three_inputs":
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 2])
+        v = helper.make_tensor_value_info("v", TensorProto.FLOAT, ["B", 2])
+        g = helper.make_graph([helper.make_node("Add", ["x", "y"], ["v"])], "g", [x, t, y], [v])
+    elif kind == "output_shape":
+        v = helper.make_tensor_value_info("v", TensorProto.FLOAT, ["B", 4])
+        g = helper.make_graph([helper.make_node("Concat", ["x", "x"], ["v"], axis=1)], "g", [x, t], [v])
+    else:  # int64 state
+        x = helper.make_tensor_value_info("x", TensorProto.INT64, ["B", 2])
+        v = helper.make_tensor_value_info("v", TensorProto.INT64, ["B", 2])
+        g = helper.make_graph([helper.make_node("Identity", ["x"], ["v"])], "g", [x, t], [v])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+
+
+def make_case(name, trained, d):
+    """Build the bad model file for case `name` in folder d; return its path."""
+    p = d / f"{name}.onnx"
+    if name == "missing":
+        return p
+    if name == "directory":
+        p.mkdir()
+    elif name == "empty":
+        p.write_bytes(b"")
+    elif name == "random":
+        p.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif name == "truncated":
+        p.write_bytes(trained.onnx.read_bytes()[:20_000])
+    elif name == "bitflip":
+        flip_weight(trained.onnx, p)
+    elif name in ("three_inputs", "output_shape", "int_dtype"):
+        wrong_io_model(p, name)
+    elif name == "future_version":
+        edit_metadata(trained.onnx, p, format_version="7")
+    elif name == "wrong_type":
+        edit_metadata(trained.onnx, p, default_steps='"eight"')
+    elif name == "disagrees":
+        edit_metadata(trained.onnx, p, data_shape="[3]")
+    elif name == "external":
+        m = onnx.load(str(trained.onnx))
+        onnx.save_model(m, str(p), save_as_external_data=True, location=f"{name}.data", size_threshold=0)
+    elif name == "custom_op":
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 2])
+        t = helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])
+        v = helper.make_tensor_value_info("v", TensorProto.FLOAT, ["B", 2])
+        g = helper.make_graph([helper.make_node("Fancy", ["x", "t"], ["v"], domain="com.example")], "g", [x, t], [v])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+        m.ir_version = 8
+        onnx.save(m, str(p))
+    return p
+
+
+MODEL_CASES = {
+    "missing": "model file not found",
+    "directory": "is a directory",
+    "empty": "file is empty",
+    "random": "not an ONNX model, or truncated or corrupted",
+    "truncated": "not an ONNX model, or truncated or corrupted",
+    "bitflip": "fails its self-test",
+    "three_inputs": "the graph has 3 inputs (x, t, y)",
+    "output_shape": "output 'v' has shape",
+    "int_dtype": "uses float32",
+    "future_version": "contract version 7 is newer",
+    "wrong_type": "fm.default_steps should be int",
+    "disagrees": "data shape is [3]",
+    "external": "external-data file",
+    "custom_op": "operator this onnxruntime does not provide",
+}
+
+
+def assert_clean_failure(p, code, words, folder):
+    assert p.returncode == code, (p.returncode, p.stderr)
+    assert words in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not any(f.name.startswith(".") or f.suffix == ".npy" for f in folder.iterdir()), list(folder.iterdir())
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_bad_model_files(trained, tmp_path, case):
+    d = tmp_path / "models"
+    d.mkdir()
+    path = make_case(case, trained, d)
+    out = tmp_path / "out"
+    out.mkdir()
+    for cmd in (["sample", str(path), "-n", "5", "--out", str(out / "x.npy")], ["info", str(path)]):
+        p = run_cli("fm-run", *cmd, check=False)
+        assert_clean_failure(p, 3, MODEL_CASES[case], out)
+        assert str(path) in p.stderr
+
+
+@pytest.fixture
+def noise_files(tmp_path):
+    files = {"shape": np.zeros((5, 3), np.float32), "dtype": np.zeros((5, 2), np.int64),
+             "nan": np.array([[0.0, np.nan]], np.float32), "inf": np.array([[np.inf, 0.0]], np.float32),
+             "rank": np.zeros(5, np.float32)}
+    for k, v in files.items():
+        np.save(tmp_path / f"{k}.npy", v)
+    (tmp_path / "junk.npy").write_bytes(b"nonsense")
+    return tmp_path
+
+
+OPTION_CASES = [
+    (["--steps", "0"], 2, "--steps"),
+    (["--steps", "-3"], 2, "--steps"),
+    (["-n", "0"], 2, "-n"),
+    (["-n", "10000000000000"], 2, "more than this tool handles"),
+    (["-n", "100000000000"], 2, "do not fit in memory"),
+    (["-n", "100000000000", "--out", "{tmp}/x.npy"], 7, "GB is free"),
+    (["--solver", "dopri5"], 2, "--solver"),
+    (["--provider", "tpu"], 6, "'tpu' is not available"),
+    (["--shard", "3/2"], 2, "--shard"),
+    (["--shard", "a/b"], 2, "--shard"),
+    (["--seed", "-1"], 2, "--seed"),
+    (["--noise", "{tmp}/shape.npy"], 4, "expected [n, 2]"),
+    (["--noise", "{tmp}/rank.npy"], 4, "expected [n, 2]"),
+    (["--noise", "{tmp}/dtype.npy"], 4, "floating-point"),
+    (["--noise", "{tmp}/nan.npy"], 4, "NaN or Inf"),
+    (["--noise", "{tmp}/inf.npy"], 4, "NaN or Inf"),
+    (["--noise", "{tmp}/junk.npy"], 4, "not a readable .npy"),
+    (["--noise", "{tmp}/none.npy"], 4, "noise file not found"),
+    (["--out", "{tmp}/no/such/dir/x.npy"], 7, "does not exist"),
+    (["--out", "{tmp}"], 2, "directory"),
+]
+
+
+@pytest.mark.parametrize("args, code, words", OPTION_CASES, ids=[" ".join(c[0]) for c in OPTION_CASES])
+def test_bad_options_fail_before_work(noise_files, args, code, words):
+    args = [a.format(tmp=noise_files) for a in args]
+    before = set(noise_files.iterdir())
+    p = run_cli("fm-run", "sample", *args, check=False)
+    assert p.returncode == code, p.stderr
+    assert words in p.stderr and "Traceback" not in p.stderr
+    assert set(noise_files.iterdir()) == before
+
+
+def test_nan_mid_solve_is_located_and_nothing_written(tmp_path):
+    model = nan_after_half_model(tmp_path / "nan.onnx")
+    out = tmp_path / "x.npy"
+    p = run_cli("fm-run", "sample", str(model), "-n", "10", "--seed", "0", "--out", str(out), check=False)
+    assert p.returncode == 5
+    assert "at step 5 of 8 (t = 0.625)" in p.stderr and "nothing written" in p.stderr
+    assert "Traceback" not in p.stderr and not out.exists()
+    assert [f.name for f in tmp_path.iterdir()] == ["nan.onnx"]
+    with pytest.raises(fm_runtime.FmError, match=r"at step 4 of 4 \(t = 1.000\)"):  # evaluations at t = 0, .25, .5, .75
+        fm_runtime.load(model).sample(3, steps=4, solver="euler", seed=0)
+
+
+def test_keep_partial_writes_and_still_fails(tmp_path):
+    model = nan_after_half_model(tmp_path / "nan.onnx")
+    out = tmp_path / "x.npy"
+    p = run_cli("fm-run", "sample", str(model), "-n", "10", "--seed", "0", "--out", str(out),
+                "--keep-partial", check=False)
+    assert p.returncode == 5 and "kept as asked" in p.stderr
+    x = np.load(out)
+    assert x.shape == (10, 2) and not np.isfinite(x).any()
+
+
+def test_interrupt_leaves_previous_output_whole(tmp_path):
+    out = tmp_path / "x.npy"
+    np.save(out, np.arange(6.0))
+    code = ("import sys; from fm_runtime.cli import main; "
+            f"sys.argv = ['fm-run', 'sample', '-n', '50000000', '--seed', '0', '--out', {str(out)!r}]; main()")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(f.name.startswith(".x.npy") for f in tmp_path.iterdir()):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert np.array_equal(np.load(out), np.arange(6.0))
+    assert [f.name for f in tmp_path.iterdir()] == ["x.npy"]
+
+
+def test_shards_concatenate_to_the_full_run(tmp_path):
+    n = 150_001    # crosses noise blocks and chunks
+    run_cli("fm-run", "sample", "-n", str(n), "--seed", "3", "--out", str(tmp_path / "full.npy"))
+    parts = []
+    for i in range(3):
+        p = run_cli("fm-run", "sample", "-n", str(n), "--seed", "3", "--shard", f"{i}/3",
+                    "--out", str(tmp_path / f"p{i}.npy"))
+        assert f"rows {i * n // 3:,}.." in p.stderr
+        parts.append(np.load(tmp_path / f"p{i}.npy"))
+    assert [len(x) for x in parts] == [50000, 50000, 50001]
+    assert np.array_equal(np.concatenate(parts), np.load(tmp_path / "full.npy"))
+    # and the streamed file holds what the in-memory API gives
+    assert np.array_equal(np.load(tmp_path / "full.npy")[:1000], fm_runtime.load().sample(1000, seed=3))
+
+
+def test_streamed_run_keeps_memory_bounded(tmp_path):
+    code = ("import sys; from fm_runtime.cli import main; sys.argv = ['fm-run', 'sample', '-n', '3000000', "
+            f"'--seed', '0', '--out', {str(tmp_path / 'big.npy')!r}]\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    peak_mb = int(p.stdout.strip()) / 1024
+    print(f"3e6-sample streamed run: peak RSS {peak_mb:.0f} MB")
+    assert peak_mb < 300
+    assert np.load(tmp_path / "big.npy", mmap_mode="r").shape == (3_000_000, 2)
+
+
+def test_unseeded_runs_report_their_seed(tmp_path):
+    p = run_cli("fm-run", "sample", "-n", "20", "--out", str(tmp_path / "a.npy"))
+    seed = int(p.stderr.split("seed ")[1].split()[0].rstrip(","))
+    run_cli("fm-run", "sample", "-n", "20", "--seed", str(seed), "--out", str(tmp_path / "b.npy"))
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_progress_is_reported_on_request(tmp_path):
+    p = run_cli("fm-run", "sample", "-n", "300000", "--seed", "0", "--out", str(tmp_path / "x.npy"), "--progress")
+    assert "sampling" in p.stderr and "100.0%" in p.stderr and "rows/s" in p.stderr
