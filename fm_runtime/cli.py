@@ -28,11 +28,8 @@ def _plain_model_options(f):
 
 def _load(model, provider="cpu", dim=None, x_name=None, t_name=None, threads=None, tile=None,
           cuda_graph=False) -> Sampler:
-    try:
-        return load(model, provider, data_shape=dim, x_name=x_name, t_name=t_name, threads=threads,
-                    tile=tile, cuda_graph=cuda_graph)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    return load(model, provider, data_shape=dim, x_name=x_name, t_name=t_name, threads=threads,
+                tile=tile, cuda_graph=cuda_graph)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

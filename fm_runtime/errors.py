@@ -70,8 +70,13 @@ def run_cli(command, prog_name: str, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo(f"{prog_name}: interrupted", err=True)
         return EXIT_INTERRUPTED
+    except click.UsageError as e:
+        command = e.ctx.command_path if e.ctx else prog_name
+        msg = " ".join(e.format_message().split())
+        click.echo(f"{prog_name}: error: {msg} (see {command} --help)", err=True)
+        return e.exit_code
     except click.ClickException as e:
-        e.show()
+        click.echo(f"{prog_name}: error: {' '.join(e.format_message().split())}", err=True)
         return e.exit_code
     except FmError as e:
         click.echo(f"{prog_name}: error: {e}", err=True)

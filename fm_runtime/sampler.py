@@ -12,7 +12,7 @@ import onnxruntime as ort
 from . import providers as _providers
 from .contract import ModelSpec, io_table, read_spec
 from .device import BoundGraphRunner, DeviceLoop, device_of
-from .errors import InputError, ModelError, NumericalError
+from .errors import FmError, InputError, ModelError, NumericalError
 from .noise import BLOCK, new_seed, noise_rows
 from .solvers import get_solver, integrate, integrate_inplace
 
@@ -247,8 +247,10 @@ def _self_test(session: ort.InferenceSession, spec: ModelSpec, where: str) -> No
         got = session.run(None, feed)[0]
     except Exception as e:
         raise ModelError(f"{where}: fm.selftest does not fit the graph ({_one_line(e)})") from None
-    if got.shape != want.shape or not np.all(np.abs(got - want) <= atol * np.maximum(1.0, np.abs(want))):
-        diff = float(np.nanmax(np.abs(got - want))) if got.shape == want.shape else float("nan")
+    with np.errstate(all="ignore"):
+        same = got.shape == want.shape and bool(np.all(np.abs(got - want) <= atol * np.maximum(1.0, np.abs(want))))
+        diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("nan")
+    if not same:
         raise ModelError(f"{where}: fails its self-test: the graph's output differs from the values "
                          f"recorded at export (max |diff| {diff:.3g}); the file was altered or corrupted")
 
@@ -290,7 +292,7 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     provider_options = None
     if cuda_graph:
         if wanted[0] != "CUDAExecutionProvider":
-            raise ValueError("cuda_graph needs provider='cuda'")
+            raise FmError("cuda_graph needs provider='cuda'", exit_code=2)
         provider_options = [{"enable_cuda_graph": "1"}, {}]
     try:
         data = p.read_bytes()
@@ -305,7 +307,11 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     _providers.check_active(wanted, session.get_providers())
     if isinstance(data_shape, int):
         data_shape = (data_shape,)
-    spec = read_spec(where, dict(session.get_modelmeta().custom_metadata_map),
+    try:
+        metadata = dict(session.get_modelmeta().custom_metadata_map)
+    except UnicodeDecodeError:
+        raise ModelError(f"{where}: the model's metadata is not valid UTF-8 text") from None
+    spec = read_spec(where, metadata,
                      io_table(session.get_inputs()), io_table(session.get_outputs()),
                      data_shape=data_shape, x_name=x_name, t_name=t_name)
     _self_test(session, spec, where)
@@ -313,7 +319,7 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     if not on_cpu:
         tile, workers = 0, 1
     if cuda_graph and spec.kind != "baked":
-        raise ValueError(f"{where}: cuda_graph needs a baked sampler (fm-export --bake); the velocity "
-                         "loop changes its bindings every step")
+        raise FmError(f"{where}: cuda_graph needs a baked sampler (fm-export --bake); the velocity "
+                      "loop changes its bindings every step", exit_code=2)
     return Sampler(session, spec, where, tile=DEFAULT_TILE if tile is None else tile, workers=workers,
                    device_resident=(not on_cpu) if device_resident is None else device_resident)

@@ -110,5 +110,5 @@ def test_device_resident_baked_runner_reuses_buffers(trained, baked, noise):
 
 
 def test_cuda_graph_needs_cuda_and_a_baked_file(trained):
-    with pytest.raises(ValueError, match="cuda_graph needs provider='cuda'"):
+    with pytest.raises(fm_runtime.FmError, match="cuda_graph needs provider='cuda'"):
         fm_runtime.load(trained.onnx, cuda_graph=True)

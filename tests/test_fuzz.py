@@ -1,0 +1,85 @@
+"""Bounded fuzzing in CI: mutated model files, and random command lines (hypothesis)."""
+import atexit
+import contextlib
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fm_runtime
+from export.onnx_export import export_model
+from fm_runtime.cli import cli
+from fm_runtime.errors import run_cli
+from fuzz.fuzz_models import DOCUMENTED, fuzz
+
+
+def test_mutated_model_files(trained, tmp_path):
+    export_model(trained.model, trained.config, tmp_path / "b.onnx", bake="heun:3")
+    seeds = [fm_runtime.default_model_path().read_bytes(), trained.onnx.read_bytes(),
+             (tmp_path / "b.onnx").read_bytes()]
+    counts = fuzz(seeds, cases=300, seed=0, log=None)
+    print({k: v for k, v in counts.items() if k != "examples"})
+    assert counts["cases"] == 300
+    assert counts["crashes"] == counts["hangs"] == counts["tracebacks"] == counts["other failures"] == 0, \
+        counts["examples"]
+    assert counts["ok exits"] > 0      # some mutations are harmless, and those must still sample
+
+
+ints = st.one_of(st.integers(-5, 5), st.integers(-(10**15), 10**15), st.sampled_from([2**31, 2**63]))
+words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789:/-._ ", max_size=12)
+
+
+@st.composite
+def command_lines(draw, folder: Path):
+    args = ["sample"]
+    if draw(st.booleans()):
+        args += ["-n", str(draw(st.one_of(st.integers(-3, 3000), st.sampled_from([10**13, 10**20]))))]
+    if draw(st.booleans()):
+        args += ["--steps", str(draw(st.one_of(st.integers(-3, 20), ints)))]
+    if draw(st.booleans()):
+        args += ["--solver", draw(st.one_of(st.sampled_from(["euler", "midpoint", "heun", "rk4"]), words))]
+    if draw(st.booleans()):
+        args += ["--seed", str(draw(ints))]
+    if draw(st.booleans()):
+        args += ["--provider", draw(st.one_of(st.sampled_from(["cpu", "cuda", "CPU"]), words))]
+    if draw(st.booleans()):
+        args += ["--shard", draw(st.one_of(st.sampled_from(["0/2", "1/2", "2/2", "0/0"]), words))]
+    if draw(st.booleans()):
+        args += ["--tile", str(draw(st.one_of(st.integers(-2, 5000), ints)))]
+    if draw(st.booleans()):
+        args += ["--threads", str(draw(st.integers(-1, 9)))]
+    if draw(st.booleans()):
+        args += ["--noise", str(folder / draw(st.sampled_from(["good.npy", "bad.npy", "nan.npy", "none.npy"])))]
+    if draw(st.booleans()):
+        args += ["--out", str(folder / "out" / draw(st.sampled_from(["x.npy", "sub/x.npy", ""])))]
+    if draw(st.booleans()):
+        args += [draw(st.sampled_from(["--keep-partial", "--progress", "--cuda-graph", "--bogus"]))]
+    return args
+
+
+FOLDER = Path(tempfile.mkdtemp(prefix="fm-hypo-"))
+atexit.register(shutil.rmtree, FOLDER, True)
+np.save(FOLDER / "good.npy", np.zeros((7, 2), np.float32))
+np.save(FOLDER / "bad.npy", np.zeros((7, 3), np.float32))
+np.save(FOLDER / "nan.npy", np.full((2, 2), np.nan, np.float32))
+(FOLDER / "out").mkdir()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(command_lines(FOLDER))
+def test_random_command_lines(argv):
+    for f in (FOLDER / "out").iterdir():
+        f.unlink()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = run_cli(cli, "fm-run", argv)
+    text = err.getvalue()
+    assert code in DOCUMENTED, (argv, code, text)
+    assert "Traceback" not in text and "internal error" not in text, (argv, text)
+    if code != 0:
+        assert len(text.strip().splitlines()) == 1, (argv, text)
+        assert list((FOLDER / "out").iterdir()) == [], argv
