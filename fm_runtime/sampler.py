@@ -309,10 +309,10 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
         data_shape = (data_shape,)
     try:
         metadata = dict(session.get_modelmeta().custom_metadata_map)
+        inputs, outputs = io_table(session.get_inputs()), io_table(session.get_outputs())
     except UnicodeDecodeError:
-        raise ModelError(f"{where}: the model's metadata is not valid UTF-8 text") from None
-    spec = read_spec(where, metadata,
-                     io_table(session.get_inputs()), io_table(session.get_outputs()),
+        raise ModelError(f"{where}: the model's metadata or input/output names are not valid UTF-8") from None
+    spec = read_spec(where, metadata, inputs, outputs,
                      data_shape=data_shape, x_name=x_name, t_name=t_name)
     _self_test(session, spec, where)
     workers = threads or os.cpu_count() or 1

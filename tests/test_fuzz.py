@@ -2,6 +2,7 @@
 import atexit
 import contextlib
 import io
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -69,7 +70,7 @@ np.save(FOLDER / "nan.npy", np.full((2, 2), np.nan, np.float32))
 (FOLDER / "out").mkdir()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("FM_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(command_lines(FOLDER))
 def test_random_command_lines(argv):
     for f in (FOLDER / "out").iterdir():
