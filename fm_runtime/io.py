@@ -24,11 +24,21 @@ def check_writable(path: str | os.PathLike) -> Path:
     return p
 
 
+def _temp_beside(p: Path) -> tuple[int, str]:
+    """A temporary file next to p, with the permissions a plain open() would give (mkstemp's
+    are 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    return fd, tmp
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call write(tmp) on a temporary file beside `path`, then rename it into place, so readers
     see the old file or the whole new one, never a fragment."""
     p = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
+    fd, tmp = _temp_beside(p)
     os.close(fd)
     try:
         write(tmp)
@@ -74,8 +84,7 @@ class NpyStream:
         self.path = check_writable(path)
         self.shape = shape
         self.rows = 0
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                        dir=self.path.parent or ".")
+        fd, self.tmp = _temp_beside(self.path)
         self.fh = os.fdopen(fd, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
                   "shape": tuple(shape)}

@@ -271,3 +271,13 @@ def test_unseeded_runs_report_their_seed(tmp_path):
 def test_progress_is_reported_on_request(tmp_path):
     p = run_cli("fm-run", "sample", "-n", "300000", "--seed", "0", "--out", str(tmp_path / "x.npy"), "--progress")
     assert "sampling" in p.stderr and "100.0%" in p.stderr and "rows/s" in p.stderr
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    run_cli("fm-run", "sample", "-n", "10", "--seed", "0", "--out", str(tmp_path / "a.npy"))
+    from fm_runtime.io import save_npy
+    save_npy(tmp_path / "b.npy", np.zeros(3))
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("a.npy", "b.npy"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
