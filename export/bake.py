@@ -26,8 +26,9 @@ def parse_bake(spec: str) -> tuple[str, int]:
     """'midpoint:8' -> ('midpoint', 8)."""
     solver, _, steps = spec.partition(":")
     get_solver(solver)
-    if not steps.isdigit() or int(steps) < 1:
-        raise ValueError(f"--bake wants SOLVER:STEPS with STEPS >= 1, e.g. midpoint:8; got {spec!r}")
+    if not steps.isdigit() or not 1 <= int(steps) <= 1000:
+        raise ValueError(f"--bake wants SOLVER:STEPS with 1 <= STEPS <= 1000 (the graph holds every "
+                         f"step), e.g. midpoint:8; got {spec!r}")
     return solver, int(steps)
 
 

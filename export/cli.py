@@ -7,7 +7,7 @@ import click
 
 from fm_runtime.errors import run_cli
 from fm_runtime.io import check_writable
-from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, SOLVERS
+from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,7 +16,7 @@ from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, SOLVERS
               help="ONNX file to write (weights inside; no external-data sidecar).")
 @click.option("--default-solver", type=click.Choice(sorted(SOLVERS)), default=DEFAULT_SOLVER,
               show_default=True, help="Solver fm-run uses for this model when none is given.")
-@click.option("--default-steps", type=click.IntRange(min=1), default=DEFAULT_STEPS, show_default=True,
+@click.option("--default-steps", type=click.IntRange(1, MAX_STEPS), default=DEFAULT_STEPS, show_default=True,
               help="Steps fm-run uses for this model when none are given.")
 @click.option("--bake", metavar="SOLVER:STEPS",
               help="Write a baked sampler instead: the whole fixed-step solve (e.g. midpoint:8) "

@@ -13,7 +13,7 @@ from .errors import NumericalError, run_cli
 from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
 from .noise import BLOCK, new_seed
 from .sampler import Sampler, load
-from .solvers import SOLVERS, time_grid
+from .solvers import MAX_STEPS, SOLVERS, time_grid
 
 _model_arg = click.argument("model", required=False, type=click.Path(dir_okay=True))
 
@@ -74,7 +74,7 @@ def _physical_memory() -> int:
 @_model_arg
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Number of samples (ignored when --noise gives the starting points).")
-@click.option("--steps", type=click.IntRange(min=1),
+@click.option("--steps", type=click.IntRange(1, MAX_STEPS),
               help="Solver steps on the uniform grid 0 -> 1 [default: the model's, else 8].")
 @click.option("--solver", type=click.Choice(sorted(SOLVERS)),
               help="Fixed-step solver [default: the model's, else midpoint].")
@@ -254,7 +254,7 @@ def info(model, as_json, dim, x_name, t_name):
 
 @cli.command()
 @_model_arg
-@click.option("--steps", type=click.IntRange(min=1), help="Steps for a velocity model [default: the model's].")
+@click.option("--steps", type=click.IntRange(1, MAX_STEPS), help="Steps for a velocity model [default: the model's].")
 @click.option("--solver", type=click.Choice(sorted(SOLVERS)), help="Solver for a velocity model [default: the model's].")
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
               help="Batch size to time; repeat the option for several [default: 1, 256, 100000].")

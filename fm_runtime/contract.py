@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ModelError
-from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS, SOLVERS, nfe
+from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe
 
 FORMAT_VERSION = 1
 PREFIX = "fm."
@@ -168,11 +168,12 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
         if solver not in SOLVERS:
             raise ModelError(f"{where}: fm.default_solver {solver!r} is not a known solver")
         steps = m.get("default_steps", DEFAULT_STEPS)
-        if steps < 1:
-            raise ModelError(f"{where}: fm.default_steps must be >= 1, got {steps}")
+        if not 1 <= steps <= MAX_STEPS:
+            raise ModelError(f"{where}: fm.default_steps must be between 1 and {MAX_STEPS}, got {steps}")
         baked = m.get("baked", {})
         if kind == "baked":
-            if baked.get("solver") not in SOLVERS or not isinstance(baked.get("steps"), int) or baked["steps"] < 1:
+            if (baked.get("solver") not in SOLVERS or not isinstance(baked.get("steps"), int)
+                    or not 1 <= baked["steps"] <= MAX_STEPS):
                 raise ModelError(f"{where}: fm.baked must name a known solver and steps >= 1, got {baked!r}")
             solver, steps = baked["solver"], baked["steps"]
         spec = ModelSpec(tuple(shape), x_name or m.get("input_x", "x"), t_name or m.get("input_t", "t"),

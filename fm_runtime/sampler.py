@@ -14,7 +14,7 @@ from .contract import ModelSpec, io_table, read_spec
 from .device import BoundGraphRunner, DeviceLoop, device_of
 from .errors import FmError, InputError, ModelError, NumericalError
 from .noise import BLOCK, new_seed, noise_rows
-from .solvers import get_solver, integrate, integrate_inplace
+from .solvers import check_steps, get_solver, integrate, integrate_inplace
 
 DEFAULT_MODEL = "moons.onnx"
 # Rows per tile on CPU: a 2048 x 64 float32 activation (512 KiB) stays in L2; 1024-8192 measured
@@ -202,8 +202,7 @@ class Sampler:
         steps = self.spec.default_steps if steps is None else int(steps)
         solver = solver or self.spec.default_solver
         get_solver(solver)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        check_steps(steps)
         if noise is not None:
             x0 = self.check_noise(noise, n)
         else:

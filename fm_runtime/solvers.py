@@ -62,6 +62,7 @@ SOLVERS: dict[str, Solver] = {
 }
 DEFAULT_SOLVER = "midpoint"
 DEFAULT_STEPS = 8
+MAX_STEPS = 100_000      # far past any useful fixed-step count; beyond it a typo would run for days
 
 
 def get_solver(name: str) -> Solver:
@@ -74,6 +75,11 @@ def get_solver(name: str) -> Solver:
 def nfe(solver: str, steps: int) -> int:
     """Network evaluations a fixed-step solve costs."""
     return get_solver(solver).evals_per_step * steps
+
+
+def check_steps(steps: int) -> None:
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
 
 
 def time_grid(steps: int, t0: float = 0.0, t1: float = 1.0) -> list[float]:
@@ -92,8 +98,7 @@ class Solution(NamedTuple):
 def integrate(f: Velocity, x0, steps: int, solver: str = DEFAULT_SOLVER, t0: float = 0.0,
               t1: float = 1.0, trajectory: bool = False) -> Solution:
     """Solve dx/dt = f(x, t) from t0 to t1 in `steps` uniform steps of a fixed-step solver."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_steps(steps)
     step = get_solver(solver).step
     calls = 0
 
@@ -120,8 +125,7 @@ def integrate_inplace(f, x0, steps: int, solver: str = DEFAULT_SOLVER, on_step=N
     import numpy as np
 
     s = get_solver(solver)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_steps(steps)
     x = np.array(x0, copy=True)
     stage_x = np.empty_like(x)
     scratch = np.empty_like(x)

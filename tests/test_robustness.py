@@ -165,6 +165,7 @@ def noise_files(tmp_path):
 OPTION_CASES = [
     (["--steps", "0"], 2, "--steps"),
     (["--steps", "-3"], 2, "--steps"),
+    (["--steps", "1000000000000000"], 2, "--steps"),
     (["-n", "0"], 2, "-n"),
     (["-n", "10000000000000"], 2, "more than this tool handles"),
     (["-n", "100000000000"], 2, "do not fit in memory"),

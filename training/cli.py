@@ -10,7 +10,7 @@ import numpy as np
 from fm_runtime.errors import InputError, run_cli
 from fm_runtime.io import check_writable, load_array, save_npy
 from fm_runtime.noise import noise_rows
-from fm_runtime.solvers import SOLVERS
+from fm_runtime.solvers import MAX_STEPS, SOLVERS
 
 from .data import DATASETS
 from .nets import ACTIVATIONS
@@ -74,7 +74,7 @@ def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_mi
               help="Number of samples when no --noise is given.")
 @click.option("--seed", type=int, help="Seed for the noise, the same stream fm-run draws [default: 0].")
 @click.option("--noise", type=click.Path(dir_okay=False), help="Start from this .npy noise [n, *shape].")
-@click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=8, show_default=True,
               help="Solver steps on the uniform grid 0 -> 1.")
 @click.option("--solver", type=click.Choice(sorted(SOLVERS)), default="midpoint", show_default=True,
               help="Fixed-step solver.")
