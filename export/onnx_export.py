@@ -25,6 +25,9 @@ from fm_runtime.errors import EXIT_EXPORT, FmError
 from fm_runtime.io import atomic_write
 from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 
+from training.data import DATASETS, sample_data
+
+from . import variants
 from .bake import BakedSampler, ExportVelocity, parse_bake
 
 OPSET = 20                      # the opset every exported file declares
@@ -44,6 +47,7 @@ class ExportReport:
     opset: int
     max_abs_diff: float
     batches: tuple[int, ...]
+    variant: dict | None = None
 
 
 def _example_inputs(data_shape: tuple[int, ...], baked: bool, b: int, rng: np.random.Generator) -> dict:
@@ -95,11 +99,64 @@ def verify_against_torch(module: torch.nn.Module, onnx_bytes: bytes, data_shape:
     return worst
 
 
+def _add_selftest(proto: onnx.ModelProto, data_shape: tuple[int, ...], baked: bool) -> bytes:
+    """Record a probe and the file's own output for it (fm.selftest), so the runtime can tell an
+    altered file at load time; returns the serialised model."""
+    for p in [p for p in proto.metadata_props if p.key == "fm.selftest"]:
+        proto.metadata_props.remove(p)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    probe = _example_inputs(data_shape, baked, 4, np.random.default_rng(1234))
+    selftest = {"inputs": {k: v.tolist() for k, v in probe.items()},
+                "output": sess.run(None, probe)[0].tolist(), "atol": 1e-3}
+    proto.metadata_props.add(key="fm.selftest", value=json.dumps(selftest))
+    return proto.SerializeToString()
+
+
+def _make_variant(proto: onnx.ModelProto, fp32: bytes, config: dict, data_shape, baked: bool,
+                  precision: str, quantize: str | None, fmt: str) -> tuple[bytes, dict, str | None]:
+    """Apply precision/quantisation/format to the verified float32 model and measure the cost."""
+    variant = {"precision": precision, "quantize": quantize, "format": fmt}
+    if precision == "fp16":
+        proto = variants.to_fp16(proto)
+    if quantize == "int8":
+        proto = variants.to_int8(proto)
+    ops_config = variants.required_operators(proto) if fmt == "ort" else None
+    if precision != "fp32" or quantize or fmt != "onnx":
+        dataset = config.get("dataset")
+        if dataset in DATASETS and tuple(data_shape) == (2,):
+            data = sample_data(dataset, variants.QUALITY_SAMPLES, 2024)
+            fresh = sample_data(dataset, variants.QUALITY_SAMPLES, 2025)
+        else:   # no data to compare with: deviation only, on standard-normal noise
+            fresh = data = np.random.default_rng(2024).standard_normal((512, *data_shape)).astype(np.float32)
+        variants.set_variant_metadata(proto, variant)
+        candidate = _add_selftest(proto, data_shape, baked)
+        if fmt == "ort":
+            candidate = variants.to_ort_format(candidate)
+        variant["vs_fp32"] = variants.measure(candidate, fp32, data, fresh)
+        if dataset not in DATASETS:
+            for k in ("energy_distance", "energy_distance_fp32", "noise_floor"):
+                variant["vs_fp32"].pop(k)
+    for _ in range(4):    # the file states its own size: settle the number
+        variants.set_variant_metadata(proto, variant)
+        out = _add_selftest(proto, data_shape, baked)
+        if fmt == "ort":
+            out = variants.to_ort_format(out)
+        if "vs_fp32" not in variant or variant["vs_fp32"]["size_bytes"] == len(out):
+            break
+        variant["vs_fp32"]["size_bytes"] = len(out)
+    return out, variant, ops_config
+
+
 def export_model(model: torch.nn.Module, config: dict, out: str | Path, *,
                  default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
-                 bake: str | None = None) -> ExportReport:
+                 bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
+                 fmt: str = "onnx") -> ExportReport:
     """Export a trained velocity network with its checkpoint config to `out`; with
-    bake="SOLVER:STEPS", export the whole fixed-step solve as one graph z -> x instead."""
+    bake="SOLVER:STEPS", export the whole fixed-step solve as one graph z -> x instead.
+    precision="fp16", quantize="int8" and fmt="ort" write smaller variants (see variants.py),
+    each measured against the verified float32 export."""
+    if precision not in ("fp32", "fp16") or quantize not in (None, "int8") or fmt not in ("onnx", "ort"):
+        raise ExportError(f"unsupported variant: precision={precision}, quantize={quantize}, format={fmt}")
     model = model.eval()
     data_shape = tuple(config["data_shape"])
     baked = None
@@ -137,14 +194,13 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, *,
     read_spec(str(out), dict(sess.get_modelmeta().custom_metadata_map),
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
     worst = verify_against_torch(module, data, data_shape, baked=baked is not None)
-    # record a probe and its output, so the runtime can tell an altered file at load time
-    probe = _example_inputs(data_shape, baked is not None, 4, np.random.default_rng(1234))
-    selftest = {"inputs": {k: v.tolist() for k, v in probe.items()},
-                "output": sess.run(None, probe)[0].tolist(), "atol": 1e-3}
-    proto.metadata_props.add(key="fm.selftest", value=json.dumps(selftest))
-    data = proto.SerializeToString()
+    fp32 = _add_selftest(proto, data_shape, baked is not None)
+    data, variant, ops_config = _make_variant(proto, fp32, config, data_shape, baked is not None,
+                                              precision, quantize, fmt)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
-    return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES)
+    if ops_config is not None:
+        atomic_write(f"{out}.required_operators.config", lambda tmp: Path(tmp).write_text(ops_config))
+    return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES, variant)
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, **kwargs) -> ExportReport:

@@ -237,7 +237,8 @@ def info(model, as_json, dim, x_name, t_name):
                    {"x": spec.x_name, "t": spec.t_name + ("[B,1]" if spec.t_rank == 2 else "[B]")}),
         "output": spec.out_name if s.baked else spec.v_name, "prediction": spec.prediction, "path": spec.path,
         "default_solver": spec.default_solver, "default_steps": spec.default_steps,
-        "default_nfe": s.nfe(), "training": spec.training, "architecture": spec.architecture,
+        "default_nfe": s.nfe(), "variant": _variant_text(spec.variant), "training": spec.training,
+        "architecture": spec.architecture,
         "producer": spec.producer,
     }
     if as_json:
@@ -288,6 +289,21 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
             bound = per_eval * probe.nfe(steps, solver) * r["batch"] / (rate * 1e9)
             line += f"   {r['seconds'] / bound:6.1f}x the arithmetic bound"
         click.echo(line)
+
+
+def _variant_text(v: dict) -> str:
+    """What a file's precision/format costs, as fm-export measured it (fm.variant)."""
+    if not v:
+        return "fp32/onnx"
+    text = f"{v.get('precision', 'fp32')}{'+' + v['quantize'] if v.get('quantize') else ''}/{v.get('format', 'onnx')}"
+    m = v.get("vs_fp32")
+    if m:
+        text += (f": {m['size_bytes'] / 1024:.1f} KiB; vs float32 on the same noise: sample deviation max "
+                 f"{m['max_dev']:.2e}, mean {m['mean_dev']:.2e}")
+        if "energy_distance" in m:
+            text += (f"; energy distance to data {m['energy_distance']:.2e} (float32 "
+                     f"{m['energy_distance_fp32']:.2e}, noise floor {m['noise_floor']:.2e})")
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,6 +37,7 @@ _KEYS: dict[str, tuple[type | tuple[type, ...], tuple[str, ...]]] = {
     "architecture": (dict, ()),
     "producer": (dict, ()),
     "selftest": (dict, ()),
+    "variant": (dict, ()),
 }
 
 
@@ -54,6 +55,7 @@ class ModelSpec:
     out_name: str = "x"                 # baked graph: samples output
     baked: dict[str, Any] = field(default_factory=dict)   # {"solver", "steps", "nfe"}
     selftest: dict[str, Any] = field(default_factory=dict)  # {"inputs", "output", "atol"}
+    variant: dict[str, Any] = field(default_factory=dict)   # {"precision", "quantize", "format", "vs_fp32"}
     prediction: str = "velocity"
     path: dict[str, Any] = field(default_factory=lambda: {"name": "unknown"})
     default_solver: str = DEFAULT_SOLVER
@@ -178,7 +180,8 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
             solver, steps = baked["solver"], baked["steps"]
         spec = ModelSpec(tuple(shape), x_name or m.get("input_x", "x"), t_name or m.get("input_t", "t"),
                          m.get("output_v", "v"), kind=kind, z_name=m.get("input_z", "z"),
-                         out_name=m.get("output_x", "x"), baked=baked, selftest=m.get("selftest", {}), prediction=m["prediction"], path=m["path"],
+                         out_name=m.get("output_x", "x"), baked=baked, selftest=m.get("selftest", {}),
+                         variant=m.get("variant", {}), prediction=m["prediction"], path=m["path"],
                          default_solver=solver, default_steps=steps,
                          training=m.get("training", {}), architecture=m.get("architecture", {}),
                          producer=m.get("producer", {}), format_version=version)

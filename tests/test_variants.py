@@ -1,0 +1,83 @@
+"""Smaller variants (fp16, int8, ORT format) load with no flags, declare themselves, and stay
+within a quality budget of the float32 file.
+
+Budget, from measurement on the moons model (2000 samples, same noise): the energy distance to
+fresh data may rise by at most 3x the noise floor (measured: fp16 +0, int8 about +1 floor), and
+samples may move by at most 1e-3 (fp16, measured max 2.7e-4) or 2e-2 on average (int8, measured
+mean 5e-3) from the float32 file's.
+"""
+import numpy as np
+import pytest
+
+import fm_runtime
+from export.onnx_export import export_model
+
+from .conftest import run_cli
+
+VARIANTS = [  # (bake, precision, quantize, format)
+    (None, "fp16", None, "onnx"),
+    (None, "fp32", "int8", "onnx"),
+    (None, "fp32", None, "ort"),
+    (None, "fp16", None, "ort"),
+    ("midpoint:4", "fp16", None, "onnx"),
+    ("midpoint:4", "fp32", "int8", "ort"),
+]
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    d = tmp_path_factory.mktemp("variants")
+    files = {}
+    for v in VARIANTS:
+        bake, precision, quantize, fmt = v
+        path = d / f"{bake or 'velocity'}-{precision}-{quantize}.{fmt}".replace(":", "")
+        report = export_model(trained.model, trained.config, path, bake=bake, precision=precision,
+                              quantize=quantize, fmt=fmt)
+        files[v] = (path, report)
+    fp32 = d / "fp32.onnx"
+    export_model(trained.model, trained.config, fp32)
+    baked32 = d / "baked32.onnx"
+    export_model(trained.model, trained.config, baked32, bake="midpoint:4")
+    return files, fp32, baked32
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=["-".join(map(str, v)) for v in VARIANTS])
+def test_variant_loads_declares_and_keeps_quality(exported, variant):
+    files, fp32, baked32 = exported
+    path, report = files[variant]
+    bake, precision, quantize, fmt = variant
+    s = fm_runtime.load(path)                       # no flags, whatever the variant
+    assert s.spec.variant["precision"] == precision and s.spec.variant["quantize"] == quantize
+    assert s.spec.variant["format"] == fmt and s.baked == bool(bake)
+    m = s.spec.variant["vs_fp32"]
+    assert m["size_bytes"] == path.stat().st_size
+    print(f"{path.name}: {m}")
+    assert m["energy_distance"] - m["energy_distance_fp32"] <= 3 * m["noise_floor"]
+    if quantize:
+        assert m["mean_dev"] <= 2e-2
+    else:
+        assert m["max_dev"] <= 1e-3
+    # and the runtime reproduces what the file says about itself
+    z = np.random.default_rng(5).standard_normal((300, 2), dtype=np.float32)
+    ref = fm_runtime.load(baked32 if bake else fp32).sample(noise=z, steps=4 if not bake else None)
+    got = s.sample(noise=z) if bake else s.sample(noise=z, steps=4)
+    assert got.shape == (300, 2) and got.dtype == np.float32 and np.isfinite(got).all()
+    assert np.abs(got - ref).mean() <= (2e-2 if quantize else 1e-3)
+    if fmt == "ort":
+        assert path.read_bytes()[4:8] == b"ORTM"
+        ops = (path.parent / (path.name + ".required_operators.config")).read_text().splitlines()
+        assert ops[1].startswith("ai.onnx;20;") and "Exp" in ops[1]
+
+
+def test_variants_are_smaller_where_it_counts(exported):
+    files, fp32, _ = exported
+    size = {v: p.stat().st_size for v, (p, _) in files.items()}
+    assert size[(None, "fp16", None, "onnx")] < 0.8 * fp32.stat().st_size
+    assert size[(None, "fp32", "int8", "onnx")] < 0.6 * fp32.stat().st_size
+
+
+def test_info_shows_the_variant_cost(exported):
+    files, _, _ = exported
+    path, _ = files[(None, "fp32", "int8", "onnx")]
+    out = run_cli("fm-run", "info", str(path)).stdout
+    assert "fp32+int8/onnx" in out and "sample deviation max" in out and "noise floor" in out
