@@ -31,15 +31,27 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
 
 
+# Matmuls whose weights have fewer elements than this stay float32: here the input layer [dim+1
+# -> width] and the output layer [width -> dim], where quantisation error lands straight on the
+# velocity for little saving. With per-channel scales this measured, on the 10k-step moons model
+# (2000 samples): energy distance +0.3e-4 over float32 (noise floor 1.1e-4), mean sample
+# deviation 6.7e-3; quantising every matmul per-tensor gave +8.7e-4 and 1.2e-2.
+INT8_MIN_WEIGHTS = 1024
+
+
 def to_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     import logging
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(logging.ERROR)   # the quantiser logs advice at WARNING
+    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
+    keep_float = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
+                  and any(0 < sizes.get(x, 0) < INT8_MIN_WEIGHTS for x in n.input[1:2])]
     with tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
         onnx.save(model, str(src))
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=keep_float)
         out = onnx.load(str(dst))
     if {p.key for p in out.metadata_props} != {p.key for p in model.metadata_props}:
         del out.metadata_props[:]
