@@ -12,8 +12,10 @@ from fm_runtime.io import check_writable, load_array, save_npy
 from fm_runtime.noise import noise_rows
 from fm_runtime.solvers import MAX_STEPS, SOLVERS
 
+from .couplings import COUPLINGS
 from .data import DATASETS
 from .nets import ACTIVATIONS
+from .paths import PATHS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,24 +47,31 @@ def cli():
 @click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="elu", show_default=True,
               help="Activation after each hidden layer.")
 @click.option("--sigma-min", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Width of the OT path at t = 1 (0 = the tutorial's straight lines).")
+              help="Width of the ot path at t = 1 (0 = the tutorial's straight lines).")
+@click.option("--path", "path_name", type=click.Choice(list(PATHS)), default="ot", show_default=True,
+              help="Probability path: ot (straight lines, the tutorial's), vp (DDPM), cosine, poly.")
+@click.option("--coupling", type=click.Choice(list(COUPLINGS)), default="independent", show_default=True,
+              help="Noise-data pairs: as drawn, or minibatch optimal transport (straighter paths).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (weights + JSON config).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar with the running loss [default: on a terminal].")
-def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_min, out, progress):
+def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_min, path_name, coupling,
+        out, progress):
     """Train with the conditional flow-matching loss on the OT path (the tutorial's recipe).
 
     \b
     Examples:
       fm-train fit --data moons --steps 10000 --out moons.ckpt
       fm-train fit --data 8gaussians --width 128 --sigma-min 0.01 --out g8.ckpt
+      fm-train fit --data moons --path vp --out moons-vp.ckpt
+      fm-train fit --data moons --coupling ot --out moons-otcfm.ckpt
     """
     from .train import fit as train_fit, save_checkpoint
 
     check_writable(out)
     model, config = train_fit(dataset, steps, batch_size, lr, seed, width, depth, activation,
-                              sigma_min, progress)
+                              sigma_min, progress, path_name, coupling)
     save_checkpoint(out, model, config)
     click.echo(f"trained {dataset}: {steps} steps in {config['train_seconds']:.1f} s, final loss "
                f"{config['final_loss']:.4f} -> {out}", err=True)

@@ -1,43 +1,139 @@
-"""Probability paths and the conditional flow-matching loss.
+"""Gaussian probability paths as schedules, and the conditional flow-matching loss.
 
-Optimal-transport Gaussian path with sigma_min (sigma_min = 0 is the tutorial exactly):
-    x_t = (1 - (1 - sigma_min) t) x0 + t x1,   target u_t = x1 - (1 - sigma_min) x0,
-with x0 ~ N(0, I) the noise at t = 0 and x1 the data at t = 1.
+Every path here is x_t = alpha_t x1 + sigma_t x0 with x0 ~ N(0, I) the noise at t = 0 and x1 the
+data at t = 1 (alpha_0 = 0, sigma_0 = 1; alpha_1 = 1, sigma_1 = sigma_min or 0). The tutorial's
+conditional velocity u_t(x | x1) = sigma'_t / sigma_t (x - alpha_t x1) + alpha'_t x1 becomes, at
+x = x_t, the regression target alpha'_t x1 + sigma'_t x0, which is what the loss uses (it stays
+finite where sigma_t reaches 0). A path is therefore four functions of t: alpha, sigma and their
+time derivatives.
+
+- ot: alpha = t, sigma = 1 - (1 - sigma_min) t. sigma_min = 0 is the tutorial exactly.
+- vp: variance preserving, the DDPM special case the tutorial derives: alpha = exp(-T(1 - t) / 2),
+  sigma = sqrt(1 - alpha^2), T(s) = beta_min s + (beta_max - beta_min) s^2 / 2 with the standard
+  linear beta schedule beta_min = 0.1, beta_max = 20 (Song et al., 2021). sigma' diverges at
+  t = 1, so training draws t from [0, 1 - 1e-3).
+- cosine: alpha = sin(pi t / 2), sigma = cos(pi t / 2).
+- poly: alpha = t^n, sigma = 1 - t^n (n = 2 by default).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 
 @dataclass(frozen=True)
-class OTPath:
-    sigma_min: float = 0.0
+class GaussianPath:
+    """x_t = alpha(t) x1 + sigma(t) x0; subclasses give the schedule."""
 
-    name = "ot"
+    name = "gaussian"
+    t_max = 1.0     # training draws t from [0, t_max)
+
+    def schedule(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(alpha_t, sigma_t, d alpha / dt, d sigma / dt) at t."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return t.reshape(-1, *([1] * (like.dim() - 1)))
 
     def sample_xt(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = t.reshape(-1, *([1] * (x1.dim() - 1)))
-        return (1 - (1 - self.sigma_min) * t) * x0 + t * x1
+        a, s, _, _ = self.schedule(self._col(t, x1))
+        return a * x1 + s * x0
 
     def target(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return x1 - (1 - self.sigma_min) * x0
+        _, _, da, ds = self.schedule(self._col(t, x1))
+        return da * x1 + ds * x0
+
+    def conditional_velocity(self, x: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The tutorial's u_t(x | x1) = sigma'/sigma (x - alpha x1) + alpha' x1 (needs sigma > 0)."""
+        a, s, da, ds = self.schedule(self._col(t, x1))
+        return ds / s * (x - a * x1) + da * x1
+
+    def config(self) -> dict:
+        return {"name": self.name}
+
+
+@dataclass(frozen=True)
+class OTPath(GaussianPath):
+    sigma_min: float = 0.0
+    name = "ot"
+
+    def schedule(self, t):
+        one = torch.ones_like(t)
+        return t, 1 - (1 - self.sigma_min) * t, one, -(1 - self.sigma_min) * one
 
     def config(self) -> dict:
         return {"name": self.name, "sigma_min": self.sigma_min}
 
 
-def build_path(config: dict) -> OTPath:
-    if config.get("name") == "ot":
-        return OTPath(float(config.get("sigma_min", 0.0)))
-    raise ValueError(f"unknown path {config.get('name')!r}")
+@dataclass(frozen=True)
+class VPPath(GaussianPath):
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    name = "vp"
+    t_max = 1.0 - 1e-3
+
+    def schedule(self, t):
+        s = 1 - t
+        big_t = self.beta_min * s + 0.5 * (self.beta_max - self.beta_min) * s**2
+        beta = self.beta_min + (self.beta_max - self.beta_min) * s
+        a = torch.exp(-0.5 * big_t)
+        sig = torch.sqrt(torch.clamp(1 - a**2, min=1e-12))
+        da = 0.5 * beta * a
+        return a, sig, da, -a * da / sig
+
+    def config(self) -> dict:
+        return {"name": self.name, "beta_min": self.beta_min, "beta_max": self.beta_max}
 
 
-def cfm_loss(model: torch.nn.Module, path: OTPath, x1: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """Conditional flow-matching loss: E_t,x0,x1 |v(x_t, t) - u_t(x_t | x0, x1)|^2, t ~ U[0, 1)."""
+@dataclass(frozen=True)
+class CosinePath(GaussianPath):
+    name = "cosine"
+
+    def schedule(self, t):
+        h = 0.5 * math.pi
+        return torch.sin(h * t), torch.cos(h * t), h * torch.cos(h * t), -h * torch.sin(h * t)
+
+
+@dataclass(frozen=True)
+class PolynomialPath(GaussianPath):
+    n: float = 2.0
+    name = "poly"
+
+    def schedule(self, t):
+        tn = t**self.n
+        d = self.n * t ** (self.n - 1)
+        return tn, 1 - tn, d, -d
+
+    def config(self) -> dict:
+        return {"name": self.name, "n": self.n}
+
+
+PATHS = {"ot": OTPath, "vp": VPPath, "cosine": CosinePath, "poly": PolynomialPath}
+
+
+def build_path(config: dict) -> GaussianPath:
+    """A path from its config (as stored in checkpoints and in the fm.path metadata)."""
+    cfg = dict(config)
+    name = cfg.pop("name", None)
+    if name not in PATHS:
+        raise ValueError(f"unknown path {name!r}; choose one of: {', '.join(PATHS)}")
+    try:
+        return PATHS[name](**cfg)
+    except TypeError as e:
+        raise ValueError(f"bad parameters for path {name!r}: {e}") from None
+
+
+def cfm_loss(model: torch.nn.Module, path: GaussianPath, x1: torch.Tensor,
+             generator: torch.Generator | None = None, coupling: str = "independent") -> torch.Tensor:
+    """Conditional flow-matching loss: E |v(x_t, t) - (alpha'_t x1 + sigma'_t x0)|^2 with
+    t ~ U[0, t_max), x0 ~ N(0, I) paired with x1 independently or by minibatch OT."""
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
-    t = torch.rand(x1.shape[0], generator=generator, dtype=x1.dtype)
+    if coupling == "ot":
+        from .couplings import ot_pair
+        x0 = ot_pair(x0, x1)
+    t = torch.rand(x1.shape[0], generator=generator, dtype=x1.dtype) * path.t_max
     xt = path.sample_xt(x0, x1, t)
     return ((model(xt, t) - path.target(x0, x1, t)) ** 2).mean()

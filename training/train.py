@@ -14,7 +14,8 @@ from fm_runtime.io import atomic_write
 
 from .data import DATASETS, sample_data
 from .nets import VelocityMLP, build_network
-from .paths import OTPath, build_path, cfm_loss
+from .couplings import COUPLINGS
+from .paths import build_path, cfm_loss
 
 CHECKPOINT_FORMAT = "fm-runtime-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -26,9 +27,14 @@ class CheckpointError(ModelError):
 
 def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: float = 1e-2,
         seed: int = 0, width: int = 64, depth: int = 3, activation: str = "elu",
-        sigma_min: float = 0.0, progress: bool | None = None) -> tuple[torch.nn.Module, dict]:
+        sigma_min: float = 0.0, progress: bool | None = None, path: str = "ot",
+        coupling: str = "independent") -> tuple[torch.nn.Module, dict]:
     """Train a velocity network with the conditional flow-matching loss (Adam, the tutorial's
-    recipe by default). Deterministic for a given seed. Returns (model, config)."""
+    recipe by default) on a probability path (paths.PATHS; sigma_min applies to "ot") with
+    independent or minibatch-OT coupling. Deterministic for a given seed. Returns (model, config)."""
+    if coupling not in COUPLINGS:
+        raise ValueError(f"unknown coupling {coupling!r}; choose one of: {', '.join(COUPLINGS)}")
+    prob_path = build_path({"name": path, "sigma_min": sigma_min} if path == "ot" else {"name": path})
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
     if steps < 1 or batch_size < 1 or lr <= 0:
@@ -38,14 +44,13 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
     gen = torch.Generator().manual_seed(seed)
     dim = sample_data(dataset, 2, np.random.default_rng(0)).shape[1]
     model = VelocityMLP(dim, width, depth, activation)
-    path = OTPath(sigma_min)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     recent: deque[float] = deque(maxlen=100)
     start = time.perf_counter()
     bar = _progress(steps, progress)
     for step in range(steps):
         x1 = torch.from_numpy(sample_data(dataset, batch_size, data_rng))
-        loss = cfm_loss(model, path, x1, gen)
+        loss = cfm_loss(model, prob_path, x1, gen, coupling)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -59,7 +64,8 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
     model.eval()
     config = {
         "architecture": model.config,
-        "path": path.config(),
+        "path": prob_path.config(),
+        "coupling": coupling,
         "prediction": "velocity",
         "dataset": dataset,
         "data_shape": [dim],
