@@ -84,3 +84,22 @@ def test_ot_coupling_trains_and_is_recorded(tmp_path):
     assert config["coupling"] == "ot"
     export_model(model, config, tmp_path / "m.onnx")
     assert np.isfinite(fm_runtime.load(tmp_path / "m.onnx").sample(100, seed=0)).all()
+
+
+def test_eval_table_for_checkpoint_and_model_file(trained, tmp_path):
+    import json
+    from .conftest import run_cli
+    tables = {}
+    for name, model in (("ckpt", trained.ckpt), ("onnx", trained.onnx)):
+        p = run_cli("fm-train", "eval", str(model), "-n", "300", "--repeats", "1", "--max-nfe", "8",
+                    "--solver", "euler", "--solver", "midpoint", "--json", str(tmp_path / f"{name}.json"))
+        assert "noise floor" in p.stdout and "midpoint" in p.stdout
+        tables[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    rows = tables["ckpt"]["rows"]
+    assert [(r["solver"], r["nfe"]) for r in rows] == [("euler", 1), ("euler", 2), ("euler", 4), ("euler", 8),
+                                                       ("midpoint", 2), ("midpoint", 4), ("midpoint", 8)]
+    ed = {(r["solver"], r["nfe"]): r["energy_distance"] for r in rows}
+    assert ed["euler", 1] > 3 * ed["midpoint", 8] > 0          # one Euler step is far off (the seed's finding)
+    assert tables["ckpt"]["floor_energy_distance"] < ed["midpoint", 8]
+    for a, b in zip(rows, tables["onnx"]["rows"]):              # torch and runtime agree
+        assert abs(a["energy_distance"] - b["energy_distance"]) <= 1e-3 * a["energy_distance"] + 1e-7

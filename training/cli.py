@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import click
 import numpy as np
 
 from fm_runtime.errors import InputError, run_cli
-from fm_runtime.io import check_writable, load_array, save_npy
+from fm_runtime.io import atomic_write, check_writable, load_array, save_npy
 from fm_runtime.noise import noise_rows
 from fm_runtime.solvers import MAX_STEPS, SOLVERS
 
@@ -52,12 +53,21 @@ def cli():
               help="Probability path: ot (straight lines, the tutorial's), vp (DDPM), cosine, poly.")
 @click.option("--coupling", type=click.Choice(list(COUPLINGS)), default="independent", show_default=True,
               help="Noise-data pairs: as drawn, or minibatch optimal transport (straighter paths).")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant",
+              show_default=True, help="cosine: decay the learning rate to 0 over the run.")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Decay of an exponential moving average of the weights, saved instead of the "
+                   "raw weights (0: off).")
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Clip the gradient norm to this value (0: off).")
+@click.option("--time-sampling", type=click.Choice(["uniform", "logit-normal"]), default="uniform",
+              show_default=True, help="Distribution of training times t.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (weights + JSON config).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar with the running loss [default: on a terminal].")
 def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_min, path_name, coupling,
-        out, progress):
+        lr_schedule, ema, grad_clip, time_sampling, out, progress):
     """Train with the conditional flow-matching loss on the OT path (the tutorial's recipe).
 
     \b
@@ -71,7 +81,8 @@ def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_mi
 
     check_writable(out)
     model, config = train_fit(dataset, steps, batch_size, lr, seed, width, depth, activation,
-                              sigma_min, progress, path_name, coupling)
+                              sigma_min, progress, path_name, coupling, lr_schedule, ema, grad_clip,
+                              time_sampling)
     save_checkpoint(out, model, config)
     click.echo(f"trained {dataset}: {steps} steps in {config['train_seconds']:.1f} s, final loss "
                f"{config['final_loss']:.4f} -> {out}", err=True)
@@ -113,6 +124,53 @@ def sample(checkpoint, n, seed, noise, steps, solver, out):
     save_npy(out, x)
     click.echo(f"{len(x)} samples: {solver}, {steps} steps in {(time.perf_counter() - start) * 1e3:.1f} ms "
                f"(torch) -> {out}", err=True)
+
+
+@cli.command(name="eval")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-n", "--num", "n", type=click.IntRange(min=50, max=20_000), default=2000, show_default=True,
+              help="Samples per draw (and data points to compare with).")
+@click.option("--repeats", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="Independent noise/data draws averaged per cell.")
+@click.option("--solver", "solvers", type=click.Choice(sorted(SOLVERS)), multiple=True,
+              help="Solvers to tabulate; repeat for several [default: all].")
+@click.option("--max-nfe", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="Largest number of network evaluations in the table (powers of two from 1).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Draw distance against NFE to this PNG.")
+def evaluate(model, n, repeats, solvers, max_nfe, json_out, plot):
+    """Sample quality against fresh data: energy distance (and sliced W2 in --json) for each
+    solver and number of network evaluations, beside the noise floor (two fresh data draws).
+
+    MODEL is a checkpoint (.ckpt: the torch reference sampler) or a model file (the runtime).
+
+    \b
+    Examples:
+      fm-train eval moons.ckpt
+      fm-train eval moons.onnx --solver midpoint --max-nfe 16 --plot nfe.png
+    """
+    import json
+
+    from .evaluate import format_table, nfe_table, plot_table, sampler_for
+
+    for path in (json_out, plot):
+        if path:
+            check_writable(path)
+    if plot:
+        from fm_runtime.plot import require_matplotlib
+        require_matplotlib()
+    sample, info = sampler_for(model)
+    if info["dataset"] not in DATASETS:
+        raise InputError(f"{model}: trained on {info['dataset']!r}, which has no data generator to compare with")
+    nfes = [2**k for k in range(max_nfe.bit_length()) if 2**k <= max_nfe]
+    if info["baked"]:
+        nfes, solvers = [info["baked"]["nfe"]], [info["baked"]["solver"]]
+    result = nfe_table(sample, info["dataset"], n, nfes, list(solvers) or None, repeats=repeats)
+    click.echo(format_table(result))
+    if json_out:
+        atomic_write(json_out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+    if plot:
+        plot_table(result, plot)
 
 
 def main(argv: list[str] | None = None) -> None:

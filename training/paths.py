@@ -126,14 +126,22 @@ def build_path(config: dict) -> GaussianPath:
         raise ValueError(f"bad parameters for path {name!r}: {e}") from None
 
 
+TIME_SAMPLING = ("uniform", "logit-normal")
+
+
 def cfm_loss(model: torch.nn.Module, path: GaussianPath, x1: torch.Tensor,
-             generator: torch.Generator | None = None, coupling: str = "independent") -> torch.Tensor:
+             generator: torch.Generator | None = None, coupling: str = "independent",
+             time_sampling: str = "uniform") -> torch.Tensor:
     """Conditional flow-matching loss: E |v(x_t, t) - (alpha'_t x1 + sigma'_t x0)|^2 with
-    t ~ U[0, t_max), x0 ~ N(0, I) paired with x1 independently or by minibatch OT."""
+    t ~ U[0, t_max) (or logit-normal), x0 ~ N(0, I) paired with x1 independently or by
+    minibatch OT."""
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
     if coupling == "ot":
         from .couplings import ot_pair
         x0 = ot_pair(x0, x1)
-    t = torch.rand(x1.shape[0], generator=generator, dtype=x1.dtype) * path.t_max
+    if time_sampling == "logit-normal":
+        t = torch.sigmoid(torch.randn(x1.shape[0], generator=generator, dtype=x1.dtype)) * path.t_max
+    else:
+        t = torch.rand(x1.shape[0], generator=generator, dtype=x1.dtype) * path.t_max
     xt = path.sample_xt(x0, x1, t)
     return ((model(xt, t) - path.target(x0, x1, t)) ** 2).mean()

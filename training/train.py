@@ -15,7 +15,7 @@ from fm_runtime.io import atomic_write
 from .data import DATASETS, sample_data
 from .nets import VelocityMLP, build_network
 from .couplings import COUPLINGS
-from .paths import build_path, cfm_loss
+from .paths import TIME_SAMPLING, build_path, cfm_loss
 
 CHECKPOINT_FORMAT = "fm-runtime-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -28,10 +28,16 @@ class CheckpointError(ModelError):
 def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: float = 1e-2,
         seed: int = 0, width: int = 64, depth: int = 3, activation: str = "elu",
         sigma_min: float = 0.0, progress: bool | None = None, path: str = "ot",
-        coupling: str = "independent") -> tuple[torch.nn.Module, dict]:
+        coupling: str = "independent", lr_schedule: str = "constant", ema: float = 0.0,
+        grad_clip: float = 0.0, time_sampling: str = "uniform") -> tuple[torch.nn.Module, dict]:
     """Train a velocity network with the conditional flow-matching loss (Adam, the tutorial's
     recipe by default) on a probability path (paths.PATHS; sigma_min applies to "ot") with
-    independent or minibatch-OT coupling. Deterministic for a given seed. Returns (model, config)."""
+    independent or minibatch-OT coupling. Recipe options: lr_schedule "cosine" decays the learning
+    rate to 0 over the run; ema > 0 keeps an exponential moving average of the weights (decay
+    `ema`) and returns it; grad_clip > 0 clips the gradient norm; time_sampling "logit-normal"
+    draws t = sigmoid(N(0, 1)) instead of U[0, 1). Deterministic for a given seed."""
+    if lr_schedule not in ("constant", "cosine") or time_sampling not in TIME_SAMPLING or not 0 <= ema < 1:
+        raise ValueError(f"bad recipe: lr_schedule={lr_schedule!r}, time_sampling={time_sampling!r}, ema={ema}")
     if coupling not in COUPLINGS:
         raise ValueError(f"unknown coupling {coupling!r}; choose one of: {', '.join(COUPLINGS)}")
     prob_path = build_path({"name": path, "sigma_min": sigma_min} if path == "ot" else {"name": path})
@@ -45,15 +51,24 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
     dim = sample_data(dataset, 2, np.random.default_rng(0)).shape[1]
     model = VelocityMLP(dim, width, depth, activation)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
+    averaged = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema)) if ema else None
     recent: deque[float] = deque(maxlen=100)
     start = time.perf_counter()
     bar = _progress(steps, progress)
     for step in range(steps):
         x1 = torch.from_numpy(sample_data(dataset, batch_size, data_rng))
-        loss = cfm_loss(model, prob_path, x1, gen, coupling)
+        loss = cfm_loss(model, prob_path, x1, gen, coupling, time_sampling)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
+        if sched is not None:
+            sched.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         recent.append(loss.item())
         if bar is not None:
             bar.update(1)
@@ -61,6 +76,8 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
                 bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
     if bar is not None:
         bar.close()
+    if averaged is not None:
+        model.load_state_dict(averaged.module.state_dict())
     model.eval()
     config = {
         "architecture": model.config,
@@ -73,6 +90,10 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
         "batch_size": batch_size,
         "lr": lr,
         "optimizer": "adam",
+        "lr_schedule": lr_schedule,
+        "ema": ema,
+        "grad_clip": grad_clip,
+        "time_sampling": time_sampling,
         "seed": seed,
         "final_loss": round(sum(recent) / len(recent), 6),
         "train_seconds": round(time.perf_counter() - start, 2),

@@ -1,0 +1,89 @@
+"""Sample quality against fresh data, as a table over network evaluations (NFE) and solvers."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fm_runtime.metrics import energy_distance, sliced_wasserstein
+from fm_runtime.solvers import SOLVERS
+
+from .data import sample_data
+
+NFES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def sampler_for(model_path: str | Path) -> tuple[Callable, dict]:
+    """(sample(noise, steps, solver) -> samples, info) for a checkpoint (torch reference
+    sampler) or a model file (the runtime)."""
+    p = Path(model_path)
+    if p.suffix in (".ckpt", ".pt", ".pth"):
+        from .sample import sample
+        from .train import load_checkpoint
+        model, config = load_checkpoint(p)
+        return (lambda z, steps, solver: sample(model, z, steps, solver)), {
+            "dataset": config["dataset"], "data_shape": config["data_shape"], "baked": None}
+    import fm_runtime
+    s = fm_runtime.load(p)
+    info = {"dataset": s.spec.training.get("dataset"), "data_shape": list(s.data_shape),
+            "baked": s.spec.baked or None}
+    if s.baked:
+        return (lambda z, steps, solver: s.sample(noise=z)), info
+    return (lambda z, steps, solver: s.sample(noise=z, steps=steps, solver=solver)), info
+
+
+def nfe_table(sample: Callable, dataset: str, n: int = 2000, nfes=NFES, solvers=None,
+              seed: int = 0, repeats: int = 2) -> dict:
+    """Energy distance and sliced W2 to fresh data for each (solver, NFE) a fixed-step solver
+    can spend exactly, averaged over `repeats` noise/data draws; plus the noise floor."""
+    solvers = solvers or sorted(SOLVERS)
+    draws = [(np.random.default_rng([seed, r, 0]).standard_normal((n, 2), dtype=np.float32),
+              sample_data(dataset, n, np.random.default_rng([seed, r, 1])),
+              sample_data(dataset, n, np.random.default_rng([seed, r, 2]))) for r in range(repeats)]
+    floor_ed = float(np.mean([energy_distance(f, d) for _, d, f in draws]))
+    floor_sw = float(np.mean([sliced_wasserstein(f, d) for _, d, f in draws]))
+    rows = []
+    for solver in solvers:
+        per = SOLVERS[solver].evals_per_step
+        for nfe in nfes:
+            if nfe % per:
+                continue
+            xs = [sample(z, nfe // per, solver) for z, _, _ in draws]
+            rows.append({"solver": solver, "nfe": nfe,
+                         "energy_distance": float(np.mean([energy_distance(x, d) for x, (_, d, _) in zip(xs, draws)])),
+                         "sliced_w2": float(np.mean([sliced_wasserstein(x, d) for x, (_, d, _) in zip(xs, draws)]))})
+    return {"dataset": dataset, "n": n, "repeats": repeats, "floor_energy_distance": floor_ed,
+            "floor_sliced_w2": floor_sw, "rows": rows}
+
+
+def format_table(result: dict) -> str:
+    solvers = sorted({r["solver"] for r in result["rows"]})
+    nfes = sorted({r["nfe"] for r in result["rows"]})
+    cell = {(r["solver"], r["nfe"]): r["energy_distance"] for r in result["rows"]}
+    lines = [f"energy distance to fresh {result['dataset']} ({result['n']} points, mean of "
+             f"{result['repeats']} draws); noise floor {result['floor_energy_distance']:.2e}",
+             f"{'NFE':>5} " + " ".join(f"{s:>10}" for s in solvers)]
+    for nfe in nfes:
+        lines.append(f"{nfe:>5} " + " ".join(f"{cell[s, nfe]:>10.2e}" if (s, nfe) in cell else f"{'-':>10}"
+                                              for s in solvers))
+    return "\n".join(lines)
+
+
+def plot_table(result: dict, path: str) -> None:
+    from fm_runtime.io import atomic_write
+    from fm_runtime.plot import _pyplot
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for solver in sorted({r["solver"] for r in result["rows"]}):
+        rows = [r for r in result["rows"] if r["solver"] == solver]
+        ax.plot([r["nfe"] for r in rows], [r["energy_distance"] for r in rows], marker="o", label=solver)
+    ax.axhline(result["floor_energy_distance"], color="grey", ls="--", label="noise floor")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("network evaluations (NFE)")
+    ax.set_ylabel("energy distance to data")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
