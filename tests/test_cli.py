@@ -55,7 +55,7 @@ def test_sample_without_out_sketches_the_moons():
 
 
 @pytest.mark.parametrize("cmd", [("fm-run",), ("fm-run", "sample"), ("fm-run", "info"), ("fm-run", "bench"), ("fm-train",),
-                                 ("fm-train", "fit"), ("fm-train", "sample"), ("fm-export",)])
+                                 ("fm-train", "fit"), ("fm-train", "sample"), ("fm-train", "eval"), ("fm-export",)])
 def test_help_shows_an_example(cmd):
     p = run_cli(*cmd, "--help")
     assert p.stdout.startswith(f"Usage: {' '.join(cmd)}")
@@ -69,7 +69,7 @@ def test_every_option_is_explained():
     from training.cli import cli as train_cli
 
     commands = [export_cli, *run_cli_group.commands.values(), *train_cli.commands.values()]
-    assert len(commands) == 6
+    assert len(commands) == 7
     for command in commands:
         for param in command.params:
             if isinstance(param, click.Option) and param.name != "help":
