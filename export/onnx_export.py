@@ -172,9 +172,10 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, *,
     what = f"baked {bake} sampler" if bake else "velocity model"
     proto.doc_string = f"flow-matching {what} ({config.get('dataset', 'unknown data')}); see fm.* metadata"
     training = {k: config[k] for k in ("dataset", "steps", "batch_size", "lr", "optimizer", "seed",
-                                       "final_loss") if k in config}
-    meta = build_metadata(
-        data_shape=data_shape, path=config["path"], prediction=config.get("prediction", "velocity"),
+                                       "final_loss", "coupling", "prediction", "lr_schedule", "ema")
+                if k in config}
+    meta = build_metadata(   # the graph outputs a velocity whatever the network was trained to predict
+        data_shape=data_shape, path=config["path"], prediction="velocity",
         default_solver=default_solver, default_steps=default_steps, training=training,
         architecture=config.get("architecture", {}), baked=baked,
         producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),

@@ -16,7 +16,7 @@ from fm_runtime.solvers import MAX_STEPS, SOLVERS
 from .couplings import COUPLINGS
 from .data import DATASETS
 from .nets import ACTIVATIONS
-from .paths import PATHS
+from .paths import PATHS, PREDICTIONS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,12 +62,15 @@ def cli():
               help="Clip the gradient norm to this value (0: off).")
 @click.option("--time-sampling", type=click.Choice(["uniform", "logit-normal"]), default="uniform",
               show_default=True, help="Distribution of training times t.")
+@click.option("--predict", "prediction", type=click.Choice(list(PREDICTIONS)), default="velocity",
+              show_default=True, help="What the network predicts; x1 (data) and noise are converted "
+                                      "to velocity exactly, inside the exported graph.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (weights + JSON config).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar with the running loss [default: on a terminal].")
 def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_min, path_name, coupling,
-        lr_schedule, ema, grad_clip, time_sampling, out, progress):
+        lr_schedule, ema, grad_clip, time_sampling, prediction, out, progress):
     """Train with the conditional flow-matching loss on the OT path (the tutorial's recipe).
 
     \b
@@ -82,7 +85,7 @@ def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_mi
     check_writable(out)
     model, config = train_fit(dataset, steps, batch_size, lr, seed, width, depth, activation,
                               sigma_min, progress, path_name, coupling, lr_schedule, ema, grad_clip,
-                              time_sampling)
+                              time_sampling, prediction)
     save_checkpoint(out, model, config)
     click.echo(f"trained {dataset}: {steps} steps in {config['train_seconds']:.1f} s, final loss "
                f"{config['final_loss']:.4f} -> {out}", err=True)

@@ -127,14 +127,38 @@ def build_path(config: dict) -> GaussianPath:
 
 
 TIME_SAMPLING = ("uniform", "logit-normal")
+PREDICTIONS = ("velocity", "x1", "noise")
+
+
+class PredictionToVelocity(torch.nn.Module):
+    """Wrap a network that predicts the data x1 or the noise x0 so that it outputs the velocity,
+    exactly, from x_t = alpha x1 + sigma x0 and v = alpha' x1 + sigma' x0:
+        x1-prediction:    v = alpha' x1^ + sigma' (x - alpha x1^) / sigma
+        noise-prediction: v = alpha' (x - sigma x0^) / alpha + sigma' x0^
+    The divisor is clamped at `eps` where the path makes it vanish (sigma at t = 1, alpha at
+    t = 0); only evaluations within that distance of the end use the clamp. The export traces
+    this module, so the conversion lives in the graph and the runtime integrates a velocity."""
+
+    def __init__(self, net: torch.nn.Module, path: GaussianPath, prediction: str, eps: float = 1e-2):
+        super().__init__()
+        if prediction not in ("x1", "noise"):
+            raise ValueError(f"prediction must be x1 or noise, got {prediction!r}")
+        self.inner, self.path, self.prediction, self.eps = net, path, prediction, eps
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x, t)
+        a, s, da, ds = self.path.schedule(GaussianPath._col(t.to(x.dtype), x))
+        if self.prediction == "x1":
+            return da * out + ds * (x - a * out) / torch.clamp(s, min=self.eps)
+        return da * (x - s * out) / torch.clamp(a, min=self.eps) + ds * out
 
 
 def cfm_loss(model: torch.nn.Module, path: GaussianPath, x1: torch.Tensor,
              generator: torch.Generator | None = None, coupling: str = "independent",
-             time_sampling: str = "uniform") -> torch.Tensor:
+             time_sampling: str = "uniform", prediction: str = "velocity") -> torch.Tensor:
     """Conditional flow-matching loss: E |v(x_t, t) - (alpha'_t x1 + sigma'_t x0)|^2 with
     t ~ U[0, t_max) (or logit-normal), x0 ~ N(0, I) paired with x1 independently or by
-    minibatch OT."""
+    minibatch OT. With prediction "x1" or "noise" the network regresses x1 or x0 instead."""
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
     if coupling == "ot":
         from .couplings import ot_pair
@@ -144,4 +168,5 @@ def cfm_loss(model: torch.nn.Module, path: GaussianPath, x1: torch.Tensor,
     else:
         t = torch.rand(x1.shape[0], generator=generator, dtype=x1.dtype) * path.t_max
     xt = path.sample_xt(x0, x1, t)
-    return ((model(xt, t) - path.target(x0, x1, t)) ** 2).mean()
+    target = {"velocity": lambda: path.target(x0, x1, t), "x1": lambda: x1, "noise": lambda: x0}[prediction]()
+    return ((model(xt, t) - target) ** 2).mean()

@@ -15,7 +15,7 @@ from fm_runtime.io import atomic_write
 from .data import DATASETS, sample_data
 from .nets import VelocityMLP, build_network
 from .couplings import COUPLINGS
-from .paths import TIME_SAMPLING, build_path, cfm_loss
+from .paths import PREDICTIONS, TIME_SAMPLING, PredictionToVelocity, build_path, cfm_loss
 
 CHECKPOINT_FORMAT = "fm-runtime-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -29,13 +29,18 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
         seed: int = 0, width: int = 64, depth: int = 3, activation: str = "elu",
         sigma_min: float = 0.0, progress: bool | None = None, path: str = "ot",
         coupling: str = "independent", lr_schedule: str = "constant", ema: float = 0.0,
-        grad_clip: float = 0.0, time_sampling: str = "uniform") -> tuple[torch.nn.Module, dict]:
+        grad_clip: float = 0.0, time_sampling: str = "uniform",
+        prediction: str = "velocity") -> tuple[torch.nn.Module, dict]:
     """Train a velocity network with the conditional flow-matching loss (Adam, the tutorial's
     recipe by default) on a probability path (paths.PATHS; sigma_min applies to "ot") with
     independent or minibatch-OT coupling. Recipe options: lr_schedule "cosine" decays the learning
     rate to 0 over the run; ema > 0 keeps an exponential moving average of the weights (decay
     `ema`) and returns it; grad_clip > 0 clips the gradient norm; time_sampling "logit-normal"
-    draws t = sigmoid(N(0, 1)) instead of U[0, 1). Deterministic for a given seed."""
+    draws t = sigmoid(N(0, 1)) instead of U[0, 1). prediction "x1" or "noise" trains the network
+    to predict data or noise; the returned model converts to velocity (PredictionToVelocity).
+    Deterministic for a given seed."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
     if lr_schedule not in ("constant", "cosine") or time_sampling not in TIME_SAMPLING or not 0 <= ema < 1:
         raise ValueError(f"bad recipe: lr_schedule={lr_schedule!r}, time_sampling={time_sampling!r}, ema={ema}")
     if coupling not in COUPLINGS:
@@ -59,7 +64,7 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
     bar = _progress(steps, progress)
     for step in range(steps):
         x1 = torch.from_numpy(sample_data(dataset, batch_size, data_rng))
-        loss = cfm_loss(model, prob_path, x1, gen, coupling, time_sampling)
+        loss = cfm_loss(model, prob_path, x1, gen, coupling, time_sampling, prediction)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -79,11 +84,13 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
     if averaged is not None:
         model.load_state_dict(averaged.module.state_dict())
     model.eval()
+    if prediction != "velocity":
+        model = PredictionToVelocity(model, prob_path, prediction).eval()
     config = {
-        "architecture": model.config,
+        "architecture": _network(model).config,
         "path": prob_path.config(),
         "coupling": coupling,
-        "prediction": "velocity",
+        "prediction": prediction,
         "dataset": dataset,
         "data_shape": [dim],
         "steps": steps,
@@ -111,10 +118,15 @@ def _progress(total: int, enabled: bool | None):
                 dynamic_ncols=True, leave=True)
 
 
+def _network(model: torch.nn.Module) -> torch.nn.Module:
+    """The trained network inside a prediction-to-velocity wrapper (or the model itself)."""
+    return model.inner if isinstance(model, PredictionToVelocity) else model
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict) -> None:
     """Weights plus a JSON-able config, written atomically; loads with weights_only=True."""
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config,
-               "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in _network(model).state_dict().items()}}
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
@@ -150,8 +162,11 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
                                   f"({type(config[key]).__name__})")
     try:
         model = build_network(config["architecture"])
-        build_path(config["path"])
+        path = build_path(config["path"])
         model.load_state_dict(payload["state_dict"])
+        prediction = config.get("prediction", "velocity")
+        if prediction != "velocity":
+            model = PredictionToVelocity(model, path, prediction)
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"{p}: checkpoint does not match its architecture "
                               f"({' '.join(str(e).split())[:200]})") from None
