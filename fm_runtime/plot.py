@@ -11,10 +11,11 @@ INSTALL_HINT = "plotting needs matplotlib: pip install 'fm-runtime[plot]'"
 
 def require_matplotlib():
     """Fail early, before any sampling, when the plot extra is missing."""
-    _pyplot()
+    pyplot()
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or a one-line error saying how to install it."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -38,7 +39,7 @@ def trajectory_figure(path: str, trajectory: np.ndarray, times: list[float], pan
     if trajectory.ndim != 3 or trajectory.shape[2] != 2:
         raise FmError(f"--plot draws 2-D data only; this model's samples have shape "
                       f"{list(trajectory.shape[2:])}", exit_code=2)
-    plt = _pyplot()
+    plt = pyplot()
     idx = panel_indices(len(trajectory), panels)
     fig, axes = plt.subplots(1, len(idx), figsize=(2 * len(idx), 2.2), sharex=True, sharey=True)
     for ax, i in zip(np.atleast_1d(axes), idx):

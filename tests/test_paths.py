@@ -92,7 +92,9 @@ def test_eval_table_for_checkpoint_and_model_file(trained, tmp_path):
     tables = {}
     for name, model in (("ckpt", trained.ckpt), ("onnx", trained.onnx)):
         p = run_cli("fm-train", "eval", str(model), "-n", "300", "--repeats", "1", "--max-nfe", "8",
-                    "--solver", "euler", "--solver", "midpoint", "--json", str(tmp_path / f"{name}.json"))
+                    "--solver", "euler", "--solver", "midpoint", "--json", str(tmp_path / f"{name}.json"),
+                    "--plot", str(tmp_path / f"{name}.png"))
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert "noise floor" in p.stdout and "midpoint" in p.stdout
         tables[name] = json.loads((tmp_path / f"{name}.json").read_text())
     rows = tables["ckpt"]["rows"]

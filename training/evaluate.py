@@ -72,8 +72,8 @@ def format_table(result: dict) -> str:
 
 def plot_table(result: dict, path: str) -> None:
     from fm_runtime.io import atomic_write
-    from fm_runtime.plot import _pyplot
-    plt = _pyplot()
+    from fm_runtime.plot import pyplot
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for solver in sorted({r["solver"] for r in result["rows"]}):
         rows = [r for r in result["rows"] if r["solver"] == solver]
