@@ -26,6 +26,8 @@ RECIPES = {
     "cosine-ema-lr1e-2": dict(steps=20_000, batch_size=512, lr=1e-2, lr_schedule="cosine", ema=0.999),
     "logit-normal": dict(steps=20_000, batch_size=512, lr=3e-3, lr_schedule="cosine", ema=0.999,
                          time_sampling="logit-normal"),
+    "long-ema": dict(steps=30_000, batch_size=512, lr=2e-3, lr_schedule="cosine", ema=0.9995,
+                     grad_clip=1.0),
     "ot": dict(steps=8_000, batch_size=256, lr=3e-3, lr_schedule="cosine", ema=0.999, coupling="ot"),
 }
 
