@@ -58,8 +58,8 @@ def cli(checkpoint, out, default_solver, default_steps, bake, precision, quantiz
                f"onnxruntime vs torch max |diff| {r.max_abs_diff:.2e} at batch sizes "
                f"{', '.join(map(str, r.batches))}", err=True)
     if r.variant and "vs_fp32" in r.variant:
-        from fm_runtime.cli import _variant_text
-        click.echo(f"variant {_variant_text(r.variant)}", err=True)
+        from fm_runtime.contract import describe_variant
+        click.echo(f"variant {describe_variant(r.variant)}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

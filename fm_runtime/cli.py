@@ -9,10 +9,11 @@ import time
 import click
 
 from . import __version__
+from .contract import describe_variant
 from .errors import NumericalError, run_cli
 from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
-from .noise import BLOCK, new_seed
-from .sampler import Sampler, load
+from .noise import new_seed
+from .sampler import CHUNK_ROWS, Sampler, load
 from .solvers import MAX_STEPS, SOLVERS, time_grid
 
 _model_arg = click.argument("model", required=False, type=click.Path(dir_okay=True))
@@ -201,8 +202,8 @@ def _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_par
     nonfinite = []
     with NpyStream(out, (stop - start, *sampler.data_shape)) as stream:
         if z is not None:
-            chunks = ((a, sampler.sample(noise=z[a:a + 4 * BLOCK], steps=steps, solver=solver,
-                                         keep_partial=keep_partial)) for a in range(0, len(z), 4 * BLOCK))
+            chunks = ((a, sampler.sample(noise=z[a:a + CHUNK_ROWS], steps=steps, solver=solver,
+                                         keep_partial=keep_partial)) for a in range(0, len(z), CHUNK_ROWS))
         else:
             chunks = sampler.sample_chunks(start, stop, seed, steps, solver, keep_partial=keep_partial)
         for _, x in chunks:
@@ -237,7 +238,7 @@ def info(model, as_json, dim, x_name, t_name):
                    {"x": spec.x_name, "t": spec.t_name + ("[B,1]" if spec.t_rank == 2 else "[B]")}),
         "output": spec.out_name if s.baked else spec.v_name, "prediction": spec.prediction, "path": spec.path,
         "default_solver": spec.default_solver, "default_steps": spec.default_steps,
-        "default_nfe": s.nfe(), "variant": _variant_text(spec.variant), "training": spec.training,
+        "default_nfe": s.nfe(), "variant": describe_variant(spec.variant), "training": spec.training,
         "architecture": spec.architecture,
         "producer": spec.producer,
     }
@@ -289,21 +290,6 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
             bound = per_eval * probe.nfe(steps, solver) * r["batch"] / (rate * 1e9)
             line += f"   {r['seconds'] / bound:6.1f}x the arithmetic bound"
         click.echo(line)
-
-
-def _variant_text(v: dict) -> str:
-    """What a file's precision/format costs, as fm-export measured it (fm.variant)."""
-    if not v:
-        return "fp32/onnx"
-    text = f"{v.get('precision', 'fp32')}{'+' + v['quantize'] if v.get('quantize') else ''}/{v.get('format', 'onnx')}"
-    m = v.get("vs_fp32")
-    if m:
-        text += (f": {m['size_bytes'] / 1024:.1f} KiB; vs float32 on the same noise: sample deviation max "
-                 f"{m['max_dev']:.2e}, mean {m['mean_dev']:.2e}")
-        if "energy_distance" in m:
-            text += (f"; energy distance to data {m['energy_distance']:.2e} (float32 "
-                     f"{m['energy_distance_fp32']:.2e}, noise floor {m['noise_floor']:.2e})")
-    return text
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -282,3 +282,18 @@ def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: di
         spec.t_rank = 2
     else:
         raise ModelError(f"{where}: input {spec.t_name!r} has shape {t_shape}; expected [batch] or [batch, 1]")
+
+
+def describe_variant(v: dict) -> str:
+    """What a file's precision/format costs, as fm-export measured it (fm.variant)."""
+    if not v:
+        return "fp32/onnx"
+    text = f"{v.get('precision', 'fp32')}{'+' + v['quantize'] if v.get('quantize') else ''}/{v.get('format', 'onnx')}"
+    m = v.get("vs_fp32")
+    if m:
+        text += (f": {m['size_bytes'] / 1024:.1f} KiB; vs float32 on the same noise: sample deviation max "
+                 f"{m['max_dev']:.2e}, mean {m['mean_dev']:.2e}")
+        if "energy_distance" in m:
+            text += (f"; energy distance to data {m['energy_distance']:.2e} (float32 "
+                     f"{m['energy_distance_fp32']:.2e}, noise floor {m['noise_floor']:.2e})")
+    return text

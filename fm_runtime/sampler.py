@@ -24,6 +24,8 @@ DEFAULT_TILE = 2048
 # (256 rows as 2 x 128 on 2 cores: 0.86 ms against 1.30 ms in one call); below it, per-call
 # overhead outweighs the second core.
 MIN_SPLIT = 128
+# Rows solved per chunk when a run is streamed to disk (4 noise blocks, 2 MiB of 2-D samples).
+CHUNK_ROWS = 4 * BLOCK
 
 
 def default_model_path() -> Path:
@@ -221,7 +223,7 @@ class Sampler:
         return (x, trajectory) if return_trajectory else x
 
     def sample_chunks(self, start: int, stop: int, seed: int, steps: int | None = None,
-                      solver: str | None = None, chunk: int = 4 * BLOCK, keep_partial: bool = False):
+                      solver: str | None = None, chunk: int = CHUNK_ROWS, keep_partial: bool = False):
         """Rows [start, stop) of one seeded run, solved and yielded chunk by chunk as
         (first_row, samples): memory stays bounded whatever the number of rows."""
         for a in range(start, stop, chunk):
