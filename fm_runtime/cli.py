@@ -7,6 +7,7 @@ import sys
 import time
 
 import click
+import numpy as np
 
 from . import __version__
 from .contract import describe_variant
@@ -47,6 +48,7 @@ def cli():
       fm-run sample moons.onnx -n 300 --steps 8 --solver midpoint --plot traj.png
       fm-run info moons.onnx
       fm-run bench moons.onnx
+      fm-run logprob moons.onnx points.npy --out logp.npy
     """
 
 
@@ -73,8 +75,9 @@ def _physical_memory() -> int:
 
 @cli.command()
 @_model_arg
-@click.option("-n", "--num", "n", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Number of samples (ignored when --noise gives the starting points).")
+@click.option("-n", "--num", "n", type=click.IntRange(min=1),
+              help="Number of samples [default: 1000; with --grid and a conditional model, "
+                   "one row of --grid-cols per class] (ignored when --noise gives the starting points).")
 @click.option("--steps", type=click.IntRange(1, MAX_STEPS),
               help="Solver steps on the uniform grid 0 -> 1 [default: the model's, else 8].")
 @click.option("--solver", type=click.Choice(sorted(SOLVERS)),
@@ -96,6 +99,26 @@ def _physical_memory() -> int:
               help="Progress on stderr for long runs [default: when stderr is a terminal].")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Draw the 1x9 trajectory figure (noise -> data) to this PNG; needs the plot extra.")
+@click.option("--class", "label", type=int,
+              help="Class-conditional models: the class of every sample (see fm-run info for the classes).")
+@click.option("--labels", type=click.Path(dir_okay=False),
+              help="Class-conditional models: a .npy of n integer labels, one per sample.")
+@click.option("--guidance", type=float, default=1.0, show_default=True,
+              help="Classifier-free guidance weight w: v = v_uncond + w (v_cond - v_uncond); 1 is the "
+                   "plain conditional model, 0 the unconditional one, > 1 sharper classes.")
+@click.option("--logprob", type=click.Path(dir_okay=False),
+              help="Also write the log density of each sample (nats, float64 [n] .npy), computed in "
+                   "the same forward solve; prints the mean in nats and bits per dimension.")
+@click.option("--divergence", type=click.Choice(["auto", "exact", "hutchinson"]), default="auto", show_default=True,
+              help="How --logprob gets the divergence: exact (all D directions), hutchinson "
+                   "(--probes random probes), auto (exact up to 16 dimensions).")
+@click.option("--probes", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Hutchinson probes per sample.")
+@click.option("--grid", type=click.Path(dir_okay=False),
+              help="Image models: write the samples as a PNG grid (one row per class for a "
+                   "conditional model without --class/--labels).")
+@click.option("--grid-cols", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Images per row of --grid.")
 @click.option("--provider", default="cpu", show_default=True,
               help="onnxruntime execution provider: cpu, cuda, tensorrt, ... (or a full name).")
 @click.option("--threads", type=click.IntRange(min=1),
@@ -106,8 +129,9 @@ def _physical_memory() -> int:
               help="With --provider cuda and a baked file: capture the solve as a CUDA graph and "
                    "replay it (one capture per batch size).")
 @_plain_model_options
-def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progress, plot, provider,
-           threads, tile, cuda_graph, dim, x_name, t_name):
+def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progress, plot, label, labels,
+           guidance, logprob, divergence, probes, grid, grid_cols, provider, threads, tile, cuda_graph,
+           dim, x_name, t_name):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
 
     \b
@@ -117,25 +141,46 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
       fm-run sample moons.onnx -n 100000000 --seed 1 --out big.npy      # streamed, bounded memory
       fm-run sample moons.onnx -n 100000000 --seed 1 --shard 2/8 --out part2.npy
       fm-run sample plain.onnx --dim 2 -n 500 --out x.npy
+      fm-run sample moons-cond.onnx --class 1 --guidance 2 -n 500 --out upper.npy
+      fm-run sample moons.onnx -n 1000 --seed 0 --out x.npy --logprob logp.npy
+      fm-run sample digits.onnx --guidance 2 --grid digits.png       # one row per class
     """
     shard_ik = _parse_shard(shard)
-    if n > MAX_ROWS:
+    if label is not None and labels:
+        raise click.UsageError("give --class or --labels, not both")
+    if grid and (plot or shard_ik):
+        raise click.UsageError("--grid cannot be combined with --plot or --shard")
+    if logprob and (plot or shard_ik):
+        raise click.UsageError("--logprob cannot be combined with --plot or --shard")
+    if n is not None and n > MAX_ROWS:
         raise click.BadParameter(f"{n} rows is more than this tool handles ({MAX_ROWS:.0e})", param_hint="-n")
     if noise and shard_ik:
         raise click.UsageError("--shard splits a seeded run; it does not apply to --noise")
     if cuda_graph and provider.lower() not in ("cuda", "cudaexecutionprovider"):
         raise click.UsageError("--cuda-graph needs --provider cuda")
-    for path in (out, plot):
+    for path in (out, plot, logprob, grid):
         if path:
             check_writable(path)
     if plot:
         from .plot import require_matplotlib
         require_matplotlib()
     z = load_array(noise, "noise", kinds="f") if noise else None
+    y = load_array(labels, "labels", kinds="iu", dtype=np.int64) if labels else None
     sampler = _load(model, provider, dim, x_name, t_name, threads, tile, cuda_graph)
+    _check_conditioning(sampler, label, y, guidance, logprob, grid)
+    if grid and sampler.num_classes and label is None and y is None:
+        y = np.repeat(np.arange(sampler.num_classes), grid_cols)   # one row per class
+        if n is None and z is None:
+            n = len(y)
     if z is not None:
         z = sampler.check_noise(z)
         n = len(z)
+    n = 1000 if n is None else n
+    if grid and n > 10_000:
+        raise click.UsageError(f"--grid draws every sample; {n:,} is too many for one picture (max 10 000)")
+    cond = {"labels": label if y is None else y, "guidance": guidance}
+    if cond["labels"] is not None:
+        sampler.check_labels(cond["labels"], n)
     if sampler.baked:
         if plot:
             raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
@@ -148,16 +193,18 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
     start, stop = (shard_ik[0] * n // shard_ik[1], (shard_ik[0] + 1) * n // shard_ik[1]) if shard_ik else (0, n)
     rows = stop - start
     row_bytes = 4 * sampler.spec.dim
+    in_memory = bool(plot or logprob or grid or (z is not None and not out))
     if out:
         check_space(out, rows * row_bytes + 4096)
-    elif rows * row_bytes * (4 if plot else 3) * (steps + 1 if plot else 1) > MEMORY_FRACTION * _physical_memory():
+    if (in_memory or not out) and rows * row_bytes * (4 if plot else 3) * (steps + 1 if plot else 1) > MEMORY_FRACTION * _physical_memory():
         raise click.UsageError(f"{rows:,} samples do not fit in memory here; write them with --out "
                                "(streamed in chunks)" + (" and drop --plot" if plot else ""))
     if seed is None and z is None:
         seed = new_seed()
     clock = time.perf_counter()
     try:
-        x = _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial, progress)
+        x = _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial, progress, cond,
+                 logprob and {"path": logprob, "divergence": divergence, "probes": probes}, in_memory)
     except NumericalError as e:
         raise NumericalError(f"{e}; nothing written (--keep-partial writes the samples anyway)") from None
     elapsed = time.perf_counter() - clock
@@ -165,12 +212,17 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
     click.echo(f"{what} of shape {list(sampler.data_shape)}: {solver}, {steps} steps, "
                f"{sampler.nfe(steps, solver)} NFE, {elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
                + (f", seed {seed}" if z is None else "")
-               + (f" -> {out}" if out else "") + (f", figure -> {plot}" if plot else ""), err=True)
+               + (f" -> {out}" if out else "") + (f", figure -> {plot}" if plot else "")
+               + _describe_conditioning(sampler, cond), err=True)
     if sampler.nonfinite:
         where = min(sampler.nonfinite)[2]
         raise NumericalError(f"{sampler.path}: the solve produced NaN/Inf {where}; kept as asked "
                              f"(--keep-partial){' in ' + out if out else ''}")
-    if not out:
+    if grid:
+        from .png import image_grid, write_png
+        write_png(grid, image_grid(x, grid_cols, sampler.spec.value_range))
+        click.echo(f"grid of {len(x)} images ({grid_cols} per row) -> {grid}", err=True)
+    elif not out and not logprob:
         if x.ndim == 2 and x.shape[1] == 2:
             from .plot import ascii_scatter
             click.echo(ascii_scatter(x))
@@ -178,34 +230,75 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
             click.echo(f"mean {float(x.mean()):.4f}  std {float(x.std()):.4f} (use --out to keep them)")
 
 
-def _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial, progress):
+def _check_conditioning(sampler, label, labels, guidance, logprob, grid) -> None:
+    """Refuse, before any work, class options a model cannot take and outputs it cannot make."""
+    if (label is not None or labels is not None) and not sampler.num_classes:
+        raise click.UsageError(f"{sampler.path} is not class-conditional; --class/--labels do not apply")
+    if guidance != 1.0 and label is None and labels is None and not (grid and sampler.num_classes):
+        raise click.UsageError("--guidance needs --class or --labels (or --grid with a conditional model, "
+                               "which draws every class)")
+    if logprob and sampler.baked:
+        raise click.UsageError("--logprob needs the velocity model; a baked sampler has no divergence")
+    if logprob and not sampler.spec.divergence:
+        raise click.UsageError(f"{sampler.path} carries no divergence graph; re-export it with fm-export "
+                               "to get log-likelihoods")
+    if grid:
+        from .png import is_image_shape
+        if not is_image_shape(sampler.data_shape):
+            raise click.UsageError(f"--grid needs image data ([H, W] or [C, H, W]); this model's data "
+                                   f"shape is {list(sampler.data_shape)}")
+
+
+def _describe_conditioning(sampler, cond) -> str:
+    labels = cond["labels"]
+    if labels is None:
+        return ""
+    what = f"class {labels}" if np.ndim(labels) == 0 else f"{len(np.unique(labels))} classes from --labels"
+    return f", {what}, guidance {cond['guidance']:g}"
+
+
+def _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial, progress, cond,
+         logprob, in_memory):
     """Sample, write, plot; returns the samples when they were held in memory."""
-    if plot or (z is not None and not out):
-        result = sampler.sample(n, steps, solver, seed=seed, noise=z, return_trajectory=bool(plot),
-                                keep_partial=keep_partial)
-        x, traj = result if plot else (result, None)
+    if in_memory:
+        if z is None:
+            z = sampler.noise(n, seed)
+        if logprob:
+            x, logp = sampler.sample(noise=z, steps=steps, solver=solver, return_logprob=True,
+                                     divergence=logprob["divergence"], probes=logprob["probes"], **cond)
+            save_npy(logprob["path"], logp)
+            d = sampler.spec.dim
+            click.echo(f"log density of {len(x):,} samples -> {logprob['path']}: mean {logp.mean():.4f} nats, "
+                       f"{logp.mean() / d:.4f} nats/dim, {-logp.mean() / d / np.log(2):.4f} bits/dim "
+                       f"(negated), {sampler.last_nfe} evaluations of the divergence graph", err=True)
+        else:
+            result = sampler.sample(noise=z, steps=steps, solver=solver, return_trajectory=bool(plot),
+                                    keep_partial=keep_partial, **cond)
+            x, traj = result if plot else (result, None)
+            if plot:
+                from .plot import trajectory_figure
+                trajectory_figure(plot, traj, time_grid(steps))
         if out:
             save_npy(out, x)
-        if plot:
-            from .plot import trajectory_figure
-            trajectory_figure(plot, traj, time_grid(steps))
         return x
     if out:
-        _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress)
+        _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress, cond)
         return None
-    return sampler.sample(n, steps, solver, seed=seed, keep_partial=keep_partial)
+    return sampler.sample(n, steps, solver, seed=seed, keep_partial=keep_partial, **cond)
 
 
-def _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress):
+def _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress, cond):
     """Solve chunk by chunk into a temporary .npy renamed into place at the end."""
     report = Progress(stop - start, "sampling", sys.stderr.isatty() if progress is None else progress)
     nonfinite = []
     with NpyStream(out, (stop - start, *sampler.data_shape)) as stream:
         if z is not None:
             chunks = ((a, sampler.sample(noise=z[a:a + CHUNK_ROWS], steps=steps, solver=solver,
-                                         keep_partial=keep_partial)) for a in range(0, len(z), CHUNK_ROWS))
+                                         keep_partial=keep_partial, guidance=cond["guidance"],
+                                         labels=_rows(cond["labels"], a, a + CHUNK_ROWS)))
+                      for a in range(0, len(z), CHUNK_ROWS))
         else:
-            chunks = sampler.sample_chunks(start, stop, seed, steps, solver, keep_partial=keep_partial)
+            chunks = sampler.sample_chunks(start, stop, seed, steps, solver, keep_partial=keep_partial, **cond)
         for _, x in chunks:
             nonfinite += sampler.nonfinite
             stream.write(x)
@@ -213,6 +306,65 @@ def _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_par
         stream.commit()
     report.close()
     sampler.nonfinite = nonfinite
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write log p(x) of each row here (nats, float64 [n] .npy).")
+@click.option("--steps", type=click.IntRange(1, MAX_STEPS),
+              help="Solver steps from data (t = 1) back to noise (t = 0) [default: the model's].")
+@click.option("--solver", type=click.Choice(sorted(SOLVERS)), help="Fixed-step solver [default: the model's].")
+@click.option("--class", "label", type=int, help="Class-conditional models: log p(x | class) for every row.")
+@click.option("--labels", type=click.Path(dir_okay=False), help="Class-conditional models: a .npy of one label per row.")
+@click.option("--guidance", type=float, default=1.0, show_default=True,
+              help="Density of the guided field v_u + w (v_c - v_u) (1: the conditional model).")
+@click.option("--divergence", type=click.Choice(["auto", "exact", "hutchinson"]), default="auto", show_default=True,
+              help="exact: trace over all D directions; hutchinson: --probes random probes per row "
+                   "(unbiased, cheaper for high D); auto: exact up to 16 dimensions.")
+@click.option("--probes", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Hutchinson probes per row.")
+@click.option("--probe-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the Hutchinson probes (row r uses default_rng([seed, r])).")
+@click.option("--provider", default="cpu", show_default=True, help="onnxruntime execution provider.")
+def logprob(model, data, out, steps, solver, label, labels, guidance, divergence, probes, probe_seed, provider):
+    """Log-likelihood of each row of DATA (.npy [n, *shape]) under MODEL, by the instantaneous
+    change of variables: the data is integrated back to noise while the divergence of the
+    velocity is accumulated, log p(x) = log N(x_0) - int_0^1 div v dt. Prints the mean in nats
+    and bits per dimension.
+
+    \b
+    Examples:
+      fm-run logprob moons.onnx points.npy --out logp.npy
+      fm-run logprob digits.onnx images.npy --divergence hutchinson --probes 4 --class 3
+    """
+    if label is not None and labels:
+        raise click.UsageError("give --class or --labels, not both")
+    if out:
+        check_writable(out)
+    x = load_array(data, "data", kinds="f")
+    y = load_array(labels, "labels", kinds="iu", dtype=np.int64) if labels else None
+    sampler = _load(model, provider)
+    _check_conditioning(sampler, label, y, guidance, True, None)
+    x = sampler.check_noise(x, what="data")
+    clock = time.perf_counter()
+    logp = sampler.log_prob(x, steps, solver, labels=label if y is None else y, guidance=guidance,
+                            divergence=divergence, probes=probes, probe_seed=probe_seed)
+    if out:
+        save_npy(out, logp)
+    d = sampler.spec.dim
+    click.echo(f"{len(x):,} rows of shape {list(sampler.data_shape)}: mean log p {logp.mean():.4f} nats, "
+               f"{logp.mean() / d:.4f} nats/dim ({-logp.mean() / d / np.log(2):.4f} bits/dim), "
+               f"{sampler.last_nfe} evaluations, {time.perf_counter() - clock:.2f} s"
+               + (f" -> {out}" if out else ""), err=True)
+    if not out:
+        click.echo("\n".join(f"{v:.6f}" for v in logp[:20]) + (f"\n... ({len(logp) - 20} more; use --out)"
+                                                               if len(logp) > 20 else ""))
+
+
+def _rows(labels, a: int, b: int):
+    return labels if labels is None or np.ndim(labels) == 0 else labels[a:b]
 
 
 @cli.command()
@@ -240,8 +392,14 @@ def info(model, as_json, dim, x_name, t_name):
         "default_solver": spec.default_solver, "default_steps": spec.default_steps,
         "default_nfe": s.nfe(), "variant": describe_variant(spec.variant), "training": spec.training,
         "architecture": spec.architecture,
+        "classes": (f"{spec.num_classes} (labels 0..{spec.num_classes - 1}; {spec.null_class} = no label, "
+                    "classifier-free guidance)") if spec.num_classes else "none (unconditional)",
+        "log_likelihood": ("yes (divergence graph inside)" if spec.divergence else
+                           "no (baked)" if s.baked else "no (re-export to add the divergence graph)"),
         "producer": spec.producer,
     }
+    if spec.value_range:
+        d["value_range"] = list(spec.value_range)
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return

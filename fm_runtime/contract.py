@@ -12,7 +12,7 @@ from typing import Any
 from .errors import ModelError
 from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2      # 2 added class labels (fm.num_classes, input y); files without them say 1
 PREFIX = "fm."
 KINDS = ("velocity", "baked")
 PREDICTIONS = ("velocity",)
@@ -38,6 +38,11 @@ _KEYS: dict[str, tuple[type | tuple[type, ...], tuple[str, ...]]] = {
     "producer": (dict, ()),
     "selftest": (dict, ()),
     "variant": (dict, ()),
+    "num_classes": (int, ()),
+    "null_class": (int, ()),
+    "input_y": (str, ()),
+    "value_range": (list, ()),
+    "divergence": (dict, ()),
 }
 
 
@@ -64,6 +69,11 @@ class ModelSpec:
     architecture: dict[str, Any] = field(default_factory=dict)
     producer: dict[str, Any] = field(default_factory=dict)
     format_version: int | None = None   # None: a plain ONNX without fm.* metadata
+    num_classes: int = 0                # > 0: the velocity graph also takes labels y [B] int64
+    null_class: int = 0                 # the label id meaning "no label" (num_classes)
+    y_name: str = "y"
+    value_range: tuple[float, float] | None = None   # image data: the range a pixel spans
+    divergence: dict[str, Any] = field(default_factory=dict)   # the JVP graph for log-likelihoods
 
     @property
     def dim(self) -> int:
@@ -76,19 +86,27 @@ class ModelSpec:
 def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
                    default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
                    training: dict | None = None, architecture: dict | None = None,
-                   producer: dict | None = None, baked: dict | None = None) -> dict[str, str]:
+                   producer: dict | None = None, baked: dict | None = None, num_classes: int = 0,
+                   value_range: list | None = None, divergence: dict | None = None) -> dict[str, str]:
     """The fm.* metadata_props of a model file (values JSON-encoded). With `baked`
-    ({"solver", "steps"}) the file is a baked sampler with input z and output x."""
+    ({"solver", "steps"}) the file is a baked sampler with input z and output x. num_classes > 0:
+    the velocity graph takes labels y, id num_classes meaning "no label" (contract version 2)."""
     names = ({"input_z": "z", "output_x": "x", "baked": {**baked, "nfe": nfe(baked["solver"], baked["steps"])}}
              if baked else {"input_x": "x", "input_t": "t", "output_v": "v"})
     if baked:
         default_solver, default_steps = baked["solver"], baked["steps"]
     values = {
-        "format_version": FORMAT_VERSION, "kind": "baked" if baked else "velocity",
+        "format_version": 1, "kind": "baked" if baked else "velocity",
         "data_shape": [int(s) for s in data_shape], **names, "prediction": prediction, "path": path,
         "default_solver": default_solver, "default_steps": int(default_steps),
         "training": training or {}, "architecture": architecture or {}, "producer": producer or {},
     }
+    if num_classes:
+        values.update(format_version=2, num_classes=int(num_classes), null_class=int(num_classes), input_y="y")
+    if value_range:
+        values["value_range"] = [float(v) for v in value_range]
+    if divergence:
+        values["divergence"] = divergence
     return {PREFIX + k: json.dumps(v) for k, v in values.items()}
 
 
@@ -178,13 +196,24 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
                     or not 1 <= baked["steps"] <= MAX_STEPS):
                 raise ModelError(f"{where}: fm.baked must name a known solver and steps >= 1, got {baked!r}")
             solver, steps = baked["solver"], baked["steps"]
+        classes = m.get("num_classes", 0)
+        if classes < 0 or (classes and m.get("null_class", classes) not in range(classes + 1)):
+            raise ModelError(f"{where}: fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, "
+                             f"got {classes} and {m.get('null_class')}")
+        vr = m.get("value_range")
+        if vr is not None and (len(vr) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                       for v in vr) or not vr[0] < vr[1]):
+            raise ModelError(f"{where}: fm.value_range must be [low, high] with low < high, got {vr!r}")
         spec = ModelSpec(tuple(shape), x_name or m.get("input_x", "x"), t_name or m.get("input_t", "t"),
                          m.get("output_v", "v"), kind=kind, z_name=m.get("input_z", "z"),
                          out_name=m.get("output_x", "x"), baked=baked, selftest=m.get("selftest", {}),
                          variant=m.get("variant", {}), prediction=m["prediction"], path=m["path"],
                          default_solver=solver, default_steps=steps,
                          training=m.get("training", {}), architecture=m.get("architecture", {}),
-                         producer=m.get("producer", {}), format_version=version)
+                         producer=m.get("producer", {}), format_version=version,
+                         num_classes=classes, null_class=m.get("null_class", classes),
+                         y_name=m.get("input_y", "y"), value_range=tuple(vr) if vr else None,
+                         divergence=m.get("divergence", {}))
         if data_shape is not None and tuple(data_shape) != spec.data_shape:
             raise ModelError(f"{where}: the file declares data shape {list(spec.data_shape)}, "
                              f"not {list(data_shape)}")
@@ -271,7 +300,12 @@ def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: di
                             ("output", spec.v_name, v_type)):
         if typ != "tensor(float)":
             raise ModelError(f"{where}: {role} {name!r} is {typ}; a velocity model uses float32 (tensor(float))")
-    extra = [n for n in inputs if n not in (spec.x_name, spec.t_name)]
+    fed = (spec.x_name, spec.t_name) + ((spec.y_name,) if spec.num_classes else ())
+    if spec.num_classes:
+        y_type, y_shape = _graph_io(where, spec.y_name, inputs, "input")
+        if y_type != "tensor(int64)" or len(y_shape) != 1:
+            raise ModelError(f"{where}: label input {spec.y_name!r} is {y_type} {y_shape}; expected int64 [batch]")
+    extra = [n for n in inputs if n not in fed]
     if extra:
         raise ModelError(f"{where}: the graph has inputs this runtime does not feed: {', '.join(extra)}")
     _check_shape(where, "input", spec.x_name, x_shape, spec.data_shape)

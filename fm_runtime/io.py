@@ -56,8 +56,9 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def load_array(path: str | os.PathLike, what: str = "array", kinds: str = "fiu") -> np.ndarray:
-    """Read a .npy file as float32, refusing what is not a finite array of the given dtype kinds
+def load_array(path: str | os.PathLike, what: str = "array", kinds: str = "fiu",
+               dtype: type = np.float32) -> np.ndarray:
+    """Read a .npy file as `dtype`, refusing what is not a finite array of the given dtype kinds
     (numpy kind letters: f float, i int, u unsigned)."""
     p = Path(path)
     if not p.is_file():
@@ -67,11 +68,11 @@ def load_array(path: str | os.PathLike, what: str = "array", kinds: str = "fiu")
     except Exception as e:  # numpy raises several types for bad files
         raise InputError(f"{p}: not a readable .npy file ({type(e).__name__}: {e})") from None
     if not isinstance(a, np.ndarray) or a.dtype.kind not in kinds:
-        want = "floating-point" if kinds == "f" else "numeric"
+        want = {"f": "floating-point", "iu": "integer"}.get(kinds, "numeric")
         raise InputError(f"{p}: {what} must be a {want} array, got dtype {getattr(a, 'dtype', type(a))}")
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise InputError(f"{p}: {what} contains NaN or Inf")
-    return np.ascontiguousarray(a, dtype=np.float32)
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 class NpyStream:

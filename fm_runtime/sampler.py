@@ -1,6 +1,8 @@
 """Load a model file and sample it: the runtime's front door (numpy + onnxruntime only)."""
 from __future__ import annotations
 
+import base64
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -13,6 +15,7 @@ from . import providers as _providers
 from .contract import ModelSpec, io_table, read_spec
 from .device import BoundGraphRunner, DeviceLoop, device_of
 from .errors import FmError, InputError, ModelError, NumericalError
+from .likelihood import probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
 from .noise import BLOCK, new_seed, noise_rows
 from .solvers import check_steps, get_solver, integrate, integrate_inplace
 
@@ -60,8 +63,11 @@ class Sampler:
     """A loaded model: `sample()` integrates its velocity from noise (t = 0) to data (t = 1)."""
 
     def __init__(self, session: ort.InferenceSession, spec: ModelSpec, path: str, *,
-                 tile: int = DEFAULT_TILE, workers: int = 1, device_resident: bool = False):
+                 tile: int = DEFAULT_TILE, workers: int = 1, device_resident: bool = False,
+                 session_options: ort.SessionOptions | None = None):
         self.session = session
+        self.session_options = session_options
+        self._jvp_session: ort.InferenceSession | None = None
         self.spec = spec
         self.path = path
         self.providers = session.get_providers()
@@ -88,26 +94,88 @@ class Sampler:
     def data_shape(self) -> tuple[int, ...]:
         return self.spec.data_shape
 
-    def velocity(self, x: np.ndarray, t: float | np.ndarray) -> np.ndarray:
-        """v(x, t) for a batch x [B, *shape]; t a scalar or [B] array."""
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    def check_labels(self, labels, n: int) -> np.ndarray | None:
+        """Labels as int64 [n] (an int applies to every row; None: no label), checked against the
+        model's classes; the "no label" id (spec.null_class) is allowed."""
+        if labels is None:
+            return None
+        if not self.num_classes:
+            raise InputError(f"{self.path} is not class-conditional; it takes no labels")
+        arr = np.asarray(labels)
+        if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(np.isfinite(arr))
+                                               and np.all(arr == np.round(arr))):
+            raise InputError(f"labels must be integers, got dtype {arr.dtype}")
+        arr = np.broadcast_to(arr.astype(np.int64), (n,)) if arr.ndim == 0 else arr.astype(np.int64)
+        if arr.shape != (n,):
+            raise InputError(f"labels have shape {list(arr.shape)}, expected [{n}] (one per sample)")
+        bad = arr[(arr < 0) | (arr > self.num_classes)]
+        if bad.size:
+            raise InputError(f"label {int(bad[0])} is out of range: this model has classes "
+                             f"0..{self.num_classes - 1} (and {self.spec.null_class} for no label)")
+        return np.ascontiguousarray(arr)
+
+    @staticmethod
+    def check_guidance(guidance: float) -> float:
+        g = float(guidance)
+        if not np.isfinite(g) or abs(g) > 1e3:
+            raise InputError(f"guidance must be a finite number of magnitude <= 1000, got {guidance}")
+        return g
+
+    def _feed(self, batch: int, labels: np.ndarray | None, guidance: float):
+        """(rows per run, fixed feed entries, combine) for the velocity graph: a conditional
+        model gets its labels (the "no label" id when none are given); classifier-free guidance
+        runs the conditional and the unconditional rows in one batched call and combines them
+        as v_u + w (v_c - v_u)."""
+        if not self.num_classes:
+            return batch, {}, None
+        null = np.full(batch, self.spec.null_class, np.int64)
+        if labels is None or guidance == 1.0:
+            return batch, {self.spec.y_name: null if labels is None else labels}, None
+        w = guidance
+
+        def combine(out: np.ndarray) -> np.ndarray:
+            vc, vu = out[:batch], out[batch:]
+            return vu + w * (vc - vu)
+        return 2 * batch, {self.spec.y_name: np.concatenate([labels, null])}, combine
+
+    def velocity(self, x: np.ndarray, t: float | np.ndarray, labels=None, guidance: float = 1.0) -> np.ndarray:
+        """v(x, t) for a batch x [B, *shape]; t a scalar or [B] array; a conditional model's
+        labels and guidance weight as in sample()."""
         if self.baked:
             raise ValueError(f"{self.path} is a baked sampler; it has no velocity to evaluate")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        tb = np.empty((x.shape[0],) if self.spec.t_rank == 1 else (x.shape[0], 1), np.float32)
-        tb[...] = np.reshape(t, tb.shape) if np.ndim(t) else t
-        return self.session.run([self.spec.v_name], {self.spec.x_name: x, self.spec.t_name: tb})[0]
+        labels = self.check_labels(labels, len(x))
+        rows, fixed, combine = self._feed(len(x), labels, self.check_guidance(guidance))
+        tb = np.empty((rows,) if self.spec.t_rank == 1 else (rows, 1), np.float32)
+        tb[...] = np.reshape(np.tile(np.ravel(t), rows // len(x)), tb.shape) if np.ndim(t) else t
+        xs = x if rows == len(x) else np.concatenate([x, x])
+        out = self.session.run([self.spec.v_name], {self.spec.x_name: xs, self.spec.t_name: tb, **fixed})[0]
+        return out if combine is None else combine(out)
 
-    def _velocity_fn(self, batch: int):
-        """v(x, t) for scalar t at a fixed batch size, reusing one t buffer (one per solve, so
-        tiles solved in parallel threads never share it)."""
-        tb = np.empty((batch,) if self.spec.t_rank == 1 else (batch, 1), np.float32)
+    def _velocity_fn(self, batch: int, labels: np.ndarray | None = None, guidance: float = 1.0):
+        """v(x, t) for scalar t at a fixed batch size, reusing its buffers (one set per solve, so
+        tiles solved in parallel threads never share them)."""
+        rows, fixed, combine = self._feed(batch, labels, guidance)
+        tb = np.empty((rows,) if self.spec.t_rank == 1 else (rows, 1), np.float32)
         run, names = self.session.run, [self.spec.v_name]
         x_name, t_name = self.spec.x_name, self.spec.t_name
+        if combine is None:
+            def f(x: np.ndarray, t: float) -> np.ndarray:
+                tb.fill(t)
+                return run(names, {x_name: x, t_name: tb, **fixed})[0]
+            return f
+        both = np.empty((rows, *self.data_shape), np.float32)
 
-        def f(x: np.ndarray, t: float) -> np.ndarray:
+        def guided(x: np.ndarray, t: float) -> np.ndarray:
             tb.fill(t)
-            return run(names, {x_name: x, t_name: tb})[0]
-        return f
+            both[:batch] = x
+            both[batch:] = x
+            return combine(run(names, {x_name: both, t_name: tb, **fixed})[0])
+        return guided
 
     def noise(self, n: int, seed: int | None = None, start: int = 0) -> np.ndarray:
         """Rows [start, start + n) of the seeded standard-normal noise stream (see noise.py)."""
@@ -126,7 +194,11 @@ class Sampler:
             raise ValueError(f"{self.path} is a baked sampler: it returns final samples only, "
                              "no trajectory (use the velocity model for that)")
 
-    def _solve_tile(self, z: np.ndarray, steps: int, solver: str) -> tuple[np.ndarray, int]:
+    def _solve_tile(self, z: np.ndarray, steps: int, solver: str, labels: np.ndarray | None = None,
+                    guidance: float = 1.0) -> tuple[np.ndarray, int]:
+        if self.num_classes:   # labels: the host loop (the device loop binds x and t only)
+            return integrate_inplace(self._velocity_fn(len(z), labels, guidance), z, steps, solver,
+                                     self._watch(steps))
         if self._bound_graph is not None:
             x, calls = self._bound_graph.run(z), self.spec.baked["nfe"]
         elif self.baked:
@@ -152,84 +224,201 @@ class Sampler:
             self.nonfinite.append((step, t, where))
         return check
 
-    def _solve(self, x0: np.ndarray, steps: int, solver: str) -> tuple[np.ndarray, int]:
-        """Solve in tiles of `tile` rows, spread over `workers` threads (onnxruntime releases the
-        GIL while it runs, so tiles run in parallel); each tile is one independent solve."""
-        n = len(x0)
-        rows = min(self.tile, max(MIN_SPLIT, -(-n // self.workers))) if self.tile > 0 else n
-        if n <= rows:
-            return self._solve_tile(x0, steps, solver)
+    def _tiles(self, n: int, tile: int | None = None) -> list[tuple[int, int]]:
+        tile = self.tile if tile is None else tile
+        rows = min(tile, max(MIN_SPLIT, -(-n // self.workers))) if tile > 0 else n
+        return [(a, min(a + rows, n)) for a in range(0, n, rows)]
+
+    def _map(self, run, bounds: list) -> list:
+        """run(bounds[i]) for every tile, over `workers` threads (onnxruntime releases the GIL
+        while it runs, so tiles run in parallel)."""
+        if self.workers == 1 or len(bounds) == 1:
+            return [run(ab) for ab in bounds]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fm-run")
+        return list(self._pool.map(run, bounds))
+
+    def _solve(self, x0: np.ndarray, steps: int, solver: str, labels: np.ndarray | None = None,
+               guidance: float = 1.0) -> tuple[np.ndarray, int]:
+        """Solve in tiles of `tile` rows, each tile one independent solve."""
+        bounds = self._tiles(len(x0))
+        if len(bounds) == 1:
+            return self._solve_tile(x0, steps, solver, labels, guidance)
         out = np.empty_like(x0)
-        bounds = [(a, min(a + rows, n)) for a in range(0, n, rows)]
 
         def run(ab: tuple[int, int]) -> int:
-            out[ab[0]:ab[1]], calls = self._solve_tile(x0[ab[0]:ab[1]], steps, solver)
+            a, b = ab
+            out[a:b], calls = self._solve_tile(x0[a:b], steps, solver, None if labels is None else labels[a:b], guidance)
             return calls
+        return out, self._map(run, bounds)[0]
 
-        if self.workers == 1:
-            calls = [run(ab) for ab in bounds]
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fm-run")
-            calls = list(self._pool.map(run, bounds))
-        return out, calls[0]
-
-    def check_noise(self, noise: np.ndarray, n: int | None = None) -> np.ndarray:
+    def check_noise(self, noise: np.ndarray, n: int | None = None, what: str = "noise") -> np.ndarray:
+        """A float array [n, *data_shape] with finite values, as contiguous float32."""
         noise = np.asarray(noise)
         if noise.dtype.kind != "f":
-            raise InputError(f"noise must be floating point, got dtype {noise.dtype}")
+            raise InputError(f"{what} must be floating point, got dtype {noise.dtype}")
         if noise.ndim != 1 + len(self.data_shape) or tuple(noise.shape[1:]) != self.data_shape:
-            raise InputError(f"noise has shape {list(noise.shape)}, expected [n, "
+            raise InputError(f"{what} has shape {list(noise.shape)}, expected [n, "
                              f"{', '.join(map(str, self.data_shape))}]")
         if n is not None and noise.shape[0] != n:
-            raise InputError(f"noise has {noise.shape[0]} rows but n = {n}")
+            raise InputError(f"{what} has {noise.shape[0]} rows but n = {n}")
         if noise.shape[0] == 0:
-            raise InputError("noise has no rows")
+            raise InputError(f"{what} has no rows")
         if not np.isfinite(noise).all():
-            raise InputError("noise contains NaN or Inf")
+            raise InputError(f"{what} contains NaN or Inf")
         return np.ascontiguousarray(noise, dtype=np.float32)
 
     def sample(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
                seed: int | None = None, noise: np.ndarray | None = None,
-               return_trajectory: bool = False, keep_partial: bool = False):
+               return_trajectory: bool = False, keep_partial: bool = False, labels=None,
+               guidance: float = 1.0, return_logprob: bool = False, divergence: str = "auto",
+               probes: int = 1, probe_seed: int = 0):
         """Draw samples. Give `n` (with an optional `seed`) or a `noise` array [n, *shape].
 
+        Class-conditional models take `labels` (an int for every row, or [n] ints; None: no label)
+        and a classifier-free `guidance` weight w: v = v_u + w (v_c - v_u), so w = 1 is the
+        conditional model and w = 0 the unconditional one.
+
         Returns the samples [n, *shape] as float32, or (samples, trajectory) with trajectory
-        [steps + 1, n, *shape] (noise first) when `return_trajectory` is true. A solve that turns
+        [steps + 1, n, *shape] (noise first) when `return_trajectory` is true, or (samples,
+        log_density) when `return_logprob` is true: log p1 of each sample in nats, from the same
+        forward solve (see log_prob for `divergence`, `probes`, `probe_seed`). A solve that turns
         NaN/Inf raises NumericalError naming the step and time, unless `keep_partial` is true:
         then the rows that blew up stay non-finite and `self.nonfinite` says where.
         """
         if self.baked:
             self.check_baked(steps, solver, return_trajectory)
+        if return_logprob and return_trajectory:
+            raise ValueError("return_logprob and return_trajectory cannot be combined")
         steps = self.spec.default_steps if steps is None else int(steps)
         solver = solver or self.spec.default_solver
         get_solver(solver)
         check_steps(steps)
+        guidance = self.check_guidance(guidance)
         if noise is not None:
             x0 = self.check_noise(noise, n)
         else:
             if n is None or int(n) < 1:
                 raise ValueError(f"n must be >= 1, got {n}")
             x0 = self.noise(int(n), seed)
+        labels = self.check_labels(labels, len(x0))
         self._keep_partial, self.nonfinite = keep_partial, []
-        trajectory = None
+        if return_logprob:
+            x, integral = self._solve_divergence(x0, steps, solver, labels, guidance, divergence,
+                                                 probes, probe_seed, forward=True)
+            return x, standard_normal_logpdf(x0) - integral
         if return_trajectory:
-            sol = integrate(self._velocity_fn(len(x0)), x0, steps, solver, trajectory=True)
+            sol = integrate(self._velocity_fn(len(x0), labels, guidance), x0, steps, solver, trajectory=True)
             x, self.last_nfe, trajectory = sol.x, sol.nfe, np.stack(sol.trajectory)
             for i, state in enumerate(sol.trajectory[1:], 1):
                 self._watch(steps)(state, i, sol.times[i])
-        else:
-            x, self.last_nfe = self._solve(x0, steps, solver)
-        return (x, trajectory) if return_trajectory else x
+            return x, trajectory
+        x, self.last_nfe = self._solve(x0, steps, solver, labels, guidance)
+        return x
+
+    def log_prob(self, x: np.ndarray, steps: int | None = None, solver: str | None = None, labels=None,
+                 guidance: float = 1.0, divergence: str = "auto", probes: int = 1,
+                 probe_seed: int = 0) -> np.ndarray:
+        """log p1(x) in nats for data x [n, *shape], by integrating x back from t = 1 to noise at
+        t = 0 with the divergence of the velocity: log N(x_0) - int_0^1 div v dt.
+
+        divergence "exact" sums over all D basis directions (D Jacobian-vector products per row
+        and evaluation); "hutchinson" averages `probes` Rademacher probes per row (seeded by
+        `probe_seed` and the row index): unbiased, cheaper in high dimension; "auto" is exact up
+        to likelihood.EXACT_MAX_DIM dimensions. Divide by the number of dimensions (and ln 2)
+        for nats (bits) per dimension. Conditional models: log p(x | label), or of the guided
+        field with guidance != 1."""
+        if self.baked:
+            raise ValueError(f"{self.path} is a baked sampler; log-likelihoods need the velocity "
+                             "model (export without --bake)")
+        steps = self.spec.default_steps if steps is None else int(steps)
+        solver = solver or self.spec.default_solver
+        get_solver(solver)
+        check_steps(steps)
+        x1 = self.check_noise(x, what="data")
+        labels = self.check_labels(labels, len(x1))
+        z, integral = self._solve_divergence(x1, steps, solver, labels, self.check_guidance(guidance),
+                                             divergence, probes, probe_seed, forward=False)
+        return standard_normal_logpdf(z) - integral
+
+    def _solve_divergence(self, x0: np.ndarray, steps: int, solver: str, labels, guidance: float,
+                          divergence: str, probes: int, probe_seed: int, forward: bool):
+        """Solve [x, A] (dA/dt = div v) forward from noise or backward from data, in tiles.
+        Returns (end state, A(end) - A(start) signed so that log p1 = log N(x_0) - integral)."""
+        if self.baked:
+            raise ValueError(f"{self.path} is a baked sampler; log-likelihoods need the velocity model")
+        method = resolve_method(divergence, self.spec.dim)
+        if method == "hutchinson" and not 1 <= int(probes) <= 1024:
+            raise ValueError(f"probes must be between 1 and 1024, got {probes}")
+        session = self._divergence_session()
+        k = self.spec.dim if method == "exact" else int(probes)
+        n = len(x0)
+        end = np.empty_like(x0)
+        integral = np.empty(n, np.float64)
+        calls = [0]
+
+        def run(ab: tuple[int, int]) -> None:
+            a, b = ab
+            e = probe_vectors(b - a, self.data_shape, method, k, probe_seed, start=a)
+            jvp = self._jvp_fn(session, b - a, None if labels is None else labels[a:b], guidance)
+            t0, t1 = (0.0, 1.0) if forward else (1.0, 0.0)
+            end[a:b], acc, calls[0] = solve_with_divergence(jvp, x0[a:b], e, method, steps, solver, t0, t1)
+            integral[a:b] = acc if forward else -acc
+
+        self._map(run, self._tiles(n, max(16, self.tile // k) if self.tile > 0 else 0))
+        if not (np.isfinite(end).all() and np.isfinite(integral).all()):
+            raise NumericalError(f"{self.path}: the log-likelihood solve produced NaN/Inf")
+        self.last_nfe = calls[0]
+        return end, integral
+
+    def _divergence_session(self) -> ort.InferenceSession:
+        """The Jacobian-vector-product graph the file carries (fm.divergence), loaded once."""
+        if self._jvp_session is None:
+            g = self.spec.divergence
+            if not g:
+                raise ModelError(f"{self.path}: the file carries no divergence graph (fm.divergence), so "
+                                 "it cannot compute log-likelihoods; re-export it with this fm-export")
+            try:
+                data = base64.b64decode(g["onnx_base64"], validate=True)
+                session = ort.InferenceSession(data, sess_options=self.session_options,
+                                               providers=self.providers)
+            except Exception as e:
+                raise ModelError(f"{self.path}: fm.divergence does not hold a loadable graph ({_one_line(e)})") from None
+            spec = ModelSpec(self.data_shape, num_classes=self.num_classes, y_name=self.spec.y_name,
+                             selftest=_read_selftest(session, self.path + " (divergence graph)"))
+            _self_test(session, spec, f"{self.path} (divergence graph)")
+            self._jvp_session = session
+        return self._jvp_session
+
+    def _jvp_fn(self, session: ort.InferenceSession, batch: int, labels: np.ndarray | None, guidance: float):
+        """(x, t, e) -> (v, J e) with the same labels and guidance as the velocity (guidance
+        combines the products linearly, like the velocities)."""
+        rows, fixed, _ = self._feed(batch, labels, guidance)
+        g = self.spec.divergence
+        names = ["v", g.get("output_jv", "jv")]
+        e_name = g.get("input_e", "e")
+        tb = np.empty(rows, np.float32)
+        w = guidance
+
+        def jvp(x: np.ndarray, t: float, e: np.ndarray):
+            tb.fill(t)
+            if rows == batch:
+                return session.run(names, {"x": x, "t": tb, e_name: e, **fixed})
+            v, jv = session.run(names, {"x": np.concatenate([x, x]), "t": tb, e_name: np.concatenate([e, e]), **fixed})
+            return v[batch:] + w * (v[:batch] - v[batch:]), jv[batch:] + w * (jv[:batch] - jv[batch:])
+        return jvp
 
     def sample_chunks(self, start: int, stop: int, seed: int, steps: int | None = None,
-                      solver: str | None = None, chunk: int = CHUNK_ROWS, keep_partial: bool = False):
+                      solver: str | None = None, chunk: int = CHUNK_ROWS, keep_partial: bool = False,
+                      labels=None, guidance: float = 1.0):
         """Rows [start, stop) of one seeded run, solved and yielded chunk by chunk as
-        (first_row, samples): memory stays bounded whatever the number of rows."""
+        (first_row, samples): memory stays bounded whatever the number of rows. `labels`: one
+        int, or an array indexed by the run's row numbers."""
         for a in range(start, stop, chunk):
             b = min(a + chunk, stop)
             yield a, self.sample(noise=noise_rows(seed, a, b, self.data_shape), steps=steps,
-                                 solver=solver, keep_partial=keep_partial)
+                                 solver=solver, keep_partial=keep_partial, guidance=guidance,
+                                 labels=labels if labels is None or np.ndim(labels) == 0 else labels[a:b])
 
 
 def _self_test(session: ort.InferenceSession, spec: ModelSpec, where: str) -> None:
@@ -238,8 +427,9 @@ def _self_test(session: ort.InferenceSession, spec: ModelSpec, where: str) -> No
     probe = spec.selftest
     if not probe:
         return
+    dtypes = {i.name: np.int64 if i.type == "tensor(int64)" else np.float32 for i in session.get_inputs()}
     try:
-        feed = {k: np.asarray(v, np.float32) for k, v in probe["inputs"].items()}
+        feed = {k: np.asarray(v, dtypes.get(k, np.float32)) for k, v in probe["inputs"].items()}
         want = np.asarray(probe["output"], np.float32)
         atol = float(probe.get("atol", 1e-3))
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -254,6 +444,19 @@ def _self_test(session: ort.InferenceSession, spec: ModelSpec, where: str) -> No
     if not same:
         raise ModelError(f"{where}: fails its self-test: the graph's output differs from the values "
                          f"recorded at export (max |diff| {diff:.3g}); the file was altered or corrupted")
+
+
+def _read_selftest(session: ort.InferenceSession, where: str) -> dict:
+    raw = session.get_modelmeta().custom_metadata_map.get("fm.selftest")
+    if raw is None:
+        return {}
+    try:
+        probe = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ModelError(f"{where}: metadata fm.selftest is not valid JSON") from None
+    if not isinstance(probe, dict):
+        raise ModelError(f"{where}: metadata fm.selftest is malformed")
+    return probe
 
 
 def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
@@ -323,4 +526,5 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
         raise FmError(f"{where}: cuda_graph needs a baked sampler (fm-export --bake); the velocity "
                       "loop changes its bindings every step", exit_code=2)
     return Sampler(session, spec, where, tile=DEFAULT_TILE if tile is None else tile, workers=workers,
-                   device_resident=(not on_cpu) if device_resident is None else device_resident)
+                   device_resident=(not on_cpu) if device_resident is None else device_resident,
+                   session_options=opts)

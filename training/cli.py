@@ -65,12 +65,18 @@ def cli():
 @click.option("--predict", "prediction", type=click.Choice(list(PREDICTIONS)), default="velocity",
               show_default=True, help="What the network predicts; x1 (data) and noise are converted "
                                       "to velocity exactly, inside the exported graph.")
+@click.option("--conditional", is_flag=True,
+              help="Train on the dataset's class labels (moons: the two halves, 8gaussians: the modes, "
+                   "digits: the digit, ...) with label dropout, for classifier-free guidance.")
+@click.option("--label-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+              help="With --conditional: share of labels replaced by the \"no label\" id, which trains "
+                   "the unconditional field inside the same network.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (weights + JSON config).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar with the running loss [default: on a terminal].")
 def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_min, path_name, coupling,
-        lr_schedule, ema, grad_clip, time_sampling, prediction, out, progress):
+        lr_schedule, ema, grad_clip, time_sampling, prediction, conditional, label_dropout, out, progress):
     """Train with the conditional flow-matching loss on the OT path (the tutorial's recipe).
 
     \b
@@ -79,13 +85,15 @@ def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_mi
       fm-train fit --data 8gaussians --width 128 --sigma-min 0.01 --out g8.ckpt
       fm-train fit --data moons --path vp --out moons-vp.ckpt
       fm-train fit --data moons --coupling ot --out moons-otcfm.ckpt
+      fm-train fit --data moons --conditional --out moons-cond.ckpt
+      fm-train fit --data digits --conditional --width 512 --activation silu --out digits.ckpt
     """
     from .train import fit as train_fit, save_checkpoint
 
     check_writable(out)
     model, config = train_fit(dataset, steps, batch_size, lr, seed, width, depth, activation,
                               sigma_min, progress, path_name, coupling, lr_schedule, ema, grad_clip,
-                              time_sampling, prediction)
+                              time_sampling, prediction, conditional, label_dropout)
     save_checkpoint(out, model, config)
     click.echo(f"trained {dataset}: {steps} steps in {config['train_seconds']:.1f} s, final loss "
                f"{config['final_loss']:.4f} -> {out}", err=True)
@@ -101,8 +109,11 @@ def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_mi
               help="Solver steps on the uniform grid 0 -> 1.")
 @click.option("--solver", type=click.Choice(sorted(SOLVERS)), default="midpoint", show_default=True,
               help="Fixed-step solver.")
+@click.option("--class", "label", type=int, help="Class-conditional checkpoints: the class of every sample.")
+@click.option("--guidance", type=float, default=1.0, show_default=True,
+              help="Classifier-free guidance weight, as in fm-run sample.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Samples .npy to write.")
-def sample(checkpoint, n, seed, noise, steps, solver, out):
+def sample(checkpoint, n, seed, noise, steps, solver, label, guidance, out):
     """Sample a checkpoint with the torch-native reference sampler (the runtime's parity target).
 
     \b
@@ -122,8 +133,13 @@ def sample(checkpoint, n, seed, noise, steps, solver, out):
             raise InputError(f"{noise}: noise has shape {list(z.shape)}, expected [n, {', '.join(map(str, shape))}]")
     else:
         z = noise_rows(0 if seed is None else seed, 0, n, shape)
+    classes = config.get("num_classes", 0)
+    if label is not None and not 0 <= label <= classes:
+        raise InputError(f"--class {label} is out of range for this checkpoint ("
+                         + (f"classes 0..{classes - 1}, {classes} = no label)" if classes else "not class-conditional)"))
     start = time.perf_counter()
-    x = native_sample(model, z, steps, solver)
+    x = native_sample(model, z, steps, solver, labels=None if label is None else np.full(len(z), label),
+                      guidance=guidance)
     save_npy(out, x)
     click.echo(f"{len(x)} samples: {solver}, {steps} steps in {(time.perf_counter() - start) * 1e3:.1f} ms "
                f"(torch) -> {out}", err=True)

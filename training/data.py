@@ -3,8 +3,11 @@
 `moons` is the tutorial's: sklearn's make_moons with noise 0.05, unscaled. The others follow the
 toy-data definitions published with FFJORD (Grathwohl et al., 2019, `toy_data.py`), the set most
 flow and flow-matching papers plot: 8gaussians, checkerboard, 2spirals, circles, swissroll, with
-their scales, so figures are comparable. Every sampler draws from a numpy Generator, so a seed
-fixes the data stream.
+their scales, so figures are comparable. `digits` is scikit-learn's 8x8 handwritten digits (it
+ships inside scikit-learn), as images [1, 8, 8] in [-1, 1). Every sampler draws from a numpy
+Generator, so a seed fixes the data stream, and returns points with their class labels (moons: the
+two halves, 8gaussians: the mode, checkerboard: the square, 2spirals: the arm, circles: the ring,
+digits: the digit; swissroll has none).
 """
 from __future__ import annotations
 
@@ -17,59 +20,102 @@ def _sk_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(2**31 - 1))
 
 
-def moons(n: int, rng: np.random.Generator) -> np.ndarray:
+Labelled = tuple[np.ndarray, np.ndarray | None]
+
+
+def moons(n: int, rng: np.random.Generator) -> Labelled:
     from sklearn.datasets import make_moons
-    return make_moons(n, noise=0.05, random_state=_sk_seed(rng))[0]
+    return make_moons(n, noise=0.05, random_state=_sk_seed(rng))
 
 
-def eight_gaussians(n: int, rng: np.random.Generator) -> np.ndarray:
+def eight_gaussians(n: int, rng: np.random.Generator) -> Labelled:
     s = 1.0 / np.sqrt(2)
     centers = 4.0 * np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (s, s), (s, -s), (-s, s), (-s, -s)])
-    pts = centers[rng.integers(8, size=n)] + 0.5 * rng.standard_normal((n, 2))
-    return pts / 1.414
+    mode = rng.integers(8, size=n)
+    pts = centers[mode] + 0.5 * rng.standard_normal((n, 2))
+    return pts / 1.414, mode
 
 
-def checkerboard(n: int, rng: np.random.Generator) -> np.ndarray:
+def checkerboard(n: int, rng: np.random.Generator) -> Labelled:
     x1 = rng.random(n) * 4 - 2
-    x2 = rng.random(n) - rng.integers(0, 2, n) * 2
+    u = rng.random(n)
+    row = rng.integers(0, 2, n)
+    x2 = u - row * 2
     x2 = x2 + np.floor(x1) % 2
-    return np.stack([x1, x2], 1) * 2
+    return np.stack([x1, x2], 1) * 2, (2 * (np.floor(x1) + 2) + row).astype(np.int64)
 
 
-def two_spirals(n: int, rng: np.random.Generator) -> np.ndarray:
+def two_spirals(n: int, rng: np.random.Generator) -> Labelled:
     m = n // 2
     r = np.sqrt(rng.random((n - m, 1))) * 540 * (2 * np.pi) / 360
     d1x = -np.cos(r) * r + rng.random((n - m, 1)) * 0.5
     d1y = np.sin(r) * r + rng.random((n - m, 1)) * 0.5
     arm = np.hstack([d1x, d1y])
     pts = np.vstack([arm, -arm[:m]]) / 3
-    return pts + 0.1 * rng.standard_normal(pts.shape)
+    return pts + 0.1 * rng.standard_normal(pts.shape), np.repeat([0, 1], [n - m, m])
 
 
-def circles(n: int, rng: np.random.Generator) -> np.ndarray:
+def circles(n: int, rng: np.random.Generator) -> Labelled:
     from sklearn.datasets import make_circles
-    return make_circles(n, factor=0.5, noise=0.08, random_state=_sk_seed(rng))[0] * 3
+    x, y = make_circles(n, factor=0.5, noise=0.08, random_state=_sk_seed(rng))
+    return x * 3, y
 
 
-def swissroll(n: int, rng: np.random.Generator) -> np.ndarray:
+def swissroll(n: int, rng: np.random.Generator) -> Labelled:
     from sklearn.datasets import make_swiss_roll
-    return make_swiss_roll(n, noise=1.0, random_state=_sk_seed(rng))[0][:, [0, 2]] / 5
+    return make_swiss_roll(n, noise=1.0, random_state=_sk_seed(rng))[0][:, [0, 2]] / 5, None
 
 
-DATASETS: dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
+DIGITS_TRAIN = 1437     # load_digits' 1797 images, shuffled once: the first 1437 train, the last 360 are held out
+
+
+def digit_images(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as integer pixel values 0..16 [n, 8, 8] with labels, in a fixed
+    shuffled order; "train" or "test" (held out from every model and classifier fit here)."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    order = np.random.default_rng(0).permutation(len(d.target))
+    idx = order[:DIGITS_TRAIN] if split == "train" else order[DIGITS_TRAIN:]
+    return d.images[idx], d.target[idx]
+
+
+def pixels_to_unit(images: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Digits' pixel values 0..16 to [-1, 1): (p + u) / 17 * 2 - 1, with u ~ U[0, 1) (uniform
+    dequantisation, so the data has a density) or u = 0.5 without rng."""
+    u = rng.random(images.shape) if rng is not None else 0.5
+    return (images + u) / 17.0 * 2.0 - 1.0
+
+
+def digits(n: int, rng: np.random.Generator) -> Labelled:
+    images, labels = digit_images("train")
+    pick = rng.integers(len(labels), size=n)
+    return pixels_to_unit(images[pick], rng)[:, None], labels[pick]
+
+
+DATASETS: dict[str, Callable[[int, np.random.Generator], Labelled]] = {
     "moons": moons,
     "8gaussians": eight_gaussians,
     "checkerboard": checkerboard,
     "2spirals": two_spirals,
     "circles": circles,
     "swissroll": swissroll,
+    "digits": digits,
 }
+NUM_CLASSES = {"moons": 2, "8gaussians": 8, "checkerboard": 8, "2spirals": 2, "circles": 2, "digits": 10}
+VALUE_RANGE = {"digits": [-1.0, 1.0]}   # image data: the range a pixel spans
 
 
-def sample_data(name: str, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
-    """n points of dataset `name` as float32 [n, 2]."""
+def sample_labelled(name: str, n: int, rng: np.random.Generator | int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """n points of dataset `name` as float32 [n, *shape] with int64 labels [n] (None if the
+    dataset has no classes)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
-    return DATASETS[name](n, rng).astype(np.float32)
+    x, y = DATASETS[name](n, rng)
+    return x.astype(np.float32), None if y is None else np.asarray(y, np.int64)
+
+
+def sample_data(name: str, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """n points of dataset `name` as float32 [n, *shape] (2-D toys: [n, 2])."""
+    return sample_labelled(name, n, rng)[0]

@@ -1,5 +1,7 @@
-"""Velocity networks v_theta(x, t)."""
+"""Velocity networks v_theta(x, t[, y])."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -9,14 +11,21 @@ ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU,
 
 class VelocityMLP(nn.Module):
     """The tutorial's network: concat(t, x) -> width -> ... -> dim, activation after each hidden
-    layer (defaults: 3 hidden layers of 64, ELU). Takes x [B, dim] and t [B]."""
+    layer (defaults: 3 hidden layers of 64, ELU). Takes x [B, *data_shape] (flattened inside) and
+    t [B]. With num_classes > 0 it also takes labels y [B] (int64): a learned per-class vector is
+    added to the first hidden layer; id num_classes means "no label" (classifier-free guidance
+    trains it by label dropout), and y=None means "no label" for every row."""
 
-    def __init__(self, dim: int = 2, width: int = 64, depth: int = 3, activation: str = "elu"):
+    def __init__(self, dim: int = 2, width: int = 64, depth: int = 3, activation: str = "elu",
+                 num_classes: int = 0, data_shape: tuple[int, ...] | list[int] | None = None):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
-        if depth < 1 or width < 1 or dim < 1:
-            raise ValueError("dim, width and depth must be >= 1")
+        if depth < 1 or width < 1 or dim < 1 or num_classes < 0:
+            raise ValueError("dim, width and depth must be >= 1 and num_classes >= 0")
+        self.data_shape = tuple(data_shape) if data_shape else (dim,)
+        if math.prod(self.data_shape) != dim:
+            raise ValueError(f"data_shape {list(self.data_shape)} does not hold {dim} values")
         layers: list[nn.Module] = []
         d_in = dim + 1
         for _ in range(depth):
@@ -24,15 +33,34 @@ class VelocityMLP(nn.Module):
             d_in = width
         layers.append(nn.Linear(d_in, dim))
         self.net = nn.Sequential(*layers)
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes + 1, width) if num_classes else None
         self.config = {"type": "mlp", "dim": dim, "width": width, "depth": depth, "activation": activation}
+        if num_classes:
+            self.config["num_classes"] = num_classes
+        if self.data_shape != (dim,):
+            self.config["data_shape"] = list(self.data_shape)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([t.reshape(-1, 1).to(x.dtype), x], dim=-1))
+    def class_bias(self, y: torch.Tensor | None, batch: int) -> torch.Tensor | float:
+        """What the label adds to the first hidden layer (0 for an unconditional network)."""
+        if self.embed is None:
+            return 0.0
+        if y is None:
+            y = torch.full((batch,), self.num_classes, dtype=torch.int64)
+        return self.embed(y)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        h = self.net[0](torch.cat([t.reshape(-1, 1).to(x.dtype), flat], dim=-1)) + self.class_bias(y, x.shape[0])
+        for layer in list(self.net)[1:]:
+            h = layer(h)
+        return h.reshape(x.shape)
 
 
 def build_network(config: dict) -> nn.Module:
     """Rebuild a network from the architecture dict a checkpoint stores."""
     kind = config.get("type")
     if kind == "mlp":
-        return VelocityMLP(config["dim"], config["width"], config["depth"], config["activation"])
+        return VelocityMLP(config["dim"], config["width"], config["depth"], config["activation"],
+                           config.get("num_classes", 0), config.get("data_shape"))
     raise ValueError(f"unknown network type {kind!r}")

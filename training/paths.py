@@ -145,8 +145,12 @@ class PredictionToVelocity(torch.nn.Module):
             raise ValueError(f"prediction must be x1 or noise, got {prediction!r}")
         self.inner, self.path, self.prediction, self.eps = net, path, prediction, eps
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.inner(x, t)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.combine(x, self.inner(x, t) if y is None else self.inner(x, t, y), t)
+
+    def combine(self, x: torch.Tensor, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The velocity from the state and the network's prediction; linear in (x, out) at
+        fixed t, so it also maps a tangent (dx, d_out) to the velocity's tangent exactly."""
         a, s, da, ds = self.path.schedule(GaussianPath._col(t.to(x.dtype), x))
         if self.prediction == "x1":
             return da * out + ds * (x - a * out) / torch.clamp(s, min=self.eps)
@@ -155,10 +159,12 @@ class PredictionToVelocity(torch.nn.Module):
 
 def cfm_loss(model: torch.nn.Module, path: GaussianPath, x1: torch.Tensor,
              generator: torch.Generator | None = None, coupling: str = "independent",
-             time_sampling: str = "uniform", prediction: str = "velocity") -> torch.Tensor:
+             time_sampling: str = "uniform", prediction: str = "velocity",
+             y: torch.Tensor | None = None) -> torch.Tensor:
     """Conditional flow-matching loss: E |v(x_t, t) - (alpha'_t x1 + sigma'_t x0)|^2 with
     t ~ U[0, t_max) (or logit-normal), x0 ~ N(0, I) paired with x1 independently or by
-    minibatch OT. With prediction "x1" or "noise" the network regresses x1 or x0 instead."""
+    minibatch OT. With prediction "x1" or "noise" the network regresses x1 or x0 instead. Labels
+    y [B] (class-conditional training) go to the network with their x1."""
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
     if coupling == "ot":
         from .couplings import ot_pair
@@ -169,4 +175,5 @@ def cfm_loss(model: torch.nn.Module, path: GaussianPath, x1: torch.Tensor,
         t = torch.rand(x1.shape[0], generator=generator, dtype=x1.dtype) * path.t_max
     xt = path.sample_xt(x0, x1, t)
     target = {"velocity": lambda: path.target(x0, x1, t), "x1": lambda: x1, "noise": lambda: x0}[prediction]()
-    return ((model(xt, t) - target) ** 2).mean()
+    pred = model(xt, t) if y is None else model(xt, t, y)
+    return ((pred - target) ** 2).mean()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import time
 from collections import deque
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from fm_runtime.errors import ModelError
 from fm_runtime.io import atomic_write
 
-from .data import DATASETS, sample_data
+from .data import DATASETS, NUM_CLASSES, VALUE_RANGE, sample_data, sample_labelled
 from .nets import VelocityMLP, build_network
 from .couplings import COUPLINGS
 from .paths import PREDICTIONS, TIME_SAMPLING, PredictionToVelocity, build_path, cfm_loss
@@ -30,7 +31,8 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
         sigma_min: float = 0.0, progress: bool | None = None, path: str = "ot",
         coupling: str = "independent", lr_schedule: str = "constant", ema: float = 0.0,
         grad_clip: float = 0.0, time_sampling: str = "uniform",
-        prediction: str = "velocity") -> tuple[torch.nn.Module, dict]:
+        prediction: str = "velocity", conditional: bool = False,
+        label_dropout: float = 0.2) -> tuple[torch.nn.Module, dict]:
     """Train a velocity network with the conditional flow-matching loss (Adam, the tutorial's
     recipe by default) on a probability path (paths.PATHS; sigma_min applies to "ot") with
     independent or minibatch-OT coupling. Recipe options: lr_schedule "cosine" decays the learning
@@ -38,7 +40,9 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
     `ema`) and returns it; grad_clip > 0 clips the gradient norm; time_sampling "logit-normal"
     draws t = sigmoid(N(0, 1)) instead of U[0, 1). prediction "x1" or "noise" trains the network
     to predict data or noise; the returned model converts to velocity (PredictionToVelocity).
-    Deterministic for a given seed."""
+    conditional=True trains on the dataset's class labels (data.NUM_CLASSES), replacing each label
+    by the "no label" id with probability `label_dropout`, so one network is both conditional and
+    unconditional (classifier-free guidance). Deterministic for a given seed."""
     if prediction not in PREDICTIONS:
         raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
     if lr_schedule not in ("constant", "cosine") or time_sampling not in TIME_SAMPLING or not 0 <= ema < 1:
@@ -50,11 +54,17 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
         raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise ValueError("steps and batch_size must be >= 1 and lr > 0")
+    num_classes = NUM_CLASSES.get(dataset, 0) if conditional else 0
+    if conditional and not num_classes:
+        raise ValueError(f"dataset {dataset!r} has no class labels; conditional training needs one of: "
+                         f"{', '.join(NUM_CLASSES)}")
+    if not 0 <= label_dropout < 1:
+        raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
     torch.manual_seed(seed)
     data_rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    dim = sample_data(dataset, 2, np.random.default_rng(0)).shape[1]
-    model = VelocityMLP(dim, width, depth, activation)
+    data_shape = sample_data(dataset, 2, np.random.default_rng(0)).shape[1:]
+    model = VelocityMLP(math.prod(data_shape), width, depth, activation, num_classes, data_shape)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
     averaged = torch.optim.swa_utils.AveragedModel(
@@ -63,8 +73,11 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
     start = time.perf_counter()
     bar = _progress(steps, progress)
     for step in range(steps):
-        x1 = torch.from_numpy(sample_data(dataset, batch_size, data_rng))
-        loss = cfm_loss(model, prob_path, x1, gen, coupling, time_sampling, prediction)
+        x1, y = sample_labelled(dataset, batch_size, data_rng)
+        x1, y = torch.from_numpy(x1), torch.from_numpy(y) if num_classes else None
+        if y is not None and label_dropout:
+            y = torch.where(torch.rand(batch_size, generator=gen) < label_dropout, num_classes, y)
+        loss = cfm_loss(model, prob_path, x1, gen, coupling, time_sampling, prediction, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -92,7 +105,7 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
         "coupling": coupling,
         "prediction": prediction,
         "dataset": dataset,
-        "data_shape": [dim],
+        "data_shape": [int(s) for s in data_shape],
         "steps": steps,
         "batch_size": batch_size,
         "lr": lr,
@@ -102,6 +115,8 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: 
         "grad_clip": grad_clip,
         "time_sampling": time_sampling,
         "seed": seed,
+        **({"num_classes": num_classes, "label_dropout": label_dropout} if num_classes else {}),
+        **({"value_range": VALUE_RANGE[dataset]} if dataset in VALUE_RANGE else {}),
         "final_loss": round(sum(recent) / len(recent), 6),
         "train_seconds": round(time.perf_counter() - start, 2),
         "torch_version": str(torch.__version__),
