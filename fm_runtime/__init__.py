@@ -3,12 +3,14 @@
     import fm_runtime
     sampler = fm_runtime.load()              # the moons model shipped with the package
     x = sampler.sample(1000, steps=8, solver="midpoint", seed=0)
+    x, logp = sampler.sample(1000, seed=0, return_logprob=True)   # with log densities (nats)
+    logp = sampler.log_prob(x)                                    # of any data
 """
 from .contract import FORMAT_VERSION, ModelSpec
-from .errors import FmError
+from .errors import FmError, InputError, ModelError, NumericalError
 from .sampler import Sampler, default_model_path, load
 from .solvers import SOLVERS, integrate, nfe
 
 __version__ = "0.1.0"
-__all__ = ["load", "Sampler", "ModelSpec", "FmError", "SOLVERS", "integrate", "nfe",
+__all__ = ["load", "Sampler", "ModelSpec", "FmError", "ModelError", "InputError", "NumericalError", "SOLVERS", "integrate", "nfe",
            "default_model_path", "FORMAT_VERSION", "__version__"]

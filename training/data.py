@@ -28,6 +28,15 @@ def moons(n: int, rng: np.random.Generator) -> Labelled:
     return make_moons(n, noise=0.05, random_state=_sk_seed(rng))
 
 
+def moons_iid(n: int, rng: np.random.Generator) -> Labelled:
+    """make_moons' distribution with independent points: a random half and a uniform random
+    angle per point (make_moons spaces the angles evenly and splits the halves exactly)."""
+    angle, half = rng.random(n) * np.pi, rng.integers(0, 2, n)
+    x = np.where(half == 0, np.cos(angle), 1 - np.cos(angle))
+    y = np.where(half == 0, np.sin(angle), 0.5 - np.sin(angle))
+    return np.stack([x, y], 1) + 0.05 * rng.standard_normal((n, 2)), half
+
+
 def eight_gaussians(n: int, rng: np.random.Generator) -> Labelled:
     s = 1.0 / np.sqrt(2)
     centers = 4.0 * np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (s, s), (s, -s), (-s, s), (-s, -s)])
@@ -61,9 +70,38 @@ def circles(n: int, rng: np.random.Generator) -> Labelled:
     return x * 3, y
 
 
+def circles_iid(n: int, rng: np.random.Generator) -> Labelled:
+    """make_circles' distribution with independent points (random ring and angle per point)."""
+    angle, ring = rng.random(n) * 2 * np.pi, rng.integers(0, 2, n)
+    radius = np.where(ring == 0, 1.0, 0.5)[:, None]
+    pts = radius * np.stack([np.cos(angle), np.sin(angle)], 1) + 0.08 * rng.standard_normal((n, 2))
+    return pts * 3, ring
+
+
 def swissroll(n: int, rng: np.random.Generator) -> Labelled:
     from sklearn.datasets import make_swiss_roll
     return make_swiss_roll(n, noise=1.0, random_state=_sk_seed(rng))[0][:, [0, 2]] / 5, None
+
+
+GAUSSIAN_MEAN = np.array([1.0, -0.5])
+GAUSSIAN_CHOL = np.array([[0.5, 0.0], [0.6, 1.2]])     # covariance L L^T: anisotropic, correlated
+
+
+def gaussian(n: int, rng: np.random.Generator) -> Labelled:
+    """A correlated 2-D Gaussian: the case with a known density (LOG_DENSITY) for likelihoods."""
+    return GAUSSIAN_MEAN + rng.standard_normal((n, 2)) @ GAUSSIAN_CHOL.T, None
+
+
+def gaussian_log_density(x: np.ndarray) -> np.ndarray:
+    z = np.linalg.solve(GAUSSIAN_CHOL, (np.asarray(x, np.float64) - GAUSSIAN_MEAN).T).T
+    return -0.5 * (z ** 2).sum(1) - np.log(2 * np.pi) - np.log(np.diag(GAUSSIAN_CHOL)).sum()
+
+
+def checkerboard_log_density(x: np.ndarray) -> np.ndarray:
+    """Uniform on 8 squares of side 2 (area 32): log(1/32) on them, -inf elsewhere."""
+    c = np.floor(np.asarray(x, np.float64) / 2)
+    on = (np.abs(x) < 4).all(1) & ((c[:, 0] + c[:, 1]) % 2 == 0)
+    return np.where(on, -np.log(32.0), -np.inf)
 
 
 DIGITS_TRAIN = 1437     # load_digits' 1797 images, shuffled once: the first 1437 train, the last 360 are held out
@@ -99,23 +137,36 @@ DATASETS: dict[str, Callable[[int, np.random.Generator], Labelled]] = {
     "2spirals": two_spirals,
     "circles": circles,
     "swissroll": swissroll,
+    "gaussian": gaussian,
     "digits": digits,
 }
+LOG_DENSITY = {"gaussian": gaussian_log_density, "checkerboard": checkerboard_log_density}
 NUM_CLASSES = {"moons": 2, "8gaussians": 8, "checkerboard": 8, "2spirals": 2, "circles": 2, "digits": 10}
 VALUE_RANGE = {"digits": [-1.0, 1.0]}   # image data: the range a pixel spans
+# Training uses the generators above (the tutorial's make_moons); quality is measured against
+# independent draws, so stratified generators get an iid twin for evaluation.
+IID = {"moons": moons_iid, "circles": circles_iid}
 
 
-def sample_labelled(name: str, n: int, rng: np.random.Generator | int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def sample_labelled(name: str, n: int, rng: np.random.Generator | int | None = None,
+                    iid: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """n points of dataset `name` as float32 [n, *shape] with int64 labels [n] (None if the
-    dataset has no classes)."""
+    dataset has no classes). iid=True: independent points even where the training generator
+    is stratified (moons, circles), for measuring samples against."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
-    x, y = DATASETS[name](n, rng)
+    x, y = (IID.get(name, DATASETS[name]) if iid else DATASETS[name])(n, rng)
     return x.astype(np.float32), None if y is None else np.asarray(y, np.int64)
 
 
-def sample_data(name: str, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+def sample_data(name: str, n: int, rng: np.random.Generator | int | None = None,
+                iid: bool = False) -> np.ndarray:
     """n points of dataset `name` as float32 [n, *shape] (2-D toys: [n, 2])."""
-    return sample_labelled(name, n, rng)[0]
+    return sample_labelled(name, n, rng, iid)[0]
+
+
+def fresh_data(name: str, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """Independent data points to measure samples against (see IID)."""
+    return sample_data(name, n, rng, iid=True)

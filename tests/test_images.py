@@ -1,0 +1,84 @@
+"""Image models: digits through training, export and the runtime, PNG grids without heavy
+dependencies."""
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+import fm_runtime
+from fm_runtime.png import encode_png, image_grid
+from training.sample import sample as torch_sample
+
+from .conftest import run_cli
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Just enough PNG reading to check what encode_png writes (8-bit grey or RGB, filter 0)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
+        chunks[kind] = chunks.get(kind, b"") + body
+        pos += 12 + length
+    w, h, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    channels = {0: 1, 2: 3}[colour]
+    raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(h, 1 + w * channels)
+    assert depth == 8 and (raw[:, 0] == 0).all()
+    return raw[:, 1:].reshape(h, w) if channels == 1 else raw[:, 1:].reshape(h, w, 3)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (3, 4, 3)])
+def test_png_round_trip(shape):
+    pixels = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    assert np.array_equal(decode_png(encode_png(pixels)), pixels)
+
+
+def test_image_grid_layout():
+    imgs = np.stack([np.full((1, 2, 2), v, np.float32) for v in (-1.0, 0.0, 1.0)])
+    g = image_grid(imgs, cols=2, value_range=(-1, 1), scale=1, pad=1)
+    assert g.shape == (1 + 2 * 3, 1 + 2 * 3)                 # 2 rows x 2 columns of 2x2 plus padding
+    assert g[1, 1] == 0 and g[1, 4] == 128 and g[4, 1] == 255 and g[4, 4] == 0 and g[0].max() == 0
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    from export.onnx_export import export_model
+    from training.train import fit, save_checkpoint
+
+    d = tmp_path_factory.mktemp("digits")
+    model, config = fit("digits", steps=300, batch_size=128, lr=2e-3, width=128, activation="silu",
+                        conditional=True, progress=False)
+    save_checkpoint(d / "digits.ckpt", model, config)
+    export_model(model, config, d / "digits.onnx")
+    return model, d / "digits.onnx"
+
+
+def test_digit_model_round_trip(digits, tmp_path):
+    model, path = digits
+    s = fm_runtime.load(path)
+    assert s.data_shape == (1, 8, 8) and s.num_classes == 10 and s.spec.value_range == (-1.0, 1.0)
+    labels = np.arange(20) % 10
+    z = s.noise(20, seed=0)
+    x = s.sample(noise=z, labels=labels, guidance=2.0)
+    assert x.shape == (20, 1, 8, 8) and x.dtype == np.float32 and np.isfinite(x).all()
+    ref = torch_sample(model, z, 8, "midpoint", labels=labels, guidance=2.0)
+    assert np.abs(x - ref).max() <= 1e-4
+    logp = s.log_prob(x, labels=labels, divergence="hutchinson", probes=2)
+    assert logp.shape == (20,) and np.isfinite(logp).all()
+
+
+def test_grid_cli(digits, trained, tmp_path):
+    _, path = digits
+    p = run_cli("fm-run", "sample", str(path), "--seed", "0", "--grid", str(tmp_path / "g.png"),
+                "--grid-cols", "4", "--guidance", "2")
+    assert "grid of 40 images" in p.stderr
+    img = decode_png((tmp_path / "g.png").read_bytes())
+    assert img.shape == (1 + 10 * (8 * 4 + 1), 1 + 4 * (8 * 4 + 1))   # one row per class, 4 columns
+    s = fm_runtime.load(path)
+    x = s.sample(40, seed=0, labels=np.repeat(np.arange(10), 4), guidance=2.0)
+    assert np.array_equal(img, image_grid(x, 4, (-1.0, 1.0)))
+    bad = run_cli("fm-run", "sample", str(trained.onnx), "--grid", str(tmp_path / "m.png"), check=False)
+    assert bad.returncode == 2 and "needs image data" in bad.stderr and not (tmp_path / "m.png").exists()
