@@ -26,7 +26,7 @@ from fm_runtime.errors import EXIT_EXPORT, FmError
 from fm_runtime.io import atomic_write
 from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 
-from training.data import DATASETS, sample_data
+from training.data import DATASETS, fresh_data
 
 from . import variants
 from .bake import BakedSampler, ConditionalJvpVelocity, ExportVelocity, JvpVelocity, parse_bake
@@ -162,8 +162,8 @@ def _make_variant(proto: onnx.ModelProto, fp32: bytes, config: dict, data_shape,
     if (precision, quantize, fmt) != ("fp32", None, "onnx"):
         has_data = config.get("dataset") in DATASETS
         if has_data:
-            data = sample_data(config["dataset"], variants.QUALITY_SAMPLES, 2024)
-            fresh = sample_data(config["dataset"], variants.QUALITY_SAMPLES, 2025)
+            data = fresh_data(config["dataset"], variants.QUALITY_SAMPLES, 2024)
+            fresh = fresh_data(config["dataset"], variants.QUALITY_SAMPLES, 2025)
         else:   # no data to compare with: deviation only, on standard-normal noise
             data = fresh = np.random.default_rng(2024).standard_normal((512, *data_shape)).astype(np.float32)
         cost = variants.measure(out, fp32, data, fresh)

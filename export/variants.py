@@ -99,7 +99,7 @@ def measure(variant: bytes, reference: bytes, data: np.ndarray, fresh: np.ndarra
     dev = np.abs(got - ref)
     return {"size_bytes": len(variant), "max_dev": float(dev.max()), "mean_dev": float(dev.mean()),
             "energy_distance": energy_distance(got, data), "energy_distance_fp32": energy_distance(ref, data),
-            "noise_floor": energy_distance(fresh, data)}
+            "noise_floor": abs(energy_distance(fresh, data))}
 
 
 def set_variant_metadata(model: onnx.ModelProto, variant: dict) -> None:

@@ -1,7 +1,8 @@
 """Rebuild the moons model shipped inside fm_runtime (fm_runtime/models/moons.onnx).
 
-Reproducible: the tutorial's recipe (64-wide ELU MLP, OT path with sigma_min = 0, Adam lr 1e-2,
-batch 256, 10 000 steps) with a fixed seed, then the verified export. Run from the repo root:
+Reproducible: fm-train's default recipe (the tutorial's network size, 3 hidden layers of 64, with
+SiLU; OT path with sigma_min = 0; batch 2048, Adam lr 3e-3 with cosine decay, EMA 0.999, 10 000
+steps: see training/train.py) with a fixed seed, then the verified export. Run from the repo root:
 
     python scripts/build_default_model.py
 """

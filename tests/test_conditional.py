@@ -27,8 +27,8 @@ def conditional(tmp_path_factory):
     d = tmp_path_factory.mktemp("cond")
     out = {}
     for name, steps in (("moons", 1500), ("8gaussians", 1500)):
-        model, config = fit(name, steps=steps, batch_size=256, lr=5e-3, lr_schedule="cosine", conditional=True,
-                            progress=False)
+        model, config = fit(name, steps=steps, batch_size=256, lr=5e-3, lr_schedule="cosine", ema=0.0,
+                            activation="elu", conditional=True, progress=False)
         save_checkpoint(d / f"{name}.ckpt", model, config)
         export_model(model, config, d / f"{name}.onnx")
         out[name] = (model, d / f"{name}.onnx", d / f"{name}.ckpt")

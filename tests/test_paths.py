@@ -11,7 +11,7 @@ from training.paths import PATHS, build_path
 from training.sample import sample as native_sample
 from training.train import fit
 
-from .conftest import moons_data
+from .conftest import QUICK, moons_data
 
 ALL = [build_path({"name": "ot"}), build_path({"name": "ot", "sigma_min": 0.05}),
        build_path({"name": "vp"}), build_path({"name": "cosine"}), build_path({"name": "poly", "n": 3.0})]
@@ -64,7 +64,7 @@ def test_ot_coupling_never_increases_the_batch_cost():
 # distance of moons blurred by N(0, 0.4^2) noise), sampled by the runtime from the exported file.
 @pytest.mark.parametrize("name", list(PATHS))
 def test_each_path_trains_exports_and_samples(name, tmp_path):
-    model, config = fit("moons", steps=800, lr=5e-3, seed=0, progress=False, path=name)
+    model, config = fit("moons", steps=800, **QUICK, lr=5e-3, seed=0, progress=False, path=name)
     assert config["path"]["name"] == name
     export_model(model, config, tmp_path / "m.onnx")
     s = fm_runtime.load(tmp_path / "m.onnx")
@@ -80,7 +80,7 @@ def test_each_path_trains_exports_and_samples(name, tmp_path):
 
 
 def test_ot_coupling_trains_and_is_recorded(tmp_path):
-    model, config = fit("moons", steps=300, lr=5e-3, seed=0, progress=False, coupling="ot")
+    model, config = fit("moons", steps=300, **QUICK, lr=5e-3, seed=0, progress=False, coupling="ot")
     assert config["coupling"] == "ot"
     export_model(model, config, tmp_path / "m.onnx")
     assert np.isfinite(fm_runtime.load(tmp_path / "m.onnx").sample(100, seed=0)).all()
@@ -127,7 +127,7 @@ def test_prediction_conversion_is_exact(path, prediction):
 @pytest.mark.parametrize("prediction", ["x1", "noise"])
 def test_prediction_models_train_export_and_sample(prediction, tmp_path):
     from training.train import load_checkpoint, save_checkpoint
-    model, config = fit("moons", steps=800, lr=5e-3, seed=0, progress=False, prediction=prediction)
+    model, config = fit("moons", steps=800, **QUICK, lr=5e-3, seed=0, progress=False, prediction=prediction)
     assert config["prediction"] == prediction
     save_checkpoint(tmp_path / "m.ckpt", model, config)
     loaded, _ = load_checkpoint(tmp_path / "m.ckpt")

@@ -7,6 +7,8 @@ from training.data import DATASETS, sample_data
 from training.paths import OTPath
 from training.train import CheckpointError, fit, load_checkpoint, save_checkpoint
 
+from .conftest import QUICK
+
 
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_datasets_are_seeded_float32(name):
@@ -45,9 +47,9 @@ def test_ot_path_ends_and_velocity(sigma_min):
 
 
 def test_training_is_deterministic_for_a_seed():
-    a, ca = fit("moons", steps=30, seed=3, progress=False)
-    b, cb = fit("moons", steps=30, seed=3, progress=False)
-    c, _ = fit("moons", steps=30, seed=4, progress=False)
+    a, ca = fit("moons", steps=30, **QUICK, seed=3, progress=False)
+    b, cb = fit("moons", steps=30, **QUICK, seed=3, progress=False)
+    c, _ = fit("moons", steps=30, **QUICK, seed=4, progress=False)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
@@ -55,13 +57,13 @@ def test_training_is_deterministic_for_a_seed():
 
 
 def test_training_reduces_the_loss():
-    _, short = fit("moons", steps=20, seed=0, progress=False)
-    _, longer = fit("moons", steps=400, lr=5e-3, seed=0, progress=False)
+    _, short = fit("moons", steps=20, **QUICK, seed=0, progress=False)
+    _, longer = fit("moons", steps=400, **QUICK, lr=5e-3, seed=0, progress=False)
     assert longer["final_loss"] < short["final_loss"]
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model, config = fit("8gaussians", steps=5, width=16, depth=2, activation="silu", progress=False)
+    model, config = fit("8gaussians", steps=5, **QUICK, width=16, depth=2, activation="silu", progress=False)
     save_checkpoint(tmp_path / "m.ckpt", model, config)
     loaded, cfg = load_checkpoint(tmp_path / "m.ckpt")
     assert cfg == config
@@ -70,7 +72,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_bad_checkpoints_are_refused(tmp_path):
-    model, config = fit("moons", steps=2, progress=False)
+    model, config = fit("moons", steps=2, **QUICK, progress=False)
     cases = {
         "junk.ckpt": lambda p: p.write_bytes(b"not a checkpoint"),
         "other.ckpt": lambda p: torch.save({"weights": 1}, p),

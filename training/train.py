@@ -26,15 +26,23 @@ class CheckpointError(ModelError):
     """A checkpoint that cannot be used; the message says why."""
 
 
-def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 256, lr: float = 1e-2,
-        seed: int = 0, width: int = 64, depth: int = 3, activation: str = "elu",
+# The default recipe, chosen by measurement on moons (benchmarks/bench_recipes.py): the
+# tutorial's network size (3 hidden layers of 64) and OT path, with SiLU instead of ELU, batches
+# of 2048, Adam at 3e-3 decayed by a cosine, and an EMA of the weights. About one CPU minute;
+# 16-NFE energy distance to data ~20x lower than the tutorial's recipe (lr 1e-2 constant,
+# batch 256, ELU, no EMA: TUTORIAL_RECIPE).
+TUTORIAL_RECIPE = dict(steps=10_000, batch_size=256, lr=1e-2, activation="elu", lr_schedule="constant", ema=0.0)
+
+
+def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 2048, lr: float = 3e-3,
+        seed: int = 0, width: int = 64, depth: int = 3, activation: str = "silu",
         sigma_min: float = 0.0, progress: bool | None = None, path: str = "ot",
-        coupling: str = "independent", lr_schedule: str = "constant", ema: float = 0.0,
+        coupling: str = "independent", lr_schedule: str = "cosine", ema: float = 0.999,
         grad_clip: float = 0.0, time_sampling: str = "uniform",
         prediction: str = "velocity", conditional: bool = False,
         label_dropout: float = 0.2) -> tuple[torch.nn.Module, dict]:
-    """Train a velocity network with the conditional flow-matching loss (Adam, the tutorial's
-    recipe by default) on a probability path (paths.PATHS; sigma_min applies to "ot") with
+    """Train a velocity network with the conditional flow-matching loss (Adam; the measured
+    default recipe above, or **TUTORIAL_RECIPE for the tutorial's) on a probability path (paths.PATHS; sigma_min applies to "ot") with
     independent or minibatch-OT coupling. Recipe options: lr_schedule "cosine" decays the learning
     rate to 0 over the run; ema > 0 keeps an exponential moving average of the weights (decay
     `ema`) and returns it; grad_clip > 0 clips the gradient norm; time_sampling "logit-normal"
