@@ -8,7 +8,9 @@ Trains a class-conditional velocity network on scikit-learn's 8x8 digits (the tr
 several guidance weights, and reports how often a classifier trained on the real training images
 (logistic regression on the pixels) recognises the requested class, beside its accuracy on the
 360 held-out real digits. Also: log-likelihood of the held-out digits in bits per dimension
-(Hutchinson estimator), and a PNG grid with one row per class.
+(Hutchinson estimator), a memorisation check (distance from each generated image to its
+nearest training image, beside the same for held-out real images), and a PNG grid with one row
+per class.
 """
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ from training.data import digit_images, pixels_to_unit
 def unit_to_pixels(x: np.ndarray) -> np.ndarray:
     """Inverse of pixels_to_unit at u = 0.5: [-1, 1) back to 0..16."""
     return np.clip((x + 1.0) / 2.0 * 17.0 - 0.5, 0, 16)
+
+
+def nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d2 = (a ** 2).sum(1)[:, None] - 2 * a @ b.T + (b ** 2).sum(1)[None]
+    return np.sqrt(np.maximum(d2.min(1), 0))
 
 
 def classifier():
@@ -83,6 +90,15 @@ def main() -> None:
         results["guidance"][w] = rate
         print(f"guidance {w:.1f}: classifier recognises the requested class in {rate:.3f} of "
               f"{len(x)} generated images ({took:.2f} s to sample)")
+        if w == 1.0:
+            train_px = digit_images("train")[0].reshape(-1, 64).astype(np.float64)
+            gen_nn = nearest(unit_to_pixels(x).reshape(len(x), -1), train_px)
+            real_nn = nearest(test_images.reshape(len(test_images), -1).astype(np.float64), train_px)
+            results["nearest_train_distance"] = {"generated_median": float(np.median(gen_nn)),
+                                                 "held_out_real_median": float(np.median(real_nn))}
+            print(f"  distance to the nearest training image (pixel units, median): generated "
+                  f"{np.median(gen_nn):.1f}, held-out real {np.median(real_nn):.1f} (much smaller for "
+                  f"generated would mean copies of the training set)")
         if w == 2.0:
             keep = np.concatenate([np.arange(c * args.per_class, c * args.per_class + 10) for c in range(10)])
             write_png(out / "digits-grid.png", image_grid(x[keep], 10, s.spec.value_range))

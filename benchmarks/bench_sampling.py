@@ -53,9 +53,10 @@ def peak_rss_mb(path: str, kwargs: dict, n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer sizes, for a smoke run")
+    ap.add_argument("--activation", default="elu", help="elu (the tutorial's network, the README's table) or silu (the default recipe's)")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    model, config = fit("moons", steps=200, lr=5e-3, progress=False)
+    model, config = fit("moons", steps=200, lr=5e-3, batch_size=256, activation=args.activation, progress=False)
     tmp = Path(tempfile.mkdtemp())
     velocity, baked = tmp / "v.onnx", tmp / "b8.onnx"
     export_model(model, config, velocity)

@@ -253,7 +253,7 @@ def _describe_conditioning(sampler, cond) -> str:
     labels = cond["labels"]
     if labels is None:
         return ""
-    what = f"class {labels}" if np.ndim(labels) == 0 else f"{len(np.unique(labels))} classes from --labels"
+    what = f"class {labels}" if np.ndim(labels) == 0 else f"labels over {len(np.unique(labels))} classes"
     return f", {what}, guidance {cond['guidance']:g}"
 
 
@@ -267,10 +267,8 @@ def _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partia
             x, logp = sampler.sample(noise=z, steps=steps, solver=solver, return_logprob=True,
                                      divergence=logprob["divergence"], probes=logprob["probes"], **cond)
             save_npy(logprob["path"], logp)
-            d = sampler.spec.dim
-            click.echo(f"log density of {len(x):,} samples -> {logprob['path']}: mean {logp.mean():.4f} nats, "
-                       f"{logp.mean() / d:.4f} nats/dim, {-logp.mean() / d / np.log(2):.4f} bits/dim "
-                       f"(negated), {sampler.last_nfe} evaluations of the divergence graph", err=True)
+            click.echo(f"log density of {len(x):,} samples -> {logprob['path']}: "
+                       f"{_describe_logp(sampler, logp, logprob['divergence'], logprob['probes'])}", err=True)
         else:
             result = sampler.sample(noise=z, steps=steps, solver=solver, return_trajectory=bool(plot),
                                     keep_partial=keep_partial, **cond)
@@ -353,14 +351,21 @@ def logprob(model, data, out, steps, solver, label, labels, guidance, divergence
                             divergence=divergence, probes=probes, probe_seed=probe_seed)
     if out:
         save_npy(out, logp)
-    d = sampler.spec.dim
-    click.echo(f"{len(x):,} rows of shape {list(sampler.data_shape)}: mean log p {logp.mean():.4f} nats, "
-               f"{logp.mean() / d:.4f} nats/dim ({-logp.mean() / d / np.log(2):.4f} bits/dim), "
-               f"{sampler.last_nfe} evaluations, {time.perf_counter() - clock:.2f} s"
+    click.echo(f"{len(x):,} rows of shape {list(sampler.data_shape)}: "
+               f"{_describe_logp(sampler, logp, divergence, probes)}, {time.perf_counter() - clock:.2f} s"
                + (f" -> {out}" if out else ""), err=True)
     if not out:
         click.echo("\n".join(f"{v:.6f}" for v in logp[:20]) + (f"\n... ({len(logp) - 20} more; use --out)"
                                                                if len(logp) > 20 else ""))
+
+
+def _describe_logp(sampler, logp, divergence: str, probes: int) -> str:
+    from .likelihood import resolve_method
+    d, m = sampler.spec.dim, float(logp.mean())
+    method = resolve_method(divergence, d)
+    how = "exact divergence" if method == "exact" else f"Hutchinson divergence, {probes} probe{'s' * (probes > 1)}"
+    return (f"mean log p {m:.4f} nats ({m / d:.4f} nats/dim; negative log-likelihood "
+            f"{-m / d / np.log(2):.4f} bits/dim), {how}, {sampler.last_nfe} evaluations")
 
 
 def _rows(labels, a: int, b: int):
