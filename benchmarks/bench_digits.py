@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--activation", default="silu")
+    ap.add_argument("--net", choices=["mlp", "conv"], default="mlp")
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--sample-steps", type=int, default=16)
     ap.add_argument("--out", default="digits-out")
@@ -65,11 +66,11 @@ def main() -> None:
     clock = time.process_time()
     model, config = fit("digits", args.steps, args.batch_size, args.lr, width=args.width, depth=args.depth,
                         activation=args.activation, lr_schedule="cosine", ema=0.999, conditional=True,
-                        progress=False)
+                        progress=False, net=args.net)
     train_cpu = time.process_time() - clock
     save_checkpoint(out / "digits.ckpt", model, config)
     report = export_model(model, config, out / "digits.onnx", default_steps=args.sample_steps)
-    print(f"trained {args.steps} steps (width {args.width}, depth {args.depth}, {args.activation}) in "
+    print(f"trained {args.steps} steps ({args.net}, width {args.width}, depth {args.depth}, {args.activation}) in "
           f"{config['train_seconds']:.0f} s wall, {train_cpu:.0f} s CPU; exported {report.size_bytes / 1024:.0f} KiB")
 
     clf = classifier()
@@ -102,6 +103,10 @@ def main() -> None:
         if w == 2.0:
             keep = np.concatenate([np.arange(c * args.per_class, c * args.per_class + 10) for c in range(10)])
             write_png(out / "digits-grid.png", image_grid(x[keep], 10, s.spec.value_range))
+    if not s.spec.divergence:
+        print("(no divergence graph for this network: log-likelihood not measured)")
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        return
     rng = np.random.default_rng(0)
     held = pixels_to_unit(test_images, rng)[:, None].astype(np.float32)
     clock = time.perf_counter()

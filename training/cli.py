@@ -45,6 +45,9 @@ def cli():
               help="Hidden layer width.")
 @click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True,
               help="Number of hidden layers.")
+@click.option("--net", type=click.Choice(["mlp", "conv"]), default="mlp", show_default=True,
+              help="mlp: the tutorial's network (any data); conv: a tiny conv net for images [C, H, W] "
+                   "(no log-likelihood graph on export).")
 @click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="silu", show_default=True,
               help="Activation after each hidden layer.")
 @click.option("--sigma-min", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
@@ -75,7 +78,7 @@ def cli():
               help="Checkpoint to write (weights + JSON config).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar with the running loss [default: on a terminal].")
-def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_min, path_name, coupling,
+def fit(dataset, steps, batch_size, lr, seed, width, depth, net, activation, sigma_min, path_name, coupling,
         lr_schedule, ema, grad_clip, time_sampling, prediction, conditional, label_dropout, out, progress):
     """Train with the conditional flow-matching loss. The defaults are the recipe measured best on
     moons (benchmarks/bench_recipes.py): the tutorial's network size with SiLU, batch 2048, lr 3e-3
@@ -97,7 +100,7 @@ def fit(dataset, steps, batch_size, lr, seed, width, depth, activation, sigma_mi
     check_writable(out)
     model, config = train_fit(dataset, steps, batch_size, lr, seed, width, depth, activation,
                               sigma_min, progress, path_name, coupling, lr_schedule, ema, grad_clip,
-                              time_sampling, prediction, conditional, label_dropout)
+                              time_sampling, prediction, conditional, label_dropout, net)
     save_checkpoint(out, model, config)
     click.echo(f"trained {dataset}: {steps} steps in {config['train_seconds']:.1f} s, final loss "
                f"{config['final_loss']:.4f} -> {out}", err=True)

@@ -57,10 +57,50 @@ class VelocityMLP(nn.Module):
         return h.reshape(x.shape)
 
 
+class VelocityConv(nn.Module):
+    """A tiny convolutional velocity network for small images [B, C, H, W]: 3x3 convolutions at
+    full resolution, `depth` blocks of `width` channels, each adding a per-channel vector made from
+    t (a small MLP on t) and, with num_classes > 0, from the label (id num_classes = no label).
+    Written to compare against VelocityMLP on digits (benchmarks/bench_digits.py --net conv)."""
+
+    def __init__(self, data_shape, width: int = 64, depth: int = 3, activation: str = "silu",
+                 num_classes: int = 0):
+        super().__init__()
+        if len(data_shape) != 3 or depth < 1 or width < 1:
+            raise ValueError(f"VelocityConv takes images [C, H, W] and depth, width >= 1; got {data_shape}")
+        c = data_shape[0]
+        self.data_shape, self.num_classes = tuple(data_shape), num_classes
+        self.act = ACTIVATIONS[activation]()
+        self.time = nn.Sequential(nn.Linear(1, width), self.act, nn.Linear(width, width * depth))
+        self.embed = nn.Embedding(num_classes + 1, width * depth) if num_classes else None
+        self.inp = nn.Conv2d(c, width, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(depth))
+        self.out = nn.Conv2d(width, c, 3, padding=1)
+        self.config = {"type": "conv", "data_shape": list(data_shape), "width": width, "depth": depth,
+                       "activation": activation, "dim": math.prod(data_shape)}
+        if num_classes:
+            self.config["num_classes"] = num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        cond = self.time(t.reshape(-1, 1).to(x.dtype))
+        if self.embed is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.int64)
+            cond = cond + self.embed(y)
+        h = self.inp(x)
+        for i, block in enumerate(self.blocks):
+            bias = cond[:, i * h.shape[1]:(i + 1) * h.shape[1], None, None]
+            h = h + block(self.act(h + bias))
+        return self.out(self.act(h))
+
+
 def build_network(config: dict) -> nn.Module:
     """Rebuild a network from the architecture dict a checkpoint stores."""
     kind = config.get("type")
     if kind == "mlp":
         return VelocityMLP(config["dim"], config["width"], config["depth"], config["activation"],
                            config.get("num_classes", 0), config.get("data_shape"))
+    if kind == "conv":
+        return VelocityConv(config["data_shape"], config["width"], config["depth"], config["activation"],
+                            config.get("num_classes", 0))
     raise ValueError(f"unknown network type {kind!r}")

@@ -14,7 +14,7 @@ from fm_runtime.errors import ModelError
 from fm_runtime.io import atomic_write
 
 from .data import DATASETS, NUM_CLASSES, VALUE_RANGE, sample_data, sample_labelled
-from .nets import VelocityMLP, build_network
+from .nets import VelocityConv, VelocityMLP, build_network
 from .couplings import COUPLINGS
 from .paths import PREDICTIONS, TIME_SAMPLING, PredictionToVelocity, build_path, cfm_loss
 
@@ -40,7 +40,7 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 2048, lr:
         coupling: str = "independent", lr_schedule: str = "cosine", ema: float = 0.999,
         grad_clip: float = 0.0, time_sampling: str = "uniform",
         prediction: str = "velocity", conditional: bool = False,
-        label_dropout: float = 0.2) -> tuple[torch.nn.Module, dict]:
+        label_dropout: float = 0.2, net: str = "mlp") -> tuple[torch.nn.Module, dict]:
     """Train a velocity network with the conditional flow-matching loss (Adam; the measured
     default recipe above, or **TUTORIAL_RECIPE for the tutorial's) on a probability path (paths.PATHS; sigma_min applies to "ot") with
     independent or minibatch-OT coupling. Recipe options: lr_schedule "cosine" decays the learning
@@ -72,7 +72,12 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 2048, lr:
     data_rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     data_shape = sample_data(dataset, 2, np.random.default_rng(0)).shape[1:]
-    model = VelocityMLP(math.prod(data_shape), width, depth, activation, num_classes, data_shape)
+    if net == "conv":
+        model = VelocityConv(data_shape, width, depth, activation, num_classes)
+    elif net == "mlp":
+        model = VelocityMLP(math.prod(data_shape), width, depth, activation, num_classes, data_shape)
+    else:
+        raise ValueError(f"unknown network {net!r}; choose mlp or conv")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
     averaged = torch.optim.swa_utils.AveragedModel(
