@@ -119,10 +119,13 @@ class Sampler:
         return np.ascontiguousarray(arr)
 
     @staticmethod
-    def check_guidance(guidance: float) -> float:
+    def check_guidance(guidance: float, labels=None) -> float:
         g = float(guidance)
         if not np.isfinite(g) or abs(g) > 1e3:
             raise InputError(f"guidance must be a finite number of magnitude <= 1000, got {guidance}")
+        if g != 1.0 and labels is None:
+            raise InputError(f"guidance {g:g} needs labels (it weighs the conditional against the "
+                             "unconditional velocity)")
         return g
 
     def _feed(self, batch: int, labels: np.ndarray | None, guidance: float):
@@ -149,7 +152,7 @@ class Sampler:
             raise ValueError(f"{self.path} is a baked sampler; it has no velocity to evaluate")
         x = np.ascontiguousarray(x, dtype=np.float32)
         labels = self.check_labels(labels, len(x))
-        rows, fixed, combine = self._feed(len(x), labels, self.check_guidance(guidance))
+        rows, fixed, combine = self._feed(len(x), labels, self.check_guidance(guidance, labels))
         tb = np.empty((rows,) if self.spec.t_rank == 1 else (rows, 1), np.float32)
         tb[...] = np.reshape(np.tile(np.ravel(t), rows // len(x)), tb.shape) if np.ndim(t) else t
         xs = x if rows == len(x) else np.concatenate([x, x])
@@ -294,7 +297,7 @@ class Sampler:
         solver = solver or self.spec.default_solver
         get_solver(solver)
         check_steps(steps)
-        guidance = self.check_guidance(guidance)
+        guidance = self.check_guidance(guidance, labels)
         if noise is not None:
             x0 = self.check_noise(noise, n)
         else:
@@ -337,7 +340,7 @@ class Sampler:
         check_steps(steps)
         x1 = self.check_noise(x, what="data")
         labels = self.check_labels(labels, len(x1))
-        z, integral = self._solve_divergence(x1, steps, solver, labels, self.check_guidance(guidance),
+        z, integral = self._solve_divergence(x1, steps, solver, labels, self.check_guidance(guidance, labels),
                                              divergence, probes, probe_seed, forward=False)
         return standard_normal_logpdf(z) - integral
 

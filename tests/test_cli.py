@@ -9,7 +9,7 @@ from .conftest import run_cli
 
 def test_round_trip(tmp_path):
     ckpt, onnx_path = tmp_path / "m.ckpt", tmp_path / "m.onnx"
-    p = run_cli("fm-train", "fit", "--data", "moons", "--steps", "200", "--lr", "5e-3",
+    p = run_cli("fm-train", "fit", "--data", "moons", "--steps", "200", "--lr", "5e-3", "--batch-size", "256", "--ema", "0",
                 "--out", str(ckpt), "--no-progress")
     assert "final loss" in p.stderr and ckpt.is_file()
 

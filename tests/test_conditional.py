@@ -118,6 +118,8 @@ def test_label_errors(conditional, trained):
         fm_runtime.load(trained.onnx).sample(5, seed=0, labels=0)
     with pytest.raises(InputError, match="guidance"):
         s.sample(5, seed=0, labels=0, guidance=float("nan"))
+    with pytest.raises(InputError, match="needs labels"):
+        s.sample(5, seed=0, guidance=2.0)
 
 
 def test_conditional_models_are_not_baked(conditional, tmp_path):
