@@ -1,10 +1,11 @@
 """Smaller variants (fp16, int8, ORT format) load with no flags, declare themselves, and stay
 within a quality budget of the float32 file.
 
-Budget, from measurement on the moons models (2000 samples, same noise): the energy distance to
-fresh data may rise by at most 3x the noise floor (measured on the 10k-step model: fp16 +0.0,
-int8 +0.3 floors; int8 with every matmul quantised per-tensor was +7.9 floors, which this budget
-rejects), and samples may move by at most 1e-3 (fp16, measured max 1.4e-3 on the 10k-step model,
+Budget, from measurement on the moons models (2000 samples, same noise and data, so the rise is a
+paired difference, far less noisy than either distance): the energy distance to fresh data may
+rise by at most half the noise floor (~6e-4 at 2000 points; measured on the 10k-step tutorial
+model: fp16 +0.0, int8 +3e-5; int8 with every matmul quantised per-tensor was +8.7e-4, which this
+budget rejects), and samples may move by at most 1e-3 (fp16, measured max 1.4e-3 on the 10k-step model,
 2.4e-4 on this test model) or 2e-2 on average (int8, measured mean 6.7e-3 / 2.8e-3).
 """
 import numpy as np
@@ -53,7 +54,7 @@ def test_variant_loads_declares_and_keeps_quality(exported, variant):
     m = s.spec.variant["vs_fp32"]
     assert m["size_bytes"] == path.stat().st_size
     print(f"{path.name}: {m}")
-    assert m["energy_distance"] - m["energy_distance_fp32"] <= 3 * m["noise_floor"]
+    assert m["energy_distance"] - m["energy_distance_fp32"] <= 0.5 * m["noise_floor"]
     if quantize:
         assert m["mean_dev"] <= 2e-2
     else:

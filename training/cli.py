@@ -166,7 +166,7 @@ def sample(checkpoint, n, seed, noise, steps, solver, label, guidance, out):
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw distance against NFE to this PNG.")
 def evaluate(model, n, repeats, solvers, max_nfe, json_out, plot):
     """Sample quality against fresh data: energy distance (and sliced W2 in --json) for each
-    solver and number of network evaluations, beside the noise floor (two fresh data draws).
+    solver and number of network evaluations, beside the noise floor (two independent data draws: what a perfect sampler scores).
 
     MODEL is a checkpoint (.ckpt: the torch reference sampler) or a model file (the runtime).
 
