@@ -59,6 +59,19 @@ def command_lines(draw, folder: Path):
         args += ["--out", str(folder / "out" / draw(st.sampled_from(["x.npy", "sub/x.npy", ""])))]
     if draw(st.booleans()):
         args += [draw(st.sampled_from(["--keep-partial", "--progress", "--cuda-graph", "--bogus"]))]
+    if draw(st.booleans()):
+        args += ["--class", str(draw(st.one_of(st.integers(-2, 12), ints)))]
+    if draw(st.booleans()):
+        args += ["--guidance", draw(st.one_of(st.sampled_from(["0", "1", "2.5", "nan", "inf", "-1e9"]), words))]
+    if draw(st.booleans()):
+        args += ["--labels", str(folder / draw(st.sampled_from(["labels.npy", "good.npy", "none.npy"])))]
+    if draw(st.booleans()):
+        args += ["--logprob", str(folder / "out" / draw(st.sampled_from(["lp.npy", "sub/lp.npy"])))]
+    if draw(st.booleans()):
+        args += ["--divergence", draw(st.one_of(st.sampled_from(["exact", "hutchinson", "auto"]), words)),
+                 "--probes", str(draw(st.integers(-1, 2000)))]
+    if draw(st.booleans()):
+        args += ["--grid", str(folder / "out" / "g.png")]
     return args
 
 
@@ -67,6 +80,7 @@ atexit.register(shutil.rmtree, FOLDER, True)
 np.save(FOLDER / "good.npy", np.zeros((7, 2), np.float32))
 np.save(FOLDER / "bad.npy", np.zeros((7, 3), np.float32))
 np.save(FOLDER / "nan.npy", np.full((2, 2), np.nan, np.float32))
+np.save(FOLDER / "labels.npy", np.arange(7) % 2)
 (FOLDER / "out").mkdir()
 
 
