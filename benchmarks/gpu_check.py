@@ -5,7 +5,8 @@ Needs onnxruntime-gpu (CUDA provider) and no torch:
 
 Checks, for every solver, that the device-resident velocity loop on the provider matches the CPU
 runtime (max |diff|), that the baked file matches with and without CUDA graphs, and prints median
-times at batch 1, 256 and 100 000. `--provider cpu` runs the same script as a smoke test.
+times at batch 1, 256 and 100 000; and that log-likelihoods (the divergence graph) agree between
+the provider and the CPU. `--provider cpu` runs the same script as a smoke test.
 """
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def main() -> None:
     for solver in sorted(SOLVERS):
         d = np.abs(dev.sample(noise=z, steps=4, solver=solver) - cpu.sample(noise=z, steps=4, solver=solver)).max()
         print(f"velocity loop {solver:8s} 4 steps: max |{args.provider} - cpu| = {d:.2e}")
+    if cpu.spec.divergence:
+        x = cpu.sample(noise=z[:1024])
+        d = np.abs(dev.log_prob(x) - cpu.log_prob(x)).max()
+        print(f"log p (divergence graph), 1024 points: max |{args.provider} - cpu| = {d:.2e} nats")
     baked_cpu = fm_runtime.load(args.baked)
     variants = {"baked": dict()}
     if args.provider == "cuda":
