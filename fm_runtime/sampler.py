@@ -331,9 +331,6 @@ class Sampler:
         to likelihood.EXACT_MAX_DIM dimensions. Divide by the number of dimensions (and ln 2)
         for nats (bits) per dimension. Conditional models: log p(x | label), or of the guided
         field with guidance != 1."""
-        if self.baked:
-            raise ValueError(f"{self.path} is a baked sampler; log-likelihoods need the velocity "
-                             "model (export without --bake)")
         steps = self.spec.default_steps if steps is None else int(steps)
         solver = solver or self.spec.default_solver
         get_solver(solver)
@@ -349,7 +346,8 @@ class Sampler:
         """Solve [x, A] (dA/dt = div v) forward from noise or backward from data, in tiles.
         Returns (end state, A(end) - A(start) signed so that log p1 = log N(x_0) - integral)."""
         if self.baked:
-            raise ValueError(f"{self.path} is a baked sampler; log-likelihoods need the velocity model")
+            raise ValueError(f"{self.path} is a baked sampler; log-likelihoods need the velocity "
+                             "model (export without --bake)")
         method = resolve_method(divergence, self.spec.dim)
         if method == "hutchinson" and not 1 <= int(probes) <= 1024:
             raise ValueError(f"probes must be between 1 and 1024, got {probes}")
@@ -396,19 +394,18 @@ class Sampler:
     def _jvp_fn(self, session: ort.InferenceSession, batch: int, labels: np.ndarray | None, guidance: float):
         """(x, t, e) -> (v, J e) with the same labels and guidance as the velocity (guidance
         combines the products linearly, like the velocities)."""
-        rows, fixed, _ = self._feed(batch, labels, guidance)
+        rows, fixed, combine = self._feed(batch, labels, guidance)
         g = self.spec.divergence
         names = ["v", g.get("output_jv", "jv")]
         e_name = g.get("input_e", "e")
         tb = np.empty(rows, np.float32)
-        w = guidance
 
         def jvp(x: np.ndarray, t: float, e: np.ndarray):
             tb.fill(t)
-            if rows == batch:
+            if combine is None:
                 return session.run(names, {"x": x, "t": tb, e_name: e, **fixed})
             v, jv = session.run(names, {"x": np.concatenate([x, x]), "t": tb, e_name: np.concatenate([e, e]), **fixed})
-            return v[batch:] + w * (v[:batch] - v[batch:]), jv[batch:] + w * (jv[:batch] - jv[batch:])
+            return combine(v), combine(jv)
         return jvp
 
     def sample_chunks(self, start: int, stop: int, seed: int, steps: int | None = None,

@@ -152,3 +152,16 @@ def test_cli_class_labels_and_guidance(conditional, trained, tmp_path):
     run_cli("fm-train", "sample", str(conditional["moons"][2]), "-n", "400", "--seed", "0", "--class", "1",
             "--guidance", "2", "--out", str(tmp_path / "t.npy"))
     assert np.abs(np.load(tmp_path / "t.npy") - np.load(tmp_path / "a.npy")).max() <= PARITY_ATOL
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_conditional_log_prob_matches_torch(conditional, guidance):
+    from training.data import fresh_data
+    from training.sample import log_prob as torch_log_prob
+
+    model, path, _ = conditional["moons"]
+    x = fresh_data("moons", 200, 7)
+    labels = np.arange(200) % 2
+    got = fm_runtime.load(path).log_prob(x, 8, labels=labels, guidance=guidance)
+    ref = torch_log_prob(model, x, 8, labels=labels, guidance=guidance)
+    assert np.abs(got - ref).max() < 1e-3
