@@ -14,7 +14,7 @@ from .contract import describe_variant
 from .errors import NumericalError, run_cli
 from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
 from .noise import new_seed
-from .sampler import CHUNK_ROWS, Sampler, load
+from .sampler import CHUNK_ROWS, Sampler, label_rows, load
 from .solvers import MAX_STEPS, SOLVERS, time_grid
 
 _model_arg = click.argument("model", required=False, type=click.Path(dir_okay=True))
@@ -293,7 +293,7 @@ def _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_par
         if z is not None:
             chunks = ((a, sampler.sample(noise=z[a:a + CHUNK_ROWS], steps=steps, solver=solver,
                                          keep_partial=keep_partial, guidance=cond["guidance"],
-                                         labels=_rows(cond["labels"], a, a + CHUNK_ROWS)))
+                                         labels=label_rows(cond["labels"], a, a + CHUNK_ROWS)))
                       for a in range(0, len(z), CHUNK_ROWS))
         else:
             chunks = sampler.sample_chunks(start, stop, seed, steps, solver, keep_partial=keep_partial, **cond)
@@ -345,7 +345,6 @@ def logprob(model, data, out, steps, solver, label, labels, guidance, divergence
     y = load_array(labels, "labels", kinds="iu", dtype=np.int64) if labels else None
     sampler = _load(model, provider)
     _check_conditioning(sampler, label, y, guidance, True, None)
-    x = sampler.check_noise(x, what="data")
     clock = time.perf_counter()
     logp = sampler.log_prob(x, steps, solver, labels=label if y is None else y, guidance=guidance,
                             divergence=divergence, probes=probes, probe_seed=probe_seed)
@@ -366,10 +365,6 @@ def _describe_logp(sampler, logp, divergence: str, probes: int) -> str:
     how = "exact divergence" if method == "exact" else f"Hutchinson divergence, {probes} probe{'s' * (probes > 1)}"
     return (f"mean log p {m:.4f} nats ({m / d:.4f} nats/dim; negative log-likelihood "
             f"{-m / d / np.log(2):.4f} bits/dim), {how}, {sampler.last_nfe} evaluations")
-
-
-def _rows(labels, a: int, b: int):
-    return labels if labels is None or np.ndim(labels) == 0 else labels[a:b]
 
 
 @cli.command()

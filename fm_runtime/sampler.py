@@ -418,7 +418,12 @@ class Sampler:
             b = min(a + chunk, stop)
             yield a, self.sample(noise=noise_rows(seed, a, b, self.data_shape), steps=steps,
                                  solver=solver, keep_partial=keep_partial, guidance=guidance,
-                                 labels=labels if labels is None or np.ndim(labels) == 0 else labels[a:b])
+                                 labels=label_rows(labels, a, b))
+
+
+def label_rows(labels, a: int, b: int):
+    """Rows [a, b) of per-sample labels; None or one int applies to every row as it is."""
+    return labels if labels is None or np.ndim(labels) == 0 else labels[a:b]
 
 
 def _self_test(session: ort.InferenceSession, spec: ModelSpec, where: str) -> None:
