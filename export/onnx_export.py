@@ -1,8 +1,11 @@
 """Write a velocity network to one ONNX file with the fm.* metadata contract, and prove it.
 
-The file is produced in memory, checked with onnx.checker, run in onnxruntime against torch on
-random inputs at several batch sizes, and only then written (atomically). A mismatch raises
-ExportError and leaves no file behind.
+`export_velocity` is the one export path, for fm-runtime's own networks and anyone else's
+(adapters.py says how a network is called). The file is produced in memory, checked with
+onnx.checker, run in onnxruntime against torch on random inputs at several batch sizes, and only
+then written (atomically). A mismatch raises ExportError and leaves no file behind. A velocity
+file also carries the divergence graph for log-likelihoods, made from the exported graph itself
+(jvp.py) and checked against torch's own forward-mode autodiff.
 """
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ import contextlib
 import io
 import json
 import logging
+from time import perf_counter as time_module
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -22,23 +27,18 @@ import torch
 
 import fm_runtime
 from fm_runtime.contract import build_metadata, io_table, read_spec
-from fm_runtime.errors import EXIT_EXPORT, FmError
 from fm_runtime.io import atomic_write
 from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 
-from training.data import DATASETS, fresh_data
-
 from . import variants
-from .bake import BakedSampler, ConditionalJvpVelocity, ExportVelocity, JvpVelocity, parse_bake
+from .adapters import ExportError, VelocityAdapter, check_adapter
+from .bake import BakedSampler, fast_elu, parse_bake
+from .jvp import divergence_graph
 
 OPSET = 20                      # the opset every exported file declares
 VERIFY_BATCHES = (1, 7, 256)    # batch sizes the export is checked at
 VERIFY_ATOL = 1e-4              # max |onnxruntime - torch| allowed, scaled by max(1, |v|)
 _MAX_PROTO = 2**31 - 1          # protobuf limit: beyond it ONNX needs external data, which we refuse
-
-
-class ExportError(FmError):
-    exit_code = EXIT_EXPORT
 
 
 @dataclass
@@ -49,18 +49,23 @@ class ExportReport:
     max_abs_diff: float
     batches: tuple[int, ...]
     variant: dict | None = None
+    divergence: str = "none"            # what the file offers for log-likelihoods, in words
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
 
 def _example_inputs(data_shape: tuple[int, ...], kind: str, b: int, rng: np.random.Generator,
-                    num_classes: int = 0, probes: int = 3) -> dict:
+                    num_classes: int = 0, probes: int = 3, one_time: bool = False) -> dict:
     """Random graph inputs for batch b: z for a baked sampler; (x, t) for a velocity graph, plus
     labels y (every class and the "no label" id) for a conditional one; plus K = `probes`
-    tangent vectors e [b, K, *shape] for the Jacobian-vector-product graph ("jvp")."""
+    tangent vectors e [b, K, *shape] for the Jacobian-vector-product graph ("jvp"). one_time:
+    every row at the same t (networks that take t as one scalar)."""
     x = (2.0 * rng.standard_normal((b, *data_shape))).astype(np.float32)
     if kind == "baked":
         return {"z": x}
-    t = rng.random(b).astype(np.float32)
-    t[:2] = [0.0, 1.0][:b]
+    t = np.full(b, rng.random(), np.float32) if one_time else rng.random(b).astype(np.float32)
+    if not one_time:
+        t[:2] = [0.0, 1.0][:b]
     feed = {"x": x, "t": t}
     if num_classes:
         feed["y"] = (np.arange(b) % (num_classes + 1)).astype(np.int64)
@@ -74,35 +79,44 @@ _OUTPUTS = {"velocity": ["v"], "baked": ["x"], "jvp": ["v", "jv"]}
 
 def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], kind: str = "velocity",
              num_classes: int = 0) -> onnx.ModelProto:
-    """torch -> ONNX (dynamo exporter), dynamic batch (and probe count), weights inline."""
+    """torch -> ONNX (dynamo exporter), dynamic batch, weights inline; torch's failures become
+    one ExportError line."""
     inputs = {k: torch.from_numpy(v) for k, v in
               _example_inputs(data_shape, kind, 4, np.random.default_rng(0), num_classes).items()}
-    batch, probes = torch.export.Dim("batch"), torch.export.Dim("probes")
-    dynamic = {k: {0: batch, 1: probes} if k == "e" else {0: batch} for k in inputs}
+    batch = torch.export.Dim("batch")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, tuple(inputs.values()), dynamo=True, input_names=list(inputs),
-            output_names=_OUTPUTS[kind], dynamic_shapes=dynamic,
-            external_data=False, opset_version=OPSET, verbose=False)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, tuple(inputs.values()), dynamo=True, input_names=list(inputs),
+                output_names=_OUTPUTS[kind], dynamic_shapes={k: {0: batch} for k in inputs},
+                external_data=False, opset_version=OPSET, verbose=False)
+    except Exception as e:
+        msg = " ".join(str(e).split())[:300]
+        raise ExportError(f"torch.onnx could not export the network ({type(e).__name__}: {msg}); "
+                          "a network that torch.export can trace with a dynamic batch exports") from None
     return program.model_proto
 
 
 def _jvp_reference(velocity: torch.nn.Module):
-    """(x, t, [y,] e) -> (v, J e) by torch's own forward-mode autodiff: what the hand-written
-    JVP graph is checked against."""
+    """(x, t, [y,] e) -> (v, J e) by torch's own forward-mode autodiff (reverse-over-reverse
+    where a module does not support forward mode): what the divergence graph is checked against."""
     def run(x, t, *rest):
         y, e = (None, rest[0]) if len(rest) == 1 else rest
         f = (lambda xx: velocity(xx, t)) if y is None else (lambda xx: velocity(xx, t, y))
-        jvs = [torch.func.jvp(f, (x,), (e[:, k],))[1] for k in range(e.shape[1])]
+        try:
+            jvs = [torch.func.jvp(f, (x,), (e[:, k],))[1] for k in range(e.shape[1])]
+        except Exception:
+            with torch.enable_grad():
+                jvs = [torch.autograd.functional.jvp(f, x, e[:, k])[1] for k in range(e.shape[1])]
         return f(x), torch.stack(jvs, 1)
     return run
 
 
 def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
                          batches=VERIFY_BATCHES, atol: float = VERIFY_ATOL, seed: int = 0,
-                         kind: str = "velocity", num_classes: int = 0) -> float:
+                         kind: str = "velocity", num_classes: int = 0, one_time: bool = False) -> float:
     """Run the ONNX bytes in onnxruntime and the torch module (or function) on the same random
     inputs; return the largest abs difference over all outputs, or raise ExportError if any
     exceeds atol * max(1, |torch|)."""
@@ -110,7 +124,7 @@ def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
     rng = np.random.default_rng(seed)
     worst = 0.0
     for b in batches:
-        feed = _example_inputs(data_shape, kind, b, rng, num_classes)
+        feed = _example_inputs(data_shape, kind, b, rng, num_classes, one_time=one_time)
         with torch.no_grad():
             refs = module(*(torch.from_numpy(v) for v in feed.values()))
         refs = [r.detach().numpy() for r in (refs if isinstance(refs, tuple) else (refs,))]
@@ -139,7 +153,7 @@ def _add_selftest(proto: onnx.ModelProto, data_shape: tuple[int, ...], kind: str
     return proto.SerializeToString()
 
 
-def _make_variant(proto: onnx.ModelProto, fp32: bytes, config: dict, data_shape, kind: str,
+def _make_variant(proto: onnx.ModelProto, fp32: bytes, dataset: str | None, data_shape, kind: str,
                   num_classes: int, precision: str, quantize: str | None, fmt: str) -> tuple[bytes, dict, str | None]:
     """Apply precision/quantisation/format to the verified float32 model and measure the cost."""
     variant: dict = {"precision": precision, "quantize": quantize, "format": fmt}
@@ -160,10 +174,12 @@ def _make_variant(proto: onnx.ModelProto, fp32: bytes, config: dict, data_shape,
 
     out = encode()
     if (precision, quantize, fmt) != ("fp32", None, "onnx"):
-        has_data = config.get("dataset") in DATASETS
+        from training.data import DATASETS, fresh_data   # only to measure quality on known data
+
+        has_data = dataset in DATASETS
         if has_data:
-            data = fresh_data(config["dataset"], variants.QUALITY_SAMPLES, 2024)
-            fresh = fresh_data(config["dataset"], variants.QUALITY_SAMPLES, 2025)
+            data = fresh_data(dataset, variants.QUALITY_SAMPLES, 2024)
+            fresh = fresh_data(dataset, variants.QUALITY_SAMPLES, 2025)
         else:   # no data to compare with: deviation only, on standard-normal noise
             data = fresh = np.random.default_rng(2024).standard_normal((512, *data_shape)).astype(np.float32)
         cost = variants.measure(out, fp32, data, fresh)
@@ -192,65 +208,70 @@ def _check_proto(proto: onnx.ModelProto) -> bytes:
     return proto.SerializeToString()
 
 
-def jvp_graph(model: torch.nn.Module, data_shape: tuple[int, ...], num_classes: int) -> dict | None:
-    """The graph the runtime computes log-likelihoods with, (x, t[, y], e) -> (v, J e), checked
-    against torch.func.jvp, as the fm.divergence metadata value (None for networks it is not
-    written for)."""
+def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape, num_classes: int,
+                one_time: bool) -> tuple[dict, str]:
+    """The fm.divergence value (the graph (x, t[, y], e) -> (v, J e), differentiated from the
+    exported velocity graph and checked against torch autodiff), and what it offers in words.
+    Operators without a forward-mode rule are recorded instead, and named."""
     try:
-        module = (ConditionalJvpVelocity if num_classes else JvpVelocity)(model).eval()
-    except NotImplementedError:
-        return None
-    proto = _to_onnx(module, data_shape, "jvp", num_classes)
+        proto = divergence_graph(velocity, x_name="x", t_name="t", v_name="v",
+                                 y_name="y" if num_classes else None)
+    except NotImplementedError as e:
+        return {"unsupported_ops": str(e).split(", ")}, f"none: no forward-mode rule for {e}"
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
-    data = _check_proto(proto)
-    worst = verify_against_torch(_jvp_reference(ExportVelocity(model).eval()), data, data_shape,
-                                 kind="jvp", num_classes=num_classes)
-    data = _add_selftest(proto, data_shape, "jvp", num_classes)
-    return {"onnx_base64": base64.b64encode(data).decode("ascii"), "input_e": "e", "output_jv": "jv",
-            "max_abs_diff_vs_torch": worst}
+    data = _check_proto(fast_elu(proto))
+    worst = verify_against_torch(_jvp_reference(adapter), data, data_shape, kind="jvp",
+                                 num_classes=num_classes, one_time=one_time)
+    data = _add_selftest(onnx.load_from_string(data), data_shape, "jvp", num_classes)
+    return ({"onnx_base64": base64.b64encode(data).decode("ascii"), "input_e": "e", "output_jv": "jv",
+             "max_abs_diff_vs_torch": worst}, f"yes (J.v graph, max |diff| vs torch autodiff {worst:.1e})")
 
 
-def export_model(model: torch.nn.Module, config: dict, out: str | Path, *,
-                 default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
-                 bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
-                 fmt: str = "onnx", divergence: bool = True) -> ExportReport:
-    """Export a trained velocity network with its checkpoint config to `out`; with
-    bake="SOLVER:STEPS", export the whole fixed-step solve as one graph z -> x instead.
-    precision="fp16", quantize="int8" and fmt="ort" write smaller variants (see variants.py),
-    each measured against the verified float32 export. A velocity file also carries, unless
-    divergence=False, the Jacobian-vector-product graph the runtime's log-likelihood uses."""
+def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: str | Callable = "x,t",
+                    time: str = "B", num_classes: int = 0, path: dict | None = None,
+                    default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
+                    bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
+                    fmt: str = "onnx", divergence: bool = True, training: dict | None = None,
+                    architecture: dict | None = None, value_range: list | None = None) -> ExportReport:
+    """Export any PyTorch velocity network v(x, t[, y]) to one verified, self-describing file.
+
+    data_shape: shape of one sample ([2], [1, 8, 8], ...). call / time: how the network is
+    called (see export.adapters: "x,t", "t,x", "cat(x,t)", "x=,t=", with ",y" for labels, or a
+    callable (net, x, t, y) -> v). num_classes > 0: labels 0..C-1, and C meaning "no label".
+    path: optional metadata of the probability path it was trained on. bake="SOLVER:STEPS": the
+    whole fixed-step solve as one graph z -> x instead. precision="fp16", quantize="int8",
+    fmt="ort": smaller variants, each measured against the float32 export. divergence: add the
+    graph log-likelihoods use (velocity files). Raises ExportError (exit code 8) with one line."""
+    clock = time_module()
     if precision not in ("fp32", "fp16") or quantize not in (None, "int8") or fmt not in ("onnx", "ort"):
         raise ExportError(f"unsupported variant: precision={precision}, quantize={quantize}, format={fmt}")
-    model = model.eval()
-    data_shape = tuple(config["data_shape"])
-    module: torch.nn.Module = ExportVelocity(model).eval()
-    num_classes = module.num_classes
-    baked, kind = None, "velocity"
+    data_shape = _check_shape(data_shape)
+    if path is not None and (not isinstance(path, dict) or not isinstance(path.get("name"), str)):
+        raise ExportError(f"path must be a dict with a name, e.g. {{'name': 'ot', 'sigma_min': 0.0}}; got {path!r}")
+    adapter = VelocityAdapter(net, call, time, num_classes).eval()
+    check_adapter(adapter, data_shape)
+    one_time = time == "scalar"
+    kind, baked, module = "velocity", None, adapter
     if bake:
         if num_classes:
             raise ExportError("--bake is not available for class-conditional models (the label and "
                               "guidance would have to be graph inputs of the unrolled solve); export "
                               "the velocity model")
         solver, steps = parse_bake(bake)
-        baked, kind = {"solver": solver, "steps": steps}, "baked"
-        module = BakedSampler(model, solver, steps).eval()
+        kind, baked, module = "baked", {"solver": solver, "steps": steps}, BakedSampler(adapter, solver, steps).eval()
     proto = _to_onnx(module, data_shape, kind, num_classes)
-    proto.producer_name = "fm-runtime"
-    proto.producer_version = fm_runtime.__version__
+    div_meta, div_text = (_divergence(proto, adapter, data_shape, num_classes, one_time)
+                          if divergence and not bake else (None, "no (baked)" if bake else "no"))
+    proto = fast_elu(proto)
+    proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     what = f"baked {bake} sampler" if bake else "velocity model"
-    proto.doc_string = f"flow-matching {what} ({config.get('dataset', 'unknown data')}); see fm.* metadata"
-    training = {k: config[k] for k in ("dataset", "steps", "batch_size", "lr", "optimizer", "seed",
-                                       "final_loss", "coupling", "prediction", "lr_schedule", "ema",
-                                       "label_dropout")
-                if k in config}
+    proto.doc_string = f"flow-matching {what} ({(training or {}).get('dataset', 'unknown data')}); see fm.* metadata"
     meta = build_metadata(   # the graph outputs a velocity whatever the network was trained to predict
-        data_shape=data_shape, path=config["path"], prediction="velocity",
+        data_shape=data_shape, path=path or {"name": "unknown"}, prediction="velocity",
         default_solver=default_solver, default_steps=default_steps, training=training,
-        architecture=config.get("architecture", {}), baked=baked, num_classes=num_classes,
-        value_range=config.get("value_range"),
-        divergence=jvp_graph(model, data_shape, num_classes) if divergence and not bake else None,
-        producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),
-                  "onnx": onnx.__version__, "opset": OPSET})
+        architecture=architecture, baked=baked, num_classes=num_classes, value_range=value_range,
+        divergence=div_meta, producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),
+                                       "onnx": onnx.__version__, "opset": OPSET})
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
@@ -258,14 +279,51 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, *,
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     read_spec(str(out), dict(sess.get_modelmeta().custom_metadata_map),
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
-    worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes)
+    worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes, one_time=one_time)
     fp32 = _add_selftest(proto, data_shape, kind, num_classes)
-    data, variant, ops_config = _make_variant(proto, fp32, config, data_shape, kind, num_classes,
-                                              precision, quantize, fmt)
+    data, variant, ops_config = _make_variant(proto, fp32, (training or {}).get("dataset"), data_shape, kind,
+                                              num_classes, precision, quantize, fmt)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     if ops_config is not None:
         atomic_write(f"{out}.required_operators.config", lambda tmp: Path(tmp).write_text(ops_config))
-    return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES, variant)
+    notes = [f"log-likelihoods unavailable: {div_text[6:]}"] if div_text.startswith("none") else []
+    return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES, variant, div_text,
+                        time_module() - clock, notes)
+
+
+def _check_shape(data_shape) -> tuple[int, ...]:
+    if isinstance(data_shape, int) and not isinstance(data_shape, bool):
+        data_shape = (data_shape,)
+    try:
+        shape = tuple(data_shape)
+    except TypeError:
+        shape = ()
+    if not shape or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise ExportError(f"data_shape must be the shape of one sample, positive integers like [2] or "
+                          f"[1, 8, 8]; got {data_shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+_TRAINING_KEYS = ("dataset", "steps", "batch_size", "lr", "optimizer", "seed", "final_loss", "coupling",
+                  "prediction", "lr_schedule", "ema", "label_dropout")
+
+
+def export_model(model: torch.nn.Module, config: dict, out: str | Path, **kwargs) -> ExportReport:
+    """Export a network trained by fm-train with its checkpoint config (export_velocity's
+    keyword options apply)."""
+    from training.paths import PredictionToVelocity
+
+    missing = [k for k in ("data_shape", "path") if k not in config]
+    if missing:
+        raise ExportError(f"the checkpoint config has no {' or '.join(missing)}; for a network not "
+                          "trained by fm-train use export_velocity(net, out, data_shape=...)")
+    inner = model.inner if isinstance(model, PredictionToVelocity) else model
+    classes = int(getattr(inner, "num_classes", 0))
+    return export_velocity(
+        model.eval(), out, data_shape=config["data_shape"], call="x,t,y" if classes else "x,t",
+        num_classes=classes, path=config["path"], architecture=config.get("architecture", {}),
+        training={k: config[k] for k in _TRAINING_KEYS if k in config},
+        value_range=config.get("value_range"), **kwargs)
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, **kwargs) -> ExportReport:

@@ -1,0 +1,129 @@
+"""Adapt a user's network to the one signature an exported velocity graph has: v(x, t[, y]).
+
+`call` says how the network is called, as the comma-separated argument list it takes:
+  "x,t"        net(x, t)                  (fm-runtime's own nets, flow_matching's examples)
+  "t,x"        net(t, x)                  (torchcfm's U-Net, torchdiffeq-style fields)
+  "cat(x,t)"   net(torch.cat([x, t], -1))  (torchcfm's MLP; x flattened, t one column)
+  "cat(t,x)"   net(torch.cat([t, x], -1))  (the tutorial's MLP)
+  "x=,t="      net(x=x, t=t)              keyword arguments; "sample=x,timestep=t" renames them
+  labels: add "y" (or "class_labels=y") where the network takes them, e.g. "x,t,y", "t,x,y=".
+or any callable `call(net, x, t, y) -> v`. `time` says what t the network expects: "B" (one per
+row, shape [B]; the default), "B,1" (a column) or "scalar" (one number for the whole batch:
+fm-runtime always calls with one time per call, and the export checks the graph that way).
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import torch
+from torch import nn
+
+from fm_runtime.errors import EXIT_EXPORT, FmError
+
+TIMES = ("B", "B,1", "scalar")
+_ITEM = re.compile(r"^(?:(?P<cat>cat\((?P<a>[xt]),(?P<b>[xt])\))|(?P<key>[A-Za-z_]\w*)=(?P<val>[xty]?)|(?P<pos>[xty]))$")
+
+
+class ExportError(FmError):
+    exit_code = EXIT_EXPORT
+
+
+def parse_call(call: str) -> list[tuple[str | None, str]]:
+    """'x,t,y' -> [(None, 'x'), (None, 't'), (None, 'y')]; 'cat(x,t)' -> [(None, 'cat(x,t)')];
+    'sample=x,timestep=t' -> [('sample', 'x'), ('timestep', 't')]. Raises ExportError."""
+    text = call.replace(" ", "")
+    items = re.findall(r"cat\([^)]*\)|[^,]+", text)
+    if not items or ",".join(items) != text:
+        raise ExportError(f"call {call!r} is not an argument list like 'x,t', 't,x', 'cat(x,t)' or 'x=,t='")
+    parsed: list[tuple[str | None, str]] = []
+    for item in items:
+        m = _ITEM.match(item)
+        if not m or (m["cat"] and m["a"] == m["b"]):
+            raise ExportError(f"call {call!r}: cannot read {item!r}; each argument is x, t, y, cat(x,t), "
+                              "cat(t,x) or KEYWORD=x|t|y (x= is short for x=x)")
+        if m["cat"]:
+            parsed.append((None, f"cat({m['a']},{m['b']})"))
+        elif m["key"]:
+            parsed.append((m["key"], m["val"] or m["key"]))
+        else:
+            parsed.append((None, m["pos"]))
+        if parsed[-1][1] not in ("x", "t", "y") and not parsed[-1][1].startswith("cat("):
+            raise ExportError(f"call {call!r}: keyword {item!r} must name x, t or y (e.g. {m['key']}=x)")
+    seen = "".join(v if not v.startswith("cat(") else v[4] + v[6] for _, v in parsed)
+    if sorted(seen.replace("y", "")) != ["t", "x"] or seen.count("y") > 1:
+        raise ExportError(f"call {call!r} must pass x and t exactly once (and y at most once)")
+    keywords = [k is not None for k, _ in parsed]
+    if keywords != sorted(keywords):
+        raise ExportError(f"call {call!r}: positional arguments must come before keyword ones")
+    return parsed
+
+
+class VelocityAdapter(nn.Module):
+    """forward(x [B, *shape], t [B][, y [B]]) -> v [B, *shape], calling `net` as `call` says."""
+
+    def __init__(self, net: nn.Module, call: str | Callable = "x,t", time: str = "B", num_classes: int = 0):
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise ExportError(f"the network must be a torch.nn.Module, got {type(net).__name__}")
+        if time not in TIMES:
+            raise ExportError(f"time must be one of {', '.join(TIMES)}; got {time!r}")
+        self.net, self.time, self.num_classes = net, time, int(num_classes)
+        self.custom = call if callable(call) else None
+        self.args = [] if callable(call) else parse_call(call)
+        takes_y = any(v == "y" for _, v in self.args)
+        if self.args and takes_y != bool(num_classes):
+            raise ExportError(f"call {call!r} " + ("passes labels y but num_classes is 0" if takes_y else
+                              f"does not pass labels y, but num_classes is {num_classes}; add y, e.g. 'x,t,y'"))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.custom is not None:
+            return self.custom(self.net, x, t, y)
+        tt = {"B": t, "B,1": t.reshape(-1, 1), "scalar": t[0]}[self.time]
+        values = {"x": x, "t": tt, "y": y}
+        pos, kw = [], {}
+        for key, what in self.args:
+            if what.startswith("cat("):
+                col = t.reshape(-1, 1).to(x.dtype)
+                flat = x.reshape(x.shape[0], -1)
+                value = torch.cat([flat, col] if what[4] == "x" else [col, flat], -1)
+            else:
+                value = values[what]
+            if key is None:
+                pos.append(value)
+            else:
+                kw[key] = value
+        v = self.net(*pos, **kw)
+        flat_out = any(w.startswith("cat(") for _, w in self.args)
+        if flat_out and isinstance(v, torch.Tensor) and v.dim() == 2 and v.shape[1] == x[0].numel():
+            v = v.reshape(x.shape)     # a network on flat rows gives flat velocities
+        return v
+
+
+def check_adapter(adapter: VelocityAdapter, data_shape: tuple[int, ...]) -> None:
+    """Call the adapted network once on a small batch; turn what goes wrong into ExportError."""
+    x = torch.randn(3, *data_shape)
+    t = torch.full((3,), 0.5) if adapter.time == "scalar" else torch.rand(3)
+    y = torch.arange(3) % (adapter.num_classes + 1) if adapter.num_classes else None
+    try:
+        with torch.no_grad():
+            v = adapter(x, t, y)
+    except Exception as e:
+        msg = " ".join(str(e).split())[:240]
+        raise ExportError(f"calling the network as {_describe(adapter)} on x {list(x.shape)} failed: "
+                          f"{type(e).__name__}: {msg} (check --call, --time and --data-shape)") from None
+    if not isinstance(v, torch.Tensor):
+        raise ExportError(f"the network returned {type(v).__name__}, not a tensor; wrap it with a call "
+                          "function that returns the velocity tensor")
+    if tuple(v.shape) != tuple(x.shape):
+        raise ExportError(f"the network returned shape {list(v.shape)} for x of shape {list(x.shape)}; "
+                          "a velocity has the shape of x (check --data-shape and --call)")
+    if v.dtype != torch.float32:
+        raise ExportError(f"the network returned {v.dtype}; fm-runtime graphs are float32 (call .float() on it)")
+
+
+def _describe(adapter: VelocityAdapter) -> str:
+    if adapter.custom is not None:
+        return "call(net, x, t, y)"
+    args = [w if k is None else f"{k}={w}" for k, w in adapter.args]
+    return f"net({', '.join(args)}) with t {adapter.time}"

@@ -1,0 +1,385 @@
+"""One forward-mode rule per ONNX operator: given a node whose inputs carry tangents, emit the
+nodes that compute its outputs' tangents (used by jvp.py).
+
+A tangent always has exactly its primal's shape; a missing tangent means zero. Each rule takes
+the Builder and the node (inputs and outputs already renamed) and returns one tangent name per
+output, or None where an output carries no derivative.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from onnx import TensorProto, helper
+
+# outputs carry no derivative (integer, boolean or piecewise-constant results)
+NO_TANGENT = {"Shape", "Size", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not",
+              "And", "Or", "Xor", "ArgMax", "ArgMin", "NonZero", "Sign", "Floor", "Ceil", "Round",
+              "IsNaN", "IsInf", "ConstantOfShape", "Range", "Constant", "EyeLike", "OneHot"}
+_FLOATS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+
+
+class Builder:
+    """Emits nodes and constants with fresh names; holds the tangent of each tensor."""
+
+    def __init__(self, shapes: dict):
+        self.nodes: list = []
+        self.constants: dict[str, np.ndarray] = {}
+        self.tangent: dict[str, str] = {}
+        self.shapes = shapes          # tensor name -> onnx TypeProto, where shape inference knew it
+        self._count = 0
+
+    def fresh(self, hint: str = "d") -> str:
+        self._count += 1
+        return f"jvp/{hint}{self._count}"
+
+    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
+        name = out or self.fresh(op_type)
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name], **attrs))
+        return name
+
+    def ops(self, op_type: str, inputs: list[str], n_out: int, **attrs) -> list[str]:
+        names = [self.fresh(op_type) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, names, **attrs))
+        return names
+
+    def alias(self, name: str, src: str) -> None:
+        self.nodes.append(helper.make_node("Identity", [src], [name]))
+
+    def const(self, value: float, like: str | None = None) -> str:
+        dtype = {TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16}.get(self.elem_type(like), np.float32)
+        name = self.fresh("c")
+        self.constants[name] = np.array(value, dtype)
+        return name
+
+    def ints(self, values) -> str:
+        name = self.fresh("i")
+        self.constants[name] = np.array(values, np.int64)
+        return name
+
+    def elem_type(self, name: str | None) -> int | None:
+        t = self.shapes.get(name) if name else None
+        return t.tensor_type.elem_type if t is not None and t.HasField("tensor_type") else None
+
+    def rank(self, name: str) -> int | None:
+        t = self.shapes.get(name)
+        if t is None or not t.tensor_type.HasField("shape"):
+            return None
+        return len(t.tensor_type.shape.dim)
+
+    def _dims(self, name: str):
+        t = self.shapes.get(name)
+        if t is None or not t.tensor_type.HasField("shape"):
+            return None
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in t.tensor_type.shape.dim]
+        return None if None in dims else dims
+
+    def fit(self, tangent: str, primal: str, out: str) -> str:
+        """The tangent of `primal`, broadcast to the shape of `out` where they may differ."""
+        a, b = self._dims(primal), self._dims(out)
+        if a is not None and a == b:
+            return tangent
+        return self.expand(tangent, out)
+
+    def expand(self, tangent: str, out: str) -> str:
+        return self.op("Expand", tangent, self.op("Shape", out))
+
+    def zeros_like(self, name: str) -> str:
+        zero = helper.make_tensor("value", self.elem_type(name) or TensorProto.FLOAT, [1], [0.0])
+        return self.op("ConstantOfShape", self.op("Shape", name), value=zero)
+
+    def tan(self, name: str) -> str | None:
+        return self.tangent.get(name) if name else None
+
+
+def _attr(node, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            value = helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def _sum(b: Builder, terms: list[str]) -> str | None:
+    out = None
+    for term in terms:
+        out = term if out is None else b.op("Add", out, term)
+    return out
+
+
+def _linear_in_first(b: Builder, node):
+    """Ops linear in input 0 whose other inputs are indices, shapes or axes: same op on the tangent."""
+    if any(b.tan(i) for i in node.input[1:]):
+        raise NotImplementedError(f"{node.op_type} with a differentiable non-data input")
+    inputs = [b.tan(node.input[0]), *node.input[1:]]
+    if node.op_type == "Pad" and len(inputs) > 2:
+        inputs[2] = ""                       # the tangent of a constant pad value is 0
+    outs = b.ops(node.op_type, inputs, len(node.output), **{a.name: helper.get_attribute_value(a) for a in node.attribute})
+    if node.op_type == "Dropout":
+        return [outs[0]] + [None] * (len(outs) - 1)
+    return outs
+
+
+def _cast(b: Builder, node):
+    if _attr(node, "to") not in _FLOATS:
+        return [None]
+    return [b.op("Cast", b.tan(node.input[0]), to=_attr(node, "to"))]
+
+
+def _multilinear(b: Builder, node, linear: tuple[int, ...], drop: tuple[int, ...] = ()):
+    """Ops linear in each of `linear` separately (MatMul, Gemm, Conv, Mul, Einsum): the sum over
+    differentiable inputs of the op with that input replaced by its tangent. Inputs in `drop`
+    (an additive bias) are left out of the tangent copies."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    terms = []
+    for i in linear:
+        if i < len(node.input) and b.tan(node.input[i]):
+            inputs = [b.tan(x) if j == i else ("" if j in drop else x) for j, x in enumerate(node.input)]
+            while inputs and inputs[-1] == "":
+                inputs.pop()
+            terms.append(b.op(node.op_type, *inputs, **attrs))
+    return terms
+
+
+def _matmul_like(b: Builder, node):
+    return [_sum(b, _multilinear(b, node, tuple(range(len(node.input)))))]
+
+
+def _gemm(b: Builder, node):
+    terms = _multilinear(b, node, (0, 1), drop=(2,))
+    if len(node.input) > 2 and b.tan(node.input[2]):
+        dc = b.op("Mul", b.tan(node.input[2]), b.const(_attr(node, "beta", 1.0), node.output[0]))
+        terms.append(b.fit(dc, node.input[2], node.output[0]))
+    return [_sum(b, terms)]
+
+
+def _conv(b: Builder, node):
+    if len(node.input) > 2 and b.tan(node.input[2]):
+        raise NotImplementedError(f"{node.op_type} with a bias that depends on x")
+    return [_sum(b, _multilinear(b, node, (0, 1), drop=(2,)))]
+
+
+def _add(b: Builder, node, sign: float = 1.0):
+    a, c = node.input[:2]
+    out = node.output[0]
+    da, dc = b.tan(a), b.tan(c)
+    if da and dc:
+        return [b.op("Add" if sign > 0 else "Sub", da, dc)]
+    if da:
+        return [b.fit(da, a, out)]
+    return [b.fit(dc if sign > 0 else b.op("Neg", dc), c, out)]
+
+
+def _variadic_sum(b: Builder, node, mean: bool = False):
+    terms = [b.fit(b.tan(i), i, node.output[0]) for i in node.input if b.tan(i)]
+    total = _sum(b, terms)
+    return [b.op("Mul", total, b.const(1.0 / len(node.input), node.output[0])) if mean else total]
+
+
+def _div(b: Builder, node):
+    a, c = node.input[:2]
+    y = node.output[0]
+    num = b.tan(a)
+    if b.tan(c):
+        yd = b.op("Mul", y, b.tan(c))
+        num = b.op("Sub", num, yd) if num else b.op("Neg", yd)
+    return [b.op("Div", num, c)]
+
+
+def _pow(b: Builder, node):
+    x, p = node.input[:2]
+    y = node.output[0]
+    terms = []
+    if b.tan(x):   # p x^(p-1) dx
+        slope = b.op("Mul", p, b.op("Pow", x, b.op("Sub", p, b.const(1.0, p))))
+        terms.append(b.op("Mul", b.tan(x), slope))
+    if b.tan(p):   # x^p log(x) dp
+        terms.append(b.op("Mul", b.tan(p), b.op("Mul", y, b.op("Log", x))))
+    return [_sum(b, terms)]
+
+
+def _where_gt0(b: Builder, x: str, pos: str, neg: str) -> str:
+    return b.op("Where", b.op("Greater", x, b.const(0.0, x)), pos, neg)
+
+
+def _pointwise(slope):
+    """Unary elementwise op: tangent = dx * slope(b, node, x, y)."""
+    def rule(b: Builder, node):
+        x, y = node.input[0], node.output[0]
+        return [b.op("Mul", b.tan(x), slope(b, node, x, y))] + [None] * (len(node.output) - 1)
+    return rule
+
+
+def _gelu_slope(b: Builder, node, x, y):
+    c = lambda v: b.const(v, x)          # noqa: E731
+    if _attr(node, "approximate", "none") == "tanh":
+        k = math.sqrt(2 / math.pi)
+        u = b.op("Mul", c(k), b.op("Add", x, b.op("Mul", c(0.044715), b.op("Mul", x, b.op("Mul", x, x)))))
+        th = b.op("Tanh", u)
+        du = b.op("Mul", c(k), b.op("Add", c(1.0), b.op("Mul", c(3 * 0.044715), b.op("Mul", x, x))))
+        left = b.op("Mul", c(0.5), b.op("Add", c(1.0), th))
+        right = b.op("Mul", b.op("Mul", c(0.5), x), b.op("Mul", b.op("Sub", c(1.0), b.op("Mul", th, th)), du))
+        return b.op("Add", left, right)
+    cdf = b.op("Mul", c(0.5), b.op("Add", c(1.0), b.op("Erf", b.op("Mul", x, c(math.sqrt(0.5))))))
+    pdf = b.op("Mul", c(1 / math.sqrt(2 * math.pi)), b.op("Exp", b.op("Mul", c(-0.5), b.op("Mul", x, x))))
+    return b.op("Add", cdf, b.op("Mul", x, pdf))
+
+
+def _hard_sigmoid_slope(alpha: float, beta: float):
+    def slope(b, node, x, y):
+        a = _attr(node, "alpha", alpha)
+        z = b.op("Add", b.op("Mul", x, b.const(a, x)), b.const(_attr(node, "beta", beta), x))
+        inside = b.op("And", b.op("Greater", z, b.const(0.0, x)), b.op("Less", z, b.const(1.0, x)))
+        return b.op("Where", inside, b.const(a, x), b.const(0.0, x))
+    return slope
+
+
+def _hardswish_slope(b, node, x, y):
+    hs = b.op("HardSigmoid", x, alpha=1 / 6, beta=0.5)
+    return b.op("Add", hs, b.op("Mul", x, _hard_sigmoid_slope(1 / 6, 0.5)(b, node, x, y)))
+
+
+def _mish_slope(b, node, x, y):
+    th = b.op("Tanh", b.op("Softplus", x))
+    return b.op("Add", th, b.op("Mul", b.op("Mul", x, b.op("Sigmoid", x)), b.op("Sub", b.const(1.0, x), b.op("Mul", th, th))))
+
+
+def _clip(b: Builder, node):
+    x, y = node.input[0], node.output[0]
+    keep = None
+    for i, cmp in ((1, "GreaterOrEqual"), (2, "LessOrEqual")):
+        if i < len(node.input) and node.input[i]:
+            if b.tan(node.input[i]):
+                raise NotImplementedError("Clip with bounds that depend on x")
+            m = b.op(cmp, x, node.input[i])
+            keep = m if keep is None else b.op("And", keep, m)
+    dx = b.tan(x)
+    return [dx if keep is None else b.op("Where", keep, dx, b.const(0.0, x))]
+
+
+def _max_min(b: Builder, node):
+    if len(node.input) != 2:
+        raise NotImplementedError(f"{node.op_type} of {len(node.input)} inputs")
+    a, c = node.input
+    y = node.output[0]
+    mask = b.op("GreaterOrEqual" if node.op_type == "Max" else "LessOrEqual", a, c)
+    da, dc = (b.tan(i) or b.const(0.0, y) for i in (a, c))
+    return [b.expand(b.op("Where", mask, da, dc), y)]
+
+
+def _where(b: Builder, node):
+    cond, a, c = node.input
+    y = node.output[0]
+    da, dc = (b.tan(i) or b.const(0.0, y) for i in (a, c))
+    return [b.expand(b.op("Where", cond, da, dc), y)]
+
+
+def _concat(b: Builder, node):
+    parts = [b.tan(i) or b.zeros_like(i) for i in node.input]
+    return [b.op("Concat", *parts, axis=_attr(node, "axis"))]
+
+
+def _softmax(b: Builder, node, log: bool = False):
+    x, y = node.input[0], node.output[0]
+    axis = _attr(node, "axis", -1)
+    dx = b.tan(x)
+    p = b.op("Exp", y) if log else y
+    inner = b.op("ReduceSum", b.op("Mul", p, dx), b.ints([axis]), keepdims=1)
+    d = b.op("Sub", dx, inner)
+    return [d if log else b.op("Mul", y, d)]
+
+
+def _normalized(b: Builder, x: str, dx: str, axes: str, eps: float):
+    """x_hat = (x - mean) / sqrt(var + eps) over `axes`, and its tangent
+    r (dxc - x_hat mean(x_hat dxc)) with r = 1/sqrt(var + eps), dxc = dx - mean(dx)."""
+    xc = b.op("Sub", x, b.op("ReduceMean", x, axes, keepdims=1))
+    r = b.op("Reciprocal", b.op("Sqrt", b.op("Add", b.op("ReduceMean", b.op("Mul", xc, xc), axes, keepdims=1), b.const(eps, x))))
+    xhat = b.op("Mul", xc, r)
+    dxc = b.op("Sub", dx, b.op("ReduceMean", dx, axes, keepdims=1))
+    proj = b.op("ReduceMean", b.op("Mul", xhat, dxc), axes, keepdims=1)
+    return xhat, b.op("Mul", r, b.op("Sub", dxc, b.op("Mul", xhat, proj)))
+
+
+def _layer_norm(b: Builder, node):
+    x, scale = node.input[:2]
+    bias = node.input[2] if len(node.input) > 2 else ""
+    axis = _attr(node, "axis", -1)
+    rank = b.rank(x)
+    if axis >= 0 and rank is None:
+        raise NotImplementedError("LayerNormalization with a positive axis on a tensor of unknown rank")
+    first = axis if axis < 0 else axis - rank
+    axes = b.ints(list(range(first, 0)))
+    dx = b.tan(x) or b.zeros_like(x)
+    xhat, dxhat = _normalized(b, x, dx, axes, _attr(node, "epsilon", 1e-5))
+    terms = [b.op("Mul", dxhat, scale)]
+    if b.tan(scale):
+        terms.append(b.op("Mul", xhat, b.tan(scale)))
+    if bias and b.tan(bias):
+        terms.append(b.fit(b.tan(bias), bias, node.output[0]))
+    return [_sum(b, terms)] + [None] * (len(node.output) - 1)
+
+
+def _instance_norm(b: Builder, node):
+    x, scale, _ = node.input
+    rank = b.rank(x)
+    if rank is None or b.tan(scale) or b.tan(node.input[2]):
+        raise NotImplementedError("InstanceNormalization of unknown rank or with x-dependent scale")
+    _, dxhat = _normalized(b, x, b.tan(x), b.ints(list(range(2, rank))), _attr(node, "epsilon", 1e-5))
+    return [b.op("Mul", dxhat, b.op("Unsqueeze", scale, b.ints(list(range(1, rank - 1)))))]
+
+
+def _batch_norm(b: Builder, node):
+    x, scale, _, _, var = node.input[:5]
+    rank = b.rank(x)
+    if rank is None or _attr(node, "training_mode", 0) or any(b.tan(i) for i in node.input[1:]):
+        raise NotImplementedError("BatchNormalization in training mode or of unknown rank")
+    gain = b.op("Div", scale, b.op("Sqrt", b.op("Add", var, b.const(_attr(node, "epsilon", 1e-5), x))))
+    return [b.op("Mul", b.tan(x), b.op("Unsqueeze", gain, b.ints(list(range(1, rank - 1)))))]
+
+
+def _reduce_sum_square(b: Builder, node):
+    x = node.input[0]
+    twice = b.op("Mul", b.const(2.0, x), b.op("Mul", x, b.tan(x)))
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return [b.op("ReduceSum", twice, *node.input[1:], **attrs)]
+
+
+_c = Builder.const
+RULES = {
+    **{op: _linear_in_first for op in (
+        "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Expand", "Tile",
+        "Slice", "Gather", "GatherElements", "GatherND", "Split", "Pad", "ReduceSum", "ReduceMean",
+        "CumSum", "DepthToSpace", "SpaceToDepth", "Resize", "Dropout")},
+    "Cast": _cast,
+    "MatMul": _matmul_like, "Mul": _matmul_like, "Einsum": _matmul_like,
+    "Gemm": _gemm, "Conv": _conv, "ConvTranspose": _conv,
+    "Add": _add, "Sub": lambda b, n: _add(b, n, -1.0),
+    "Sum": _variadic_sum, "Mean": lambda b, n: _variadic_sum(b, n, mean=True),
+    "Neg": lambda b, n: [b.op("Neg", b.tan(n.input[0]))],
+    "Div": _div, "Pow": _pow, "Clip": _clip, "Max": _max_min, "Min": _max_min, "Where": _where,
+    "Concat": _concat, "Softmax": _softmax, "LogSoftmax": lambda b, n: _softmax(b, n, log=True),
+    "LayerNormalization": _layer_norm, "InstanceNormalization": _instance_norm,
+    "BatchNormalization": _batch_norm, "ReduceSumSquare": _reduce_sum_square,
+    "Relu": _pointwise(lambda b, n, x, y: b.op("Cast", b.op("Greater", x, _c(b, 0.0, x)), to=b.elem_type(x) or 1)),
+    "LeakyRelu": _pointwise(lambda b, n, x, y: _where_gt0(b, x, _c(b, 1.0, x), _c(b, _attr(n, "alpha", 0.01), x))),
+    "Elu": _pointwise(lambda b, n, x, y: _where_gt0(b, x, _c(b, 1.0, x), b.op("Add", y, _c(b, _attr(n, "alpha", 1.0), x)))),
+    "Selu": _pointwise(lambda b, n, x, y: _where_gt0(
+        b, x, _c(b, _attr(n, "gamma", 1.0507009873554805), x),
+        b.op("Add", y, _c(b, _attr(n, "alpha", 1.6732632423543772) * _attr(n, "gamma", 1.0507009873554805), x)))),
+    "Sigmoid": _pointwise(lambda b, n, x, y: b.op("Mul", y, b.op("Sub", _c(b, 1.0, x), y))),
+    "Tanh": _pointwise(lambda b, n, x, y: b.op("Sub", _c(b, 1.0, x), b.op("Mul", y, y))),
+    "Softplus": _pointwise(lambda b, n, x, y: b.op("Sigmoid", x)),
+    "Softsign": _pointwise(lambda b, n, x, y: b.op("Reciprocal", b.op("Mul", *[b.op("Add", _c(b, 1.0, x), b.op("Abs", x))] * 2))),
+    "Exp": _pointwise(lambda b, n, x, y: y),
+    "Log": _pointwise(lambda b, n, x, y: b.op("Reciprocal", x)),
+    "Sqrt": _pointwise(lambda b, n, x, y: b.op("Div", _c(b, 0.5, x), y)),
+    "Reciprocal": _pointwise(lambda b, n, x, y: b.op("Neg", b.op("Mul", y, y))),
+    "Abs": _pointwise(lambda b, n, x, y: b.op("Sign", x)),
+    "Sin": _pointwise(lambda b, n, x, y: b.op("Cos", x)),
+    "Cos": _pointwise(lambda b, n, x, y: b.op("Neg", b.op("Sin", x))),
+    "Erf": _pointwise(lambda b, n, x, y: b.op("Mul", _c(b, 2 / math.sqrt(math.pi), x), b.op("Exp", b.op("Neg", b.op("Mul", x, x))))),
+    "Gelu": _pointwise(_gelu_slope),
+    "HardSigmoid": _pointwise(_hard_sigmoid_slope(0.2, 0.5)),
+    "HardSwish": _pointwise(_hardswish_slope),
+    "Mish": _pointwise(_mish_slope),
+}
