@@ -77,6 +77,8 @@ class VelocityAdapter(nn.Module):
                               f"does not pass labels y, but num_classes is {num_classes}; add y, e.g. 'x,t,y'"))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is None and self.num_classes:      # the runtime's "no label" id
+            y = torch.full((x.shape[0],), self.num_classes, dtype=torch.int64)
         if self.custom is not None:
             return self.custom(self.net, x, t, y)
         tt = {"B": t, "B,1": t.reshape(-1, 1), "scalar": t[0]}[self.time]

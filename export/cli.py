@@ -1,4 +1,4 @@
-"""fm-export: checkpoint -> one verified, self-describing ONNX file."""
+"""fm-export: any velocity network -> one verified, self-describing ONNX file."""
 from __future__ import annotations
 
 import sys
@@ -9,11 +9,43 @@ from fm_runtime.errors import run_cli
 from fm_runtime.io import check_writable
 from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS
 
+_CALL_HELP = ("How the network is called: x,t | t,x | cat(x,t) | cat(t,x) | x=,t= (keywords; "
+              "sample=x,timestep=t renames them); add y for labels, e.g. x,t,y.")
+
+
+def _shape(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in value.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise click.BadParameter(f"one sample's shape as positive integers, e.g. 2 or 1,8,8; got {value!r}")
+    return shape
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("source", required=False, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="ONNX file to write (weights inside; no external-data sidecar).")
+@click.option("--module", "factory", metavar="PKG.MOD:FACTORY",
+              help="A network trained elsewhere: FACTORY() builds the nn.Module (imported from the current "
+                   "folder or PYTHONPATH). Needs --data-shape.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="State dict for --module (torch.save file, loaded "
+              "with weights_only=True; DDP 'module.' prefixes are stripped).")
+@click.option("--weights-key", help="Entry of a --weights checkpoint that holds the state dict (e.g. ema_model).")
+@click.option("--data-shape", callback=_shape, help="Shape of one sample: 2 for points, 1,8,8 for images.")
+@click.option("--call", default=None, help=_CALL_HELP + "  [default: x,t]")
+@click.option("--time", "time_shape", type=click.Choice(["B", "B,1", "scalar"]), default="B", show_default=True,
+              help="What t the network takes: one per row [B], a column [B,1], or one scalar per call.")
+@click.option("--num-classes", type=click.IntRange(0, 1_000_000), default=0, show_default=True,
+              help="Labels 0..C-1 (C = no label, for guidance); the call must pass y.")
+@click.option("--add-divergence", is_flag=True,
+              help="SOURCE is a velocity .onnx file (fm-export's or anyone's): write it to OUT with the "
+                   "divergence graph log-likelihoods need. No torch needed.")
+@click.option("--x-name", help="With --add-divergence on a plain ONNX: the input that is x.")
+@click.option("--t-name", help="With --add-divergence on a plain ONNX: the input that is t.")
 @click.option("--default-solver", type=click.Choice(sorted(SOLVERS)), default=DEFAULT_SOLVER,
               show_default=True, help="Solver fm-run uses for this model when none is given.")
 @click.option("--default-steps", type=click.IntRange(1, MAX_STEPS), default=DEFAULT_STEPS, show_default=True,
@@ -24,42 +56,90 @@ from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16: weights and compute in half precision where onnxruntime supports it; "
                    "inputs and outputs stay float32.")
-@click.option("--quantize", type=click.Choice(["int8"]),
-              help="int8: dynamic quantisation of the matmuls.")
+@click.option("--quantize", type=click.Choice(["int8"]), help="int8: dynamic quantisation of the matmuls.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "ort"]), default="onnx", show_default=True,
               help="ort: onnxruntime's mobile format, plus OUT.required_operators.config for reduced builds.")
-def cli(checkpoint, out, default_solver, default_steps, bake, precision, quantize, fmt):
-    """Export CHECKPOINT's velocity network to ONNX with the fm.* metadata contract
-    (docs/contract.md), after checking it: onnx.checker, then onnxruntime against torch on random
-    inputs at batch sizes 1, 7 and 256. On any mismatch nothing is written (exit code 8).
+def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape, num_classes, add_divergence,
+        x_name, t_name, default_solver, default_steps, bake, precision, quantize, fmt):
+    """Export a velocity network to ONNX with the fm.* metadata contract (docs/contract.md),
+    after checking it: onnx.checker, then onnxruntime against torch on random inputs at batch
+    sizes 1, 7 and 256 (and the log-likelihood graph against torch autodiff). On any mismatch
+    nothing is written (exit code 8).
+
+    SOURCE is an fm-train checkpoint (.ckpt) or a torch.export program (.pt2); or give --module
+    for any nn.Module, or --add-divergence with an .onnx file.
 
     \b
-    Example:
+    Examples:
       fm-export moons.ckpt --out moons.onnx
       fm-export moons.ckpt --bake midpoint:8 --out moons-mid8.onnx
       fm-export moons.ckpt --precision fp16 --out moons-fp16.onnx
-      fm-export moons.ckpt --bake midpoint:8 --quantize int8 --format ort --out moons-mid8-int8.ort
+      fm-export --module mynets:make_mlp --weights mlp.pt --data-shape 2 --call "cat(x,t)" --out mlp.onnx
+      fm-export --module mynets:make_unet --weights unet.pt --data-shape 1,8,8 --call t,x --out unet.onnx
+      fm-export --add-divergence plain.onnx --out plain-lp.onnx
       fm-run info moons.onnx
     """
-    from .onnx_export import export_checkpoint
-
-    from .bake import parse_bake
+    from .foreign import sniff
 
     check_writable(out)
     if bake:
+        from .bake import parse_bake
         try:
             parse_bake(bake)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--bake") from None
-    r = export_checkpoint(checkpoint, out, default_solver=default_solver, default_steps=default_steps,
-                          bake=bake, precision=precision, quantize=quantize, fmt=fmt)
-    what = f"baked {bake} sampler" if bake else "velocity model"
-    click.echo(f"exported {what} {checkpoint} -> {r.path}: {r.size_bytes / 1024:.1f} KiB, opset {r.opset}, "
+    if bool(source) == bool(factory):
+        raise click.UsageError("give one network: a SOURCE file (.ckpt, .pt2, or .onnx with --add-divergence) "
+                               "or --module PKG.MOD:FACTORY")
+    kind = sniff(source) if source else "module"
+    foreign = kind in ("module", "pt2")
+    if not foreign and (weights or weights_key or call or num_classes or time_shape != "B"):
+        raise click.UsageError("--weights, --weights-key, --call, --time and --num-classes describe a network "
+                               "trained elsewhere (--module or a .pt2 program); an fm-train checkpoint knows them")
+    if kind == "onnx" or add_divergence:
+        return _add_divergence(source, out, kind, add_divergence, data_shape, x_name, t_name)
+    variants = dict(default_solver=default_solver, default_steps=default_steps, bake=bake,
+                    precision=precision, quantize=quantize, fmt=fmt)
+    if foreign:
+        if data_shape is None:
+            raise click.UsageError("--data-shape is required for a network trained elsewhere (e.g. 2, or 1,8,8)")
+        from .foreign import load_factory, load_program, load_weights
+        from .onnx_export import export_velocity
+        net = load_factory(factory) if factory else load_program(source)
+        if weights:
+            load_weights(net, weights, weights_key)
+        what = factory or source
+        r = export_velocity(net, out, data_shape=data_shape, call=call or "x,t", time=time_shape,
+                            num_classes=num_classes, architecture={"type": "external", "source": what},
+                            **variants)
+    elif kind == "torch":
+        from .onnx_export import export_checkpoint
+        what = source
+        r = export_checkpoint(source, out, **variants)
+    else:
+        raise click.UsageError(f"{source} is neither an fm-train checkpoint, a .pt2 program nor an ONNX file")
+    kind_text = f"baked {bake} sampler" if bake else "velocity model"
+    click.echo(f"exported {kind_text} {what} -> {r.path}: {r.size_bytes / 1024:.1f} KiB, opset {r.opset}, "
                f"onnxruntime vs torch max |diff| {r.max_abs_diff:.2e} at batch sizes "
-               f"{', '.join(map(str, r.batches))}", err=True)
+               f"{', '.join(map(str, r.batches))}; log-likelihoods: {r.divergence}; {r.seconds:.1f} s", err=True)
+    for note in r.warnings:
+        click.echo(f"warning: {note}", err=True)
     if r.variant and "vs_fp32" in r.variant:
         from fm_runtime.contract import describe_variant
         click.echo(f"variant {describe_variant(r.variant)}", err=True)
+
+
+def _add_divergence(source, out, kind, flag, data_shape, x_name, t_name):
+    if not flag:
+        raise click.UsageError(f"{source} is an ONNX model, already exported: sample it with `fm-run sample "
+                               f"{source}`, or add log-likelihoods with `fm-export --add-divergence {source} --out NEW.onnx`")
+    if kind != "onnx":
+        raise click.UsageError(f"--add-divergence takes a velocity .onnx file; {source} is not ONNX")
+    from .divergence import add_divergence
+    info = add_divergence(source, out, data_shape=data_shape, x_name=x_name, t_name=t_name)
+    click.echo(f"added the divergence graph: {source} -> {out}; agreement with finite differences of the "
+               f"velocity: median {info['median_rel_diff_vs_finite_differences']:.1e}, max "
+               f"{info['max_rel_diff_vs_finite_differences']:.1e} (relative)", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,11 +51,11 @@ def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name: str,
-                     y_name: str | None = None, t_rank: int = 1, e_name: str = "e",
-                     jv_name: str = "jv") -> onnx.ModelProto:
+                     y_name: str | None = None, t_rank: int = 1) -> onnx.ModelProto:
     """(x [B, *s], t [B][, y [B]], e [B, K, *s]) -> (v [B, *s], jv [B, K, *s]) for the velocity
-    graph `model` (inputs x_name, t_name[, y_name] with t of rank t_rank, output v_name).
-    Raises NotImplementedError naming the operators it has no rule for."""
+    graph `model` (inputs x_name, t_name[, y_name] with t of rank t_rank, output v_name). The
+    result's inputs are named x, t, e (labels keep y_name) and its outputs v, jv, whatever the
+    velocity graph calls them. Raises NotImplementedError naming the operators it has no rule for."""
     missing = unsupported_ops(model, x_name)
     if missing:
         raise NotImplementedError(", ".join(missing))
@@ -90,23 +90,19 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
     b.op("Gather", b.op("Reshape", v_rows, shape_e), b.ints(0), axis=1, out="v_out")
     b.op("Reshape", dv_rows, shape_e, out="jv_out")
     # outer names: identity nodes keep the graph's public names free of the internal ones
-    b.nodes.insert(0, helper.make_node("Identity", [x_name], [x_in]))
-    b.nodes.insert(0, helper.make_node("Identity", [t_name], [t_in]))
-    b.nodes.insert(0, helper.make_node("Identity", [e_name], [e_in]))
-    if y_name:
-        b.nodes.insert(0, helper.make_node("Identity", [y_name], ["y_in"]))
-    b.nodes += [helper.make_node("Identity", ["v_out"], [v_name]),
-                helper.make_node("Identity", ["jv_out"], [jv_name])]
+    b.nodes[:0] = [helper.make_node("Identity", [outer], [inner]) for outer, inner in
+                   (("x", x_in), ("t", t_in), ("e", e_in), (y_name, "y_in")) if outer]
+    b.nodes += [helper.make_node("Identity", ["v_out"], ["v"]), helper.make_node("Identity", ["jv_out"], ["jv"])]
     inputs = {i.name: i for i in g.input}
     x_type = inputs[x_name].type.tensor_type
     dims = ["batch"] + [d.dim_value or d.dim_param or None for d in x_type.shape.dim[1:]]
-    new_inputs = [helper.make_tensor_value_info(x_name, TensorProto.FLOAT, dims),
-                  helper.make_tensor_value_info(t_name, TensorProto.FLOAT, ["batch"])]
+    new_inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims),
+                  helper.make_tensor_value_info("t", TensorProto.FLOAT, ["batch"])]
     if y_name:
         new_inputs.append(helper.make_tensor_value_info(y_name, TensorProto.INT64, ["batch"]))
-    new_inputs.append(helper.make_tensor_value_info(e_name, TensorProto.FLOAT, ["batch", "probes", *dims[1:]]))
-    outputs = [helper.make_tensor_value_info(v_name, TensorProto.FLOAT, dims),
-               helper.make_tensor_value_info(jv_name, TensorProto.FLOAT, ["batch", "probes", *dims[1:]])]
+    new_inputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, ["batch", "probes", *dims[1:]]))
+    outputs = [helper.make_tensor_value_info("v", TensorProto.FLOAT, dims),
+               helper.make_tensor_value_info("jv", TensorProto.FLOAT, ["batch", "probes", *dims[1:]])]
     initializers = []
     for init in g.initializer:
         copy = TensorProto()

@@ -245,7 +245,7 @@ def _mish_slope(b, node, x, y):
 
 
 def _clip(b: Builder, node):
-    x, y = node.input[0], node.output[0]
+    x = node.input[0]
     keep = None
     for i, cmp in ((1, "GreaterOrEqual"), (2, "LessOrEqual")):
         if i < len(node.input) and node.input[i]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import json
 import logging
 from time import perf_counter as time_module
 import warnings
@@ -33,12 +32,12 @@ from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 from . import variants
 from .adapters import ExportError, VelocityAdapter, check_adapter
 from .bake import BakedSampler, fast_elu, parse_bake
+from .checks import add_selftest, check_proto, example_inputs
 from .jvp import divergence_graph
 
 OPSET = 20                      # the opset every exported file declares
 VERIFY_BATCHES = (1, 7, 256)    # batch sizes the export is checked at
 VERIFY_ATOL = 1e-4              # max |onnxruntime - torch| allowed, scaled by max(1, |v|)
-_MAX_PROTO = 2**31 - 1          # protobuf limit: beyond it ONNX needs external data, which we refuse
 
 
 @dataclass
@@ -54,26 +53,6 @@ class ExportReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _example_inputs(data_shape: tuple[int, ...], kind: str, b: int, rng: np.random.Generator,
-                    num_classes: int = 0, probes: int = 3, one_time: bool = False) -> dict:
-    """Random graph inputs for batch b: z for a baked sampler; (x, t) for a velocity graph, plus
-    labels y (every class and the "no label" id) for a conditional one; plus K = `probes`
-    tangent vectors e [b, K, *shape] for the Jacobian-vector-product graph ("jvp"). one_time:
-    every row at the same t (networks that take t as one scalar)."""
-    x = (2.0 * rng.standard_normal((b, *data_shape))).astype(np.float32)
-    if kind == "baked":
-        return {"z": x}
-    t = np.full(b, rng.random(), np.float32) if one_time else rng.random(b).astype(np.float32)
-    if not one_time:
-        t[:2] = [0.0, 1.0][:b]
-    feed = {"x": x, "t": t}
-    if num_classes:
-        feed["y"] = (np.arange(b) % (num_classes + 1)).astype(np.int64)
-    if kind == "jvp":
-        feed["e"] = rng.standard_normal((b, probes, *data_shape)).astype(np.float32)
-    return feed
-
-
 _OUTPUTS = {"velocity": ["v"], "baked": ["x"], "jvp": ["v", "jv"]}
 
 
@@ -82,7 +61,7 @@ def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], kind: str = "
     """torch -> ONNX (dynamo exporter), dynamic batch, weights inline; torch's failures become
     one ExportError line."""
     inputs = {k: torch.from_numpy(v) for k, v in
-              _example_inputs(data_shape, kind, 4, np.random.default_rng(0), num_classes).items()}
+              example_inputs(data_shape, kind, 4, np.random.default_rng(0), num_classes).items()}
     batch = torch.export.Dim("batch")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
@@ -124,7 +103,7 @@ def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
     rng = np.random.default_rng(seed)
     worst = 0.0
     for b in batches:
-        feed = _example_inputs(data_shape, kind, b, rng, num_classes, one_time=one_time)
+        feed = example_inputs(data_shape, kind, b, rng, num_classes, one_time=one_time)
         with torch.no_grad():
             refs = module(*(torch.from_numpy(v) for v in feed.values()))
         refs = [r.detach().numpy() for r in (refs if isinstance(refs, tuple) else (refs,))]
@@ -138,19 +117,6 @@ def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
                 raise ExportError(f"export check failed: onnxruntime and torch differ by {float(diff.max()):.3g} "
                                   f"(allowed {atol:g}) in output {name} at batch {b}; no file written")
     return worst
-
-
-def _add_selftest(proto: onnx.ModelProto, data_shape: tuple[int, ...], kind: str, num_classes: int = 0) -> bytes:
-    """Record a probe and the file's own output for it (fm.selftest), so the runtime can tell an
-    altered file at load time; returns the serialised model."""
-    for p in [p for p in proto.metadata_props if p.key == "fm.selftest"]:
-        proto.metadata_props.remove(p)
-    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    probe = _example_inputs(data_shape, kind, 4, np.random.default_rng(1234), num_classes, probes=2)
-    selftest = {"inputs": {k: v.tolist() for k, v in probe.items()},
-                "output": sess.run(None, probe)[0].tolist(), "atol": 1e-3}
-    proto.metadata_props.add(key="fm.selftest", value=json.dumps(selftest))
-    return proto.SerializeToString()
 
 
 def _make_variant(proto: onnx.ModelProto, fp32: bytes, dataset: str | None, data_shape, kind: str,
@@ -169,7 +135,7 @@ def _make_variant(proto: onnx.ModelProto, fp32: bytes, dataset: str | None, data
 
     def encode() -> bytes:
         variants.set_variant_metadata(proto, variant)
-        data = _add_selftest(proto, data_shape, kind, num_classes)
+        data = add_selftest(proto, data_shape, kind, num_classes)
         return variants.to_ort_format(data) if fmt == "ort" else data
 
     out = encode()
@@ -196,18 +162,6 @@ def _make_variant(proto: onnx.ModelProto, fp32: bytes, dataset: str | None, data
     return out, variant, ops_config
 
 
-def _check_proto(proto: onnx.ModelProto) -> bytes:
-    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer):
-        raise ExportError("export produced external-data weights; refusing (one-file models only)")
-    if proto.ByteSize() > _MAX_PROTO:
-        raise ExportError("model is larger than 2 GB, which one ONNX file cannot hold")
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise ExportError(f"onnx.checker rejected the export: {' '.join(str(e).split())[:300]}") from None
-    return proto.SerializeToString()
-
-
 def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape, num_classes: int,
                 one_time: bool) -> tuple[dict, str]:
     """The fm.divergence value (the graph (x, t[, y], e) -> (v, J e), differentiated from the
@@ -219,10 +173,10 @@ def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape,
     except NotImplementedError as e:
         return {"unsupported_ops": str(e).split(", ")}, f"none: no forward-mode rule for {e}"
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
-    data = _check_proto(fast_elu(proto))
+    data = check_proto(fast_elu(proto))
     worst = verify_against_torch(_jvp_reference(adapter), data, data_shape, kind="jvp",
                                  num_classes=num_classes, one_time=one_time)
-    data = _add_selftest(onnx.load_from_string(data), data_shape, "jvp", num_classes)
+    data = add_selftest(onnx.load_from_string(data), data_shape, "jvp", num_classes)
     return ({"onnx_base64": base64.b64encode(data).decode("ascii"), "input_e": "e", "output_jv": "jv",
              "max_abs_diff_vs_torch": worst}, f"yes (J.v graph, max |diff| vs torch autodiff {worst:.1e})")
 
@@ -275,12 +229,12 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     del proto.metadata_props[:]
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
-    data = _check_proto(proto)
+    data = check_proto(proto)
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     read_spec(str(out), dict(sess.get_modelmeta().custom_metadata_map),
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
     worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes, one_time=one_time)
-    fp32 = _add_selftest(proto, data_shape, kind, num_classes)
+    fp32 = add_selftest(proto, data_shape, kind, num_classes)
     data, variant, ops_config = _make_variant(proto, fp32, (training or {}).get("dataset"), data_shape, kind,
                                               num_classes, precision, quantize, fmt)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from . import __version__
-from .contract import describe_variant
+from .contract import describe_variant, divergence_problem
 from .errors import NumericalError, run_cli
 from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
 from .noise import new_seed
@@ -237,11 +237,9 @@ def _check_conditioning(sampler, label, labels, guidance, logprob, grid) -> None
     if guidance != 1.0 and label is None and labels is None and not (grid and sampler.num_classes):
         raise click.UsageError("--guidance needs --class or --labels (or --grid with a conditional model, "
                                "which draws every class)")
-    if logprob and sampler.baked:
-        raise click.UsageError("--logprob needs the velocity model; a baked sampler has no divergence")
-    if logprob and not sampler.spec.divergence:
-        raise click.UsageError(f"{sampler.path} carries no divergence graph; re-export it with fm-export "
-                               "to get log-likelihoods")
+    problem = logprob and divergence_problem(sampler.spec, sampler.path)
+    if problem:
+        raise click.UsageError(problem)
     if grid:
         from .png import is_image_shape
         if not is_image_shape(sampler.data_shape):
@@ -394,8 +392,8 @@ def info(model, as_json, dim, x_name, t_name):
         "architecture": spec.architecture,
         "classes": (f"{spec.num_classes} (labels 0..{spec.num_classes - 1}; {spec.null_class} = no label, "
                     "classifier-free guidance)") if spec.num_classes else "none (unconditional)",
-        "log_likelihood": ("yes (divergence graph inside)" if spec.divergence else
-                           "no (baked)" if s.baked else "no (re-export to add the divergence graph)"),
+        "log_likelihood": (f"no: {divergence_problem(spec, s.path)}" if divergence_problem(spec, s.path)
+                           else "yes (divergence graph inside)"),
         "producer": spec.producer,
     }
     if spec.value_range:

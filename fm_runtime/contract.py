@@ -87,12 +87,14 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
                    default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
                    training: dict | None = None, architecture: dict | None = None,
                    producer: dict | None = None, baked: dict | None = None, num_classes: int = 0,
-                   value_range: list | None = None, divergence: dict | None = None) -> dict[str, str]:
+                   value_range: list | None = None, divergence: dict | None = None,
+                   graph_names: tuple[str, str, str] = ("x", "t", "v")) -> dict[str, str]:
     """The fm.* metadata_props of a model file (values JSON-encoded). With `baked`
     ({"solver", "steps"}) the file is a baked sampler with input z and output x. num_classes > 0:
-    the velocity graph takes labels y, id num_classes meaning "no label" (contract version 2)."""
+    the velocity graph takes labels y, id num_classes meaning "no label" (contract version 2).
+    graph_names: the velocity graph's (x, t, v) names, for graphs fm-export did not name."""
     names = ({"input_z": "z", "output_x": "x", "baked": {**baked, "nfe": nfe(baked["solver"], baked["steps"])}}
-             if baked else {"input_x": "x", "input_t": "t", "output_v": "v"})
+             if baked else dict(zip(("input_x", "input_t", "output_v"), graph_names)))
     if baked:
         default_solver, default_steps = baked["solver"], baked["steps"]
     values = {
@@ -108,6 +110,11 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
     if divergence:
         values["divergence"] = divergence
     return {PREFIX + k: json.dumps(v) for k, v in values.items()}
+
+
+def with_divergence(metadata: dict[str, str], divergence: dict) -> dict[str, str]:
+    """The same metadata_props with fm.divergence set to `divergence`."""
+    return {**metadata, PREFIX + "divergence": json.dumps(divergence)}
 
 
 def _decode(where: str, metadata: dict[str, str], kind: str) -> dict[str, Any]:
@@ -200,6 +207,11 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
         if classes < 0 or (classes and m.get("null_class", classes) not in range(classes + 1)):
             raise ModelError(f"{where}: fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, "
                              f"got {classes} and {m.get('null_class')}")
+        div = m.get("divergence", {})
+        if div and not (isinstance(div.get("onnx_base64"), str) or (
+                isinstance(div.get("unsupported_ops"), list) and all(isinstance(o, str) for o in div["unsupported_ops"]))):
+            raise ModelError(f"{where}: fm.divergence must hold onnx_base64 (a string) or unsupported_ops "
+                             "(a list of operator names)")
         vr = m.get("value_range")
         if vr is not None and (len(vr) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                        for v in vr) or not vr[0] < vr[1]):
@@ -316,6 +328,26 @@ def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: di
         spec.t_rank = 2
     else:
         raise ModelError(f"{where}: input {spec.t_name!r} has shape {t_shape}; expected [batch] or [batch, 1]")
+
+
+def divergence_problem(spec: ModelSpec, where: str) -> str | None:
+    """Why this file cannot give log-likelihoods, with what would help; None when it can."""
+    g = spec.divergence
+    if spec.kind == "baked":
+        return (f"{where} is a baked sampler, which has no velocity to differentiate; use the velocity "
+                "model (fm-export without --bake)")
+    if isinstance(g.get("onnx_base64"), str):
+        return None
+    if g.get("unsupported_ops"):
+        ops = ", ".join(map(str, g["unsupported_ops"]))[:200]
+        return (f"{where}: no log-likelihoods for this network: it uses {ops}, which fm-export's divergence "
+                "transform has no rule for (sampling works)")
+    if spec.variant.get("precision", "fp32") != "fp32" or spec.variant.get("quantize") or \
+            spec.variant.get("format", "onnx") != "onnx":
+        return (f"{where} is a reduced {describe_variant(spec.variant).split(':')[0]} file, which leaves the "
+                "divergence graph out; compute log-likelihoods with the float32 .onnx export")
+    return (f"{where} carries no divergence graph (fm.divergence); add one with "
+            f"`fm-export --add-divergence {where} --out NEW.onnx`")
 
 
 def describe_variant(v: dict) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from . import providers as _providers
-from .contract import ModelSpec, io_table, read_spec
+from .contract import ModelSpec, divergence_problem, io_table, read_spec
 from .device import BoundGraphRunner, DeviceLoop, device_of
 from .errors import FmError, InputError, ModelError, NumericalError
 from .likelihood import probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
@@ -345,9 +345,9 @@ class Sampler:
                           divergence: str, probes: int, probe_seed: int, forward: bool):
         """Solve [x, A] (dA/dt = div v) forward from noise or backward from data, in tiles.
         Returns (end state, A(end) - A(start) signed so that log p1 = log N(x_0) - integral)."""
-        if self.baked:
-            raise ValueError(f"{self.path} is a baked sampler; log-likelihoods need the velocity "
-                             "model (export without --bake)")
+        problem = divergence_problem(self.spec, self.path)
+        if problem:
+            raise ModelError(problem)
         method = resolve_method(divergence, self.spec.dim)
         if method == "hutchinson" and not 1 <= int(probes) <= 1024:
             raise ValueError(f"probes must be between 1 and 1024, got {probes}")
@@ -376,9 +376,6 @@ class Sampler:
         """The Jacobian-vector-product graph the file carries (fm.divergence), loaded once."""
         if self._jvp_session is None:
             g = self.spec.divergence
-            if not g:
-                raise ModelError(f"{self.path}: the file carries no divergence graph (fm.divergence), so "
-                                 "it cannot compute log-likelihoods; re-export it with this fm-export")
             try:
                 data = base64.b64decode(g["onnx_base64"], validate=True)
                 session = ort.InferenceSession(data, sess_options=self.session_options,

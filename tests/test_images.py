@@ -85,10 +85,10 @@ def test_grid_cli(digits, trained, tmp_path):
 
 
 def test_conv_network_round_trip(tmp_path):
-    """The tiny conv net trains, exports (no divergence graph: log-likelihoods are refused with a
-    message) and samples in the runtime like torch."""
+    """The tiny conv net trains, exports (with the divergence graph differentiated from its ONNX
+    graph) and samples and takes log-likelihoods in the runtime like torch."""
     from export.onnx_export import export_model
-    from fm_runtime.errors import ModelError
+    from training.sample import log_prob as torch_log_prob
     from training.train import fit, load_checkpoint, save_checkpoint
 
     model, config = fit("digits", steps=20, batch_size=64, net="conv", width=16, depth=2, conditional=True,
@@ -101,5 +101,6 @@ def test_conv_network_round_trip(tmp_path):
     x = s.sample(noise=z, labels=labels, guidance=1.5)
     assert x.shape == (8, 1, 8, 8)
     assert np.abs(x - torch_sample(model, z, 8, "midpoint", labels=labels, guidance=1.5)).max() <= 1e-4
-    with pytest.raises(ModelError, match="no divergence graph"):
-        s.log_prob(x)
+    got = s.log_prob(x[:4], labels=labels[:4], divergence="exact", steps=4)
+    want = torch_log_prob(model, x[:4], steps=4, labels=labels[:4])
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

@@ -98,8 +98,8 @@ def test_files_without_divergence_graph_say_so(trained, tmp_path):
     x = fresh_data("moons", 10, 0)
     with pytest.raises(fm_runtime.ModelError, match="no divergence graph"):
         fm_runtime.load(tmp_path / "nodiv.onnx").log_prob(x)
-    with pytest.raises(ValueError, match="baked sampler"):
+    with pytest.raises(fm_runtime.ModelError, match="baked sampler"):
         fm_runtime.load(tmp_path / "baked.onnx").log_prob(x)
     np.save(tmp_path / "x.npy", x)
     p = run_cli("fm-run", "logprob", str(tmp_path / "nodiv.onnx"), str(tmp_path / "x.npy"), check=False)
-    assert p.returncode == 2 and "re-export" in p.stderr
+    assert p.returncode == 2 and "fm-export --add-divergence" in p.stderr and "--logprob" not in p.stderr
