@@ -106,14 +106,17 @@ def check_adapter(adapter: VelocityAdapter, data_shape: tuple[int, ...]) -> None
     """Call the adapted network once on a small batch; turn what goes wrong into ExportError."""
     x = torch.randn(3, *data_shape)
     t = torch.full((3,), 0.5) if adapter.time == "scalar" else torch.rand(3)
-    y = torch.arange(3) % (adapter.num_classes + 1) if adapter.num_classes else None
+    c = adapter.num_classes
+    y = torch.tensor([0, c - 1, c]) if c else None     # c: the "no label" id guidance needs
     try:
         with torch.no_grad():
             v = adapter(x, t, y)
     except Exception as e:
         msg = " ".join(str(e).split())[:240]
+        hint = (f"; labels {y.tolist()} were passed: a conditional network must also accept id {c} as "
+                "\"no label\"" if c else "")
         raise ExportError(f"calling the network as {_describe(adapter)} on x {list(x.shape)} failed: "
-                          f"{type(e).__name__}: {msg} (check --call, --time and --data-shape)") from None
+                          f"{type(e).__name__}: {msg} (check --call, --time and --data-shape{hint})") from None
     if not isinstance(v, torch.Tensor):
         raise ExportError(f"the network returned {type(v).__name__}, not a tensor; wrap it with a call "
                           "function that returns the velocity tensor")

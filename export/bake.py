@@ -61,10 +61,10 @@ def fast_elu(model: onnx.ModelProto) -> onnx.ModelProto:
     for n in out.graph.node:
         if n.op_type == "Elu" and any(n.output[0] == e.output[0] for e in elus):
             h, y, p = n.input[0], n.output[0], f"fast_elu/{n.output[0]}/"
-            nodes += [helper.make_node("Min", [h, zero], [p + "neg"]),
-                      helper.make_node("Exp", [p + "neg"], [p + "exp"]),
-                      helper.make_node("Sub", [p + "exp", one], [p + "em1"]),
-                      helper.make_node("Max", [h, p + "em1"], [y])]
+            nodes += [helper.make_node("Min", [h, zero], [p + "neg"], name=p + "min"),
+                      helper.make_node("Exp", [p + "neg"], [p + "exp"], name=p + "exp"),
+                      helper.make_node("Sub", [p + "exp", one], [p + "em1"], name=p + "sub"),
+                      helper.make_node("Max", [h, p + "em1"], [y], name=p + "max")]
         else:
             nodes.append(n)
     del out.graph.node[:]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from fm_runtime.errors import ModelError
+
 from .adapters import ExportError
 
 # keys under which training loops commonly store a state dict (torchcfm saves net_model and ema_model)
@@ -88,7 +90,7 @@ def sniff(path: str) -> str:
     """'onnx', 'pt2', 'torch' (a torch.save zip) or 'unknown', from the file's first bytes."""
     p = Path(path)
     if not p.is_file():
-        raise ExportError(f"{path}: file not found")
+        raise ModelError(f"{path}: checkpoint not found" if p.suffix != ".onnx" else f"{path}: file not found")
     head = p.read_bytes()[:4]
     if head.startswith(b"PK"):
         import zipfile

@@ -79,6 +79,7 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
         copy.CopyFrom(node)
         copy.input[:] = [ren(i) for i in node.input]
         copy.output[:] = [ren(o) for o in node.output]
+        copy.name = ren(node.name) if node.name else ""
         b.nodes.append(copy)
         if node.op_type not in NO_TANGENT and any(b.tangent.get(i) for i in copy.input):
             for out, tan in zip(copy.output, RULES[node.op_type](b, copy)):
@@ -90,9 +91,10 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
     b.op("Gather", b.op("Reshape", v_rows, shape_e), b.ints(0), axis=1, out="v_out")
     b.op("Reshape", dv_rows, shape_e, out="jv_out")
     # outer names: identity nodes keep the graph's public names free of the internal ones
-    b.nodes[:0] = [helper.make_node("Identity", [outer], [inner]) for outer, inner in
+    b.nodes[:0] = [helper.make_node("Identity", [outer], [inner], name=f"in:{outer}") for outer, inner in
                    (("x", x_in), ("t", t_in), ("e", e_in), (y_name, "y_in")) if outer]
-    b.nodes += [helper.make_node("Identity", ["v_out"], ["v"]), helper.make_node("Identity", ["jv_out"], ["jv"])]
+    b.nodes += [helper.make_node("Identity", ["v_out"], ["v"], name="out:v"),
+                helper.make_node("Identity", ["jv_out"], ["jv"], name="out:jv")]
     inputs = {i.name: i for i in g.input}
     x_type = inputs[x_name].type.tensor_type
     dims = ["batch"] + [d.dim_value or d.dim_param or None for d in x_type.shape.dim[1:]]

@@ -35,16 +35,16 @@ class Builder:
 
     def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
         name = out or self.fresh(op_type)
-        self.nodes.append(helper.make_node(op_type, list(inputs), [name], **attrs))
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=f"node:{name}", **attrs))
         return name
 
     def ops(self, op_type: str, inputs: list[str], n_out: int, **attrs) -> list[str]:
         names = [self.fresh(op_type) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, names, **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, names, name=f"node:{names[0]}", **attrs))
         return names
 
     def alias(self, name: str, src: str) -> None:
-        self.nodes.append(helper.make_node("Identity", [src], [name]))
+        self.nodes.append(helper.make_node("Identity", [src], [name], name=f"node:{name}"))
 
     def const(self, value: float, like: str | None = None) -> str:
         dtype = {TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16}.get(self.elem_type(like), np.float32)

@@ -42,12 +42,13 @@ def cli():
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for initialisation, data, noise and times; same seed, same model.")
 @click.option("--width", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Hidden layer width.")
+              help="Hidden layer width (mlp, conv), base channels (unet) or token width (dit).")
 @click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Number of hidden layers.")
-@click.option("--net", type=click.Choice(["mlp", "conv"]), default="mlp", show_default=True,
-              help="mlp: the tutorial's network (any data); conv: a tiny conv net for images [C, H, W] "
-                   "(no log-likelihood graph on export).")
+              help="Number of hidden layers (mlp, conv) or transformer blocks (dit).")
+@click.option("--net", type=click.Choice(["mlp", "conv", "unet", "dit"]), default="mlp", show_default=True,
+              help="mlp: the tutorial's network (any data). For images [C, H, W]: conv, a tiny conv net; "
+                   "unet, a small U-Net (GroupNorm, SiLU, sinusoidal time, skips); dit, a small DiT-style "
+                   "transformer (2x2 patches, attention, adaLN-Zero).")
 @click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="silu", show_default=True,
               help="Activation after each hidden layer.")
 @click.option("--sigma-min", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,

@@ -94,6 +94,140 @@ class VelocityConv(nn.Module):
         return self.out(self.act(h))
 
 
+def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1] [B] -> [B, dim] (frequencies 1 .. 1000, as in DDPM)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+    angles = 1000.0 * t.reshape(-1, 1).float() * freqs
+    return torch.cat([torch.sin(angles), torch.cos(angles)], -1)
+
+
+class _Conditioning(nn.Module):
+    """t (and a label, id num_classes = no label) -> one vector per row."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.dim, self.num_classes = dim, num_classes
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.embed = nn.Embedding(num_classes + 1, dim) if num_classes else None
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        c = self.mlp(time_embedding(t, self.dim))
+        if self.embed is not None:
+            if y is None:
+                y = torch.full((t.shape[0],), self.num_classes, dtype=torch.int64)
+            c = c + self.embed(y)
+        return c
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, cond: int, groups: int = 8):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(min(groups, c_in), c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.cond = nn.Linear(cond, c_out)
+        self.norm2, self.conv2 = nn.GroupNorm(min(groups, c_out), c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(nn.functional.silu(self.norm1(h))) + self.cond(c)[:, :, None, None]
+        return self.skip(h) + self.conv2(nn.functional.silu(self.norm2(out)))
+
+
+class VelocityUNet(nn.Module):
+    """A small U-Net for images [C, H, W] (H, W even): 3x3 convolutions, GroupNorm, SiLU,
+    a sinusoidal time embedding (plus a label embedding) added in every residual block, one
+    downsampling to half resolution and back, with a skip connection across."""
+
+    def __init__(self, data_shape, width: int = 32, num_classes: int = 0):
+        super().__init__()
+        c, h, w = data_shape
+        if h % 2 or w % 2:
+            raise ValueError(f"VelocityUNet needs even height and width, got {list(data_shape)}")
+        self.data_shape, self.num_classes = tuple(data_shape), num_classes
+        cond = 4 * width
+        self.cond = _Conditioning(cond, num_classes)
+        self.inp = nn.Conv2d(c, width, 3, padding=1)
+        self.down1 = _ResBlock(width, width, cond)
+        self.downsample = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.mid = _ResBlock(2 * width, 2 * width, cond)
+        self.upsample = nn.ConvTranspose2d(2 * width, width, 2, stride=2)
+        self.up1 = _ResBlock(2 * width, width, cond)
+        self.out = nn.Sequential(nn.GroupNorm(8, width), nn.SiLU(), nn.Conv2d(width, c, 3, padding=1))
+        self.config = {"type": "unet", "data_shape": list(data_shape), "width": width, "dim": c * h * w}
+        if num_classes:
+            self.config["num_classes"] = num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.cond(t, y)
+        skip = self.down1(self.inp(x), c)
+        h = self.mid(self.downsample(skip), c)
+        h = self.up1(torch.cat([self.upsample(h), skip], 1), c)
+        return self.out(h)
+
+
+class _DiTBlock(nn.Module):
+    """Pre-norm transformer block whose norms are modulated by the conditioning (adaLN-Zero:
+    shift, scale and a gate per sub-layer, the gates starting at zero)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim, elementwise_affine=False), nn.LayerNorm(dim, elementwise_affine=False)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(approximate="tanh"), nn.Linear(4 * dim, dim))
+        self.ada = nn.Linear(dim, 6 * dim)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def attention(self, h: torch.Tensor) -> torch.Tensor:
+        b, n, d = h.shape
+        q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // self.heads), -1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(b, n, d))
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        s1, g1, a1, s2, g2, a2 = self.ada(nn.functional.silu(c))[:, None].chunk(6, -1)
+        h = h + a1 * self.attention(self.norm1(h) * (1 + g1) + s1)
+        return h + a2 * self.mlp(self.norm2(h) * (1 + g2) + s2)
+
+
+class VelocityDiT(nn.Module):
+    """A small DiT-style transformer for images [C, H, W]: non-overlapping patches as tokens with
+    learned positions, `depth` adaLN-Zero blocks conditioned on t (and the label), a modulated
+    final norm and a linear map back to patches."""
+
+    def __init__(self, data_shape, width: int = 64, depth: int = 4, heads: int = 4, patch: int = 2,
+                 num_classes: int = 0):
+        super().__init__()
+        c, h, w = data_shape
+        if h % patch or w % patch or width % heads:
+            raise ValueError(f"VelocityDiT: patch {patch} must divide {h}x{w} and heads {heads} the width {width}")
+        self.data_shape, self.num_classes, self.patch = tuple(data_shape), num_classes, patch
+        tokens = (h // patch) * (w // patch)
+        self.cond = _Conditioning(width, num_classes)
+        self.embed = nn.Linear(c * patch * patch, width)
+        self.pos = nn.Parameter(0.02 * torch.randn(1, tokens, width))
+        self.blocks = nn.ModuleList(_DiTBlock(width, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.ada = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, c * patch * patch)
+        self.config = {"type": "dit", "data_shape": list(data_shape), "width": width, "depth": depth,
+                       "heads": heads, "patch": patch, "dim": c * h * w}
+        if num_classes:
+            self.config["num_classes"] = num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        b, (c, h, w), p = x.shape[0], self.data_shape, self.patch
+        tokens = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c * p * p)
+        cond = self.cond(t, y)
+        z = self.embed(tokens) + self.pos
+        for block in self.blocks:
+            z = block(z, cond)
+        shift, scale = self.ada(nn.functional.silu(cond))[:, None].chunk(2, -1)
+        out = self.out(self.norm(z) * (1 + scale) + shift)
+        return out.reshape(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(x.shape)
+
+
 def build_network(config: dict) -> nn.Module:
     """Rebuild a network from the architecture dict a checkpoint stores."""
     kind = config.get("type")
@@ -103,4 +237,9 @@ def build_network(config: dict) -> nn.Module:
     if kind == "conv":
         return VelocityConv(config["data_shape"], config["width"], config["depth"], config["activation"],
                             config.get("num_classes", 0))
+    if kind == "unet":
+        return VelocityUNet(config["data_shape"], config["width"], config.get("num_classes", 0))
+    if kind == "dit":
+        return VelocityDiT(config["data_shape"], config["width"], config["depth"], config["heads"],
+                           config["patch"], config.get("num_classes", 0))
     raise ValueError(f"unknown network type {kind!r}")

@@ -14,7 +14,7 @@ from fm_runtime.errors import ModelError
 from fm_runtime.io import atomic_write
 
 from .data import DATASETS, NUM_CLASSES, VALUE_RANGE, sample_data, sample_labelled
-from .nets import VelocityConv, VelocityMLP, build_network
+from .nets import VelocityConv, VelocityDiT, VelocityMLP, VelocityUNet, build_network
 from .couplings import COUPLINGS
 from .paths import PREDICTIONS, TIME_SAMPLING, PredictionToVelocity, build_path, cfm_loss
 
@@ -72,12 +72,18 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 2048, lr:
     data_rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     data_shape = sample_data(dataset, 2, np.random.default_rng(0)).shape[1:]
+    if net in ("conv", "unet", "dit") and len(data_shape) != 3:
+        raise ValueError(f"--net {net} is for images [C, H, W]; {dataset} has data shape {list(data_shape)}")
     if net == "conv":
         model = VelocityConv(data_shape, width, depth, activation, num_classes)
+    elif net == "unet":
+        model = VelocityUNet(data_shape, width, num_classes)
+    elif net == "dit":
+        model = VelocityDiT(data_shape, width, depth, num_classes=num_classes)
     elif net == "mlp":
         model = VelocityMLP(math.prod(data_shape), width, depth, activation, num_classes, data_shape)
     else:
-        raise ValueError(f"unknown network {net!r}; choose mlp or conv")
+        raise ValueError(f"unknown network {net!r}; choose mlp, conv, unet or dit")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
     averaged = torch.optim.swa_utils.AveragedModel(
