@@ -52,7 +52,8 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--activation", default="silu")
-    ap.add_argument("--net", choices=["mlp", "conv"], default="mlp")
+    ap.add_argument("--net", choices=["mlp", "conv", "unet", "dit"], default="mlp",
+                    help="unet: try --width 32 --steps 3000; dit: --width 64 --depth 4 --steps 4000 --lr 1e-3")
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--sample-steps", type=int, default=16)
     ap.add_argument("--out", default="digits-out")
@@ -71,7 +72,8 @@ def main() -> None:
     save_checkpoint(out / "digits.ckpt", model, config)
     report = export_model(model, config, out / "digits.onnx", default_steps=args.sample_steps)
     print(f"trained {args.steps} steps ({args.net}, width {args.width}, depth {args.depth}, {args.activation}) in "
-          f"{config['train_seconds']:.0f} s wall, {train_cpu:.0f} s CPU; exported {report.size_bytes / 1024:.0f} KiB")
+          f"{config['train_seconds']:.0f} s wall, {train_cpu:.0f} s CPU; exported {report.size_bytes / 1024:.0f} KiB "
+          f"in {report.seconds:.1f} s; log-likelihoods: {report.divergence}")
 
     clf = classifier()
     test_images, test_labels = digit_images("test")
@@ -80,8 +82,9 @@ def main() -> None:
 
     s = fm_runtime.load(out / "digits.onnx")
     labels = np.repeat(np.arange(10), args.per_class)
-    results = {"train_seconds": config["train_seconds"], "train_cpu_seconds": train_cpu,
-               "real_accuracy": real_acc, "guidance": {}}
+    results = {"net": args.net, "train_seconds": config["train_seconds"], "train_cpu_seconds": train_cpu,
+               "file_bytes": report.size_bytes, "export_seconds": report.seconds, "real_accuracy": real_acc,
+               "guidance": {}, "ms_per_1000_images": {}}
     for w in (0.0, 1.0, 2.0, 3.0):
         clock = time.perf_counter()
         x = s.sample(noise=s.noise(len(labels), seed=1), steps=args.sample_steps, labels=labels, guidance=w)
@@ -89,8 +92,9 @@ def main() -> None:
         pred = clf.predict(unit_to_pixels(x).reshape(len(x), -1))
         rate = float((pred == labels).mean())
         results["guidance"][w] = rate
+        results["ms_per_1000_images"][w] = 1e6 * took / len(x)
         print(f"guidance {w:.1f}: classifier recognises the requested class in {rate:.3f} of "
-              f"{len(x)} generated images ({took:.2f} s to sample)")
+              f"{len(x)} generated images ({took:.2f} s to sample, {args.sample_steps} midpoint steps)")
         if w == 1.0:
             train_px = digit_images("train")[0].reshape(-1, 64).astype(np.float64)
             gen_nn = nearest(unit_to_pixels(x).reshape(len(x), -1), train_px)

@@ -131,4 +131,5 @@ def _describe(adapter: VelocityAdapter) -> str:
     if adapter.custom is not None:
         return "call(net, x, t, y)"
     args = [w if k is None else f"{k}={w}" for k, w in adapter.args]
-    return f"net({', '.join(args)}) with t {adapter.time}"
+    t = "one scalar t" if adapter.time == "scalar" else f"t [{adapter.time}]"
+    return f"net({', '.join(args)}) with {t}"

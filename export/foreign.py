@@ -78,10 +78,22 @@ def load_weights(net: torch.nn.Module, path: str, key: str | None = None) -> Non
         raise ExportError(f"--weights {path} do not fit the network: {msg[:300]}") from None
 
 
+class _Program(torch.nn.Module):
+    """A loaded program's module, held out of sight of .eval()/.train(), which it refuses."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.__dict__["program"] = module
+
+    def forward(self, *args, **kwargs):
+        return self.program(*args, **kwargs)
+
+
 def load_program(path: str) -> torch.nn.Module:
-    """The module of a torch.export program saved with torch.export.save (.pt2)."""
+    """The module of a torch.export program saved with torch.export.save (.pt2); its batch
+    dimension must have been exported as dynamic."""
     try:
-        return torch.export.load(path).module()
+        return _Program(torch.export.load(path).module())
     except Exception as e:
         raise ExportError(f"{path}: not a torch.export program ({_one_line(e)})") from None
 
