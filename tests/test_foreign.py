@@ -284,3 +284,20 @@ def test_flow_matching_solver_agrees():
     _, peer_lp = ode.compute_likelihood(x_1=x1, log_p0=log_p0, step_size=1 / 8, method="midpoint",
                                         exact_divergence=True)
     assert np.abs(s.log_prob(peer[:16], steps=8) - peer_lp.detach().numpy()).max() <= 1e-4
+
+
+def test_foreign_network_bakes_and_shrinks(tmp_path):
+    """Baked solves and reduced variants apply to any network, as to fm-train's."""
+    torch.manual_seed(2)
+    net = CfmMLP().eval()
+    ref = lambda x, t: net(torch.cat([x, t[:, None]], -1))       # noqa: E731
+    z = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    export_velocity(net, tmp_path / "b.onnx", data_shape=2, call="cat(x,t)", bake="rk4:4")
+    baked = fm_runtime.load(tmp_path / "b.onnx")
+    assert baked.baked and np.abs(baked.sample(noise=z) - torch_sample(ref, z, 4, "rk4")).max() <= 1e-4
+    report = export_velocity(net, tmp_path / "h.onnx", data_shape=2, call="cat(x,t)", precision="fp16")
+    assert report.variant["vs_fp32"]["max_dev"] < 0.05
+    half = fm_runtime.load(tmp_path / "h.onnx")
+    assert np.abs(half.sample(noise=z) - torch_sample(ref, z, 8, "midpoint")).max() < 0.05
+    with pytest.raises(fm_runtime.ModelError, match="float32"):
+        half.log_prob(z[:4])
