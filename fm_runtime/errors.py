@@ -25,6 +25,13 @@ class FmError(Exception):
             self.exit_code = exit_code
 
 
+class UsageError(FmError, ValueError):
+    """A bad argument to the library or an option value the model cannot take (exit code 2, like
+    click's own usage errors); also a ValueError, as argument errors are in Python."""
+
+    exit_code = EXIT_USAGE
+
+
 class ModelError(FmError):
     exit_code = EXIT_MODEL
 
