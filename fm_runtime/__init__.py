@@ -7,10 +7,11 @@
     logp = sampler.log_prob(x)                                    # of any data
 """
 from .contract import FORMAT_VERSION, ModelSpec
-from .errors import FmError, InputError, ModelError, NumericalError
-from .sampler import Sampler, default_model_path, load
+from .errors import FmError, InputError, ModelError, NumericalError, ProviderError, UsageError
+from .sampler import SampleResult, Sampler, default_model_path, load
 from .solvers import SOLVERS, integrate, nfe
 
 __version__ = "0.1.0"
-__all__ = ["load", "Sampler", "ModelSpec", "FmError", "ModelError", "InputError", "NumericalError", "SOLVERS", "integrate", "nfe",
-           "default_model_path", "FORMAT_VERSION", "__version__"]
+__all__ = ["load", "Sampler", "SampleResult", "ModelSpec", "FmError", "ModelError", "InputError", "NumericalError",
+           "ProviderError", "UsageError", "SOLVERS", "integrate", "nfe", "default_model_path", "FORMAT_VERSION",
+           "__version__"]

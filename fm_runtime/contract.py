@@ -6,16 +6,19 @@ and the exporter writes metadata through `build_metadata` so both sides share th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ModelError
+from .graph_io import check_graph, io_table, plain_spec
+from .spec import ModelSpec
 from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe
 
 FORMAT_VERSION = 2      # 2 added class labels (fm.num_classes, input y); files without them say 1
 PREFIX = "fm."
 KINDS = ("velocity", "baked")
 PREDICTIONS = ("velocity",)
+__all__ = ["FORMAT_VERSION", "ModelSpec", "build_metadata", "read_spec", "read_selftest", "with_divergence",
+           "divergence_problem", "describe_variant", "io_table"]
 
 # key -> (JSON-decoded type, required for which kinds)
 _ALL, _VELOCITY, _BAKED = KINDS, ("velocity",), ("baked",)
@@ -44,43 +47,6 @@ _KEYS: dict[str, tuple[type | tuple[type, ...], tuple[str, ...]]] = {
     "value_range": (list, ()),
     "divergence": (dict, ()),
 }
-
-
-@dataclass
-class ModelSpec:
-    """Everything the runtime needs to sample a model file, read from metadata and graph."""
-
-    data_shape: tuple[int, ...]
-    x_name: str = "x"                   # velocity graph: state input
-    t_name: str = "t"                   # velocity graph: time input
-    v_name: str = "v"                   # velocity graph: velocity output
-    t_rank: int = 1                     # t fed as [B] (1) or [B, 1] (2)
-    kind: str = "velocity"              # or "baked": the graph is the whole solve, z -> x
-    z_name: str = "z"                   # baked graph: noise input
-    out_name: str = "x"                 # baked graph: samples output
-    baked: dict[str, Any] = field(default_factory=dict)   # {"solver", "steps", "nfe"}
-    selftest: dict[str, Any] = field(default_factory=dict)  # {"inputs", "output", "atol"}
-    variant: dict[str, Any] = field(default_factory=dict)   # {"precision", "quantize", "format", "vs_fp32"}
-    prediction: str = "velocity"
-    path: dict[str, Any] = field(default_factory=lambda: {"name": "unknown"})
-    default_solver: str = DEFAULT_SOLVER
-    default_steps: int = DEFAULT_STEPS
-    training: dict[str, Any] = field(default_factory=dict)
-    architecture: dict[str, Any] = field(default_factory=dict)
-    producer: dict[str, Any] = field(default_factory=dict)
-    format_version: int | None = None   # None: a plain ONNX without fm.* metadata
-    num_classes: int = 0                # > 0: the velocity graph also takes labels y [B] int64
-    null_class: int = 0                 # the label id meaning "no label" (num_classes)
-    y_name: str = "y"
-    value_range: tuple[float, float] | None = None   # image data: the range a pixel spans
-    divergence: dict[str, Any] = field(default_factory=dict)   # the JVP graph for log-likelihoods
-
-    @property
-    def dim(self) -> int:
-        d = 1
-        for s in self.data_shape:
-            d *= s
-        return d
 
 
 def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
@@ -112,6 +78,20 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
     return {PREFIX + k: json.dumps(v) for k, v in values.items()}
 
 
+def read_selftest(where: str, metadata: dict[str, str]) -> dict:
+    """The fm.selftest probe of a graph's own metadata ({} when it has none)."""
+    raw = metadata.get(PREFIX + "selftest")
+    if raw is None:
+        return {}
+    try:
+        probe = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        raise ModelError(f"{where}: metadata fm.selftest is not valid JSON") from None
+    if not isinstance(probe, dict):
+        raise ModelError(f"{where}: metadata fm.selftest is malformed")
+    return probe
+
+
 def with_divergence(metadata: dict[str, str], divergence: dict) -> dict[str, str]:
     """The same metadata_props with fm.divergence set to `divergence`."""
     return {**metadata, PREFIX + "divergence": json.dumps(divergence)}
@@ -136,11 +116,6 @@ def _decode(where: str, metadata: dict[str, str], kind: str) -> dict[str, Any]:
     return out
 
 
-def io_table(args) -> dict:
-    """{name: (type, shape)} of onnxruntime's NodeArg list (session.get_inputs()/get_outputs())."""
-    return {a.name: (a.type, list(a.shape)) for a in args}
-
-
 def _decode_kind(where: str, metadata: dict[str, str]) -> str:
     raw = metadata.get(PREFIX + "kind")
     if raw is None:
@@ -152,13 +127,6 @@ def _decode_kind(where: str, metadata: dict[str, str]) -> str:
     if kind not in KINDS:
         raise ModelError(f"{where}: fm.kind {kind!r} is not one of {', '.join(KINDS)}")
     return kind
-
-
-def _graph_io(where: str, name: str, ios: dict, role: str):
-    if name not in ios:
-        raise ModelError(f"{where}: the graph has no {role} named {name!r} "
-                         f"(it has: {', '.join(ios) or 'none'})")
-    return ios[name]
 
 
 def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict, *,
@@ -230,104 +198,9 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
             raise ModelError(f"{where}: the file declares data shape {list(spec.data_shape)}, "
                              f"not {list(data_shape)}")
     else:
-        spec = _plain_spec(where, inputs, outputs, data_shape, x_name, t_name)
-    _check_graph(where, spec, inputs, outputs)
+        spec = plain_spec(where, inputs, outputs, data_shape, x_name, t_name)
+    check_graph(where, spec, inputs, outputs)
     return spec
-
-
-def _plain_spec(where, inputs, outputs, data_shape, x_name, t_name) -> ModelSpec:
-    """A velocity ONNX with no fm.* metadata: infer what the graph shows, ask for the rest."""
-    names = list(inputs)
-    if x_name is None or t_name is None:
-        if len(names) != 2:
-            raise ModelError(f"{where}: no fm.* metadata and the graph has {len(names)} inputs "
-                             f"({', '.join(names)}); pass --x-name and --t-name")
-        if x_name is None and t_name is None:
-            # t is the input shaped [B] or [B, 1]; x is the other one
-            t_like = [n for n in names if len(inputs[n][1]) == 1
-                      or (len(inputs[n][1]) == 2 and inputs[n][1][1] == 1)]
-            if "x" in names and "t" in names:
-                x_name, t_name = "x", "t"
-            elif len(t_like) == 1:
-                t_name = t_like[0]
-                x_name = next(n for n in names if n != t_name)
-            else:
-                raise ModelError(f"{where}: no fm.* metadata and cannot tell which of the inputs "
-                                 f"{', '.join(names)} is x and which is t; pass --x-name and --t-name")
-        elif x_name is None:
-            x_name = next(n for n in names if n != t_name)
-        else:
-            t_name = next(n for n in names if n != x_name)
-    x_shape = _graph_io(where, x_name, inputs, "input")[1]
-    if data_shape is None:
-        static = x_shape[1:]
-        if not static or not all(isinstance(s, int) for s in static):
-            raise ModelError(f"{where}: no fm.* metadata and the graph does not fix the data shape "
-                             f"(input {x_name!r} has shape {x_shape}); pass --dim")
-        data_shape = tuple(static)
-    if len(outputs) != 1:
-        raise ModelError(f"{where}: no fm.* metadata and the graph has {len(outputs)} outputs; "
-                         "a velocity model has exactly one")
-    return ModelSpec(tuple(data_shape), x_name, t_name, next(iter(outputs)))
-
-
-def _check_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict) -> None:
-    if spec.kind == "baked":
-        _check_baked_graph(where, spec, inputs, outputs)
-    else:
-        _check_velocity_graph(where, spec, inputs, outputs)
-
-
-def _check_shape(where: str, role: str, name: str, shape: list, data_shape: tuple[int, ...]) -> None:
-    want = len(data_shape) + 1
-    if len(shape) != want:
-        raise ModelError(f"{where}: {role} {name!r} has rank {len(shape)}, expected {want} "
-                         f"([batch, {', '.join(map(str, data_shape))}])")
-    for got, exp in zip(shape[1:], data_shape):
-        if isinstance(got, int) and got != exp:
-            raise ModelError(f"{where}: {role} {name!r} has shape {shape}, but the data shape "
-                             f"is {list(data_shape)}")
-
-
-def _check_baked_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict) -> None:
-    """A baked sampler takes noise z [B, *shape] and gives samples x [B, *shape], float32."""
-    z_type, z_shape = _graph_io(where, spec.z_name, inputs, "input")
-    x_type, x_shape = _graph_io(where, spec.out_name, outputs, "output")
-    for role, name, typ in (("input", spec.z_name, z_type), ("output", spec.out_name, x_type)):
-        if typ != "tensor(float)":
-            raise ModelError(f"{where}: {role} {name!r} is {typ}; a baked sampler uses float32 (tensor(float))")
-    extra = [n for n in inputs if n != spec.z_name]
-    if extra:
-        raise ModelError(f"{where}: the graph has inputs this runtime does not feed: {', '.join(extra)}")
-    _check_shape(where, "input", spec.z_name, z_shape, spec.data_shape)
-    _check_shape(where, "output", spec.out_name, x_shape, spec.data_shape)
-
-
-def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict) -> None:
-    """The graph must take x [B, *shape] and t [B] or [B, 1] as float32 and give v like x."""
-    x_type, x_shape = _graph_io(where, spec.x_name, inputs, "input")
-    t_type, t_shape = _graph_io(where, spec.t_name, inputs, "input")
-    v_type, v_shape = _graph_io(where, spec.v_name, outputs, "output")
-    for role, name, typ in (("input", spec.x_name, x_type), ("input", spec.t_name, t_type),
-                            ("output", spec.v_name, v_type)):
-        if typ != "tensor(float)":
-            raise ModelError(f"{where}: {role} {name!r} is {typ}; a velocity model uses float32 (tensor(float))")
-    fed = (spec.x_name, spec.t_name) + ((spec.y_name,) if spec.num_classes else ())
-    if spec.num_classes:
-        y_type, y_shape = _graph_io(where, spec.y_name, inputs, "input")
-        if y_type != "tensor(int64)" or len(y_shape) != 1:
-            raise ModelError(f"{where}: label input {spec.y_name!r} is {y_type} {y_shape}; expected int64 [batch]")
-    extra = [n for n in inputs if n not in fed]
-    if extra:
-        raise ModelError(f"{where}: the graph has inputs this runtime does not feed: {', '.join(extra)}")
-    _check_shape(where, "input", spec.x_name, x_shape, spec.data_shape)
-    _check_shape(where, "output", spec.v_name, v_shape, spec.data_shape)
-    if len(t_shape) == 1:
-        spec.t_rank = 1
-    elif len(t_shape) == 2 and (t_shape[1] == 1 or not isinstance(t_shape[1], int)):
-        spec.t_rank = 2
-    else:
-        raise ModelError(f"{where}: input {spec.t_name!r} has shape {t_shape}; expected [batch] or [batch, 1]")
 
 
 def divergence_problem(spec: ModelSpec, where: str) -> str | None:

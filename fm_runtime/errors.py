@@ -77,6 +77,9 @@ def run_cli(command, prog_name: str, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo(f"{prog_name}: interrupted", err=True)
         return EXIT_INTERRUPTED
+    except click.exceptions.NoArgsIsHelpError as e:   # the bare command: its help, as written
+        click.echo(e.ctx.get_help() if e.ctx else e.format_message())
+        return EXIT_OK
     except click.UsageError as e:
         command = e.ctx.command_path if e.ctx else prog_name
         msg = " ".join(e.format_message().split())

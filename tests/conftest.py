@@ -36,6 +36,23 @@ def trained(tmp_path_factory) -> Trained:
     return Trained(model, config, d / "moons.ckpt", d / "moons.onnx")
 
 
+@pytest.fixture(scope="session")
+def conditional(tmp_path_factory):
+    """A conditional moons model and a conditional 8gaussians model, exported."""
+    from export.onnx_export import export_model
+    from training.train import fit, save_checkpoint
+
+    d = tmp_path_factory.mktemp("cond")
+    out = {}
+    for name, steps in (("moons", 1500), ("8gaussians", 1500)):
+        model, config = fit(name, steps=steps, batch_size=256, lr=5e-3, lr_schedule="cosine", ema=0.0,
+                            activation="elu", conditional=True, progress=False)
+        save_checkpoint(d / f"{name}.ckpt", model, config)
+        export_model(model, config, d / f"{name}.onnx")
+        out[name] = (model, d / f"{name}.onnx", d / f"{name}.ckpt")
+    return out
+
+
 def run_cli(*args: str, cwd=None, env=None, check=True) -> subprocess.CompletedProcess:
     """Run a console script (fm-run, fm-train, fm-export) through the current interpreter."""
     module = {"fm-run": "fm_runtime.cli", "fm-train": "training.cli", "fm-export": "export.cli"}[args[0]]

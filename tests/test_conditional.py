@@ -1,13 +1,12 @@
 """Class conditioning and classifier-free guidance: training with labels, the exported label
 input, parity with torch for conditional and guided sampling, w = 0 as the unconditional model,
 and conditional samples landing in the requested mode."""
-import json
 
 import numpy as np
 import pytest
 
 import fm_runtime
-from fm_runtime.errors import InputError
+from fm_runtime.errors import UsageError
 from training.data import NUM_CLASSES
 from training.sample import sample as torch_sample
 
@@ -16,23 +15,6 @@ from .conftest import run_cli
 PARITY_ATOL = 1e-4
 _S = 1.0 / np.sqrt(2)
 CENTRES_8G = 4.0 / 1.414 * np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (_S, _S), (_S, -_S), (-_S, _S), (-_S, -_S)])
-
-
-@pytest.fixture(scope="module")
-def conditional(tmp_path_factory):
-    """A conditional moons model and a conditional 8gaussians model, exported."""
-    from export.onnx_export import export_model
-    from training.train import fit, save_checkpoint
-
-    d = tmp_path_factory.mktemp("cond")
-    out = {}
-    for name, steps in (("moons", 1500), ("8gaussians", 1500)):
-        model, config = fit(name, steps=steps, batch_size=256, lr=5e-3, lr_schedule="cosine", ema=0.0,
-                            activation="elu", conditional=True, progress=False)
-        save_checkpoint(d / f"{name}.ckpt", model, config)
-        export_model(model, config, d / f"{name}.onnx")
-        out[name] = (model, d / f"{name}.onnx", d / f"{name}.ckpt")
-    return out
 
 
 def moon_of(x: np.ndarray) -> np.ndarray:
@@ -110,15 +92,15 @@ def test_conditional_samples_land_in_the_requested_mode(conditional, name, guida
 
 def test_label_errors(conditional, trained):
     s = fm_runtime.load(conditional["moons"][1])
-    with pytest.raises(InputError, match="out of range"):
+    with pytest.raises(UsageError, match="out of range"):
         s.sample(5, seed=0, labels=3)
-    with pytest.raises(InputError, match="expected \\[5\\]"):
+    with pytest.raises(UsageError, match="expected \\[5\\]"):
         s.sample(5, seed=0, labels=[0, 1])
-    with pytest.raises(InputError, match="not class-conditional"):
+    with pytest.raises(UsageError, match="not class-conditional"):
         fm_runtime.load(trained.onnx).sample(5, seed=0, labels=0)
-    with pytest.raises(InputError, match="guidance"):
+    with pytest.raises(UsageError, match="guidance"):
         s.sample(5, seed=0, labels=0, guidance=float("nan"))
-    with pytest.raises(InputError, match="needs labels"):
+    with pytest.raises(UsageError, match="needs labels"):
         s.sample(5, seed=0, guidance=2.0)
 
 
@@ -143,7 +125,7 @@ def test_cli_class_labels_and_guidance(conditional, trained, tmp_path):
     assert np.array_equal(np.load(tmp_path / "b.npy"), s.sample(400, seed=0, labels=labels))
     info = run_cli("fm-run", "info", path).stdout
     assert "2 (labels 0..1; 2 = no label" in info
-    for args, code, text in [(["--class", "5"], 4, "out of range"), (["--guidance", "2"], 2, "needs --class"),
+    for args, code, text in [(["--class", "5"], 2, "out of range"), (["--guidance", "2"], 2, "needs --class"),
                              (["--class", "0", "--labels", str(tmp_path / "y.npy")], 2, "not both")]:
         bad = run_cli("fm-run", "sample", path, "-n", "10", *args, check=False)
         assert bad.returncode == code and text in bad.stderr, bad.stderr

@@ -90,7 +90,7 @@ def test_device_resident_loop_matches_torch(trained, noise, solver):
     # the accelerator code path (state, stages, t and coefficients as OrtValues, updates by the
     # shipped axpy graph through IOBinding), run here on the CPU provider
     s = fm_runtime.load(trained.onnx, device_resident=True, tile=0)
-    assert s._device_loop is not None
+    assert type(s.backend).__name__ == "DeviceBackend"
     got = s.sample(noise=noise[:700], steps=3, solver=solver)
     other = s.sample(noise=noise[700:1400], steps=3, solver=solver)
     assert np.abs(got - native_sample(trained.model, noise[:700], 3, solver)).max() <= ATOL
@@ -106,7 +106,7 @@ def test_device_resident_baked_runner_reuses_buffers(trained, baked, noise):
     assert np.abs(first - ref).max() <= ATOL      # and leaves earlier results alone
     assert np.abs(again - native_sample(trained.model, noise[:300] * 0.5, 3, "rk4")).max() <= ATOL
     assert np.abs(s.sample(noise=noise[:5]) - ref[:5]).max() <= ATOL
-    assert sorted(s._bound_graph._bound) == [5, 300]
+    assert sorted(s.backend.runner._bound) == [5, 300]
 
 
 def test_cuda_graph_needs_cuda_and_a_baked_file(trained):

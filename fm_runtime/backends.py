@@ -1,0 +1,101 @@
+"""How one tile of noise becomes samples, chosen once when a model is loaded:
+
+- HostLoop: the fixed-step loop in numpy around velocity calls (CPU's fastest);
+- DeviceBackend: the state kept on the provider's device between steps (device.py);
+- BakedGraph: the file is the whole solve, one call;
+- BoundBakedGraph: a baked file run through fixed device buffers (CUDA graphs).
+
+All share `solve(z, steps, solver, cond, watch) -> (x, network evaluations)`. A Watch belongs to
+one request and sees every step the backend exposes, so NaN/Inf are reported where they arose.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnxruntime as ort
+
+from .contract import ModelSpec
+from .device import BoundGraphRunner, DeviceLoop, device_of
+from .errors import NumericalError
+from .solvers import integrate_inplace
+from .velocity import Conditioning, velocity_fn
+
+
+class Watch:
+    """NaN/Inf in a request's solves: raise at the first one, or (keep_partial) note where."""
+
+    def __init__(self, where: str, keep_partial: bool = False):
+        self.where, self.keep_partial = where, keep_partial
+        self.nonfinite: list[tuple[int, float, str]] = []
+        self._lock = threading.Lock()
+
+    def on_step(self, steps: int, end_only: str | None = None):
+        """check(x, step, t) after each step; end_only names what hides the steps (baked graph)."""
+        def check(x: np.ndarray, step: int, t: float) -> None:
+            if np.isfinite(x).all():
+                return
+            bad = int((~np.isfinite(x.reshape(len(x), -1))).any(1).sum())
+            where = end_only or f"at step {step} of {steps} (t = {t:.3f})"
+            if not self.keep_partial:
+                raise NumericalError(f"{self.where}: the solve produced NaN/Inf {where}, in {bad} of "
+                                     f"{len(x)} rows of a tile")
+            with self._lock:
+                self.nonfinite.append((step, t, where))
+        return check
+
+
+class HostLoop:
+    def __init__(self, session: ort.InferenceSession, spec: ModelSpec):
+        self.session, self.spec = session, spec
+
+    def solve(self, z, steps: int, solver: str, cond: Conditioning, watch: Watch):
+        f = velocity_fn(self.session, self.spec, len(z), cond)
+        return integrate_inplace(f, z, steps, solver, watch.on_step(steps))
+
+
+class DeviceBackend(HostLoop):
+    """Velocity loop with the state on the device; labelled requests use the host loop (the
+    device loop binds x and t only)."""
+
+    def __init__(self, session, spec, device: str):
+        super().__init__(session, spec)
+        self.loop, self._lock = DeviceLoop(session, spec, device), threading.Lock()
+
+    def solve(self, z, steps, solver, cond, watch):
+        if self.spec.num_classes:
+            return super().solve(z, steps, solver, cond, watch)
+        with self._lock:            # one set of device buffers
+            x, calls = self.loop.solve(z, steps, solver)
+        watch.on_step(steps, "in the device loop's output (sample on CPU to see the step)")(x, steps, 1.0)
+        return x, calls
+
+
+class BakedGraph:
+    def __init__(self, session: ort.InferenceSession, spec: ModelSpec):
+        self.session, self.spec = session, spec
+
+    def _run(self, z):
+        return self.session.run([self.spec.out_name], {self.spec.z_name: z})[0]
+
+    def solve(self, z, steps, solver, cond, watch):
+        x = self._run(z)
+        watch.on_step(steps, "in the baked graph's output (sample the velocity model to see the step)")(x, steps, 1.0)
+        return x, self.spec.baked["nfe"]
+
+
+class BoundBakedGraph(BakedGraph):
+    def __init__(self, session, spec, device: str):
+        super().__init__(session, spec)
+        self.runner, self._lock = BoundGraphRunner(session, spec, device), threading.Lock()
+
+    def _run(self, z):
+        with self._lock:            # the bound buffers are shared per batch size
+            return self.runner.run(z)
+
+
+def choose_backend(session: ort.InferenceSession, spec: ModelSpec, device_resident: bool):
+    if device_resident:
+        device = device_of(session.get_providers()[0])
+        return BoundBakedGraph(session, spec, device) if spec.kind == "baked" else DeviceBackend(session, spec, device)
+    return BakedGraph(session, spec) if spec.kind == "baked" else HostLoop(session, spec)

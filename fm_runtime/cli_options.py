@@ -1,0 +1,82 @@
+"""What the fm-run commands share: the model argument and options used by several commands,
+loading, and the checks and descriptions that more than one command prints."""
+from __future__ import annotations
+
+import click
+import numpy as np
+
+from .contract import divergence_problem
+from .sampler import Sampler, load
+from .solvers import MAX_STEPS, SOLVERS
+
+model_arg = click.argument("model", required=False, type=click.Path(dir_okay=True))
+
+
+def plain_model_options(f):
+    f = click.option("--t-name", help="Name of the time input, for a plain ONNX without metadata.")(f)
+    f = click.option("--x-name", help="Name of the state input, for a plain ONNX without metadata.")(f)
+    f = click.option("--dim", type=click.IntRange(min=1),
+                     help="Data dimension, for a plain ONNX whose graph does not fix it.")(f)
+    return f
+
+
+def open_sampler(model, provider="cpu", dim=None, x_name=None, t_name=None, threads=None, tile=None,
+          cuda_graph=False) -> Sampler:
+    return load(model, provider, data_shape=dim, x_name=x_name, t_name=t_name, threads=threads,
+                tile=tile, cuda_graph=cuda_graph)
+
+
+
+def solve_options(what: str = "Solver steps on the uniform grid 0 -> 1"):
+    """--steps and --solver, defaulting to the model's."""
+    def add(f):
+        f = click.option("--solver", type=click.Choice(sorted(SOLVERS)),
+                         help="Fixed-step solver [default: the model's, else midpoint].")(f)
+        return click.option("--steps", type=click.IntRange(1, MAX_STEPS),
+                            help=f"{what} [default: the model's, else 8].")(f)
+    return add
+
+
+def class_options(f):
+    """--class, --labels and --guidance for class-conditional models."""
+    f = click.option("--guidance", type=float, default=1.0, show_default=True,
+                     help="Classifier-free guidance weight w: v = v_uncond + w (v_cond - v_uncond); 1 is the "
+                          "plain conditional model, 0 the unconditional one, > 1 sharper classes.")(f)
+    f = click.option("--labels", type=click.Path(dir_okay=False),
+                     help="Class-conditional models: a .npy of n integer labels, one per row.")(f)
+    return click.option("--class", "label", type=int,
+                        help="Class-conditional models: the class of every row (see fm-run info for the classes).")(f)
+
+
+def divergence_options(f):
+    f = click.option("--probes", type=click.IntRange(1, 1024), default=1, show_default=True,
+                     help="Hutchinson probes per row.")(f)
+    return click.option("--divergence", type=click.Choice(["auto", "exact", "hutchinson"]), default="auto",
+                        show_default=True, help="exact: trace over all D directions; hutchinson: --probes random "
+                        "probes per row (unbiased, cheaper for high D); auto: exact up to 16 dimensions.")(f)
+
+
+def check_conditioning(sampler, label, labels, guidance, logprob, grid) -> None:
+    """Refuse, before any work, class options a model cannot take and outputs it cannot make."""
+    if (label is not None or labels is not None) and not sampler.num_classes:
+        raise click.UsageError(f"{sampler.path} is not class-conditional; --class/--labels do not apply")
+    if guidance != 1.0 and label is None and labels is None and not (grid and sampler.num_classes):
+        raise click.UsageError("--guidance needs --class or --labels (or --grid with a conditional model, "
+                               "which draws every class)")
+    problem = logprob and divergence_problem(sampler.spec, sampler.path)
+    if problem:
+        raise click.UsageError(problem)
+    if grid:
+        from .png import is_image_shape
+        if not is_image_shape(sampler.data_shape):
+            raise click.UsageError(f"--grid needs image data ([H, W] or [C, H, W]); this model's data "
+                                   f"shape is {list(sampler.data_shape)}")
+
+
+def describe_logp(sampler, logp, nfe: int, divergence: str, probes: int) -> str:
+    from .likelihood import resolve_method
+    d, m = sampler.spec.dim, float(logp.mean())
+    method = resolve_method(divergence, d)
+    how = "exact divergence" if method == "exact" else f"Hutchinson divergence, {probes} probe{'s' * (probes > 1)}"
+    return (f"mean log p {m:.4f} nats ({m / d:.4f} nats/dim; negative log-likelihood "
+            f"{-m / d / np.log(2):.4f} bits/dim), {how}, {nfe} evaluations")

@@ -1,0 +1,228 @@
+"""fm-run sample: integrate a model from noise to data, in memory or streamed to disk."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+import numpy as np
+
+from .cli_options import (check_conditioning, class_options, describe_logp, divergence_options, model_arg,
+                          open_sampler, plain_model_options, solve_options)
+from .errors import NumericalError
+from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
+from .noise import new_seed
+from .solvers import time_grid
+
+MAX_ROWS = 10**12                 # beyond this, -n is surely a typo
+MEMORY_FRACTION = 0.5             # in-memory results may use at most this share of RAM
+
+
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    i, _, k = value.partition("/")
+    if not (i.isdigit() and k.isdigit()) or not 0 <= int(i) < int(k):
+        raise click.BadParameter(f"expected I/K with 0 <= I < K, e.g. 0/4; got {value!r}",
+                                 param_hint="--shard")
+    return int(i), int(k)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+@click.command()
+@model_arg
+@click.option("-n", "--num", "n", type=click.IntRange(min=1),
+              help="Number of samples [default: 1000; with --grid and a conditional model, "
+                   "one row of --grid-cols per class] (ignored when --noise gives the starting points).")
+@solve_options()
+@click.option("--seed", type=click.IntRange(min=0),
+              help="Seed for the starting noise; a random one (printed) if omitted.")
+@click.option("--noise", type=click.Path(dir_okay=False),
+              help="Start from this .npy array [n, *shape] instead of drawing noise.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write samples here as .npy (float32 [n, *shape]), streamed in chunks so memory "
+                   "stays bounded for any n. Without it, 2-D samples are sketched in the terminal.")
+@click.option("--shard", metavar="I/K",
+              help="Produce only shard I of K (0-based) of the seeded run of -n rows: rows "
+                   "[I*n//K, (I+1)*n//K). Concatenating shards 0..K-1 gives the full run.")
+@click.option("--keep-partial", is_flag=True,
+              help="If the solve turns NaN/Inf, still write the samples (those rows non-finite); "
+                   "the exit code is 5 either way.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress on stderr for long runs [default: when stderr is a terminal].")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Draw the 1x9 trajectory figure (noise -> data) to this PNG; needs the plot extra.")
+@class_options
+@click.option("--logprob", type=click.Path(dir_okay=False),
+              help="Also write the log density of each sample (nats, float64 [n] .npy), computed in "
+                   "the same forward solve; prints the mean in nats and bits per dimension.")
+@divergence_options
+@click.option("--grid", type=click.Path(dir_okay=False),
+              help="Image models: write the samples as a PNG grid (one row per class for a "
+                   "conditional model without --class/--labels).")
+@click.option("--grid-cols", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Images per row of --grid.")
+@click.option("--provider", default="cpu", show_default=True,
+              help="onnxruntime execution provider: cpu, cuda, tensorrt, ... (or a full name).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Worker threads solving tiles of the batch in parallel [default: all cores].")
+@click.option("--tile", type=click.IntRange(min=0),
+              help="Rows per tile on CPU (0: the whole batch in one call) [default: 2048].")
+@click.option("--cuda-graph", is_flag=True,
+              help="With --provider cuda and a baked file: capture the solve as a CUDA graph and "
+                   "replay it (one capture per batch size).")
+@plain_model_options
+def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progress, plot, label, labels,
+           guidance, logprob, divergence, probes, grid, grid_cols, provider, threads, tile, cuda_graph,
+           dim, x_name, t_name):
+    """Integrate the model's velocity from noise (t = 0) to data (t = 1).
+
+    \b
+    Examples:
+      fm-run sample -n 1000 --seed 0 --out samples.npy
+      fm-run sample moons.onnx --noise z.npy --steps 4 --solver rk4 --out x.npy
+      fm-run sample moons.onnx -n 100000000 --seed 1 --out big.npy      # streamed, bounded memory
+      fm-run sample moons.onnx -n 100000000 --seed 1 --shard 2/8 --out part2.npy
+      fm-run sample plain.onnx --dim 2 -n 500 --out x.npy
+      fm-run sample moons-cond.onnx --class 1 --guidance 2 -n 500 --out upper.npy
+      fm-run sample moons.onnx -n 1000 --seed 0 --out x.npy --logprob logp.npy
+      fm-run sample digits.onnx --guidance 2 --grid digits.png       # one row per class
+    """
+    shard_ik = _parse_shard(shard)
+    if label is not None and labels:
+        raise click.UsageError("give --class or --labels, not both")
+    if grid and (plot or shard_ik):
+        raise click.UsageError("--grid cannot be combined with --plot or --shard")
+    if logprob and (plot or shard_ik):
+        raise click.UsageError("--logprob cannot be combined with --plot or --shard")
+    if n is not None and n > MAX_ROWS:
+        raise click.BadParameter(f"{n} rows is more than this tool handles ({MAX_ROWS:.0e})", param_hint="-n")
+    if noise and shard_ik:
+        raise click.UsageError("--shard splits a seeded run; it does not apply to --noise")
+    if cuda_graph and provider.lower() not in ("cuda", "cudaexecutionprovider"):
+        raise click.UsageError("--cuda-graph needs --provider cuda")
+    for path in (out, plot, logprob, grid):
+        if path:
+            check_writable(path)
+    if plot:
+        from .plot import require_matplotlib
+        require_matplotlib()
+    z = load_array(noise, "noise", kinds="f") if noise else None
+    y = load_array(labels, "labels", kinds="iu", dtype=np.int64) if labels else None
+    sampler = open_sampler(model, provider, dim, x_name, t_name, threads, tile, cuda_graph)
+    check_conditioning(sampler, label, y, guidance, logprob, grid)
+    if grid and sampler.num_classes and label is None and y is None:
+        y = np.repeat(np.arange(sampler.num_classes), grid_cols)   # one row per class
+        if n is None and z is None:
+            n = len(y)
+    if z is not None:
+        z = sampler.check_noise(z)
+        n = len(z)
+    n = 1000 if n is None else n
+    if grid and n > 10_000:
+        raise click.UsageError(f"--grid draws every sample; {n:,} is too many for one picture (max 10 000)")
+    cond = {"labels": label if y is None else y, "guidance": guidance}
+    if cond["labels"] is not None:
+        sampler.check_labels(cond["labels"], n)
+    if sampler.baked:
+        if plot:
+            raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
+        try:
+            sampler.check_baked(steps, solver, False)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+    steps = steps or sampler.spec.default_steps
+    solver = solver or sampler.spec.default_solver
+    start, stop = (shard_ik[0] * n // shard_ik[1], (shard_ik[0] + 1) * n // shard_ik[1]) if shard_ik else (0, n)
+    rows = stop - start
+    row_bytes = 4 * sampler.spec.dim
+    in_memory = bool(plot or logprob or grid or (z is not None and not out))
+    if out:
+        check_space(out, rows * row_bytes + 4096)
+    if (in_memory or not out) and rows * row_bytes * (4 if plot else 3) * (steps + 1 if plot else 1) > MEMORY_FRACTION * _physical_memory():
+        raise click.UsageError(f"{rows:,} samples do not fit in memory here; write them with --out "
+                               "(streamed in chunks)" + (" and drop --plot" if plot else ""))
+    if seed is None and z is None:
+        seed = new_seed()
+    clock = time.perf_counter()
+    try:
+        x, nonfinite = _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial, progress,
+                            cond, logprob and {"path": logprob, "divergence": divergence, "probes": probes}, in_memory)
+    except NumericalError as e:
+        raise NumericalError(f"{e}; nothing written (--keep-partial writes the samples anyway)") from None
+    elapsed = time.perf_counter() - clock
+    what = f"rows {start:,}..{stop - 1:,} of a {n:,}-row run" if shard_ik else f"{rows:,} samples"
+    click.echo(f"{what} of shape {list(sampler.data_shape)}: {solver}, {steps} steps, "
+               f"{sampler.nfe(steps, solver)} NFE, {elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
+               + (f", seed {seed}" if z is None else "")
+               + (f" -> {out}" if out else "") + (f", figure -> {plot}" if plot else "")
+               + _describe_conditioning(sampler, cond), err=True)
+    if nonfinite:
+        where = min(nonfinite)[2]
+        raise NumericalError(f"{sampler.path}: the solve produced NaN/Inf {where}; kept as asked "
+                             f"(--keep-partial){' in ' + out if out else ''}")
+    if grid:
+        from .png import image_grid, write_png
+        write_png(grid, image_grid(x, grid_cols, sampler.spec.value_range))
+        click.echo(f"grid of {len(x)} images ({grid_cols} per row) -> {grid}", err=True)
+    elif not out and not logprob:
+        if x.ndim == 2 and x.shape[1] == 2:
+            from .plot import ascii_scatter
+            click.echo(ascii_scatter(x))
+        else:
+            click.echo(f"mean {float(x.mean()):.4f}  std {float(x.std()):.4f} (use --out to keep them)")
+
+
+def _describe_conditioning(sampler, cond) -> str:
+    labels = cond["labels"]
+    if labels is None:
+        return ""
+    what = f"class {labels}" if np.ndim(labels) == 0 else f"labels over {len(np.unique(labels))} classes"
+    return f", {what}, guidance {cond['guidance']:g}"
+
+
+def _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial, progress, cond,
+         logprob, in_memory):
+    """Sample, write, plot; returns (samples held in memory or None, non-finite report)."""
+    if in_memory:
+        if z is None:
+            z = sampler.noise(n, seed)
+        r = sampler.run(noise=z, steps=steps, solver=solver, trajectory=bool(plot), logprob=bool(logprob),
+                        keep_partial=keep_partial, divergence=logprob["divergence"] if logprob else "auto",
+                        probes=logprob["probes"] if logprob else 1, **cond)
+        if logprob:
+            save_npy(logprob["path"], r.logprob)
+            click.echo(f"log density of {len(r.samples):,} samples -> {logprob['path']}: "
+                       f"{describe_logp(sampler, r.logprob, r.nfe, logprob['divergence'], logprob['probes'])}", err=True)
+        if plot:
+            from .plot import trajectory_figure
+            trajectory_figure(plot, r.trajectory, time_grid(steps))
+        if out:
+            save_npy(out, r.samples)
+        return r.samples, r.nonfinite
+    if out:
+        return None, _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress, cond)
+    r = sampler.run(n, steps, solver, seed=seed, keep_partial=keep_partial, **cond)
+    return r.samples, r.nonfinite
+
+
+def _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress, cond) -> list:
+    """Solve chunk by chunk into a temporary .npy renamed into place at the end."""
+    report = Progress(stop - start, "sampling", sys.stderr.isatty() if progress is None else progress)
+    nonfinite = []
+    with NpyStream(out, (stop - start, *sampler.data_shape)) as stream:
+        for _, r in sampler.sample_chunks(start, stop, seed, steps, solver, keep_partial=keep_partial,
+                                          noise=z, **cond):
+            nonfinite += r.nonfinite
+            stream.write(r.samples)
+            report.update(len(r.samples))
+        stream.commit()
+    report.close()
+    return nonfinite

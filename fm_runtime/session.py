@@ -1,0 +1,150 @@
+"""Opening a model file: onnxruntime session options, provider checks, load failures that say
+what is wrong, the contract read from the file, and the self-test the exporter recorded."""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from . import providers as _providers
+from .contract import ModelSpec, io_table, read_selftest, read_spec
+from .errors import ModelError, UsageError
+
+DEFAULT_MODEL = "moons.onnx"
+
+
+def default_model_path() -> Path:
+    """The small moons model shipped inside the package."""
+    return Path(str(resources.files("fm_runtime.models").joinpath(DEFAULT_MODEL)))
+
+
+def one_line(e: Exception) -> str:
+    msg = " ".join(str(e).split())
+    for noise in ("[ONNXRuntimeError] : ", "onnxruntime::"):
+        msg = msg.replace(noise, "")
+    return msg[:300]
+
+
+def load_failure(where: str, e: Exception) -> ModelError:
+    """Name the problem when onnxruntime refuses a file."""
+    msg = one_line(e)
+    low = msg.lower()
+    if "external" in low:
+        return ModelError(f"{where}: the model keeps weights in a separate external-data file; "
+                          "fm-runtime loads one-file models only (re-export, or onnx.save(..., "
+                          "save_as_external_data=False))")
+    if "not a registered function/op" in low or "could not find an implementation" in low:
+        return ModelError(f"{where}: the model uses an operator this onnxruntime does not provide "
+                          f"(custom operators are not supported): {msg}")
+    if "protobuf parsing failed" in low or "invalid_protobuf" in low:
+        return ModelError(f"{where}: not an ONNX model, or truncated or corrupted (cannot parse it)"
+                          + _what_else(where))
+    return ModelError(f"{where}: not a loadable ONNX model ({msg})")
+
+
+def _what_else(where: str) -> str:
+    """A hint when the file is something else fm-runtime users meet: a torch checkpoint."""
+    try:
+        with open(where, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return ""
+    if head == b"PK":
+        return ("; it looks like a PyTorch checkpoint (a zip): export it first with "
+                f"`fm-export {where} --out model.onnx`")
+    return ""
+
+
+def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = int(intra_op_threads)
+    opts.inter_op_num_threads = 1
+    if int(intra_op_threads) > 1:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def open_model(path: str | os.PathLike | None, provider: str = "cpu", *, data_shape=None,
+               x_name: str | None = None, t_name: str | None = None, intra_op_threads: int = 1,
+               cuda_graph: bool = False) -> tuple[ort.InferenceSession, ModelSpec, str, ort.SessionOptions]:
+    """(session, spec, where, options) for a model file (None: the shipped moons model), its
+    self-test passed. Raises ModelError, ProviderError or UsageError with one line."""
+    p = default_model_path() if path is None else Path(path)
+    where = str(p)
+    if not p.exists():
+        raise ModelError(f"{where}: model file not found")
+    if p.is_dir():
+        raise ModelError(f"{where}: is a directory, not a model file")
+    if p.stat().st_size == 0:
+        raise ModelError(f"{where}: file is empty")
+    wanted = _providers.resolve(provider)
+    opts = session_options(intra_op_threads)
+    provider_options = None
+    if cuda_graph:
+        if wanted[0] != "CUDAExecutionProvider":
+            raise UsageError("cuda_graph needs provider='cuda'")
+        provider_options = [{"enable_cuda_graph": "1"}, {}]
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{where}: cannot read the file ({e.strerror})") from None
+    try:
+        # from bytes, so a reference to external data cannot silently load a sidecar file
+        session = ort.InferenceSession(data, sess_options=opts, providers=wanted,
+                                       provider_options=provider_options)
+    except Exception as e:  # onnxruntime raises its own exception types per failure
+        raise load_failure(where, e) from None
+    _providers.check_active(wanted, session.get_providers())
+    if isinstance(data_shape, int):
+        data_shape = (data_shape,)
+    try:
+        metadata = dict(session.get_modelmeta().custom_metadata_map)
+        inputs, outputs = io_table(session.get_inputs()), io_table(session.get_outputs())
+    except UnicodeDecodeError:
+        raise ModelError(f"{where}: the model's metadata or input/output names are not valid UTF-8") from None
+    spec = read_spec(where, metadata, inputs, outputs, data_shape=data_shape, x_name=x_name, t_name=t_name)
+    self_test(session, spec.selftest, where)
+    if cuda_graph and spec.kind != "baked":
+        raise UsageError(f"{where}: cuda_graph needs a baked sampler (fm-export --bake); the velocity "
+                         "loop changes its bindings every step")
+    return session, spec, where, opts
+
+
+def open_embedded(data: bytes, where: str, providers: list[str], opts: ort.SessionOptions) -> ort.InferenceSession:
+    """A graph carried inside a model file's metadata (the divergence graph), self-test passed."""
+    try:
+        session = ort.InferenceSession(data, sess_options=opts, providers=providers)
+    except Exception as e:
+        raise ModelError(f"{where} does not hold a loadable graph ({one_line(e)})") from None
+    self_test(session, read_selftest(where, dict(session.get_modelmeta().custom_metadata_map)), where)
+    return session
+
+
+def self_test(session: ort.InferenceSession, probe: dict, where: str) -> None:
+    """Run the probe the exporter recorded (fm.selftest) and compare: catches weights altered
+    after export (bit flips, bad copies) and providers that compute something else."""
+    if not probe:
+        return
+    dtypes = {i.name: np.int64 if i.type == "tensor(int64)" else np.float32 for i in session.get_inputs()}
+    try:
+        feed = {k: np.asarray(v, dtypes.get(k, np.float32)) for k, v in probe["inputs"].items()}
+        want = np.asarray(probe["output"], np.float32)
+        atol = float(probe.get("atol", 1e-3))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ModelError(f"{where}: metadata fm.selftest is malformed") from None
+    try:
+        got = session.run(None, feed)[0]
+    except Exception as e:
+        raise ModelError(f"{where}: fm.selftest does not fit the graph ({one_line(e)})") from None
+    with np.errstate(all="ignore"):
+        same = got.shape == want.shape and bool(np.all(np.abs(got - want) <= atol * np.maximum(1.0, np.abs(want))))
+        diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("nan")
+    if not same:
+        raise ModelError(f"{where}: fails its self-test: the graph's output differs from the values "
+                         f"recorded at export (max |diff| {diff:.3g}); the file was altered or corrupted")

@@ -1,0 +1,45 @@
+"""ModelSpec: everything the runtime knows about a model file once its contract is read
+(contract.read_spec fills it; nothing else writes it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS
+
+
+@dataclass
+class ModelSpec:
+    """Everything the runtime needs to sample a model file, read from metadata and graph."""
+
+    data_shape: tuple[int, ...]
+    x_name: str = "x"                   # velocity graph: state input
+    t_name: str = "t"                   # velocity graph: time input
+    v_name: str = "v"                   # velocity graph: velocity output
+    t_rank: int = 1                     # t fed as [B] (1) or [B, 1] (2)
+    kind: str = "velocity"              # or "baked": the graph is the whole solve, z -> x
+    z_name: str = "z"                   # baked graph: noise input
+    out_name: str = "x"                 # baked graph: samples output
+    baked: dict[str, Any] = field(default_factory=dict)   # {"solver", "steps", "nfe"}
+    selftest: dict[str, Any] = field(default_factory=dict)  # {"inputs", "output", "atol"}
+    variant: dict[str, Any] = field(default_factory=dict)   # {"precision", "quantize", "format", "vs_fp32"}
+    prediction: str = "velocity"
+    path: dict[str, Any] = field(default_factory=lambda: {"name": "unknown"})
+    default_solver: str = DEFAULT_SOLVER
+    default_steps: int = DEFAULT_STEPS
+    training: dict[str, Any] = field(default_factory=dict)
+    architecture: dict[str, Any] = field(default_factory=dict)
+    producer: dict[str, Any] = field(default_factory=dict)
+    format_version: int | None = None   # None: a plain ONNX without fm.* metadata
+    num_classes: int = 0                # > 0: the velocity graph also takes labels y [B] int64
+    null_class: int = 0                 # the label id meaning "no label" (num_classes)
+    y_name: str = "y"
+    value_range: tuple[float, float] | None = None   # image data: the range a pixel spans
+    divergence: dict[str, Any] = field(default_factory=dict)   # the JVP graph for log-likelihoods
+
+    @property
+    def dim(self) -> int:
+        d = 1
+        for s in self.data_shape:
+            d *= s
+        return d

@@ -1,0 +1,36 @@
+"""Rows of a batch split into tiles and solved on worker threads (onnxruntime releases the GIL
+while it runs, so tiles run in parallel). Shared by sampling and likelihoods."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+# Rows per tile on CPU: a 2048 x 64 float32 activation (512 KiB) stays in L2; 1024-8192 measured
+# within 3% of each other for the 64-wide MLP, one call on 100 000 rows 2.4x slower.
+DEFAULT_TILE = 2048
+# Batches above this many rows per worker are split so that every worker gets a share
+# (256 rows as 2 x 128 on 2 cores: 0.86 ms against 1.30 ms in one call); below it, per-call
+# overhead outweighs the second core.
+MIN_SPLIT = 128
+
+
+class Tiler:
+    def __init__(self, tile: int = DEFAULT_TILE, workers: int = 1):
+        self.tile, self.workers = int(tile), max(1, int(workers))
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def bounds(self, n: int, tile: int | None = None) -> list[tuple[int, int]]:
+        """[(start, stop), ...] covering n rows; tile 0 means one call on the whole batch."""
+        tile = self.tile if tile is None else tile
+        rows = min(tile, max(MIN_SPLIT, -(-n // self.workers))) if tile > 0 else n
+        return [(a, min(a + rows, n)) for a in range(0, n, rows)]
+
+    def map(self, run, bounds: list) -> list:
+        """run(bounds[i]) for every tile, over the worker threads."""
+        if self.workers == 1 or len(bounds) == 1:
+            return [run(ab) for ab in bounds]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fm-run")
+        return list(self._pool.map(run, bounds))

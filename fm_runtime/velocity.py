@@ -1,0 +1,121 @@
+"""The model's velocity as numpy callables, v(x, t) and (v, J e)(x, t, e), with class labels and
+classifier-free guidance applied as one wrapper around the graph call (the solvers never see
+them). Each callable owns its buffers, so callables made for parallel tiles share nothing."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from .contract import ModelSpec
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Labels [n] int64 (None: no label) and the guidance weight w of one request."""
+
+    labels: np.ndarray | None = None
+    guidance: float = 1.0
+
+    def rows(self, a: int, b: int) -> "Conditioning":
+        return self if self.labels is None else Conditioning(self.labels[a:b], self.guidance)
+
+
+def check_guidance(guidance, labels=None) -> float:
+    try:
+        g = float(guidance)
+    except (TypeError, ValueError):
+        raise UsageError(f"guidance must be a number, got {guidance!r}") from None
+    if not np.isfinite(g) or abs(g) > 1e3:
+        raise UsageError(f"guidance must be a finite number of magnitude <= 1000, got {guidance}")
+    if g != 1.0 and labels is None:
+        raise UsageError(f"guidance {g:g} needs labels (it weighs the conditional against the "
+                         "unconditional velocity)")
+    return g
+
+
+def check_labels(spec: ModelSpec, where: str, labels, n: int) -> np.ndarray | None:
+    """Labels as int64 [n] (an int applies to every row; None: no label), checked against the
+    model's classes; the "no label" id (spec.null_class) is allowed."""
+    if labels is None:
+        return None
+    if not spec.num_classes:
+        raise UsageError(f"{where} is not class-conditional; it takes no labels")
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(np.isfinite(arr))
+                                           and np.all(arr == np.round(arr))):
+        raise UsageError(f"labels must be integers, got dtype {arr.dtype}")
+    arr = np.broadcast_to(arr.astype(np.int64), (n,)) if arr.ndim == 0 else arr.astype(np.int64)
+    if arr.shape != (n,):
+        raise UsageError(f"labels have shape {list(arr.shape)}, expected [{n}] (one per sample)")
+    bad = arr[(arr < 0) | (arr > spec.num_classes)]
+    if bad.size:
+        raise UsageError(f"label {int(bad[0])} is out of range: this model has classes "
+                         f"0..{spec.num_classes - 1} (and {spec.null_class} for no label)")
+    return np.ascontiguousarray(arr)
+
+
+def _feed(spec: ModelSpec, batch: int, cond: Conditioning):
+    """(rows per run, fixed feed entries, combine): a conditional model gets its labels (the "no
+    label" id when none are given); guidance runs the conditional and the unconditional rows in
+    one batched call and combines them as v_u + w (v_c - v_u)."""
+    if not spec.num_classes:
+        return batch, {}, None
+    null = np.full(batch, spec.null_class, np.int64)
+    if cond.labels is None or cond.guidance == 1.0:
+        return batch, {spec.y_name: null if cond.labels is None else cond.labels}, None
+    w = cond.guidance
+
+    def combine(out: np.ndarray) -> np.ndarray:
+        vc, vu = out[:batch], out[batch:]
+        return vu + w * (vc - vu)
+    return 2 * batch, {spec.y_name: np.concatenate([cond.labels, null])}, combine
+
+
+def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Conditioning = Conditioning()):
+    """v(x, t) for scalar t at a fixed batch size, reusing its own buffers."""
+    rows, fixed, combine = _feed(spec, batch, cond)
+    tb = np.empty((rows,) if spec.t_rank == 1 else (rows, 1), np.float32)
+    run, names, x_name, t_name = session.run, [spec.v_name], spec.x_name, spec.t_name
+    if combine is None:
+        def f(x: np.ndarray, t: float) -> np.ndarray:
+            tb.fill(t)
+            return run(names, {x_name: x, t_name: tb, **fixed})[0]
+        return f
+    both = np.empty((rows, *spec.data_shape), np.float32)
+
+    def guided(x: np.ndarray, t: float) -> np.ndarray:
+        tb.fill(t)
+        both[:batch] = x
+        both[batch:] = x
+        return combine(run(names, {x_name: both, t_name: tb, **fixed})[0])
+    return guided
+
+
+def velocity_at(session: ort.InferenceSession, spec: ModelSpec, x: np.ndarray, t, cond: Conditioning) -> np.ndarray:
+    """v(x, t) for one batch with t a scalar or one time per row."""
+    rows, fixed, combine = _feed(spec, len(x), cond)
+    tb = np.empty((rows,) if spec.t_rank == 1 else (rows, 1), np.float32)
+    tb[...] = np.reshape(np.tile(np.ravel(t), rows // len(x)), tb.shape) if np.ndim(t) else t
+    xs = x if rows == len(x) else np.concatenate([x, x])
+    out = session.run([spec.v_name], {spec.x_name: xs, spec.t_name: tb, **fixed})[0]
+    return out if combine is None else combine(out)
+
+
+def jvp_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Conditioning = Conditioning()):
+    """(x, t, e) -> (v, J e) from the divergence graph, with the same labels and guidance as the
+    velocity (guidance combines the products linearly, like the velocities)."""
+    rows, fixed, combine = _feed(spec, batch, cond)
+    names = ["v", spec.divergence.get("output_jv", "jv")]
+    e_name = spec.divergence.get("input_e", "e")
+    tb = np.empty(rows, np.float32)
+
+    def jvp(x: np.ndarray, t: float, e: np.ndarray):
+        tb.fill(t)
+        if combine is None:
+            return session.run(names, {"x": x, "t": tb, e_name: e, **fixed})
+        v, jv = session.run(names, {"x": np.concatenate([x, x]), "t": tb, e_name: np.concatenate([e, e]), **fixed})
+        return combine(v), combine(jv)
+    return jvp

@@ -1,0 +1,53 @@
+"""One Sampler shared by many threads: each request gets exactly what a private Sampler gives."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+import fm_runtime
+
+
+def test_eight_threads_share_one_sampler(trained, conditional):
+    shared = fm_runtime.load(trained.onnx, threads=2, tile=64)
+    cond_shared = fm_runtime.load(conditional["moons"][1], threads=2, tile=64)
+    blowup = np.full((300, 2), 3e38, np.float32)          # the first matmul overflows to Inf
+    jobs = []
+    for i in range(8):
+        solver, steps = ["euler", "midpoint", "heun", "rk4"][i % 4], 2 + i
+        if i % 3 == 2:
+            jobs.append(("cond", dict(n=200 + i, seed=i, steps=steps, solver=solver, labels=i % 2, guidance=1.5)))
+        elif i == 7:
+            jobs.append(("plain", dict(noise=blowup, steps=steps, solver=solver, keep_partial=True)))
+        else:
+            jobs.append(("plain", dict(n=500 + 37 * i, seed=i, steps=steps, solver=solver,
+                                       logprob=i % 2 == 1)))
+    got: dict[int, tuple] = {}
+    barrier = threading.Barrier(len(jobs))
+
+    def work(i: int) -> None:
+        kind, kwargs = jobs[i]
+        s = cond_shared if kind == "cond" else shared
+        barrier.wait()
+        results = [s.run(**kwargs) for _ in range(3)]
+        got[i] = (results, s.last_nfe)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (kind, kwargs) in enumerate(jobs):
+        private = fm_runtime.load(conditional["moons"][1] if kind == "cond" else trained.onnx, threads=1, tile=64)
+        want = private.run(**kwargs)
+        results, last_nfe = got[i]
+        assert last_nfe == want.nfe
+        for r in results:
+            np.testing.assert_array_equal(r.samples, want.samples)
+            assert r.nfe == want.nfe
+            assert (r.logprob is None) == (want.logprob is None)
+            if want.logprob is not None:
+                np.testing.assert_array_equal(r.logprob, want.logprob)
+            assert sorted(r.nonfinite) == sorted(want.nonfinite)
+    assert got[7][0][0].nonfinite, "the blow-up job reports where its solve went non-finite"
+    assert all(not got[i][0][0].nonfinite for i in range(7))
