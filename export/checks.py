@@ -2,11 +2,11 @@
 the self-test a file carries (shared by export_velocity and --add-divergence)."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+from fm_runtime.contract import put_metadata
 
 from .adapters import ExportError
 
@@ -36,13 +36,12 @@ def example_inputs(data_shape: tuple[int, ...], kind: str, b: int, rng: np.rando
 def add_selftest(proto: onnx.ModelProto, data_shape: tuple[int, ...], kind: str, num_classes: int = 0) -> bytes:
     """Record a probe and the file's own output for it (fm.selftest), so the runtime can tell an
     altered file at load time; returns the serialised model."""
-    for p in [p for p in proto.metadata_props if p.key == "fm.selftest"]:
-        proto.metadata_props.remove(p)
+    put_metadata(proto.metadata_props, "selftest", None)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     probe = example_inputs(data_shape, kind, 4, np.random.default_rng(1234), num_classes, probes=2)
     selftest = {"inputs": {k: v.tolist() for k, v in probe.items()},
                 "output": sess.run(None, probe)[0].tolist(), "atol": 1e-3}
-    proto.metadata_props.add(key="fm.selftest", value=json.dumps(selftest))
+    put_metadata(proto.metadata_props, "selftest", selftest)
     return proto.SerializeToString()
 
 

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 
 import fm_runtime
-from fm_runtime.contract import build_metadata, io_table, read_spec, with_divergence
+from fm_runtime.contract import build_metadata, io_table, read_spec, with_divergence, write_metadata
 from fm_runtime.io import atomic_write
 
 from .adapters import ExportError
@@ -85,8 +85,6 @@ def add_divergence(src: str | Path, out: str | Path, *, data_shape=None, x_name:
         meta = {**meta, **build_metadata(data_shape=spec.data_shape, path={"name": "unknown"},
                                          graph_names=(spec.x_name, spec.t_name, spec.v_name))}
     new = with_divergence(meta, value)
-    del model.metadata_props[:]
-    for k, v in new.items():
-        model.metadata_props.add(key=k, value=v)
+    write_metadata(model.metadata_props, new)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(model.SerializeToString()))
     return {k: v for k, v in value.items() if k != "onnx_base64"}

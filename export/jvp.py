@@ -15,7 +15,8 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .jvp_rules import NO_TANGENT, RULES, Builder
+from .jvp_builder import Builder
+from .jvp_rules import NO_TANGENT, RULES
 
 PREFIX = "f/"                   # every tensor of the velocity graph is renamed into this namespace
 

@@ -9,104 +9,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-from onnx import TensorProto, helper
+from onnx import helper
+
+from .jvp_builder import FLOATS, Builder, add_all, attr
 
 # outputs carry no derivative (integer, boolean or piecewise-constant results)
 NO_TANGENT = {"Shape", "Size", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not",
               "And", "Or", "Xor", "ArgMax", "ArgMin", "NonZero", "Sign", "Floor", "Ceil", "Round",
               "IsNaN", "IsInf", "ConstantOfShape", "Range", "Constant", "EyeLike", "OneHot"}
-_FLOATS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
-
-
-class Builder:
-    """Emits nodes and constants with fresh names; holds the tangent of each tensor."""
-
-    def __init__(self, shapes: dict):
-        self.nodes: list = []
-        self.constants: dict[str, np.ndarray] = {}
-        self.tangent: dict[str, str] = {}
-        self.shapes = shapes          # tensor name -> onnx TypeProto, where shape inference knew it
-        self._count = 0
-
-    def fresh(self, hint: str = "d") -> str:
-        self._count += 1
-        return f"jvp/{hint}{self._count}"
-
-    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
-        name = out or self.fresh(op_type)
-        self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=f"node:{name}", **attrs))
-        return name
-
-    def ops(self, op_type: str, inputs: list[str], n_out: int, **attrs) -> list[str]:
-        names = [self.fresh(op_type) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, names, name=f"node:{names[0]}", **attrs))
-        return names
-
-    def alias(self, name: str, src: str) -> None:
-        self.nodes.append(helper.make_node("Identity", [src], [name], name=f"node:{name}"))
-
-    def const(self, value: float, like: str | None = None) -> str:
-        dtype = {TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16}.get(self.elem_type(like), np.float32)
-        name = self.fresh("c")
-        self.constants[name] = np.array(value, dtype)
-        return name
-
-    def ints(self, values) -> str:
-        name = self.fresh("i")
-        self.constants[name] = np.array(values, np.int64)
-        return name
-
-    def elem_type(self, name: str | None) -> int | None:
-        t = self.shapes.get(name) if name else None
-        return t.tensor_type.elem_type if t is not None and t.HasField("tensor_type") else None
-
-    def rank(self, name: str) -> int | None:
-        t = self.shapes.get(name)
-        if t is None or not t.tensor_type.HasField("shape"):
-            return None
-        return len(t.tensor_type.shape.dim)
-
-    def _dims(self, name: str):
-        t = self.shapes.get(name)
-        if t is None or not t.tensor_type.HasField("shape"):
-            return None
-        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in t.tensor_type.shape.dim]
-        return None if None in dims else dims
-
-    def fit(self, tangent: str, primal: str, out: str) -> str:
-        """The tangent of `primal`, broadcast to the shape of `out` where they may differ."""
-        a, b = self._dims(primal), self._dims(out)
-        if a is not None and a == b:
-            return tangent
-        return self.expand(tangent, out)
-
-    def expand(self, tangent: str, out: str) -> str:
-        return self.op("Expand", tangent, self.op("Shape", out))
-
-    def zeros_like(self, name: str) -> str:
-        zero = helper.make_tensor("value", self.elem_type(name) or TensorProto.FLOAT, [1], [0.0])
-        return self.op("ConstantOfShape", self.op("Shape", name), value=zero)
-
-    def tan(self, name: str) -> str | None:
-        return self.tangent.get(name) if name else None
-
-
-def _attr(node, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            value = helper.get_attribute_value(a)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
-def _sum(b: Builder, terms: list[str]) -> str | None:
-    out = None
-    for term in terms:
-        out = term if out is None else b.op("Add", out, term)
-    return out
-
-
 def _linear_in_first(b: Builder, node):
     """Ops linear in input 0 whose other inputs are indices, shapes or axes: same op on the tangent."""
     if any(b.tan(i) for i in node.input[1:]):
@@ -121,9 +31,9 @@ def _linear_in_first(b: Builder, node):
 
 
 def _cast(b: Builder, node):
-    if _attr(node, "to") not in _FLOATS:
+    if attr(node, "to") not in FLOATS:
         return [None]
-    return [b.op("Cast", b.tan(node.input[0]), to=_attr(node, "to"))]
+    return [b.op("Cast", b.tan(node.input[0]), to=attr(node, "to"))]
 
 
 def _multilinear(b: Builder, node, linear: tuple[int, ...], drop: tuple[int, ...] = ()):
@@ -142,21 +52,21 @@ def _multilinear(b: Builder, node, linear: tuple[int, ...], drop: tuple[int, ...
 
 
 def _matmul_like(b: Builder, node):
-    return [_sum(b, _multilinear(b, node, tuple(range(len(node.input)))))]
+    return [add_all(b, _multilinear(b, node, tuple(range(len(node.input)))))]
 
 
 def _gemm(b: Builder, node):
     terms = _multilinear(b, node, (0, 1), drop=(2,))
     if len(node.input) > 2 and b.tan(node.input[2]):
-        dc = b.op("Mul", b.tan(node.input[2]), b.const(_attr(node, "beta", 1.0), node.output[0]))
+        dc = b.op("Mul", b.tan(node.input[2]), b.const(attr(node, "beta", 1.0), node.output[0]))
         terms.append(b.fit(dc, node.input[2], node.output[0]))
-    return [_sum(b, terms)]
+    return [add_all(b, terms)]
 
 
 def _conv(b: Builder, node):
     if len(node.input) > 2 and b.tan(node.input[2]):
         raise NotImplementedError(f"{node.op_type} with a bias that depends on x")
-    return [_sum(b, _multilinear(b, node, (0, 1), drop=(2,)))]
+    return [add_all(b, _multilinear(b, node, (0, 1), drop=(2,)))]
 
 
 def _add(b: Builder, node, sign: float = 1.0):
@@ -172,7 +82,7 @@ def _add(b: Builder, node, sign: float = 1.0):
 
 def _variadic_sum(b: Builder, node, mean: bool = False):
     terms = [b.fit(b.tan(i), i, node.output[0]) for i in node.input if b.tan(i)]
-    total = _sum(b, terms)
+    total = add_all(b, terms)
     return [b.op("Mul", total, b.const(1.0 / len(node.input), node.output[0])) if mean else total]
 
 
@@ -195,7 +105,7 @@ def _pow(b: Builder, node):
         terms.append(b.op("Mul", b.tan(x), slope))
     if b.tan(p):   # x^p log(x) dp
         terms.append(b.op("Mul", b.tan(p), b.op("Mul", y, b.op("Log", x))))
-    return [_sum(b, terms)]
+    return [add_all(b, terms)]
 
 
 def _where_gt0(b: Builder, x: str, pos: str, neg: str) -> str:
@@ -212,7 +122,7 @@ def _pointwise(slope):
 
 def _gelu_slope(b: Builder, node, x, y):
     c = lambda v: b.const(v, x)          # noqa: E731
-    if _attr(node, "approximate", "none") == "tanh":
+    if attr(node, "approximate", "none") == "tanh":
         k = math.sqrt(2 / math.pi)
         u = b.op("Mul", c(k), b.op("Add", x, b.op("Mul", c(0.044715), b.op("Mul", x, b.op("Mul", x, x)))))
         th = b.op("Tanh", u)
@@ -227,8 +137,8 @@ def _gelu_slope(b: Builder, node, x, y):
 
 def _hard_sigmoid_slope(alpha: float, beta: float):
     def slope(b, node, x, y):
-        a = _attr(node, "alpha", alpha)
-        z = b.op("Add", b.op("Mul", x, b.const(a, x)), b.const(_attr(node, "beta", beta), x))
+        a = attr(node, "alpha", alpha)
+        z = b.op("Add", b.op("Mul", x, b.const(a, x)), b.const(attr(node, "beta", beta), x))
         inside = b.op("And", b.op("Greater", z, b.const(0.0, x)), b.op("Less", z, b.const(1.0, x)))
         return b.op("Where", inside, b.const(a, x), b.const(0.0, x))
     return slope
@@ -276,12 +186,12 @@ def _where(b: Builder, node):
 
 def _concat(b: Builder, node):
     parts = [b.tan(i) or b.zeros_like(i) for i in node.input]
-    return [b.op("Concat", *parts, axis=_attr(node, "axis"))]
+    return [b.op("Concat", *parts, axis=attr(node, "axis"))]
 
 
 def _softmax(b: Builder, node, log: bool = False):
     x, y = node.input[0], node.output[0]
-    axis = _attr(node, "axis", -1)
+    axis = attr(node, "axis", -1)
     dx = b.tan(x)
     p = b.op("Exp", y) if log else y
     inner = b.op("ReduceSum", b.op("Mul", p, dx), b.ints([axis]), keepdims=1)
@@ -303,20 +213,20 @@ def _normalized(b: Builder, x: str, dx: str, axes: str, eps: float):
 def _layer_norm(b: Builder, node):
     x, scale = node.input[:2]
     bias = node.input[2] if len(node.input) > 2 else ""
-    axis = _attr(node, "axis", -1)
+    axis = attr(node, "axis", -1)
     rank = b.rank(x)
     if axis >= 0 and rank is None:
         raise NotImplementedError("LayerNormalization with a positive axis on a tensor of unknown rank")
     first = axis if axis < 0 else axis - rank
     axes = b.ints(list(range(first, 0)))
     dx = b.tan(x) or b.zeros_like(x)
-    xhat, dxhat = _normalized(b, x, dx, axes, _attr(node, "epsilon", 1e-5))
+    xhat, dxhat = _normalized(b, x, dx, axes, attr(node, "epsilon", 1e-5))
     terms = [b.op("Mul", dxhat, scale)]
     if b.tan(scale):
         terms.append(b.op("Mul", xhat, b.tan(scale)))
     if bias and b.tan(bias):
         terms.append(b.fit(b.tan(bias), bias, node.output[0]))
-    return [_sum(b, terms)] + [None] * (len(node.output) - 1)
+    return [add_all(b, terms)] + [None] * (len(node.output) - 1)
 
 
 def _instance_norm(b: Builder, node):
@@ -324,16 +234,16 @@ def _instance_norm(b: Builder, node):
     rank = b.rank(x)
     if rank is None or b.tan(scale) or b.tan(node.input[2]):
         raise NotImplementedError("InstanceNormalization of unknown rank or with x-dependent scale")
-    _, dxhat = _normalized(b, x, b.tan(x), b.ints(list(range(2, rank))), _attr(node, "epsilon", 1e-5))
+    _, dxhat = _normalized(b, x, b.tan(x), b.ints(list(range(2, rank))), attr(node, "epsilon", 1e-5))
     return [b.op("Mul", dxhat, b.op("Unsqueeze", scale, b.ints(list(range(1, rank - 1)))))]
 
 
 def _batch_norm(b: Builder, node):
     x, scale, _, _, var = node.input[:5]
     rank = b.rank(x)
-    if rank is None or _attr(node, "training_mode", 0) or any(b.tan(i) for i in node.input[1:]):
+    if rank is None or attr(node, "training_mode", 0) or any(b.tan(i) for i in node.input[1:]):
         raise NotImplementedError("BatchNormalization in training mode or of unknown rank")
-    gain = b.op("Div", scale, b.op("Sqrt", b.op("Add", var, b.const(_attr(node, "epsilon", 1e-5), x))))
+    gain = b.op("Div", scale, b.op("Sqrt", b.op("Add", var, b.const(attr(node, "epsilon", 1e-5), x))))
     return [b.op("Mul", b.tan(x), b.op("Unsqueeze", gain, b.ints(list(range(1, rank - 1)))))]
 
 
@@ -361,11 +271,11 @@ RULES = {
     "LayerNormalization": _layer_norm, "InstanceNormalization": _instance_norm,
     "BatchNormalization": _batch_norm, "ReduceSumSquare": _reduce_sum_square,
     "Relu": _pointwise(lambda b, n, x, y: b.op("Cast", b.op("Greater", x, _c(b, 0.0, x)), to=b.elem_type(x) or 1)),
-    "LeakyRelu": _pointwise(lambda b, n, x, y: _where_gt0(b, x, _c(b, 1.0, x), _c(b, _attr(n, "alpha", 0.01), x))),
-    "Elu": _pointwise(lambda b, n, x, y: _where_gt0(b, x, _c(b, 1.0, x), b.op("Add", y, _c(b, _attr(n, "alpha", 1.0), x)))),
+    "LeakyRelu": _pointwise(lambda b, n, x, y: _where_gt0(b, x, _c(b, 1.0, x), _c(b, attr(n, "alpha", 0.01), x))),
+    "Elu": _pointwise(lambda b, n, x, y: _where_gt0(b, x, _c(b, 1.0, x), b.op("Add", y, _c(b, attr(n, "alpha", 1.0), x)))),
     "Selu": _pointwise(lambda b, n, x, y: _where_gt0(
-        b, x, _c(b, _attr(n, "gamma", 1.0507009873554805), x),
-        b.op("Add", y, _c(b, _attr(n, "alpha", 1.6732632423543772) * _attr(n, "gamma", 1.0507009873554805), x)))),
+        b, x, _c(b, attr(n, "gamma", 1.0507009873554805), x),
+        b.op("Add", y, _c(b, attr(n, "alpha", 1.6732632423543772) * attr(n, "gamma", 1.0507009873554805), x)))),
     "Sigmoid": _pointwise(lambda b, n, x, y: b.op("Mul", y, b.op("Sub", _c(b, 1.0, x), y))),
     "Tanh": _pointwise(lambda b, n, x, y: b.op("Sub", _c(b, 1.0, x), b.op("Mul", y, y))),
     "Softplus": _pointwise(lambda b, n, x, y: b.op("Sigmoid", x)),

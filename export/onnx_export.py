@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 
 import fm_runtime
-from fm_runtime.contract import build_metadata, io_table, read_spec
+from fm_runtime.contract import build_metadata, io_table, put_metadata, read_spec, write_metadata
 from fm_runtime.io import atomic_write
 from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 
@@ -119,15 +119,14 @@ def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
     return worst
 
 
-def _make_variant(proto: onnx.ModelProto, fp32: bytes, dataset: str | None, data_shape, kind: str,
+def _make_variant(proto: onnx.ModelProto, fp32: bytes, reference, data_shape, kind: str,
                   num_classes: int, precision: str, quantize: str | None, fmt: str) -> tuple[bytes, dict, str | None]:
     """Apply precision/quantisation/format to the verified float32 model and measure the cost."""
     variant: dict = {"precision": precision, "quantize": quantize, "format": fmt}
     if (precision, quantize, fmt) != ("fp32", None, "onnx"):
         # reduced files are for sampling on small devices: they leave out the divergence graph
         # (log-likelihoods need the float32 ONNX file), which would otherwise outweigh the saving
-        for p in [p for p in proto.metadata_props if p.key == "fm.divergence"]:
-            proto.metadata_props.remove(p)
+        put_metadata(proto.metadata_props, "divergence", None)
     if precision == "fp16":
         proto = variants.to_fp16(proto)
     if quantize == "int8":
@@ -140,12 +139,9 @@ def _make_variant(proto: onnx.ModelProto, fp32: bytes, dataset: str | None, data
 
     out = encode()
     if (precision, quantize, fmt) != ("fp32", None, "onnx"):
-        from training.data import DATASETS, fresh_data   # only to measure quality on known data
-
-        has_data = dataset in DATASETS
+        has_data = reference is not None
         if has_data:
-            data = fresh_data(dataset, variants.QUALITY_SAMPLES, 2024)
-            fresh = fresh_data(dataset, variants.QUALITY_SAMPLES, 2025)
+            data, fresh = reference
         else:   # no data to compare with: deviation only, on standard-normal noise
             data = fresh = np.random.default_rng(2024).standard_normal((512, *data_shape)).astype(np.float32)
         cost = variants.measure(out, fp32, data, fresh)
@@ -186,7 +182,8 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
                     default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
                     bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
                     fmt: str = "onnx", divergence: bool = True, training: dict | None = None,
-                    architecture: dict | None = None, value_range: list | None = None) -> ExportReport:
+                    architecture: dict | None = None, value_range: list | None = None,
+                    reference_data: tuple[np.ndarray, np.ndarray] | None = None) -> ExportReport:
     """Export any PyTorch velocity network v(x, t[, y]) to one verified, self-describing file.
 
     data_shape: shape of one sample ([2], [1, 8, 8], ...). call / time: how the network is
@@ -194,7 +191,8 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     callable (net, x, t, y) -> v). num_classes > 0: labels 0..C-1, and C meaning "no label".
     path: optional metadata of the probability path it was trained on. bake="SOLVER:STEPS": the
     whole fixed-step solve as one graph z -> x instead. precision="fp16", quantize="int8",
-    fmt="ort": smaller variants, each measured against the float32 export. divergence: add the
+    fmt="ort": smaller variants, each measured against the float32 export (and, given
+    reference_data = two independent draws of real data, for quality too). divergence: add the
     graph log-likelihoods use (velocity files). Raises ExportError (exit code 8) with one line."""
     clock = time_module()
     if precision not in ("fp32", "fp16") or quantize not in (None, "int8") or fmt not in ("onnx", "ort"):
@@ -226,16 +224,14 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         architecture=architecture, baked=baked, num_classes=num_classes, value_range=value_range,
         divergence=div_meta, producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),
                                        "onnx": onnx.__version__, "opset": OPSET})
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        proto.metadata_props.add(key=k, value=v)
+    write_metadata(proto.metadata_props, meta)
     data = check_proto(proto)
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     read_spec(str(out), dict(sess.get_modelmeta().custom_metadata_map),
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
     worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes, one_time=one_time)
     fp32 = add_selftest(proto, data_shape, kind, num_classes)
-    data, variant, ops_config = _make_variant(proto, fp32, (training or {}).get("dataset"), data_shape, kind,
+    data, variant, ops_config = _make_variant(proto, fp32, reference_data, data_shape, kind,
                                               num_classes, precision, quantize, fmt)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     if ops_config is not None:
@@ -271,8 +267,15 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, **kwargs
     if missing:
         raise ExportError(f"the checkpoint config has no {' or '.join(missing)}; for a network not "
                           "trained by fm-train use export_velocity(net, out, data_shape=...)")
+    from training.data import DATASETS, fresh_data
+
     inner = model.inner if isinstance(model, PredictionToVelocity) else model
     classes = int(getattr(inner, "num_classes", 0))
+    dataset = config.get("dataset")
+    reduced = (kwargs.get("precision", "fp32"), kwargs.get("quantize"), kwargs.get("fmt", "onnx")) != ("fp32", None, "onnx")
+    if reduced and dataset in DATASETS and "reference_data" not in kwargs:
+        kwargs["reference_data"] = (fresh_data(dataset, variants.QUALITY_SAMPLES, 2024),
+                                    fresh_data(dataset, variants.QUALITY_SAMPLES, 2025))
     return export_velocity(
         model.eval(), out, data_shape=config["data_shape"], call="x,t,y" if classes else "x,t",
         num_classes=classes, path=config["path"], architecture=config.get("architecture", {}),

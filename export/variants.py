@@ -12,7 +12,6 @@ samples to fresh data beside the float32 model's and the noise floor.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from fm_runtime.contract import put_metadata
 from fm_runtime.metrics import energy_distance
 
 QUALITY_SAMPLES = 2000
@@ -103,7 +103,4 @@ def measure(variant: bytes, reference: bytes, data: np.ndarray, fresh: np.ndarra
 
 
 def set_variant_metadata(model: onnx.ModelProto, variant: dict) -> None:
-    for p in list(model.metadata_props):
-        if p.key == "fm.variant":
-            model.metadata_props.remove(p)
-    model.metadata_props.add(key="fm.variant", value=json.dumps(variant))
+    put_metadata(model.metadata_props, "variant", variant)

@@ -17,7 +17,7 @@ FORMAT_VERSION = 2      # 2 added class labels (fm.num_classes, input y); files 
 PREFIX = "fm."
 KINDS = ("velocity", "baked")
 PREDICTIONS = ("velocity",)
-__all__ = ["FORMAT_VERSION", "ModelSpec", "build_metadata", "read_spec", "read_selftest", "with_divergence",
+__all__ = ["FORMAT_VERSION", "ModelSpec", "build_metadata", "read_spec", "read_selftest", "with_divergence", "put_metadata", "write_metadata",
            "divergence_problem", "describe_variant", "io_table"]
 
 # key -> (JSON-decoded type, required for which kinds)
@@ -95,6 +95,24 @@ def read_selftest(where: str, metadata: dict[str, str]) -> dict:
 def with_divergence(metadata: dict[str, str], divergence: dict) -> dict[str, str]:
     """The same metadata_props with fm.divergence set to `divergence`."""
     return {**metadata, PREFIX + "divergence": json.dumps(divergence)}
+
+
+def put_metadata(props, key: str, value) -> None:
+    """Set one contract key in an ONNX model's metadata_props (replacing it; value None removes
+    it): the one way the exporter changes a key after build_metadata."""
+    if key not in _KEYS:
+        raise KeyError(f"{PREFIX}{key} is not a contract key")
+    for p in [p for p in props if p.key == PREFIX + key]:
+        props.remove(p)
+    if value is not None:
+        props.add(key=PREFIX + key, value=json.dumps(value))
+
+
+def write_metadata(props, metadata: dict[str, str]) -> None:
+    """Replace all metadata_props of an ONNX model with `metadata` (from build_metadata)."""
+    del props[:]
+    for k, v in metadata.items():
+        props.add(key=k, value=v)
 
 
 def _decode(where: str, metadata: dict[str, str], kind: str) -> dict[str, Any]:

@@ -16,13 +16,14 @@ import onnxruntime as ort
 
 from .backends import Watch, choose_backend
 from .contract import ModelSpec, divergence_problem
-from .errors import InputError, ModelError, NumericalError, UsageError
+from .errors import ModelError, NumericalError, UsageError
 from .likelihood import probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
 from .noise import BLOCK, new_seed, noise_rows
 from .session import default_model_path, open_embedded, open_model
-from .solvers import check_steps, get_solver, integrate
+from .solvers import get_solver, integrate
 from .tiler import DEFAULT_TILE, Tiler
-from .velocity import Conditioning, check_guidance, check_labels, jvp_fn, velocity_at, velocity_fn
+from . import checks
+from .velocity import Conditioning, jvp_fn, velocity_at, velocity_fn
 
 __all__ = ["Sampler", "SampleResult", "load", "default_model_path", "label_rows", "CHUNK_ROWS", "DEFAULT_TILE"]
 # Rows solved per chunk when a run is streamed to disk (4 noise blocks, 2 MiB of 2-D samples).
@@ -86,9 +87,9 @@ class Sampler:
         return self.spec.num_classes
 
     def check_labels(self, labels, n: int) -> np.ndarray | None:
-        return check_labels(self.spec, self.path, labels, n)
+        return checks.check_labels(self.spec, self.path, labels, n)
 
-    check_guidance = staticmethod(check_guidance)
+    check_guidance = staticmethod(checks.check_guidance)
 
     def velocity(self, x: np.ndarray, t: float | np.ndarray, labels=None, guidance: float = 1.0) -> np.ndarray:
         """v(x, t) for a batch x [B, *shape]; t a scalar or [B] array; labels and guidance as in sample()."""
@@ -96,11 +97,11 @@ class Sampler:
             raise UsageError(f"{self.path} is a baked sampler; it has no velocity to evaluate")
         x = np.ascontiguousarray(x, dtype=np.float32)
         labels = self.check_labels(labels, len(x))
-        return velocity_at(self.session, self.spec, x, t, Conditioning(labels, check_guidance(guidance, labels)))
+        return velocity_at(self.session, self.spec, x, t, Conditioning(labels, checks.check_guidance(guidance, labels)))
 
     def noise(self, n: int, seed: int | None = None, start: int = 0) -> np.ndarray:
         """Rows [start, start + n) of the seeded standard-normal noise stream (see noise.py)."""
-        return noise_rows(new_seed() if seed is None else _seed(seed), start, start + _count(n), self.data_shape)
+        return noise_rows(new_seed() if seed is None else checks.seed(seed), start, start + checks.count(n), self.data_shape)
 
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)
@@ -115,33 +116,9 @@ class Sampler:
             raise UsageError(f"{self.path} is a baked sampler: it returns final samples only, "
                              "no trajectory (use the velocity model for that)")
 
-    def check_noise(self, noise: np.ndarray, n: int | None = None, what: str = "noise") -> np.ndarray:
+    def check_noise(self, noise, n: int | None = None, what: str = "noise") -> np.ndarray:
         """A float array [n, *data_shape] with finite values, as contiguous float32."""
-        noise = np.asarray(noise)
-        if noise.dtype.kind != "f":
-            raise InputError(f"{what} must be floating point, got dtype {noise.dtype}")
-        if noise.ndim != 1 + len(self.data_shape) or tuple(noise.shape[1:]) != self.data_shape:
-            raise InputError(f"{what} has shape {list(noise.shape)}, expected [n, "
-                             f"{', '.join(map(str, self.data_shape))}]")
-        if n is not None and noise.shape[0] != n:
-            raise InputError(f"{what} has {noise.shape[0]} rows but n = {n}")
-        if noise.shape[0] == 0:
-            raise InputError(f"{what} has no rows")
-        if not np.isfinite(noise).all():
-            raise InputError(f"{what} contains NaN or Inf")
-        return np.ascontiguousarray(noise, dtype=np.float32)
-
-    def _grid(self, steps, solver) -> tuple[int, str]:
-        steps = self.spec.default_steps if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-            raise UsageError(f"steps must be an integer, got {steps!r}")
-        solver = solver or self.spec.default_solver
-        try:
-            get_solver(solver)
-            check_steps(int(steps))
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        return int(steps), solver
+        return checks.check_noise(self.data_shape, noise, n, what)
 
     def run(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
             seed: int | None = None, noise: np.ndarray | None = None, *, trajectory: bool = False,
@@ -152,14 +129,14 @@ class Sampler:
             self.check_baked(steps, solver, trajectory)
         if logprob and trajectory:
             raise UsageError("return_logprob and return_trajectory cannot be combined")
-        steps, solver = self._grid(steps, solver)
-        guidance = check_guidance(guidance, labels)
+        steps, solver = checks.check_grid(self.spec, steps, solver)
+        guidance = checks.check_guidance(guidance, labels)
         if noise is not None:
-            x0 = self.check_noise(noise, None if n is None else _count(n))
+            x0 = self.check_noise(noise, None if n is None else checks.count(n))
         elif n is None:
             raise UsageError("give n (how many samples) or noise (the starting points)")
         else:
-            x0 = self.noise(_count(n), seed)
+            x0 = self.noise(checks.count(n), seed)
         cond = Conditioning(self.check_labels(labels, len(x0)), guidance)
         watch = Watch(self.path, keep_partial)
         if logprob:
@@ -214,9 +191,9 @@ class Sampler:
         to likelihood.EXACT_MAX_DIM dimensions. Divide by the number of dimensions (and ln 2)
         for nats (bits) per dimension. Conditional models: log p(x | label), or of the guided
         field with guidance != 1."""
-        steps, solver = self._grid(steps, solver)
+        steps, solver = checks.check_grid(self.spec, steps, solver)
         x1 = self.check_noise(x, what="data")
-        cond = Conditioning(self.check_labels(labels, len(x1)), check_guidance(guidance, labels))
+        cond = Conditioning(self.check_labels(labels, len(x1)), checks.check_guidance(guidance, labels))
         z, integral, self._last.nfe = self._solve_divergence(x1, steps, solver, cond, divergence, probes,
                                                              probe_seed, forward=False)
         return standard_normal_logpdf(z) - integral
@@ -295,18 +272,6 @@ class Sampler:
             z = noise_rows(seed, a, b, self.data_shape) if noise is None else noise[a:b]
             yield a, self.run(noise=z, steps=steps, solver=solver, keep_partial=keep_partial,
                               guidance=guidance, labels=label_rows(labels, a, b))
-
-
-def _count(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise UsageError(f"n must be a whole number >= 1, got {n!r}")
-    return int(n)
-
-
-def _seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-        raise UsageError(f"seed must be a whole number in [0, 2**63), got {seed!r}")
-    return int(seed)
 
 
 def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,

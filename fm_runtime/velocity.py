@@ -9,7 +9,6 @@ import numpy as np
 import onnxruntime as ort
 
 from .contract import ModelSpec
-from .errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -21,40 +20,6 @@ class Conditioning:
 
     def rows(self, a: int, b: int) -> "Conditioning":
         return self if self.labels is None else Conditioning(self.labels[a:b], self.guidance)
-
-
-def check_guidance(guidance, labels=None) -> float:
-    try:
-        g = float(guidance)
-    except (TypeError, ValueError):
-        raise UsageError(f"guidance must be a number, got {guidance!r}") from None
-    if not np.isfinite(g) or abs(g) > 1e3:
-        raise UsageError(f"guidance must be a finite number of magnitude <= 1000, got {guidance}")
-    if g != 1.0 and labels is None:
-        raise UsageError(f"guidance {g:g} needs labels (it weighs the conditional against the "
-                         "unconditional velocity)")
-    return g
-
-
-def check_labels(spec: ModelSpec, where: str, labels, n: int) -> np.ndarray | None:
-    """Labels as int64 [n] (an int applies to every row; None: no label), checked against the
-    model's classes; the "no label" id (spec.null_class) is allowed."""
-    if labels is None:
-        return None
-    if not spec.num_classes:
-        raise UsageError(f"{where} is not class-conditional; it takes no labels")
-    arr = np.asarray(labels)
-    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(np.isfinite(arr))
-                                           and np.all(arr == np.round(arr))):
-        raise UsageError(f"labels must be integers, got dtype {arr.dtype}")
-    arr = np.broadcast_to(arr.astype(np.int64), (n,)) if arr.ndim == 0 else arr.astype(np.int64)
-    if arr.shape != (n,):
-        raise UsageError(f"labels have shape {list(arr.shape)}, expected [{n}] (one per sample)")
-    bad = arr[(arr < 0) | (arr > spec.num_classes)]
-    if bad.size:
-        raise UsageError(f"label {int(bad[0])} is out of range: this model has classes "
-                         f"0..{spec.num_classes - 1} (and {spec.null_class} for no label)")
-    return np.ascontiguousarray(arr)
 
 
 def _feed(spec: ModelSpec, batch: int, cond: Conditioning):

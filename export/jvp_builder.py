@@ -1,0 +1,96 @@
+"""The Builder the forward-mode rules write with (jvp_rules.py): fresh names, constants, shapes
+known from shape inference, and the tangent of every tensor that has one."""
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+
+FLOATS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+
+
+class Builder:
+    """Emits nodes and constants with fresh names; holds the tangent of each tensor."""
+
+    def __init__(self, shapes: dict):
+        self.nodes: list = []
+        self.constants: dict[str, np.ndarray] = {}
+        self.tangent: dict[str, str] = {}
+        self.shapes = shapes          # tensor name -> onnx TypeProto, where shape inference knew it
+        self._count = 0
+
+    def fresh(self, hint: str = "d") -> str:
+        self._count += 1
+        return f"jvp/{hint}{self._count}"
+
+    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
+        name = out or self.fresh(op_type)
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=f"node:{name}", **attrs))
+        return name
+
+    def ops(self, op_type: str, inputs: list[str], n_out: int, **attrs) -> list[str]:
+        names = [self.fresh(op_type) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, names, name=f"node:{names[0]}", **attrs))
+        return names
+
+    def alias(self, name: str, src: str) -> None:
+        self.nodes.append(helper.make_node("Identity", [src], [name], name=f"node:{name}"))
+
+    def const(self, value: float, like: str | None = None) -> str:
+        dtype = {TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16}.get(self.elem_type(like), np.float32)
+        name = self.fresh("c")
+        self.constants[name] = np.array(value, dtype)
+        return name
+
+    def ints(self, values) -> str:
+        name = self.fresh("i")
+        self.constants[name] = np.array(values, np.int64)
+        return name
+
+    def elem_type(self, name: str | None) -> int | None:
+        t = self.shapes.get(name) if name else None
+        return t.tensor_type.elem_type if t is not None and t.HasField("tensor_type") else None
+
+    def rank(self, name: str) -> int | None:
+        t = self.shapes.get(name)
+        if t is None or not t.tensor_type.HasField("shape"):
+            return None
+        return len(t.tensor_type.shape.dim)
+
+    def _dims(self, name: str):
+        t = self.shapes.get(name)
+        if t is None or not t.tensor_type.HasField("shape"):
+            return None
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in t.tensor_type.shape.dim]
+        return None if None in dims else dims
+
+    def fit(self, tangent: str, primal: str, out: str) -> str:
+        """The tangent of `primal`, broadcast to the shape of `out` where they may differ."""
+        a, b = self._dims(primal), self._dims(out)
+        if a is not None and a == b:
+            return tangent
+        return self.expand(tangent, out)
+
+    def expand(self, tangent: str, out: str) -> str:
+        return self.op("Expand", tangent, self.op("Shape", out))
+
+    def zeros_like(self, name: str) -> str:
+        zero = helper.make_tensor("value", self.elem_type(name) or TensorProto.FLOAT, [1], [0.0])
+        return self.op("ConstantOfShape", self.op("Shape", name), value=zero)
+
+    def tan(self, name: str) -> str | None:
+        return self.tangent.get(name) if name else None
+
+
+def attr(node, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            value = helper.get_attribute_value(a)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
+def add_all(b: Builder, terms: list[str]) -> str | None:
+    out = None
+    for term in terms:
+        out = term if out is None else b.op("Add", out, term)
+    return out

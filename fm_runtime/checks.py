@@ -1,0 +1,87 @@
+"""Every argument of a runtime request checked in one place, with the package's own errors:
+UsageError (exit 2) for values the caller chose, InputError (exit 4) for unusable arrays."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError, UsageError
+from .solvers import check_steps, get_solver
+from .spec import ModelSpec
+
+
+def count(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise UsageError(f"n must be a whole number >= 1, got {n!r}")
+    return int(n)
+
+
+def seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise UsageError(f"seed must be a whole number in [0, 2**63), got {seed!r}")
+    return int(seed)
+
+
+def check_guidance(guidance, labels=None) -> float:
+    try:
+        g = float(guidance)
+    except (TypeError, ValueError):
+        raise UsageError(f"guidance must be a number, got {guidance!r}") from None
+    if not np.isfinite(g) or abs(g) > 1e3:
+        raise UsageError(f"guidance must be a finite number of magnitude <= 1000, got {guidance}")
+    if g != 1.0 and labels is None:
+        raise UsageError(f"guidance {g:g} needs labels (it weighs the conditional against the "
+                         "unconditional velocity)")
+    return g
+
+
+def check_labels(spec: ModelSpec, where: str, labels, n: int) -> np.ndarray | None:
+    """Labels as int64 [n] (an int applies to every row; None: no label), checked against the
+    model's classes; the "no label" id (spec.null_class) is allowed."""
+    if labels is None:
+        return None
+    if not spec.num_classes:
+        raise UsageError(f"{where} is not class-conditional; it takes no labels")
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(np.isfinite(arr))
+                                           and np.all(arr == np.round(arr))):
+        raise UsageError(f"labels must be integers, got dtype {arr.dtype}")
+    arr = np.broadcast_to(arr.astype(np.int64), (n,)) if arr.ndim == 0 else arr.astype(np.int64)
+    if arr.shape != (n,):
+        raise UsageError(f"labels have shape {list(arr.shape)}, expected [{n}] (one per sample)")
+    bad = arr[(arr < 0) | (arr > spec.num_classes)]
+    if bad.size:
+        raise UsageError(f"label {int(bad[0])} is out of range: this model has classes "
+                         f"0..{spec.num_classes - 1} (and {spec.null_class} for no label)")
+    return np.ascontiguousarray(arr)
+
+
+def check_noise(data_shape: tuple[int, ...], noise, n: int | None = None, what: str = "noise") -> np.ndarray:
+    """A float array [n, *data_shape] with finite values, as contiguous float32."""
+    noise = np.asarray(noise)
+    if noise.dtype.kind != "f":
+        raise InputError(f"{what} must be floating point, got dtype {noise.dtype}")
+    if noise.ndim != 1 + len(data_shape) or tuple(noise.shape[1:]) != data_shape:
+        raise InputError(f"{what} has shape {list(noise.shape)}, expected [n, "
+                         f"{', '.join(map(str, data_shape))}]")
+    if n is not None and noise.shape[0] != n:
+        raise InputError(f"{what} has {noise.shape[0]} rows but n = {n}")
+    if noise.shape[0] == 0:
+        raise InputError(f"{what} has no rows")
+    if not np.isfinite(noise).all():
+        raise InputError(f"{what} contains NaN or Inf")
+    return np.ascontiguousarray(noise, dtype=np.float32)
+
+
+
+def check_grid(spec: ModelSpec, steps, solver) -> tuple[int, str]:
+    """(steps, solver) of a request, the model's defaults where not given."""
+    steps = spec.default_steps if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise UsageError(f"steps must be an integer, got {steps!r}")
+    solver = solver or spec.default_solver
+    try:
+        get_solver(solver)
+        check_steps(int(steps))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return int(steps), solver
