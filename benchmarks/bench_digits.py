@@ -65,7 +65,7 @@ def main() -> None:
     from training.train import fit, save_checkpoint
 
     clock = time.process_time()
-    model, config = fit("digits", args.steps, args.batch_size, args.lr, width=args.width, depth=args.depth,
+    model, config = fit("digits", steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width, depth=args.depth,
                         activation=args.activation, lr_schedule="cosine", ema=0.999, conditional=True,
                         progress=False, net=args.net)
     train_cpu = time.process_time() - clock

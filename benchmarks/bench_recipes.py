@@ -23,7 +23,8 @@ import torch
 from fm_runtime.metrics import energy_distance
 from training.data import fresh_data
 from training.sample import sample
-from training.train import TUTORIAL_RECIPE, fit
+from training.recipe import TUTORIAL_RECIPE
+from training.train import fit
 
 N, DRAWS = 10_000, 4
 RECIPES = {

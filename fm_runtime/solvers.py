@@ -1,9 +1,9 @@
-"""Fixed-step ODE solvers as small pure functions.
-
-Each step function maps (f, x, t, h) -> x at t + h, where f(x, t) is the velocity and t a Python
-float. They use only `+` and `*`, so the same code drives numpy arrays in the runtime and torch
-tensors in the training package's reference sampler; parity tests compare like with like.
-Time runs from noise (t = 0) to data (t = 1) on a uniform grid.
+"""Fixed-step ODE solvers as data: each method is a Butcher tableau, and one stepper interprets
+them all, in the same order of operations everywhere: `tableau_step` (only `+` and `*`, so it
+drives numpy arrays in the runtime and torch tensors in the training package's reference sampler
+and baked exports), `integrate_inplace` (the runtime's host loop, preallocated buffers) and the
+device loop (device.py, the same updates as Y = X + A K on the device). The hand-written rules
+live in tests/test_solvers.py as oracles. Time runs from noise (t = 0) to data (t = 1).
 """
 from __future__ import annotations
 
@@ -13,38 +13,13 @@ from typing import Any, Callable, NamedTuple
 Velocity = Callable[[Any, float], Any]
 
 
-def euler_step(f: Velocity, x, t: float, h: float):
-    return x + h * f(x, t)
-
-
-def midpoint_step(f: Velocity, x, t: float, h: float):
-    """The tutorial's rule: k1 = f(x, t); x + h * f(x + h/2 k1, t + h/2)."""
-    k1 = f(x, t)
-    return x + h * f(x + (0.5 * h) * k1, t + 0.5 * h)
-
-
-def heun_step(f: Velocity, x, t: float, h: float):
-    k1 = f(x, t)
-    k2 = f(x + h * k1, t + h)
-    return x + (0.5 * h) * (k1 + k2)
-
-
-def rk4_step(f: Velocity, x, t: float, h: float):
-    k1 = f(x, t)
-    k2 = f(x + (0.5 * h) * k1, t + 0.5 * h)
-    k3 = f(x + (0.5 * h) * k2, t + 0.5 * h)
-    k4 = f(x + h * k3, t + h)
-    return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-
-
 @dataclass(frozen=True)
 class Solver:
     name: str
-    step: Callable
     evals_per_step: int
     order: int
-    # Butcher tableau of the same method, for the runtime's in-place loop (integrate_inplace):
-    # stage i evaluates at t + c[i] h, from x + h * sum_j a[i][j] k_j; x += h * sum_i b[i] k_i
+    # Butcher tableau: stage i evaluates at t + c[i] h, from x + h * sum_j a[i][j] k_j;
+    # then x += h * sum_i b[i] k_i (terms added one by one, zero coefficients skipped)
     c: tuple[float, ...]
     a: tuple[tuple[float, ...], ...]
     b: tuple[float, ...]
@@ -53,10 +28,10 @@ class Solver:
 SOLVERS: dict[str, Solver] = {
     s.name: s
     for s in (
-        Solver("euler", euler_step, 1, 1, (0.0,), ((),), (1.0,)),
-        Solver("midpoint", midpoint_step, 2, 2, (0.0, 0.5), ((), (0.5,)), (0.0, 1.0)),
-        Solver("heun", heun_step, 2, 2, (0.0, 1.0), ((), (1.0,)), (0.5, 0.5)),
-        Solver("rk4", rk4_step, 4, 4, (0.0, 0.5, 0.5, 1.0), ((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
+        Solver("euler", 1, 1, (0.0,), ((),), (1.0,)),
+        Solver("midpoint", 2, 2, (0.0, 0.5), ((), (0.5,)), (0.0, 1.0)),
+        Solver("heun", 2, 2, (0.0, 1.0), ((), (1.0,)), (0.5, 0.5)),
+        Solver("rk4", 4, 4, (0.0, 0.5, 0.5, 1.0), ((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
                (1 / 6, 1 / 3, 1 / 3, 1 / 6)),
     )
 }
@@ -88,6 +63,21 @@ def time_grid(steps: int, t0: float = 0.0, t1: float = 1.0) -> list[float]:
     return [t0 + i * h for i in range(steps)] + [t1]
 
 
+def tableau_step(s: Solver, f: Velocity, x, t: float, h: float):
+    """One step of method s from (x, t) to t + h."""
+    k: list = []
+    for cj, aj in zip(s.c, s.a):
+        stage = x
+        for kk, a in zip(k, aj):
+            if a:
+                stage = stage + (h * a) * kk
+        k.append(f(stage, t + cj * h))
+    for kk, b in zip(k, s.b):
+        if b:
+            x = x + (h * b) * kk
+    return x
+
+
 class Solution(NamedTuple):
     x: Any                      # state at t1
     trajectory: list | None     # states at every grid time, x0 first, when asked for
@@ -99,7 +89,7 @@ def integrate(f: Velocity, x0, steps: int, solver: str = DEFAULT_SOLVER, t0: flo
               t1: float = 1.0, trajectory: bool = False) -> Solution:
     """Solve dx/dt = f(x, t) from t0 to t1 in `steps` uniform steps of a fixed-step solver."""
     check_steps(steps)
-    step = get_solver(solver).step
+    method = get_solver(solver)
     calls = 0
 
     def counted(x, t):
@@ -111,7 +101,7 @@ def integrate(f: Velocity, x0, steps: int, solver: str = DEFAULT_SOLVER, t0: flo
     x = x0
     path = [x0] if trajectory else None
     for i in range(steps):
-        x = step(counted, x, times[i], times[i + 1] - times[i])
+        x = tableau_step(method, counted, x, times[i], times[i + 1] - times[i])
         if path is not None:
             path.append(x)
     return Solution(x, path, times, calls)

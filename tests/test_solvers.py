@@ -3,7 +3,35 @@ import numpy as np
 import pytest
 import torch
 
-from fm_runtime.solvers import SOLVERS, integrate, nfe, time_grid
+from fm_runtime.solvers import SOLVERS, integrate, integrate_inplace, nfe, tableau_step, time_grid
+
+# The four rules written by hand: oracles for the tableau stepper.
+def euler_step(f, x, t: float, h: float):
+    return x + h * f(x, t)
+
+
+def midpoint_step(f, x, t: float, h: float):
+    """The tutorial's rule: k1 = f(x, t); x + h * f(x + h/2 k1, t + h/2)."""
+    k1 = f(x, t)
+    return x + h * f(x + (0.5 * h) * k1, t + 0.5 * h)
+
+
+def heun_step(f, x, t: float, h: float):
+    k1 = f(x, t)
+    k2 = f(x + h * k1, t + h)
+    return x + (0.5 * h) * (k1 + k2)
+
+
+def rk4_step(f, x, t: float, h: float):
+    k1 = f(x, t)
+    k2 = f(x + (0.5 * h) * k1, t + 0.5 * h)
+    k3 = f(x + (0.5 * h) * k2, t + 0.5 * h)
+    k4 = f(x + h * k3, t + h)
+    return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+
+
+
+ORACLES = {"euler": euler_step, "midpoint": midpoint_step, "heun": heun_step, "rk4": rk4_step}
 
 
 def f(x, t):
@@ -77,3 +105,18 @@ def test_noise_stream_ranges_are_consistent():
         assert np.array_equal(noise_rows(5, a, b, (2,)), full[a:b])
     assert not np.array_equal(noise_rows(6, 0, 10, (2,)), full[:10])
     assert abs(full.mean()) < 0.01 and abs(full.std() - 1) < 0.01
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_tableau_stepper_equals_the_hand_written_rule(name):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 3))
+    field = lambda x, t: np.tanh(x @ w) + t * x          # noqa: E731
+    for _ in range(5):
+        x, t, h = rng.standard_normal((4, 3)), float(rng.random()), float(rng.random())
+        np.testing.assert_allclose(tableau_step(SOLVERS[name], field, x, t, h), ORACLES[name](field, x, t, h),
+                                   rtol=1e-13, atol=1e-13)
+    x0 = rng.standard_normal((4, 3)).astype(np.float32)
+    inplace, _ = integrate_inplace(lambda x, t: (np.tanh(x @ w) + t * x).astype(np.float32), x0, 6, name)
+    loop = integrate(lambda x, t: (np.tanh(x @ w) + t * x).astype(np.float32), x0, 6, name).x
+    np.testing.assert_array_equal(inplace, loop)     # the same operations in the same order

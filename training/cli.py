@@ -96,12 +96,15 @@ def fit(dataset, steps, batch_size, lr, seed, width, depth, net, activation, sig
       fm-train fit --data moons --conditional --out moons-cond.ckpt
       fm-train fit --data digits --conditional --width 512 --activation silu --out digits.ckpt
     """
+    from .recipe import Recipe
     from .train import fit as train_fit, save_checkpoint
 
     check_writable(out)
-    model, config = train_fit(dataset, steps, batch_size, lr, seed, width, depth, activation,
-                              sigma_min, progress, path_name, coupling, lr_schedule, ema, grad_clip,
-                              time_sampling, prediction, conditional, label_dropout, net)
+    recipe = Recipe(steps=steps, batch_size=batch_size, lr=lr, seed=seed, width=width, depth=depth,
+                    activation=activation, net=net, path=path_name, sigma_min=sigma_min, coupling=coupling,
+                    lr_schedule=lr_schedule, ema=ema, grad_clip=grad_clip, time_sampling=time_sampling,
+                    prediction=prediction, conditional=conditional, label_dropout=label_dropout)
+    model, config = train_fit(dataset, recipe, progress=progress)
     save_checkpoint(out, model, config)
     click.echo(f"trained {dataset}: {steps} steps in {config['train_seconds']:.1f} s, final loss "
                f"{config['final_loss']:.4f} -> {out}", err=True)

@@ -5,6 +5,7 @@ import io
 import math
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from .data import DATASETS, NUM_CLASSES, VALUE_RANGE, sample_data, sample_labell
 from .nets import VelocityConv, VelocityDiT, VelocityMLP, VelocityUNet, build_network
 from .couplings import COUPLINGS
 from .paths import PREDICTIONS, TIME_SAMPLING, PredictionToVelocity, build_path, cfm_loss
+from .recipe import Recipe
 
 CHECKPOINT_FORMAT = "fm-runtime-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -26,31 +28,27 @@ class CheckpointError(ModelError):
     """A checkpoint that cannot be used; the message says why."""
 
 
-# The default recipe, chosen by measurement on moons (benchmarks/bench_recipes.py): the
-# tutorial's network size (3 hidden layers of 64) and OT path, with SiLU instead of ELU, batches
-# of 2048, Adam at 3e-3 decayed by a cosine, and an EMA of the weights. About one CPU minute;
-# 16-NFE energy distance to data ~20x lower than the tutorial's recipe (lr 1e-2 constant,
-# batch 256, ELU, no EMA: TUTORIAL_RECIPE).
-TUTORIAL_RECIPE = dict(steps=10_000, batch_size=256, lr=1e-2, activation="elu", lr_schedule="constant", ema=0.0)
+# The default recipe was chosen by measurement on moons (benchmarks/bench_recipes.py); see recipe.py.
 
 
-def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 2048, lr: float = 3e-3,
-        seed: int = 0, width: int = 64, depth: int = 3, activation: str = "silu",
-        sigma_min: float = 0.0, progress: bool | None = None, path: str = "ot",
-        coupling: str = "independent", lr_schedule: str = "cosine", ema: float = 0.999,
-        grad_clip: float = 0.0, time_sampling: str = "uniform",
-        prediction: str = "velocity", conditional: bool = False,
-        label_dropout: float = 0.2, net: str = "mlp") -> tuple[torch.nn.Module, dict]:
-    """Train a velocity network with the conditional flow-matching loss (Adam; the measured
-    default recipe above, or **TUTORIAL_RECIPE for the tutorial's) on a probability path (paths.PATHS; sigma_min applies to "ot") with
-    independent or minibatch-OT coupling. Recipe options: lr_schedule "cosine" decays the learning
-    rate to 0 over the run; ema > 0 keeps an exponential moving average of the weights (decay
-    `ema`) and returns it; grad_clip > 0 clips the gradient norm; time_sampling "logit-normal"
-    draws t = sigmoid(N(0, 1)) instead of U[0, 1). prediction "x1" or "noise" trains the network
-    to predict data or noise; the returned model converts to velocity (PredictionToVelocity).
-    conditional=True trains on the dataset's class labels (data.NUM_CLASSES), replacing each label
-    by the "no label" id with probability `label_dropout`, so one network is both conditional and
-    unconditional (classifier-free guidance). Deterministic for a given seed."""
+def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool | None = None,
+        **options) -> tuple[torch.nn.Module, dict]:
+    """Train a velocity network on `dataset` with the conditional flow-matching loss (Adam) by
+    `recipe` (training.recipe.Recipe; keyword options override its fields, e.g. steps=500):
+    a probability path (paths.PATHS; sigma_min applies to "ot") with independent or
+    minibatch-OT coupling. lr_schedule "cosine" decays the learning rate to 0 over the run;
+    ema > 0 keeps an exponential moving average of the weights (decay `ema`) and returns it;
+    grad_clip > 0 clips the gradient norm; time_sampling "logit-normal" draws t = sigmoid(N(0, 1))
+    instead of U[0, 1). prediction "x1" or "noise" trains the network to predict data or noise;
+    the returned model converts to velocity (PredictionToVelocity). conditional=True trains on the
+    dataset's class labels (data.NUM_CLASSES), replacing each label by the "no label" id with
+    probability `label_dropout`, so one network is both conditional and unconditional
+    (classifier-free guidance). Deterministic for a given seed. The checkpoint config keeps the
+    recipe (config["recipe"])."""
+    recipe = replace(recipe or Recipe(), **options) if options else (recipe or Recipe())
+    Recipe.of(**recipe.to_dict())
+    (steps, batch_size, lr, seed, width, depth, activation, net, path, sigma_min, coupling, lr_schedule,
+     ema, grad_clip, time_sampling, prediction, conditional, label_dropout) = recipe.to_dict().values()
     if prediction not in PREDICTIONS:
         raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
     if lr_schedule not in ("constant", "cosine") or time_sampling not in TIME_SAMPLING or not 0 <= ema < 1:
@@ -136,6 +134,7 @@ def fit(dataset: str = "moons", steps: int = 10_000, batch_size: int = 2048, lr:
         "seed": seed,
         **({"num_classes": num_classes, "label_dropout": label_dropout} if num_classes else {}),
         **({"value_range": VALUE_RANGE[dataset]} if dataset in VALUE_RANGE else {}),
+        "recipe": recipe.to_dict(),
         "final_loss": round(sum(recent) / len(recent), 6),
         "train_seconds": round(time.perf_counter() - start, 2),
         "torch_version": str(torch.__version__),
