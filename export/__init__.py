@@ -1,6 +1,14 @@
-"""Export side of fm-runtime (PyTorch + onnx): any velocity network -> one self-describing ONNX file."""
-from .adapters import ExportError
-from .onnx_export import OPSET, ExportReport, export_checkpoint, export_model, export_velocity, verify_against_torch
+"""Export side of fm-runtime (PyTorch + onnx): any velocity network -> one self-describing ONNX file.
+
+Names are imported on first use, so that `fm-export --help` and `--add-divergence` work without torch."""
+from .errors import ExportError
 
 __all__ = ["OPSET", "ExportError", "ExportReport", "export_checkpoint", "export_model", "export_velocity",
            "verify_against_torch"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from . import onnx_export
+        return getattr(onnx_export, name)
+    raise AttributeError(f"module 'export' has no attribute {name!r}")

@@ -19,14 +19,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fm_runtime.errors import EXIT_EXPORT, FmError
+from .errors import ExportError
 
 TIMES = ("B", "B,1", "scalar")
 _ITEM = re.compile(r"^(?:(?P<cat>cat\((?P<a>[xt]),(?P<b>[xt])\))|(?P<key>[A-Za-z_]\w*)=(?P<val>[xty]?)|(?P<pos>[xty]))$")
-
-
-class ExportError(FmError):
-    exit_code = EXIT_EXPORT
 
 
 def parse_call(call: str) -> list[tuple[str | None, str]]:

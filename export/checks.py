@@ -8,7 +8,7 @@ import onnxruntime as ort
 
 from fm_runtime.contract import put_metadata
 
-from .adapters import ExportError
+from .errors import ExportError
 
 _MAX_PROTO = 2**31 - 1          # protobuf limit: beyond it ONNX needs external data, which we refuse
 

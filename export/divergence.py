@@ -15,7 +15,7 @@ import fm_runtime
 from fm_runtime.contract import build_metadata, io_table, read_spec, with_divergence, write_metadata
 from fm_runtime.io import atomic_write
 
-from .adapters import ExportError
+from .errors import ExportError
 from .checks import add_selftest, check_proto, example_inputs
 from .jvp import divergence_graph
 

@@ -11,7 +11,7 @@ import torch
 
 from fm_runtime.errors import ModelError
 
-from .adapters import ExportError
+from .errors import ExportError
 
 # keys under which training loops commonly store a state dict (torchcfm saves net_model and ema_model)
 WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "ema_model", "net_model", "ema", "net")

@@ -30,7 +30,8 @@ from fm_runtime.io import atomic_write
 from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 
 from . import variants
-from .adapters import ExportError, VelocityAdapter, check_adapter
+from .adapters import VelocityAdapter, check_adapter
+from .errors import ExportError
 from .bake import BakedSampler, fast_elu, parse_bake
 from .checks import add_selftest, check_proto, example_inputs
 from .jvp import divergence_graph

@@ -108,9 +108,9 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
         raise click.UsageError("--shard splits a seeded run; it does not apply to --noise")
     if cuda_graph and provider.lower() not in ("cuda", "cudaexecutionprovider"):
         raise click.UsageError("--cuda-graph needs --provider cuda")
-    for path in (out, plot, logprob, grid):
-        if path:
-            check_writable(path)
+    _check_outputs(out=out, logprob=logprob, plot=plot, grid=grid)
+    if shard_ik and seed is None:
+        raise click.UsageError("--shard needs --seed: every shard must draw from the same seeded run")
     if plot:
         from .plot import require_matplotlib
         require_matplotlib()
@@ -178,6 +178,23 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
             click.echo(ascii_scatter(x))
         else:
             click.echo(f"mean {float(x.mean()):.4f}  std {float(x.std()):.4f} (use --out to keep them)")
+
+
+def _check_outputs(**paths) -> None:
+    """Each output writable, named with the suffix of what is written there, and all different."""
+    suffixes = {"out": ".npy", "logprob": ".npy", "plot": ".png", "grid": ".png"}
+    seen: dict = {}
+    for option, path in paths.items():
+        if not path:
+            continue
+        if not path.lower().endswith(suffixes[option]):
+            raise click.BadParameter(f"{path!r}: this option writes {suffixes[option]} (name the file so)",
+                                     param_hint=f"--{option}")
+        real = os.path.realpath(path)
+        if real in seen:
+            raise click.UsageError(f"--{seen[real]} and --{option} name the same file {path!r}")
+        seen[real] = option
+        check_writable(path)
 
 
 def _describe_conditioning(sampler, cond) -> str:

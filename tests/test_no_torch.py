@@ -66,3 +66,14 @@ main()
     assert "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "t.png").exists()
+
+
+@pytest.mark.parametrize("tool, args", [("training", ["--help"]), ("training", ["fit", "--data", "moons"]),
+                                        ("export", ["--help"]), ("export", ["m.ckpt", "--out", "m.onnx"])])
+def test_torch_side_without_torch_says_which_extra(tool, args):
+    """In a runtime-only install fm-train and fm-export name the extra to install, exit 2."""
+    body = BLOCK.replace('"training", "export", ', "") + f"from {tool}.launch import main; main({args!r})"
+    p = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert "fm-runtime[train]" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
