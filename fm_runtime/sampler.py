@@ -6,7 +6,6 @@ a SampleResult; `sample()` and `log_prob()` return arrays, as most callers want.
 """
 from __future__ import annotations
 
-import base64
 import os
 import threading
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from .contract import ModelSpec, divergence_problem
 from .errors import ModelError, NumericalError, UsageError
 from .likelihood import probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
 from .noise import BLOCK, new_seed, noise_rows
-from .session import default_model_path, open_embedded, open_model
+from .session import default_model_path, open_divergence, open_model
 from .solvers import get_solver, integrate
 from .tiler import DEFAULT_TILE, Tiler
 from . import checks
@@ -253,12 +252,7 @@ class Sampler:
         """The Jacobian-vector-product graph the file carries (fm.divergence), loaded once."""
         with self._jvp_lock:
             if self._jvp_session is None:
-                try:
-                    data = base64.b64decode(self.spec.divergence["onnx_base64"], validate=True)
-                except ValueError:
-                    raise ModelError(f"{self.path}: fm.divergence does not hold base64 data") from None
-                self._jvp_session = open_embedded(data, f"{self.path} (divergence graph)", self.providers,
-                                                  self.session_options or ort.SessionOptions())
+                self._jvp_session = open_divergence(self.spec, self.path, self.providers, self.session_options)
             return self._jvp_session
 
     def sample_chunks(self, start: int, stop: int, seed: int, steps: int | None = None,

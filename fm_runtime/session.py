@@ -2,6 +2,7 @@
 what is wrong, the contract read from the file, and the self-test the exporter recorded."""
 from __future__ import annotations
 
+import base64
 import os
 from importlib import resources
 from pathlib import Path
@@ -116,8 +117,14 @@ def open_model(path: str | os.PathLike | None, provider: str = "cpu", *, data_sh
     return session, spec, where, opts
 
 
-def open_embedded(data: bytes, where: str, providers: list[str], opts: ort.SessionOptions) -> ort.InferenceSession:
-    """A graph carried inside a model file's metadata (the divergence graph), self-test passed."""
+def open_divergence(spec: ModelSpec, path: str, providers: list[str], opts) -> ort.InferenceSession:
+    """The divergence graph a model file carries in fm.divergence, its own self-test passed."""
+    where = f"{path} (divergence graph)"
+    try:
+        data = base64.b64decode(spec.divergence["onnx_base64"], validate=True)
+    except ValueError:
+        raise ModelError(f"{path}: fm.divergence does not hold base64 data") from None
+    opts = opts or ort.SessionOptions()
     try:
         session = ort.InferenceSession(data, sess_options=opts, providers=providers)
     except Exception as e:
