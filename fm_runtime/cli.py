@@ -13,7 +13,7 @@ from .cli_options import (check_conditioning, class_options, describe_logp, dive
                           open_sampler, plain_model_options, solve_options)
 from .cli_sample import sample
 from .contract import describe_variant, divergence_problem
-from .errors import run_cli
+from .errors import printable, run_cli
 from .io import check_writable, load_array, save_npy
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -120,7 +120,7 @@ def info(model, as_json, dim, x_name, t_name):
     if spec.value_range:
         d["value_range"] = list(spec.value_range)
     if as_json:
-        click.echo(json.dumps(d, indent=2))
+        click.echo(json.dumps(d, indent=2))          # JSON escapes control characters itself
         return
     if spec.format_version is None:
         click.echo("(plain ONNX without fm.* metadata: shape and names inferred or given)")
@@ -128,7 +128,7 @@ def info(model, as_json, dim, x_name, t_name):
     for k, v in d.items():
         if isinstance(v, dict):
             v = ", ".join(f"{a}={b}" for a, b in v.items()) or "-"
-        click.echo(f"{k:<{width}}  {v}")
+        click.echo(printable(f"{k:<{width}}  {v}"))
 
 
 @cli.command()

@@ -52,6 +52,12 @@ class OutputError(FmError):
     exit_code = EXIT_OUTPUT
 
 
+def printable(text: str) -> str:
+    """Text safe for a terminal: control characters and escape sequences (which a model file's
+    metadata or names may carry) shown escaped, and everything on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def run_cli(command, prog_name: str, argv: list[str] | None = None) -> int:
     """Run a click command so that every failure is one line on stderr and a documented exit
     code, never a traceback (set FM_DEBUG=1 to see one). SIGTERM is treated like Ctrl-C."""
@@ -83,20 +89,20 @@ def run_cli(command, prog_name: str, argv: list[str] | None = None) -> int:
     except click.UsageError as e:
         command = e.ctx.command_path if e.ctx else prog_name
         msg = " ".join(e.format_message().split())
-        click.echo(f"{prog_name}: error: {msg} (see {command} --help)", err=True)
+        click.echo(printable(f"{prog_name}: error: {msg} (see {command} --help)"), err=True)
         return e.exit_code
     except click.ClickException as e:
-        click.echo(f"{prog_name}: error: {' '.join(e.format_message().split())}", err=True)
+        click.echo(printable(f"{prog_name}: error: {' '.join(e.format_message().split())}"), err=True)
         return e.exit_code
     except FmError as e:
-        click.echo(f"{prog_name}: error: {e}", err=True)
+        click.echo(printable(f"{prog_name}: error: {e}"), err=True)
         return e.exit_code
     except Exception as e:
         if os.environ.get("FM_DEBUG"):
             raise
         msg = " ".join(str(e).split())[:300]
-        click.echo(f"{prog_name}: internal error: {type(e).__name__}: {msg} "
-                   "(set FM_DEBUG=1 for a traceback)", err=True)
+        click.echo(printable(f"{prog_name}: internal error: {type(e).__name__}: {msg} "
+                             "(set FM_DEBUG=1 for a traceback)"), err=True)
         return EXIT_INTERNAL
     finally:
         sys.stdout.flush()

@@ -15,6 +15,7 @@ from .contract import ModelSpec, io_table, read_selftest, read_spec
 from .errors import ModelError, UsageError
 
 DEFAULT_MODEL = "moons.onnx"
+ort.set_default_logger_severity(3)      # onnxruntime's own log lines never reach the user's terminal
 
 
 def default_model_path() -> Path:

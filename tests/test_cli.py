@@ -90,3 +90,23 @@ def test_errors_are_one_line_with_exit_code(tmp_path, args, code, words):
     assert p.returncode == code, p.stderr
     assert words in p.stderr and "Traceback" not in p.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_text_from_a_model_file_never_reaches_the_terminal_raw(trained, tmp_path):
+    """Escape sequences in metadata are shown escaped, in errors and in info."""
+    import onnx
+    m = onnx.load(str(trained.onnx))
+    for p in m.metadata_props:
+        if p.key == "fm.kind":
+            p.value = '"\\u001b[2Jvelocity"'
+        if p.key == "fm.training":
+            p.value = '{"dataset": "moons\\u001b]0;pwned\\u0007"}'
+    onnx.save(m, str(tmp_path / "esc.onnx"))
+    p = run_cli("fm-run", "info", str(tmp_path / "esc.onnx"), check=False)
+    assert p.returncode == 3 and "\x1b" not in p.stderr and "\\x1b[2J" in p.stderr
+    for q in m.metadata_props:
+        if q.key == "fm.kind":
+            q.value = '"velocity"'
+    onnx.save(m, str(tmp_path / "esc2.onnx"))
+    p = run_cli("fm-run", "info", str(tmp_path / "esc2.onnx"))
+    assert "\x1b" not in p.stdout and "\x07" not in p.stdout and "pwned" in p.stdout
