@@ -7,6 +7,7 @@ import onnx
 import onnxruntime as ort
 
 from fm_runtime.contract import put_metadata
+from fm_runtime.spec import NAMES
 
 from .errors import ExportError
 
@@ -21,15 +22,15 @@ def example_inputs(data_shape: tuple[int, ...], kind: str, b: int, rng: np.rando
     every row at the same t (networks that take t as one scalar)."""
     x = (2.0 * rng.standard_normal((b, *data_shape))).astype(np.float32)
     if kind == "baked":
-        return {"z": x}
+        return {NAMES.z: x}
     t = np.full(b, rng.random(), np.float32) if one_time else rng.random(b).astype(np.float32)
     if not one_time:
         t[:2] = [0.0, 1.0][:b]
-    feed = {"x": x, "t": t}
+    feed = {NAMES.x: x, NAMES.t: t}
     if num_classes:
-        feed["y"] = (np.arange(b) % (num_classes + 1)).astype(np.int64)
+        feed[NAMES.y] = (np.arange(b) % (num_classes + 1)).astype(np.int64)
     if kind == "jvp":
-        feed["e"] = rng.standard_normal((b, probes, *data_shape)).astype(np.float32)
+        feed[NAMES.e] = rng.standard_normal((b, probes, *data_shape)).astype(np.float32)
     return feed
 
 

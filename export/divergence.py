@@ -14,6 +14,7 @@ import onnxruntime as ort
 import fm_runtime
 from fm_runtime.contract import build_metadata, io_table, read_spec, with_divergence, write_metadata
 from fm_runtime.io import atomic_write
+from fm_runtime.spec import NAMES
 
 from .errors import ExportError
 from .checks import add_selftest, check_proto, example_inputs
@@ -29,14 +30,15 @@ def finite_difference_check(velocity: bytes, jvp: bytes, data_shape, spec, seed:
     div = ort.InferenceSession(jvp, providers=["CPUExecutionProvider"])
     feed = example_inputs(data_shape, "jvp", 64, np.random.default_rng(seed), spec.num_classes, probes=2)
     _, jv = div.run(None, feed)
-    t = feed["t"] if spec.t_rank == 1 else feed["t"][:, None]
-    extra = {spec.y_name: feed["y"]} if spec.num_classes else {}
+    x0, t, probes = feed[NAMES.x], feed[NAMES.t], feed[NAMES.e]
+    t = t if spec.t_rank == 1 else t[:, None]
+    extra = {spec.y_name: feed[NAMES.y]} if spec.num_classes else {}
     rel = []
-    for k in range(feed["e"].shape[1]):
-        e = feed["e"][:, k]
-        h = FD_STEP * np.maximum(1.0, np.abs(feed["x"]).reshape(len(e), -1).max(1))
+    for k in range(probes.shape[1]):
+        e = probes[:, k]
+        h = FD_STEP * np.maximum(1.0, np.abs(x0).reshape(len(e), -1).max(1))
         h = h.reshape(-1, *[1] * len(data_shape)).astype(np.float32)
-        plus, minus = (vel.run([spec.v_name], {spec.x_name: feed["x"] + s * h * e, spec.t_name: t, **extra})[0]
+        plus, minus = (vel.run([spec.v_name], {spec.x_name: x0 + s * h * e, spec.t_name: t, **extra})[0]
                        for s in (1, -1))
         fd = (plus - minus) / (2 * h)
         scale = np.maximum(1.0, np.abs(fd).reshape(len(e), -1).max(1))
@@ -80,7 +82,7 @@ def add_divergence(src: str | Path, out: str | Path, *, data_shape=None, x_name:
                           f"(median relative difference {check['median_rel_diff_vs_finite_differences']:.2g}); "
                           "nothing written")
     data = add_selftest(onnx.load_from_string(data), spec.data_shape, "jvp", spec.num_classes)
-    value = {"onnx_base64": base64.b64encode(data).decode("ascii"), "input_e": "e", "output_jv": "jv", **check}
+    value = {"onnx_base64": base64.b64encode(data).decode("ascii"), "input_e": NAMES.e, "output_jv": NAMES.jv, **check}
     if not spec.format_version:   # a plain file: write the metadata it was loaded with
         meta = {**meta, **build_metadata(data_shape=spec.data_shape, path={"name": "unknown"},
                                          graph_names=(spec.x_name, spec.t_name, spec.v_name))}

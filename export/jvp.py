@@ -15,6 +15,8 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from fm_runtime.spec import NAMES
+
 from .jvp_builder import Builder
 from .jvp_rules import NO_TANGENT, RULES
 
@@ -93,19 +95,19 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
     b.op("Reshape", dv_rows, shape_e, out="jv_out")
     # outer names: identity nodes keep the graph's public names free of the internal ones
     b.nodes[:0] = [helper.make_node("Identity", [outer], [inner], name=f"in:{outer}") for outer, inner in
-                   (("x", x_in), ("t", t_in), ("e", e_in), (y_name, "y_in")) if outer]
-    b.nodes += [helper.make_node("Identity", ["v_out"], ["v"], name="out:v"),
-                helper.make_node("Identity", ["jv_out"], ["jv"], name="out:jv")]
+                   ((NAMES.x, x_in), (NAMES.t, t_in), (NAMES.e, e_in), (y_name, "y_in")) if outer]
+    b.nodes += [helper.make_node("Identity", ["v_out"], [NAMES.v], name="out:v"),
+                helper.make_node("Identity", ["jv_out"], [NAMES.jv], name="out:jv")]
     inputs = {i.name: i for i in g.input}
     x_type = inputs[x_name].type.tensor_type
     dims = ["batch"] + [d.dim_value or d.dim_param or None for d in x_type.shape.dim[1:]]
-    new_inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims),
-                  helper.make_tensor_value_info("t", TensorProto.FLOAT, ["batch"])]
+    new_inputs = [helper.make_tensor_value_info(NAMES.x, TensorProto.FLOAT, dims),
+                  helper.make_tensor_value_info(NAMES.t, TensorProto.FLOAT, ["batch"])]
     if y_name:
         new_inputs.append(helper.make_tensor_value_info(y_name, TensorProto.INT64, ["batch"]))
-    new_inputs.append(helper.make_tensor_value_info("e", TensorProto.FLOAT, ["batch", "probes", *dims[1:]]))
-    outputs = [helper.make_tensor_value_info("v", TensorProto.FLOAT, dims),
-               helper.make_tensor_value_info("jv", TensorProto.FLOAT, ["batch", "probes", *dims[1:]])]
+    new_inputs.append(helper.make_tensor_value_info(NAMES.e, TensorProto.FLOAT, ["batch", "probes", *dims[1:]]))
+    outputs = [helper.make_tensor_value_info(NAMES.v, TensorProto.FLOAT, dims),
+               helper.make_tensor_value_info(NAMES.jv, TensorProto.FLOAT, ["batch", "probes", *dims[1:]])]
     initializers = []
     for init in g.initializer:
         copy = TensorProto()

@@ -28,6 +28,7 @@ import fm_runtime
 from fm_runtime.contract import build_metadata, io_table, put_metadata, read_spec, write_metadata
 from fm_runtime.io import atomic_write
 from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
+from fm_runtime.spec import NAMES
 
 from . import variants
 from .adapters import VelocityAdapter, check_adapter
@@ -54,7 +55,7 @@ class ExportReport:
     warnings: list[str] = field(default_factory=list)
 
 
-_OUTPUTS = {"velocity": ["v"], "baked": ["x"], "jvp": ["v", "jv"]}
+_OUTPUTS = {"velocity": [NAMES.v], "baked": [NAMES.samples], "jvp": [NAMES.v, NAMES.jv]}
 
 
 def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], kind: str = "velocity",
@@ -165,8 +166,8 @@ def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape,
     exported velocity graph and checked against torch autodiff), and what it offers in words.
     Operators without a forward-mode rule are recorded instead, and named."""
     try:
-        proto = divergence_graph(velocity, x_name="x", t_name="t", v_name="v",
-                                 y_name="y" if num_classes else None)
+        proto = divergence_graph(velocity, x_name=NAMES.x, t_name=NAMES.t, v_name=NAMES.v,
+                                 y_name=NAMES.y if num_classes else None)
     except NotImplementedError as e:
         return {"unsupported_ops": str(e).split(", ")}, f"none: no forward-mode rule for {e}"
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
@@ -174,7 +175,7 @@ def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape,
     worst = verify_against_torch(_jvp_reference(adapter), data, data_shape, kind="jvp",
                                  num_classes=num_classes, one_time=one_time)
     data = add_selftest(onnx.load_from_string(data), data_shape, "jvp", num_classes)
-    return ({"onnx_base64": base64.b64encode(data).decode("ascii"), "input_e": "e", "output_jv": "jv",
+    return ({"onnx_base64": base64.b64encode(data).decode("ascii"), "input_e": NAMES.e, "output_jv": NAMES.jv,
              "max_abs_diff_vs_torch": worst}, f"yes (J.v graph, max |diff| vs torch autodiff {worst:.1e})")
 
 

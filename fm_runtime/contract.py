@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import ModelError
 from .graph_io import check_graph, io_table, plain_spec
-from .spec import ModelSpec
+from .spec import NAMES, ModelSpec
 from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe
 
 FORMAT_VERSION = 2      # 2 added class labels (fm.num_classes, input y); files without them say 1
@@ -54,12 +54,12 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
                    training: dict | None = None, architecture: dict | None = None,
                    producer: dict | None = None, baked: dict | None = None, num_classes: int = 0,
                    value_range: list | None = None, divergence: dict | None = None,
-                   graph_names: tuple[str, str, str] = ("x", "t", "v")) -> dict[str, str]:
+                   graph_names: tuple[str, str, str] = (NAMES.x, NAMES.t, NAMES.v)) -> dict[str, str]:
     """The fm.* metadata_props of a model file (values JSON-encoded). With `baked`
     ({"solver", "steps"}) the file is a baked sampler with input z and output x. num_classes > 0:
     the velocity graph takes labels y, id num_classes meaning "no label" (contract version 2).
     graph_names: the velocity graph's (x, t, v) names, for graphs fm-export did not name."""
-    names = ({"input_z": "z", "output_x": "x", "baked": {**baked, "nfe": nfe(baked["solver"], baked["steps"])}}
+    names = ({"input_z": NAMES.z, "output_x": NAMES.samples, "baked": {**baked, "nfe": nfe(baked["solver"], baked["steps"])}}
              if baked else dict(zip(("input_x", "input_t", "output_v"), graph_names)))
     if baked:
         default_solver, default_steps = baked["solver"], baked["steps"]
@@ -70,7 +70,7 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
         "training": training or {}, "architecture": architecture or {}, "producer": producer or {},
     }
     if num_classes:
-        values.update(format_version=2, num_classes=int(num_classes), null_class=int(num_classes), input_y="y")
+        values.update(format_version=2, num_classes=int(num_classes), null_class=int(num_classes), input_y=NAMES.y)
     if value_range:
         values["value_range"] = [float(v) for v in value_range]
     if divergence:
@@ -202,15 +202,15 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
         if vr is not None and (len(vr) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                        for v in vr) or not vr[0] < vr[1]):
             raise ModelError(f"{where}: fm.value_range must be [low, high] with low < high, got {vr!r}")
-        spec = ModelSpec(tuple(shape), x_name or m.get("input_x", "x"), t_name or m.get("input_t", "t"),
-                         m.get("output_v", "v"), kind=kind, z_name=m.get("input_z", "z"),
-                         out_name=m.get("output_x", "x"), baked=baked, selftest=m.get("selftest", {}),
+        spec = ModelSpec(tuple(shape), x_name or m.get("input_x", NAMES.x), t_name or m.get("input_t", NAMES.t),
+                         m.get("output_v", NAMES.v), kind=kind, z_name=m.get("input_z", NAMES.z),
+                         out_name=m.get("output_x", NAMES.samples), baked=baked, selftest=m.get("selftest", {}),
                          variant=m.get("variant", {}), prediction=m["prediction"], path=m["path"],
                          default_solver=solver, default_steps=steps,
                          training=m.get("training", {}), architecture=m.get("architecture", {}),
                          producer=m.get("producer", {}), format_version=version,
                          num_classes=classes, null_class=m.get("null_class", classes),
-                         y_name=m.get("input_y", "y"), value_range=tuple(vr) if vr else None,
+                         y_name=m.get("input_y", NAMES.y), value_range=tuple(vr) if vr else None,
                          divergence=m.get("divergence", {}))
         if data_shape is not None and tuple(data_shape) != spec.data_shape:
             raise ModelError(f"{where}: the file declares data shape {list(spec.data_shape)}, "

@@ -4,7 +4,7 @@ check a graph against its contract, and to read a plain velocity ONNX that has n
 from __future__ import annotations
 
 from .errors import ModelError
-from .spec import ModelSpec
+from .spec import NAMES, ModelSpec
 
 
 def io_table(args) -> dict:
@@ -30,8 +30,8 @@ def plain_spec(where, inputs, outputs, data_shape, x_name, t_name) -> ModelSpec:
             # t is the input shaped [B] or [B, 1]; x is the other one
             t_like = [n for n in names if len(inputs[n][1]) == 1
                       or (len(inputs[n][1]) == 2 and inputs[n][1][1] == 1)]
-            if "x" in names and "t" in names:
-                x_name, t_name = "x", "t"
+            if NAMES.x in names and NAMES.t in names:
+                x_name, t_name = NAMES.x, NAMES.t
             elif len(t_like) == 1:
                 t_name = t_like[0]
                 x_name = next(n for n in names if n != t_name)

@@ -8,18 +8,36 @@ from typing import Any
 from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 
 
+@dataclass(frozen=True)
+class GraphNames:
+    """The names fm-export gives graph inputs and outputs; a file may declare others (fm.input_*),
+    except in the divergence graph, whose names are always these."""
+
+    x: str = "x"            # velocity graph: state input
+    t: str = "t"            # velocity graph: time input
+    v: str = "v"            # velocity graph: velocity output
+    y: str = "y"            # velocity graph: class labels
+    z: str = "z"            # baked graph: noise input
+    samples: str = "x"      # baked graph: samples output
+    e: str = "e"            # divergence graph: tangent vectors
+    jv: str = "jv"          # divergence graph: Jacobian-vector products
+
+
+NAMES = GraphNames()
+
+
 @dataclass
 class ModelSpec:
     """Everything the runtime needs to sample a model file, read from metadata and graph."""
 
     data_shape: tuple[int, ...]
-    x_name: str = "x"                   # velocity graph: state input
-    t_name: str = "t"                   # velocity graph: time input
-    v_name: str = "v"                   # velocity graph: velocity output
+    x_name: str = NAMES.x
+    t_name: str = NAMES.t
+    v_name: str = NAMES.v
     t_rank: int = 1                     # t fed as [B] (1) or [B, 1] (2)
     kind: str = "velocity"              # or "baked": the graph is the whole solve, z -> x
-    z_name: str = "z"                   # baked graph: noise input
-    out_name: str = "x"                 # baked graph: samples output
+    z_name: str = NAMES.z
+    out_name: str = NAMES.samples
     baked: dict[str, Any] = field(default_factory=dict)   # {"solver", "steps", "nfe"}
     selftest: dict[str, Any] = field(default_factory=dict)  # {"inputs", "output", "atol"}
     variant: dict[str, Any] = field(default_factory=dict)   # {"precision", "quantize", "format", "vs_fp32"}
@@ -33,7 +51,7 @@ class ModelSpec:
     format_version: int | None = None   # None: a plain ONNX without fm.* metadata
     num_classes: int = 0                # > 0: the velocity graph also takes labels y [B] int64
     null_class: int = 0                 # the label id meaning "no label" (num_classes)
-    y_name: str = "y"
+    y_name: str = NAMES.y
     value_range: tuple[float, float] | None = None   # image data: the range a pixel spans
     divergence: dict[str, Any] = field(default_factory=dict)   # the JVP graph for log-likelihoods
 

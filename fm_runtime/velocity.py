@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .contract import ModelSpec
+from .spec import NAMES, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -73,14 +73,14 @@ def jvp_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Con
     """(x, t, e) -> (v, J e) from the divergence graph, with the same labels and guidance as the
     velocity (guidance combines the products linearly, like the velocities)."""
     rows, fixed, combine = _feed(spec, batch, cond)
-    names = ["v", spec.divergence.get("output_jv", "jv")]
-    e_name = spec.divergence.get("input_e", "e")
+    names = [NAMES.v, spec.divergence.get("output_jv", NAMES.jv)]
+    e_name, x_name, t_name = spec.divergence.get("input_e", NAMES.e), NAMES.x, NAMES.t
     tb = np.empty(rows, np.float32)
 
     def jvp(x: np.ndarray, t: float, e: np.ndarray):
         tb.fill(t)
         if combine is None:
-            return session.run(names, {"x": x, "t": tb, e_name: e, **fixed})
-        v, jv = session.run(names, {"x": np.concatenate([x, x]), "t": tb, e_name: np.concatenate([e, e]), **fixed})
+            return session.run(names, {x_name: x, t_name: tb, e_name: e, **fixed})
+        v, jv = session.run(names, {x_name: np.concatenate([x, x]), t_name: tb, e_name: np.concatenate([e, e]), **fixed})
         return combine(v), combine(jv)
     return jvp
