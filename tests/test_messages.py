@@ -1,0 +1,74 @@
+"""What a newcomer sees: each mistake answered with one line that says what to do, and the
+documented exit code; the API validates its arguments with the package's own errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fm_runtime
+
+from .conftest import run_cli
+
+
+def one_line(p) -> str:
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    return lines[0]
+
+
+def test_bare_fm_run_prints_its_help():
+    p = run_cli("fm-run")
+    assert p.stdout.startswith("Usage: fm-run") and "\n  sample " in p.stdout and not p.stderr
+
+
+def test_each_file_kind_says_what_it_is(trained, tmp_path):
+    p = run_cli("fm-export", str(trained.onnx), "--out", str(tmp_path / "m.onnx"), check=False)
+    assert p.returncode == 2 and "fm-run sample" in one_line(p) and "--add-divergence" in p.stderr
+    p = run_cli("fm-run", "sample", str(trained.ckpt), "-n", "5", check=False)
+    assert p.returncode == 3 and "fm-export" in one_line(p) and "PyTorch checkpoint" in p.stderr
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["-n", "5", "--out", "x.csv"], 2, "writes .npy"),
+    (["-n", "5", "--seed", "0", "--out", "x.npy", "--logprob", "x.npy"], 2, "name the same file"),
+    (["-n", "10", "--shard", "0/2", "--out", "s.npy"], 2, "--shard needs --seed"),
+    (["-n", "5", "--plot", "traj.npy"], 2, "writes .png"),
+])
+def test_sample_output_mistakes(tmp_path, args, code, words):
+    p = run_cli("fm-run", "sample", *args, cwd=tmp_path, check=False)
+    assert p.returncode == code and words in one_line(p)
+    assert not list(tmp_path.iterdir())
+
+
+def test_logprob_defaults_to_the_shipped_model(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 2), np.float32))
+    p = run_cli("fm-run", "logprob", str(tmp_path / "x.npy"))
+    assert "4 rows of shape [2]" in p.stderr and len(p.stdout.split()) == 4
+
+
+def test_info_lists_the_label_input_and_class_out_of_range_is_usage(conditional):
+    path = str(conditional["moons"][1])
+    assert "y=y[B] int64" in run_cli("fm-run", "info", path).stdout
+    p = run_cli("fm-run", "sample", path, "-n", "5", "--class", "12", check=False)
+    assert p.returncode == 2 and "out of range" in one_line(p)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(n=2.5), "whole number"), (dict(n=0), "whole number"), (dict(), "give n"),
+    (dict(n=3, seed=-1), "seed must be"), (dict(n=3, steps=0), "steps must be"),
+    (dict(n=3, steps=2.0), "steps must be an integer"), (dict(n=3, solver="rk5"), "unknown solver"),
+    (dict(n=3, guidance=2.0), "needs labels"), (dict(n=3, labels=1), "not class-conditional"),
+    (dict(n=3, divergence="maybe", return_logprob=True), "unknown divergence"),
+])
+def test_api_arguments_raise_usage_errors(kwargs, words):
+    s = fm_runtime.load()
+    with pytest.raises(fm_runtime.UsageError, match=words) as e:
+        s.sample(**kwargs)
+    assert e.value.exit_code == 2 and isinstance(e.value, fm_runtime.FmError)
+
+
+def test_api_is_self_describing():
+    s = fm_runtime.load()
+    assert "moons.onnx" in repr(s) and "data shape [2]" in repr(s)
+    for error in ("ModelError", "ProviderError", "UsageError"):
+        assert error in fm_runtime.load.__doc__
