@@ -153,11 +153,16 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
         seed = new_seed()
     clock = time.perf_counter()
     try:
-        x, nonfinite = _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial, progress,
-                            cond, logprob and {"path": logprob, "divergence": divergence, "probes": probes}, in_memory)
+        result, nonfinite = _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial,
+                                 progress, cond, logprob and {"path": logprob, "divergence": divergence,
+                                                              "probes": probes}, in_memory)
     except NumericalError as e:
         raise NumericalError(f"{e}; nothing written (--keep-partial writes the samples anyway)") from None
-    elapsed = time.perf_counter() - clock
+    elapsed = time.perf_counter() - clock     # sampling and writing, not drawing
+    x = result.samples if result is not None else None
+    if plot:
+        from .plot import trajectory_figure
+        trajectory_figure(plot, result.trajectory, time_grid(steps))
     what = f"rows {start:,}..{stop - 1:,} of a {n:,}-row run" if shard_ik else f"{rows:,} samples"
     click.echo(f"{what} of shape {list(sampler.data_shape)}: {solver}, {steps} steps, "
                f"{sampler.nfe(steps, solver)} NFE, {elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
@@ -207,7 +212,7 @@ def _describe_conditioning(sampler, cond) -> str:
 
 def _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial, progress, cond,
          logprob, in_memory):
-    """Sample, write, plot; returns (samples held in memory or None, non-finite report)."""
+    """Sample and write; returns (the SampleResult when held in memory, else None; non-finite report)."""
     if in_memory:
         if z is None:
             z = sampler.noise(n, seed)
@@ -218,16 +223,13 @@ def _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partia
             save_npy(logprob["path"], r.logprob)
             click.echo(f"log density of {len(r.samples):,} samples -> {logprob['path']}: "
                        f"{describe_logp(sampler, r.logprob, r.nfe, logprob['divergence'], logprob['probes'])}", err=True)
-        if plot:
-            from .plot import trajectory_figure
-            trajectory_figure(plot, r.trajectory, time_grid(steps))
         if out:
             save_npy(out, r.samples)
-        return r.samples, r.nonfinite
+        return r, r.nonfinite
     if out:
         return None, _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress, cond)
     r = sampler.run(n, steps, solver, seed=seed, keep_partial=keep_partial, **cond)
-    return r.samples, r.nonfinite
+    return r, r.nonfinite
 
 
 def _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress, cond) -> list:

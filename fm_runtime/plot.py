@@ -35,19 +35,23 @@ def panel_indices(n_states: int, panels: int = 9) -> list[int]:
 def trajectory_figure(path: str, trajectory: np.ndarray, times: list[float], panels: int = 9,
                       limit: float = 3.0) -> None:
     """The tutorial's figure: a 1 x 9 row of scatter panels from noise to data, shared axes,
-    limits [-limit, limit], 10-pt dots, each titled with its t. Needs 2-D data."""
+    limits [-limit, limit], each titled with its t; square 3-inch panels and small dots, so the
+    final shape is readable at 300 pixels a panel. Needs 2-D data."""
     if trajectory.ndim != 3 or trajectory.shape[2] != 2:
         raise FmError(f"--plot draws 2-D data only; this model's samples have shape "
                       f"{list(trajectory.shape[2:])}", exit_code=2)
     plt = pyplot()
     idx = panel_indices(len(trajectory), panels)
-    fig, axes = plt.subplots(1, len(idx), figsize=(2 * len(idx), 2.2), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, len(idx), figsize=(3 * len(idx), 3.3), sharex=True, sharey=True)
+    dot = float(np.clip(3000 / trajectory.shape[1], 1, 10))     # fewer points, bigger dots
     for ax, i in zip(np.atleast_1d(axes), idx):
         pts = trajectory[i]
-        ax.scatter(pts[:, 0], pts[:, 1], s=10)
+        ax.scatter(pts[:, 0], pts[:, 1], s=dot, linewidths=0)
         ax.set_title(f"t = {times[i]:.2f}")
         ax.set_xlim(-limit, limit)
         ax.set_ylim(-limit, limit)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=8)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
