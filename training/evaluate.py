@@ -38,14 +38,21 @@ def nfe_table(sample: Callable, dataset: str, n: int = 5000, nfes=NFES, solvers=
     """Energy distance (unbiased) and sliced W2 to fresh, independent data for each (solver, NFE)
     a fixed-step solver can spend exactly, averaged over `repeats` noise/data draws; plus the
     noise floor: what a perfect sampler scores, the mean |energy distance| between two
-    independent data draws of the same size (sliced W2: its mean)."""
+    independent data draws of the same size (sliced W2: its mean), and the spread of that
+    (unbiased, signed) estimate over at least 4 pairs of draws: an entry within about two
+    spreads of zero is as close to the data as this estimate can tell, and may lie below the
+    floor by chance."""
     solvers = solvers or sorted(SOLVERS)
     draws = []
     for r in range(repeats):
         data = fresh_data(dataset, n, np.random.default_rng([seed, r, 1]))
         z = np.random.default_rng([seed, r, 0]).standard_normal(data.shape, dtype=np.float32)
         draws.append((z, data, fresh_data(dataset, n, np.random.default_rng([seed, r, 2]))))
-    floor_ed = float(np.mean([abs(energy_distance(f, d)) for _, d, f in draws]))
+    pairs = [(d, f) for _, d, f in draws] + [
+        (fresh_data(dataset, n, np.random.default_rng([seed, r, 1])), fresh_data(dataset, n, np.random.default_rng([seed, r, 2])))
+        for r in range(repeats, 4)]
+    signed = [energy_distance(f, d) for d, f in pairs]
+    floor_ed, floor_spread = float(np.mean(np.abs(signed))), float(np.std(signed, ddof=1))
     floor_sw = float(np.mean([sliced_wasserstein(f, d) for _, d, f in draws]))
     rows = []
     for solver in solvers:
@@ -58,7 +65,7 @@ def nfe_table(sample: Callable, dataset: str, n: int = 5000, nfes=NFES, solvers=
                          "energy_distance": float(np.mean([energy_distance(x, d) for x, (_, d, _) in zip(xs, draws)])),
                          "sliced_w2": float(np.mean([sliced_wasserstein(x, d) for x, (_, d, _) in zip(xs, draws)]))})
     return {"dataset": dataset, "n": n, "repeats": repeats, "floor_energy_distance": floor_ed,
-            "floor_sliced_w2": floor_sw, "rows": rows}
+            "floor_spread": floor_spread, "floor_pairs": len(pairs), "floor_sliced_w2": floor_sw, "rows": rows}
 
 
 def format_table(result: dict) -> str:
@@ -66,7 +73,9 @@ def format_table(result: dict) -> str:
     nfes = sorted({r["nfe"] for r in result["rows"]})
     cell = {(r["solver"], r["nfe"]): r["energy_distance"] for r in result["rows"]}
     lines = [f"energy distance to fresh {result['dataset']} ({result['n']} points, mean of "
-             f"{result['repeats']} draws); noise floor {result['floor_energy_distance']:.2e}",
+             f"{result['repeats']} draws); noise floor {result['floor_energy_distance']:.2e}, spread "
+             f"{result['floor_spread']:.1e} over {result['floor_pairs']} pairs of data draws (entries below "
+             f"{2 * result['floor_spread']:.1e} cannot be told from data)",
              f"{'NFE':>5} " + " ".join(f"{s:>10}" for s in solvers)]
     for nfe in nfes:
         lines.append(f"{nfe:>5} " + " ".join(f"{cell[s, nfe]:>10.2e}" if (s, nfe) in cell else f"{'-':>10}"
@@ -83,6 +92,8 @@ def plot_table(result: dict, path: str) -> None:
         rows = [r for r in result["rows"] if r["solver"] == solver]
         ax.plot([r["nfe"] for r in rows], [r["energy_distance"] for r in rows], marker="o", label=solver)
     ax.axhline(result["floor_energy_distance"], color="grey", ls="--", label="noise floor")
+    ax.axhspan(ax.get_ylim()[0] if ax.get_ylim()[0] > 0 else 1e-6, 2 * result["floor_spread"], color="grey",
+               alpha=0.15, label="indistinguishable from data")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("network evaluations (NFE)")
