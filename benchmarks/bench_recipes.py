@@ -2,6 +2,7 @@
 
     python benchmarks/bench_recipes.py                 # every recipe below, ~10 minutes
     python benchmarks/bench_recipes.py tutorial default
+    python benchmarks/bench_recipes.py tutorial --seeds 4   # mean and spread over training seeds
 
 Each recipe trains the tutorial's network size (3 hidden layers of 64) with torch on one thread,
 so the CPU time is the training budget. Quality: energy distance (unbiased estimate) between
@@ -45,19 +46,33 @@ def quality(model, steps: int) -> float:
 
 def main() -> None:
     torch.set_num_threads(1)
-    names = sys.argv[1:] or list(RECIPES)
+    args = sys.argv[1:]
+    seeds = 1
+    if "--seeds" in args:
+        i = args.index("--seeds")
+        seeds = int(args[i + 1])
+        del args[i:i + 2]
+    names = args or list(RECIPES)
     floor = float(np.mean([abs(energy_distance(fresh_data("moons", N, [9, r]), fresh_data("moons", N, [8, r])))
                            for r in range(DRAWS)]))
     print(f"noise floor {floor:.1e} ({N} points, {DRAWS} draws)")
     print(f"{'recipe':<16} {'CPU s':>6} " + " ".join(f"{f'{n} NFE':>9}" for n in NFES))
     for name in names:
-        clock = time.process_time()
-        model, config = fit("moons", seed=0, progress=False, **RECIPES[name])
-        cpu = time.process_time() - clock
-        eds = [quality(model, nfe // 2) for nfe in NFES]
-        print(f"{name:<16} {cpu:>6.0f} " + " ".join(f"{e:>9.2e}" for e in eds), flush=True)
-        print(json.dumps({"recipe": name, "cpu_seconds": round(cpu, 1), "floor": floor,
-                          **{f"nfe{n}": e for n, e in zip(NFES, eds)}}), file=sys.stderr)
+        runs = []
+        for seed in range(seeds):
+            clock = time.process_time()
+            model, config = fit("moons", seed=seed, progress=False, **RECIPES[name])
+            cpu = time.process_time() - clock
+            eds = [quality(model, nfe // 2) for nfe in NFES]
+            runs.append(eds)
+            label = name if seeds == 1 else f"{name} seed {seed}"
+            print(f"{label:<16} {cpu:>6.0f} " + " ".join(f"{e:>9.2e}" for e in eds), flush=True)
+            print(json.dumps({"recipe": name, "seed": seed, "cpu_seconds": round(cpu, 1), "floor": floor,
+                              **{f"nfe{n}": e for n, e in zip(NFES, eds)}}), file=sys.stderr)
+        if seeds > 1:
+            mean, sd = np.mean(runs, 0), np.std(runs, 0, ddof=1)
+            print(f"{name + ' mean':<16} {'':>6} " + " ".join(f"{m:>9.2e}" for m in mean))
+            print(f"{name + ' sd':<16} {'':>6} " + " ".join(f"{d:>9.2e}" for d in sd), flush=True)
 
 
 if __name__ == "__main__":
