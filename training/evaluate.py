@@ -98,7 +98,7 @@ def plot_table(result: dict, path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("network evaluations (NFE)")
     ax.set_ylabel("energy distance to data")
-    ax.legend()
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
