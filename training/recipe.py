@@ -3,7 +3,7 @@ nanoGPT stores its model config) so a run can be described and repeated from its
 
 The defaults are the recipe that measured best on moons with the tutorial's network size (3
 hidden layers of 64) and OT path: SiLU instead of ELU, batches of 2048, Adam at 3e-3 decayed by
-a cosine, and an EMA of the weights; its 16-NFE energy distance to data is ~20x lower than the
+a cosine, and an EMA of the weights; its 16-NFE energy distance to data is ~100x lower (mean of 4 seeds) than the
 tutorial's recipe (TUTORIAL_RECIPE: lr 1e-2 constant, batch 256, ELU, no EMA).
 """
 from __future__ import annotations
