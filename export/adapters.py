@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from fm_runtime.session import one_line
+
 from .errors import ExportError
 
 TIMES = ("B", "B,1", "scalar")
@@ -108,11 +110,10 @@ def check_adapter(adapter: VelocityAdapter, data_shape: tuple[int, ...]) -> None
         with torch.no_grad():
             v = adapter(x, t, y)
     except Exception as e:
-        msg = " ".join(str(e).split())[:240]
         hint = (f"; labels {y.tolist()} were passed: a conditional network must also accept id {c} as "
                 "\"no label\"" if c else "")
         raise ExportError(f"calling the network as {_describe(adapter)} on x {list(x.shape)} failed: "
-                          f"{type(e).__name__}: {msg} (check --call, --time and --data-shape{hint})") from None
+                          f"{type(e).__name__}: {one_line(e)} (check --call, --time and --data-shape{hint})") from None
     if not isinstance(v, torch.Tensor):
         raise ExportError(f"the network returned {type(v).__name__}, not a tensor; wrap it with a call "
                           "function that returns the velocity tensor")

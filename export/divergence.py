@@ -14,6 +14,7 @@ import onnxruntime as ort
 import fm_runtime
 from fm_runtime.contract import build_metadata, io_table, read_spec, with_divergence, write_metadata
 from fm_runtime.io import atomic_write
+from fm_runtime.session import one_line
 from fm_runtime.spec import NAMES
 
 from .errors import ExportError
@@ -58,7 +59,7 @@ def add_divergence(src: str | Path, out: str | Path, *, data_shape=None, x_name:
         model = onnx.load_from_string(Path(src).read_bytes())
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise ExportError(f"{where}: not a loadable ONNX model ({' '.join(str(e).split())[:200]})") from None
+        raise ExportError(f"{where}: not a loadable ONNX model ({one_line(e)})") from None
     meta = dict(sess.get_modelmeta().custom_metadata_map)
     spec = read_spec(where, meta, io_table(sess.get_inputs()), io_table(sess.get_outputs()),
                      data_shape=data_shape, x_name=x_name, t_name=t_name)

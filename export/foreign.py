@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from fm_runtime.errors import ModelError
+from fm_runtime.session import one_line
 
 from .errors import ExportError
 
@@ -18,7 +19,7 @@ WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "ema_model", "net_mode
 
 
 def _one_line(e: Exception) -> str:
-    return f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
+    return f"{type(e).__name__}: {one_line(e)}"
 
 
 def load_factory(spec: str) -> torch.nn.Module:

@@ -30,7 +30,7 @@ def covered_ops() -> list[str]:
 
 def unsupported_ops(model: onnx.ModelProto, x_name: str) -> list[str]:
     """Operators on a path from x that the transform has no rule for (empty: it covers the graph)."""
-    graph = _prepared(model).graph
+    graph = _inlined(model).graph
     depends = {x_name}
     missing: set[str] = set()
     for node in graph.node:
@@ -42,11 +42,16 @@ def unsupported_ops(model: onnx.ModelProto, x_name: str) -> list[str]:
     return sorted(missing)
 
 
-def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Local functions inlined and shapes inferred (the rules use ranks and shapes where known)."""
+def _inlined(model: onnx.ModelProto) -> onnx.ModelProto:
     if model.functions:
         from onnx import inliner
-        model = inliner.inline_local_functions(model)
+        return inliner.inline_local_functions(model)
+    return model
+
+
+def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Local functions inlined and shapes inferred (the rules use ranks and shapes where known)."""
+    model = _inlined(model)
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:   # shapes are an optimisation only: the rules fall back to runtime shapes

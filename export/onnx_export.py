@@ -27,6 +27,7 @@ import torch
 import fm_runtime
 from fm_runtime.contract import build_metadata, io_table, put_metadata, read_spec, write_metadata
 from fm_runtime.io import atomic_write
+from fm_runtime.session import one_line
 from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 from fm_runtime.spec import NAMES
 
@@ -74,8 +75,7 @@ def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], kind: str = "
                 output_names=_OUTPUTS[kind], dynamic_shapes={k: {0: batch} for k in inputs},
                 external_data=False, opset_version=OPSET, verbose=False)
     except Exception as e:
-        msg = " ".join(str(e).split())[:300]
-        raise ExportError(f"torch.onnx could not export the network ({type(e).__name__}: {msg}); "
+        raise ExportError(f"torch.onnx could not export the network ({type(e).__name__}: {one_line(e)}); "
                           "a network that torch.export can trace with a dynamic batch exports") from None
     return program.model_proto
 
@@ -171,10 +171,10 @@ def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape,
     except NotImplementedError as e:
         return {"unsupported_ops": str(e).split(", ")}, f"none: no forward-mode rule for {e}"
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
-    data = check_proto(fast_elu(proto))
-    worst = verify_against_torch(_jvp_reference(adapter), data, data_shape, kind="jvp",
+    proto = fast_elu(proto)
+    worst = verify_against_torch(_jvp_reference(adapter), check_proto(proto), data_shape, kind="jvp",
                                  num_classes=num_classes, one_time=one_time)
-    data = add_selftest(onnx.load_from_string(data), data_shape, "jvp", num_classes)
+    data = add_selftest(proto, data_shape, "jvp", num_classes)
     return ({"onnx_base64": base64.b64encode(data).decode("ascii"), "input_e": NAMES.e, "output_jv": NAMES.jv,
              "max_abs_diff_vs_torch": worst}, f"yes (J.v graph, max |diff| vs torch autodiff {worst:.1e})")
 
