@@ -134,10 +134,7 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
     if sampler.baked:
         if plot:
             raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
-        try:
-            sampler.check_baked(steps, solver, False)
-        except ValueError as e:
-            raise click.UsageError(str(e)) from None
+        sampler.check_baked(steps, solver, False)      # UsageError, exit 2
     steps = steps or sampler.spec.default_steps
     solver = solver or sampler.spec.default_solver
     start, stop = (shard_ik[0] * n // shard_ik[1], (shard_ik[0] + 1) * n // shard_ik[1]) if shard_ik else (0, n)
