@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .contract import ModelSpec
+from .control import RUN, check
 from .device import BoundGraphRunner, DeviceLoop, device_of
 from .errors import NumericalError
 from .solvers import integrate_inplace
@@ -32,7 +33,8 @@ class Watch:
 
     def on_step(self, steps: int, end_only: str | None = None):
         """check(x, step, t) after each step; end_only names what hides the steps (baked graph)."""
-        def check(x: np.ndarray, step: int, t: float) -> None:
+        def on_step(x: np.ndarray, step: int, t: float) -> None:
+            check()                 # a stop requested between steps
             if np.isfinite(x).all():
                 return
             bad = int((~np.isfinite(x.reshape(len(x), -1))).any(1).sum())
@@ -42,7 +44,7 @@ class Watch:
                                      f"{len(x)} rows of a tile")
             with self._lock:
                 self.nonfinite.append((step, t, where))
-        return check
+        return on_step
 
 
 class HostLoop:
@@ -76,7 +78,7 @@ class BakedGraph:
         self.session, self.spec = session, spec
 
     def _run(self, z):
-        return self.session.run([self.spec.out_name], {self.spec.z_name: z})[0]
+        return self.session.run([self.spec.out_name], {self.spec.z_name: z}, RUN)[0]
 
     def solve(self, z, steps, solver, cond, watch):
         x = self._run(z)

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import __version__
 from .cli_options import (check_conditioning, class_options, describe_logp, divergence_options, model_arg,
-                          open_sampler, plain_model_options, solve_options)
+                          open_sampler, plain_model_options, run_limits, solve_options)
 from .cli_sample import sample
 from .contract import describe_variant, divergence_problem
 from .errors import printable, run_cli
@@ -47,6 +47,7 @@ cli.add_command(sample)
 @click.option("--probe-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the Hutchinson probes (row r uses default_rng([seed, r])).")
 @click.option("--provider", default="cpu", show_default=True, help="onnxruntime execution provider.")
+@run_limits
 def logprob(paths, out, steps, solver, label, labels, guidance, divergence, probes, probe_seed, provider):
     """Log-likelihood of each row of DATA (.npy [n, *shape]) under MODEL (default: the shipped
     moons model), by the instantaneous change of variables: the data is integrated back to noise
@@ -87,6 +88,7 @@ def logprob(paths, out, steps, solver, label, labels, guidance, divergence, prob
 @model_arg
 @click.option("--json", "as_json", is_flag=True, help="Print the declaration as JSON.")
 @plain_model_options
+@run_limits
 def info(model, as_json, dim, x_name, t_name):
     """Show what a model file declares: shape, path, defaults, training summary.
 
@@ -137,6 +139,7 @@ def info(model, as_json, dim, x_name, t_name):
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
               help="Batch size to time; repeat the option for several [default: 1, 256, 100000].")
 @plain_model_options
+@run_limits
 def bench(model, steps, solver, batches, dim, x_name, t_name):
     """Time sampling on this machine: median of repeated runs after warm-up, per runtime mode.
 
@@ -169,7 +172,7 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run_cli(cli, "fm-run", argv))
+    sys.exit(run_cli(cli, "fm-run", argv, supervised=True))
 
 
 if __name__ == "__main__":

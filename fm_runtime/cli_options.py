@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 import numpy as np
 
+from . import control, limits
 from .contract import divergence_problem
+from .errors import UsageError
 from .sampler import Sampler, load
 from .solvers import MAX_STEPS, SOLVERS
 
@@ -25,6 +27,33 @@ def open_sampler(model, provider="cpu", dim=None, x_name=None, t_name=None, thre
     return load(model, provider, data_shape=dim, x_name=x_name, t_name=t_name, threads=threads,
                 tile=tile, cuda_graph=cuda_graph)
 
+
+
+def _set_timeout(ctx, param, seconds):
+    control.set_deadline(seconds)
+
+
+def _set_budget(ctx, param, value):
+    try:
+        limits.apply_budget(limits.parse_size(value))
+    except UsageError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
+
+
+def run_limits(f):
+    """--timeout and --max-memory, applied as soon as they are parsed (every fm-run command)."""
+    f = click.option("--max-memory", metavar="SIZE", default=limits.DEFAULT_BUDGET, show_default=True,
+                     expose_value=False, callback=_set_budget,
+                     help="Memory this run may use (e.g. 2G, 512M, 25% of RAM); beyond it the run "
+                          "stops with exit code 9 instead of swapping.")(f)
+    return click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                        expose_value=False, callback=_set_timeout,
+                        help="Stop the run after this many seconds (exit code 124, nothing written).")(f)
+
+
+def threads_option(f):
+    return click.option("--threads", type=click.IntRange(1, limits.MAX_THREADS),
+                        help="Worker threads solving tiles of the batch in parallel [default: all cores].")(f)
 
 
 def solve_options(what: str = "Solver steps on the uniform grid 0 -> 1"):

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from .cli_options import (check_conditioning, class_options, describe_logp, divergence_options, model_arg,
-                          open_sampler, plain_model_options, solve_options)
+                          open_sampler, plain_model_options, run_limits, solve_options, threads_option)
 from .errors import NumericalError
 from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
 from .noise import new_seed
@@ -71,14 +71,14 @@ def _physical_memory() -> int:
               help="Images per row of --grid.")
 @click.option("--provider", default="cpu", show_default=True,
               help="onnxruntime execution provider: cpu, cuda, tensorrt, ... (or a full name).")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="Worker threads solving tiles of the batch in parallel [default: all cores].")
+@threads_option
 @click.option("--tile", type=click.IntRange(min=0),
               help="Rows per tile on CPU (0: the whole batch in one call) [default: 2048].")
 @click.option("--cuda-graph", is_flag=True,
               help="With --provider cuda and a baked file: capture the solve as a CUDA graph and "
                    "replay it (one capture per batch size).")
 @plain_model_options
+@run_limits
 def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progress, plot, label, labels,
            guidance, logprob, divergence, probes, grid, grid_cols, provider, threads, tile, cuda_graph,
            dim, x_name, t_name):

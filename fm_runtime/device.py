@@ -15,6 +15,8 @@ from importlib import resources
 import numpy as np
 import onnxruntime as ort
 
+from .control import RUN, check
+
 from .contract import ModelSpec
 from .solvers import get_solver, time_grid
 
@@ -49,7 +51,7 @@ class DeviceLoop:
         io.bind_ortvalue_input(self.spec.x_name, x)
         io.bind_ortvalue_input(self.spec.t_name, t)
         io.bind_ortvalue_output(self.spec.v_name, out)
-        self.session.run_with_iobinding(io)
+        self.session.run_with_iobinding(io, RUN)
 
     def _axpy(self, x: ort.OrtValue, a: ort.OrtValue, k: ort.OrtValue, out: ort.OrtValue) -> None:
         io = self.axpy.io_binding()
@@ -57,7 +59,7 @@ class DeviceLoop:
         io.bind_ortvalue_input("K", k)
         io.bind_ortvalue_input("A", a)
         io.bind_ortvalue_output("Y", out)
-        self.axpy.run_with_iobinding(io)
+        self.axpy.run_with_iobinding(io, RUN)
 
     def solve(self, z: np.ndarray, steps: int, solver: str) -> tuple[np.ndarray, int]:
         s = get_solver(solver)
@@ -119,6 +121,7 @@ class BoundGraphRunner:
             opts.add_run_config_entry("gpu_graph_id", str(len(self._bound) + 1))
             entry = self._bound[len(z)] = (zin, xout, io, opts)
         zin, xout, io, opts = entry
+        check()
         zin.update_inplace(np.ascontiguousarray(z, _F32))
         self.session.run_with_iobinding(io, opts)
         return np.array(xout.numpy(), copy=True)     # the buffer is reused by the next run

@@ -11,6 +11,8 @@ EXIT_NUMERICAL = 5      # the solve produced NaN or Inf
 EXIT_PROVIDER = 6       # requested execution provider not available
 EXIT_OUTPUT = 7         # output cannot be written
 EXIT_EXPORT = 8         # export refused: the exported graph does not match torch
+EXIT_MEMORY = 9         # the run needs more memory than its budget (--max-memory)
+EXIT_TIMEOUT = 124      # --timeout passed (the code of coreutils' timeout)
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 
@@ -58,9 +60,11 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
-def run_cli(command, prog_name: str, argv: list[str] | None = None) -> int:
+def run_cli(command, prog_name: str, argv: list[str] | None = None, supervised: bool = False) -> int:
     """Run a click command so that every failure is one line on stderr and a documented exit
-    code, never a traceback (set FM_DEBUG=1 to see one). SIGTERM is treated like Ctrl-C."""
+    code, never a traceback (set FM_DEBUG=1 to see one). SIGTERM is treated like Ctrl-C.
+    supervised: run it on a worker thread that Ctrl-C, SIGTERM and --timeout stop within
+    seconds even inside a long onnxruntime call (fm_runtime/supervisor.py)."""
     import os
     import signal
     import sys
@@ -74,8 +78,15 @@ def run_cli(command, prog_name: str, argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, on_term)
     except ValueError:  # not the main thread
         pass
+    def body():
+        return command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+
     try:
-        rc = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        if supervised:
+            from .supervisor import supervise
+            rc = supervise(body, prog_name)
+        else:
+            rc = body()
         return rc if isinstance(rc, int) else EXIT_OK
     except click.exceptions.Abort:
         click.echo(f"{prog_name}: interrupted", err=True)
@@ -95,7 +106,8 @@ def run_cli(command, prog_name: str, argv: list[str] | None = None) -> int:
         click.echo(printable(f"{prog_name}: error: {' '.join(e.format_message().split())}"), err=True)
         return e.exit_code
     except FmError as e:
-        click.echo(printable(f"{prog_name}: error: {e}"), err=True)
+        stopped = e.exit_code in (EXIT_INTERRUPTED, EXIT_TIMEOUT)
+        click.echo(printable(f"{prog_name}: {'' if stopped else 'error: '}{e}"), err=True)
         return e.exit_code
     except Exception as e:
         if os.environ.get("FM_DEBUG"):

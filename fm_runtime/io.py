@@ -24,10 +24,30 @@ def check_writable(path: str | os.PathLike) -> Path:
     return p
 
 
+_temporaries: set[str] = set()      # temporary files not yet renamed into place or removed
+
+
+def remove_temporaries() -> None:
+    """Remove every temporary output file of this process (a forced stop)."""
+    for tmp in list(_temporaries):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        _temporaries.discard(tmp)
+
+
+def _done(tmp: str) -> None:
+    _temporaries.discard(tmp)
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+
+
 def _temp_beside(p: Path) -> tuple[int, str]:
     """A temporary file next to p, with the permissions a plain open() would give (mkstemp's
     are 0600)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
+    _temporaries.add(tmp)
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(tmp, 0o666 & ~mask)
@@ -43,10 +63,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    finally:
+        _done(tmp)
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -103,12 +121,12 @@ class NpyStream:
             raise OutputError(f"{self.path}: wrote {self.rows} rows, expected {self.shape[0]}")
         self.fh.close()
         os.replace(self.tmp, self.path)
+        _temporaries.discard(self.tmp)
 
     def __exit__(self, *exc) -> None:
         if not self.fh.closed:
             self.fh.close()
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        _done(self.tmp)
 
 
 def check_space(path: str | os.PathLike, nbytes: int) -> None:

@@ -15,18 +15,20 @@ import onnxruntime as ort
 
 from .backends import Watch, choose_backend
 from .contract import ModelSpec, divergence_problem
+from .control import guarded
 from .errors import ModelError, NumericalError, UsageError
 from .likelihood import probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
-from .noise import BLOCK, new_seed, noise_rows
+from .noise import BLOCK, NoiseStream, new_seed, noise_rows
 from .session import default_model_path, open_divergence, open_model
 from .solvers import get_solver, integrate
-from .tiler import DEFAULT_TILE, Tiler
+from .tiler import DEFAULT_TILE, Tiler, default_tile
 from . import checks
 from .velocity import Conditioning, jvp_fn, velocity_at, velocity_fn
 
 __all__ = ["Sampler", "SampleResult", "load", "default_model_path", "label_rows", "CHUNK_ROWS", "DEFAULT_TILE"]
-# Rows solved per chunk when a run is streamed to disk (4 noise blocks, 2 MiB of 2-D samples).
-CHUNK_ROWS = 4 * BLOCK
+# A run streamed to disk is solved in chunks of at most CHUNK_BYTES of samples (and CHUNK_ROWS
+# rows: 4 noise blocks, 2 MiB of 2-D samples), so memory is bounded for every data shape.
+CHUNK_ROWS, CHUNK_BYTES = 4 * BLOCK, 32 << 20
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Sampler:
 
     check_guidance = staticmethod(checks.check_guidance)
 
+    @guarded
     def velocity(self, x: np.ndarray, t: float | np.ndarray, labels=None, guidance: float = 1.0) -> np.ndarray:
         """v(x, t) for a batch x [B, *shape]; t a scalar or [B] array; labels and guidance as in sample()."""
         if self.baked:
@@ -119,6 +122,7 @@ class Sampler:
         """A float array [n, *data_shape] with finite values, as contiguous float32."""
         return checks.check_noise(self.data_shape, noise, n, what)
 
+    @guarded
     def run(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
             seed: int | None = None, noise: np.ndarray | None = None, *, trajectory: bool = False,
             logprob: bool = False, keep_partial: bool = False, labels=None, guidance: float = 1.0,
@@ -178,6 +182,7 @@ class Sampler:
             return r.samples, r.trajectory
         return (r.samples, r.logprob) if return_logprob else r.samples
 
+    @guarded
     def log_prob(self, x: np.ndarray, steps: int | None = None, solver: str | None = None, labels=None,
                  guidance: float = 1.0, divergence: str = "auto", probes: int = 1,
                  probe_seed: int = 0) -> np.ndarray:
@@ -256,14 +261,17 @@ class Sampler:
             return self._jvp_session
 
     def sample_chunks(self, start: int, stop: int, seed: int, steps: int | None = None,
-                      solver: str | None = None, chunk: int = CHUNK_ROWS, keep_partial: bool = False,
+                      solver: str | None = None, chunk: int | None = None, keep_partial: bool = False,
                       labels=None, guidance: float = 1.0, noise: np.ndarray | None = None):
         """Rows [start, stop) of one seeded run (or of `noise`), solved and yielded chunk by chunk
         as (first_row, SampleResult): memory stays bounded whatever the number of rows. `labels`:
-        one int, or an array indexed by the run's row numbers."""
+        one int, or an array indexed by the run's row numbers. chunk: rows per chunk [default:
+        CHUNK_BYTES of samples, at most CHUNK_ROWS]."""
+        chunk = chunk or max(1, min(CHUNK_ROWS, CHUNK_BYTES // (4 * self.spec.dim)))
+        stream = NoiseStream(seed, start, self.data_shape) if noise is None else None
         for a in range(start, stop, chunk):
             b = min(a + chunk, stop)
-            z = noise_rows(seed, a, b, self.data_shape) if noise is None else noise[a:b]
+            z = stream.take(b - a) if stream is not None else noise[a:b]
             yield a, self.run(noise=z, steps=steps, solver=solver, keep_partial=keep_partial,
                               guidance=guidance, labels=label_rows(labels, a, b))
 
@@ -295,6 +303,6 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     workers = threads or os.cpu_count() or 1
     if not on_cpu:
         tile, workers = 0, 1
-    return Sampler(session, spec, where, tile=DEFAULT_TILE if tile is None else tile, workers=workers,
+    return Sampler(session, spec, where, tile=default_tile(spec.dim) if tile is None else tile, workers=workers,
                    device_resident=(not on_cpu) if device_resident is None else device_resident,
                    session_options=opts)

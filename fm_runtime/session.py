@@ -12,22 +12,16 @@ import onnxruntime as ort
 
 from . import providers as _providers
 from .contract import ModelSpec, io_table, read_selftest, read_spec
+from .control import SELFTEST_SECONDS, graph_errors, one_line, time_limit
 from .errors import ModelError, UsageError
 
 DEFAULT_MODEL = "moons.onnx"
-ort.set_default_logger_severity(3)      # onnxruntime's own log lines never reach the user's terminal
+MAX_MODEL_BYTES = 2**31 - 1     # protobuf's limit: onnxruntime cannot parse a larger one-file model
 
 
 def default_model_path() -> Path:
     """The small moons model shipped inside the package."""
     return Path(str(resources.files("fm_runtime.models").joinpath(DEFAULT_MODEL)))
-
-
-def one_line(e: Exception) -> str:
-    msg = " ".join(str(e).split())
-    for noise in ("[ONNXRuntimeError] : ", "onnxruntime::"):
-        msg = msg.replace(noise, "")
-    return msg[:300]
 
 
 def load_failure(where: str, e: Exception) -> ModelError:
@@ -62,7 +56,7 @@ def _what_else(where: str) -> str:
 
 def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = int(intra_op_threads)
@@ -83,8 +77,14 @@ def open_model(path: str | os.PathLike | None, provider: str = "cpu", *, data_sh
         raise ModelError(f"{where}: model file not found")
     if p.is_dir():
         raise ModelError(f"{where}: is a directory, not a model file")
-    if p.stat().st_size == 0:
+    size = p.stat().st_size
+    if size == 0:
         raise ModelError(f"{where}: file is empty")
+    if size > MAX_MODEL_BYTES:
+        raise ModelError(f"{where}: {size / 2**30:.1f} GiB is larger than a one-file ONNX model can be "
+                         "(2 GiB); fm-runtime does not read it")
+    if not p.is_file():
+        raise ModelError(f"{where}: not a regular file")
     wanted = _providers.resolve(provider)
     opts = session_options(intra_op_threads)
     provider_options = None
@@ -146,10 +146,9 @@ def self_test(session: ort.InferenceSession, probe: dict, where: str) -> None:
         atol = float(probe.get("atol", 1e-3))
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ModelError(f"{where}: metadata fm.selftest is malformed") from None
-    try:
-        got = session.run(None, feed)[0]
-    except Exception as e:
-        raise ModelError(f"{where}: fm.selftest does not fit the graph ({one_line(e)})") from None
+    with graph_errors(where, "fm.selftest does not fit the graph"), \
+            time_limit(SELFTEST_SECONDS, f"{where}: the self-test (fm.selftest)") as opts:
+        got = session.run(None, feed, opts)[0]
     with np.errstate(all="ignore"):
         same = got.shape == want.shape and bool(np.all(np.abs(got - want) <= atol * np.maximum(1.0, np.abs(want))))
         diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("nan")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from .control import RUN
 from .spec import NAMES, ModelSpec
 
 
@@ -47,7 +48,7 @@ def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond
     if combine is None:
         def f(x: np.ndarray, t: float) -> np.ndarray:
             tb.fill(t)
-            return run(names, {x_name: x, t_name: tb, **fixed})[0]
+            return run(names, {x_name: x, t_name: tb, **fixed}, RUN)[0]
         return f
     both = np.empty((rows, *spec.data_shape), np.float32)
 
@@ -55,7 +56,7 @@ def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond
         tb.fill(t)
         both[:batch] = x
         both[batch:] = x
-        return combine(run(names, {x_name: both, t_name: tb, **fixed})[0])
+        return combine(run(names, {x_name: both, t_name: tb, **fixed}, RUN)[0])
     return guided
 
 
@@ -65,7 +66,7 @@ def velocity_at(session: ort.InferenceSession, spec: ModelSpec, x: np.ndarray, t
     tb = np.empty((rows,) if spec.t_rank == 1 else (rows, 1), np.float32)
     tb[...] = np.reshape(np.tile(np.ravel(t), rows // len(x)), tb.shape) if np.ndim(t) else t
     xs = x if rows == len(x) else np.concatenate([x, x])
-    out = session.run([spec.v_name], {spec.x_name: xs, spec.t_name: tb, **fixed})[0]
+    out = session.run([spec.v_name], {spec.x_name: xs, spec.t_name: tb, **fixed}, RUN)[0]
     return out if combine is None else combine(out)
 
 
@@ -80,7 +81,7 @@ def jvp_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Con
     def jvp(x: np.ndarray, t: float, e: np.ndarray):
         tb.fill(t)
         if combine is None:
-            return session.run(names, {x_name: x, t_name: tb, e_name: e, **fixed})
-        v, jv = session.run(names, {x_name: np.concatenate([x, x]), t_name: tb, e_name: np.concatenate([e, e]), **fixed})
+            return session.run(names, {x_name: x, t_name: tb, e_name: e, **fixed}, RUN)
+        v, jv = session.run(names, {x_name: np.concatenate([x, x]), t_name: tb, e_name: np.concatenate([e, e]), **fixed}, RUN)
         return combine(v), combine(jv)
     return jvp

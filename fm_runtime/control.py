@@ -1,0 +1,152 @@
+"""Stopping graph runs, and naming what went wrong inside one.
+
+Every onnxruntime call the runtime makes carries the RunOptions `RUN` (or, for the load-time
+self-test, options of its own with a time limit), so one `request_stop()` (Ctrl-C, SIGTERM,
+--timeout) ends the calls in progress in every thread within milliseconds, even inside a long
+Loop, and every later call at once; the solver loops check `check()` between steps too. Errors
+raised inside a run become the project's errors, each with its exit code.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from contextlib import contextmanager
+
+import onnxruntime as ort
+
+from .errors import EXIT_INTERRUPTED, EXIT_MEMORY, EXIT_TIMEOUT, FmError, ModelError
+
+ort.set_default_logger_severity(4)       # onnxruntime's own log lines never reach the terminal
+RUN = ort.RunOptions()
+RUN.log_severity_level = 4
+SELFTEST_SECONDS = 60.0                  # a self-test probes a few rows; longer means a hostile graph
+
+_lock = threading.Lock()
+_extra: set = set()                      # options of calls with their own time limit
+_reason: str | None = None
+_deadline: tuple[float, float] | None = None     # (monotonic end, seconds asked)
+
+
+class Interrupted(FmError):
+    exit_code = EXIT_INTERRUPTED
+
+
+class TimedOut(FmError):
+    exit_code = EXIT_TIMEOUT
+
+
+class ResourceError(FmError):
+    """The run needs more memory than it may use (--max-memory)."""
+    exit_code = EXIT_MEMORY
+
+
+def one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split())
+    for noise in ("[ONNXRuntimeError] : ", "onnxruntime::"):
+        msg = msg.replace(noise, "")
+    return msg[:300]
+
+
+def request_stop(reason: str = "interrupted") -> None:
+    """End every graph call in progress and refuse new ones (reason: interrupted or timeout)."""
+    global _reason
+    with _lock:
+        _reason = _reason or reason
+        RUN.terminate = True
+        for opts in _extra:
+            opts.terminate = True
+
+
+def reset() -> None:
+    """Allow runs again after a stop (library callers that go on after cancelling)."""
+    global _reason, _deadline
+    with _lock:
+        _reason, _deadline = None, None
+        RUN.terminate = False
+
+
+def stop_reason() -> str | None:
+    return _reason
+
+
+def set_deadline(seconds: float | None) -> None:
+    """Stop the run `seconds` from now (the CLI's --timeout; watched by the supervisor)."""
+    global _deadline
+    _deadline = None if seconds is None else (time.monotonic() + seconds, seconds)
+
+
+def deadline_passed() -> bool:
+    return _deadline is not None and time.monotonic() > _deadline[0]
+
+
+def stop_error() -> FmError:
+    if _reason == "timeout":
+        seconds = _deadline[1] if _deadline else 0
+        return TimedOut(f"stopped after --timeout {seconds:g} s; nothing written")
+    return Interrupted("interrupted; nothing written")
+
+
+def check() -> None:
+    """Raise the stop error if a stop was requested (called between solver steps)."""
+    if _reason is not None:
+        raise stop_error()
+
+
+def _is_onnxruntime(e: BaseException) -> bool:
+    return type(e).__module__.startswith("onnxruntime")
+
+
+@contextmanager
+def graph_errors(where: str, failing: str = "the graph failed while running"):
+    """Turn what escapes a graph run into the project's errors: a stop into Interrupted/TimedOut,
+    an allocation failure into ResourceError, any other onnxruntime error into ModelError."""
+    try:
+        yield
+    except FmError:
+        raise
+    except MemoryError:
+        check()
+        raise ResourceError(f"{where}: out of memory for this request (the memory budget is set by "
+                            "--max-memory); use fewer rows, or --out to stream them") from None
+    except Exception as e:
+        if not _is_onnxruntime(e):
+            raise
+        check()
+        msg = one_line(e)
+        if "allocate memory" in msg.lower() or "bad_alloc" in msg.lower():
+            raise ResourceError(f"{where}: the graph needs more memory than the budget allows "
+                                "(--max-memory); the file may be built to exhaust memory") from None
+        raise ModelError(f"{where}: {failing} ({msg})") from None
+
+
+def guarded(method):
+    """A Sampler method whose graph errors are mapped by graph_errors(self.path)."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with graph_errors(self.path):
+            return method(self, *args, **kwargs)
+    return call
+
+
+@contextmanager
+def time_limit(seconds: float, what: str):
+    """RunOptions for calls that must end within `seconds` (and on request_stop)."""
+    opts = ort.RunOptions()
+    opts.log_severity_level = 4
+    timer = threading.Timer(seconds, lambda: setattr(opts, "terminate", True))
+    timer.daemon = True
+    with _lock:
+        _extra.add(opts)
+        opts.terminate = _reason is not None
+    timer.start()
+    try:
+        yield opts
+    except Exception as e:
+        if _is_onnxruntime(e) and opts.terminate and _reason is None:
+            raise ModelError(f"{what} did not finish within {seconds:g} s; the graph may never end") from None
+        raise
+    finally:
+        timer.cancel()
+        with _lock:
+            _extra.discard(opts)

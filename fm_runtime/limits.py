@@ -1,0 +1,70 @@
+"""What one fm-run process may use: a memory budget the operating system enforces (--max-memory),
+and the sizes of work derived from it and from the model's data shape.
+
+The budget is the process's data limit (RLIMIT_DATA: heap and private mappings, which is where
+numpy and onnxruntime allocate), so a graph built to allocate gigabytes from a tiny input fails
+its allocation inside onnxruntime and the run ends with exit code 9, instead of the machine
+swapping or the kernel killing the process.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from .errors import UsageError
+
+DEFAULT_BUDGET = "50%"          # of physical memory
+MIN_BUDGET = 256 << 20          # below this, Python with onnxruntime cannot even start a run
+MAX_THREADS = 256
+WORK_BYTES = 256 << 20          # default largest batch of `bench`, largest --grid: this much data
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_applied: int | None = None
+
+
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '2G', '512M', '1.5GiB', '4096' or '50%' (of physical memory)."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(%|[kKmMgGtT]?)(?:i?[bB])?\s*", str(text), re.ASCII)
+    if not m:
+        raise UsageError(f"--max-memory: expected a size such as 2G, 512M or 50%, got {text!r}")
+    value, unit = float(m.group(1)), m.group(2)
+    size = int(physical_memory() * value / 100) if unit == "%" else int(value * _UNITS[unit.lower()])
+    if size < MIN_BUDGET:
+        raise UsageError(f"--max-memory: {text} is below the {MIN_BUDGET >> 20} MiB a run needs")
+    return size
+
+
+def apply_budget(nbytes: int) -> int:
+    """Limit this process's memory to `nbytes` (never above a limit already set); returns it."""
+    global _applied
+    try:
+        import resource
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if hard != resource.RLIM_INFINITY:
+            nbytes = min(nbytes, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (nbytes, hard))
+    except (ImportError, ValueError, OSError):      # not on this platform: the budget still sizes work
+        pass
+    _applied = nbytes
+    return nbytes
+
+
+def budget() -> int:
+    """The memory this process may use: the applied --max-memory, else the default share."""
+    return _applied or parse_size(DEFAULT_BUDGET)
+
+
+def describe(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def work_rows(row_bytes: int, cap: int) -> int:
+    """The most rows (at most `cap`) whose data fits in WORK_BYTES."""
+    return max(1, min(cap, WORK_BYTES // max(1, row_bytes)))
