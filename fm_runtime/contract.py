@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import contract_values
 from .errors import ModelError
 from .graph_io import check_graph, io_table, plain_spec
 from .spec import NAMES, ModelSpec
@@ -81,15 +82,15 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
 def read_selftest(where: str, metadata: dict[str, str]) -> dict:
     """The fm.selftest probe of a graph's own metadata ({} when it has none)."""
     raw = metadata.get(PREFIX + "selftest")
-    if raw is None:
-        return {}
-    try:
-        probe = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError):
-        raise ModelError(f"{where}: metadata fm.selftest is not valid JSON") from None
-    if not isinstance(probe, dict):
-        raise ModelError(f"{where}: metadata fm.selftest is malformed")
-    return probe
+    return {} if raw is None else _value(where, "selftest", raw)
+
+
+def _value(where: str, key: str, raw: str):
+    """One key's value, its size, JSON and shape checked (contract_values)."""
+    value, problem = contract_values.decode(key, raw)
+    if problem:
+        raise ModelError(f"{where}: metadata {PREFIX}{key} {problem}")
+    return value
 
 
 def with_divergence(metadata: dict[str, str], divergence: dict) -> dict[str, str]:
@@ -123,10 +124,7 @@ def _decode(where: str, metadata: dict[str, str], kind: str) -> dict[str, Any]:
             if kind in required_for:
                 raise ModelError(f"{where}: metadata key {PREFIX + key} is missing")
             continue
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            raise ModelError(f"{where}: metadata {PREFIX + key} is not valid JSON: {raw[:60]!r}") from None
+        value = _value(where, key, raw)
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise ModelError(f"{where}: metadata {PREFIX + key} should be {getattr(typ, '__name__', typ)}, "
                              f"got {type(value).__name__} {raw[:60]!r}")
@@ -138,10 +136,8 @@ def _decode_kind(where: str, metadata: dict[str, str]) -> str:
     raw = metadata.get(PREFIX + "kind")
     if raw is None:
         raise ModelError(f"{where}: metadata key {PREFIX}kind is missing")
-    try:
-        kind = json.loads(raw)
-    except json.JSONDecodeError:
-        kind = raw
+    kind, problem = contract_values.decode("kind", raw)
+    kind = raw if problem else kind
     if kind not in KINDS:
         raise ModelError(f"{where}: fm.kind {kind!r} is not one of {', '.join(KINDS)}")
     return kind
@@ -159,11 +155,8 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
     if has_fm:
         if PREFIX + "format_version" not in metadata:
             raise ModelError(f"{where}: metadata has fm.* keys but no fm.format_version")
-        try:
-            version = json.loads(metadata[PREFIX + "format_version"])
-        except json.JSONDecodeError:
-            version = None
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        version, problem = contract_values.decode("format_version", metadata[PREFIX + "format_version"])
+        if problem:
             raise ModelError(f"{where}: fm.format_version must be a positive integer, "
                              f"got {metadata[PREFIX + 'format_version']!r}")
         if version > FORMAT_VERSION:
@@ -185,10 +178,12 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
             raise ModelError(f"{where}: fm.default_steps must be between 1 and {MAX_STEPS}, got {steps}")
         baked = m.get("baked", {})
         if kind == "baked":
-            if (baked.get("solver") not in SOLVERS or not isinstance(baked.get("steps"), int)
-                    or not 1 <= baked["steps"] <= MAX_STEPS):
-                raise ModelError(f"{where}: fm.baked must name a known solver and steps >= 1, got {baked!r}")
+            if baked.get("solver") not in SOLVERS or not 1 <= baked.get("steps", 0) <= MAX_STEPS:
+                raise ModelError(f"{where}: fm.baked must name a known solver and 1 to {MAX_STEPS} steps")
             solver, steps = baked["solver"], baked["steps"]
+            if baked.setdefault("nfe", nfe(solver, steps)) != nfe(solver, steps):
+                raise ModelError(f"{where}: fm.baked says {baked['nfe']} NFE, but {solver}:{steps} takes "
+                                 f"{nfe(solver, steps)}")
         classes = m.get("num_classes", 0)
         if classes < 0 or (classes and m.get("null_class", classes) not in range(classes + 1)):
             raise ModelError(f"{where}: fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, "
