@@ -8,7 +8,7 @@ import time
 import click
 import numpy as np
 
-from . import __version__
+from . import __version__, limits
 from .cli_options import (check_conditioning, class_options, describe_logp, divergence_options, model_arg,
                           open_sampler, plain_model_options, run_limits, solve_options)
 from .cli_sample import sample
@@ -137,7 +137,8 @@ def info(model, as_json, dim, x_name, t_name):
 @model_arg
 @solve_options("Steps for a velocity model")
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
-              help="Batch size to time; repeat the option for several [default: 1, 256, 100000].")
+              help="Batch size to time; repeat the option for several [default: 1, 256, 100000, or "
+                   "fewer rows for large samples: at most 256 MiB of data].")
 @plain_model_options
 @run_limits
 def bench(model, steps, solver, batches, dim, x_name, t_name):
@@ -157,8 +158,14 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
     steps = probe.spec.baked.get("steps") if probe.baked else (steps or probe.spec.default_steps)
     solver = probe.spec.baked.get("solver") if probe.baked else (solver or probe.spec.default_solver)
     modes = {"tiled (default)": {}, "whole batch": {"tile": 0, "threads": 1}}
+    row_bytes = 4 * probe.spec.dim
+    batches = batches or sorted({1, min(256, limits.work_rows(row_bytes, 256)), limits.work_rows(row_bytes, 100_000)})
+    need = limits.in_memory_bytes(max(batches), row_bytes)
+    if need > limits.budget():
+        raise click.UsageError(f"--batch {max(batches):,} needs about {limits.describe(need)}, more than the "
+                               f"{limits.describe(limits.budget())} budget (--max-memory)")
     rows = bench_table(lambda kw: open_sampler(model, "cpu", dim, x_name, t_name, **kw), modes,
-                       batches or (1, 256, 100_000), steps, solver)
+                       batches, steps, solver)
     per_eval = mlp_flops_per_eval(probe.spec.architecture)
     rate = matmul_gflops() if per_eval else None
     click.echo(f"{probe.path}: {probe.spec.kind}, {solver} {steps} steps ({probe.nfe(steps, solver)} NFE)"

@@ -10,30 +10,23 @@ import numpy as np
 
 from .cli_options import (check_conditioning, class_options, describe_logp, divergence_options, model_arg,
                           open_sampler, plain_model_options, run_limits, solve_options, threads_option)
+from . import limits
 from .errors import NumericalError
 from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
 from .noise import new_seed
 from .solvers import time_grid
 
 MAX_ROWS = 10**12                 # beyond this, -n is surely a typo
-MEMORY_FRACTION = 0.5             # in-memory results may use at most this share of RAM
 
 
 def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
     i, _, k = value.partition("/")
-    if not (i.isdigit() and k.isdigit()) or not 0 <= int(i) < int(k):
+    if not (i.isascii() and k.isascii() and i.isdigit() and k.isdigit()) or not 0 <= int(i) < int(k):
         raise click.BadParameter(f"expected I/K with 0 <= I < K, e.g. 0/4; got {value!r}",
                                  param_hint="--shard")
     return int(i), int(k)
-
-
-def _physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
 
 
 @click.command()
@@ -126,8 +119,10 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
         z = sampler.check_noise(z)
         n = len(z)
     n = 1000 if n is None else n
-    if grid and n > 10_000:
-        raise click.UsageError(f"--grid draws every sample; {n:,} is too many for one picture (max 10 000)")
+    most = limits.work_rows(4 * sampler.spec.dim, 10_000)
+    if grid and n > most:
+        raise click.UsageError(f"--grid draws every sample; {n:,} is too many for one picture of these "
+                               f"images (at most {most:,})")
     cond = {"labels": label if y is None else y, "guidance": guidance}
     if cond["labels"] is not None:
         sampler.check_labels(cond["labels"], n)
@@ -143,9 +138,11 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
     in_memory = bool(plot or logprob or grid or (z is not None and not out))
     if out:
         check_space(out, rows * row_bytes + 4096)
-    if (in_memory or not out) and rows * row_bytes * (4 if plot else 3) * (steps + 1 if plot else 1) > MEMORY_FRACTION * _physical_memory():
-        raise click.UsageError(f"{rows:,} samples do not fit in memory here; write them with --out "
-                               "(streamed in chunks)" + (" and drop --plot" if plot else ""))
+    need = limits.in_memory_bytes(rows, row_bytes, steps if plot else 0, bool(logprob))
+    if (in_memory or not out) and need > limits.budget():
+        raise click.UsageError(f"{rows:,} samples need about {limits.describe(need)} in memory, more than "
+                               f"the {limits.describe(limits.budget())} budget (--max-memory); write them with "
+                               "--out (streamed in chunks)" + (" and drop --plot" if plot else ""))
     if seed is None and z is None:
         seed = new_seed()
     clock = time.perf_counter()

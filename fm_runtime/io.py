@@ -12,10 +12,14 @@ from .errors import InputError, OutputError
 
 
 def check_writable(path: str | os.PathLike) -> Path:
-    """Fail before any work if `path` cannot be written (missing folder, no permission, a dir)."""
+    """Fail before any work if `path` cannot be written (missing folder, no permission, a dir,
+    something that is not a regular file: outputs replace files, never devices or sockets)."""
     p = Path(path)
-    if p.is_dir():
-        raise OutputError(f"{p}: is a directory, not a file to write")
+    if str(path).endswith(("/", os.sep)) or p.is_dir():
+        raise OutputError(f"{path}: names a folder, not a file to write")
+    if p.exists() and not p.is_file():
+        raise OutputError(f"{p}: exists and is not a regular file (a device, socket or pipe); "
+                          "name a new file or a regular one to replace")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{p}: folder {parent} does not exist")

@@ -17,6 +17,7 @@ DEFAULT_BUDGET = "50%"          # of physical memory
 MIN_BUDGET = 256 << 20          # below this, Python with onnxruntime cannot even start a run
 MAX_THREADS = 256
 WORK_BYTES = 256 << 20          # default largest batch of `bench`, largest --grid: this much data
+BASE_BYTES = 200 << 20          # Python, numpy, onnxruntime and a tile's working buffers
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _applied: int | None = None
@@ -63,6 +64,14 @@ def budget() -> int:
 
 def describe(nbytes: float) -> str:
     return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def in_memory_bytes(rows: int, row_bytes: int, trajectory_steps: int = 0, logprob: bool = False) -> int:
+    """What an in-memory request holds at its peak, beyond the process itself: the noise, the
+    samples and one more copy in the solver (plus every step of a trajectory, or the
+    log-likelihood's float64 accumulators), and BASE_BYTES for Python and onnxruntime."""
+    per_row = row_bytes * (3 + trajectory_steps + (2 if logprob else 0)) + (32 if logprob else 0)
+    return BASE_BYTES + rows * per_row
 
 
 def work_rows(row_bytes: int, cap: int) -> int:
