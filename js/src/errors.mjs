@@ -31,10 +31,18 @@ export function printable(text) {
     (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'));
 }
 
-/** A short repr of a value for a message (JSON where possible, cut at 60 characters). */
+/** A value as Python's repr() writes it (strings in single quotes, None, True), so messages read
+ * the same as the Python runtime's; cut at 60 characters like its raw[:60]. */
 export function show(value) {
-  let s;
-  try { s = typeof value === 'bigint' ? String(value) : JSON.stringify(value); } catch { s = undefined; }
-  if (s === undefined) s = String(value);
-  return printable(s.length > 60 ? s.slice(0, 60) + '...' : s);
+  const repr = (v) => {
+    if (v === null || v === undefined) return 'None';
+    if (typeof v === 'boolean') return v ? 'True' : 'False';
+    if (typeof v === 'string') return v.includes("'") && !v.includes('"') ? `"${v}"` : `'${v.replace(/'/g, "\\'")}'`;
+    if (typeof v === 'number' || typeof v === 'bigint') return String(v);
+    if (Array.isArray(v) || ArrayBuffer.isView(v)) return `[${Array.from(v, repr).join(', ')}]`;
+    if (typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${repr(k)}: ${repr(x)}`).join(', ')}}`;
+    return String(v);
+  };
+  const s = repr(value);
+  return printable(s.length > 80 ? s.slice(0, 80) + '...' : s);
 }

@@ -31,8 +31,8 @@ export function inspect(bytes, where = 'model', options = {}) {
     model = readModel(bytes);
   } catch (e) {
     const zip = bytes[0] === 0x50 && bytes[1] === 0x4b;
-    throw new ModelError(`${where}: not an ONNX model, or truncated or corrupted (cannot parse it: ${e.message})`
-      + (zip ? '; it looks like a PyTorch checkpoint (a zip): export it first with `fm-export CKPT --out model.onnx`' : ''));
+    throw new ModelError(`${where}: not an ONNX model, or truncated or corrupted (cannot parse it)`
+      + (zip ? `; it looks like a PyTorch checkpoint (a zip): export it first with \`fm-export ${where} --out model.onnx\`` : ''));
   }
   if (model.externalData) throw loadFailure(where, new Error('external data'));
   const table = (list) => Object.fromEntries(list.map((v) => [v.name, { type: v.type, shape: v.shape }]));
