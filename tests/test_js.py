@@ -45,3 +45,16 @@ def test_js_sampler_matches_python(trained, conditional, tmp_path):
     assert "fail 0" in p.stdout
     if Path("/usr/bin/chromium").exists() or os.environ.get("FM_CHROMIUM"):
         assert (tmp_path / "artifacts" / "demo-moons.png").stat().st_size > 20000
+
+
+def test_readme_node_example_runs(tmp_path):
+    """The README's Node example, as written, from js/ (its import resolved to this checkout)."""
+    import re
+
+    block = re.findall(r"```js\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)[0]
+    script = tmp_path / "example.mjs"
+    script.write_text(block.replace("'./src/node.mjs'", repr((JS / "src" / "node.mjs").as_uri())))
+    p = subprocess.run(["node", str(script)], cwd=JS, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "velocity, midpoint 8 steps, data shape [2]" in p.stdout
+    assert "[ 1000, 2 ] 16" in p.stdout
