@@ -1,0 +1,99 @@
+// Every argument of a sample() request checked in one place, with the same errors as the Python
+// runtime's fm_runtime/checks.py: UsageError for values the caller chose, InputError for noise.
+
+import { InputError, UsageError, show } from './errors.mjs';
+import { MAX_STEPS, SOLVERS } from './solvers.mjs';
+
+const OPTIONS = ['n', 'steps', 'solver', 'noise', 'labels', 'guidance', 'seed'];
+const isWhole = (v) => typeof v === 'number' && Number.isInteger(v);
+
+function count(n) {
+  if (!isWhole(n) || n < 1) throw new UsageError(`n must be a whole number >= 1, got ${show(n)}`);
+  return n;
+}
+
+function checkGrid(spec, where, steps, solver) {
+  steps ??= spec.defaultSteps;
+  if (!isWhole(steps)) throw new UsageError(`steps must be an integer, got ${show(steps)}`);
+  solver ||= spec.defaultSolver;
+  if (!(typeof solver === 'string' && Object.hasOwn(SOLVERS, solver))) {
+    throw new UsageError(`unknown solver ${show(solver)}; choose one of: ${Object.keys(SOLVERS).join(', ')}`);
+  }
+  if (!(steps >= 1 && steps <= MAX_STEPS)) throw new UsageError(`steps must be between 1 and ${MAX_STEPS}, got ${steps}`);
+  return [steps, solver];
+}
+
+function checkGuidance(guidance, labels) {
+  const g = typeof guidance === 'number' ? guidance : NaN;
+  if (typeof guidance !== 'number') throw new UsageError(`guidance must be a number, got ${show(guidance)}`);
+  if (!Number.isFinite(g) || Math.abs(g) > 1e3) throw new UsageError(`guidance must be a finite number of magnitude <= 1000, got ${g}`);
+  if (g !== 1 && labels == null) {
+    throw new UsageError(`guidance ${g} needs labels (it weighs the conditional against the unconditional velocity)`);
+  }
+  return g;
+}
+
+function checkNoise(spec, noise, n) {
+  if (!(noise instanceof Float32Array || noise instanceof Float64Array || Array.isArray(noise))) {
+    throw new InputError(`noise must be a Float32Array (n x ${spec.dim} values, row-major), got ${noise?.constructor?.name ?? typeof noise}`);
+  }
+  const shape = `[${spec.dataShape.join(', ')}]`;
+  if (noise.length === 0) throw new InputError('noise has no rows');
+  if (noise.length % spec.dim !== 0) {
+    throw new InputError(`noise has ${noise.length} values, not a whole number of rows of shape ${shape} (${spec.dim} values each)`);
+  }
+  const rows = noise.length / spec.dim;
+  if (n != null && rows !== n) throw new InputError(`noise has ${rows} rows but n = ${n}`);
+  const x = Float32Array.from(noise);
+  for (let i = 0; i < x.length; i++) {
+    if (!Number.isFinite(x[i])) throw new InputError('noise contains NaN or Inf');
+  }
+  return x;
+}
+
+function checkLabels(spec, where, labels, n) {
+  if (labels == null) return null;
+  if (!spec.numClasses) throw new UsageError(`${where} is not class-conditional; it takes no labels`);
+  const one = typeof labels === 'number' || typeof labels === 'bigint';
+  if (!one && !(Array.isArray(labels) || ArrayBuffer.isView(labels))) {
+    throw new UsageError(`labels must be an integer or an array of integers, got ${show(labels)}`);
+  }
+  const list = one ? [labels] : Array.from(labels);
+  const notInt = list.find((v) => !((typeof v === 'number' && Number.isInteger(v)) || typeof v === 'bigint'));
+  if (notInt !== undefined) throw new UsageError(`labels must be integers, got ${show(notInt)}`);
+  if (!one && list.length !== n) throw new UsageError(`labels have shape [${list.length}], expected [${n}] (one per sample)`);
+  const bad = list.find((v) => v < 0 || v > spec.numClasses);
+  if (bad !== undefined) {
+    throw new UsageError(`label ${bad} is out of range: this model has classes 0..${spec.numClasses - 1} (and ${spec.nullClass} for no label)`);
+  }
+  return one ? new BigInt64Array(n).fill(BigInt(labels)) : BigInt64Array.from(list, (v) => BigInt(v));
+}
+
+/** A request {n, steps, solver, noise, labels, guidance, seed}, checked: {n, steps, solver,
+ * noise (Float32Array or null), labels (BigInt64Array [n] or null), guidance, seed}. */
+export function checkSample(spec, where, options) {
+  if (options === null || typeof options !== 'object') throw new UsageError(`sample() takes an options object, got ${show(options)}`);
+  const unknown = Object.keys(options).filter((k) => !OPTIONS.includes(k));
+  if (unknown.length) throw new UsageError(`unknown option ${show(unknown[0])} (sample() takes ${OPTIONS.join(', ')})`);
+  let { n = null, steps = null, solver = null, noise = null, labels = null, guidance = 1, seed = null } = options;
+  if (spec.kind === 'baked') {
+    const b = spec.baked;
+    if ((steps != null && steps !== b.steps) || (solver != null && solver !== b.solver)) {
+      throw new UsageError(`${where} is a baked ${b.solver}:${b.steps} sampler; it cannot run ${solver ?? b.solver}:${steps ?? b.steps} (export another --bake)`);
+    }
+  }
+  [steps, solver] = checkGrid(spec, where, steps, solver);
+  guidance = checkGuidance(guidance, labels);
+  if (noise != null) {
+    noise = checkNoise(spec, noise, n == null ? null : count(n));
+    n = noise.length / spec.dim;
+  } else if (n == null) {
+    throw new UsageError('give n (how many samples) or noise (the starting points)');
+  } else {
+    n = count(n);
+    if (seed != null && !(isWhole(seed) && seed >= 0 && seed <= 0xffffffff)) {
+      throw new UsageError(`seed must be a whole number in [0, 2**32), got ${show(seed)}`);
+    }
+  }
+  return { n, steps, solver, noise, labels: checkLabels(spec, where, labels, n), guidance, seed };
+}

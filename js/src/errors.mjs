@@ -1,0 +1,48 @@
+// The errors the sampler raises on purpose: the same classes, names and exit codes as the Python
+// runtime's fm_runtime/errors.py, so a caller can tell a bad file from a bad argument.
+
+export class FmError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = this.constructor.name;
+  }
+}
+FmError.prototype.exitCode = 1;
+
+/** A bad argument (Python: UsageError, exit code 2). */
+export class UsageError extends FmError {}
+UsageError.prototype.exitCode = 2;
+
+/** A model file that is missing, unreadable, corrupted or not a usable model (exit code 3). */
+export class ModelError extends FmError {}
+ModelError.prototype.exitCode = 3;
+
+/** Noise or labels that cannot be used: wrong length, NaN/Inf (exit code 4). */
+export class InputError extends FmError {}
+InputError.prototype.exitCode = 4;
+
+/** The solve produced NaN or Inf (exit code 5). */
+export class NumericalError extends FmError {}
+NumericalError.prototype.exitCode = 5;
+
+/** Text from a model file, safe to show: control characters escaped, one line. */
+export function printable(text) {
+  return String(text).replace(/[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'));
+}
+
+/** A value as Python's repr() writes it (strings in single quotes, None, True), so messages read
+ * the same as the Python runtime's; cut at 60 characters like its raw[:60]. */
+export function show(value) {
+  const repr = (v) => {
+    if (v === null || v === undefined) return 'None';
+    if (typeof v === 'boolean') return v ? 'True' : 'False';
+    if (typeof v === 'string') return v.includes("'") && !v.includes('"') ? `"${v}"` : `'${v.replace(/'/g, "\\'")}'`;
+    if (typeof v === 'number' || typeof v === 'bigint') return String(v);
+    if (Array.isArray(v) || ArrayBuffer.isView(v)) return `[${Array.from(v, repr).join(', ')}]`;
+    if (typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${repr(k)}: ${repr(x)}`).join(', ')}}`;
+    return String(v);
+  };
+  const s = repr(value);
+  return printable(s.length > 80 ? s.slice(0, 80) + '...' : s);
+}

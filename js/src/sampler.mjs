@@ -1,0 +1,219 @@
+// The sampler: one model file (bytes) -> its contract, an onnxruntime session and its self-test
+// -> sample({n, steps, solver, noise, labels, guidance}). Platform-free: the onnxruntime module
+// (onnxruntime-node or onnxruntime-web) is passed in, so the same code runs in Node and browsers.
+
+import { InputError, ModelError, NumericalError, UsageError, printable, show } from './errors.mjs';
+import { readModel } from './onnx-proto.mjs';
+import { readSpec } from './contract.mjs';
+import { MAX_STEPS, SOLVERS, integrate } from './solvers.mjs';
+import { checkSample } from './checks.mjs';
+import { gaussianNoise } from './noise.mjs';
+
+export const DEFAULT_TILE = 2048;
+
+function loadFailure(where, e) {
+  const msg = String(e?.message ?? e).split(/\s+/).join(' ').slice(0, 300);
+  const low = msg.toLowerCase();
+  if (low.includes('external')) {
+    return new ModelError(`${where}: the model keeps weights in a separate external-data file; fm-runtime loads one-file models only`);
+  }
+  if (low.includes('not a registered function/op') || low.includes('could not find an implementation')) {
+    return new ModelError(`${where}: the model uses an operator this onnxruntime does not provide (custom operators are not supported): ${msg}`);
+  }
+  return new ModelError(`${where}: not a loadable ONNX model (${msg})`);
+}
+
+/** The contract of a model file's bytes, read and checked before onnxruntime sees them. */
+export function inspect(bytes, where = 'model', options = {}) {
+  if (!bytes.length) throw new ModelError(`${where}: file is empty`);
+  let model;
+  try {
+    model = readModel(bytes);
+  } catch (e) {
+    const zip = bytes[0] === 0x50 && bytes[1] === 0x4b;
+    throw new ModelError(`${where}: not an ONNX model, or truncated or corrupted (cannot parse it)`
+      + (zip ? `; it looks like a PyTorch checkpoint (a zip): export it first with \`fm-export ${where} --out model.onnx\`` : ''));
+  }
+  if (model.externalData) throw loadFailure(where, new Error('external data'));
+  const table = (list) => Object.fromEntries(list.map((v) => [v.name, { type: v.type, shape: v.shape }]));
+  const spec = readSpec(where, model.metadata, table(model.inputs), table(model.outputs), options);
+  return { spec, metadata: model.metadata, inputs: model.inputs, outputs: model.outputs };
+}
+
+function tensorFromRows(ort, rows, type) {
+  const dims = [];
+  for (let a = rows; Array.isArray(a); a = a[0]) dims.push(a.length);
+  const flat = dims.length ? rows.flat(Infinity) : [rows];
+  if (flat.length !== dims.reduce((p, d) => p * d, 1) || !flat.every((v) => typeof v === 'number')) throw new TypeError('ragged');
+  const data = type === 'tensor(int64)' ? BigInt64Array.from(flat, (v) => BigInt(Math.trunc(v))) : Float32Array.from(flat);
+  return new ort.Tensor(type === 'tensor(int64)' ? 'int64' : 'float32', data, dims);
+}
+
+/** Run the probe the exporter recorded (fm.selftest) and compare, as fm_runtime/session.py does. */
+async function selfTest(ort, session, inputs, probe, where) {
+  if (!probe || !Object.keys(probe).length) return;
+  let feed, want, atol;
+  try {
+    const types = Object.fromEntries(inputs.map((i) => [i.name, i.type]));
+    feed = Object.fromEntries(Object.entries(probe.inputs).map(([k, v]) => [k, tensorFromRows(ort, v, types[k])]));
+    want = tensorFromRows(ort, probe.output, 'tensor(float)');
+    atol = Number(probe.atol ?? 1e-3);
+    if (!Number.isFinite(atol)) throw new TypeError('atol');
+  } catch {
+    throw new ModelError(`${where}: metadata fm.selftest is malformed`);
+  }
+  let got;
+  try {
+    got = Object.values(await session.run(feed))[0];
+  } catch (e) {
+    throw new ModelError(`${where}: fm.selftest does not fit the graph (${printable(String(e?.message ?? e).slice(0, 300))})`);
+  }
+  let same = got.dims.join(',') === want.dims.join(','), diff = NaN;
+  if (same) {
+    diff = 0;
+    for (let i = 0; i < want.data.length; i++) {
+      const d = Math.abs(got.data[i] - want.data[i]);
+      diff = Math.max(diff, Number.isNaN(d) ? Infinity : d);
+      if (!(d <= atol * Math.max(1, Math.abs(want.data[i])))) same = false;
+    }
+  }
+  if (!same) {
+    throw new ModelError(`${where}: fails its self-test: the graph's output differs from the values recorded at export (max |diff| ${Number(diff.toPrecision(3))}); the file was altered or corrupted`);
+  }
+}
+
+export class Sampler {
+  constructor(ort, session, spec, where, { tile = DEFAULT_TILE, backend = 'cpu' } = {}) {
+    Object.assign(this, { ort, session, spec, where, tile, backend });
+  }
+
+  get baked() { return this.spec.kind === 'baked'; }
+  get dataShape() { return [...this.spec.dataShape]; }
+  get numClasses() { return this.spec.numClasses; }
+
+  /** Network evaluations per row of a solve (the model's defaults where not given). */
+  nfe(steps, solver) {
+    return SOLVERS[solver ?? this.spec.defaultSolver].evalsPerStep * (steps ?? this.spec.defaultSteps);
+  }
+
+  toString() {
+    const what = this.baked ? `baked ${this.spec.baked.solver}:${this.spec.baked.steps}`
+      : `velocity, ${this.spec.defaultSolver} ${this.spec.defaultSteps} steps`;
+    const classes = this.numClasses ? `, ${this.numClasses} classes` : '';
+    return `Sampler(${printable(this.where)}: ${what}, data shape [${this.spec.dataShape.join(', ')}]${classes}, ${this.backend})`;
+  }
+
+  /** n rows of standard-normal noise from this package's own seeded stream (not numpy's). */
+  noise(n, seed = 0) {
+    return gaussianNoise(n * this.spec.dim, seed);
+  }
+
+  /**
+   * Draw samples: give `n` (and an optional `seed`) or `noise` (a Float32Array of n x prod(data
+   * shape) values, row-major). `steps`/`solver` default to the file's; `labels` (one class for
+   * every row, or one per row) and `guidance` w (v_u + w (v_c - v_u)) for class-conditional
+   * models. Returns {data: Float32Array, dims: [n, ...dataShape], nfe}.
+   */
+  async sample(options = {}) {
+    const req = checkSample(this.spec, this.where, options);
+    const x0 = req.noise ?? this.noise(req.n, req.seed);
+    const dim = this.spec.dim, out = new Float32Array(x0.length);
+    const tile = this.tile > 0 ? this.tile : req.n;
+    let calls = 0;
+    for (let a = 0; a < req.n; a += tile) {
+      const b = Math.min(a + tile, req.n);
+      const z = x0.subarray(a * dim, b * dim);
+      const labels = req.labels && req.labels.subarray(a, b);
+      const solved = this.baked ? await this.runBaked(z, b - a)
+        : await integrate(this.velocityFn(b - a, labels, req.guidance), z, req.steps, req.solver, this.watch(req.steps, b - a));
+      if (solved.x.length !== z.length) {
+        throw new ModelError(`${this.where}: the graph returned ${solved.x.length} values for ${b - a} rows of shape [${this.spec.dataShape.join(', ')}]; refusing its output`);
+      }
+      out.set(solved.x, a * dim);
+      calls = solved.nfe;
+    }
+    return { data: out, dims: [req.n, ...this.spec.dataShape], nfe: calls };
+  }
+
+  watch(steps, rows) {
+    return (x, step, t) => {
+      for (let i = 0; i < x.length; i++) {
+        if (!Number.isFinite(x[i])) {
+          throw new NumericalError(`${this.where}: the solve produced NaN/Inf at step ${step} of ${steps} (t = ${t.toFixed(3)}), in a tile of ${rows} rows`);
+        }
+      }
+    };
+  }
+
+  async runBaked(z, rows) {
+    const { ort, spec } = this;
+    const res = await this.session.run({ [spec.zName]: new ort.Tensor('float32', z, [rows, ...spec.dataShape]) });
+    const x = res[spec.outName].data;
+    this.watch(spec.baked.steps, rows)(x, spec.baked.steps, 1);
+    return { x, nfe: spec.baked.nfe ?? this.nfe() };
+  }
+
+  /** v(x, t) for `batch` rows; labels and guidance as one wrapper (fm_runtime/velocity.py). */
+  velocityFn(batch, labels, guidance) {
+    const { ort, spec, session } = this;
+    const fixed = {};
+    let rows = batch, combine = null;
+    if (spec.numClasses) {
+      const nullLabels = new BigInt64Array(batch).fill(BigInt(spec.nullClass));
+      if (!labels || guidance === 1) {
+        fixed[spec.yName] = new ort.Tensor('int64', labels ?? nullLabels, [batch]);
+      } else {
+        rows = 2 * batch;
+        const both = new BigInt64Array(rows);
+        both.set(labels); both.set(nullLabels, batch);
+        fixed[spec.yName] = new ort.Tensor('int64', both, [rows]);
+        const w = Math.fround(guidance), n = batch * spec.dim, fr = Math.fround;
+        combine = (v) => {   // vu + w (vc - vu), each operation rounded to float32 like numpy's
+          const out = new Float32Array(n);
+          for (let i = 0; i < n; i++) out[i] = fr(v[n + i] + fr(w * fr(v[i] - v[n + i])));
+          return out;
+        };
+      }
+    }
+    const tb = new Float32Array(rows);
+    const tTensor = new ort.Tensor('float32', tb, spec.tRank === 1 ? [rows] : [rows, 1]);
+    const xDims = [rows, ...spec.dataShape];
+    const both = combine ? new Float32Array(rows * spec.dim) : null;
+    return async (x, t) => {
+      tb.fill(t);
+      let xs = x;
+      if (both) { both.set(x); both.set(x, x.length); xs = both; }
+      const out = await session.run({ [spec.xName]: new ort.Tensor('float32', xs, xDims), [spec.tName]: tTensor, ...fixed }, [spec.vName]);
+      const v = out[spec.vName].data;
+      return combine ? combine(v) : v;
+    };
+  }
+
+  async release() {
+    await this.session.release?.();
+  }
+}
+
+/**
+ * A Sampler for a model file's bytes, with `ort` the onnxruntime module to run it on. Options:
+ * where (the name used in messages), backend (an onnxruntime execution provider name),
+ * dataShape/xName/tName (for plain files without metadata), tile, threads.
+ */
+export async function loadBytes(ort, bytes, { where = 'model', backend = 'cpu', dataShape = null, xName = null,
+  tName = null, tile = DEFAULT_TILE, threads = 1, sessionOptions = {} } = {}) {
+  if (!(Number.isInteger(tile) && tile >= 0)) throw new UsageError(`tile must be a whole number >= 0, got ${show(tile)}`);
+  const { spec, inputs } = inspect(bytes, where, { dataShape, xName, tName });
+  let session;
+  try {
+    session = await ort.InferenceSession.create(bytes, {
+      executionProviders: [backend], graphOptimizationLevel: 'all', executionMode: 'sequential',
+      intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 3, ...sessionOptions,
+    });
+  } catch (e) {
+    throw loadFailure(where, e);
+  }
+  await selfTest(ort, session, inputs, spec.selftest, where);
+  return new Sampler(ort, session, spec, where, { tile, backend });
+}
+
+export { MAX_STEPS };
