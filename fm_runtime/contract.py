@@ -213,6 +213,7 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
     else:
         spec = plain_spec(where, inputs, outputs, data_shape, x_name, t_name)
     check_graph(where, spec, inputs, outputs)
+    spec.source = where
     return spec
 
 

@@ -54,6 +54,7 @@ class ModelSpec:
     y_name: str = NAMES.y
     value_range: tuple[float, float] | None = None   # image data: the range a pixel spans
     divergence: dict[str, Any] = field(default_factory=dict)   # the JVP graph for log-likelihoods
+    source: str = ""                    # the file it was read from, for messages
 
     @property
     def dim(self) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .control import RUN
+from .errors import ModelError
 from .spec import NAMES, ModelSpec
 
 
@@ -40,6 +41,22 @@ def _feed(spec: ModelSpec, batch: int, cond: Conditioning):
     return 2 * batch, {spec.y_name: np.concatenate([cond.labels, null])}, combine
 
 
+def checked(spec: ModelSpec, out: np.ndarray, rows: int, what: str = "v") -> np.ndarray:
+    """The graph's output, refused unless it has the rows and shape asked for (a file whose graph
+    returns other shapes than it declares would otherwise be broadcast into wrong samples)."""
+    if out.shape[:1] != (rows,) or out.shape[1:] != spec.data_shape:
+        raise ModelError(f"{spec.source}: the graph returned {what} of shape {list(out.shape)} for {rows} rows "
+                         f"of shape {list(spec.data_shape)}; refusing its output")
+    return out
+
+
+def same_shape(spec: ModelSpec, jv: np.ndarray, e: np.ndarray) -> np.ndarray:
+    if jv.shape != e.shape:
+        raise ModelError(f"{spec.source}: the divergence graph returned J.e of shape {list(jv.shape)} for "
+                         f"probes of shape {list(e.shape)}; refusing its output")
+    return jv
+
+
 def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Conditioning = Conditioning()):
     """v(x, t) for scalar t at a fixed batch size, reusing its own buffers."""
     rows, fixed, combine = _feed(spec, batch, cond)
@@ -48,7 +65,7 @@ def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond
     if combine is None:
         def f(x: np.ndarray, t: float) -> np.ndarray:
             tb.fill(t)
-            return run(names, {x_name: x, t_name: tb, **fixed}, RUN)[0]
+            return checked(spec, run(names, {x_name: x, t_name: tb, **fixed}, RUN)[0], len(x))
         return f
     both = np.empty((rows, *spec.data_shape), np.float32)
 
@@ -56,7 +73,7 @@ def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond
         tb.fill(t)
         both[:batch] = x
         both[batch:] = x
-        return combine(run(names, {x_name: both, t_name: tb, **fixed}, RUN)[0])
+        return combine(checked(spec, run(names, {x_name: both, t_name: tb, **fixed}, RUN)[0], rows))
     return guided
 
 
@@ -66,7 +83,7 @@ def velocity_at(session: ort.InferenceSession, spec: ModelSpec, x: np.ndarray, t
     tb = np.empty((rows,) if spec.t_rank == 1 else (rows, 1), np.float32)
     tb[...] = np.reshape(np.tile(np.ravel(t), rows // len(x)), tb.shape) if np.ndim(t) else t
     xs = x if rows == len(x) else np.concatenate([x, x])
-    out = session.run([spec.v_name], {spec.x_name: xs, spec.t_name: tb, **fixed}, RUN)[0]
+    out = checked(spec, session.run([spec.v_name], {spec.x_name: xs, spec.t_name: tb, **fixed}, RUN)[0], rows)
     return out if combine is None else combine(out)
 
 
@@ -81,7 +98,8 @@ def jvp_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Con
     def jvp(x: np.ndarray, t: float, e: np.ndarray):
         tb.fill(t)
         if combine is None:
-            return session.run(names, {x_name: x, t_name: tb, e_name: e, **fixed}, RUN)
+            v, jv = session.run(names, {x_name: x, t_name: tb, e_name: e, **fixed}, RUN)
+            return checked(spec, v, len(x)), same_shape(spec, jv, e)
         v, jv = session.run(names, {x_name: np.concatenate([x, x]), t_name: tb, e_name: np.concatenate([e, e]), **fixed}, RUN)
-        return combine(v), combine(jv)
+        return combine(checked(spec, v, rows)), same_shape(spec, combine(jv), e)
     return jvp
