@@ -6,12 +6,19 @@
     x, logp = sampler.sample(1000, seed=0, return_logprob=True)   # with log densities (nats)
     logp = sampler.log_prob(x)                                    # of any data
 """
-from .contract import FORMAT_VERSION, ModelSpec
-from .errors import FmError, InputError, ModelError, NumericalError, ProviderError, UsageError
-from .sampler import SampleResult, Sampler, default_model_path, load
-from .solvers import SOLVERS, integrate, nfe
+import os as _os
+
+# onnxruntime (1.2x+) keeps a device id and an event database under ~/.cache/Microsoft on every
+# import unless this is set before it loads; the runtime writes only the outputs asked for.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from .contract import FORMAT_VERSION, ModelSpec  # noqa: E402
+from .control import Interrupted, ResourceError, TimedOut, request_stop  # noqa: E402
+from .errors import FmError, InputError, ModelError, NumericalError, ProviderError, UsageError  # noqa: E402
+from .sampler import SampleResult, Sampler, default_model_path, load  # noqa: E402
+from .solvers import SOLVERS, integrate, nfe  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["load", "Sampler", "SampleResult", "ModelSpec", "FmError", "ModelError", "InputError", "NumericalError",
-           "ProviderError", "UsageError", "SOLVERS", "integrate", "nfe", "default_model_path", "FORMAT_VERSION",
+           "ProviderError", "UsageError", "ResourceError", "Interrupted", "TimedOut", "request_stop", "SOLVERS", "integrate", "nfe", "default_model_path", "FORMAT_VERSION",
            "__version__"]

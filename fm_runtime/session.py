@@ -146,6 +146,9 @@ def self_test(session: ort.InferenceSession, probe: dict, where: str) -> None:
         atol = float(probe.get("atol", 1e-3))
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ModelError(f"{where}: metadata fm.selftest is malformed") from None
+    if set(feed) != set(dtypes):
+        raise ModelError(f"{where}: fm.selftest feeds {', '.join(sorted(feed))}, but the graph takes "
+                         f"{', '.join(sorted(dtypes))}")
     with graph_errors(where, "fm.selftest does not fit the graph"), \
             time_limit(SELFTEST_SECONDS, f"{where}: the self-test (fm.selftest)") as opts:
         got = session.run(None, feed, opts)[0]

@@ -38,3 +38,131 @@ def test_output_of_the_wrong_shape_is_refused_on_every_call(tmp_path, rows_out):
                 "--out", str(tmp_path / "x.npy"), check=False)
     assert p.returncode == 3 and "returned shape" in p.stderr and not (tmp_path / "x.npy").exists()
     assert np.array_equal(sorted(p.name for p in tmp_path.iterdir()), ["liar.onnx"])
+
+
+# --- the crafted-file corpus, stopping, memory and the user's home --------------------------
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fuzz.hostile_files import loop, loop_inits, model
+
+
+def test_crafted_corpus_never_crashes_lies_or_hangs(tmp_path):
+    """Every hostile file through sample/info/logprob/bench under a 1 GiB budget and a time limit:
+    documented non-1 codes (the expected one where stated), one clean stderr line, nothing left
+    behind, peak memory under fuzz.hostile.PEAK_BOUND (see fuzz/hostile.py)."""
+    import json
+    p = subprocess.run([sys.executable, "-m", "fuzz.hostile", str(tmp_path / "c"), "--json", str(tmp_path / "r.json")],
+                       capture_output=True, text=True, timeout=900, cwd=Path(__file__).parents[1])
+    print(p.stdout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    results = json.loads((tmp_path / "r.json").read_text())
+    files = {(r["class"], r["name"]) for r in results}
+    assert len(files) >= 40 and len(results) == 4 * len(files)
+    assert {cls for cls, _ in files} == {"metadata", "lies", "bombs", "endless", "terminal", "files"}
+    assert not any(r["problems"] for r in results) and 1 not in {r["rc"] for r in results}
+    stopped = {r["rc"] for r in results if r["class"] in ("bombs", "endless") and r["command"] == "sample"}
+    assert {9, 124} <= stopped
+
+
+def _never_ending(path) -> None:
+    onnx.save(model([loop("x", "v")], loop_inits("v")), str(path))
+
+
+def _fm_run(*args) -> list[str]:
+    return [sys.executable, "-c", "import sys; from fm_runtime.cli import main; sys.argv[0] = 'fm-run'; main()", *args]
+
+
+@pytest.mark.parametrize("how, sig", [(["--tile", "0"], signal.SIGTERM), (["--threads", "4", "--tile", "16"], signal.SIGTERM),
+                                      (["--threads", "2", "--tile", "16"], signal.SIGINT)])
+def test_a_run_that_never_ends_stops_on_signal_within_2_s(tmp_path, how, sig):
+    _never_ending(tmp_path / "loop.onnx")
+    proc = subprocess.Popen(_fm_run("sample", str(tmp_path / "loop.onnx"), "-n", "64", "--seed", "0",
+                                    "--out", str(tmp_path / "x.npy"), *how), stderr=subprocess.PIPE, text=True)
+    time.sleep(3)                       # loaded and inside the Loop
+    assert proc.poll() is None
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    proc.wait(timeout=10)
+    latency = time.monotonic() - sent
+    err = proc.stderr.read()
+    print(f"stopped {latency * 1e3:.0f} ms after the signal")
+    assert proc.returncode == 130 and latency < 2.0, (proc.returncode, latency, err)
+    assert err.strip() == "fm-run: interrupted; nothing written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop.onnx"]
+
+
+def test_timeout_ends_a_run_with_its_own_code(tmp_path):
+    _never_ending(tmp_path / "loop.onnx")
+    clock = time.monotonic()
+    p = run_cli("fm-run", "sample", str(tmp_path / "loop.onnx"), "-n", "8", "--out", str(tmp_path / "x.npy"),
+                "--timeout", "1", check=False)
+    assert p.returncode == 124 and "stopped after --timeout 1 s" in p.stderr and time.monotonic() - clock < 15
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["loop.onnx"]
+
+
+def test_a_self_test_that_never_ends_is_stopped_at_load(tmp_path, monkeypatch):
+    from fm_runtime import session
+    onnx.save(model([loop("x", "v")], loop_inits("v"),
+                    selftest='{"inputs": {"x": [[1, 2]], "t": [0]}, "output": [[1, 2]]}'), str(tmp_path / "m.onnx"))
+    monkeypatch.setattr(session, "SELFTEST_SECONDS", 0.5)
+    clock = time.monotonic()
+    with pytest.raises(fm_runtime.ModelError, match="self-test .* did not finish within 0.5 s"):
+        fm_runtime.load(tmp_path / "m.onnx")
+    assert time.monotonic() - clock < 5
+
+
+def _peak_rss(args, cwd) -> tuple[int, str, int]:
+    """(exit code, stderr, peak RSS in bytes) of fm-run args."""
+    proc = subprocess.Popen(_fm_run(*args), cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, err, usage.ru_maxrss * 1024
+
+
+STREAM_BOUND = 512 << 20
+
+
+def test_image_model_streams_in_bounded_memory(tmp_path):
+    """[3, 64, 64] samples streamed to disk: peak RSS under STREAM_BOUND, and under a 1 GiB
+    budget, where drawing whole 65 536-row noise blocks (3 GiB) used to fail."""
+    from fm_runtime.noise import noise_rows
+    onnx.save(model(shape=(3, 64, 64)), str(tmp_path / "img.onnx"))
+    n = 3000
+    rc, err, peak = _peak_rss(["sample", "img.onnx", "-n", str(n), "--seed", "3", "--steps", "1", "--solver", "euler",
+                               "--out", "x.npy", "--max-memory", "1G"], tmp_path)
+    print(f"peak RSS {peak / 2**20:.0f} MiB for {n} samples of [3, 64, 64] ({n * 4 * 3 * 64 * 64 / 2**20:.0f} MiB written)")
+    assert rc == 0, err
+    assert peak < STREAM_BOUND
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    assert x.shape == (n, 3, 64, 64)
+    for a, b in [(0, 3), (1364, 1366), (n - 2, n)]:          # rows across chunk boundaries
+        np.testing.assert_allclose(x[a:b], 1.5 * noise_rows(3, a, b, (3, 64, 64)), rtol=1e-6)
+
+
+def test_in_memory_estimate_covers_the_measured_peak(tmp_path):
+    """The in-memory refusal's accounting (limits.in_memory_bytes) is at least the peak measured."""
+    from fm_runtime import limits
+    onnx.save(model(shape=(3, 32, 32)), str(tmp_path / "img.onnx"))
+    n, row_bytes = 4000, 4 * 3 * 32 * 32
+    rc, err, peak = _peak_rss(["sample", "img.onnx", "-n", str(n), "--seed", "0", "--steps", "2"], tmp_path)
+    assert rc == 0, err
+    print(f"measured {peak / 2**20:.0f} MiB, accounted {limits.in_memory_bytes(n, row_bytes) / 2**20:.0f} MiB")
+    assert peak <= limits.in_memory_bytes(n, row_bytes)
+
+
+def test_runtime_writes_nothing_but_the_named_output(tmp_path):
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir(), work.mkdir()
+    env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "TMPDIR": str(work)}
+    run_cli("fm-run", "sample", "-n", "100", "--seed", "0", "--out", "x.npy", cwd=work, env=env)
+    run_cli("fm-run", "logprob", "x.npy", "--out", "lp.npy", cwd=work, env=env)
+    run_cli("fm-run", "info", cwd=work, env=env)
+    assert list(home.rglob("*")) == []
+    assert sorted(p.name for p in work.iterdir()) == ["lp.npy", "x.npy"]
