@@ -81,6 +81,9 @@ def run_cli(command, prog_name: str, argv: list[str] | None = None, supervised: 
     def body():
         return command.main(args=argv, prog_name=prog_name, standalone_mode=False)
 
+    if supervised and not os.environ.get("FM_DEBUG"):
+        import warnings
+        warnings.simplefilter("ignore")         # numpy's warnings: errors are reported as one line
     try:
         if supervised:
             from .supervisor import supervise

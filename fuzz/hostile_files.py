@@ -182,6 +182,10 @@ def corpus() -> list[tuple[str, str, object, int | None]]:
                                                       outputs=[_vi("v", ["B", None])])), 3)
     add("lies", "velocity_rank_3", lambda: _bytes(model([h.make_node("Unsqueeze", ["x", "s1"], ["v"])], [s1],
                                                        outputs=[_vi("v", ["B", None])])), 3)
+    add("lies", "label_table_too_small", lambda: _bytes(model(
+        [h.make_node("Gather", ["table", "y"], ["row"], axis=0), h.make_node("Add", ["x", "row"], ["v"])],
+        [h.make_tensor("table", T.FLOAT, [2, 2], [0.0] * 4)], meta={"num_classes": 3},
+        inputs=[_vi("x", ["B", 2]), _vi("t", ["B"]), _vi("y", ["B"], T.INT64)])), 3)
     add("lies", "velocity_infinite", lambda: _bytes(model([h.make_node("Div", ["x", "zero"], ["v"])],
                                                          [h.make_tensor("zero", T.FLOAT, [], [0.0])])), 5)
     add("lies", "divergence_wrong_shape", lambda: _bytes(with_divergence(model(), jvp_graph(
