@@ -92,8 +92,9 @@ def restarted(out) -> dict | None:
         return None
     if state.get("run_id") != distributed.run_id():
         return None
-    logging.getLogger(__name__).warning("restart %d: resuming from %s at step %d",
-                                        distributed.restart_count(), out, state["step"])
+    if distributed.rank() == 0:
+        logging.getLogger(__name__).warning("restart %d: resuming from %s at step %d",
+                                            distributed.restart_count(), out, state["step"])
     return state
 
 
