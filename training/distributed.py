@@ -12,10 +12,13 @@ paired with its own data rows back (ot_over_processes).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable, Iterator
 
 import torch
@@ -93,16 +96,36 @@ def process_group() -> Iterator[Group | None]:
             dist.destroy_process_group()
 
 
-def _attempt_store() -> dict:
-    """The rendezvous store of this attempt. torchrun keeps one store (its agent's) across
-    restarts, and the process group finds there the addresses the previous attempt's processes
+def _attempt_store(timeout: timedelta = timedelta(minutes=10)) -> dict:
+    """A rendezvous store of this attempt's own. torchrun hands every attempt the same store (its
+    agent's), where the process group finds the addresses the previous attempt's processes
     published: a restarted process then connects to a dead one and fails (gloo "Connection
-    refused", seen with torch 2.13). Keys under a prefix per attempt keep the attempts apart."""
+    refused", seen with torch 2.13). So process 0 opens a fresh store and publishes its address
+    in the agent's; the others connect to it, and an address left by an earlier attempt, which
+    refuses connections, is read again until the new one is there. (A prefix per restart count
+    would not do: after a failure on one of several machines, torchrun restarts the others
+    without counting a restart there.)"""
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return {}
-    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
-    return {"store": dist.PrefixStore(f"fm-train/attempt-{restart_count()}", client),
-            "rank": int(os.environ["RANK"]), "world_size": int(os.environ["WORLD_SIZE"])}
+    rank, world, host = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), os.environ["MASTER_ADDR"]
+    agent = dist.TCPStore(host, int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    key = f"fm-train/{run_id()}/store"
+    if rank == 0:
+        store = dist.TCPStore(host, 0, world, is_master=True, timeout=timeout, wait_for_workers=False)
+        agent.set(key, f"{host}:{store.port}")
+    else:
+        deadline = time.monotonic() + timeout.total_seconds()
+        while True:
+            address, port = agent.get(key).decode().rsplit(":", 1)
+            try:
+                socket.create_connection((address, int(port)), timeout=10).close()
+                break
+            except OSError:             # an earlier attempt's store, gone
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        store = dist.TCPStore(address, int(port), is_master=False, timeout=timeout)
+    return {"store": store, "rank": rank, "world_size": world}
 
 
 def ot_over_processes(pair: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
