@@ -24,6 +24,8 @@ from typing import Callable, Iterator
 import torch
 import torch.distributed as dist
 
+from fm_runtime.errors import UsageError
+
 
 def launched() -> bool:
     """Whether this process was started by torchrun (or another launcher setting its variables)."""
@@ -80,7 +82,7 @@ def process_group() -> Iterator[Group | None]:
     local = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():
         if local >= torch.cuda.device_count():
-            raise RuntimeError(f"process {local} on this machine has no GPU: {torch.cuda.device_count()} "
+            raise UsageError(f"process {local} on this machine has no GPU: {torch.cuda.device_count()} "
                                "visible; start at most that many processes per machine")
         device, backend = torch.device("cuda", local), "nccl"
         torch.cuda.set_device(device)
@@ -137,7 +139,7 @@ def ot_over_processes(pair: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     def couple(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         world = dist.get_world_size()
         if world == 1:
-            return pair(x0, x1)
+            return pair(x0.cpu(), x1.cpu()).to(x0.device)
         rank, rows, shape = dist.get_rank(), len(x0), x0.shape[1:]
         both = torch.cat([x0.reshape(rows, -1), x1.reshape(rows, -1)], 1).contiguous()
         parts = [torch.empty_like(both) for _ in range(world)] if rank == 0 else None

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fm_runtime.errors import UsageError
+
 from .data import sample_labelled
 from .paths import draw_times
 
@@ -80,7 +82,7 @@ class PerStepStream(_Draws):
     def __init__(self, seed: int, rank: int, world_size: int, *args):
         super().__init__(*args)
         if self.batch_size % world_size:
-            raise ValueError(f"the batch size {self.batch_size} must be a multiple of the number of "
+            raise UsageError(f"the batch size {self.batch_size} must be a multiple of the number of "
                              f"processes ({world_size}): each process trains on an equal share")
         self.seed, self.rank, self.share = seed, rank, self.batch_size // world_size
 

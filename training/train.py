@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fm_runtime.errors import ModelError
+from fm_runtime.errors import ModelError, UsageError
 from fm_runtime.io import atomic_write
 
 from . import distributed, resume as resume_state
@@ -95,7 +95,7 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
             resume_state.check_compatible(state, recipe.to_dict(), str(source))
         kind = state["stream"]["kind"] if state else stream or ("per-step" if group else "sequential")
         if kind == "sequential" and world > 1:
-            raise ValueError("the sequential data stream is for one process; several train on the per-step stream")
+            raise UsageError("the sequential data stream is for one process; several train on the per-step stream")
         draws = (dataset, batch_size, num_classes, label_dropout, time_sampling, prob_path.t_max)
         data = PerStepStream(seed, rank, world, *draws) if kind == "per-step" else SequentialStream(seed, *draws)
         torch.manual_seed(seed)
