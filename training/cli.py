@@ -83,9 +83,20 @@ def cli():
               help="torch intra-op threads. For these small networks one thread measured best: 300 "
                    "default moons steps took 3.0 s on 1 thread and 2.8 s on 2 on a quiet 2-core machine, "
                    "7.1 s against 18.1 s on a busy one; try more only for large image networks.")
-def fit(dataset, steps, batch_size, lr, seed, width, depth, net, activation, sigma_min, path_name, coupling,
+@click.option("--nproc", type=click.IntRange(1, 1024),
+              help="Train in this many processes on this machine (torchrun --standalone; "
+                   "DistributedDataParallel, gloo on CPU, nccl on GPUs). --batch-size is the global batch.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also write --out every K steps, with the state --resume needs (0: only at the end, "
+                   "without it). A process restarted by torchrun --max-restarts continues from it.")
+@click.option("--resume", type=click.Path(dir_okay=False),
+              help="Continue the run saved in this checkpoint (written with --checkpoint-every) with the "
+                   "same options; with --lr-schedule constant, --steps may be larger.")
+@click.option("--loss-log", type=click.Path(dir_okay=False), help="Write the loss of every step as CSV.")
+@click.pass_context
+def fit(ctx, dataset, steps, batch_size, lr, seed, width, depth, net, activation, sigma_min, path_name, coupling,
         lr_schedule, ema, grad_clip, time_sampling, prediction, conditional, label_dropout, out, progress,
-        threads):
+        threads, nproc, checkpoint_every, resume, loss_log):
     """Train with the conditional flow-matching loss. The defaults are the recipe measured best on
     moons (benchmarks/bench_recipes.py): the tutorial's network size with SiLU, batch 2048, lr 3e-3
     with cosine decay, EMA 0.999, about a CPU minute. The tutorial's own recipe is
@@ -100,19 +111,30 @@ def fit(dataset, steps, batch_size, lr, seed, width, depth, net, activation, sig
       fm-train fit --data moons --coupling ot --out moons-otcfm.ckpt
       fm-train fit --data moons --conditional --out moons-cond.ckpt
       fm-train fit --data digits --conditional --width 512 --activation silu --out digits.ckpt
+      fm-train fit --data moons --nproc 2 --checkpoint-every 1000 --out moons.ckpt
     """
+    from . import distributed
     from .recipe import Recipe
-    from .train import fit as train_fit, save_checkpoint
+    from .train import fit as train_fit
 
     check_writable(out)
     recipe = Recipe(steps=steps, batch_size=batch_size, lr=lr, seed=seed, width=width, depth=depth,
                     activation=activation, net=net, path=path_name, sigma_min=sigma_min, coupling=coupling,
                     lr_schedule=lr_schedule, ema=ema, grad_clip=grad_clip, time_sampling=time_sampling,
                     prediction=prediction, conditional=conditional, label_dropout=label_dropout)
-    model, config = train_fit(dataset, recipe, progress=progress, threads=threads)
-    save_checkpoint(out, model, config)
-    click.echo(f"trained {dataset}: {steps} steps in {config['train_seconds']:.1f} s, final loss "
-               f"{config['final_loss']:.4f} -> {out}", err=True)
+    if nproc and not distributed.launched():
+        if batch_size % nproc:
+            raise click.BadParameter(f"the global batch {batch_size} must be a multiple of --nproc {nproc}",
+                                     param_hint="--batch-size")
+        if resume:      # refuse here, where the exit status is ours, not torchrun's
+            from .resume import check_compatible, read
+            check_compatible(read(resume), recipe.to_dict(), resume)
+        return distributed.launch(nproc, ["fit", *distributed.explicit_args(ctx, leave_out=("nproc",))])
+    model, config = train_fit(dataset, recipe, progress=progress, threads=threads, out=out,
+                              checkpoint_every=checkpoint_every, resume=resume, loss_log=loss_log)
+    if distributed.rank() == 0:
+        click.echo(f"trained {dataset}: {steps} steps in {config['train_seconds']:.1f} s, final loss "
+                   f"{config['final_loss']:.4f} -> {out}", err=True)
 
 
 @cli.command()

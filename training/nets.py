@@ -46,7 +46,7 @@ class VelocityMLP(nn.Module):
         if self.embed is None:
             return 0.0
         if y is None:
-            y = torch.full((batch,), self.num_classes, dtype=torch.int64)
+            y = torch.full((batch,), self.num_classes, dtype=torch.int64, device=self.embed.weight.device)
         return self.embed(y)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,7 +85,7 @@ class VelocityConv(nn.Module):
         cond = self.time(t.reshape(-1, 1).to(x.dtype))
         if self.embed is not None:
             if y is None:
-                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.int64)
+                y = torch.full((x.shape[0],), self.num_classes, dtype=torch.int64, device=x.device)
             cond = cond + self.embed(y)
         h = self.inp(x)
         for i, block in enumerate(self.blocks):
@@ -97,7 +97,7 @@ class VelocityConv(nn.Module):
 def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of t in [0, 1] [B] -> [B, dim] (frequencies 1 .. 1000, as in DDPM)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / max(half - 1, 1))
     angles = 1000.0 * t.reshape(-1, 1).float() * freqs
     return torch.cat([torch.sin(angles), torch.cos(angles)], -1)
 
@@ -115,7 +115,7 @@ class _Conditioning(nn.Module):
         c = self.mlp(time_embedding(t, self.dim))
         if self.embed is not None:
             if y is None:
-                y = torch.full((t.shape[0],), self.num_classes, dtype=torch.int64)
+                y = torch.full((t.shape[0],), self.num_classes, dtype=torch.int64, device=t.device)
             c = c + self.embed(y)
         return c
 

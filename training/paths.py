@@ -157,22 +157,34 @@ class PredictionToVelocity(torch.nn.Module):
         return da * (x - s * out) / torch.clamp(a, min=self.eps) + ds * out
 
 
+def draw_times(n: int, generator: torch.Generator | None, time_sampling: str, t_max: float,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Training times [n]: U[0, t_max) or, for "logit-normal", sigmoid(N(0, 1)) * t_max."""
+    if time_sampling == "logit-normal":
+        return torch.sigmoid(torch.randn(n, generator=generator, dtype=dtype)) * t_max
+    return torch.rand(n, generator=generator, dtype=dtype) * t_max
+
+
 def cfm_loss(model: torch.nn.Module, path: GaussianPath, x1: torch.Tensor,
-             generator: torch.Generator | None = None, coupling: str = "independent",
+             generator: torch.Generator | None = None, coupling="independent",
              time_sampling: str = "uniform", prediction: str = "velocity",
-             y: torch.Tensor | None = None) -> torch.Tensor:
+             y: torch.Tensor | None = None, x0: torch.Tensor | None = None,
+             t: torch.Tensor | None = None) -> torch.Tensor:
     """Conditional flow-matching loss: E |v(x_t, t) - (alpha'_t x1 + sigma'_t x0)|^2 with
     t ~ U[0, t_max) (or logit-normal), x0 ~ N(0, I) paired with x1 independently or by
     minibatch OT. With prediction "x1" or "noise" the network regresses x1 or x0 instead. Labels
-    y [B] (class-conditional training) go to the network with their x1."""
-    x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
-    if coupling == "ot":
+    y [B] (class-conditional training) go to the network with their x1. Noise x0 and times t
+    drawn beforehand (a rank's rows of a global draw) are used instead of drawing them here;
+    coupling may also be a function (x0, x1) -> x0 reordered (the OT pairing over all ranks)."""
+    if x0 is None:
+        x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
+    if callable(coupling):
+        x0 = coupling(x0, x1)
+    elif coupling == "ot":
         from .couplings import ot_pair
         x0 = ot_pair(x0, x1)
-    if time_sampling == "logit-normal":
-        t = torch.sigmoid(torch.randn(x1.shape[0], generator=generator, dtype=x1.dtype)) * path.t_max
-    else:
-        t = torch.rand(x1.shape[0], generator=generator, dtype=x1.dtype) * path.t_max
+    if t is None:
+        t = draw_times(x1.shape[0], generator, time_sampling, path.t_max, x1.dtype)
     xt = path.sample_xt(x0, x1, t)
     target = {"velocity": lambda: path.target(x0, x1, t), "x1": lambda: x1, "noise": lambda: x0}[prediction]()
     pred = model(xt, t) if y is None else model(xt, t, y)

@@ -4,21 +4,22 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fm_runtime.errors import ModelError
+from fm_runtime.errors import ModelError, UsageError
 from fm_runtime.io import atomic_write
 
-from .data import DATASETS, NUM_CLASSES, VALUE_RANGE, sample_data, sample_labelled
+from . import distributed, resume as resume_state
+from .data import DATASETS, NUM_CLASSES, VALUE_RANGE, sample_data
 from .nets import VelocityConv, VelocityDiT, VelocityMLP, VelocityUNet, build_network
-from .couplings import COUPLINGS
+from .couplings import COUPLINGS, ot_pair
 from .paths import PREDICTIONS, TIME_SAMPLING, PredictionToVelocity, build_path, cfm_loss
 from .recipe import Recipe
+from .streams import STREAMS, PerStepStream, SequentialStream
 
 CHECKPOINT_FORMAT = "fm-runtime-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -32,7 +33,9 @@ class CheckpointError(ModelError):
 
 
 def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool | None = None,
-        threads: int | None = None, **options) -> tuple[torch.nn.Module, dict]:
+        threads: int | None = None, out: str | Path | None = None, checkpoint_every: int = 0,
+        resume: str | Path | None = None, loss_log: str | Path | None = None, stream: str | None = None,
+        **options) -> tuple[torch.nn.Module, dict]:
     """Train a velocity network on `dataset` with the conditional flow-matching loss (Adam) by
     `recipe` (training.recipe.Recipe; keyword options override its fields, e.g. steps=500):
     a probability path (paths.PATHS; sigma_min applies to "ot") with independent or
@@ -45,7 +48,15 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
     probability `label_dropout`, so one network is both conditional and unconditional
     (classifier-free guidance). Deterministic for a given seed. The checkpoint config keeps the
     recipe (config["recipe"]). threads: torch intra-op threads for the run (None: leave torch's
-    setting; fm-train fit uses 1, which measured fastest for these small networks)."""
+    setting; fm-train fit uses 1, which measured fastest for these small networks).
+
+    In processes started by torchrun, fit trains with DistributedDataParallel (training.distributed):
+    `batch_size` is the global batch, split evenly, and process 0 alone writes files. out: write
+    the final checkpoint there; checkpoint_every K > 0: also every K steps, each with the training
+    state (training.resume), and a process restarted by torchrun continues from it. resume: a
+    checkpoint with training state to continue from. loss_log: a CSV of the global loss per step.
+    stream: the data stream (training.streams): "sequential" (the default in one process) or
+    "per-step" (always with several processes; in one process it reproduces their data)."""
     recipe = replace(recipe or Recipe(), **options) if options else (recipe or Recipe())
     Recipe.of(**recipe.to_dict())
     (steps, batch_size, lr, seed, width, depth, activation, net, path, sigma_min, coupling, lr_schedule,
@@ -59,99 +70,156 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
     prob_path = build_path({"name": path, "sigma_min": sigma_min} if path == "ot" else {"name": path})
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
-    if steps < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError("steps and batch_size must be >= 1 and lr > 0")
+    if steps < 1 or batch_size < 1 or lr <= 0 or checkpoint_every < 0:
+        raise ValueError("steps and batch_size must be >= 1, lr > 0 and checkpoint_every >= 0")
     num_classes = NUM_CLASSES.get(dataset, 0) if conditional else 0
     if conditional and not num_classes:
         raise ValueError(f"dataset {dataset!r} has no class labels; conditional training needs one of: "
                          f"{', '.join(NUM_CLASSES)}")
     if not 0 <= label_dropout < 1:
         raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
+    if stream not in (None, *STREAMS):
+        raise ValueError(f"unknown stream {stream!r}; choose one of: {', '.join(STREAMS)}")
     if threads is not None:
         torch.set_num_threads(int(threads))
-    torch.manual_seed(seed)
-    data_rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
     data_shape = sample_data(dataset, 2, np.random.default_rng(0)).shape[1:]
     if net in ("conv", "unet", "dit") and len(data_shape) != 3:
         raise ValueError(f"--net {net} is for images [C, H, W]; {dataset} has data shape {list(data_shape)}")
-    if net == "conv":
-        model = VelocityConv(data_shape, width, depth, activation, num_classes)
-    elif net == "unet":
-        model = VelocityUNet(data_shape, width, num_classes)
-    elif net == "dit":
-        model = VelocityDiT(data_shape, width, depth, num_classes=num_classes)
-    elif net == "mlp":
-        model = VelocityMLP(math.prod(data_shape), width, depth, activation, num_classes, data_shape)
-    else:
-        raise ValueError(f"unknown network {net!r}; choose mlp, conv, unet or dit")
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
-    averaged = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema)) if ema else None
-    recent: deque[float] = deque(maxlen=100)
-    start = time.perf_counter()
-    bar = _progress(steps, progress)
-    for step in range(steps):
-        x1, y = sample_labelled(dataset, batch_size, data_rng)
-        x1, y = torch.from_numpy(x1), torch.from_numpy(y) if num_classes else None
-        if y is not None and label_dropout:
-            y = torch.where(torch.rand(batch_size, generator=gen) < label_dropout, num_classes, y)
-        loss = cfm_loss(model, prob_path, x1, gen, coupling, time_sampling, prediction, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        if sched is not None:
-            sched.step()
-        if averaged is not None:
-            averaged.update_parameters(model)
-        recent.append(loss.item())
-        if bar is not None:
-            bar.update(1)
+    with distributed.process_group() as group:
+        rank, world = (group.rank, group.world_size) if group else (0, 1)
+        device, main = group.device if group else torch.device("cpu"), rank == 0
+        state, source = (resume_state.restarted(out), out) if group else (None, None)
+        if state is None and resume:
+            state, source = resume_state.read(resume), resume
+        if state is not None:
+            resume_state.check_compatible(state, recipe.to_dict(), str(source))
+        kind = state["stream"]["kind"] if state else stream or ("per-step" if group else "sequential")
+        if kind == "sequential" and world > 1:
+            raise UsageError("the sequential data stream is for one process; several train on the per-step stream")
+        draws = (dataset, batch_size, num_classes, label_dropout, time_sampling, prob_path.t_max)
+        data = PerStepStream(seed, rank, world, *draws) if kind == "per-step" else SequentialStream(seed, *draws)
+        torch.manual_seed(seed)
+        model = _build_network(net, data_shape, width, depth, activation, num_classes).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
+        averaged = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema)) if ema else None
+        first, recent, seconds = 0, [], 0.0
+        if state is not None:
+            resume_state.restore(state, model, averaged, opt, sched, data)
+            first, recent, seconds = state["step"], list(state["recent"]), state["seconds"]
+        trainee = group.wrap(model) if group else model
+        couple = distributed.ot_over_processes(ot_pair) if group and coupling == "ot" else coupling
+        log = resume_state.LossLog(loss_log, first) if loss_log and main else None
+        pending: list[torch.Tensor] = []
+
+        def flush() -> None:         # the global loss of the steps since the last flush (one all-reduce)
+            if pending:
+                values = (group.mean(torch.stack(pending)) if group else torch.stack(pending)).tolist()
+                if log is not None:
+                    log.write(values)
+                recent.extend(values)
+                del recent[:-100], pending[:]
+
+        def config_at(done: int) -> dict:
+            return _config(model, prob_path, recipe, dataset, data_shape, num_classes, done,
+                           round(sum(recent) / len(recent), 6), round(seconds + time.perf_counter() - start, 2),
+                           {} if kind == "sequential" else {"data_stream": kind, "processes": world})
+
+        def save(done: int, with_state: bool) -> dict:
+            flush()
+            config = config_at(done)
+            if main and out is not None:
+                kept = resume_state.capture(done, model, averaged, opt, sched, data, recent, config["train_seconds"],
+                                            recipe.to_dict(), world, distributed.run_id()) if with_state else None
+                save_checkpoint(out, averaged.module if averaged is not None else model, config, kept)
+            return config
+
+        start = time.perf_counter()
+        bar = _progress(steps, progress if main else False, first)
+        for step in range(first, steps):
+            b = data.draw(step)
+            x1, y, x0, t = (v if v is None else v.to(device) for v in (b.x1, b.y, b.x0, b.t))
+            loss = cfm_loss(trainee, prob_path, x1, None, couple, time_sampling, prediction, y, x0=x0, t=t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
+            pending.append(loss.detach())
+            if bar is not None:
+                bar.update(1)
             if step % 50 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-    if bar is not None:
-        bar.close()
+                flush()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                save(step + 1, True)
+        if bar is not None:
+            bar.close()
+        config = save(steps, bool(checkpoint_every))
+        if log is not None:
+            log.close()
     if averaged is not None:
         model.load_state_dict(averaged.module.state_dict())
-    model.eval()
+    model = model.cpu().eval()
     if prediction != "velocity":
         model = PredictionToVelocity(model, prob_path, prediction).eval()
-    config = {
-        "architecture": _network(model).config,
-        "path": prob_path.config(),
-        "coupling": coupling,
-        "prediction": prediction,
-        "dataset": dataset,
-        "data_shape": [int(s) for s in data_shape],
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "optimizer": "adam",
-        "lr_schedule": lr_schedule,
-        "ema": ema,
-        "grad_clip": grad_clip,
-        "time_sampling": time_sampling,
-        "seed": seed,
-        **({"num_classes": num_classes, "label_dropout": label_dropout} if num_classes else {}),
-        **({"value_range": VALUE_RANGE[dataset]} if dataset in VALUE_RANGE else {}),
-        "recipe": recipe.to_dict(),
-        "final_loss": round(sum(recent) / len(recent), 6),
-        "train_seconds": round(time.perf_counter() - start, 2),
-        "torch_version": str(torch.__version__),
-    }
     return model, config
 
 
-def _progress(total: int, enabled: bool | None):
+def _build_network(net, data_shape, width, depth, activation, num_classes) -> torch.nn.Module:
+    if net == "conv":
+        return VelocityConv(data_shape, width, depth, activation, num_classes)
+    if net == "unet":
+        return VelocityUNet(data_shape, width, num_classes)
+    if net == "dit":
+        return VelocityDiT(data_shape, width, depth, num_classes=num_classes)
+    if net == "mlp":
+        return VelocityMLP(math.prod(data_shape), width, depth, activation, num_classes, data_shape)
+    raise ValueError(f"unknown network {net!r}; choose mlp, conv, unet or dit")
+
+
+def _config(model, prob_path, recipe: Recipe, dataset, data_shape, num_classes, steps, final_loss, seconds,
+            extra: dict) -> dict:
+    r = recipe
+    return {
+        "architecture": _network(model).config,
+        "path": prob_path.config(),
+        "coupling": r.coupling,
+        "prediction": r.prediction,
+        "dataset": dataset,
+        "data_shape": [int(s) for s in data_shape],
+        "steps": steps,
+        "batch_size": r.batch_size,
+        "lr": r.lr,
+        "optimizer": "adam",
+        "lr_schedule": r.lr_schedule,
+        "ema": r.ema,
+        "grad_clip": r.grad_clip,
+        "time_sampling": r.time_sampling,
+        "seed": r.seed,
+        **({"num_classes": num_classes, "label_dropout": r.label_dropout} if num_classes else {}),
+        **({"value_range": VALUE_RANGE[dataset]} if dataset in VALUE_RANGE else {}),
+        "recipe": r.to_dict(),
+        "final_loss": final_loss,
+        "train_seconds": seconds,
+        "torch_version": str(torch.__version__),
+        **extra,
+    }
+
+
+def _progress(total: int, enabled: bool | None, initial: int = 0):
     if enabled is False:
         return None
     from tqdm.auto import tqdm
     # enabled=None: show only on a terminal
-    return tqdm(total=total, desc="training", unit="step", disable=None if enabled is None else False,
-                dynamic_ncols=True, leave=True)
+    return tqdm(total=total, initial=initial, desc="training", unit="step",
+                disable=None if enabled is None else False, dynamic_ncols=True, leave=True)
 
 
 def _network(model: torch.nn.Module) -> torch.nn.Module:
@@ -159,10 +227,14 @@ def _network(model: torch.nn.Module) -> torch.nn.Module:
     return model.inner if isinstance(model, PredictionToVelocity) else model
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict) -> None:
-    """Weights plus a JSON-able config, written atomically; loads with weights_only=True."""
+def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
+                    training_state: dict | None = None) -> None:
+    """Weights plus a JSON-able config, written atomically; loads with weights_only=True.
+    training_state (training.resume.capture) is kept beside them for --resume."""
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config,
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in _network(model).state_dict().items()}}
+    if training_state is not None:
+        payload[resume_state.STATE_KEY] = training_state
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
