@@ -160,7 +160,7 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
     modes = {"tiled (default)": {}, "whole batch": {"tile": 0, "threads": 1}}
     row_bytes = 4 * probe.spec.dim
     batches = batches or sorted({1, min(256, limits.work_rows(row_bytes, 256)), limits.work_rows(row_bytes, 100_000)})
-    need = limits.in_memory_bytes(max(batches), row_bytes)
+    need = limits.in_memory_bytes(max(batches), row_bytes, tile_rows=0, stages=probe.nfe(1, solver))
     if need > limits.budget():
         raise click.UsageError(f"--batch {max(batches):,} needs about {limits.describe(need)}, more than the "
                                f"{limits.describe(limits.budget())} budget (--max-memory)")

@@ -138,7 +138,9 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
     in_memory = bool(plot or logprob or grid or (z is not None and not out))
     if out:
         check_space(out, rows * row_bytes + 4096)
-    need = limits.in_memory_bytes(rows, row_bytes, steps if plot else 0, bool(logprob))
+    need = limits.in_memory_bytes(rows, row_bytes, tile_rows=sampler.tiler.tile, workers=sampler.tiler.workers,
+                                  stages=sampler.nfe(1, solver), trajectory_steps=steps if plot else 0,
+                                  logprob=bool(logprob))
     if (in_memory or not out) and need > limits.budget():
         raise click.UsageError(f"{rows:,} samples need about {limits.describe(need)} in memory, more than "
                                f"the {limits.describe(limits.budget())} budget (--max-memory); write them with "

@@ -17,7 +17,7 @@ DEFAULT_BUDGET = "50%"          # of physical memory
 MIN_BUDGET = 256 << 20          # below this, Python with onnxruntime cannot even start a run
 MAX_THREADS = 256
 WORK_BYTES = 256 << 20          # default largest batch of `bench`, largest --grid: this much data
-BASE_BYTES = 200 << 20          # Python, numpy, onnxruntime and a tile's working buffers
+BASE_BYTES = 100 << 20          # Python, numpy and onnxruntime (measured: 66 MiB)
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _applied: int | None = None
@@ -66,12 +66,15 @@ def describe(nbytes: float) -> str:
     return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
 
 
-def in_memory_bytes(rows: int, row_bytes: int, trajectory_steps: int = 0, logprob: bool = False) -> int:
-    """What an in-memory request holds at its peak, beyond the process itself: the noise, the
-    samples and one more copy in the solver (plus every step of a trajectory, or the
-    log-likelihood's float64 accumulators), and BASE_BYTES for Python and onnxruntime."""
+def in_memory_bytes(rows: int, row_bytes: int, *, tile_rows: int = 2048, workers: int = 1, stages: int = 4,
+                    trajectory_steps: int = 0, logprob: bool = False) -> int:
+    """The peak of an in-memory request: BASE_BYTES for Python and onnxruntime; per worker, one
+    tile's solver stages and network buffers (stages + 4 tile-sized arrays); and per row the
+    noise, the samples and one more copy (plus every step of a trajectory, or the log-likelihood's
+    float64 accumulators). Checked against measured peaks in tests/test_hostile.py."""
+    tile = min(rows, tile_rows) if tile_rows > 0 else rows
     per_row = row_bytes * (3 + trajectory_steps + (2 if logprob else 0)) + (32 if logprob else 0)
-    return BASE_BYTES + rows * per_row
+    return BASE_BYTES + workers * tile * row_bytes * (stages + 4) + rows * per_row
 
 
 def work_rows(row_bytes: int, cap: int) -> int:
