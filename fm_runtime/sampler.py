@@ -23,7 +23,7 @@ from .session import default_model_path, open_divergence, open_model
 from .solvers import get_solver, integrate
 from .tiler import DEFAULT_TILE, Tiler, default_tile
 from . import checks
-from .velocity import Conditioning, jvp_fn, velocity_at, velocity_fn
+from .velocity import Conditioning, checked, jvp_fn, velocity_at, velocity_fn
 
 __all__ = ["Sampler", "SampleResult", "load", "default_model_path", "label_rows", "CHUNK_ROWS", "DEFAULT_TILE"]
 # A run streamed to disk is solved in chunks of at most CHUNK_BYTES of samples (and CHUNK_ROWS
@@ -206,21 +206,16 @@ class Sampler:
         """Solve in tiles, each tile one independent solve on the backend."""
         bounds = self.tiler.bounds(len(x0))
         if len(bounds) == 1:
-            return self._checked(self.backend.solve(x0, steps, solver, cond, watch), len(x0))
+            x, calls = self.backend.solve(x0, steps, solver, cond, watch)
+            return checked(self.spec, x, len(x0), "samples"), calls
         out = np.empty_like(x0)
 
         def run(ab: tuple[int, int]) -> int:
             a, b = ab
-            out[a:b], calls = self._checked(self.backend.solve(x0[a:b], steps, solver, cond.rows(a, b), watch), b - a)
+            x, calls = self.backend.solve(x0[a:b], steps, solver, cond.rows(a, b), watch)
+            out[a:b] = checked(self.spec, x, b - a, "samples")
             return calls
         return out, self.tiler.map(run, bounds)[0]
-
-    def _checked(self, solved, rows: int):
-        x, calls = solved
-        if np.shape(x) != (rows, *self.data_shape):
-            raise ModelError(f"{self.path}: the graph returned shape {list(np.shape(x))} for {rows} rows "
-                             f"of shape {list(self.data_shape)}; refusing its output")
-        return x, calls
 
     def _solve_divergence(self, x0, steps, solver, cond, divergence, probes, probe_seed, forward: bool):
         """Solve [x, A] (dA/dt = div v) forward from noise or backward from data, in tiles.

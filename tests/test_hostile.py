@@ -32,11 +32,11 @@ def test_output_of_the_wrong_shape_is_refused_on_every_call(tmp_path, rows_out):
     lying_baked(tmp_path / "liar.onnx", rows_out)
     s = fm_runtime.load(tmp_path / "liar.onnx")
     for n in (1 if rows_out == "double" else 3, 10):
-        with pytest.raises(fm_runtime.ModelError, match="returned shape"):
+        with pytest.raises(fm_runtime.ModelError, match="returned samples of shape"):
             s.sample(n, seed=0)
     p = run_cli("fm-run", "sample", str(tmp_path / "liar.onnx"), "-n", "10", "--seed", "0",
                 "--out", str(tmp_path / "x.npy"), check=False)
-    assert p.returncode == 3 and "returned shape" in p.stderr and not (tmp_path / "x.npy").exists()
+    assert p.returncode == 3 and "returned samples of shape" in p.stderr and not (tmp_path / "x.npy").exists()
     assert np.array_equal(sorted(p.name for p in tmp_path.iterdir()), ["liar.onnx"])
 
 
