@@ -8,6 +8,7 @@ manifest.json and little-endian float32 .bin files.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -84,12 +85,12 @@ def broken_files(out: Path, models: dict[str, Path]) -> list[dict]:
 
     from fm_runtime import FmError, load
 
-    good = models["plain"].read_bytes()
+    good, baked = models["plain"].read_bytes(), models["baked"].read_bytes()
     files = {"empty.onnx": b"", "text.onnx": b"hello, not a model\n", "truncated.onnx": good[: len(good) // 2],
              "zip.onnx": b"PK\x03\x04" + bytes(200)}
 
-    def edited(name: str, edit) -> None:
-        m = onnx.load_from_string(good)
+    def edited(name: str, edit, base: bytes = good) -> None:
+        m = onnx.load_from_string(base)
         edit(m)
         files[name] = m.SerializeToString()
 
@@ -103,6 +104,8 @@ def broken_files(out: Path, models: dict[str, Path]) -> list[dict]:
             for p in m.metadata_props:
                 if p.key == key:
                     p.value = value
+                    return
+            m.metadata_props.add(key=key, value=value)
         return edit
 
     def drop_key(key):
@@ -122,6 +125,26 @@ def broken_files(out: Path, models: dict[str, Path]) -> list[dict]:
     edited("bad-json.onnx", set_key("fm.path", "{not json"))
     edited("bad-solver.onnx", set_key("fm.default_solver", '"rk5"'))
     edited("bad-selftest.onnx", set_key("fm.selftest", '{"inputs": 3}'))
+    # hostile metadata: valid JSON of the wrong shape, sizes and nesting no model needs
+    edited("deep-training.onnx", set_key("fm.training", '{"notes": ' + "[" * 40 + "]" * 40 + "}"))
+    edited("deeper-than-the-parser.onnx", set_key("fm.training", "[" * 100_000 + "]" * 100_000))
+    edited("big-training.onnx", set_key("fm.training", json.dumps({"notes": "x" * (2 << 20)})))
+    edited("huge-int-producer.onnx", set_key("fm.producer", '{"build": ' + "9" * 5000 + "}"))
+    edited("huge-data-shape.onnx", set_key("fm.data_shape", "[100000, 100000]"))
+    edited("baked-no-steps.onnx", set_key("fm.baked", '{"solver": "heun"}'), baked)
+    edited("baked-wrong-nfe.onnx", set_key("fm.baked", '{"solver": "heun", "steps": 4, "nfe": 9}'), baked)
+    edited("variant-text-size.onnx", set_key("fm.variant", json.dumps(
+        {"precision": "fp16", "vs_fp32": {"size_bytes": "12 KiB", "max_dev": 0.1, "mean_dev": 0.01}})))
+    edited("selftest-unknown-inputs.onnx", set_key("fm.selftest", json.dumps(
+        {"inputs": {"q": [[0.5, 0.5]], "t": [0.5]}, "output": [[0.0, 0.0]]})))
+    edited("divergence-numbers.onnx", set_key("fm.divergence", '{"unsupported_ops": [1, 2]}'))
+    edited("value-range-nan.onnx", set_key("fm.value_range", "[NaN, 1.0]"))
+    edited("value-range-reversed.onnx", set_key("fm.value_range", "[1e16, 1e-05]"))
+    edited("integral-float-steps.onnx", set_key("fm.default_steps", "2.0"))
+    edited("text-in-escapes.onnx", set_key("fm.path", r'{"name": ["caf\u00e9\n\ud83d\ude00", {"2": 1, "b": 2.50}]}'))
+    # The error text of Python's own JSON reader ("Expecting ...", the integer digit limit) differs
+    # between Python versions; for these files only the class and "FILE: metadata fm.KEY" must match.
+    prefix_only = {"bad-json.onnx", "huge-int-producer.onnx"}
     cases = []
     for name, data in files.items():
         (out / name).write_bytes(data)
@@ -129,6 +152,8 @@ def broken_files(out: Path, models: dict[str, Path]) -> list[dict]:
             load(out / name)
         except FmError as e:
             cases.append({"file": name, "error": type(e).__name__, "message": str(e)})
+            if name in prefix_only:
+                cases[-1]["prefix"] = re.match(r".*?: metadata fm\.\w+ ", str(e)).group(0)
         else:
             raise AssertionError(f"the Python runtime loads {name}")
     return cases

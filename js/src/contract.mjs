@@ -1,8 +1,10 @@
 // The fm.* contract (docs/contract.md) read from a model file's metadata and checked against its
-// graph: the same keys, types, defaults and refusals as fm_runtime/contract.py and graph_io.py.
+// graph: the same keys, schema, defaults and refusals as fm_runtime/contract.py and graph_io.py.
 
 import { ModelError, printable, show } from './errors.mjs';
-import { DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS } from './solvers.mjs';
+import { DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe } from './solvers.mjs';
+import { decode } from './contract_values.mjs';
+import { dumps, plain } from './pyjson.mjs';
 
 export const FORMAT_VERSION = 2;
 const PREFIX = 'fm.';
@@ -11,47 +13,38 @@ const PREDICTIONS = ['velocity'];
 export const NAMES = { x: 'x', t: 't', v: 'v', y: 'y', z: 'z', samples: 'x' };
 
 const ALL = KINDS, VELOCITY = ['velocity'], BAKED = ['baked'];
-// key -> [JSON type, required for which kinds]
+// key -> the kinds of file that must have it (in the order Python's contract reads them)
 const KEYS = {
-  format_version: ['int', ALL], kind: ['str', ALL], data_shape: ['list', ALL],
-  input_x: ['str', VELOCITY], input_t: ['str', VELOCITY], output_v: ['str', VELOCITY],
-  input_z: ['str', BAKED], output_x: ['str', BAKED], baked: ['dict', BAKED],
-  prediction: ['str', ALL], path: ['dict', ALL],
-  default_solver: ['str', []], default_steps: ['int', []], training: ['dict', []],
-  architecture: ['dict', []], producer: ['dict', []], selftest: ['dict', []], variant: ['dict', []],
-  num_classes: ['int', []], null_class: ['int', []], input_y: ['str', []], value_range: ['list', []],
-  divergence: ['dict', []],
+  format_version: ALL, kind: ALL, data_shape: ALL, input_x: VELOCITY, input_t: VELOCITY, output_v: VELOCITY,
+  input_z: BAKED, output_x: BAKED, baked: BAKED, prediction: ALL, path: ALL, default_solver: [],
+  default_steps: [], training: [], architecture: [], producer: [], selftest: [], variant: [],
+  num_classes: [], null_class: [], input_y: [], value_range: [], divergence: [],
 };
 
-const INT_TEXT = /^\s*-?\d+\s*$/;
 const isInt = (v) => typeof v === 'number' && Number.isInteger(v);
-const isDict = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
-const TYPE_OK = { int: isInt, str: (v) => typeof v === 'string', list: Array.isArray, dict: isDict };
-const PY_TYPE = (v) => (v === null ? 'NoneType' : Array.isArray(v) ? 'list' : typeof v === 'string' ? 'str'
-  : typeof v === 'boolean' ? 'bool' : isInt(v) ? 'int' : typeof v === 'number' ? 'float' : 'dict');
+const known = (solver) => typeof solver === 'string' && Object.hasOwn(SOLVERS, solver);
 
-function parseJson(raw) {
-  try { return { ok: true, value: JSON.parse(raw) }; } catch { return { ok: false }; }
+/** One key's value, its size, JSON and shape checked (contract_values.mjs), as Python decodes it. */
+function value(where, key, raw) {
+  const [v, problem] = decode(key, raw);
+  if (problem) throw new ModelError(`${where}: metadata ${PREFIX}${key} ${problem}`);
+  return v;
 }
 
-function decode(where, metadata, kind) {
-  const out = {};
-  for (const [key, [typ, requiredFor]] of Object.entries(KEYS)) {
+// Each key's schema fixes its JSON type, so decoding is the whole check here. Returns the values as
+// plain JavaScript (for the spec) and as Python decoded them (for exact comparisons and messages).
+function decodeAll(where, metadata, kind) {
+  const out = {}, py = {};
+  for (const [key, requiredFor] of Object.entries(KEYS)) {
     const raw = metadata[PREFIX + key];
     if (raw === undefined) {
       if (requiredFor.includes(kind)) throw new ModelError(`${where}: metadata key ${PREFIX + key} is missing`);
       continue;
     }
-    const parsed = parseJson(raw);
-    if (!parsed.ok) throw new ModelError(`${where}: metadata ${PREFIX + key} is not valid JSON: ${show(raw)}`);
-    // JSON's 2.0 is a float to Python's reader, so an int must be written as one
-    const asFloat = typeof parsed.value === 'number' && !INT_TEXT.test(raw);
-    if (!TYPE_OK[typ](parsed.value) || (typ === 'int' && asFloat)) {
-      throw new ModelError(`${where}: metadata ${PREFIX + key} should be ${typ}, got ${asFloat ? 'float' : PY_TYPE(parsed.value)} ${show(raw)}`);
-    }
-    out[key] = parsed.value;
+    py[key] = value(where, key, raw);
+    out[key] = plain(py[key]);
   }
-  return out;
+  return [out, py];
 }
 
 function graphIo(where, name, ios, role) {
@@ -111,51 +104,49 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
   if (Object.keys(metadata).some((k) => k.startsWith(PREFIX))) {
     if (!(PREFIX + 'format_version' in metadata)) throw new ModelError(`${where}: metadata has fm.* keys but no fm.format_version`);
     const rawVersion = metadata[PREFIX + 'format_version'];
-    const pv = parseJson(rawVersion);
-    const version = pv.ok && INT_TEXT.test(rawVersion) ? pv.value : null;
-    if (!isInt(version) || version < 1) {
-      throw new ModelError(`${where}: fm.format_version must be a positive integer, got ${show(rawVersion)}`);
-    }
+    const [pyVersion, versionProblem] = decode('format_version', rawVersion);
+    if (versionProblem) throw new ModelError(`${where}: fm.format_version must be a positive integer, got ${show(rawVersion)}`);
+    const version = Number(pyVersion);
     if (version > FORMAT_VERSION) {
-      throw new ModelError(`${where}: contract version ${version} is newer than this runtime understands (${FORMAT_VERSION}); upgrade fm-runtime`);
+      throw new ModelError(`${where}: contract version ${pyVersion} is newer than this runtime understands (${FORMAT_VERSION}); upgrade fm-runtime`);
     }
     const rawKind = metadata[PREFIX + 'kind'];
     if (rawKind === undefined) throw new ModelError(`${where}: metadata key ${PREFIX}kind is missing`);
-    const pk = parseJson(rawKind);
-    const kind = pk.ok ? pk.value : rawKind;
+    const [decodedKind, kindProblem] = decode('kind', rawKind);
+    const kind = kindProblem ? rawKind : decodedKind;
     if (!KINDS.includes(kind)) throw new ModelError(`${where}: fm.kind ${show(kind)} is not one of ${KINDS.join(', ')}`);
-    const m = decode(where, metadata, kind);
+    const [m, py] = decodeAll(where, metadata, kind);
     if (!PREDICTIONS.includes(m.prediction)) {
       throw new ModelError(`${where}: fm.prediction ${show(m.prediction)} is not supported (supported: ${PREDICTIONS.join(', ')})`);
     }
     const shape = m.data_shape;
-    if (!shape.length || !shape.every((s) => isInt(s) && s > 0)) {
-      throw new ModelError(`${where}: fm.data_shape must be a list of positive integers, got ${show(shape)}`);
-    }
     let solver = m.default_solver ?? DEFAULT_SOLVER;
-    if (!(solver in SOLVERS)) throw new ModelError(`${where}: fm.default_solver ${show(solver)} is not a known solver`);
+    if (!known(solver)) throw new ModelError(`${where}: fm.default_solver ${show(solver)} is not a known solver`);
     let steps = m.default_steps ?? DEFAULT_STEPS;
     if (!(steps >= 1 && steps <= MAX_STEPS)) throw new ModelError(`${where}: fm.default_steps must be between 1 and ${MAX_STEPS}, got ${steps}`);
     const baked = m.baked ?? {};
     if (kind === 'baked') {
-      if (!(baked.solver in SOLVERS) || !isInt(baked.steps) || !(baked.steps >= 1 && baked.steps <= MAX_STEPS)) {
-        throw new ModelError(`${where}: fm.baked must name a known solver and steps >= 1, got ${show(baked)}`);
+      if (!known(baked.solver) || !(baked.steps >= 1 && baked.steps <= MAX_STEPS)) {
+        throw new ModelError(`${where}: fm.baked must name a known solver and 1 to ${MAX_STEPS} steps`);
       }
       [solver, steps] = [baked.solver, baked.steps];
+      baked.nfe ??= nfe(solver, steps);
+      if (baked.nfe !== nfe(solver, steps)) {
+        throw new ModelError(`${where}: fm.baked says ${baked.nfe} NFE, but ${solver}:${steps} takes ${nfe(solver, steps)}`);
+      }
     }
     const classes = m.num_classes ?? 0;
     const nullClass = m.null_class ?? classes;
-    if (classes < 0 || (classes && !(isInt(nullClass) && nullClass >= 0 && nullClass <= classes))) {
-      throw new ModelError(`${where}: fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, got ${classes} and ${show(m.null_class ?? null)}`);
+    if (classes && !(nullClass >= 0 && nullClass <= classes)) {
+      throw new ModelError(`${where}: fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, got ${classes} and ${nullClass}`);
     }
     const div = m.divergence ?? {};
-    if (Object.keys(div).length && !(typeof div.onnx_base64 === 'string'
-        || (Array.isArray(div.unsupported_ops) && div.unsupported_ops.every((o) => typeof o === 'string')))) {
+    if (Object.keys(div).length && !(typeof div.onnx_base64 === 'string' || Array.isArray(div.unsupported_ops))) {
       throw new ModelError(`${where}: fm.divergence must hold onnx_base64 (a string) or unsupported_ops (a list of operator names)`);
     }
-    const vr = m.value_range ?? null;
-    if (vr !== null && !(vr.length === 2 && vr.every((v) => typeof v === 'number') && vr[0] < vr[1])) {
-      throw new ModelError(`${where}: fm.value_range must be [low, high] with low < high, got ${show(vr)}`);
+    const vr = m.value_range ?? null;     // its items are finite numbers (the schema); compared exactly
+    if (vr !== null && !(vr.length === 2 && py.value_range[0] < py.value_range[1])) {
+      throw new ModelError(`${where}: fm.value_range must be [low, high] with low < high, got ${dumps(py.value_range)}`);
     }
     spec = baseSpec({
       dataShape: shape, xName: xName ?? m.input_x ?? NAMES.x, tName: tName ?? m.input_t ?? NAMES.t,

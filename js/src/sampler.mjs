@@ -62,6 +62,10 @@ async function selfTest(ort, session, inputs, probe, where) {
   } catch {
     throw new ModelError(`${where}: metadata fm.selftest is malformed`);
   }
+  const fed = Object.keys(feed).sort(), takes = inputs.map((i) => i.name).sort();
+  if (fed.join('\0') !== takes.join('\0')) {
+    throw new ModelError(`${where}: fm.selftest feeds ${fed.join(', ')}, but the graph takes ${takes.join(', ')}`);
+  }
   let got;
   try {
     got = Object.values(await session.run(feed))[0];

@@ -71,12 +71,14 @@ for (const backend of ['cpu', 'wasm']) {
 
 describe('the same refusals as the Python runtime', () => {
   test('broken files: same error class and message', async () => {
-    assert.ok(fx.manifest.broken.length >= 10);
+    assert.ok(fx.manifest.broken.length >= 25, 'the fixtures hold every broken file');
     for (const c of fx.manifest.broken) {
       const path = join(fx.dir, c.file);
       await assert.rejects(load(path), (e) => {
         assert.equal(e.name, c.error, `${c.file}: ${e.message}`);
-        assert.equal(sameText(e.message), sameText(c.message), c.file);
+        // c.prefix: Python's own JSON reader words the rest, differently between its versions
+        if (c.prefix) assert.equal(e.message.slice(0, c.prefix.length), c.prefix, `${c.file}: ${e.message}`);
+        else assert.equal(sameText(e.message), sameText(c.message), c.file);
         return true;
       });
     }
