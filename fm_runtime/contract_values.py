@@ -23,10 +23,13 @@ MAX_TEXT = 4096                 # characters in a string inside a value
 MAX_BYTES = {"selftest": 64 << 20, "divergence": 1 << 30}
 DEFAULT_MAX_BYTES = 1 << 20
 MAX_NAME = 256
+MAX_FLOAT_INT = 2**1023         # integers beyond this do not fit a float64
 
 
 def _number(v) -> str | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    """A number a float64 can hold (integers too: a 400-digit one would overflow later)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+            (abs(v) > MAX_FLOAT_INT if isinstance(v, int) else not math.isfinite(v)):
         return f"must be a finite number, got {_show(v)}"
     return None
 

@@ -87,6 +87,7 @@ def with_metadata(src, dst, **changes):
     ({"selftest": '{"inputs": {"x": [[1, 2]]}, "output": [1], "atol": NaN}'}, "fm.selftest atol must be a finite number"),
     ({"divergence": '{"unsupported_ops": [1]}'}, "fm.divergence unsupported_ops[0] must be text"),
     ({"value_range": "[0, Infinity]"}, "fm.value_range [1] must be a finite number"),
+    ({"value_range": "[0, 1" + "0" * 400 + "]"}, "fm.value_range [1] must be a finite number"),
     ({"path": '{"name": "ot", "note": "' + "a" * 5000 + '"}'}, "fm.path note holds a text of 5,000 characters"),
     ({"training": '"' + "a" * (2 << 20) + '"'}, "more than the 1,048,576 this key may hold"),
     ({"data_shape": "[3]"}, "data shape is [3]"),

@@ -36,8 +36,8 @@ export function show(v) {
   return text.length <= 60 ? text : text.slice(0, 57) + '...';
 }
 
-// Python's math.isfinite(int) raises OverflowError past 1e308; here such an integer passes.
-const number = (v) => (isInt(v) || (typeof v === 'number' && Number.isFinite(v)) ? null
+const MAX_FLOAT_INT = 2n ** 1023n;   // integers beyond this do not fit a float64 (as in Python)
+const number = (v) => ((isInt(v) && (v < 0n ? -v : v) <= MAX_FLOAT_INT) || (typeof v === 'number' && Number.isFinite(v)) ? null
   : `must be a finite number, got ${show(v)}`);
 
 const name = (v) => (typeof v === 'string' && v.length > 0 && pyLen(v) <= MAX_NAME ? null
