@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError, UsageError
+from .schedules import Schedule, parse_schedule
 from .solvers import check_steps, get_solver
 from .spec import ModelSpec
 
@@ -71,6 +72,22 @@ def check_noise(data_shape: tuple[int, ...], noise, n: int | None = None, what: 
         raise InputError(f"{what} contains NaN or Inf")
     return np.ascontiguousarray(noise, dtype=np.float32)
 
+
+
+def check_schedule(spec: ModelSpec, schedule, steps) -> tuple[Schedule, int | None]:
+    """(schedule, steps) of a request: the model's default schedule when none is given; an
+    explicit time grid fixes the steps (given steps must agree with it)."""
+    try:
+        s = parse_schedule(spec.default_schedule if schedule is None else schedule)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if s.steps is not None:
+        if steps is not None and steps != s.steps:
+            what = "the model's default time grid" if schedule is None else "the time grid"
+            raise UsageError(f"{what} has {s.steps} steps, not {steps} (give times for {steps} steps, "
+                             "or another schedule)")
+        steps = s.steps
+    return s, steps
 
 
 def check_grid(spec: ModelSpec, steps, solver) -> tuple[int, str]:

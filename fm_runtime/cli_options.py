@@ -37,6 +37,27 @@ def solve_options(what: str = "Solver steps on the uniform grid 0 -> 1"):
     return add
 
 
+def schedule_options(f):
+    """--schedule and --times, read together by schedule_of."""
+    f = click.option("--times", metavar="T0,...,1",
+                     help="Explicit time grid 0,...,1 (strictly increasing; K+1 times make K steps).")(f)
+    return click.option("--schedule", metavar="NAME[:S]",
+                        help="Where the steps fall in time: uniform, shift:S (t' = S t / (1 + (S-1) t); S > 1: "
+                             "smaller steps near the data), sway:S (F5-TTS, -1 <= S <= 1.75; -1: smaller steps "
+                             "near the noise), cosine (smaller at both ends) [default: the model's, else uniform].")(f)
+
+
+def schedule_of(schedule: str | None, times: str | None):
+    """The request's schedule from --schedule / --times (None: the model's default)."""
+    from .schedules import parse_schedule, parse_times
+    if schedule and times:
+        raise click.UsageError("give --schedule or --times, not both")
+    try:
+        return parse_times(times) if times else (parse_schedule(schedule) if schedule else None)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--times" if times else "--schedule") from None
+
+
 def class_options(f):
     """--class, --labels and --guidance for class-conditional models."""
     f = click.option("--guidance", type=float, default=1.0, show_default=True,

@@ -105,9 +105,12 @@ class Sampler:
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)
 
-    def check_baked(self, steps: int | None, solver: str | None, trajectory: bool) -> None:
-        """Refuse, before any work, what a baked file cannot do (other steps, trajectories)."""
+    def check_baked(self, steps: int | None, solver: str | None, trajectory: bool, schedule=None) -> None:
+        """Refuse, before any work, what a baked file cannot do (other steps, schedules, trajectories)."""
         b = self.spec.baked
+        if schedule is not None and str(checks.check_schedule(self.spec, schedule, None)[0]) != self.spec.default_schedule:
+            raise UsageError(f"{self.path} is a baked sampler on the {self.spec.default_schedule} time schedule; it "
+                             f"cannot run another (export another --bake with --schedule)")
         if (steps is not None and steps != b["steps"]) or (solver is not None and solver != b["solver"]):
             raise UsageError(f"{self.path} is a baked {b['solver']}:{b['steps']} sampler; it cannot "
                              f"run {solver or b['solver']}:{steps or b['steps']} (export another --bake)")
@@ -122,12 +125,13 @@ class Sampler:
     def run(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
             seed: int | None = None, noise: np.ndarray | None = None, *, trajectory: bool = False,
             logprob: bool = False, keep_partial: bool = False, labels=None, guidance: float = 1.0,
-            divergence: str = "auto", probes: int = 1, probe_seed: int = 0) -> SampleResult:
+            divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None) -> SampleResult:
         """One sampling request; see sample() for the arguments. Safe to call from many threads."""
         if self.baked:
-            self.check_baked(steps, solver, trajectory)
+            self.check_baked(steps, solver, trajectory, schedule)
         if logprob and trajectory:
             raise UsageError("return_logprob and return_trajectory cannot be combined")
+        schedule, steps = checks.check_schedule(self.spec, schedule, steps)
         steps, solver = checks.check_grid(self.spec, steps, solver)
         guidance = checks.check_guidance(guidance, labels)
         if noise is not None:
@@ -140,15 +144,16 @@ class Sampler:
         watch = Watch(self.path, keep_partial)
         if logprob:
             x, integral, calls = self._solve_divergence(x0, steps, solver, cond, divergence, probes,
-                                                        probe_seed, forward=True)
+                                                        probe_seed, forward=True, schedule=schedule)
             result = SampleResult(x, calls, logprob=standard_normal_logpdf(x0) - integral)
         elif trajectory:
-            sol = integrate(velocity_fn(self.session, self.spec, len(x0), cond), x0, steps, solver, trajectory=True)
+            sol = integrate(velocity_fn(self.session, self.spec, len(x0), cond), x0, steps, solver, trajectory=True,
+                            schedule=schedule)
             for i, state in enumerate(sol.trajectory[1:], 1):
                 watch.on_step(steps)(state, i, sol.times[i])
             result = SampleResult(sol.x, sol.nfe, trajectory=np.stack(sol.trajectory))
         else:
-            result = SampleResult(*self._solve(x0, steps, solver, cond, watch))
+            result = SampleResult(*self._solve(x0, steps, solver, cond, watch, schedule))
         result.nonfinite = watch.nonfinite
         self._last.nfe = result.nfe
         return result
@@ -157,8 +162,12 @@ class Sampler:
                seed: int | None = None, noise: np.ndarray | None = None,
                return_trajectory: bool = False, keep_partial: bool = False, labels=None,
                guidance: float = 1.0, return_logprob: bool = False, divergence: str = "auto",
-               probes: int = 1, probe_seed: int = 0):
+               probes: int = 1, probe_seed: int = 0, schedule=None):
         """Draw samples. Give `n` (with an optional `seed`) or a `noise` array [n, *shape].
+
+        `schedule` places the steps in time (fm_runtime.schedules): "uniform", "shift:S",
+        "sway:S", "cosine", or explicit times [0, ..., 1] (which fix the steps); default: the
+        model's (fm-run info shows it).
 
         Class-conditional models take `labels` (an int for every row, or [n] ints; None: no label)
         and a classifier-free `guidance` weight w: v = v_u + w (v_c - v_u), so w = 1 is the
@@ -173,14 +182,14 @@ class Sampler:
         UsageError, unusable noise InputError (both fm_runtime.FmError)."""
         r = self.run(n, steps, solver, seed, noise, trajectory=return_trajectory, logprob=return_logprob,
                      keep_partial=keep_partial, labels=labels, guidance=guidance, divergence=divergence,
-                     probes=probes, probe_seed=probe_seed)
+                     probes=probes, probe_seed=probe_seed, schedule=schedule)
         if return_trajectory:
             return r.samples, r.trajectory
         return (r.samples, r.logprob) if return_logprob else r.samples
 
     def log_prob(self, x: np.ndarray, steps: int | None = None, solver: str | None = None, labels=None,
                  guidance: float = 1.0, divergence: str = "auto", probes: int = 1,
-                 probe_seed: int = 0) -> np.ndarray:
+                 probe_seed: int = 0, schedule=None) -> np.ndarray:
         """log p1(x) in nats for data x [n, *shape], by integrating x back from t = 1 to noise at
         t = 0 with the divergence of the velocity: log N(x_0) - int_0^1 div v dt.
 
@@ -189,24 +198,26 @@ class Sampler:
         `probe_seed` and the row index): unbiased, cheaper in high dimension; "auto" is exact up
         to likelihood.EXACT_MAX_DIM dimensions. Divide by the number of dimensions (and ln 2)
         for nats (bits) per dimension. Conditional models: log p(x | label), or of the guided
-        field with guidance != 1."""
+        field with guidance != 1. `schedule` as in sample(), visited backwards."""
+        schedule, steps = checks.check_schedule(self.spec, schedule, steps)
         steps, solver = checks.check_grid(self.spec, steps, solver)
         x1 = self.check_noise(x, what="data")
         cond = Conditioning(self.check_labels(labels, len(x1)), checks.check_guidance(guidance, labels))
         z, integral, self._last.nfe = self._solve_divergence(x1, steps, solver, cond, divergence, probes,
-                                                             probe_seed, forward=False)
+                                                             probe_seed, forward=False, schedule=schedule)
         return standard_normal_logpdf(z) - integral
 
-    def _solve(self, x0: np.ndarray, steps: int, solver: str, cond: Conditioning, watch: Watch):
+    def _solve(self, x0: np.ndarray, steps: int, solver: str, cond: Conditioning, watch: Watch, schedule=None):
         """Solve in tiles, each tile one independent solve on the backend."""
         bounds = self.tiler.bounds(len(x0))
         if len(bounds) == 1:
-            return self._checked(self.backend.solve(x0, steps, solver, cond, watch), len(x0))
+            return self._checked(self.backend.solve(x0, steps, solver, cond, watch, schedule), len(x0))
         out = np.empty_like(x0)
 
         def run(ab: tuple[int, int]) -> int:
             a, b = ab
-            out[a:b], calls = self._checked(self.backend.solve(x0[a:b], steps, solver, cond.rows(a, b), watch), b - a)
+            out[a:b], calls = self._checked(self.backend.solve(x0[a:b], steps, solver, cond.rows(a, b), watch,
+                                                               schedule), b - a)
             return calls
         return out, self.tiler.map(run, bounds)[0]
 
@@ -217,7 +228,8 @@ class Sampler:
                              f"of shape {list(self.data_shape)}; refusing its output")
         return x, calls
 
-    def _solve_divergence(self, x0, steps, solver, cond, divergence, probes, probe_seed, forward: bool):
+    def _solve_divergence(self, x0, steps, solver, cond, divergence, probes, probe_seed, forward: bool,
+                          schedule=None):
         """Solve [x, A] (dA/dt = div v) forward from noise or backward from data, in tiles.
         Returns (end state, A(end) - A(start) signed so that log p1 = log N(x_0) - integral, NFE)."""
         problem = divergence_problem(self.spec, self.path)
@@ -239,7 +251,8 @@ class Sampler:
             e = probe_vectors(b - a, self.data_shape, method, k, probe_seed, start=a)
             jvp = jvp_fn(session, self.spec, b - a, cond.rows(a, b))
             t0, t1 = (0.0, 1.0) if forward else (1.0, 0.0)
-            end[a:b], acc, calls[0] = solve_with_divergence(jvp, x0[a:b], e, method, steps, solver, t0, t1)
+            end[a:b], acc, calls[0] = solve_with_divergence(jvp, x0[a:b], e, method, steps, solver, t0, t1,
+                                                            schedule)
             integral[a:b] = acc if forward else -acc
 
         tile = self.tiler.tile
@@ -257,7 +270,7 @@ class Sampler:
 
     def sample_chunks(self, start: int, stop: int, seed: int, steps: int | None = None,
                       solver: str | None = None, chunk: int = CHUNK_ROWS, keep_partial: bool = False,
-                      labels=None, guidance: float = 1.0, noise: np.ndarray | None = None):
+                      labels=None, guidance: float = 1.0, noise: np.ndarray | None = None, schedule=None):
         """Rows [start, stop) of one seeded run (or of `noise`), solved and yielded chunk by chunk
         as (first_row, SampleResult): memory stays bounded whatever the number of rows. `labels`:
         one int, or an array indexed by the run's row numbers."""
@@ -265,7 +278,7 @@ class Sampler:
             b = min(a + chunk, stop)
             z = noise_rows(seed, a, b, self.data_shape) if noise is None else noise[a:b]
             yield a, self.run(noise=z, steps=steps, solver=solver, keep_partial=keep_partial,
-                              guidance=guidance, labels=label_rows(labels, a, b))
+                              guidance=guidance, labels=label_rows(labels, a, b), schedule=schedule)
 
 
 def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,

@@ -125,22 +125,31 @@ def fit(dataset, steps, batch_size, lr, seed, width, depth, net, activation, sig
               help="Solver steps on the uniform grid 0 -> 1.")
 @click.option("--solver", type=click.Choice(sorted(SOLVERS)), default="midpoint", show_default=True,
               help="Fixed-step solver.")
+@click.option("--schedule", metavar="NAME[:S]", help="Time schedule, as in fm-run sample [default: uniform].")
+@click.option("--times", metavar="T0,...,1", help="Explicit time grid, as in fm-run sample.")
 @click.option("--class", "label", type=int, help="Class-conditional checkpoints: the class of every sample.")
 @click.option("--guidance", type=float, default=1.0, show_default=True,
               help="Classifier-free guidance weight, as in fm-run sample.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Samples .npy to write.")
-def sample(checkpoint, n, seed, noise, steps, solver, label, guidance, out):
+def sample(checkpoint, n, seed, noise, steps, solver, schedule, times, label, guidance, out):
     """Sample a checkpoint with the torch-native reference sampler (the runtime's parity target).
 
     \b
     Examples:
       fm-train sample moons.ckpt --noise z.npy --steps 8 --solver midpoint --out native.npy
       fm-train sample moons.ckpt -n 1000 --seed 0 --out native.npy
+      fm-train sample moons.ckpt --noise z.npy --steps 2 --schedule shift:0.5 --out native.npy
     """
+    from fm_runtime.cli_options import schedule_of
     from .sample import sample as native_sample
     from .train import load_checkpoint
 
     check_writable(out)
+    grid = schedule_of(schedule, times)
+    if grid is not None and grid.steps:
+        if steps != 8 and steps != grid.steps:
+            raise click.BadParameter(f"--times makes {grid.steps} steps, not {steps}", param_hint="--steps")
+        steps = grid.steps
     model, config = load_checkpoint(checkpoint)
     shape = tuple(config["data_shape"])
     if noise:
@@ -155,7 +164,7 @@ def sample(checkpoint, n, seed, noise, steps, solver, label, guidance, out):
                          + (f"classes 0..{classes - 1}, {classes} = no label)" if classes else "not class-conditional)"))
     start = time.perf_counter()
     x = native_sample(model, z, steps, solver, labels=None if label is None else np.full(len(z), label),
-                      guidance=guidance)
+                      guidance=guidance, schedule=grid)
     save_npy(out, x)
     click.echo(f"{len(x)} samples: {solver}, {steps} steps in {(time.perf_counter() - start) * 1e3:.1f} ms "
                f"(torch) -> {out}", err=True)

@@ -166,9 +166,9 @@ def cfm_loss(model: torch.nn.Module, path: GaussianPath, x1: torch.Tensor,
     minibatch OT. With prediction "x1" or "noise" the network regresses x1 or x0 instead. Labels
     y [B] (class-conditional training) go to the network with their x1."""
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
-    if coupling == "ot":
-        from .couplings import ot_pair
-        x0 = ot_pair(x0, x1)
+    if coupling != "independent":
+        from .couplings import couple
+        x0 = couple(coupling, x0, x1, generator)
     if time_sampling == "logit-normal":
         t = torch.sigmoid(torch.randn(x1.shape[0], generator=generator, dtype=x1.dtype)) * path.t_max
     else:

@@ -1,0 +1,137 @@
+"""Few-step sampling: quality against network evaluations for the default model, minibatch-OT
+pairs, 1-reflow and 2-reflow (and time schedules), with the training CPU time of each.
+
+    python benchmarks/bench_few_step.py                      # moons, 8gaussians, checkerboard (~30 min)
+    python benchmarks/bench_few_step.py --data moons
+    python benchmarks/bench_few_step.py ot                   # couplings at batch 2048: cost and quality
+    python benchmarks/bench_few_step.py ot --steps 2000 --coupling ot:32 --coupling ot:64
+
+Torch on one thread, so the CPU time is the training budget. Quality: energy distance (the
+unbiased estimate of fm_runtime.metrics) between N samples and N independent fresh data points,
+mean of DRAWS noise/data draws, each model sampled by the runtime from its exported file; the
+noise floor is the mean |energy distance| between two independent data draws (a perfect sampler).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fm_runtime.metrics import energy_distance
+from training import couplings
+from training.data import fresh_data, sample_data
+
+N, DRAWS = 5_000, 3
+NFES = (1, 2, 4, 8, 16)
+SOLVER_FOR = {1: "euler"}           # one evaluation: Euler; more: midpoint steps
+
+
+def draws(dataset: str):
+    return [(np.random.default_rng([7, r]).standard_normal((N, 2), dtype=np.float32),
+             fresh_data(dataset, N, [8, r])) for r in range(DRAWS)]
+
+
+def noise_floor(dataset: str) -> float:
+    return float(np.mean([abs(energy_distance(fresh_data(dataset, N, [9, r]), fresh_data(dataset, N, [8, r])))
+                          for r in range(DRAWS)]))
+
+
+def solve_for(nfe: int, schedule=None) -> dict:
+    solver = SOLVER_FOR.get(nfe, "midpoint")
+    return {"solver": solver, "steps": nfe if solver == "euler" else nfe // 2, "schedule": schedule}
+
+
+def quality(sample, dataset: str, schedule=None) -> dict[int, float]:
+    """{NFE: energy distance} for sample(noise, solver=, steps=, schedule=) -> samples."""
+    cells = draws(dataset)
+    return {nfe: float(np.mean([energy_distance(sample(z, **solve_for(nfe, schedule)), d) for z, d in cells]))
+            for nfe in NFES}
+
+
+def torch_sampler(model):
+    from training.sample import sample
+    return lambda z, solver, steps, schedule: sample(model, z, steps, solver,
+                                                     **({"schedule": schedule} if schedule else {}))
+
+
+def row(name: str, cpu_s: float, q: dict[int, float], floor: float) -> str:
+    return f"| {name} | {cpu_s:.0f} | " + " | ".join(f"{q[n]:.1e} ({q[n] / floor:.1f}x)" for n in NFES) + " |"
+
+
+def header(floor: float, what: str) -> str:
+    return (f"noise floor {floor:.1e} ({N} points, mean of {DRAWS} draws); cells: energy distance (x floor); "
+            f"1 NFE = one Euler step, else midpoint steps\n| {what} | CPU s | "
+            + " | ".join(f"{n} NFE" for n in NFES) + " |\n|---|---|" + "---|" * len(NFES))
+
+
+def bench_ot(args) -> None:
+    """Cost of each coupling per step at batch 2048 beside the training step, and the quality of
+    moons models trained with each for --steps steps."""
+    from training.train import fit
+
+    torch.set_num_threads(1)
+    x1 = torch.from_numpy(sample_data("moons", 2048, np.random.default_rng(0)))
+    x0 = torch.randn(x1.shape, generator=torch.Generator().manual_seed(0))
+    base = float(((x0 - x1) ** 2).sum())
+    best = float(((couplings.ot_pair(x0, x1, None) - x1) ** 2).sum())
+    print("coupling at batch 2048 on moons: time per call, total squared distance / the exact optimum")
+    for name in args.coupling:
+        fn = _coupling(name)
+        fn(x0, x1)
+        start = time.process_time()
+        for _ in range(args.repeat):
+            paired = fn(x0, x1)
+        print(f"  {name:<12} {(time.process_time() - start) / args.repeat * 1e3:8.1f} ms   "
+              f"{float(((paired - x1) ** 2).sum()) / best:.3f}  (independent pairs: {base / best:.2f})")
+    floor = noise_floor("moons")
+    print(header(floor, f"moons, batch 2048, {args.steps} steps"))
+    for name in args.coupling:
+        if name == "ot-exact" and not args.exact:
+            continue
+        coupling, block = _coupling_name(name)
+        old, couplings.OT_BLOCK = couplings.OT_BLOCK, block or couplings.OT_BLOCK
+        try:
+            start = time.process_time()
+            model, _ = fit("moons", steps=args.steps, coupling=coupling, progress=False, threads=1)
+            cpu = time.process_time() - start
+        finally:
+            couplings.OT_BLOCK = old
+        print(row(name, cpu, quality(torch_sampler(model), "moons"), floor), flush=True)
+
+
+def _coupling_name(name: str) -> tuple[str, int | None]:
+    coupling, _, block = name.partition(":")
+    return coupling, int(block) if block else None
+
+
+def _coupling(name: str):
+    coupling, block = _coupling_name(name)
+    if coupling == "ot":
+        return lambda a, b: couplings.ot_pair(a, b, block or couplings.OT_BLOCK)
+    return lambda a, b: couplings.couple(coupling, a, b)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="?", default="table", choices=["table", "ot"])
+    p.add_argument("--data", action="append", help="datasets [default: moons, 8gaussians, checkerboard]")
+    p.add_argument("--steps", type=int, default=2000, help="ot: training steps per coupling")
+    p.add_argument("--coupling", action="append", help="ot: couplings to compare, ot:BLOCK for a block size")
+    p.add_argument("--repeat", type=int, default=5, help="ot: timed calls per coupling")
+    p.add_argument("--exact", action="store_true", help="ot: also train with the whole-batch assignment (hours)")
+    p.add_argument("--json", help="write the results as JSON here")
+    args = p.parse_args()
+    if args.what == "ot":
+        args.coupling = args.coupling or ["independent", "ot:32", "ot:64", "ot:256", "sinkhorn", "ot-exact"]
+        bench_ot(args)
+    else:
+        bench_table(args)
+
+
+if __name__ == "__main__":
+    main()
