@@ -27,11 +27,15 @@ def open_sampler(model, provider="cpu", dim=None, x_name=None, t_name=None, thre
 
 
 
-def solve_options(what: str = "Solver steps on the uniform grid 0 -> 1"):
-    """--steps and --solver, defaulting to the model's."""
+def solve_options(what: str = "Solver steps on the uniform grid 0 -> 1", adaptive: bool = False):
+    """--steps and --solver, defaulting to the model's (adaptive: dopri5 too, with --rtol/--atol)."""
     def add(f):
-        f = click.option("--solver", type=click.Choice(sorted(SOLVERS)),
-                         help="Fixed-step solver [default: the model's, else midpoint].")(f)
+        if adaptive:
+            f = click.option("--atol", type=float, help="dopri5: absolute tolerance [default: 1e-5].")(f)
+            f = click.option("--rtol", type=float, help="dopri5: relative tolerance [default: 1e-5].")(f)
+        f = click.option("--solver", type=click.Choice(sorted(SOLVERS) + (["dopri5"] if adaptive else [])),
+                         help="Fixed-step solver [default: the model's, else midpoint]"
+                              + ("; dopri5: adaptive, to --rtol/--atol, its NFE reported." if adaptive else "."))(f)
         return click.option("--steps", type=click.IntRange(1, MAX_STEPS),
                             help=f"{what} [default: the model's, else 8].")(f)
     return add

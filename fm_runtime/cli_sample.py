@@ -42,7 +42,7 @@ def _physical_memory() -> int:
 @click.option("-n", "--num", "n", type=click.IntRange(min=1),
               help="Number of samples [default: 1000; with --grid and a conditional model, "
                    "one row of --grid-cols per class] (ignored when --noise gives the starting points).")
-@solve_options()
+@solve_options(adaptive=True)
 @schedule_options
 @click.option("--seed", type=click.IntRange(min=0),
               help="Seed for the starting noise; a random one (printed) if omitted.")
@@ -81,7 +81,7 @@ def _physical_memory() -> int:
               help="With --provider cuda and a baked file: capture the solve as a CUDA graph and "
                    "replay it (one capture per batch size).")
 @plain_model_options
-def sample(model, n, steps, solver, schedule, times, seed, noise, out, shard, keep_partial, progress, plot, label, labels,
+def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, out, shard, keep_partial, progress, plot, label, labels,
            guidance, logprob, divergence, probes, grid, grid_cols, provider, threads, tile, cuda_graph,
            dim, x_name, t_name):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
@@ -92,6 +92,7 @@ def sample(model, n, steps, solver, schedule, times, seed, noise, out, shard, ke
       fm-run sample moons.onnx --noise z.npy --steps 4 --solver rk4 --out x.npy
       fm-run sample moons.onnx --steps 2 --schedule shift:0.5 -n 1000 --out x.npy
       fm-run sample moons.onnx --times 0,0.3,1 --solver midpoint -n 1000 --out x.npy
+      fm-run sample moons.onnx --solver dopri5 --rtol 1e-6 -n 1000 --out ref.npy   # adaptive
       fm-run sample moons.onnx -n 100000000 --seed 1 --out big.npy      # streamed, bounded memory
       fm-run sample moons.onnx -n 100000000 --seed 1 --shard 2/8 --out part2.npy
       fm-run sample plain.onnx --dim 2 -n 500 --out x.npy
@@ -101,6 +102,12 @@ def sample(model, n, steps, solver, schedule, times, seed, noise, out, shard, ke
     """
     shard_ik = _parse_shard(shard)
     schedule = schedule_of(schedule, times)
+    adaptive = solver == "dopri5"
+    if adaptive and (steps or schedule or plot or shard_ik or logprob):
+        raise click.UsageError("--solver dopri5 chooses its own steps: it takes --rtol/--atol, not --steps, "
+                               "--schedule/--times, --plot, --shard or --logprob")
+    if not adaptive and (rtol is not None or atol is not None):
+        raise click.UsageError("--rtol/--atol apply to --solver dopri5 only")
     if label is not None and labels:
         raise click.UsageError("give --class or --labels, not both")
     if grid and (plot or shard_ik):
@@ -133,20 +140,22 @@ def sample(model, n, steps, solver, schedule, times, seed, noise, out, shard, ke
     n = 1000 if n is None else n
     if grid and n > 10_000:
         raise click.UsageError(f"--grid draws every sample; {n:,} is too many for one picture (max 10 000)")
-    cond = {"labels": label if y is None else y, "guidance": guidance}
+    cond = {"labels": label if y is None else y, "guidance": guidance,
+            **({"rtol": rtol, "atol": atol} if adaptive else {})}
     if cond["labels"] is not None:
         sampler.check_labels(cond["labels"], n)
     if sampler.baked:
         if plot:
             raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
         sampler.check_baked(steps, solver, False, schedule)      # UsageError, exit 2
-    schedule, steps = checks.check_schedule(sampler.spec, schedule, steps)
-    steps = steps or sampler.spec.default_steps
+    if not adaptive:
+        schedule, steps = checks.check_schedule(sampler.spec, schedule, steps)
+    steps = None if adaptive else (steps or sampler.spec.default_steps)
     solver = solver or sampler.spec.default_solver
     start, stop = (shard_ik[0] * n // shard_ik[1], (shard_ik[0] + 1) * n // shard_ik[1]) if shard_ik else (0, n)
     rows = stop - start
     row_bytes = 4 * sampler.spec.dim
-    in_memory = bool(plot or logprob or grid or (z is not None and not out))
+    in_memory = bool(plot or logprob or grid or adaptive or (z is not None and not out))   # dopri5: one system
     if out:
         check_space(out, rows * row_bytes + 4096)
     if (in_memory or not out) and rows * row_bytes * (4 if plot else 3) * (steps + 1 if plot else 1) > MEMORY_FRACTION * _physical_memory():
@@ -167,9 +176,10 @@ def sample(model, n, steps, solver, schedule, times, seed, noise, out, shard, ke
         from .plot import trajectory_figure
         trajectory_figure(plot, result.trajectory, time_grid(steps, schedule=schedule))
     what = f"rows {start:,}..{stop - 1:,} of a {n:,}-row run" if shard_ik else f"{rows:,} samples"
-    click.echo(f"{what} of shape {list(sampler.data_shape)}: {solver}, {steps} steps"
-               + ("" if schedule.uniform else f" ({schedule})") + ", "
-               f"{sampler.nfe(steps, solver)} NFE, {elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
+    steps_text = (f"rtol {rtol or 1e-5:g}, atol {atol or 1e-5:g}, {result.nfe} NFE" if adaptive else
+                  f"{steps} steps" + ("" if schedule.uniform else f" ({schedule})") + f", {sampler.nfe(steps, solver)} NFE")
+    click.echo(f"{what} of shape {list(sampler.data_shape)}: {solver}, {steps_text}, "
+               f"{elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
                + (f", seed {seed}" if z is None else "")
                + (f" -> {out}" if out else "") + (f", figure -> {plot}" if plot else "")
                + _describe_conditioning(sampler, cond), err=True)

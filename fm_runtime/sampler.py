@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
+from .adaptive import dopri5
 from .backends import Watch, choose_backend
 from .contract import ModelSpec, divergence_problem
 from .errors import ModelError, NumericalError, UsageError
@@ -125,14 +126,17 @@ class Sampler:
     def run(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
             seed: int | None = None, noise: np.ndarray | None = None, *, trajectory: bool = False,
             logprob: bool = False, keep_partial: bool = False, labels=None, guidance: float = 1.0,
-            divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None) -> SampleResult:
+            divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
+            rtol: float | None = None, atol: float | None = None) -> SampleResult:
         """One sampling request; see sample() for the arguments. Safe to call from many threads."""
+        adaptive = checks.check_adaptive(self.baked, solver, steps, schedule, trajectory, logprob, rtol, atol)
         if self.baked:
             self.check_baked(steps, solver, trajectory, schedule)
         if logprob and trajectory:
             raise UsageError("return_logprob and return_trajectory cannot be combined")
-        schedule, steps = checks.check_schedule(self.spec, schedule, steps)
-        steps, solver = checks.check_grid(self.spec, steps, solver)
+        if not adaptive:
+            schedule, steps = checks.check_schedule(self.spec, schedule, steps)
+            steps, solver = checks.check_grid(self.spec, steps, solver)
         guidance = checks.check_guidance(guidance, labels)
         if noise is not None:
             x0 = self.check_noise(noise, None if n is None else checks.count(n))
@@ -142,7 +146,11 @@ class Sampler:
             x0 = self.noise(checks.count(n), seed)
         cond = Conditioning(self.check_labels(labels, len(x0)), guidance)
         watch = Watch(self.path, keep_partial)
-        if logprob:
+        if adaptive:       # one system: the error norm, hence the steps, cover every row
+            sol = dopri5(velocity_fn(self.session, self.spec, len(x0), cond), x0, **adaptive)
+            watch.on_step(sol.accepted)(sol.x, sol.accepted, 1.0)
+            result = SampleResult(sol.x, sol.nfe)
+        elif logprob:
             x, integral, calls = self._solve_divergence(x0, steps, solver, cond, divergence, probes,
                                                         probe_seed, forward=True, schedule=schedule)
             result = SampleResult(x, calls, logprob=standard_normal_logpdf(x0) - integral)
@@ -162,12 +170,14 @@ class Sampler:
                seed: int | None = None, noise: np.ndarray | None = None,
                return_trajectory: bool = False, keep_partial: bool = False, labels=None,
                guidance: float = 1.0, return_logprob: bool = False, divergence: str = "auto",
-               probes: int = 1, probe_seed: int = 0, schedule=None):
+               probes: int = 1, probe_seed: int = 0, schedule=None, rtol: float | None = None,
+               atol: float | None = None):
         """Draw samples. Give `n` (with an optional `seed`) or a `noise` array [n, *shape].
 
         `schedule` places the steps in time (fm_runtime.schedules): "uniform", "shift:S",
         "sway:S", "cosine", or explicit times [0, ..., 1] (which fix the steps); default: the
-        model's (fm-run info shows it).
+        model's (fm-run info shows it). solver "dopri5" is adaptive (fm_runtime.adaptive): it takes
+        `rtol`/`atol` (default 1e-5) instead of steps and reports its NFE in run().nfe / last_nfe.
 
         Class-conditional models take `labels` (an int for every row, or [n] ints; None: no label)
         and a classifier-free `guidance` weight w: v = v_u + w (v_c - v_u), so w = 1 is the
@@ -182,7 +192,7 @@ class Sampler:
         UsageError, unusable noise InputError (both fm_runtime.FmError)."""
         r = self.run(n, steps, solver, seed, noise, trajectory=return_trajectory, logprob=return_logprob,
                      keep_partial=keep_partial, labels=labels, guidance=guidance, divergence=divergence,
-                     probes=probes, probe_seed=probe_seed, schedule=schedule)
+                     probes=probes, probe_seed=probe_seed, schedule=schedule, rtol=rtol, atol=atol)
         if return_trajectory:
             return r.samples, r.trajectory
         return (r.samples, r.logprob) if return_logprob else r.samples
