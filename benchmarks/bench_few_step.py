@@ -5,6 +5,7 @@ pairs, 1-reflow and 2-reflow (and time schedules), with the training CPU time of
     python benchmarks/bench_few_step.py --data moons
     python benchmarks/bench_few_step.py ot                   # couplings at batch 2048: cost and quality
     python benchmarks/bench_few_step.py ot --steps 2000 --coupling ot:32 --coupling ot:64
+    python benchmarks/bench_few_step.py schedules moons.ckpt    # one model on every schedule
 
 Torch on one thread, so the CPU time is the training budget. Quality: energy distance (the
 unbiased estimate of fm_runtime.metrics) between N samples and N independent fresh data points,
@@ -69,6 +70,81 @@ def header(floor: float, what: str) -> str:
             + " | ".join(f"{n} NFE" for n in NFES) + " |\n|---|---|" + "---|" * len(NFES))
 
 
+def runtime_sampler(model, config, where: Path):
+    """The model exported (no divergence graph) and loaded by the runtime."""
+    import fm_runtime
+    from export.onnx_export import export_model
+    export_model(model, config, where, divergence=False)
+    s = fm_runtime.load(where)
+    return s, (lambda z, solver, steps, schedule: s.sample(noise=z, steps=steps, solver=solver, schedule=schedule))
+
+
+def train_models(dataset: str, d: Path, args) -> dict:
+    """{name: (model, config, CPU seconds including the teachers')}: default, OT, 1- and 2-reflow."""
+    from training.reflow import ReflowRecipe, reflow
+    from training.train import fit, save_checkpoint
+
+    out = {}
+    for name, options in (("default", {}), ("ot", {"coupling": "ot"})):
+        start = time.process_time()
+        model, config = fit(dataset, progress=False, threads=1, **options)
+        out[name] = (model, config, time.process_time() - start)
+    save_checkpoint(d / "r0.ckpt", out["default"][0], out["default"][1])
+    recipe = ReflowRecipe(**({"distil": args.distil} if args.distil else {}))
+    for k in (1, 2):
+        start = time.process_time()
+        model, config = reflow(d / f"r{k - 1}.ckpt", recipe, progress=False)
+        save_checkpoint(d / f"r{k}.ckpt", model, config)
+        before = out["default" if k == 1 else "1-reflow"][2]
+        out[f"{k}-reflow"] = (model, config, before + time.process_time() - start)
+    return out
+
+
+def throughput(s, nfe: int, schedule=None, n: int = 100_000, repeats: int = 3) -> float:
+    """Samples per second of the runtime (tiled loop) at one NFE, median of `repeats` runs."""
+    kw = solve_for(nfe, schedule)
+    z = np.random.default_rng(0).standard_normal((n, 2), dtype=np.float32)
+    s.sample(noise=z[:4096], **kw)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        s.sample(noise=z, **kw)
+        times.append(time.perf_counter() - start)
+    return n / float(np.median(times))
+
+
+def bench_table(args) -> None:
+    torch.set_num_threads(1)
+    results = {}
+    for dataset in args.data or ["moons", "8gaussians", "checkerboard"]:
+        floor = noise_floor(dataset)
+        print(f"\n{dataset}: " + header(floor, "model (schedule)"), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            models = train_models(dataset, Path(tmp), args)
+            rows, samplers = {}, {}
+            for name, (model, config, cpu) in models.items():
+                s, sample = runtime_sampler(model, config, Path(tmp) / f"{name}.onnx")
+                samplers[name] = s
+                for schedule in (None, *args.schedule):
+                    label = name + (f" ({schedule})" if schedule else "")
+                    rows[label] = {"cpu_s": cpu, "energy": quality(sample, dataset, schedule)}
+                    print(row(label, cpu, rows[label]["energy"], floor), flush=True)
+        best = min((r["energy"][n], label, n) for label, r in rows.items() for n in NFES if n <= 4)
+        ref = rows["default"]["energy"][16]
+        results[dataset] = {"floor": floor, "rows": rows}
+        print(f"best at <= 4 NFE: {best[1]} at {best[2]} NFE, {best[0]:.1e} ({best[0] / floor:.1f}x floor); "
+              f"default at 16 NFE {ref:.1e} ({ref / floor:.1f}x)")
+        if dataset == "moons":
+            name = best[1].split(" (")[0]
+            fast = throughput(samplers[name], best[2], None if name == best[1] else best[1].split("(")[1][:-1])
+            slow = throughput(samplers["default"], 16)
+            print(f"throughput, 100 000 samples, runtime on all cores: {best[1]} at {best[2]} NFE {fast:,.0f}/s, "
+                  f"default at 16 NFE {slow:,.0f}/s: {fast / slow:.1f}x")
+            results[dataset]["throughput"] = {"best": fast, "default_16": slow}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
 def bench_ot(args) -> None:
     """Cost of each coupling per step at batch 2048 beside the training step, and the quality of
     moons models trained with each for --steps steps."""
@@ -104,6 +180,20 @@ def bench_ot(args) -> None:
         print(row(name, cpu, quality(torch_sampler(model), "moons"), floor), flush=True)
 
 
+def bench_schedules(args) -> None:
+    """One checkpoint sampled (torch reference) on each schedule."""
+    from training.train import load_checkpoint
+
+    torch.set_num_threads(1)
+    model, config = load_checkpoint(args.checkpoint)
+    dataset = config["dataset"]
+    floor = noise_floor(dataset)
+    print(header(floor, f"{args.checkpoint} ({dataset}), schedule"))
+    for schedule in args.schedule or ["uniform", "shift:2", "shift:3", "shift:0.5", "cosine", "sway:-1", "sway:-0.5"]:
+        print(row(schedule, config.get("total_train_seconds", config.get("train_seconds", 0)),
+                  quality(torch_sampler(model), dataset, schedule), floor), flush=True)
+
+
 def _coupling_name(name: str) -> tuple[str, int | None]:
     coupling, _, block = name.partition(":")
     return coupling, int(block) if block else None
@@ -118,18 +208,25 @@ def _coupling(name: str):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", default="table", choices=["table", "ot"])
+    p.add_argument("what", nargs="?", default="table", choices=["table", "ot", "schedules"])
+    p.add_argument("checkpoint", nargs="?", help="schedules: the checkpoint to sample on every schedule")
     p.add_argument("--data", action="append", help="datasets [default: moons, 8gaussians, checkerboard]")
     p.add_argument("--steps", type=int, default=2000, help="ot: training steps per coupling")
     p.add_argument("--coupling", action="append", help="ot: couplings to compare, ot:BLOCK for a block size")
     p.add_argument("--repeat", type=int, default=5, help="ot: timed calls per coupling")
     p.add_argument("--exact", action="store_true", help="ot: also train with the whole-batch assignment (hours)")
+    p.add_argument("--schedule", action="append", help="table: also sample every model on this schedule "
+                   "[default: shift:3]; schedules: the schedules to compare")
+    p.add_argument("--distil", help="table: reflow with --distil SOLVER:STEPS")
     p.add_argument("--json", help="write the results as JSON here")
     args = p.parse_args()
-    if args.what == "ot":
+    if args.what == "schedules":
+        bench_schedules(args)
+    elif args.what == "ot":
         args.coupling = args.coupling or ["independent", "ot:32", "ot:64", "ot:256", "sinkhorn", "ot-exact"]
         bench_ot(args)
     else:
+        args.schedule = args.schedule or ["shift:3"]
         bench_table(args)
 
 
