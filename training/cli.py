@@ -57,7 +57,11 @@ def cli():
 @click.option("--path", "path_name", type=click.Choice(list(PATHS)), default="ot", show_default=True,
               help="Probability path: ot (straight lines, the tutorial's), vp (DDPM), cosine, poly.")
 @click.option("--coupling", type=click.Choice(list(COUPLINGS)), default="independent", show_default=True,
-              help="Noise-data pairs: as drawn, or minibatch optimal transport (straighter paths).")
+              help="Noise-data pairs: as drawn, or minibatch optimal transport (straighter paths, better "
+                   "with few steps). ot: exact assignment on blocks of 64 rows of the batch, ~7 ms per step "
+                   "at batch 2048 (a default moons run: ~110 CPU s instead of ~50); ot-exact: one "
+                   "assignment over the whole batch (~2 s per step at 2048: keep batches <= 256); "
+                   "sinkhorn: entropic plan, pairs drawn from it (~0.26 s per step at 2048).")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="cosine",
               show_default=True, help="cosine: decay the learning rate to 0 over the run.")
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True,
