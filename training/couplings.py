@@ -8,11 +8,12 @@ ot: minibatch optimal transport (Tong et al., 2023; Pooladian et al., 2023) solv
     iid draws, so the blocks are random sub-batches; the result is a permutation, and it never
     increases the total squared distance of the pairs as drawn (each block's assignment is at
     least as good as the identity). Exact assignment costs ~n^3: at batch 2048 one solve took
-    0.35-3.7 s (more than 100 training steps), 32 blocks of 64 take ~4-8 ms.
+    0.35-3.7 s (100 to 1000 training steps), 32 blocks of 64 take ~7 ms.
 ot-exact: the exact assignment over the whole batch (for measurement; slow above ~512 rows).
-sinkhorn: entropic OT (Sinkhorn iterations in the log domain, regularisation relative to the mean
+sinkhorn: entropic OT (SINKHORN_ITERS Sinkhorn iterations, regularisation relative to the mean
     cost) with each data point's noise drawn from its column of the plan: not a permutation (a
-    noise row can be drawn twice), as torchcfm's OT sampler draws pairs; for measurement.
+    noise row can be drawn twice; ~37% were at batch 2048), as torchcfm's OT sampler draws pairs;
+    for measurement: 0.26 s per call at batch 2048, 80 training steps' worth.
 """
 from __future__ import annotations
 
@@ -20,10 +21,16 @@ import numpy as np
 import torch
 
 COUPLINGS = ("independent", "ot", "ot-exact", "sinkhorn")
-# Rows per exact assignment in "ot". 64 measured best for its cost: total squared distance 1.14x
-# the whole-batch optimum at batch 2048 (1.04x with blocks of 256, which cost 7x more time), and
-# the 2-NFE quality of blocks of 64 and 256 agreed within run-to-run spread (closing note of the
-# few-step work, benchmarks/bench_few_step.py --ot).
+# Rows per exact assignment in "ot", measured at batch 2048 on moons (benchmarks/bench_few_step.py ot;
+# 10 000 default steps, 1 thread; a training step alone takes ~3.3 ms; busy machine):
+#   block   ms per call   cost / optimum   CPU s of the run   2-NFE energy distance / noise floor
+#     32        2.8           1.26               83                 6.6x
+#     64        7.3           1.15              107                 2.8x
+#    128       21             1.08              239                 0.7x
+#    256       55             1.04              606                 0.1x
+#   2048     2100 (ot-exact)  1                 ~6 h (not run)
+# 64 keeps a default run at about 2 CPU minutes and is already better at 2 NFE than the old
+# batch-256 OT recipe; for few-step sampling, reflow (training/reflow.py) measured better for less.
 OT_BLOCK = 64
 SINKHORN_REG = 0.05
 SINKHORN_ITERS = 20
