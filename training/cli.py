@@ -58,8 +58,8 @@ def cli():
               help="Probability path: ot (straight lines, the tutorial's), vp (DDPM), cosine, poly.")
 @click.option("--coupling", type=click.Choice(list(COUPLINGS)), default="independent", show_default=True,
               help="Noise-data pairs: as drawn, or minibatch optimal transport (straighter paths, better "
-                   "with few steps). ot: exact assignment on blocks of 64 rows of the batch, ~7 ms per step "
-                   "at batch 2048 (a default moons run: ~110 CPU s instead of ~50); ot-exact: one "
+                   "with few steps). ot: exact assignment over batches of up to 256 rows, and on blocks of 64 rows of "
+                   "larger ones: ~7 ms per step at batch 2048 (a default moons run: ~110 CPU s instead of ~50); ot-exact: one "
                    "assignment over the whole batch (~2 s per step at 2048: keep batches <= 256); "
                    "sinkhorn: entropic plan, pairs drawn from it (~0.26 s per step at 2048).")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="cosine",

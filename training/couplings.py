@@ -2,8 +2,8 @@
 of one batch (same number of rows) and returns x0 reordered (or resampled), row i paired with x1_i.
 
 independent: the tutorial's pairs (x0_i, x1_i) as drawn.
-ot: minibatch optimal transport (Tong et al., 2023; Pooladian et al., 2023) solved exactly on
-    consecutive blocks of OT_BLOCK rows: each block's noise is reordered so that the pairing
+ot: minibatch optimal transport (Tong et al., 2023; Pooladian et al., 2023) solved exactly over
+    batches of up to OT_EXACT_MAX rows, and on consecutive blocks of OT_BLOCK rows of larger ones: each block's noise is reordered so that the pairing
     minimises its total squared distance (scipy's linear_sum_assignment). The rows of a batch are
     iid draws, so the blocks are random sub-batches; the result is a permutation, and it never
     increases the total squared distance of the pairs as drawn (each block's assignment is at
@@ -32,6 +32,9 @@ COUPLINGS = ("independent", "ot", "ot-exact", "sinkhorn")
 # 64 keeps a default run at about 2 CPU minutes and is already better at 2 NFE than the old
 # batch-256 OT recipe; for few-step sampling, reflow (training/reflow.py) measured better for less.
 OT_BLOCK = 64
+# Batches up to this size get one exact assignment (256: ~4 ms, what the batch-256 OT recipe of
+# bench_recipes.py measured with).
+OT_EXACT_MAX = 256
 SINKHORN_REG = 0.05
 SINKHORN_ITERS = 20
 
@@ -88,7 +91,7 @@ def couple(coupling: str, x0: torch.Tensor, x1: torch.Tensor,
     if coupling == "independent":
         return x0
     if coupling == "ot":
-        return ot_pair(x0, x1, OT_BLOCK)
+        return ot_pair(x0, x1, None if len(x0) <= OT_EXACT_MAX else OT_BLOCK)
     if coupling == "ot-exact":
         return ot_pair(x0, x1, block=None)
     if coupling == "sinkhorn":
