@@ -32,18 +32,18 @@ def parse_bake(spec: str) -> tuple[str, int]:
 
 
 class BakedSampler(nn.Module):
-    """z [B, *shape] -> x [B, *shape] by `steps` steps of `solver` on velocity(x, t [B]),
-    unrolled at trace time."""
+    """z [B, *shape] -> x [B, *shape] by `steps` steps of `solver` on velocity(x, t [B]) on the
+    grid of `schedule` (fm_runtime.schedules; None: uniform), unrolled at trace time."""
 
-    def __init__(self, velocity: nn.Module, solver: str, steps: int):
+    def __init__(self, velocity: nn.Module, solver: str, steps: int, schedule=None):
         super().__init__()
-        self.velocity, self.solver, self.steps = velocity, solver, steps
+        self.velocity, self.solver, self.steps, self.schedule = velocity, solver, steps, schedule
 
     def at_time(self, x: torch.Tensor, t: float) -> torch.Tensor:
         return self.velocity(x, torch.full((x.shape[0],), t, dtype=x.dtype))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return integrate(self.at_time, z, self.steps, self.solver).x
+        return integrate(self.at_time, z, self.steps, self.solver, schedule=self.schedule).x
 
 
 def fast_elu(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -50,6 +50,9 @@ def _shape(ctx, param, value):
               show_default=True, help="Solver fm-run uses for this model when none is given.")
 @click.option("--default-steps", type=click.IntRange(1, MAX_STEPS), default=DEFAULT_STEPS, show_default=True,
               help="Steps fm-run uses for this model when none are given.")
+@click.option("--schedule", metavar="NAME[:S]",
+              help="Time schedule fm-run uses for this model when none is given (uniform, shift:S, sway:S, "
+                   "cosine, or times:0,...,1); with --bake, the grid baked into the graph [default: uniform].")
 @click.option("--bake", metavar="SOLVER:STEPS",
               help="Write a baked sampler instead: the whole fixed-step solve (e.g. midpoint:8) "
                    "unrolled into one graph, noise z -> samples x, run with a single call.")
@@ -60,7 +63,7 @@ def _shape(ctx, param, value):
 @click.option("--format", "fmt", type=click.Choice(["onnx", "ort"]), default="onnx", show_default=True,
               help="ort: onnxruntime's mobile format, plus OUT.required_operators.config for reduced builds.")
 def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape, num_classes, add_divergence,
-        x_name, t_name, default_solver, default_steps, bake, precision, quantize, fmt):
+        x_name, t_name, default_solver, default_steps, schedule, bake, precision, quantize, fmt):
     """Export a velocity network to ONNX with the fm.* metadata contract (docs/contract.md),
     after checking it: onnx.checker, then onnxruntime against torch on random inputs at batch
     sizes 1, 7 and 256 (and the log-likelihood graph against torch autodiff). On any mismatch
@@ -73,6 +76,8 @@ def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape
     Examples:
       fm-export moons.ckpt --out moons.onnx
       fm-export moons.ckpt --bake midpoint:8 --out moons-mid8.onnx
+      fm-export moons-reflow.ckpt --bake midpoint:1 --out moons-1step.onnx
+      fm-export moons.ckpt --bake euler:4 --schedule shift:0.5 --out moons-e4.onnx
       fm-export moons.ckpt --precision fp16 --out moons-fp16.onnx
       fm-export --module mynets:make_mlp --weights mlp.pt --data-shape 2 --call "cat(x,t)" --out mlp.onnx
       fm-export --module mynets:make_unet --weights unet.pt --data-shape 1,8,8 --call t,x --out unet.onnx
@@ -88,6 +93,12 @@ def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape
             parse_bake(bake)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--bake") from None
+    if schedule:
+        from fm_runtime.schedules import parse_schedule
+        try:
+            parse_schedule(schedule)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--schedule") from None
     if bool(source) == bool(factory):
         raise click.UsageError("give one network: a SOURCE file (.ckpt, .pt2, or .onnx with --add-divergence) "
                                "or --module PKG.MOD:FACTORY")
@@ -98,7 +109,7 @@ def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape
                                "trained elsewhere (--module or a .pt2 program); an fm-train checkpoint knows them")
     if kind == "onnx" or add_divergence:
         return _add_divergence(source, out, kind, add_divergence, data_shape, x_name, t_name)
-    variants = dict(default_solver=default_solver, default_steps=default_steps, bake=bake,
+    variants = dict(default_solver=default_solver, default_steps=default_steps, default_schedule=schedule, bake=bake,
                     precision=precision, quantize=quantize, fmt=fmt)
     if foreign:
         if data_shape is None:
@@ -118,7 +129,7 @@ def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape
         r = export_checkpoint(source, out, **variants)
     else:
         raise click.UsageError(f"{source} is neither an fm-train checkpoint, a .pt2 program nor an ONNX file")
-    kind_text = f"baked {bake} sampler" if bake else "velocity model"
+    kind_text = f"baked {bake}{' ' + schedule if schedule else ''} sampler" if bake else "velocity model"
     click.echo(f"exported {kind_text} {what} -> {r.path}: {r.size_bytes / 1024:.1f} KiB, opset {r.opset}, "
                f"onnxruntime vs torch max |diff| {r.max_abs_diff:.2e} at batch sizes "
                f"{', '.join(map(str, r.batches))}; log-likelihoods: {r.divergence}; {r.seconds:.1f} s", err=True)

@@ -25,6 +25,7 @@ import onnxruntime as ort
 import torch
 
 import fm_runtime
+from fm_runtime.schedules import parse_schedule
 from fm_runtime.contract import build_metadata, io_table, put_metadata, read_spec, write_metadata
 from fm_runtime.io import atomic_write
 from fm_runtime.session import one_line
@@ -182,7 +183,7 @@ def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape,
 def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: str | Callable = "x,t",
                     time: str = "B", num_classes: int = 0, path: dict | None = None,
                     default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
-                    bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
+                    default_schedule=None, bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
                     fmt: str = "onnx", divergence: bool = True, training: dict | None = None,
                     architecture: dict | None = None, value_range: list | None = None,
                     reference_data: tuple[np.ndarray, np.ndarray] | None = None) -> ExportReport:
@@ -192,7 +193,8 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     called (see export.adapters: "x,t", "t,x", "cat(x,t)", "x=,t=", with ",y" for labels, or a
     callable (net, x, t, y) -> v). num_classes > 0: labels 0..C-1, and C meaning "no label".
     path: optional metadata of the probability path it was trained on. bake="SOLVER:STEPS": the
-    whole fixed-step solve as one graph z -> x instead. precision="fp16", quantize="int8",
+    whole fixed-step solve as one graph z -> x instead, on the time grid of default_schedule
+    (fm_runtime.schedules; for a velocity file, the schedule fm-run uses when none is given). precision="fp16", quantize="int8",
     fmt="ort": smaller variants, each measured against the float32 export (and, given
     reference_data = two independent draws of real data, for quality too). divergence: add the
     graph log-likelihoods use (velocity files). Raises ExportError (exit code 8) with one line."""
@@ -206,13 +208,22 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     check_adapter(adapter, data_shape)
     one_time = time == "scalar"
     kind, baked, module = "velocity", None, adapter
+    try:
+        schedule = parse_schedule(default_schedule)
+    except ValueError as e:
+        raise ExportError(f"schedule: {e}") from None
     if bake:
         if num_classes:
             raise ExportError("--bake is not available for class-conditional models (the label and "
                               "guidance would have to be graph inputs of the unrolled solve); export "
                               "the velocity model")
         solver, steps = parse_bake(bake)
-        kind, baked, module = "baked", {"solver": solver, "steps": steps}, BakedSampler(adapter, solver, steps).eval()
+        if schedule.steps not in (None, steps):
+            raise ExportError(f"the time grid has {schedule.steps} steps but --bake asks for {steps}")
+        kind, baked = "baked", {"solver": solver, "steps": steps}
+        module = BakedSampler(adapter, solver, steps, schedule).eval()
+    elif schedule.steps:
+        default_steps = schedule.steps
     proto = _to_onnx(module, data_shape, kind, num_classes)
     div_meta, div_text = (_divergence(proto, adapter, data_shape, num_classes, one_time)
                           if divergence and not bake else (None, "no (baked)" if bake else "no"))
@@ -222,7 +233,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     proto.doc_string = f"flow-matching {what} ({(training or {}).get('dataset', 'unknown data')}); see fm.* metadata"
     meta = build_metadata(   # the graph outputs a velocity whatever the network was trained to predict
         data_shape=data_shape, path=path or {"name": "unknown"}, prediction="velocity",
-        default_solver=default_solver, default_steps=default_steps, training=training,
+        default_solver=default_solver, default_steps=default_steps, default_schedule=schedule, training=training,
         architecture=architecture, baked=baked, num_classes=num_classes, value_range=value_range,
         divergence=div_meta, producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),
                                        "onnx": onnx.__version__, "opset": OPSET})

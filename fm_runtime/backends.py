@@ -5,7 +5,8 @@
 - BakedGraph: the file is the whole solve, one call;
 - BoundBakedGraph: a baked file run through fixed device buffers (CUDA graphs).
 
-All share `solve(z, steps, solver, cond, watch) -> (x, network evaluations)`. A Watch belongs to
+All share `solve(z, steps, solver, cond, watch, schedule) -> (x, network evaluations)` (a baked
+graph has its schedule built in). A Watch belongs to
 one request and sees every step the backend exposes, so NaN/Inf are reported where they arose.
 """
 from __future__ import annotations
@@ -51,9 +52,9 @@ class HostLoop:
     def __init__(self, session: ort.InferenceSession, spec: ModelSpec):
         self.session, self.spec = session, spec
 
-    def solve(self, z, steps: int, solver: str, cond: Conditioning, watch: Watch):
+    def solve(self, z, steps: int, solver: str, cond: Conditioning, watch: Watch, schedule=None):
         f = velocity_fn(self.session, self.spec, len(z), cond)
-        return integrate_inplace(f, z, steps, solver, watch.on_step(steps))
+        return integrate_inplace(f, z, steps, solver, watch.on_step(steps), schedule)
 
 
 class DeviceBackend(HostLoop):
@@ -64,11 +65,11 @@ class DeviceBackend(HostLoop):
         super().__init__(session, spec)
         self.loop, self._lock = DeviceLoop(session, spec, device), threading.Lock()
 
-    def solve(self, z, steps, solver, cond, watch):
+    def solve(self, z, steps, solver, cond, watch, schedule=None):
         if self.spec.num_classes:
-            return super().solve(z, steps, solver, cond, watch)
+            return super().solve(z, steps, solver, cond, watch, schedule)
         with self._lock:            # one set of device buffers
-            x, calls = self.loop.solve(z, steps, solver)
+            x, calls = self.loop.solve(z, steps, solver, schedule)
         watch.on_step(steps, "in the device loop's output (sample on CPU to see the step)")(x, steps, 1.0)
         return x, calls
 
@@ -80,7 +81,7 @@ class BakedGraph:
     def _run(self, z):
         return self.session.run([self.spec.out_name], {self.spec.z_name: z}, RUN)[0]
 
-    def solve(self, z, steps, solver, cond, watch):
+    def solve(self, z, steps, solver, cond, watch, schedule=None):
         x = self._run(z)
         watch.on_step(steps, "in the baked graph's output (sample the velocity model to see the step)")(x, steps, 1.0)
         return x, self.spec.baked["nfe"]

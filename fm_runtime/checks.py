@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError, UsageError
+from .schedules import Schedule, parse_schedule
 from .solvers import check_steps, get_solver
 from .spec import ModelSpec
 
@@ -71,6 +72,40 @@ def check_noise(data_shape: tuple[int, ...], noise, n: int | None = None, what: 
         raise InputError(f"{what} contains NaN or Inf")
     return np.ascontiguousarray(noise, dtype=np.float32)
 
+
+
+def check_adaptive(baked: bool, solver, steps, schedule, trajectory, logprob, rtol, atol) -> dict | None:
+    """{"rtol", "atol"} for a dopri5 request (None for a fixed-step one), refusing what it cannot do."""
+    from .adaptive import DEFAULT_ATOL, DEFAULT_RTOL, NAME, check_tolerances
+    if solver != NAME:
+        if rtol is not None or atol is not None:
+            raise UsageError(f"rtol/atol apply to the adaptive solver {NAME} only")
+        return None
+    if baked or steps is not None or schedule is not None or trajectory or logprob:
+        raise UsageError(f"{NAME} chooses its own steps: it takes rtol/atol on a velocity model, not steps, a "
+                         "schedule, a trajectory or log-likelihoods")
+    tol = {"rtol": DEFAULT_RTOL if rtol is None else rtol, "atol": DEFAULT_ATOL if atol is None else atol}
+    try:
+        check_tolerances(float(tol["rtol"]), float(tol["atol"]))
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    return {k: float(v) for k, v in tol.items()}
+
+
+def check_schedule(spec: ModelSpec, schedule, steps) -> tuple[Schedule, int | None]:
+    """(schedule, steps) of a request: the model's default schedule when none is given; an
+    explicit time grid fixes the steps (given steps must agree with it)."""
+    try:
+        s = parse_schedule(spec.default_schedule if schedule is None else schedule)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if s.steps is not None:
+        if steps is not None and steps != s.steps:
+            what = "the model's default time grid" if schedule is None else "the time grid"
+            raise UsageError(f"{what} has {s.steps} steps, not {steps} (give times for {steps} steps, "
+                             "or another schedule)")
+        steps = s.steps
+    return s, steps
 
 
 def check_grid(spec: ModelSpec, steps, solver) -> tuple[int, str]:

@@ -111,6 +111,7 @@ def info(model, as_json, dim, x_name, t_name):
         "inputs": inputs,
         "output": spec.out_name if s.baked else spec.v_name, "prediction": spec.prediction, "path": spec.path,
         "default_solver": spec.default_solver, "default_steps": spec.default_steps,
+        "default_schedule": spec.default_schedule,
         "default_nfe": s.nfe(), "variant": describe_variant(spec.variant), "training": spec.training,
         "architecture": spec.architecture,
         "classes": (f"{spec.num_classes} (labels 0..{spec.num_classes - 1}; {spec.null_class} = no label, "

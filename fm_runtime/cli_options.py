@@ -56,14 +56,39 @@ def threads_option(f):
                         help="Worker threads solving tiles of the batch in parallel [default: all cores].")(f)
 
 
-def solve_options(what: str = "Solver steps on the uniform grid 0 -> 1"):
-    """--steps and --solver, defaulting to the model's."""
+def solve_options(what: str = "Solver steps on the uniform grid 0 -> 1", adaptive: bool = False):
+    """--steps and --solver, defaulting to the model's (adaptive: dopri5 too, with --rtol/--atol)."""
     def add(f):
-        f = click.option("--solver", type=click.Choice(sorted(SOLVERS)),
-                         help="Fixed-step solver [default: the model's, else midpoint].")(f)
+        if adaptive:
+            f = click.option("--atol", type=float, help="dopri5: absolute tolerance [default: 1e-5].")(f)
+            f = click.option("--rtol", type=float, help="dopri5: relative tolerance [default: 1e-5].")(f)
+        f = click.option("--solver", type=click.Choice(sorted(SOLVERS) + (["dopri5"] if adaptive else [])),
+                         help="Fixed-step solver [default: the model's, else midpoint]"
+                              + ("; dopri5: adaptive, to --rtol/--atol, its NFE reported." if adaptive else "."))(f)
         return click.option("--steps", type=click.IntRange(1, MAX_STEPS),
                             help=f"{what} [default: the model's, else 8].")(f)
     return add
+
+
+def schedule_options(f):
+    """--schedule and --times, read together by schedule_of."""
+    f = click.option("--times", metavar="T0,...,1",
+                     help="Explicit time grid 0,...,1 (strictly increasing; K+1 times make K steps).")(f)
+    return click.option("--schedule", metavar="NAME[:S]",
+                        help="Where the steps fall in time: uniform, shift:S (t' = S t / (1 + (S-1) t); S > 1: "
+                             "smaller steps near the data), sway:S (F5-TTS, -1 <= S <= 1.75; -1: smaller steps "
+                             "near the noise), cosine (smaller at both ends) [default: the model's, else uniform].")(f)
+
+
+def schedule_of(schedule: str | None, times: str | None):
+    """The request's schedule from --schedule / --times (None: the model's default)."""
+    from .schedules import parse_schedule, parse_times
+    if schedule and times:
+        raise click.UsageError("give --schedule or --times, not both")
+    try:
+        return parse_times(times) if times else (parse_schedule(schedule) if schedule else None)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--times" if times else "--schedule") from None
 
 
 def class_options(f):

@@ -9,10 +9,12 @@ import click
 import numpy as np
 
 from .cli_options import (check_conditioning, class_options, describe_logp, divergence_options, model_arg,
-                          open_sampler, plain_model_options, run_limits, solve_options, threads_option)
+                          open_sampler, plain_model_options, run_limits, schedule_of, schedule_options,
+                          solve_options, threads_option)
 from . import limits
 from .errors import NumericalError
 from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
+from . import checks
 from .noise import new_seed
 from .solvers import time_grid
 
@@ -34,7 +36,8 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option("-n", "--num", "n", type=click.IntRange(min=1),
               help="Number of samples [default: 1000; with --grid and a conditional model, "
                    "one row of --grid-cols per class] (ignored when --noise gives the starting points).")
-@solve_options()
+@solve_options(adaptive=True)
+@schedule_options
 @click.option("--seed", type=click.IntRange(min=0),
               help="Seed for the starting noise; a random one (printed) if omitted.")
 @click.option("--noise", type=click.Path(dir_okay=False),
@@ -72,7 +75,7 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
                    "replay it (one capture per batch size).")
 @plain_model_options
 @run_limits
-def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progress, plot, label, labels,
+def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, out, shard, keep_partial, progress, plot, label, labels,
            guidance, logprob, divergence, probes, grid, grid_cols, provider, threads, tile, cuda_graph,
            dim, x_name, t_name):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
@@ -81,6 +84,9 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
     Examples:
       fm-run sample -n 1000 --seed 0 --out samples.npy
       fm-run sample moons.onnx --noise z.npy --steps 4 --solver rk4 --out x.npy
+      fm-run sample moons.onnx --steps 2 --schedule shift:0.5 -n 1000 --out x.npy
+      fm-run sample moons.onnx --times 0,0.3,1 --solver midpoint -n 1000 --out x.npy
+      fm-run sample moons.onnx --solver dopri5 --rtol 1e-6 -n 1000 --out ref.npy   # adaptive
       fm-run sample moons.onnx -n 100000000 --seed 1 --out big.npy      # streamed, bounded memory
       fm-run sample moons.onnx -n 100000000 --seed 1 --shard 2/8 --out part2.npy
       fm-run sample plain.onnx --dim 2 -n 500 --out x.npy
@@ -89,6 +95,13 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
       fm-run sample digits.onnx --guidance 2 --grid digits.png       # one row per class
     """
     shard_ik = _parse_shard(shard)
+    schedule = schedule_of(schedule, times)
+    adaptive = solver == "dopri5"
+    if adaptive and (steps or schedule or plot or shard_ik or logprob):
+        raise click.UsageError("--solver dopri5 chooses its own steps: it takes --rtol/--atol, not --steps, "
+                               "--schedule/--times, --plot, --shard or --logprob")
+    if not adaptive and (rtol is not None or atol is not None):
+        raise click.UsageError("--rtol/--atol apply to --solver dopri5 only")
     if label is not None and labels:
         raise click.UsageError("give --class or --labels, not both")
     if grid and (plot or shard_ik):
@@ -123,19 +136,22 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
     if grid and n > most:
         raise click.UsageError(f"--grid draws every sample; {n:,} is too many for one picture of these "
                                f"images (at most {most:,})")
-    cond = {"labels": label if y is None else y, "guidance": guidance}
+    cond = {"labels": label if y is None else y, "guidance": guidance,
+            **({"rtol": rtol, "atol": atol} if adaptive else {})}
     if cond["labels"] is not None:
         sampler.check_labels(cond["labels"], n)
     if sampler.baked:
         if plot:
             raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
-        sampler.check_baked(steps, solver, False)      # UsageError, exit 2
-    steps = steps or sampler.spec.default_steps
+        sampler.check_baked(steps, solver, False, schedule)      # UsageError, exit 2
+    if not adaptive:
+        schedule, steps = checks.check_schedule(sampler.spec, schedule, steps)
+    steps = None if adaptive else (steps or sampler.spec.default_steps)
     solver = solver or sampler.spec.default_solver
     start, stop = (shard_ik[0] * n // shard_ik[1], (shard_ik[0] + 1) * n // shard_ik[1]) if shard_ik else (0, n)
     rows = stop - start
     row_bytes = 4 * sampler.spec.dim
-    in_memory = bool(plot or logprob or grid or (z is not None and not out))
+    in_memory = bool(plot or logprob or grid or adaptive or (z is not None and not out))   # dopri5: one system
     if out:
         check_space(out, rows * row_bytes + 4096)
     need = limits.in_memory_bytes(rows, row_bytes, tile_rows=sampler.tiler.tile, workers=sampler.tiler.workers,
@@ -150,7 +166,7 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
     clock = time.perf_counter()
     try:
         result, nonfinite = _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial,
-                                 progress, cond, logprob and {"path": logprob, "divergence": divergence,
+                                 progress, dict(cond, schedule=schedule), logprob and {"path": logprob, "divergence": divergence,
                                                               "probes": probes}, in_memory)
     except NumericalError as e:
         raise NumericalError(f"{e}; nothing written (--keep-partial writes the samples anyway)") from None
@@ -158,10 +174,12 @@ def sample(model, n, steps, solver, seed, noise, out, shard, keep_partial, progr
     x = result.samples if result is not None else None
     if plot:
         from .plot import trajectory_figure
-        trajectory_figure(plot, result.trajectory, time_grid(steps))
+        trajectory_figure(plot, result.trajectory, time_grid(steps, schedule=schedule))
     what = f"rows {start:,}..{stop - 1:,} of a {n:,}-row run" if shard_ik else f"{rows:,} samples"
-    click.echo(f"{what} of shape {list(sampler.data_shape)}: {solver}, {steps} steps, "
-               f"{sampler.nfe(steps, solver)} NFE, {elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
+    steps_text = (f"rtol {rtol or 1e-5:g}, atol {atol or 1e-5:g}, {result.nfe} NFE" if adaptive else
+                  f"{steps} steps" + ("" if schedule.uniform else f" ({schedule})") + f", {sampler.nfe(steps, solver)} NFE")
+    click.echo(f"{what} of shape {list(sampler.data_shape)}: {solver}, {steps_text}, "
+               f"{elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
                + (f", seed {seed}" if z is None else "")
                + (f" -> {out}" if out else "") + (f", figure -> {plot}" if plot else "")
                + _describe_conditioning(sampler, cond), err=True)

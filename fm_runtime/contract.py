@@ -11,10 +11,13 @@ from typing import Any
 from . import contract_values
 from .errors import ModelError
 from .graph_io import check_graph, io_table, plain_spec
+from .schedules import parse_schedule
 from .spec import NAMES, ModelSpec
 from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe
 
-FORMAT_VERSION = 2      # 2 added class labels (fm.num_classes, input y); files without them say 1
+# 2 added class labels (fm.num_classes, input y); 3 the time schedule (fm.default_schedule) other
+# than uniform. A file declares the lowest version whose features it uses.
+FORMAT_VERSION = 3
 PREFIX = "fm."
 KINDS = ("velocity", "baked")
 PREDICTIONS = ("velocity",)
@@ -37,6 +40,7 @@ _KEYS: dict[str, tuple[type | tuple[type, ...], tuple[str, ...]]] = {
     "path": (dict, _ALL),
     "default_solver": (str, ()),
     "default_steps": (int, ()),
+    "default_schedule": (str, ()),
     "training": (dict, ()),
     "architecture": (dict, ()),
     "producer": (dict, ()),
@@ -52,26 +56,33 @@ _KEYS: dict[str, tuple[type | tuple[type, ...], tuple[str, ...]]] = {
 
 def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
                    default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
-                   training: dict | None = None, architecture: dict | None = None,
+                   default_schedule=None, training: dict | None = None, architecture: dict | None = None,
                    producer: dict | None = None, baked: dict | None = None, num_classes: int = 0,
                    value_range: list | None = None, divergence: dict | None = None,
                    graph_names: tuple[str, str, str] = (NAMES.x, NAMES.t, NAMES.v)) -> dict[str, str]:
     """The fm.* metadata_props of a model file (values JSON-encoded). With `baked`
     ({"solver", "steps"}) the file is a baked sampler with input z and output x. num_classes > 0:
     the velocity graph takes labels y, id num_classes meaning "no label" (contract version 2).
-    graph_names: the velocity graph's (x, t, v) names, for graphs fm-export did not name."""
+    graph_names: the velocity graph's (x, t, v) names, for graphs fm-export did not name.
+    default_schedule: the time schedule (schedules.py) used when none is asked for, or for a
+    baked file the one it was built with; other than uniform, the file declares version 3."""
+    schedule = parse_schedule(default_schedule)
     names = ({"input_z": NAMES.z, "output_x": NAMES.samples, "baked": {**baked, "nfe": nfe(baked["solver"], baked["steps"])}}
              if baked else dict(zip(("input_x", "input_t", "output_v"), graph_names)))
     if baked:
         default_solver, default_steps = baked["solver"], baked["steps"]
+    default_steps = schedule.steps or default_steps
     values = {
         "format_version": 1, "kind": "baked" if baked else "velocity",
         "data_shape": [int(s) for s in data_shape], **names, "prediction": prediction, "path": path,
         "default_solver": default_solver, "default_steps": int(default_steps),
+        "default_schedule": str(schedule),
         "training": training or {}, "architecture": architecture or {}, "producer": producer or {},
     }
     if num_classes:
         values.update(format_version=2, num_classes=int(num_classes), null_class=int(num_classes), input_y=NAMES.y)
+    if not schedule.uniform:
+        values["format_version"] = 3
     if value_range:
         values["value_range"] = [float(v) for v in value_range]
     if divergence:
@@ -184,6 +195,12 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
             if baked.setdefault("nfe", nfe(solver, steps)) != nfe(solver, steps):
                 raise ModelError(f"{where}: fm.baked says {baked['nfe']} NFE, but {solver}:{steps} takes "
                                  f"{nfe(solver, steps)}")
+        try:
+            schedule = parse_schedule(m.get("default_schedule", "uniform"))
+        except ValueError as e:
+            raise ModelError(f"{where}: fm.default_schedule: {e}") from None
+        if schedule.steps not in (None, steps):
+            raise ModelError(f"{where}: fm.default_schedule has {schedule.steps} steps but the file's steps are {steps}")
         classes = m.get("num_classes", 0)
         if classes < 0 or (classes and m.get("null_class", classes) not in range(classes + 1)):
             raise ModelError(f"{where}: fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, "
@@ -201,7 +218,7 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
                          m.get("output_v", NAMES.v), kind=kind, z_name=m.get("input_z", NAMES.z),
                          out_name=m.get("output_x", NAMES.samples), baked=baked, selftest=m.get("selftest", {}),
                          variant=m.get("variant", {}), prediction=m["prediction"], path=m["path"],
-                         default_solver=solver, default_steps=steps,
+                         default_solver=solver, default_steps=steps, default_schedule=str(schedule),
                          training=m.get("training", {}), architecture=m.get("architecture", {}),
                          producer=m.get("producer", {}), format_version=version,
                          num_classes=classes, null_class=m.get("null_class", classes),

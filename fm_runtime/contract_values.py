@@ -105,6 +105,7 @@ SCHEMA: dict[str, Any] = {
     "prediction": str,
     "path": {"name?": str},
     "default_solver": str,
+    "default_schedule": str,
     "default_steps": POSITIVE,
     "training": {}, "producer": {},
     "architecture": {"type?": str, "dim?": POSITIVE, "width?": POSITIVE, "depth?": POSITIVE},

@@ -61,11 +61,11 @@ class DeviceLoop:
         io.bind_ortvalue_output("Y", out)
         self.axpy.run_with_iobinding(io, RUN)
 
-    def solve(self, z: np.ndarray, steps: int, solver: str) -> tuple[np.ndarray, int]:
+    def solve(self, z: np.ndarray, steps: int, solver: str, schedule=None) -> tuple[np.ndarray, int]:
         s = get_solver(solver)
         b = len(z)
         t_shape = (b,) if self.spec.t_rank == 1 else (b, 1)
-        grid = time_grid(steps)
+        grid = time_grid(steps, schedule=schedule)
         # everything the loop needs goes to the device before it starts
         t_dev = {}
         coef = {}

@@ -53,7 +53,7 @@ def standard_normal_logpdf(z: np.ndarray) -> np.ndarray:
 
 
 def solve_with_divergence(jvp: Callable, x: np.ndarray, e: np.ndarray, method: str, steps: int,
-                          solver: str, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, int]:
+                          solver: str, t0: float, t1: float, schedule=None) -> tuple[np.ndarray, np.ndarray, int]:
     """Integrate [x, A] from t0 to t1 with dA/dt = div v, from the tangents e of probe_vectors:
     the sum of e_k . J e_k over the basis ("exact") or their mean ("hutchinson").
     jvp(x, t, e) -> (v, J e). Returns (x at t1, A(t1) - A(t0) in float64, network evaluations)."""
@@ -68,5 +68,5 @@ def solve_with_divergence(jvp: Callable, x: np.ndarray, e: np.ndarray, method: s
         return np.concatenate([v.reshape(n, d), div[:, None]], 1)
 
     state = np.concatenate([x.reshape(n, d), np.zeros((n, 1), np.float32)], 1)
-    sol = integrate(augmented, state, steps, solver, t0=t0, t1=t1)
+    sol = integrate(augmented, state, steps, solver, t0=t0, t1=t1, schedule=schedule)
     return sol.x[:, :d].reshape(x.shape), sol.x[:, d].astype(np.float64), sol.nfe

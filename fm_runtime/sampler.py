@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
+from .adaptive import dopri5
 from .backends import Watch, choose_backend
 from .contract import ModelSpec, divergence_problem
 from .control import guarded
@@ -108,9 +109,12 @@ class Sampler:
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)
 
-    def check_baked(self, steps: int | None, solver: str | None, trajectory: bool) -> None:
-        """Refuse, before any work, what a baked file cannot do (other steps, trajectories)."""
+    def check_baked(self, steps: int | None, solver: str | None, trajectory: bool, schedule=None) -> None:
+        """Refuse, before any work, what a baked file cannot do (other steps, schedules, trajectories)."""
         b = self.spec.baked
+        if schedule is not None and str(checks.check_schedule(self.spec, schedule, None)[0]) != self.spec.default_schedule:
+            raise UsageError(f"{self.path} is a baked sampler on the {self.spec.default_schedule} time schedule; it "
+                             f"cannot run another (export another --bake with --schedule)")
         if (steps is not None and steps != b["steps"]) or (solver is not None and solver != b["solver"]):
             raise UsageError(f"{self.path} is a baked {b['solver']}:{b['steps']} sampler; it cannot "
                              f"run {solver or b['solver']}:{steps or b['steps']} (export another --bake)")
@@ -126,13 +130,17 @@ class Sampler:
     def run(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
             seed: int | None = None, noise: np.ndarray | None = None, *, trajectory: bool = False,
             logprob: bool = False, keep_partial: bool = False, labels=None, guidance: float = 1.0,
-            divergence: str = "auto", probes: int = 1, probe_seed: int = 0) -> SampleResult:
+            divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
+            rtol: float | None = None, atol: float | None = None) -> SampleResult:
         """One sampling request; see sample() for the arguments. Safe to call from many threads."""
+        adaptive = checks.check_adaptive(self.baked, solver, steps, schedule, trajectory, logprob, rtol, atol)
         if self.baked:
-            self.check_baked(steps, solver, trajectory)
+            self.check_baked(steps, solver, trajectory, schedule)
         if logprob and trajectory:
             raise UsageError("return_logprob and return_trajectory cannot be combined")
-        steps, solver = checks.check_grid(self.spec, steps, solver)
+        if not adaptive:
+            schedule, steps = checks.check_schedule(self.spec, schedule, steps)
+            steps, solver = checks.check_grid(self.spec, steps, solver)
         guidance = checks.check_guidance(guidance, labels)
         if noise is not None:
             x0 = self.check_noise(noise, None if n is None else checks.count(n))
@@ -142,17 +150,22 @@ class Sampler:
             x0 = self.noise(checks.count(n), seed)
         cond = Conditioning(self.check_labels(labels, len(x0)), guidance)
         watch = Watch(self.path, keep_partial)
-        if logprob:
+        if adaptive:       # one system: the error norm, hence the steps, cover every row
+            sol = dopri5(velocity_fn(self.session, self.spec, len(x0), cond), x0, **adaptive)
+            watch.on_step(sol.accepted)(sol.x, sol.accepted, 1.0)
+            result = SampleResult(sol.x, sol.nfe)
+        elif logprob:
             x, integral, calls = self._solve_divergence(x0, steps, solver, cond, divergence, probes,
-                                                        probe_seed, forward=True)
+                                                        probe_seed, forward=True, schedule=schedule)
             result = SampleResult(x, calls, logprob=standard_normal_logpdf(x0) - integral)
         elif trajectory:
-            sol = integrate(velocity_fn(self.session, self.spec, len(x0), cond), x0, steps, solver, trajectory=True)
+            sol = integrate(velocity_fn(self.session, self.spec, len(x0), cond), x0, steps, solver, trajectory=True,
+                            schedule=schedule)
             for i, state in enumerate(sol.trajectory[1:], 1):
                 watch.on_step(steps)(state, i, sol.times[i])
             result = SampleResult(sol.x, sol.nfe, trajectory=np.stack(sol.trajectory))
         else:
-            result = SampleResult(*self._solve(x0, steps, solver, cond, watch))
+            result = SampleResult(*self._solve(x0, steps, solver, cond, watch, schedule))
         result.nonfinite = watch.nonfinite
         self._last.nfe = result.nfe
         return result
@@ -161,8 +174,14 @@ class Sampler:
                seed: int | None = None, noise: np.ndarray | None = None,
                return_trajectory: bool = False, keep_partial: bool = False, labels=None,
                guidance: float = 1.0, return_logprob: bool = False, divergence: str = "auto",
-               probes: int = 1, probe_seed: int = 0):
+               probes: int = 1, probe_seed: int = 0, schedule=None, rtol: float | None = None,
+               atol: float | None = None):
         """Draw samples. Give `n` (with an optional `seed`) or a `noise` array [n, *shape].
+
+        `schedule` places the steps in time (fm_runtime.schedules): "uniform", "shift:S",
+        "sway:S", "cosine", or explicit times [0, ..., 1] (which fix the steps); default: the
+        model's (fm-run info shows it). solver "dopri5" is adaptive (fm_runtime.adaptive): it takes
+        `rtol`/`atol` (default 1e-5) instead of steps and reports its NFE in run().nfe / last_nfe.
 
         Class-conditional models take `labels` (an int for every row, or [n] ints; None: no label)
         and a classifier-free `guidance` weight w: v = v_u + w (v_c - v_u), so w = 1 is the
@@ -177,7 +196,7 @@ class Sampler:
         UsageError, unusable noise InputError (both fm_runtime.FmError)."""
         r = self.run(n, steps, solver, seed, noise, trajectory=return_trajectory, logprob=return_logprob,
                      keep_partial=keep_partial, labels=labels, guidance=guidance, divergence=divergence,
-                     probes=probes, probe_seed=probe_seed)
+                     probes=probes, probe_seed=probe_seed, schedule=schedule, rtol=rtol, atol=atol)
         if return_trajectory:
             return r.samples, r.trajectory
         return (r.samples, r.logprob) if return_logprob else r.samples
@@ -185,7 +204,7 @@ class Sampler:
     @guarded
     def log_prob(self, x: np.ndarray, steps: int | None = None, solver: str | None = None, labels=None,
                  guidance: float = 1.0, divergence: str = "auto", probes: int = 1,
-                 probe_seed: int = 0) -> np.ndarray:
+                 probe_seed: int = 0, schedule=None) -> np.ndarray:
         """log p1(x) in nats for data x [n, *shape], by integrating x back from t = 1 to noise at
         t = 0 with the divergence of the velocity: log N(x_0) - int_0^1 div v dt.
 
@@ -194,30 +213,32 @@ class Sampler:
         `probe_seed` and the row index): unbiased, cheaper in high dimension; "auto" is exact up
         to likelihood.EXACT_MAX_DIM dimensions. Divide by the number of dimensions (and ln 2)
         for nats (bits) per dimension. Conditional models: log p(x | label), or of the guided
-        field with guidance != 1."""
+        field with guidance != 1. `schedule` as in sample(), visited backwards."""
+        schedule, steps = checks.check_schedule(self.spec, schedule, steps)
         steps, solver = checks.check_grid(self.spec, steps, solver)
         x1 = self.check_noise(x, what="data")
         cond = Conditioning(self.check_labels(labels, len(x1)), checks.check_guidance(guidance, labels))
         z, integral, self._last.nfe = self._solve_divergence(x1, steps, solver, cond, divergence, probes,
-                                                             probe_seed, forward=False)
+                                                             probe_seed, forward=False, schedule=schedule)
         return standard_normal_logpdf(z) - integral
 
-    def _solve(self, x0: np.ndarray, steps: int, solver: str, cond: Conditioning, watch: Watch):
+    def _solve(self, x0: np.ndarray, steps: int, solver: str, cond: Conditioning, watch: Watch, schedule=None):
         """Solve in tiles, each tile one independent solve on the backend."""
         bounds = self.tiler.bounds(len(x0))
         if len(bounds) == 1:
-            x, calls = self.backend.solve(x0, steps, solver, cond, watch)
+            x, calls = self.backend.solve(x0, steps, solver, cond, watch, schedule)
             return checked(self.spec, x, len(x0), "samples"), calls
         out = np.empty_like(x0)
 
         def run(ab: tuple[int, int]) -> int:
             a, b = ab
-            x, calls = self.backend.solve(x0[a:b], steps, solver, cond.rows(a, b), watch)
+            x, calls = self.backend.solve(x0[a:b], steps, solver, cond.rows(a, b), watch, schedule)
             out[a:b] = checked(self.spec, x, b - a, "samples")
             return calls
         return out, self.tiler.map(run, bounds)[0]
 
-    def _solve_divergence(self, x0, steps, solver, cond, divergence, probes, probe_seed, forward: bool):
+    def _solve_divergence(self, x0, steps, solver, cond, divergence, probes, probe_seed, forward: bool,
+                          schedule=None):
         """Solve [x, A] (dA/dt = div v) forward from noise or backward from data, in tiles.
         Returns (end state, A(end) - A(start) signed so that log p1 = log N(x_0) - integral, NFE)."""
         problem = divergence_problem(self.spec, self.path)
@@ -239,7 +260,8 @@ class Sampler:
             e = probe_vectors(b - a, self.data_shape, method, k, probe_seed, start=a)
             jvp = jvp_fn(session, self.spec, b - a, cond.rows(a, b))
             t0, t1 = (0.0, 1.0) if forward else (1.0, 0.0)
-            end[a:b], acc, calls[0] = solve_with_divergence(jvp, x0[a:b], e, method, steps, solver, t0, t1)
+            end[a:b], acc, calls[0] = solve_with_divergence(jvp, x0[a:b], e, method, steps, solver, t0, t1,
+                                                            schedule)
             integral[a:b] = acc if forward else -acc
 
         tile = self.tiler.tile
@@ -257,7 +279,7 @@ class Sampler:
 
     def sample_chunks(self, start: int, stop: int, seed: int, steps: int | None = None,
                       solver: str | None = None, chunk: int | None = None, keep_partial: bool = False,
-                      labels=None, guidance: float = 1.0, noise: np.ndarray | None = None):
+                      labels=None, guidance: float = 1.0, noise: np.ndarray | None = None, schedule=None):
         """Rows [start, stop) of one seeded run (or of `noise`), solved and yielded chunk by chunk
         as (first_row, SampleResult): memory stays bounded whatever the number of rows. `labels`:
         one int, or an array indexed by the run's row numbers. chunk: rows per chunk [default:
@@ -268,7 +290,7 @@ class Sampler:
             b = min(a + chunk, stop)
             z = stream.take(b - a) if stream is not None else noise[a:b]
             yield a, self.run(noise=z, steps=steps, solver=solver, keep_partial=keep_partial,
-                              guidance=guidance, labels=label_rows(labels, a, b))
+                              guidance=guidance, labels=label_rows(labels, a, b), schedule=schedule)
 
 
 def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
+from .schedules import parse_schedule
+
 Velocity = Callable[[Any, float], Any]
 
 
@@ -57,10 +59,10 @@ def check_steps(steps: int) -> None:
         raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
 
 
-def time_grid(steps: int, t0: float = 0.0, t1: float = 1.0) -> list[float]:
-    """The uniform grid t0 = t_0 < ... < t_steps = t1, in float64 (exact ends)."""
-    h = (t1 - t0) / steps
-    return [t0 + i * h for i in range(steps)] + [t1]
+def time_grid(steps: int, t0: float = 0.0, t1: float = 1.0, schedule=None) -> list[float]:
+    """The grid t0 = t_0, ..., t_steps = t1 of a schedule (schedules.py; None: uniform), in
+    float64 (exact ends)."""
+    return parse_schedule(schedule).grid(steps, t0, t1)
 
 
 def tableau_step(s: Solver, f: Velocity, x, t: float, h: float):
@@ -86,8 +88,9 @@ class Solution(NamedTuple):
 
 
 def integrate(f: Velocity, x0, steps: int, solver: str = DEFAULT_SOLVER, t0: float = 0.0,
-              t1: float = 1.0, trajectory: bool = False) -> Solution:
-    """Solve dx/dt = f(x, t) from t0 to t1 in `steps` uniform steps of a fixed-step solver."""
+              t1: float = 1.0, trajectory: bool = False, schedule=None) -> Solution:
+    """Solve dx/dt = f(x, t) from t0 to t1 in `steps` steps of a fixed-step solver, on the
+    grid of `schedule` (None: uniform)."""
     check_steps(steps)
     method = get_solver(solver)
     calls = 0
@@ -97,7 +100,7 @@ def integrate(f: Velocity, x0, steps: int, solver: str = DEFAULT_SOLVER, t0: flo
         calls += 1
         return f(x, t)
 
-    times = time_grid(steps, t0, t1)
+    times = time_grid(steps, t0, t1, schedule)
     x = x0
     path = [x0] if trajectory else None
     for i in range(steps):
@@ -107,7 +110,7 @@ def integrate(f: Velocity, x0, steps: int, solver: str = DEFAULT_SOLVER, t0: flo
     return Solution(x, path, times, calls)
 
 
-def integrate_inplace(f, x0, steps: int, solver: str = DEFAULT_SOLVER, on_step=None) -> tuple:
+def integrate_inplace(f, x0, steps: int, solver: str = DEFAULT_SOLVER, on_step=None, schedule=None) -> tuple:
     """The same solve as `integrate`, for numpy arrays, driven by the solver's Butcher tableau
     with preallocated buffers: the state is updated in place and no arrays are created per step
     other than what f returns. Returns (x, nfe). Agrees with `integrate` to float32 rounding.
@@ -120,7 +123,7 @@ def integrate_inplace(f, x0, steps: int, solver: str = DEFAULT_SOLVER, on_step=N
     stage_x = np.empty_like(x)
     scratch = np.empty_like(x)
     k: list = [None] * len(s.c)
-    times = time_grid(steps)
+    times = time_grid(steps, schedule=schedule)
     calls = 0
     for i in range(steps):
         t, h = times[i], times[i + 1] - times[i]

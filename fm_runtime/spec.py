@@ -45,6 +45,7 @@ class ModelSpec:
     path: dict[str, Any] = field(default_factory=lambda: {"name": "unknown"})
     default_solver: str = DEFAULT_SOLVER
     default_steps: int = DEFAULT_STEPS
+    default_schedule: str = "uniform"   # schedules.py; a baked file's is the one it was built with
     training: dict[str, Any] = field(default_factory=dict)
     architecture: dict[str, Any] = field(default_factory=dict)
     producer: dict[str, Any] = field(default_factory=dict)

@@ -180,9 +180,9 @@ def cfm_loss(model: torch.nn.Module, path: GaussianPath, x1: torch.Tensor,
         x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
     if callable(coupling):
         x0 = coupling(x0, x1)
-    elif coupling == "ot":
-        from .couplings import ot_pair
-        x0 = ot_pair(x0, x1)
+    elif coupling != "independent":
+        from .couplings import couple
+        x0 = couple(coupling, x0, x1, generator)
     if t is None:
         t = draw_times(x1.shape[0], generator, time_sampling, path.t_max, x1.dtype)
     xt = path.sample_xt(x0, x1, t)

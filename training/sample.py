@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+from fm_runtime.schedules import parse_schedule
 from fm_runtime.solvers import integrate
 
 
@@ -28,13 +29,17 @@ def guided_velocity(model: torch.nn.Module, labels=None, guidance: float = 1.0):
 
 
 @torch.no_grad()
-def sample(model: torch.nn.Module, noise, steps: int = 8, solver: str = "midpoint",
-           trajectory: bool = False, labels=None, guidance: float = 1.0):
-    """Integrate model from the given noise [n, *shape] (t = 0) to t = 1 with a fixed-step solver,
+def sample(model: torch.nn.Module, noise, steps: int | None = 8, solver: str = "midpoint",
+           trajectory: bool = False, labels=None, guidance: float = 1.0, schedule=None):
+    """Integrate model from the given noise [n, *shape] (t = 0) to t = 1 with a fixed-step solver
+    on the grid of `schedule` (fm_runtime.schedules; None: uniform; explicit times fix the steps),
     in float32 eager torch; class-conditional models take `labels` [n] and a `guidance` weight.
     Returns numpy samples, or (samples, trajectory [steps + 1, n, *shape])."""
+    schedule = parse_schedule(schedule)
+    steps = schedule.steps or steps
     x0 = torch.as_tensor(np.asarray(noise, np.float32))
-    sol = integrate(guided_velocity(model, labels, guidance), x0, steps, solver, trajectory=trajectory)
+    sol = integrate(guided_velocity(model, labels, guidance), x0, steps, solver, trajectory=trajectory,
+                    schedule=schedule)
     if trajectory:
         return sol.x.numpy(), torch.stack(sol.trajectory).numpy()
     return sol.x.numpy()
@@ -55,7 +60,7 @@ def exact_divergence(velocity, x: torch.Tensor, t: float) -> tuple[torch.Tensor,
 
 
 def log_prob(model: torch.nn.Module, x, steps: int = 8, solver: str = "midpoint", labels=None,
-             guidance: float = 1.0) -> np.ndarray:
+             guidance: float = 1.0, schedule=None) -> np.ndarray:
     """log p1(x) in nats by the instantaneous change of variables, integrating the data back from
     t = 1 to t = 0 with the exact divergence: log p1(x) = log N(x_0; 0, I) - int_0^1 div v dt."""
     x1 = torch.as_tensor(np.asarray(x, np.float32))
@@ -67,7 +72,8 @@ def log_prob(model: torch.nn.Module, x, steps: int = 8, solver: str = "midpoint"
         return torch.cat([v.reshape(n, d), div[:, None]], 1)
 
     state = torch.cat([x1.reshape(n, d), torch.zeros(n, 1)], 1)
-    end = integrate(augmented, state, steps, solver, t0=1.0, t1=0.0).x
+    schedule = parse_schedule(schedule)
+    end = integrate(augmented, state, schedule.steps or steps, solver, t0=1.0, t1=0.0, schedule=schedule).x
     z, minus_integral = end[:, :d], end[:, d]
     log_p0 = -0.5 * (z ** 2).sum(1) - 0.5 * d * math.log(2 * math.pi)
     return (log_p0 + minus_integral).detach().numpy()

@@ -102,6 +102,7 @@ const SCHEMA = {
   prediction: TEXT,
   path: { 'name?': TEXT },
   default_solver: TEXT,
+  default_schedule: TEXT,
   default_steps: POSITIVE,
   training: {}, producer: {},
   architecture: { 'type?': TEXT, 'dim?': POSITIVE, 'width?': POSITIVE, 'depth?': POSITIVE },
