@@ -154,9 +154,9 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
     in_memory = bool(plot or logprob or grid or adaptive or (z is not None and not out))   # dopri5: one system
     if out:
         check_space(out, rows * row_bytes + 4096)
-    need = limits.in_memory_bytes(rows, row_bytes, tile_rows=sampler.tiler.tile, workers=sampler.tiler.workers,
-                                  stages=sampler.nfe(1, solver), trajectory_steps=steps if plot else 0,
-                                  logprob=bool(logprob))
+    need = limits.in_memory_bytes(rows, row_bytes, tile_rows=0 if adaptive else sampler.tiler.tile,
+                                  workers=sampler.tiler.workers, stages=7 if adaptive else sampler.nfe(1, solver),
+                                  trajectory_steps=steps if plot else 0, logprob=bool(logprob))
     if (in_memory or not out) and need > limits.budget():
         raise click.UsageError(f"{rows:,} samples need about {limits.describe(need)} in memory, more than "
                                f"the {limits.describe(limits.budget())} budget (--max-memory); write them with "
