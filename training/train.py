@@ -1,6 +1,8 @@
 """The training loop and checkpoints."""
 from __future__ import annotations
 
+import functools
+
 import io
 import math
 import time
@@ -16,7 +18,8 @@ from fm_runtime.io import atomic_write
 from . import distributed, resume as resume_state
 from .data import DATASETS, NUM_CLASSES, VALUE_RANGE, sample_data
 from .nets import VelocityConv, VelocityDiT, VelocityMLP, VelocityUNet, build_network
-from .couplings import COUPLINGS, ot_pair
+from .couplings import COUPLINGS
+from .couplings import couple as pair_by
 from .paths import PREDICTIONS, TIME_SAMPLING, PredictionToVelocity, build_path, cfm_loss
 from .recipe import Recipe
 from .streams import STREAMS, PerStepStream, SequentialStream
@@ -109,7 +112,9 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
             resume_state.restore(state, model, averaged, opt, sched, data)
             first, recent, seconds = state["step"], list(state["recent"]), state["seconds"]
         trainee = group.wrap(model) if group else model
-        couple = distributed.ot_over_processes(ot_pair) if group and coupling == "ot" else coupling
+        # under torchrun the named coupling pairs the whole global batch, as one process would
+        couple = (distributed.ot_over_processes(functools.partial(pair_by, coupling))
+                  if group and coupling != "independent" else coupling)
         log = resume_state.LossLog(loss_log, first) if loss_log and main else None
         pending: list[torch.Tensor] = []
 
