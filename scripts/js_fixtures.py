@@ -1,6 +1,7 @@
 """Fixtures for the JavaScript sampler's tests (js/test): model files exported here, noise, and the
-Python runtime's samples from that noise for every solver and steps in {1, 4, 8}, plus broken files
-and bad requests with the error class the Python runtime gives each. Written to OUTDIR as
+Python runtime's samples from that noise for every solver and steps in {1, 4, 8}, on time schedules
+(a file's non-uniform default and per-request ones), plus broken files and bad requests with the
+error class the Python runtime gives each. Written to OUTDIR as
 manifest.json and little-endian float32 .bin files.
 
     python scripts/js_fixtures.py OUTDIR
@@ -17,11 +18,16 @@ import numpy as np
 SOLVERS = ("euler", "midpoint", "heun", "rk4")
 STEPS = (1, 4, 8)
 ROWS = 64
+SCHEDULE_SOLVERS = ("midpoint", "rk4")
+SCHEDULES = ("shift:3", "sway:-1", "cosine")
+TIMES = "times:0,0.1,0.35,0.7,1"          # an explicit grid fixes the steps (4)
+FILE_SCHEDULE = "shift:3"                  # the "sched" model's fm.default_schedule
 
 
 def build_models(out: Path) -> dict[str, Path]:
     """A plain and a conditional moons model (briefly trained: parity needs no quality), a baked
-    sampler of the plain one, the same plain graph without metadata, and the shipped model."""
+    sampler of the plain one, the same plain graph without metadata, the plain model with a
+    non-uniform default schedule, and the shipped model."""
     import onnx
 
     from export.onnx_export import export_checkpoint, export_model
@@ -33,13 +39,14 @@ def build_models(out: Path) -> dict[str, Path]:
     save_checkpoint(out / "plain.ckpt", model, config)
     export_model(model, config, out / "plain.onnx")
     export_checkpoint(out / "plain.ckpt", out / "baked.onnx", bake="heun:4")
+    export_checkpoint(out / "plain.ckpt", out / "sched.onnx", default_schedule=FILE_SCHEDULE)
     model, config = fit("moons", seed=1, conditional=True, **quick)
     export_model(model, config, out / "cond.onnx")
     bare = onnx.load(out / "plain.onnx")
     del bare.metadata_props[:]
     onnx.save(bare, out / "nometa.onnx")
     return {"plain": out / "plain.onnx", "cond": out / "cond.onnx", "baked": out / "baked.onnx",
-            "nometa": out / "nometa.onnx", "shipped": default_model_path()}
+            "nometa": out / "nometa.onnx", "sched": out / "sched.onnx", "shipped": default_model_path()}
 
 
 def _save(out: Path, name: str, a: np.ndarray) -> str:
@@ -47,10 +54,23 @@ def _save(out: Path, name: str, a: np.ndarray) -> str:
     return name
 
 
-def _cases(kind: str, num_classes: int):
+def _cases(name: str, kind: str, num_classes: int):
     if kind == "baked":
         yield None, None, {}
         return
+    if name == "sched":        # the file's defaults: its solver, steps and schedule
+        yield None, None, {}
+        for solver in SCHEDULE_SOLVERS:
+            for steps in STEPS:
+                yield solver, steps, {}
+        return
+    if name == "plain":        # per-request schedules; explicit times as text and as a list
+        for solver in SCHEDULE_SOLVERS:
+            for schedule in SCHEDULES:
+                for steps in STEPS:
+                    yield solver, steps, {"schedule": schedule}
+            yield solver, None, {"schedule": TIMES}
+        yield "heun", 4, {"schedule": [float(t) for t in TIMES[6:].split(",")]}
     for solver in SOLVERS:
         for steps in STEPS:
             yield solver, steps, {}
@@ -67,14 +87,15 @@ def parity_cases(out: Path, models: dict[str, Path]) -> list[dict]:
         s = fm_runtime.load(path)
         noise = np.random.default_rng(len(cases)).standard_normal((ROWS, *s.data_shape), dtype=np.float32)
         noise_file = _save(out, f"{name}-noise.bin", noise)
-        for solver, steps, cond in _cases(s.spec.kind, s.num_classes):
+        for solver, steps, cond in _cases(name, s.spec.kind, s.num_classes):
             labels = cond.get("labels")
             if labels == "rows":
                 labels = [i % s.num_classes for i in range(ROWS)]
-            x = s.sample(noise=noise, steps=steps, solver=solver, labels=labels, guidance=cond.get("guidance", 1.0))
-            tag = f"{name}-{solver or 'baked'}-{steps or 0}-{len(cases)}"
+            x = s.sample(noise=noise, steps=steps, solver=solver, labels=labels, guidance=cond.get("guidance", 1.0),
+                         schedule=cond.get("schedule"))
+            tag = f"{name}-{solver or 'default'}-{steps or 0}-{len(cases)}"
             cases.append({"model": str(path), "name": name, "noise": noise_file, "steps": steps, "solver": solver,
-                          "labels": labels, "guidance": cond.get("guidance", 1.0), "rows": ROWS,
+                          "schedule": cond.get("schedule"), "labels": labels, "guidance": cond.get("guidance", 1.0), "rows": ROWS,
                           "data_shape": list(s.data_shape), "expected": _save(out, f"{tag}.bin", x)})
     return cases
 
@@ -141,6 +162,15 @@ def broken_files(out: Path, models: dict[str, Path]) -> list[dict]:
     edited("value-range-nan.onnx", set_key("fm.value_range", "[NaN, 1.0]"))
     edited("value-range-reversed.onnx", set_key("fm.value_range", "[1e16, 1e-05]"))
     edited("integral-float-steps.onnx", set_key("fm.default_steps", "2.0"))
+    # time schedules (contract version 3): refused by name, by type, and an explicit grid whose
+    # steps disagree with the file's
+    edited("unknown-schedule.onnx", set_key("fm.default_schedule", '"warp:2"'))
+    edited("schedule-number.onnx", set_key("fm.default_schedule", "3"))
+    edited("schedule-bad-sway.onnx", set_key("fm.default_schedule", '"sway:2"'))
+    edited("schedule-steps-mismatch.onnx", lambda m: [set_key("fm.format_version", "3")(m),
+                                                      set_key("fm.default_steps", "8")(m),
+                                                      set_key("fm.default_schedule", '"times:0,0.5,1"')(m)])
+    edited("baked-schedule-steps.onnx", set_key("fm.default_schedule", '"times:0,0.3,0.6,1"'), baked)
     edited("text-in-escapes.onnx", set_key("fm.path", r'{"name": ["caf\u00e9\n\ud83d\ude00", {"2": 1, "b": 2.50}]}'))
     # The error text of Python's own JSON reader ("Expecting ...", the integer digit limit) differs
     # between Python versions; for these files only the class and "FILE: metadata fm.KEY" must match.
@@ -170,6 +200,11 @@ def bad_requests(models: dict[str, Path]) -> list[dict]:
         ("cond", {"n": 4, "labels": [0, 1]}), ("cond", {"n": 4, "labels": 0, "guidance": 1e4}),
         ("plain", {"noise_rows": 3, "noise_nan": True}), ("plain", {"noise_rows": 3, "n": 4}),
         ("baked", {"n": 4, "steps": 8}), ("baked", {"n": 4, "solver": "euler"}),
+        ("plain", {"n": 4, "schedule": "warp"}), ("plain", {"n": 4, "schedule": "shift:0"}),
+        ("plain", {"n": 4, "schedule": "sway:2"}), ("plain", {"n": 4, "schedule": "cosine:1"}),
+        ("plain", {"n": 4, "schedule": "times:0,0.5,0.4,1"}), ("plain", {"n": 4, "schedule": "times:0,x,1"}),
+        ("plain", {"n": 4, "schedule": [0, 0.5, 2]}), ("plain", {"n": 4, "schedule": TIMES, "steps": 8}),
+        ("baked", {"n": 4, "schedule": "cosine"}), ("baked", {"n": 4, "schedule": "warp"}),
     ]
     out = []
     for model, options in requests:

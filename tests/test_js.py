@@ -1,6 +1,6 @@
 """The JavaScript sampler (js/) against this runtime: node's own test runner runs js/test/ on
 fixtures this run exports (scripts/js_fixtures.py): parity on onnxruntime-node and onnxruntime-web
-for every solver and steps in {1, 4, 8}, the same refusals, and the demo page in headless Chromium
+for every solver and steps in {1, 4, 8} and on time schedules, the same refusals, and the demo page in headless Chromium
 (skipped inside node's runner when /usr/bin/chromium is absent). Needs node and `npm ci` in js/."""
 import os
 import shutil
@@ -24,17 +24,18 @@ def test_js_sampler_matches_python(trained, conditional, tmp_path):
 
     from export.onnx_export import export_checkpoint
     from fm_runtime.session import default_model_path
-    from scripts.js_fixtures import write_fixtures
+    from scripts.js_fixtures import FILE_SCHEDULE, write_fixtures
 
     fx = tmp_path / "fixtures"
     fx.mkdir()
     export_checkpoint(trained.ckpt, fx / "baked.onnx", bake="heun:4")
+    export_checkpoint(trained.ckpt, fx / "sched.onnx", default_schedule=FILE_SCHEDULE)
     import onnx
     bare = onnx.load(trained.onnx)
     del bare.metadata_props[:]
     onnx.save(bare, fx / "nometa.onnx")
     models = {"plain": trained.onnx, "cond": conditional["moons"][1], "baked": fx / "baked.onnx",
-              "nometa": fx / "nometa.onnx", "shipped": default_model_path()}
+              "nometa": fx / "nometa.onnx", "sched": fx / "sched.onnx", "shipped": default_model_path()}
     write_fixtures(fx, models)
     env = dict(os.environ, FM_JS_FIXTURES=str(fx), FM_JS_ARTIFACTS=str(tmp_path / "artifacts"),
                FM_JS_REPORT=str(tmp_path / "parity.json"), FM_PYTHON=sys.executable)

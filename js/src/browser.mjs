@@ -8,6 +8,7 @@ import { loadBytes } from './sampler.mjs';
 export * from './errors.mjs';
 export { Sampler, inspect, DEFAULT_TILE } from './sampler.mjs';
 export { SOLVERS, DEFAULT_SOLVER, DEFAULT_STEPS } from './solvers.mjs';
+export { Schedule, parseSchedule } from './schedules.mjs';
 
 /** The moons model shipped in the Python package, relative to this module. */
 export const DEFAULT_MODEL = new URL('../../fm_runtime/models/moons.onnx', import.meta.url).href;

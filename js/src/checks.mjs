@@ -3,8 +3,9 @@
 
 import { InputError, UsageError, show } from './errors.mjs';
 import { MAX_STEPS, SOLVERS } from './solvers.mjs';
+import { parseSchedule } from './schedules.mjs';
 
-const OPTIONS = ['n', 'steps', 'solver', 'noise', 'labels', 'guidance', 'seed'];
+const OPTIONS = ['n', 'steps', 'solver', 'schedule', 'noise', 'labels', 'guidance', 'seed'];
 const isWhole = (v) => typeof v === 'number' && Number.isInteger(v);
 
 function count(n) {
@@ -21,6 +22,25 @@ function checkGrid(spec, where, steps, solver) {
   }
   if (!(steps >= 1 && steps <= MAX_STEPS)) throw new UsageError(`steps must be between 1 and ${MAX_STEPS}, got ${steps}`);
   return [steps, solver];
+}
+
+/** [schedule, steps] of a request: the model's default schedule when none is given; an explicit
+ * time grid fixes the steps (given steps must agree with it). */
+function checkSchedule(spec, schedule, steps) {
+  let s;
+  try {
+    s = parseSchedule(schedule ?? spec.defaultSchedule);
+  } catch (e) {
+    throw new UsageError(e.message);
+  }
+  if (s.steps !== null) {
+    if (steps != null && steps !== s.steps) {
+      const what = schedule == null ? "the model's default time grid" : 'the time grid';
+      throw new UsageError(`${what} has ${s.steps} steps, not ${steps} (give times for ${steps} steps, or another schedule)`);
+    }
+    steps = s.steps;
+  }
+  return [s, steps];
 }
 
 function checkGuidance(guidance, labels) {
@@ -69,19 +89,26 @@ function checkLabels(spec, where, labels, n) {
   return one ? new BigInt64Array(n).fill(BigInt(labels)) : BigInt64Array.from(list, (v) => BigInt(v));
 }
 
-/** A request {n, steps, solver, noise, labels, guidance, seed}, checked: {n, steps, solver,
- * noise (Float32Array or null), labels (BigInt64Array [n] or null), guidance, seed}. */
+/** A request {n, steps, solver, schedule, noise, labels, guidance, seed}, checked: {n, steps, solver,
+ * schedule (a Schedule), noise (Float32Array or null), labels (BigInt64Array [n] or null), guidance, seed}. */
 export function checkSample(spec, where, options) {
   if (options === null || typeof options !== 'object') throw new UsageError(`sample() takes an options object, got ${show(options)}`);
   const unknown = Object.keys(options).filter((k) => !OPTIONS.includes(k));
   if (unknown.length) throw new UsageError(`unknown option ${show(unknown[0])} (sample() takes ${OPTIONS.join(', ')})`);
-  let { n = null, steps = null, solver = null, noise = null, labels = null, guidance = 1, seed = null } = options;
+  let { n = null, steps = null, solver = null, schedule = null, noise = null, labels = null, guidance = 1, seed = null } = options;
+  if (solver === 'dopri5') {
+    throw new UsageError(`the adaptive solver dopri5 runs in the Python runtime only; the JavaScript sampler takes a fixed-step solver: ${Object.keys(SOLVERS).join(', ')}`);
+  }
   if (spec.kind === 'baked') {
     const b = spec.baked;
+    if (schedule != null && String(checkSchedule(spec, schedule, null)[0]) !== spec.defaultSchedule) {
+      throw new UsageError(`${where} is a baked sampler on the ${spec.defaultSchedule} time schedule; it cannot run another (export another --bake with --schedule)`);
+    }
     if ((steps != null && steps !== b.steps) || (solver != null && solver !== b.solver)) {
       throw new UsageError(`${where} is a baked ${b.solver}:${b.steps} sampler; it cannot run ${solver ?? b.solver}:${steps ?? b.steps} (export another --bake)`);
     }
   }
+  [schedule, steps] = checkSchedule(spec, schedule, steps);
   [steps, solver] = checkGrid(spec, where, steps, solver);
   guidance = checkGuidance(guidance, labels);
   if (noise != null) {
@@ -95,5 +122,5 @@ export function checkSample(spec, where, options) {
       throw new UsageError(`seed must be a whole number in [0, 2**32), got ${show(seed)}`);
     }
   }
-  return { n, steps, solver, noise, labels: checkLabels(spec, where, labels, n), guidance, seed };
+  return { n, steps, solver, schedule, noise, labels: checkLabels(spec, where, labels, n), guidance, seed };
 }

@@ -5,8 +5,9 @@ import { ModelError, printable, show } from './errors.mjs';
 import { DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe } from './solvers.mjs';
 import { decode } from './contract_values.mjs';
 import { dumps, plain } from './pyjson.mjs';
+import { parseSchedule } from './schedules.mjs';
 
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
 const PREFIX = 'fm.';
 const KINDS = ['velocity', 'baked'];
 const PREDICTIONS = ['velocity'];
@@ -17,7 +18,7 @@ const ALL = KINDS, VELOCITY = ['velocity'], BAKED = ['baked'];
 const KEYS = {
   format_version: ALL, kind: ALL, data_shape: ALL, input_x: VELOCITY, input_t: VELOCITY, output_v: VELOCITY,
   input_z: BAKED, output_x: BAKED, baked: BAKED, prediction: ALL, path: ALL, default_solver: [],
-  default_steps: [], training: [], architecture: [], producer: [], selftest: [], variant: [],
+  default_steps: [], default_schedule: [], training: [], architecture: [], producer: [], selftest: [], variant: [],
   num_classes: [], null_class: [], input_y: [], value_range: [], divergence: [],
 };
 
@@ -88,7 +89,8 @@ function baseSpec(fields) {
   return {
     dataShape: [], xName: NAMES.x, tName: NAMES.t, vName: NAMES.v, tRank: 1, kind: 'velocity',
     zName: NAMES.z, outName: NAMES.samples, baked: {}, selftest: {}, variant: {}, prediction: 'velocity',
-    path: { name: 'unknown' }, defaultSolver: DEFAULT_SOLVER, defaultSteps: DEFAULT_STEPS, training: {},
+    path: { name: 'unknown' }, defaultSolver: DEFAULT_SOLVER, defaultSteps: DEFAULT_STEPS,
+    defaultSchedule: 'uniform', training: {},
     architecture: {}, producer: {}, formatVersion: null, numClasses: 0, nullClass: 0, yName: NAMES.y,
     valueRange: null, divergence: {}, ...fields,
   };
@@ -135,6 +137,15 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
         throw new ModelError(`${where}: fm.baked says ${baked.nfe} NFE, but ${solver}:${steps} takes ${nfe(solver, steps)}`);
       }
     }
+    let schedule;
+    try {
+      schedule = parseSchedule(m.default_schedule ?? 'uniform');
+    } catch (e) {
+      throw new ModelError(`${where}: fm.default_schedule: ${e.message}`);
+    }
+    if (schedule.steps !== null && schedule.steps !== steps) {
+      throw new ModelError(`${where}: fm.default_schedule has ${schedule.steps} steps but the file's steps are ${steps}`);
+    }
     const classes = m.num_classes ?? 0;
     const nullClass = m.null_class ?? classes;
     if (classes && !(nullClass >= 0 && nullClass <= classes)) {
@@ -152,7 +163,7 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
       dataShape: shape, xName: xName ?? m.input_x ?? NAMES.x, tName: tName ?? m.input_t ?? NAMES.t,
       vName: m.output_v ?? NAMES.v, kind, zName: m.input_z ?? NAMES.z, outName: m.output_x ?? NAMES.samples,
       baked, selftest: m.selftest ?? {}, variant: m.variant ?? {}, prediction: m.prediction, path: m.path,
-      defaultSolver: solver, defaultSteps: steps, training: m.training ?? {}, architecture: m.architecture ?? {},
+      defaultSolver: solver, defaultSteps: steps, defaultSchedule: String(schedule), training: m.training ?? {}, architecture: m.architecture ?? {},
       producer: m.producer ?? {}, formatVersion: version, numClasses: classes, nullClass,
       yName: m.input_y ?? NAMES.y, valueRange: vr, divergence: div,
     });

@@ -9,6 +9,7 @@ import { loadBytes } from './sampler.mjs';
 export * from './errors.mjs';
 export { Sampler, inspect, DEFAULT_TILE } from './sampler.mjs';
 export { SOLVERS, DEFAULT_SOLVER, DEFAULT_STEPS } from './solvers.mjs';
+export { Schedule, parseSchedule } from './schedules.mjs';
 
 /** The moons model shipped in the Python package (fm_runtime/models/moons.onnx). */
 export const DEFAULT_MODEL = fileURLToPath(new URL('../../fm_runtime/models/moons.onnx', import.meta.url));

@@ -1,5 +1,5 @@
 // The sampler: one model file (bytes) -> its contract, an onnxruntime session and its self-test
-// -> sample({n, steps, solver, noise, labels, guidance}). Platform-free: the onnxruntime module
+// -> sample({n, steps, solver, schedule, noise, labels, guidance}). Platform-free: the onnxruntime module
 // (onnxruntime-node or onnxruntime-web) is passed in, so the same code runs in Node and browsers.
 
 import { InputError, ModelError, NumericalError, UsageError, printable, show } from './errors.mjs';
@@ -114,7 +114,9 @@ export class Sampler {
 
   /**
    * Draw samples: give `n` (and an optional `seed`) or `noise` (a Float32Array of n x prod(data
-   * shape) values, row-major). `steps`/`solver` default to the file's; `labels` (one class for
+   * shape) values, row-major). `steps`/`solver` default to the file's, and so does `schedule`
+   * (schedules.mjs: "uniform", "shift:S", "sway:S", "cosine", "times:0,...,1" or an array of
+   * times, which fix the steps; dopri5 is Python-only); `labels` (one class for
    * every row, or one per row) and `guidance` w (v_u + w (v_c - v_u)) for class-conditional
    * models. Returns {data: Float32Array, dims: [n, ...dataShape], nfe}.
    */
@@ -129,7 +131,7 @@ export class Sampler {
       const z = x0.subarray(a * dim, b * dim);
       const labels = req.labels && req.labels.subarray(a, b);
       const solved = this.baked ? await this.runBaked(z, b - a)
-        : await integrate(this.velocityFn(b - a, labels, req.guidance), z, req.steps, req.solver, this.watch(req.steps, b - a));
+        : await integrate(this.velocityFn(b - a, labels, req.guidance), z, req.steps, req.solver, this.watch(req.steps, b - a), req.schedule);
       if (solved.x.length !== z.length) {
         throw new ModelError(`${this.where}: the graph returned ${solved.x.length} values for ${b - a} rows of shape [${this.spec.dataShape.join(', ')}]; refusing its output`);
       }

@@ -1,7 +1,9 @@
 // Fixed-step solvers as Butcher tableaus, the same methods, grid and order of operations as the
 // Python runtime (fm_runtime/solvers.py). Every float32 operation is rounded like numpy's float32
 // arithmetic (Math.fround after each multiply and add), so the two runtimes agree to the last
-// bits the network's own kernels allow.
+// bits the network's own kernels allow. The grid comes from a time schedule (schedules.mjs).
+
+import { parseSchedule } from './schedules.mjs';
 
 export const SOLVERS = {
   euler: { name: 'euler', evalsPerStep: 1, order: 1, c: [0], a: [[]], b: [1] },
@@ -20,13 +22,9 @@ export function nfe(solver, steps) {
   return SOLVERS[solver].evalsPerStep * steps;
 }
 
-/** The uniform grid 0 = t_0 < ... < t_steps = 1, in float64 with exact ends. */
-export function timeGrid(steps, t0 = 0, t1 = 1) {
-  const h = (t1 - t0) / steps;
-  const out = [];
-  for (let i = 0; i < steps; i++) out.push(t0 + i * h);
-  out.push(t1);
-  return out;
+/** The grid t0 = t_0, ..., t_steps = t1 of a schedule (null: uniform), in float64 (exact ends). */
+export function timeGrid(steps, t0 = 0, t1 = 1, schedule = null) {
+  return parseSchedule(schedule).grid(steps, t0, t1);
 }
 
 const fround = Math.fround;
@@ -38,16 +36,17 @@ function axpy(out, k, c) {
 }
 
 /**
- * Solve dx/dt = f(x, t) from 0 to 1 in `steps` uniform steps, updating a copy of x0 (a
+ * Solve dx/dt = f(x, t) from 0 to 1 in `steps` steps on the grid of `schedule` (schedules.mjs;
+ * null: uniform), updating a copy of x0 (a
  * Float32Array) in place. f(x, t) returns a Float32Array (or a promise of one) of x's length.
  * onStep(x, step, t), if given, is called after every step (step counts from 1). Returns {x, nfe}.
  */
-export async function integrate(f, x0, steps, solver = DEFAULT_SOLVER, onStep = null) {
+export async function integrate(f, x0, steps, solver = DEFAULT_SOLVER, onStep = null, schedule = null) {
   const s = SOLVERS[solver];
   const x = Float32Array.from(x0);
   const stage = new Float32Array(x.length);
   const k = new Array(s.c.length);
-  const times = timeGrid(steps);
+  const times = timeGrid(steps, 0, 1, schedule);
   let calls = 0;
   for (let i = 0; i < steps; i++) {
     const t = times[i], h = times[i + 1] - times[i];

@@ -1,5 +1,6 @@
 // The JavaScript sampler against the Python runtime: the same samples from the same noise for
-// every solver and steps in {1, 4, 8}, on onnxruntime-node and on onnxruntime-web's WebAssembly
+// every solver and steps in {1, 4, 8} and on time schedules (a file's default and per-request
+// ones, explicit grids included), on onnxruntime-node and on onnxruntime-web's WebAssembly
 // build, for models exported in this run and the shipped one; the same refusals for broken
 // files and bad requests.
 
@@ -45,6 +46,7 @@ for (const backend of ['cpu', 'wasm']) {
         const noise = fx.f32(c.noise), want = fx.f32(c.expected);
         const opts = { noise, labels: c.labels, guidance: c.guidance };
         if (c.solver) Object.assign(opts, { steps: c.steps, solver: c.solver });
+        if (c.schedule != null) opts.schedule = c.schedule;
         const got = await s.sample(opts);
         assert.deepEqual(got.dims, [c.rows, ...c.data_shape]);
         assert.equal(got.data.length, want.length);
@@ -54,11 +56,19 @@ for (const backend of ['cpu', 'wasm']) {
           diff = Math.max(diff, d);
           scaled = Math.max(scaled, d / Math.max(1, Math.abs(want[i])));
         }
-        const what = `${c.name} ${c.solver}:${c.steps} labels=${c.labels} w=${c.guidance}: max |diff| ${diff}, scaled ${scaled}`;
+        const what = `${c.name} ${c.solver}:${c.steps} schedule=${c.schedule} labels=${c.labels} w=${c.guidance}: max |diff| ${diff}, scaled ${scaled}`;
         assert.ok(diff <= (backend === 'cpu' ? TOL : WASM_TOL), what);
-        const key = `${backend}/${c.name}/${c.solver ?? 'baked'}`;
+        const sched = c.schedule == null ? '' : `@${Array.isArray(c.schedule) ? 'times-list' : c.schedule.split(':')[0]}`;
+        const key = `${backend}/${c.name}/${c.solver ?? 'default'}${sched}`;
         maxima[key] = [Math.max(maxima[key]?.[0] ?? 0, diff), Math.max(maxima[key]?.[1] ?? 0, scaled)];
-        seen.add(`${c.name}/${c.solver}/${c.steps}`);
+        seen.add(`${c.name}/${c.solver}/${c.steps}${c.schedule == null ? '' : `/${c.schedule}`}`);
+      }
+      assert.ok(seen.has('sched/null/null'), "a file's own non-uniform default schedule");
+      for (const solver of ['midpoint', 'rk4']) {
+        for (const schedule of ['shift:3', 'sway:-1', 'cosine']) {
+          for (const steps of [1, 4, 8]) assert.ok(seen.has(`plain/${solver}/${steps}/${schedule}`), `${solver}:${steps} ${schedule}`);
+        }
+        assert.ok([...seen].some((k) => k.startsWith(`plain/${solver}/null/times:`)), `${solver} on explicit times`);
       }
       for (const name of ['plain', 'cond', 'shipped', 'nometa']) {
         for (const solver of ['euler', 'midpoint', 'heun', 'rk4']) {
@@ -106,6 +116,7 @@ describe('the same refusals as the Python runtime', () => {
     await assert.rejects(s.sample({ noise: 'abc' }), (e) => e instanceof InputError && /Float32Array/.test(e.message));
     await assert.rejects(s.sample({ noise: new Float32Array(5) }), (e) => e instanceof InputError && /not a whole number of rows/.test(e.message));
     await assert.rejects(s.sample({}), (e) => e instanceof UsageError && /give n/.test(e.message));
+    await assert.rejects(s.sample({ n: 4, solver: 'dopri5' }), (e) => e instanceof UsageError && /dopri5 runs in the Python runtime only/.test(e.message));
     await assert.rejects(load(DEFAULT_MODEL, { backend: 'cuda' }), (e) => e instanceof UsageError && /unknown backend/.test(e.message));
     await assert.rejects(load(join(REPO, 'no-such.onnx')), (e) => e instanceof ModelError && /model file not found/.test(e.message));
     await assert.rejects(load(REPO), (e) => e instanceof ModelError && /is a directory/.test(e.message));
