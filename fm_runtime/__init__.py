@@ -13,8 +13,9 @@ import os as _os
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from .contract import FORMAT_VERSION, ModelSpec  # noqa: E402
-from .control import Interrupted, ResourceError, TimedOut, request_stop  # noqa: E402
-from .errors import FmError, InputError, ModelError, NumericalError, ProviderError, UsageError  # noqa: E402
+from .control import request_stop  # noqa: E402
+from .errors import (FmError, InputError, Interrupted, ModelError, NumericalError, ProviderError,  # noqa: E402
+                     ResourceError, TimedOut, UsageError)
 from .sampler import SampleResult, Sampler, default_model_path, load  # noqa: E402
 from .solvers import SOLVERS, integrate, nfe  # noqa: E402
 

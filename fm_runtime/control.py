@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import onnxruntime as ort
 
-from .errors import EXIT_INTERRUPTED, EXIT_MEMORY, EXIT_TIMEOUT, FmError, ModelError
+from .errors import FmError, Interrupted, ModelError, ResourceError, TimedOut
 
 ort.set_default_logger_severity(4)       # onnxruntime's own log lines never reach the terminal
 RUN = ort.RunOptions()
@@ -26,19 +26,6 @@ _lock = threading.Lock()
 _extra: set = set()                      # options of calls with their own time limit
 _reason: str | None = None
 _deadline: tuple[float, float] | None = None     # (monotonic end, seconds asked)
-
-
-class Interrupted(FmError):
-    exit_code = EXIT_INTERRUPTED
-
-
-class TimedOut(FmError):
-    exit_code = EXIT_TIMEOUT
-
-
-class ResourceError(FmError):
-    """The run needs more memory than it may use (--max-memory)."""
-    exit_code = EXIT_MEMORY
 
 
 def one_line(e: BaseException) -> str:

@@ -54,6 +54,20 @@ class OutputError(FmError):
     exit_code = EXIT_OUTPUT
 
 
+class ResourceError(FmError):
+    """The run needs more memory than it may use (--max-memory)."""
+    exit_code = EXIT_MEMORY
+
+
+class TimedOut(FmError):
+    exit_code = EXIT_TIMEOUT
+
+
+class Interrupted(FmError):
+    """Ctrl-C or SIGTERM, raised where a run unwinds (control.request_stop)."""
+    exit_code = EXIT_INTERRUPTED
+
+
 def printable(text: str) -> str:
     """Text safe for a terminal: control characters and escape sequences (which a model file's
     metadata or names may carry) shown escaped, and everything on one line."""
