@@ -34,17 +34,16 @@ _temporaries: set[str] = set()      # temporary files not yet renamed into place
 def remove_temporaries() -> None:
     """Remove every temporary output file of this process (a forced stop)."""
     for tmp in list(_temporaries):
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        _temporaries.discard(tmp)
+        _done(tmp)
 
 
 def _done(tmp: str) -> None:
+    """Forget a temporary file, removing it unless it was renamed into place."""
     _temporaries.discard(tmp)
-    if os.path.exists(tmp):
+    try:
         os.unlink(tmp)
+    except FileNotFoundError:
+        pass
 
 
 def _temp_beside(p: Path) -> tuple[int, str]:

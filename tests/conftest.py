@@ -53,12 +53,17 @@ def conditional(tmp_path_factory):
     return out
 
 
+def cli_argv(tool: str, *args: str) -> list[str]:
+    """The command line that runs console script `tool` (fm-run, fm-train, fm-export) through the
+    current interpreter, so the tests use this checkout's code."""
+    module = {"fm-run": "fm_runtime.cli", "fm-train": "training.cli", "fm-export": "export.cli"}[tool]
+    return [sys.executable, "-c", f"import sys; from {module} import main; sys.argv[0] = {tool!r}; main()", *args]
+
+
 def run_cli(*args: str, cwd=None, env=None, check=True) -> subprocess.CompletedProcess:
     """Run a console script (fm-run, fm-train, fm-export) through the current interpreter."""
-    module = {"fm-run": "fm_runtime.cli", "fm-train": "training.cli", "fm-export": "export.cli"}[args[0]]
-    code = f"import sys; from {module} import main; sys.argv[0] = {args[0]!r}; main()"
     full_env = dict(os.environ, **(env or {}))
-    p = subprocess.run([sys.executable, "-c", code, *args[1:]], capture_output=True, text=True,
+    p = subprocess.run(cli_argv(*args), capture_output=True, text=True,
                        cwd=cwd, env=full_env, timeout=300)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper
 import fm_runtime
 from fm_runtime.contract import build_metadata, write_metadata
 
-from .conftest import run_cli
+from .conftest import cli_argv, run_cli
 
 
 def lying_baked(path, rows_out: str) -> None:
@@ -74,15 +74,11 @@ def _never_ending(path) -> None:
     onnx.save(model([loop("x", "v")], loop_inits("v")), str(path))
 
 
-def _fm_run(*args) -> list[str]:
-    return [sys.executable, "-c", "import sys; from fm_runtime.cli import main; sys.argv[0] = 'fm-run'; main()", *args]
-
-
 @pytest.mark.parametrize("how, sig", [(["--tile", "0"], signal.SIGTERM), (["--threads", "4", "--tile", "16"], signal.SIGTERM),
                                       (["--threads", "2", "--tile", "16"], signal.SIGINT)])
 def test_a_run_that_never_ends_stops_on_signal_within_2_s(tmp_path, how, sig):
     _never_ending(tmp_path / "loop.onnx")
-    proc = subprocess.Popen(_fm_run("sample", str(tmp_path / "loop.onnx"), "-n", "64", "--seed", "0",
+    proc = subprocess.Popen(cli_argv("fm-run", "sample", str(tmp_path / "loop.onnx"), "-n", "64", "--seed", "0",
                                     "--out", str(tmp_path / "x.npy"), *how), stderr=subprocess.PIPE, text=True)
     time.sleep(3)                       # loaded and inside the Loop
     assert proc.poll() is None
