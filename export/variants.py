@@ -23,6 +23,8 @@ import onnxruntime as ort
 from fm_runtime.contract import put_metadata
 from fm_runtime.metrics import energy_distance
 
+from .errors import ExportError
+
 QUALITY_SAMPLES = 2000
 
 
@@ -47,16 +49,32 @@ def to_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
     keep_float = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
                   and any(0 < sizes.get(x, 0) < INT8_MIN_WEIGHTS for x in n.input[1:2])]
+    # onnxruntime 1.2x+ splits a Gemm into MatMul + Add before quantising and names the MatMul
+    # NAME_MatMul, so an exclusion by the Gemm's own name alone no longer matches anything.
+    exclude = keep_float + [f"{name}_MatMul" for name in keep_float]
     with tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
         onnx.save(model, str(src))
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_exclude=keep_float)
+                         nodes_to_exclude=exclude)
         out = onnx.load(str(dst))
+    _check_small_matmuls_float(out)
     if {p.key for p in out.metadata_props} != {p.key for p in model.metadata_props}:
         del out.metadata_props[:]
         out.metadata_props.extend(model.metadata_props)
     return out
+
+
+def _check_small_matmuls_float(model: onnx.ModelProto) -> None:
+    """Refuse a quantised graph in which a small (input or output) matmul became integer: the
+    exclusion above is by node name, and the quantiser's renaming has silently defeated it once."""
+    sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
+    small = [n.name for n in model.graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")
+             and 0 < sizes.get(n.input[1], 0) < INT8_MIN_WEIGHTS]
+    if small:
+        raise ExportError(f"int8: the quantiser also quantised the small matmuls {', '.join(small)} "
+                          f"(weights under {INT8_MIN_WEIGHTS} values stay float32); this onnxruntime "
+                          f"version ({ort.__version__}) renames nodes in a way fm-export does not know")
 
 
 def to_ort_format(onnx_bytes: bytes) -> bytes:

@@ -83,3 +83,26 @@ def test_info_shows_the_variant_cost(exported):
     path, _ = files[(None, "fp32", "int8", "onnx")]
     out = run_cli("fm-run", "info", str(path)).stdout
     assert "fp32+int8/onnx" in out and "sample deviation max" in out and "noise floor" in out
+
+
+def test_int8_leaves_the_small_matmuls_in_float(exported, tmp_path):
+    """The input and output layers stay float32 (the quantiser renames a Gemm it splits, which
+    once defeated the exclusion by name); a graph where they did get quantised is refused."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from export.errors import ExportError
+    from export.variants import INT8_MIN_WEIGHTS, _check_small_matmuls_float
+
+    files, fp32, _ = exported
+    path, _ = files[(None, "fp32", "int8", "onnx")]
+    graph = onnx.load(str(path)).graph
+    sizes = {i.name: int(np.prod(i.dims)) for i in graph.initializer}
+    integer = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    floating = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    assert len(integer) == 2 and all(sizes[n.input[1]] >= INT8_MIN_WEIGHTS for n in integer)
+    assert len(floating) == 2      # the first and the last layer
+    everything = tmp_path / "all-int8.onnx"
+    quantize_dynamic(str(fp32), str(everything), weight_type=QuantType.QInt8, per_channel=True)
+    with pytest.raises(ExportError, match="small matmuls"):
+        _check_small_matmuls_float(onnx.load(str(everything)))
