@@ -42,7 +42,8 @@ from pathlib import Path
 
 import torch
 
-from training.train import fit, load_checkpoint
+from training.checkpoint import load_checkpoint
+from training.train import fit
 
 RECIPES = {
     "default (batch 2048)": dict(batch_size=2048),

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import fm_runtime
-from fm_runtime.png import image_grid, write_png
+from fm_runtime.cli.png import image_grid, write_png
 from training.data import digit_images, pixels_to_unit
 
 
@@ -62,7 +62,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     from export.onnx_export import export_model
-    from training.train import fit, save_checkpoint
+    from training.checkpoint import save_checkpoint
+    from training.train import fit
 
     clock = time.process_time()
     model, config = fit("digits", steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width, depth=args.depth,

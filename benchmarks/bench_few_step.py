@@ -8,7 +8,7 @@ pairs, 1-reflow and 2-reflow (and time schedules), with the training CPU time of
     python benchmarks/bench_few_step.py schedules moons.ckpt    # one model on every schedule
 
 Torch on one thread, so the CPU time is the training budget. Quality: energy distance (the
-unbiased estimate of fm_runtime.metrics) between N samples and N independent fresh data points,
+unbiased estimate of fm_runtime.solve.metrics) between N samples and N independent fresh data points,
 mean of DRAWS noise/data draws, each model sampled by the runtime from its exported file; the
 noise floor is the mean |energy distance| between two independent data draws (a perfect sampler).
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fm_runtime.metrics import energy_distance
+from fm_runtime.solve.metrics import energy_distance
 from training import couplings
 from training.data import fresh_data, sample_data
 
@@ -81,8 +81,9 @@ def runtime_sampler(model, config, where: Path):
 
 def train_models(dataset: str, d: Path, args) -> dict:
     """{name: (model, config, CPU seconds including the teachers')}: default, OT, 1- and 2-reflow."""
+    from training.checkpoint import save_checkpoint
     from training.reflow import ReflowRecipe, reflow
-    from training.train import fit, save_checkpoint
+    from training.train import fit
 
     out = {}
     for name, options in (("default", {}), ("ot", {"coupling": "ot"})):
@@ -184,7 +185,7 @@ def bench_ot(args) -> None:
 
 def bench_schedules(args) -> None:
     """One checkpoint sampled (torch reference) on each schedule."""
-    from training.train import load_checkpoint
+    from training.checkpoint import load_checkpoint
 
     torch.set_num_threads(1)
     model, config = load_checkpoint(args.checkpoint)

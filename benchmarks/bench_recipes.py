@@ -21,10 +21,10 @@ import time
 import numpy as np
 import torch
 
-from fm_runtime.metrics import energy_distance
+from fm_runtime.solve.metrics import energy_distance
 from training.data import fresh_data
-from training.sample import sample
 from training.recipe import TUTORIAL_RECIPE
+from training.sample import sample
 from training.train import fit
 
 N, DRAWS = 10_000, 4

@@ -15,8 +15,8 @@ import argparse
 import numpy as np
 
 import fm_runtime
-from fm_runtime.bench import median_seconds
-from fm_runtime.solvers import SOLVERS
+from fm_runtime.cli.bench import median_seconds
+from fm_runtime.solve.solvers import SOLVERS
 
 
 def main() -> None:

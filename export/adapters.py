@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fm_runtime.session import one_line
+from fm_runtime.model.session import one_line
 
 from .errors import ExportError
 

@@ -18,7 +18,7 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
-from fm_runtime.solvers import get_solver, integrate
+from fm_runtime.solve.solvers import get_solver, integrate
 
 
 def parse_bake(spec: str) -> tuple[str, int]:
@@ -33,7 +33,7 @@ def parse_bake(spec: str) -> tuple[str, int]:
 
 class BakedSampler(nn.Module):
     """z [B, *shape] -> x [B, *shape] by `steps` steps of `solver` on velocity(x, t [B]) on the
-    grid of `schedule` (fm_runtime.schedules; None: uniform), unrolled at trace time."""
+    grid of `schedule` (fm_runtime.solve.schedules; None: uniform), unrolled at trace time."""
 
     def __init__(self, velocity: nn.Module, solver: str, steps: int, schedule=None):
         super().__init__()

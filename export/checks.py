@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from fm_runtime.contract import put_metadata
-from fm_runtime.spec import NAMES
+from fm_runtime.model.contract import put_metadata
+from fm_runtime.model.spec import NAMES
 
 from .errors import ExportError
 

@@ -5,9 +5,9 @@ import sys
 
 import click
 
-from fm_runtime.errors import run_cli
-from fm_runtime.io import check_writable
-from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS
+from fm_runtime.cli.io import check_writable
+from fm_runtime.cli.runner import run_cli
+from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS
 
 _CALL_HELP = ("How the network is called: x,t | t,x | cat(x,t) | cat(t,x) | x=,t= (keywords; "
               "sample=x,timestep=t renames them); add y for labels, e.g. x,t,y.")
@@ -94,7 +94,7 @@ def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--bake") from None
     if schedule:
-        from fm_runtime.schedules import parse_schedule
+        from fm_runtime.solve.schedules import parse_schedule
         try:
             parse_schedule(schedule)
         except ValueError as e:
@@ -136,7 +136,7 @@ def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape
     for note in r.warnings:
         click.echo(f"warning: {note}", err=True)
     if r.variant and "vs_fp32" in r.variant:
-        from fm_runtime.contract import describe_variant
+        from fm_runtime.model.contract import describe_variant
         click.echo(f"variant {describe_variant(r.variant)}", err=True)
 
 

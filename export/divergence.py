@@ -12,13 +12,13 @@ import onnx
 import onnxruntime as ort
 
 import fm_runtime
-from fm_runtime.contract import build_metadata, io_table, read_spec, with_divergence, write_metadata
-from fm_runtime.io import atomic_write
-from fm_runtime.session import one_line
-from fm_runtime.spec import NAMES
+from fm_runtime.cli.io import atomic_write
+from fm_runtime.model.contract import build_metadata, io_table, read_spec, with_divergence, write_metadata
+from fm_runtime.model.session import one_line
+from fm_runtime.model.spec import NAMES
 
-from .errors import ExportError
 from .checks import add_selftest, check_proto, example_inputs
+from .errors import ExportError
 from .jvp import divergence_graph
 
 FD_STEP = 1e-2          # finite-difference step, relative to max(1, |x|)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from fm_runtime.errors import ModelError
-from fm_runtime.session import one_line
+from fm_runtime.model.session import one_line
 
 from .errors import ExportError
 

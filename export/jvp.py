@@ -15,7 +15,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from fm_runtime.spec import NAMES
+from fm_runtime.model.spec import NAMES
 
 from .jvp_builder import Builder
 from .jvp_rules import NO_TANGENT, RULES

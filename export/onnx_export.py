@@ -13,10 +13,10 @@ import base64
 import contextlib
 import io
 import logging
-from time import perf_counter as time_module
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter as time_module
 from typing import Callable
 
 import numpy as np
@@ -25,18 +25,18 @@ import onnxruntime as ort
 import torch
 
 import fm_runtime
-from fm_runtime.schedules import parse_schedule
-from fm_runtime.contract import build_metadata, io_table, put_metadata, read_spec, write_metadata
-from fm_runtime.io import atomic_write
-from fm_runtime.session import one_line
-from fm_runtime.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
-from fm_runtime.spec import NAMES
+from fm_runtime.cli.io import atomic_write
+from fm_runtime.model.contract import build_metadata, io_table, put_metadata, read_spec, write_metadata
+from fm_runtime.model.session import one_line
+from fm_runtime.model.spec import NAMES
+from fm_runtime.solve.schedules import parse_schedule
+from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 
 from . import variants
 from .adapters import VelocityAdapter, check_adapter
-from .errors import ExportError
 from .bake import BakedSampler, fast_elu, parse_bake
 from .checks import add_selftest, check_proto, example_inputs
+from .errors import ExportError
 from .jvp import divergence_graph
 
 OPSET = 20                      # the opset every exported file declares
@@ -194,7 +194,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     callable (net, x, t, y) -> v). num_classes > 0: labels 0..C-1, and C meaning "no label".
     path: optional metadata of the probability path it was trained on. bake="SOLVER:STEPS": the
     whole fixed-step solve as one graph z -> x instead, on the time grid of default_schedule
-    (fm_runtime.schedules; for a velocity file, the schedule fm-run uses when none is given). precision="fp16", quantize="int8",
+    (fm_runtime.solve.schedules; for a velocity file, the schedule fm-run uses when none is given). precision="fp16", quantize="int8",
     fmt="ort": smaller variants, each measured against the float32 export (and, given
     reference_data = two independent draws of real data, for quality too). divergence: add the
     graph log-likelihoods use (velocity files). Raises ExportError (exit code 8) with one line."""
@@ -297,7 +297,7 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, **kwargs
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, **kwargs) -> ExportReport:
-    from training.train import load_checkpoint
+    from training.checkpoint import load_checkpoint
 
     model, config = load_checkpoint(checkpoint)
     return export_model(model, config, out, **kwargs)

@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from fm_runtime.contract import put_metadata
-from fm_runtime.metrics import energy_distance
+from fm_runtime.model.contract import put_metadata
+from fm_runtime.solve.metrics import energy_distance
 
 from .errors import ExportError
 
@@ -43,6 +43,7 @@ INT8_MIN_WEIGHTS = 1024
 
 def to_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(logging.ERROR)   # the quantiser logs advice at WARNING
@@ -103,6 +104,7 @@ def required_operators(model: onnx.ModelProto) -> str:
 def sample_bytes(model_bytes: bytes, z: np.ndarray) -> np.ndarray:
     """Samples from noise z with the runtime, whatever the file's kind, precision or format."""
     import os
+
     import fm_runtime
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "m.model")

@@ -12,12 +12,21 @@ import os as _os
 # import unless this is set before it loads; the runtime writes only the outputs asked for.
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from .contract import FORMAT_VERSION, ModelSpec  # noqa: E402
-from .control import request_stop  # noqa: E402
-from .errors import (FmError, InputError, Interrupted, ModelError, NumericalError, ProviderError,  # noqa: E402
-                     ResourceError, TimedOut, UsageError)
-from .sampler import SampleResult, Sampler, default_model_path, load  # noqa: E402
-from .solvers import SOLVERS, integrate, nfe  # noqa: E402
+from .engine.sampler import Sampler, SampleResult, default_model_path, load  # noqa: E402
+from .errors import (  # noqa: E402
+                     FmError,
+                     InputError,
+                     Interrupted,
+                     ModelError,
+                     NumericalError,
+                     ProviderError,
+                     ResourceError,
+                     TimedOut,
+                     UsageError,
+)
+from .model.contract import FORMAT_VERSION, ModelSpec  # noqa: E402
+from .model.control import request_stop  # noqa: E402
+from .solve.solvers import SOLVERS, integrate, nfe  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["load", "Sampler", "SampleResult", "ModelSpec", "FmError", "ModelError", "InputError", "NumericalError",

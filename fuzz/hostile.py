@@ -60,7 +60,7 @@ def run_forked(argv: list[str], cwd: Path) -> dict:
             os.dup2(out.fileno(), 1)
             os.dup2(err.fileno(), 2)
             resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))    # a backstop only
-            from fm_runtime.cli import main
+            from fm_runtime.cli.main import main
             sys.argv = ["fm-run", *argv]
             main(argv)
         except SystemExit as e:
@@ -113,7 +113,7 @@ def run_corpus(folder: Path) -> list[dict]:
     folder = folder.resolve()
     files = write_corpus(folder / "models")
     np.save(folder / "data.npy", np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32))
-    import fm_runtime.cli  # noqa: F401  imported once, before the forks
+    import fm_runtime.cli.main  # noqa: F401  imported once, before the forks
     results = []
     for f in files:
         for command in COMMANDS:

@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto as T
 from onnx import helper as h
 
-from fm_runtime.contract import build_metadata, write_metadata
+from fm_runtime.model.contract import build_metadata, write_metadata
 
 ESC = "\x1b[31m\x1b]0;owned\x07"          # colour, and a window-title sequence
 

@@ -1,4 +1,4 @@
-"""Rebuild the moons model shipped inside fm_runtime (fm_runtime/models/moons.onnx).
+"""Rebuild the moons model shipped inside fm_runtime (fm_runtime/assets/moons.onnx).
 
 Reproducible: fm-train's default recipe (the tutorial's network size, 3 hidden layers of 64, with
 SiLU; OT path with sigma_min = 0; batch 2048, Adam lr 3e-3 with cosine decay, EMA 0.999, 10 000
@@ -13,9 +13,10 @@ import tempfile
 from pathlib import Path
 
 from export.onnx_export import export_model
-from training.train import fit, save_checkpoint
+from training.checkpoint import save_checkpoint
+from training.train import fit
 
-OUT = Path(__file__).resolve().parents[1] / "fm_runtime" / "models" / "moons.onnx"
+OUT = Path(__file__).resolve().parents[1] / "fm_runtime" / "assets" / "moons.onnx"
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Rebuild the tiny helper graph the runtime ships: fm_runtime/models/axpy.onnx, Y = X + A * K.
+"""Rebuild the tiny helper graph the runtime ships: fm_runtime/assets/axpy.onnx, Y = X + A * K.
 
 The runtime uses it to keep the solver state on an accelerator: the update of each solver stage
 runs on the device as this graph, so nothing crosses to the host between steps. It is written
@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-OUT = Path(__file__).resolve().parents[1] / "fm_runtime" / "models" / "axpy.onnx"
+OUT = Path(__file__).resolve().parents[1] / "fm_runtime" / "assets" / "axpy.onnx"
 
 
 def axpy_model() -> onnx.ModelProto:

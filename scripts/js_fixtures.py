@@ -31,8 +31,9 @@ def build_models(out: Path) -> dict[str, Path]:
     import onnx
 
     from export.onnx_export import export_checkpoint, export_model
-    from fm_runtime.session import default_model_path
-    from training.train import fit, save_checkpoint
+    from fm_runtime.model.session import default_model_path
+    from training.checkpoint import save_checkpoint
+    from training.train import fit
 
     quick = dict(steps=200, batch_size=256, lr=5e-3, lr_schedule="constant", ema=0.0, activation="elu", progress=False)
     model, config = fit("moons", seed=0, **quick)

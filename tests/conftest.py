@@ -27,7 +27,8 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Trained:
     from export.onnx_export import export_model
-    from training.train import fit, save_checkpoint
+    from training.checkpoint import save_checkpoint
+    from training.train import fit
 
     d = tmp_path_factory.mktemp("moons")
     model, config = fit("moons", steps=TEST_STEPS, lr=TEST_LR, seed=0, progress=False, activation="elu", **QUICK)
@@ -40,7 +41,8 @@ def trained(tmp_path_factory) -> Trained:
 def conditional(tmp_path_factory):
     """A conditional moons model and a conditional 8gaussians model, exported."""
     from export.onnx_export import export_model
-    from training.train import fit, save_checkpoint
+    from training.checkpoint import save_checkpoint
+    from training.train import fit
 
     d = tmp_path_factory.mktemp("cond")
     out = {}
@@ -56,7 +58,7 @@ def conditional(tmp_path_factory):
 def cli_argv(tool: str, *args: str) -> list[str]:
     """The command line that runs console script `tool` (fm-run, fm-train, fm-export) through the
     current interpreter, so the tests use this checkout's code."""
-    module = {"fm-run": "fm_runtime.cli", "fm-train": "training.cli", "fm-export": "export.cli"}[tool]
+    module = {"fm-run": "fm_runtime.cli.main", "fm-train": "training.cli", "fm-export": "export.cli"}[tool]
     return [sys.executable, "-c", f"import sys; from {module} import main; sys.argv[0] = {tool!r}; main()", *args]
 
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from training import resume, streams
+from training.checkpoint import CheckpointError, load_checkpoint
 from training.couplings import ot_pair
 from training.sample import sample
-from training.train import CheckpointError, fit, load_checkpoint
+from training.train import fit
 
 from .conftest import run_cli
 
@@ -50,6 +51,7 @@ def two_processes(tmp_path_factory):
 def _ot_rank(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import torch.distributed as dist
+
     from training.distributed import ot_over_processes
     dist.init_process_group("gloo", rank=rank, world_size=2)
     g = torch.Generator().manual_seed(7)
@@ -167,11 +169,10 @@ def _workers(parent: int) -> dict[int, int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds torchrun's workers in /proc")
 def test_a_killed_process_is_restarted_and_the_run_finishes_as_if_never_stopped(tmp_path, two_processes):
-    from export.onnx_export import export_checkpoint
     import fm_runtime
+    from export.onnx_export import export_checkpoint
 
     out = tmp_path / "m.ckpt"
-    code = "import sys; from training.cli import main; sys.argv[0] = 'fm-train'; main()"
     job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                             "--max-restarts", "1", "-m", "training.cli", "fit", *RUN_ARGS,
                             "--loss-log", str(tmp_path / "loss.csv"), "--out", str(out)],

@@ -50,7 +50,6 @@ def test_broken_export_is_refused_and_writes_nothing(trained, tmp_path, monkeypa
 
 def test_broken_export_fails_the_cli(trained, tmp_path):
     # the same refusal through fm-export, with its documented exit code
-    from .conftest import run_cli
     code = f'''
 import sys, onnx, export.onnx_export as ox
 real = ox._to_onnx
@@ -107,9 +106,9 @@ def test_export_keeps_an_existing_file_on_failure(trained, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("arch", [dict(width=16, depth=1, activation="relu"), dict(width=32, depth=4, activation="silu")])
 def test_other_architectures_export_and_match(tmp_path, arch):
+    import fm_runtime
     from training.nets import VelocityMLP
     from training.sample import sample
-    import fm_runtime
     torch.manual_seed(0)
     model = VelocityMLP(3, **arch).eval()
     config = {"architecture": model.config, "path": {"name": "ot", "sigma_min": 0.0},

@@ -4,7 +4,7 @@ import pytest
 
 import fm_runtime
 from export.onnx_export import export_model
-from fm_runtime.solvers import SOLVERS
+from fm_runtime.solve.solvers import SOLVERS
 from training.sample import sample as native_sample
 
 from .conftest import run_cli
@@ -68,7 +68,7 @@ def test_baked_cli(trained, baked, tmp_path):
     p = run_cli("fm-run", "sample", str(baked["midpoint", 8]), "-n", "3000", "--seed", "0",
                 "--out", str(tmp_path / "x.npy"))
     assert "16 NFE" in p.stderr
-    from fm_runtime.noise import noise_rows
+    from fm_runtime.solve.noise import noise_rows
     z = noise_rows(0, 0, 3000, (2,))
     assert np.abs(np.load(tmp_path / "x.npy") - native_sample(trained.model, z, 8, "midpoint")).max() <= ATOL
     p = run_cli("fm-run", "sample", str(baked["midpoint", 8]), "--steps", "4", check=False)

@@ -6,8 +6,8 @@ import torch
 from scipy.integrate import solve_ivp
 
 import fm_runtime
-from fm_runtime.adaptive import dopri5
 from fm_runtime.errors import UsageError
+from fm_runtime.solve.adaptive import dopri5
 from tests.conftest import run_cli
 from training.couplings import couple, ot_pair
 from training.data import sample_data
@@ -82,9 +82,9 @@ def test_dopri5_in_the_runtime(trained, tmp_path):
 
 
 def test_reflow_straightens_the_flow(trained, tmp_path):
+    from training.checkpoint import load_checkpoint, save_checkpoint
     from training.reflow import ReflowRecipe, reflow, straightness
     from training.sample import guided_velocity
-    from training.train import load_checkpoint, save_checkpoint
 
     recipe = ReflowRecipe(pairs=8192, steps=400, batch_size=512, teacher_steps=8)
     student, config = reflow(trained.ckpt, recipe, progress=False)

@@ -1,13 +1,20 @@
 """Model files written on purpose to lie: the runtime refuses their output instead of passing it on."""
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 import fm_runtime
-from fm_runtime.contract import build_metadata, write_metadata
+from fm_runtime.model.contract import build_metadata, write_metadata
+from fuzz.hostile_files import loop, loop_inits, model
 
 from .conftest import cli_argv, run_cli
 
@@ -42,14 +49,6 @@ def test_output_of_the_wrong_shape_is_refused_on_every_call(tmp_path, rows_out):
 
 # --- the crafted-file corpus, stopping, memory and the user's home --------------------------
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-from fuzz.hostile_files import loop, loop_inits, model
 
 
 def test_crafted_corpus_never_crashes_lies_or_hangs(tmp_path):
@@ -103,7 +102,7 @@ def test_timeout_ends_a_run_with_its_own_code(tmp_path):
 
 
 def test_a_self_test_that_never_ends_is_stopped_at_load(tmp_path, monkeypatch):
-    from fm_runtime import session
+    from fm_runtime.model import session
     onnx.save(model([loop("x", "v")], loop_inits("v"),
                     selftest='{"inputs": {"x": [[1, 2]], "t": [0]}, "output": [[1, 2]]}'), str(tmp_path / "m.onnx"))
     monkeypatch.setattr(session, "SELFTEST_SECONDS", 0.5)
@@ -119,7 +118,7 @@ def report():
     hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
     open(REPORT, "w").write(hwm)
 atexit.register(report)
-from fm_runtime.cli import main
+from fm_runtime.cli.main import main
 sys.argv[0] = "fm-run"
 main()
 """
@@ -142,7 +141,7 @@ STREAM_BOUND = 512 << 20
 def test_image_model_streams_in_bounded_memory(tmp_path):
     """[3, 64, 64] samples streamed to disk: peak RSS under STREAM_BOUND, and under a 1 GiB
     budget, where drawing whole 65 536-row noise blocks (3 GiB) used to fail."""
-    from fm_runtime.noise import noise_rows
+    from fm_runtime.solve.noise import noise_rows
     onnx.save(model(shape=(3, 64, 64)), str(tmp_path / "img.onnx"))
     n = 3000
     rc, err, peak = _peak_rss(["sample", "img.onnx", "-n", str(n), "--seed", "3", "--steps", "1", "--solver", "euler",
@@ -160,8 +159,8 @@ def test_image_model_streams_in_bounded_memory(tmp_path):
 def test_in_memory_accounting_covers_the_measured_peak(tmp_path, n, solver, threads):
     """The in-memory refusal's accounting (limits.in_memory_bytes) is at least the peak measured,
     and not wildly above it."""
-    from fm_runtime import limits
-    from fm_runtime.tiler import default_tile
+    from fm_runtime.cli import limits
+    from fm_runtime.engine.tiler import default_tile
     onnx.save(model(shape=(3, 32, 32)), str(tmp_path / "img.onnx"))
     dim = 3 * 32 * 32
     rc, err, peak = _peak_rss(["sample", "img.onnx", "-n", str(n), "--seed", "0", "--steps", "2", "--solver", solver,

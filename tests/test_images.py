@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fm_runtime
-from fm_runtime.png import encode_png, image_grid
+from fm_runtime.cli.png import encode_png, image_grid
 from training.sample import sample as torch_sample
 
 from .conftest import run_cli
@@ -46,7 +46,8 @@ def test_image_grid_layout():
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     from export.onnx_export import export_model
-    from training.train import fit, save_checkpoint
+    from training.checkpoint import save_checkpoint
+    from training.train import fit
 
     d = tmp_path_factory.mktemp("digits")
     model, config = fit("digits", steps=300, batch_size=128, lr=2e-3, width=128, activation="silu",
@@ -88,8 +89,9 @@ def test_conv_network_round_trip(tmp_path):
     """The tiny conv net trains, exports (with the divergence graph differentiated from its ONNX
     graph) and samples and takes log-likelihoods in the runtime like torch."""
     from export.onnx_export import export_model
+    from training.checkpoint import load_checkpoint, save_checkpoint
     from training.sample import log_prob as torch_log_prob
-    from training.train import fit, load_checkpoint, save_checkpoint
+    from training.train import fit
 
     model, config = fit("digits", steps=20, batch_size=64, net="conv", width=16, depth=2, conditional=True,
                         ema=0.0, progress=False)

@@ -23,7 +23,7 @@ def test_js_sampler_matches_python(trained, conditional, tmp_path):
     import sys
 
     from export.onnx_export import export_checkpoint
-    from fm_runtime.session import default_model_path
+    from fm_runtime.model.session import default_model_path
     from scripts.js_fixtures import FILE_SCHEDULE, write_fixtures
 
     fx = tmp_path / "fixtures"

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export.adapters import VelocityAdapter
 from export.jvp import covered_ops, divergence_graph, unsupported_ops
 from export.onnx_export import _to_onnx
-from export.adapters import VelocityAdapter
 
 
 def _activations(h):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fm_runtime
-from fm_runtime.likelihood import probe_vectors
+from fm_runtime.solve.likelihood import probe_vectors
 from training.data import LOG_DENSITY, fresh_data
 from training.sample import log_prob as torch_log_prob
 

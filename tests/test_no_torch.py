@@ -44,7 +44,7 @@ def test_cli_without_torch(trained, tmp_path, args):
     args = [a.format(onnx=trained.onnx, tmp=tmp_path) for a in args]
     p = run_blocked(f'''
 sys.argv = ["fm-run"] + {args!r}
-from fm_runtime.cli import main
+from fm_runtime.cli.main import main
 try:
     main()
 finally:
@@ -58,7 +58,7 @@ finally:
 def test_plot_without_matplotlib_says_how_to_install(tmp_path):
     p = run_blocked(f'''
 sys.argv = ["fm-run", "sample", "-n", "20", "--plot", {str(tmp_path / "t.png")!r}]
-from fm_runtime.cli import main
+from fm_runtime.cli.main import main
 main()
 ''')
     assert p.returncode == 2

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fm_runtime
-from fm_runtime.solvers import SOLVERS
+from fm_runtime.solve.solvers import SOLVERS
 from training.sample import sample as native_sample
 
 PARITY_ATOL = 1e-4
@@ -40,7 +40,7 @@ def test_seeded_sampling_is_reproducible(trained):
     assert np.array_equal(a, b)
     assert not np.array_equal(a, s.sample(100, seed=8))
     # seed -> noise is a documented stream, so torch can start from the same noise
-    from fm_runtime.noise import noise_rows
+    from fm_runtime.solve.noise import noise_rows
     z = noise_rows(7, 0, 100, (2,))
     assert np.abs(a - native_sample(trained.model, z, 8, "midpoint")).max() <= PARITY_ATOL
 

@@ -5,7 +5,7 @@ import torch
 
 import fm_runtime
 from export.onnx_export import export_model
-from fm_runtime.metrics import energy_distance
+from fm_runtime.solve.metrics import energy_distance
 from training.couplings import ot_pair
 from training.paths import PATHS, build_path
 from training.sample import sample as native_sample
@@ -88,6 +88,7 @@ def test_ot_coupling_trains_and_is_recorded(tmp_path):
 
 def test_eval_table_for_checkpoint_and_model_file(trained, tmp_path):
     import json
+
     from .conftest import run_cli
     tables = {}
     for name, model in (("ckpt", trained.ckpt), ("onnx", trained.onnx)):
@@ -126,7 +127,7 @@ def test_prediction_conversion_is_exact(path, prediction):
 
 @pytest.mark.parametrize("prediction", ["x1", "noise"])
 def test_prediction_models_train_export_and_sample(prediction, tmp_path):
-    from training.train import load_checkpoint, save_checkpoint
+    from training.checkpoint import load_checkpoint, save_checkpoint
     model, config = fit("moons", steps=800, **QUICK, lr=5e-3, seed=0, progress=False, prediction=prediction)
     assert config["prediction"] == prediction
     save_checkpoint(tmp_path / "m.ckpt", model, config)

@@ -3,8 +3,8 @@ import onnxruntime as ort
 import pytest
 
 import fm_runtime
-from fm_runtime import providers
 from fm_runtime.errors import ProviderError
+from fm_runtime.model import providers
 
 
 def test_cpu_is_default_and_used():

@@ -4,13 +4,12 @@ The threshold is measured in the test, not hard-coded: the energy distance betwe
 and moons blurred by N(0, 0.4^2) noise (eight times the dataset's own 0.05 noise: still two
 crescents to the eye, measured ~0.012), while a standard normal sits at ~0.24 and two independent
 draws (the noise floor) within ~6e-4 of zero for 2000 points (the distance is the unbiased
-estimate, and the data independent draws: see fm_runtime.metrics).
+estimate, and the data independent draws: see fm_runtime.solve.metrics).
 """
 import numpy as np
 
 import fm_runtime
-from fm_runtime.metrics import energy_distance, sliced_wasserstein
-
+from fm_runtime.solve.metrics import energy_distance, sliced_wasserstein
 from training.data import fresh_data
 
 from .conftest import moons_data

@@ -1,6 +1,5 @@
 """Whatever the runtime is handed: a one-line error, a documented exit code, no traceback, no
 partial output. Each row of the tables is one way to get it wrong."""
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import fm_runtime
-from fm_runtime.noise import noise_rows
 
 from .conftest import run_cli
 
@@ -224,7 +222,7 @@ def test_keep_partial_writes_and_still_fails(tmp_path):
 def test_interrupt_leaves_previous_output_whole(tmp_path):
     out = tmp_path / "x.npy"
     np.save(out, np.arange(6.0))
-    code = ("import sys; from fm_runtime.cli import main; "
+    code = ("import sys; from fm_runtime.cli.main import main; "
             f"sys.argv = ['fm-run', 'sample', '-n', '50000000', '--seed', '0', '--out', {str(out)!r}]; main()")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
@@ -254,7 +252,7 @@ def test_shards_concatenate_to_the_full_run(tmp_path):
 
 
 def test_streamed_run_keeps_memory_bounded(tmp_path):
-    code = ("import sys; from fm_runtime.cli import main; sys.argv = ['fm-run', 'sample', '-n', '3000000', "
+    code = ("import sys; from fm_runtime.cli.main import main; sys.argv = ['fm-run', 'sample', '-n', '3000000', "
             f"'--seed', '0', '--out', {str(tmp_path / 'big.npy')!r}]\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -278,7 +276,7 @@ def test_progress_is_reported_on_request(tmp_path):
 
 def test_outputs_get_ordinary_permissions(tmp_path):
     run_cli("fm-run", "sample", "-n", "10", "--seed", "0", "--out", str(tmp_path / "a.npy"))
-    from fm_runtime.io import save_npy
+    from fm_runtime.cli.io import save_npy
     save_npy(tmp_path / "b.npy", np.zeros(3))
     mask = os.umask(0)
     os.umask(mask)

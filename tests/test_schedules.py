@@ -7,12 +7,13 @@ import onnx
 import pytest
 
 import fm_runtime
-from fm_runtime.contract import FORMAT_VERSION
 from fm_runtime.errors import ModelError, UsageError
-from fm_runtime.schedules import SWAY_MAX, parse_schedule
-from fm_runtime.solvers import SOLVERS, integrate, time_grid
+from fm_runtime.model.contract import FORMAT_VERSION
+from fm_runtime.solve.schedules import SWAY_MAX, parse_schedule
+from fm_runtime.solve.solvers import SOLVERS, integrate, time_grid
 from tests.conftest import run_cli
-from training.sample import log_prob as torch_log_prob, sample as torch_sample
+from training.sample import log_prob as torch_log_prob
+from training.sample import sample as torch_sample
 
 NAMED = ["uniform", "shift:3", "shift:0.3", "sway:-1", "sway:0.8", f"sway:{SWAY_MAX}", "cosine"]
 EXPLICIT = [0.0, 0.05, 0.2, 0.55, 1.0]

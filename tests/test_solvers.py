@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from fm_runtime.solvers import SOLVERS, integrate, integrate_inplace, nfe, tableau_step, time_grid
+from fm_runtime.solve.solvers import SOLVERS, integrate, integrate_inplace, nfe, tableau_step, time_grid
+
 
 # The four rules written by hand: oracles for the tableau stepper.
 def euler_step(f, x, t: float, h: float):
@@ -87,7 +88,7 @@ def test_time_grid_is_uniform_with_exact_ends():
 @pytest.mark.parametrize("name", sorted(SOLVERS))
 @pytest.mark.parametrize("steps", [1, 3, 8])
 def test_inplace_tableau_loop_matches_step_functions(name, steps):
-    from fm_runtime.solvers import integrate_inplace
+    from fm_runtime.solve.solvers import integrate_inplace
     x0 = np.random.default_rng(steps).standard_normal((7, 2)).astype(np.float32)
     g = lambda x, t: np.tanh(x) * np.float32(t) - x   # noqa: E731
     ref = integrate(g, x0, steps, name)
@@ -98,7 +99,7 @@ def test_inplace_tableau_loop_matches_step_functions(name, steps):
 
 
 def test_noise_stream_ranges_are_consistent():
-    from fm_runtime.noise import BLOCK, noise_rows
+    from fm_runtime.solve.noise import BLOCK, noise_rows
     full = noise_rows(5, 0, 2 * BLOCK + 100, (2,))
     assert full.dtype == np.float32 and full.shape == (2 * BLOCK + 100, 2)
     for a, b in [(0, 10), (BLOCK - 3, BLOCK + 4), (BLOCK + 7, 2 * BLOCK + 100), (123, 123)]:

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.data import DATASETS, sample_data
 from training.paths import OTPath
-from training.train import CheckpointError, fit, load_checkpoint, save_checkpoint
+from training.train import fit
 
 from .conftest import QUICK
 

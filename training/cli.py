@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from fm_runtime.errors import InputError, run_cli
-from fm_runtime.io import atomic_write, check_writable, load_array, save_npy
-from fm_runtime.noise import noise_rows
-from fm_runtime.solvers import MAX_STEPS, SOLVERS
+from fm_runtime.cli.io import atomic_write, check_writable, load_array, save_npy
+from fm_runtime.cli.runner import run_cli
+from fm_runtime.errors import InputError
+from fm_runtime.solve.noise import noise_rows
+from fm_runtime.solve.solvers import MAX_STEPS, SOLVERS
 
 from .couplings import COUPLINGS
 from .data import DATASETS
@@ -167,9 +168,10 @@ def sample(checkpoint, n, seed, noise, steps, solver, schedule, times, label, gu
       fm-train sample moons.ckpt -n 1000 --seed 0 --out native.npy
       fm-train sample moons.ckpt --noise z.npy --steps 2 --schedule shift:0.5 --out native.npy
     """
-    from fm_runtime.cli_options import schedule_of
+    from fm_runtime.cli.options import schedule_of
+
+    from .checkpoint import load_checkpoint
     from .sample import sample as native_sample
-    from .train import load_checkpoint
 
     check_writable(out)
     grid = schedule_of(schedule, times)
@@ -225,8 +227,9 @@ def reflow(teacher, out, pairs, steps, lr, teacher_steps, distil, seed, progress
       fm-train reflow moons-r1.ckpt --out moons-r2.ckpt                  # 2-reflow
       fm-train reflow moons.ckpt --distil euler:1 --out moons-1step.ckpt
     """
-    from .reflow import ReflowRecipe, reflow as run_reflow
-    from .train import save_checkpoint
+    from .checkpoint import save_checkpoint
+    from .reflow import ReflowRecipe
+    from .reflow import reflow as run_reflow
 
     check_writable(out)
     if distil:
@@ -275,7 +278,7 @@ def evaluate(model, n, repeats, solvers, max_nfe, json_out, plot):
         if path:
             check_writable(path)
     if plot:
-        from fm_runtime.plot import require_matplotlib
+        from fm_runtime.cli.plot import require_matplotlib
         require_matplotlib()
     sample, info = sampler_for(model)
     if info["dataset"] not in DATASETS:

@@ -6,8 +6,8 @@ from typing import Callable
 
 import numpy as np
 
-from fm_runtime.metrics import energy_distance, sliced_wasserstein
-from fm_runtime.solvers import SOLVERS
+from fm_runtime.solve.metrics import energy_distance, sliced_wasserstein
+from fm_runtime.solve.solvers import SOLVERS
 
 from .data import fresh_data
 
@@ -19,8 +19,8 @@ def sampler_for(model_path: str | Path) -> tuple[Callable, dict]:
     sampler) or a model file (the runtime)."""
     p = Path(model_path)
     if p.suffix in (".ckpt", ".pt", ".pth"):
+        from .checkpoint import load_checkpoint
         from .sample import sample
-        from .train import load_checkpoint
         model, config = load_checkpoint(p)
         return (lambda z, steps, solver: sample(model, z, steps, solver)), {
             "dataset": config["dataset"], "data_shape": config["data_shape"], "baked": None}
@@ -84,8 +84,8 @@ def format_table(result: dict) -> str:
 
 
 def plot_table(result: dict, path: str) -> None:
-    from fm_runtime.io import atomic_write
-    from fm_runtime.plot import pyplot
+    from fm_runtime.cli.io import atomic_write
+    from fm_runtime.cli.plot import pyplot
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for solver in sorted({r["solver"] for r in result["rows"]}):

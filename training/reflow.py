@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fm_runtime.noise import noise_rows
-from fm_runtime.solvers import integrate
+from fm_runtime.solve.noise import noise_rows
+from fm_runtime.solve.solvers import integrate
 
+from .checkpoint import load_checkpoint
 from .nets import build_network
-from .train import _progress, load_checkpoint
+from .train import _progress
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def _train(model: torch.nn.Module, steps: int, lr: float, ema: float, progress, 
     model.train()
     recent: list[float] = []
     bar = _progress(steps, progress)
-    for step in range(steps):
+    for _ in range(steps):
         loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -18,12 +18,10 @@ from pathlib import Path
 import torch
 
 from . import distributed
-
-STATE_KEY = "training_state"
+from .checkpoint import STATE_KEY, CheckpointError
 
 
 def _error(message: str) -> Exception:
-    from .train import CheckpointError
     return CheckpointError(message)
 
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import torch
 
-from fm_runtime.schedules import parse_schedule
-from fm_runtime.solvers import integrate
+from fm_runtime.solve.schedules import parse_schedule
+from fm_runtime.solve.solvers import integrate
 
 
 def guided_velocity(model: torch.nn.Module, labels=None, guidance: float = 1.0):
@@ -32,7 +32,7 @@ def guided_velocity(model: torch.nn.Module, labels=None, guidance: float = 1.0):
 def sample(model: torch.nn.Module, noise, steps: int | None = 8, solver: str = "midpoint",
            trajectory: bool = False, labels=None, guidance: float = 1.0, schedule=None):
     """Integrate model from the given noise [n, *shape] (t = 0) to t = 1 with a fixed-step solver
-    on the grid of `schedule` (fm_runtime.schedules; None: uniform; explicit times fix the steps),
+    on the grid of `schedule` (fm_runtime.solve.schedules; None: uniform; explicit times fix the steps),
     in float32 eager torch; class-conditional models take `labels` [n] and a `guidance` weight.
     Returns numpy samples, or (samples, trajectory [steps + 1, n, *shape])."""
     schedule = parse_schedule(schedule)

@@ -11,7 +11,7 @@ export { SOLVERS, DEFAULT_SOLVER, DEFAULT_STEPS } from './solvers.mjs';
 export { Schedule, parseSchedule } from './schedules.mjs';
 
 /** The moons model shipped in the Python package, relative to this module. */
-export const DEFAULT_MODEL = new URL('../../fm_runtime/models/moons.onnx', import.meta.url).href;
+export const DEFAULT_MODEL = new URL('../../fm_runtime/assets/moons.onnx', import.meta.url).href;
 
 async function readSource(source) {
   if (source instanceof Uint8Array) return [source, 'model'];

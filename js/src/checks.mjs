@@ -1,7 +1,8 @@
 // Every argument of a sample() request checked in one place, with the same errors as the Python
-// runtime's fm_runtime/checks.py: UsageError for values the caller chose, InputError for noise.
+// runtime's fm_runtime/engine/request.py: UsageError for values the caller chose, InputError for noise.
 
 import { InputError, UsageError, show } from './errors.mjs';
+import { CONTRACT } from './definitions.mjs';
 import { MAX_STEPS, SOLVERS } from './solvers.mjs';
 import { parseSchedule } from './schedules.mjs';
 
@@ -96,8 +97,8 @@ export function checkSample(spec, where, options) {
   const unknown = Object.keys(options).filter((k) => !OPTIONS.includes(k));
   if (unknown.length) throw new UsageError(`unknown option ${show(unknown[0])} (sample() takes ${OPTIONS.join(', ')})`);
   let { n = null, steps = null, solver = null, schedule = null, noise = null, labels = null, guidance = 1, seed = null } = options;
-  if (solver === 'dopri5') {
-    throw new UsageError(`the adaptive solver dopri5 runs in the Python runtime only; the JavaScript sampler takes a fixed-step solver: ${Object.keys(SOLVERS).join(', ')}`);
+  if (CONTRACT.solvers.methods[solver]?.kind === 'adaptive') {
+    throw new UsageError(`the adaptive solver ${solver} runs in the Python runtime only; the JavaScript sampler takes a fixed-step solver: ${Object.keys(SOLVERS).join(', ')}`);
   }
   if (spec.kind === 'baked') {
     const b = spec.baked;

@@ -1,26 +1,19 @@
-// The fm.* contract (docs/contract.md) read from a model file's metadata and checked against its
-// graph: the same keys, schema, defaults and refusals as fm_runtime/contract.py and graph_io.py.
+// The fm.* contract read from a model file's metadata and checked against its graph: the keys,
+// schemas, names and limits come from fm_runtime/contract.json (definitions.mjs), the refusals are
+// those of fm_runtime/model/contract.py and graph_io.py.
 
 import { ModelError, printable, show } from './errors.mjs';
 import { DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe } from './solvers.mjs';
-import { decode } from './contract_values.mjs';
+import { CONTRACT, KEYS } from './definitions.mjs';
+import { decode, describe } from './schema.mjs';
 import { dumps, plain } from './pyjson.mjs';
 import { parseSchedule } from './schedules.mjs';
 
-export const FORMAT_VERSION = 3;
-const PREFIX = 'fm.';
-const KINDS = ['velocity', 'baked'];
-const PREDICTIONS = ['velocity'];
-export const NAMES = { x: 'x', t: 't', v: 'v', y: 'y', z: 'z', samples: 'x' };
-
-const ALL = KINDS, VELOCITY = ['velocity'], BAKED = ['baked'];
-// key -> the kinds of file that must have it (in the order Python's contract reads them)
-const KEYS = {
-  format_version: ALL, kind: ALL, data_shape: ALL, input_x: VELOCITY, input_t: VELOCITY, output_v: VELOCITY,
-  input_z: BAKED, output_x: BAKED, baked: BAKED, prediction: ALL, path: ALL, default_solver: [],
-  default_steps: [], default_schedule: [], training: [], architecture: [], producer: [], selftest: [], variant: [],
-  num_classes: [], null_class: [], input_y: [], value_range: [], divergence: [],
-};
+export const FORMAT_VERSION = CONTRACT.format_version;
+const PREFIX = CONTRACT.prefix;
+const KINDS = CONTRACT.kinds;
+const PREDICTIONS = CONTRACT.predictions;
+export const NAMES = CONTRACT.graph_names;
 
 const isInt = (v) => typeof v === 'number' && Number.isInteger(v);
 const known = (solver) => typeof solver === 'string' && Object.hasOwn(SOLVERS, solver);
@@ -28,18 +21,21 @@ const known = (solver) => typeof solver === 'string' && Object.hasOwn(SOLVERS, s
 /** One key's value, its size, JSON and shape checked (contract_values.mjs), as Python decodes it. */
 function value(where, key, raw) {
   const [v, problem] = decode(key, raw);
-  if (problem) throw new ModelError(`${where}: metadata ${PREFIX}${key} ${problem}`);
+  if (problem) throw new ModelError(`${where}: metadata ${PREFIX}${key} ${describe(problem)}`, { key: PREFIX + key, field: problem[0] });
   return v;
 }
+
+/** A metadata value that fits its schema but not the rest of the file or this runtime. */
+const refuse = (where, key, what, field = '') => new ModelError(`${where}: ${what}`, { key: PREFIX + key, field });
 
 // Each key's schema fixes its JSON type, so decoding is the whole check here. Returns the values as
 // plain JavaScript (for the spec) and as Python decoded them (for exact comparisons and messages).
 function decodeAll(where, metadata, kind) {
   const out = {}, py = {};
-  for (const [key, requiredFor] of Object.entries(KEYS)) {
+  for (const [key, entry] of Object.entries(KEYS)) {
     const raw = metadata[PREFIX + key];
     if (raw === undefined) {
-      if (requiredFor.includes(kind)) throw new ModelError(`${where}: metadata key ${PREFIX + key} is missing`);
+      if (entry.required_for.includes(kind)) throw refuse(where, key, `metadata key ${PREFIX + key} is missing`);
       continue;
     }
     py[key] = value(where, key, raw);
@@ -104,60 +100,60 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
   if (typeof dataShape === 'number') dataShape = [dataShape];
   let spec;
   if (Object.keys(metadata).some((k) => k.startsWith(PREFIX))) {
-    if (!(PREFIX + 'format_version' in metadata)) throw new ModelError(`${where}: metadata has fm.* keys but no fm.format_version`);
+    if (!(PREFIX + 'format_version' in metadata)) throw refuse(where, 'format_version', 'metadata has fm.* keys but no fm.format_version');
     const rawVersion = metadata[PREFIX + 'format_version'];
     const [pyVersion, versionProblem] = decode('format_version', rawVersion);
-    if (versionProblem) throw new ModelError(`${where}: fm.format_version must be a positive integer, got ${show(rawVersion)}`);
+    if (versionProblem) throw refuse(where, 'format_version', `fm.format_version must be a positive integer, got ${show(rawVersion)}`);
     const version = Number(pyVersion);
     if (version > FORMAT_VERSION) {
-      throw new ModelError(`${where}: contract version ${pyVersion} is newer than this runtime understands (${FORMAT_VERSION}); upgrade fm-runtime`);
+      throw refuse(where, 'format_version', `contract version ${pyVersion} is newer than this runtime understands (${FORMAT_VERSION}); upgrade fm-runtime`);
     }
     const rawKind = metadata[PREFIX + 'kind'];
-    if (rawKind === undefined) throw new ModelError(`${where}: metadata key ${PREFIX}kind is missing`);
+    if (rawKind === undefined) throw refuse(where, 'kind', `metadata key ${PREFIX}kind is missing`);
     const [decodedKind, kindProblem] = decode('kind', rawKind);
     const kind = kindProblem ? rawKind : decodedKind;
-    if (!KINDS.includes(kind)) throw new ModelError(`${where}: fm.kind ${show(kind)} is not one of ${KINDS.join(', ')}`);
+    if (!KINDS.includes(kind)) throw refuse(where, 'kind', `fm.kind ${show(kind)} is not one of ${KINDS.join(', ')}`);
     const [m, py] = decodeAll(where, metadata, kind);
     if (!PREDICTIONS.includes(m.prediction)) {
-      throw new ModelError(`${where}: fm.prediction ${show(m.prediction)} is not supported (supported: ${PREDICTIONS.join(', ')})`);
+      throw refuse(where, 'prediction', `fm.prediction ${show(m.prediction)} is not supported (supported: ${PREDICTIONS.join(', ')})`);
     }
     const shape = m.data_shape;
     let solver = m.default_solver ?? DEFAULT_SOLVER;
-    if (!known(solver)) throw new ModelError(`${where}: fm.default_solver ${show(solver)} is not a known solver`);
+    if (!known(solver)) throw refuse(where, 'default_solver', `fm.default_solver ${show(solver)} is not a known solver`);
     let steps = m.default_steps ?? DEFAULT_STEPS;
-    if (!(steps >= 1 && steps <= MAX_STEPS)) throw new ModelError(`${where}: fm.default_steps must be between 1 and ${MAX_STEPS}, got ${steps}`);
+    if (!(steps >= 1 && steps <= MAX_STEPS)) throw refuse(where, 'default_steps', `fm.default_steps must be between 1 and ${MAX_STEPS}, got ${steps}`);
     const baked = m.baked ?? {};
     if (kind === 'baked') {
       if (!known(baked.solver) || !(baked.steps >= 1 && baked.steps <= MAX_STEPS)) {
-        throw new ModelError(`${where}: fm.baked must name a known solver and 1 to ${MAX_STEPS} steps`);
+        throw refuse(where, 'baked', `fm.baked must name a known solver and 1 to ${MAX_STEPS} steps`, known(baked.solver) ? 'steps' : 'solver');
       }
       [solver, steps] = [baked.solver, baked.steps];
       baked.nfe ??= nfe(solver, steps);
       if (baked.nfe !== nfe(solver, steps)) {
-        throw new ModelError(`${where}: fm.baked says ${baked.nfe} NFE, but ${solver}:${steps} takes ${nfe(solver, steps)}`);
+        throw refuse(where, 'baked', `fm.baked says ${baked.nfe} NFE, but ${solver}:${steps} takes ${nfe(solver, steps)}`, 'nfe');
       }
     }
     let schedule;
     try {
       schedule = parseSchedule(m.default_schedule ?? 'uniform');
     } catch (e) {
-      throw new ModelError(`${where}: fm.default_schedule: ${e.message}`);
+      throw refuse(where, 'default_schedule', `fm.default_schedule: ${e.message}`);
     }
     if (schedule.steps !== null && schedule.steps !== steps) {
-      throw new ModelError(`${where}: fm.default_schedule has ${schedule.steps} steps but the file's steps are ${steps}`);
+      throw refuse(where, 'default_schedule', `fm.default_schedule has ${schedule.steps} steps but the file's steps are ${steps}`);
     }
     const classes = m.num_classes ?? 0;
     const nullClass = m.null_class ?? classes;
     if (classes && !(nullClass >= 0 && nullClass <= classes)) {
-      throw new ModelError(`${where}: fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, got ${classes} and ${nullClass}`);
+      throw refuse(where, 'null_class', `fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, got ${classes} and ${nullClass}`);
     }
     const div = m.divergence ?? {};
     if (Object.keys(div).length && !(typeof div.onnx_base64 === 'string' || Array.isArray(div.unsupported_ops))) {
-      throw new ModelError(`${where}: fm.divergence must hold onnx_base64 (a string) or unsupported_ops (a list of operator names)`);
+      throw refuse(where, 'divergence', `fm.divergence must hold onnx_base64 (a string) or unsupported_ops (a list of operator names)`);
     }
     const vr = m.value_range ?? null;     // its items are finite numbers (the schema); compared exactly
     if (vr !== null && !(vr.length === 2 && py.value_range[0] < py.value_range[1])) {
-      throw new ModelError(`${where}: fm.value_range must be [low, high] with low < high, got ${dumps(py.value_range)}`);
+      throw refuse(where, 'value_range', `fm.value_range must be [low, high] with low < high, got ${dumps(py.value_range)}`);
     }
     spec = baseSpec({
       dataShape: shape, xName: xName ?? m.input_x ?? NAMES.x, tName: tName ?? m.input_t ?? NAMES.t,
@@ -168,7 +164,7 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
       yName: m.input_y ?? NAMES.y, valueRange: vr, divergence: div,
     });
     if (dataShape != null && dataShape.join(',') !== shape.join(',')) {
-      throw new ModelError(`${where}: the file declares data shape ${show(shape)}, not ${show(dataShape)}`);
+      throw refuse(where, 'data_shape', `the file declares data shape ${show(shape)}, not ${show(dataShape)}`);
     }
   } else {
     spec = plainSpec(where, inputs, outputs, dataShape, xName, tName);

@@ -2,9 +2,13 @@
 // runtime's fm_runtime/errors.py, so a caller can tell a bad file from a bad argument.
 
 export class FmError extends Error {
-  constructor(message) {
+  /** key and field, where known, say what was refused in a form programs compare (as in Python:
+   * key an fm.* metadata key or a request argument, field the path inside its value). */
+  constructor(message, { key = null, field = null } = {}) {
     super(message);
     this.name = this.constructor.name;
+    this.key = key;
+    this.field = field;
   }
 }
 FmError.prototype.exitCode = 1;

@@ -49,7 +49,7 @@ function tensorFromRows(ort, rows, type) {
   return new ort.Tensor(type === 'tensor(int64)' ? 'int64' : 'float32', data, dims);
 }
 
-/** Run the probe the exporter recorded (fm.selftest) and compare, as fm_runtime/session.py does. */
+/** Run the probe the exporter recorded (fm.selftest) and compare, as fm_runtime/model/session.py does. */
 async function selfTest(ort, session, inputs, probe, where) {
   if (!probe || !Object.keys(probe).length) return;
   let feed, want, atol;
@@ -159,7 +159,7 @@ export class Sampler {
     return { x, nfe: spec.baked.nfe ?? this.nfe() };
   }
 
-  /** v(x, t) for `batch` rows; labels and guidance as one wrapper (fm_runtime/velocity.py). */
+  /** v(x, t) for `batch` rows; labels and guidance as one wrapper (fm_runtime/engine/velocity.py). */
   velocityFn(batch, labels, guidance) {
     const { ort, spec, session } = this;
     const fixed = {};

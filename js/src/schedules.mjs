@@ -1,12 +1,15 @@
 // Time schedules: where a fixed-step solve places its steps between noise (t = 0) and data
-// (t = 1), as fm_runtime/schedules.py: uniform, shift:S, sway:S, cosine and explicit times
+// (t = 1), as fm_runtime/solve/schedules.py: uniform, shift:S, sway:S, cosine and explicit times
 // "times:0,...,1", parsed with the same refusals and messages, and the same float64 grids (exact
 // ends, the same order of operations).
 
+import { CONTRACT } from './definitions.mjs';
 import { show } from './errors.mjs';
 
-export const SWAY_MAX = 1 / (Math.PI / 2 - 1);      // above it sway's grid is no longer increasing
-export const MAX_TIMES = 100001;
+const BOUNDS = CONTRACT.schedules;
+const SHIFT_MAX = BOUNDS.shift_max, SWAY_MIN = BOUNDS.sway_min;
+export const SWAY_MAX = BOUNDS.sway_max;      // 1 / (pi / 2 - 1): above it sway's grid is no longer increasing
+export const MAX_TIMES = BOUNDS.max_times;
 
 /** A float as Python's repr() writes it (1e-05, 1e+16, 3.0, inf, nan). */
 export function pyRepr(v) {
@@ -123,10 +126,10 @@ export function parseSchedule(spec) {
     } catch {
       throw new Error(`schedule ${name} needs a number, e.g. ${name}:${name === 'shift' ? '3' : '-1'}; got ${show(spec)}`);
     }
-    if (name === 'shift' && !(Number.isFinite(value) && value > 0 && value <= 1e6)) {
-      throw new Error(`shift:S needs 0 < S <= 1e6, got ${show(spec)}`);
+    if (name === 'shift' && !(Number.isFinite(value) && value > 0 && value <= SHIFT_MAX)) {
+      throw new Error(`shift:S needs 0 < S <= ${SHIFT_MAX}, got ${show(spec)}`);
     }
-    if (name === 'sway' && !(value >= -1 && value <= SWAY_MAX)) {
+    if (name === 'sway' && !(value >= SWAY_MIN && value <= SWAY_MAX)) {
       throw new Error(`sway:S needs -1 <= S <= ${SWAY_MAX.toFixed(4)} (beyond, its times are not increasing), got ${show(spec)}`);
     }
     return new Schedule(name, value);

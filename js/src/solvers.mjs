@@ -1,22 +1,18 @@
 // Fixed-step solvers as Butcher tableaus, the same methods, grid and order of operations as the
-// Python runtime (fm_runtime/solvers.py). Every float32 operation is rounded like numpy's float32
+// Python runtime (fm_runtime/solve/solvers.py), read from the same tableaus in fm_runtime/contract.json. Every float32 operation is rounded like numpy's float32
 // arithmetic (Math.fround after each multiply and add), so the two runtimes agree to the last
 // bits the network's own kernels allow. The grid comes from a time schedule (schedules.mjs).
 
+import { CONTRACT } from './definitions.mjs';
 import { parseSchedule } from './schedules.mjs';
 
-export const SOLVERS = {
-  euler: { name: 'euler', evalsPerStep: 1, order: 1, c: [0], a: [[]], b: [1] },
-  midpoint: { name: 'midpoint', evalsPerStep: 2, order: 2, c: [0, 0.5], a: [[], [0.5]], b: [0, 1] },
-  heun: { name: 'heun', evalsPerStep: 2, order: 2, c: [0, 1], a: [[], [1]], b: [0.5, 0.5] },
-  rk4: {
-    name: 'rk4', evalsPerStep: 4, order: 4, c: [0, 0.5, 0.5, 1],
-    a: [[], [0.5], [0, 0.5], [0, 0, 1]], b: [1 / 6, 1 / 3, 1 / 3, 1 / 6],
-  },
-};
-export const DEFAULT_SOLVER = 'midpoint';
-export const DEFAULT_STEPS = 8;
-export const MAX_STEPS = 100000;
+const REGISTRY = CONTRACT.solvers;
+/** The fixed-step methods of contract.json's solver registry (dopri5, kind "adaptive", is Python-only). */
+export const SOLVERS = Object.fromEntries(Object.entries(REGISTRY.methods).filter(([, m]) => m.kind === 'fixed')
+  .map(([name, m]) => [name, { name, evalsPerStep: m.evals_per_step, order: m.order, c: m.c, a: m.a, b: m.b }]));
+export const DEFAULT_SOLVER = REGISTRY.default;
+export const DEFAULT_STEPS = REGISTRY.default_steps;
+export const MAX_STEPS = REGISTRY.max_steps;
 
 export function nfe(solver, steps) {
   return SOLVERS[solver].evalsPerStep * steps;

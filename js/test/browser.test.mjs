@@ -57,7 +57,7 @@ describe('demo page in headless Chromium', { skip }, () => {
   });
 
   test('a corrupted file shows an error, not a blank', async () => {
-    const good = readFileSync(join(REPO, 'fm_runtime', 'models', 'moons.onnx'));
+    const good = readFileSync(join(REPO, 'fm_runtime', 'assets', 'moons.onnx'));
     for (const [name, bytes, text] of [
       ['truncated.onnx', good.subarray(0, good.length >> 1), /ModelError: truncated\.onnx: not an ONNX model, or truncated or corrupted/],
       ['altered.onnx', readFileSync(join(fx.dir, 'altered-weights.onnx')), /ModelError: altered\.onnx: fails its self-test/],

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ..errors import ModelError, UsageError
 from . import providers as _providers
 from .contract import ModelSpec, io_table, read_selftest, read_spec
 from .control import SELFTEST_SECONDS, graph_errors, one_line, time_limit
-from .errors import ModelError, UsageError
 
 DEFAULT_MODEL = "moons.onnx"
 MAX_MODEL_BYTES = 2**31 - 1     # protobuf's limit: onnxruntime cannot parse a larger one-file model
@@ -21,7 +21,7 @@ MAX_MODEL_BYTES = 2**31 - 1     # protobuf's limit: onnxruntime cannot parse a l
 
 def default_model_path() -> Path:
     """The small moons model shipped inside the package."""
-    return Path(str(resources.files("fm_runtime.models").joinpath(DEFAULT_MODEL)))
+    return Path(str(resources.files("fm_runtime.assets").joinpath(DEFAULT_MODEL)))
 
 
 def load_failure(where: str, e: Exception) -> ModelError:

@@ -13,17 +13,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from .adaptive import dopri5
+from ..errors import UsageError
+from ..model.contract import ModelSpec
+from ..model.control import guarded
+from ..model.session import default_model_path, open_model
+from ..solve.adaptive import dopri5
+from ..solve.likelihood import standard_normal_logpdf
+from ..solve.noise import BLOCK, NoiseStream, new_seed, noise_rows
+from ..solve.solvers import get_solver, integrate
+from . import request
 from .backends import Watch, choose_backend
-from . import checks
-from .contract import ModelSpec
-from .control import guarded
-from .errors import UsageError
-from .likelihood import standard_normal_logpdf
-from .noise import BLOCK, NoiseStream, new_seed, noise_rows
-from .sampler_likelihood import Likelihoods
-from .session import default_model_path, open_model
-from .solvers import get_solver, integrate
+from .likelihoods import Likelihoods
 from .tiler import DEFAULT_TILE, Tiler, default_tile
 from .velocity import Conditioning, checked, velocity_at, velocity_fn
 
@@ -90,9 +90,9 @@ class Sampler(Likelihoods):
         return self.spec.num_classes
 
     def check_labels(self, labels, n: int) -> np.ndarray | None:
-        return checks.check_labels(self.spec, self.path, labels, n)
+        return request.check_labels(self.spec, self.path, labels, n)
 
-    check_guidance = staticmethod(checks.check_guidance)
+    check_guidance = staticmethod(request.check_guidance)
 
     @guarded
     def velocity(self, x: np.ndarray, t: float | np.ndarray, labels=None, guidance: float = 1.0) -> np.ndarray:
@@ -101,11 +101,11 @@ class Sampler(Likelihoods):
             raise UsageError(f"{self.path} is a baked sampler; it has no velocity to evaluate")
         x = np.ascontiguousarray(x, dtype=np.float32)
         labels = self.check_labels(labels, len(x))
-        return velocity_at(self.session, self.spec, x, t, Conditioning(labels, checks.check_guidance(guidance, labels)))
+        return velocity_at(self.session, self.spec, x, t, Conditioning(labels, request.check_guidance(guidance, labels)))
 
     def noise(self, n: int, seed: int | None = None, start: int = 0) -> np.ndarray:
         """Rows [start, start + n) of the seeded standard-normal noise stream (see noise.py)."""
-        return noise_rows(new_seed() if seed is None else checks.seed(seed), start, start + checks.count(n), self.data_shape)
+        return noise_rows(new_seed() if seed is None else request.seed(seed), start, start + request.count(n), self.data_shape)
 
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)
@@ -113,7 +113,7 @@ class Sampler(Likelihoods):
     def check_baked(self, steps: int | None, solver: str | None, trajectory: bool, schedule=None) -> None:
         """Refuse, before any work, what a baked file cannot do (other steps, schedules, trajectories)."""
         b = self.spec.baked
-        if schedule is not None and str(checks.check_schedule(self.spec, schedule, None)[0]) != self.spec.default_schedule:
+        if schedule is not None and str(request.check_schedule(self.spec, schedule, None)[0]) != self.spec.default_schedule:
             raise UsageError(f"{self.path} is a baked sampler on the {self.spec.default_schedule} time schedule; it "
                              f"cannot run another (export another --bake with --schedule)")
         if (steps is not None and steps != b["steps"]) or (solver is not None and solver != b["solver"]):
@@ -125,7 +125,7 @@ class Sampler(Likelihoods):
 
     def check_noise(self, noise, n: int | None = None, what: str = "noise") -> np.ndarray:
         """A float array [n, *data_shape] with finite values, as contiguous float32."""
-        return checks.check_noise(self.data_shape, noise, n, what)
+        return request.check_noise(self.data_shape, noise, n, what)
 
     @guarded
     def run(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
@@ -134,21 +134,21 @@ class Sampler(Likelihoods):
             divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
             rtol: float | None = None, atol: float | None = None) -> SampleResult:
         """One sampling request; see sample() for the arguments. Safe to call from many threads."""
-        adaptive = checks.check_adaptive(self.baked, solver, steps, schedule, trajectory, logprob, rtol, atol)
+        adaptive = request.check_adaptive(self.baked, solver, steps, schedule, trajectory, logprob, rtol, atol)
         if self.baked:
             self.check_baked(steps, solver, trajectory, schedule)
         if logprob and trajectory:
             raise UsageError("return_logprob and return_trajectory cannot be combined")
         if not adaptive:
-            schedule, steps = checks.check_schedule(self.spec, schedule, steps)
-            steps, solver = checks.check_grid(self.spec, steps, solver)
-        guidance = checks.check_guidance(guidance, labels)
+            schedule, steps = request.check_schedule(self.spec, schedule, steps)
+            steps, solver = request.check_grid(self.spec, steps, solver)
+        guidance = request.check_guidance(guidance, labels)
         if noise is not None:
-            x0 = self.check_noise(noise, None if n is None else checks.count(n))
+            x0 = self.check_noise(noise, None if n is None else request.count(n))
         elif n is None:
             raise UsageError("give n (how many samples) or noise (the starting points)")
         else:
-            x0 = self.noise(checks.count(n), seed)
+            x0 = self.noise(request.count(n), seed)
         cond = Conditioning(self.check_labels(labels, len(x0)), guidance)
         watch = Watch(self.path, keep_partial)
         if adaptive:       # one system: the error norm, hence the steps, cover every row
@@ -179,9 +179,9 @@ class Sampler(Likelihoods):
                atol: float | None = None):
         """Draw samples. Give `n` (with an optional `seed`) or a `noise` array [n, *shape].
 
-        `schedule` places the steps in time (fm_runtime.schedules): "uniform", "shift:S",
+        `schedule` places the steps in time (fm_runtime.solve.schedules): "uniform", "shift:S",
         "sway:S", "cosine", or explicit times [0, ..., 1] (which fix the steps); default: the
-        model's (fm-run info shows it). solver "dopri5" is adaptive (fm_runtime.adaptive): it takes
+        model's (fm-run info shows it). solver "dopri5" is adaptive (fm_runtime.solve.adaptive): it takes
         `rtol`/`atol` (default 1e-5) instead of steps and reports its NFE in run().nfe / last_nfe.
 
         Class-conditional models take `labels` (an int for every row, or [n] ints; None: no label)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FmError
+from ..errors import FmError
 from .io import atomic_write
 
 INSTALL_HINT = "plotting needs matplotlib: pip install 'fm-runtime[plot]'"

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from . import checks
-from .contract import divergence_problem
-from .control import guarded
-from .errors import ModelError, NumericalError, UsageError
-from .likelihood import probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
-from .session import open_divergence
+from ..errors import ModelError, NumericalError, UsageError
+from ..model.contract import divergence_problem
+from ..model.control import guarded
+from ..model.session import open_divergence
+from ..solve.likelihood import probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
+from . import request
 from .velocity import Conditioning, jvp_fn
 
 
@@ -32,10 +32,10 @@ class Likelihoods:
         to likelihood.EXACT_MAX_DIM dimensions. Divide by the number of dimensions (and ln 2)
         for nats (bits) per dimension. Conditional models: log p(x | label), or of the guided
         field with guidance != 1. `schedule` as in sample(), visited backwards."""
-        schedule, steps = checks.check_schedule(self.spec, schedule, steps)
-        steps, solver = checks.check_grid(self.spec, steps, solver)
+        schedule, steps = request.check_schedule(self.spec, schedule, steps)
+        steps, solver = request.check_grid(self.spec, steps, solver)
         x1 = self.check_noise(x, what="data")
-        cond = Conditioning(self.check_labels(labels, len(x1)), checks.check_guidance(guidance, labels))
+        cond = Conditioning(self.check_labels(labels, len(x1)), request.check_guidance(guidance, labels))
         z, integral, self._last.nfe = self._solve_divergence(x1, steps, solver, cond, divergence, probes,
                                                              probe_seed, forward=False, schedule=schedule)
         return standard_normal_logpdf(z) - integral

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError, UsageError
-from .schedules import Schedule, parse_schedule
-from .solvers import check_steps, get_solver
-from .spec import ModelSpec
+from ..errors import InputError, UsageError
+from ..model.spec import ModelSpec
+from ..solve.schedules import Schedule, parse_schedule
+from ..solve.solvers import check_steps, get_solver
 
 
 def count(n) -> int:
@@ -76,7 +76,7 @@ def check_noise(data_shape: tuple[int, ...], noise, n: int | None = None, what: 
 
 def check_adaptive(baked: bool, solver, steps, schedule, trajectory, logprob, rtol, atol) -> dict | None:
     """{"rtol", "atol"} for a dopri5 request (None for a fixed-step one), refusing what it cannot do."""
-    from .adaptive import DEFAULT_ATOL, DEFAULT_RTOL, NAME, check_tolerances
+    from ..solve.adaptive import DEFAULT_ATOL, DEFAULT_RTOL, NAME, check_tolerances
     if solver != NAME:
         if rtol is not None or atol is not None:
             raise UsageError(f"rtol/atol apply to the adaptive solver {NAME} only")

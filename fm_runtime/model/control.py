@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import onnxruntime as ort
 
-from .errors import FmError, Interrupted, ModelError, ResourceError, TimedOut
+from ..errors import FmError, Interrupted, ModelError, ResourceError, TimedOut
 
 ort.set_default_logger_severity(4)       # onnxruntime's own log lines never reach the terminal
 RUN = ort.RunOptions()

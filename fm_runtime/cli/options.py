@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from . import control, limits
-from .contract import divergence_problem
-from .errors import UsageError
-from .sampler import Sampler, load
-from .solvers import MAX_STEPS, SOLVERS
+from ..engine.sampler import Sampler, load
+from ..errors import UsageError
+from ..model import control
+from ..model.contract import divergence_problem
+from ..solve.solvers import MAX_STEPS, SOLVERS
+from . import limits
 
 model_arg = click.argument("model", required=False, type=click.Path(dir_okay=True))
 
@@ -82,7 +83,7 @@ def schedule_options(f):
 
 def schedule_of(schedule: str | None, times: str | None):
     """The request's schedule from --schedule / --times (None: the model's default)."""
-    from .schedules import parse_schedule, parse_times
+    from ..solve.schedules import parse_schedule, parse_times
     if schedule and times:
         raise click.UsageError("give --schedule or --times, not both")
     try:
@@ -128,7 +129,7 @@ def check_conditioning(sampler, label, labels, guidance, logprob, grid) -> None:
 
 
 def describe_logp(sampler, logp, nfe: int, divergence: str, probes: int) -> str:
-    from .likelihood import resolve_method
+    from ..solve.likelihood import resolve_method
     d, m = sampler.spec.dim, float(logp.mean())
     method = resolve_method(divergence, d)
     how = "exact divergence" if method == "exact" else f"Hutchinson divergence, {probes} probe{'s' * (probes > 1)}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DEFAULT_BUDGET = "50%"          # of physical memory
 MIN_BUDGET = 256 << 20          # below this, Python with onnxruntime cannot even start a run

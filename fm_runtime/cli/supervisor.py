@@ -16,8 +16,8 @@ import threading
 import time
 from typing import Callable
 
-from . import control
-from .errors import printable
+from ..errors import printable
+from ..model import control
 from .io import remove_temporaries
 
 GRACE = 1.5

@@ -15,20 +15,17 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-NAME = "dopri5"
-DEFAULT_RTOL, DEFAULT_ATOL = 1e-5, 1e-5
-MAX_STEPS = 100_000
+from ..definitions import CONTRACT
 
-C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
-A = ((),
-     (1 / 5,),
-     (3 / 40, 9 / 40),
-     (44 / 45, -56 / 15, 32 / 9),
-     (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-     (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-     (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84))
+NAME = "dopri5"
+_METHOD = CONTRACT["solvers"]["methods"][NAME]          # its tableau, as data (contract.json)
+DEFAULT_RTOL, DEFAULT_ATOL = _METHOD["rtol"], _METHOD["atol"]
+MAX_STEPS = _METHOD["max_steps"]
+
+C = tuple(_METHOD["c"])
+A = tuple(tuple(row) for row in _METHOD["a"])
 # 5th-order weights are A[6] (first same as last); E = 5th - 4th order weights
-E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
+E = tuple(_METHOD["e"])
 
 
 class AdaptiveSolution(NamedTuple):

@@ -19,9 +19,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-NAMES = ("uniform", "shift", "sway", "cosine", "times")
-SWAY_MAX = 1.0 / (math.pi / 2 - 1)      # above it sway's grid is no longer increasing
-MAX_TIMES = 100_001
+from ..definitions import CONTRACT
+
+_BOUNDS = CONTRACT["schedules"]
+NAMES: tuple[str, ...] = tuple(_BOUNDS["names"])
+SHIFT_MAX: float = _BOUNDS["shift_max"]
+SWAY_MIN: float = _BOUNDS["sway_min"]
+SWAY_MAX: float = _BOUNDS["sway_max"]    # 1 / (pi / 2 - 1): above it sway's grid is no longer increasing
+MAX_TIMES: int = _BOUNDS["max_times"]
 
 
 def _num(v: float) -> str:
@@ -103,9 +108,9 @@ def parse_schedule(spec) -> Schedule:
         except ValueError:
             raise ValueError(f"schedule {name} needs a number, e.g. {name}:{'3' if name == 'shift' else '-1'}; "
                              f"got {spec!r}") from None
-        if name == "shift" and not (math.isfinite(value) and 0 < value <= 1e6):
-            raise ValueError(f"shift:S needs 0 < S <= 1e6, got {spec!r}")
-        if name == "sway" and not -1.0 <= value <= SWAY_MAX:
+        if name == "shift" and not (math.isfinite(value) and 0 < value <= SHIFT_MAX):
+            raise ValueError(f"shift:S needs 0 < S <= {SHIFT_MAX:.0f}, got {spec!r}")
+        if name == "sway" and not SWAY_MIN <= value <= SWAY_MAX:
             raise ValueError(f"sway:S needs -1 <= S <= {SWAY_MAX:.4f} (beyond, its times are not increasing), "
                              f"got {spec!r}")
         return Schedule(name, value)

@@ -3,7 +3,7 @@ check a graph against its contract, and to read a plain velocity ONNX that has n
 (docs/contract.md, "Files without metadata")."""
 from __future__ import annotations
 
-from .errors import ModelError
+from ..errors import ModelError
 from .spec import NAMES, ModelSpec
 
 

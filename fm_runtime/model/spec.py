@@ -5,25 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS
+from ..definitions import CONTRACT
+from ..solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 
 
 @dataclass(frozen=True)
 class GraphNames:
-    """The names fm-export gives graph inputs and outputs; a file may declare others (fm.input_*),
-    except in the divergence graph, whose names are always these."""
+    """The names fm-export gives graph inputs and outputs (contract.json "graph_names"); a file may
+    declare others (fm.input_*), except in the divergence graph, whose names are always these."""
 
-    x: str = "x"            # velocity graph: state input
-    t: str = "t"            # velocity graph: time input
-    v: str = "v"            # velocity graph: velocity output
-    y: str = "y"            # velocity graph: class labels
-    z: str = "z"            # baked graph: noise input
-    samples: str = "x"      # baked graph: samples output
-    e: str = "e"            # divergence graph: tangent vectors
-    jv: str = "jv"          # divergence graph: Jacobian-vector products
+    x: str          # velocity graph: state input
+    t: str          # velocity graph: time input
+    v: str          # velocity graph: velocity output
+    y: str          # velocity graph: class labels
+    z: str          # baked graph: noise input
+    samples: str    # baked graph: samples output
+    e: str          # divergence graph: tangent vectors
+    jv: str         # divergence graph: Jacobian-vector products
 
 
-NAMES = GraphNames()
+NAMES = GraphNames(**CONTRACT["graph_names"])
 
 
 @dataclass

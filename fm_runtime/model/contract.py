@@ -1,57 +1,31 @@
 """The model-file contract: what an fm-runtime ONNX file declares and how the runtime reads it.
 
-Written down for people in docs/contract.md; this module is its only reader on the runtime side,
-and the exporter writes metadata through `build_metadata` so both sides share the key names.
+The facts (keys, schemas, which kinds require what, limits, names) are data in contract.json
+(definitions.py); docs/contract.md explains them for people. This module is their only reader on
+the runtime side, and the exporter writes metadata through `build_metadata` so both sides share
+the key names.
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from . import contract_values
-from .errors import ModelError
+from ..definitions import CONTRACT, KEYS
+from ..errors import ModelError
+from ..solve.schedules import parse_schedule
+from ..solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe
+from . import schema
 from .graph_io import check_graph, io_table, plain_spec
-from .schedules import parse_schedule
 from .spec import NAMES, ModelSpec
-from .solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe
 
-# 2 added class labels (fm.num_classes, input y); 3 the time schedule (fm.default_schedule) other
-# than uniform. A file declares the lowest version whose features it uses.
-FORMAT_VERSION = 3
-PREFIX = "fm."
-KINDS = ("velocity", "baked")
-PREDICTIONS = ("velocity",)
-__all__ = ["FORMAT_VERSION", "ModelSpec", "build_metadata", "read_spec", "read_selftest", "with_divergence", "put_metadata", "write_metadata",
-           "divergence_problem", "describe_variant", "io_table"]
-
-# key -> (JSON-decoded type, required for which kinds)
-_ALL, _VELOCITY, _BAKED = KINDS, ("velocity",), ("baked",)
-_KEYS: dict[str, tuple[type | tuple[type, ...], tuple[str, ...]]] = {
-    "format_version": (int, _ALL),
-    "kind": (str, _ALL),
-    "data_shape": (list, _ALL),
-    "input_x": (str, _VELOCITY),
-    "input_t": (str, _VELOCITY),
-    "output_v": (str, _VELOCITY),
-    "input_z": (str, _BAKED),
-    "output_x": (str, _BAKED),
-    "baked": (dict, _BAKED),
-    "prediction": (str, _ALL),
-    "path": (dict, _ALL),
-    "default_solver": (str, ()),
-    "default_steps": (int, ()),
-    "default_schedule": (str, ()),
-    "training": (dict, ()),
-    "architecture": (dict, ()),
-    "producer": (dict, ()),
-    "selftest": (dict, ()),
-    "variant": (dict, ()),
-    "num_classes": (int, ()),
-    "null_class": (int, ()),
-    "input_y": (str, ()),
-    "value_range": (list, ()),
-    "divergence": (dict, ()),
-}
+# A file declares the lowest version whose features it uses (each key's "since" in contract.json:
+# 2 class labels, 3 a time schedule other than uniform).
+FORMAT_VERSION: int = CONTRACT["format_version"]
+PREFIX: str = CONTRACT["prefix"]
+KINDS: tuple[str, ...] = tuple(CONTRACT["kinds"])
+PREDICTIONS: tuple[str, ...] = tuple(CONTRACT["predictions"])
+__all__ = ["FORMAT_VERSION", "ModelSpec", "build_metadata", "read_spec", "read_selftest", "with_divergence", "put_metadata",
+           "write_metadata", "divergence_problem", "describe_variant", "io_table"]
 
 
 def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
@@ -97,11 +71,17 @@ def read_selftest(where: str, metadata: dict[str, str]) -> dict:
 
 
 def _value(where: str, key: str, raw: str):
-    """One key's value, its size, JSON and shape checked (contract_values)."""
-    value, problem = contract_values.decode(key, raw)
+    """One key's value, its size, JSON and shape checked (schema.py)."""
+    value, problem = schema.decode(key, raw)
     if problem:
-        raise ModelError(f"{where}: metadata {PREFIX}{key} {problem}")
+        raise ModelError(f"{where}: metadata {PREFIX}{key} {schema.describe(problem)}", key=PREFIX + key,
+                         field=problem[0])
     return value
+
+
+def _refuse(where: str, key: str, what: str, field: str = "") -> ModelError:
+    """A metadata value that fits its schema but not the rest of the file or this runtime."""
+    return ModelError(f"{where}: {what}", key=PREFIX + key, field=field)
 
 
 def with_divergence(metadata: dict[str, str], divergence: dict) -> dict[str, str]:
@@ -112,7 +92,7 @@ def with_divergence(metadata: dict[str, str], divergence: dict) -> dict[str, str
 def put_metadata(props, key: str, value) -> None:
     """Set one contract key in an ONNX model's metadata_props (replacing it; value None removes
     it): the one way the exporter changes a key after build_metadata."""
-    if key not in _KEYS:
+    if key not in KEYS:
         raise KeyError(f"{PREFIX}{key} is not a contract key")
     for p in [p for p in props if p.key == PREFIX + key]:
         props.remove(p)
@@ -128,29 +108,27 @@ def write_metadata(props, metadata: dict[str, str]) -> None:
 
 
 def _decode(where: str, metadata: dict[str, str], kind: str) -> dict[str, Any]:
+    """Every contract key the file has, decoded and checked against its schema (which fixes its
+    JSON type); a key its kind requires must be there."""
     out: dict[str, Any] = {}
-    for key, (typ, required_for) in _KEYS.items():
+    for key, entry in KEYS.items():
         raw = metadata.get(PREFIX + key)
         if raw is None:
-            if kind in required_for:
-                raise ModelError(f"{where}: metadata key {PREFIX + key} is missing")
+            if kind in entry["required_for"]:
+                raise _refuse(where, key, f"metadata key {PREFIX + key} is missing")
             continue
-        value = _value(where, key, raw)
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            raise ModelError(f"{where}: metadata {PREFIX + key} should be {getattr(typ, '__name__', typ)}, "
-                             f"got {type(value).__name__} {raw[:60]!r}")
-        out[key] = value
+        out[key] = _value(where, key, raw)
     return out
 
 
 def _decode_kind(where: str, metadata: dict[str, str]) -> str:
     raw = metadata.get(PREFIX + "kind")
     if raw is None:
-        raise ModelError(f"{where}: metadata key {PREFIX}kind is missing")
-    kind, problem = contract_values.decode("kind", raw)
+        raise _refuse(where, "kind", f"metadata key {PREFIX}kind is missing")
+    kind, problem = schema.decode("kind", raw)
     kind = raw if problem else kind
     if kind not in KINDS:
-        raise ModelError(f"{where}: fm.kind {kind!r} is not one of {', '.join(KINDS)}")
+        raise _refuse(where, "kind", f"fm.kind {kind!r} is not one of {', '.join(KINDS)}")
     return kind
 
 
@@ -165,55 +143,57 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
     has_fm = any(k.startswith(PREFIX) for k in metadata)
     if has_fm:
         if PREFIX + "format_version" not in metadata:
-            raise ModelError(f"{where}: metadata has fm.* keys but no fm.format_version")
-        version, problem = contract_values.decode("format_version", metadata[PREFIX + "format_version"])
+            raise _refuse(where, "format_version", "metadata has fm.* keys but no fm.format_version")
+        version, problem = schema.decode("format_version", metadata[PREFIX + "format_version"])
         if problem:
-            raise ModelError(f"{where}: fm.format_version must be a positive integer, "
-                             f"got {metadata[PREFIX + 'format_version']!r}")
+            raise _refuse(where, "format_version", "fm.format_version must be a positive integer, "
+                          f"got {metadata[PREFIX + 'format_version']!r}")
         if version > FORMAT_VERSION:
-            raise ModelError(f"{where}: contract version {version} is newer than this runtime "
-                             f"understands ({FORMAT_VERSION}); upgrade fm-runtime")
+            raise _refuse(where, "format_version", f"contract version {version} is newer than this runtime "
+                          f"understands ({FORMAT_VERSION}); upgrade fm-runtime")
         kind = _decode_kind(where, metadata)
         m = _decode(where, metadata, kind)
         if m["prediction"] not in PREDICTIONS:
-            raise ModelError(f"{where}: fm.prediction {m['prediction']!r} is not supported "
-                             f"(supported: {', '.join(PREDICTIONS)})")
+            raise _refuse(where, "prediction", f"fm.prediction {m['prediction']!r} is not supported "
+                          f"(supported: {', '.join(PREDICTIONS)})")
         shape = m["data_shape"]
         if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-            raise ModelError(f"{where}: fm.data_shape must be a list of positive integers, got {shape!r}")
+            raise _refuse(where, "data_shape", f"fm.data_shape must be a list of positive integers, got {shape!r}")
         solver = m.get("default_solver", DEFAULT_SOLVER)
         if solver not in SOLVERS:
-            raise ModelError(f"{where}: fm.default_solver {solver!r} is not a known solver")
+            raise _refuse(where, "default_solver", f"fm.default_solver {solver!r} is not a known solver")
         steps = m.get("default_steps", DEFAULT_STEPS)
         if not 1 <= steps <= MAX_STEPS:
-            raise ModelError(f"{where}: fm.default_steps must be between 1 and {MAX_STEPS}, got {steps}")
+            raise _refuse(where, "default_steps", f"fm.default_steps must be between 1 and {MAX_STEPS}, got {steps}")
         baked = m.get("baked", {})
         if kind == "baked":
             if baked.get("solver") not in SOLVERS or not 1 <= baked.get("steps", 0) <= MAX_STEPS:
-                raise ModelError(f"{where}: fm.baked must name a known solver and 1 to {MAX_STEPS} steps")
+                raise _refuse(where, "baked", f"fm.baked must name a known solver and 1 to {MAX_STEPS} steps",
+                              "solver" if baked.get("solver") not in SOLVERS else "steps")
             solver, steps = baked["solver"], baked["steps"]
             if baked.setdefault("nfe", nfe(solver, steps)) != nfe(solver, steps):
-                raise ModelError(f"{where}: fm.baked says {baked['nfe']} NFE, but {solver}:{steps} takes "
-                                 f"{nfe(solver, steps)}")
+                raise _refuse(where, "baked", f"fm.baked says {baked['nfe']} NFE, but {solver}:{steps} takes "
+                              f"{nfe(solver, steps)}", "nfe")
         try:
             schedule = parse_schedule(m.get("default_schedule", "uniform"))
         except ValueError as e:
-            raise ModelError(f"{where}: fm.default_schedule: {e}") from None
+            raise _refuse(where, "default_schedule", f"fm.default_schedule: {e}") from None
         if schedule.steps not in (None, steps):
-            raise ModelError(f"{where}: fm.default_schedule has {schedule.steps} steps but the file's steps are {steps}")
+            raise _refuse(where, "default_schedule",
+                          f"fm.default_schedule has {schedule.steps} steps but the file's steps are {steps}")
         classes = m.get("num_classes", 0)
         if classes < 0 or (classes and m.get("null_class", classes) not in range(classes + 1)):
-            raise ModelError(f"{where}: fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, "
-                             f"got {classes} and {m.get('null_class')}")
+            raise _refuse(where, "null_class", "fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, "
+                          f"got {classes} and {m.get('null_class')}")
         div = m.get("divergence", {})
         if div and not (isinstance(div.get("onnx_base64"), str) or (
                 isinstance(div.get("unsupported_ops"), list) and all(isinstance(o, str) for o in div["unsupported_ops"]))):
-            raise ModelError(f"{where}: fm.divergence must hold onnx_base64 (a string) or unsupported_ops "
-                             "(a list of operator names)")
+            raise _refuse(where, "divergence", "fm.divergence must hold onnx_base64 (a string) or unsupported_ops "
+                          "(a list of operator names)")
         vr = m.get("value_range")
         if vr is not None and (len(vr) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                        for v in vr) or not vr[0] < vr[1]):
-            raise ModelError(f"{where}: fm.value_range must be [low, high] with low < high, got {vr!r}")
+            raise _refuse(where, "value_range", f"fm.value_range must be [low, high] with low < high, got {vr!r}")
         spec = ModelSpec(tuple(shape), x_name or m.get("input_x", NAMES.x), t_name or m.get("input_t", NAMES.t),
                          m.get("output_v", NAMES.v), kind=kind, z_name=m.get("input_z", NAMES.z),
                          out_name=m.get("output_x", NAMES.samples), baked=baked, selftest=m.get("selftest", {}),
@@ -225,8 +205,8 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
                          y_name=m.get("input_y", NAMES.y), value_range=tuple(vr) if vr else None,
                          divergence=m.get("divergence", {}))
         if data_shape is not None and tuple(data_shape) != spec.data_shape:
-            raise ModelError(f"{where}: the file declares data shape {list(spec.data_shape)}, "
-                             f"not {list(data_shape)}")
+            raise _refuse(where, "data_shape", f"the file declares data shape {list(spec.data_shape)}, "
+                          f"not {list(data_shape)}")
     else:
         spec = plain_spec(where, inputs, outputs, data_shape, x_name, t_name)
     check_graph(where, spec, inputs, outputs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
+from ..definitions import CONTRACT
 from .schedules import parse_schedule
 
 Velocity = Callable[[Any, float], Any]
@@ -27,19 +28,15 @@ class Solver:
     b: tuple[float, ...]
 
 
+_REGISTRY = CONTRACT["solvers"]
+# The fixed-step methods of contract.json's solver registry (dopri5, kind "adaptive", is adaptive.py)
 SOLVERS: dict[str, Solver] = {
-    s.name: s
-    for s in (
-        Solver("euler", 1, 1, (0.0,), ((),), (1.0,)),
-        Solver("midpoint", 2, 2, (0.0, 0.5), ((), (0.5,)), (0.0, 1.0)),
-        Solver("heun", 2, 2, (0.0, 1.0), ((), (1.0,)), (0.5, 0.5)),
-        Solver("rk4", 4, 4, (0.0, 0.5, 0.5, 1.0), ((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
-               (1 / 6, 1 / 3, 1 / 3, 1 / 6)),
-    )
+    name: Solver(name, m["evals_per_step"], m["order"], tuple(m["c"]), tuple(tuple(r) for r in m["a"]), tuple(m["b"]))
+    for name, m in _REGISTRY["methods"].items() if m["kind"] == "fixed"
 }
-DEFAULT_SOLVER = "midpoint"
-DEFAULT_STEPS = 8
-MAX_STEPS = 100_000      # far past any useful fixed-step count; beyond it a typo would run for days
+DEFAULT_SOLVER: str = _REGISTRY["default"]
+DEFAULT_STEPS: int = _REGISTRY["default_steps"]
+MAX_STEPS: int = _REGISTRY["max_steps"]      # far past any useful fixed-step count; beyond it a typo would run for days
 
 
 def get_solver(name: str) -> Solver:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import onnxruntime as ort
 
-from .errors import ProviderError
+from ..errors import ProviderError
 
 ALIASES = {
     "cpu": "CPUExecutionProvider",

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .control import RUN
-from .errors import ModelError
-from .spec import NAMES, ModelSpec
+from ..errors import ModelError
+from ..model.control import RUN
+from ..model.spec import NAMES, ModelSpec
 
 
 @dataclass(frozen=True)

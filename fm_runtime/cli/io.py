@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import InputError, OutputError
+from ..errors import InputError, OutputError
 
 
 def check_writable(path: str | os.PathLike) -> Path:

@@ -15,10 +15,9 @@ from importlib import resources
 import numpy as np
 import onnxruntime as ort
 
-from .control import RUN, check
-
-from .contract import ModelSpec
-from .solvers import get_solver, time_grid
+from ..model.contract import ModelSpec
+from ..model.control import RUN, check
+from ..solve.solvers import get_solver, time_grid
 
 _F32 = np.float32
 
@@ -35,7 +34,7 @@ class DeviceLoop:
 
     def __init__(self, session: ort.InferenceSession, spec: ModelSpec, device: str, device_id: int = 0):
         self.session, self.spec, self.device, self.device_id = session, spec, device, device_id
-        axpy = resources.files("fm_runtime.models").joinpath("axpy.onnx").read_bytes()
+        axpy = resources.files("fm_runtime.assets").joinpath("axpy.onnx").read_bytes()
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         self.axpy = ort.InferenceSession(axpy, opts, providers=session.get_providers())

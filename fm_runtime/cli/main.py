@@ -8,13 +8,25 @@ import time
 import click
 import numpy as np
 
-from . import __version__, limits
-from .cli_options import (check_conditioning, class_options, describe_logp, divergence_options, model_arg,
-                          open_sampler, plain_model_options, run_limits, solve_options)
-from .cli_sample import sample
-from .contract import describe_variant, divergence_problem
-from .errors import printable, run_cli
+from .. import __version__
+from ..errors import printable
+from ..model.contract import describe_variant, divergence_problem
+from . import limits
 from .io import check_writable, load_array, save_npy
+from .options import (
+    check_conditioning,
+    class_options,
+    describe_logp,
+    divergence_options,
+    model_arg,
+    open_sampler,
+    plain_model_options,
+    run_limits,
+    solve_options,
+)
+from .runner import run_cli
+from .sample import sample
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fm-run")

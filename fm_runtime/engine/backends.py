@@ -16,11 +16,11 @@ import threading
 import numpy as np
 import onnxruntime as ort
 
-from .contract import ModelSpec
-from .control import RUN, check
+from ..errors import NumericalError
+from ..model.contract import ModelSpec
+from ..model.control import RUN, check
+from ..solve.solvers import integrate_inplace
 from .device import BoundGraphRunner, DeviceLoop, device_of
-from .errors import NumericalError
-from .solvers import integrate_inplace
 from .velocity import Conditioning, velocity_fn
 
 

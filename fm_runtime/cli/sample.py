@@ -8,15 +8,26 @@ import time
 import click
 import numpy as np
 
-from .cli_options import (check_conditioning, class_options, describe_logp, divergence_options, model_arg,
-                          open_sampler, plain_model_options, run_limits, schedule_of, schedule_options,
-                          solve_options, threads_option)
+from ..engine import request
+from ..errors import NumericalError
+from ..solve.noise import new_seed
+from ..solve.solvers import time_grid
 from . import limits
-from .errors import NumericalError
 from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
-from . import checks
-from .noise import new_seed
-from .solvers import time_grid
+from .options import (
+    check_conditioning,
+    class_options,
+    describe_logp,
+    divergence_options,
+    model_arg,
+    open_sampler,
+    plain_model_options,
+    run_limits,
+    schedule_of,
+    schedule_options,
+    solve_options,
+    threads_option,
+)
 
 MAX_ROWS = 10**12                 # beyond this, -n is surely a typo
 
@@ -145,7 +156,7 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
             raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
         sampler.check_baked(steps, solver, False, schedule)      # UsageError, exit 2
     if not adaptive:
-        schedule, steps = checks.check_schedule(sampler.spec, schedule, steps)
+        schedule, steps = request.check_schedule(sampler.spec, schedule, steps)
     steps = None if adaptive else (steps or sampler.spec.default_steps)
     solver = solver or sampler.spec.default_solver
     start, stop = (shard_ik[0] * n // shard_ik[1], (shard_ik[0] + 1) * n // shard_ik[1]) if shard_ik else (0, n)

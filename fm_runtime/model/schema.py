@@ -1,0 +1,189 @@
+"""The shape of every contract value, checked before the runtime uses it: an interpreter of the
+schemas in contract.json (definitions.KEYS), so that a file whose metadata is valid JSON of the
+wrong shape (a field missing or of another type, nesting thousands deep, a number no shape can
+have) is refused with one line naming the key and the field, never met later as an internal error.
+js/src/schema.mjs interprets the same file with the same messages.
+
+Schema forms (a small JSON-Schema subset): "type" string | integer | number | object | array |
+null, or a list of them; "minimum"/"maximum" for integers; "properties" (checked in order) and
+"required" for objects, other fields allowed and bounded as free-form info; "items" for arrays;
+"format" for the checks a type cannot say: name, data_shape, tensor, tensors, base64. A key
+without a schema is free-form info.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ..definitions import KEYS, LIMITS
+
+MAX_RANK = LIMITS["max_rank"]             # data dimensions (numpy holds 64 with batch and time axes)
+MAX_SIDE = LIMITS["max_side"]
+MAX_DIM = LIMITS["max_dim"]               # values per sample: 1 GiB of float32 per row
+MAX_DEPTH = LIMITS["max_depth"]           # nesting of any value
+MAX_TEXT = LIMITS["max_text"]             # characters in a string inside a value
+MAX_NAME = LIMITS["max_name"]
+DEFAULT_MAX_BYTES = LIMITS["max_bytes"]
+MAX_BYTES = {k: v["max_bytes"] for k, v in KEYS.items() if "max_bytes" in v}
+MAX_FLOAT_INT = 2 ** LIMITS["max_float_int_log2"]   # integers beyond this do not fit a float64
+
+
+def _show(v) -> str:
+    try:
+        text = json.dumps(v) if not isinstance(v, float) or math.isfinite(v) else str(v)
+    except (RecursionError, ValueError):
+        return "a value nested too deep to show"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> str | None:
+    """A number a float64 can hold (integers too: a 400-digit one would overflow later)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+            (abs(v) > MAX_FLOAT_INT if isinstance(v, int) else not math.isfinite(v)):
+        return f"must be a finite number, got {_show(v)}"
+    return None
+
+
+def _integer(v, low: int, high: int) -> str | None:
+    if not _is_int(v) or not low <= v <= high:
+        return f"must be an integer from {low} to {high}, got {_show(v)}"
+    return None
+
+
+def _name(v) -> str | None:
+    if not isinstance(v, str) or not 0 < len(v) <= MAX_NAME:
+        return f"must be a graph input/output name (text, 1-{MAX_NAME} characters), got {_show(v)}"
+    return None
+
+
+def _data_shape(v) -> str | None:
+    if not isinstance(v, list) or not 1 <= len(v) <= MAX_RANK or any(_integer(s, 1, MAX_SIDE) for s in v):
+        return f"must be a list of 1 to {MAX_RANK} positive integers, got {_show(v)}"
+    if math.prod(v) > MAX_DIM:
+        return f"declares {math.prod(v):,} values per sample; this runtime takes at most {MAX_DIM:,}"
+    return None
+
+
+def _tensor(v) -> str | None:
+    """A nested list of numbers (a self-test array)."""
+    stack = [v]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif _number(item):
+            return f"must hold arrays of numbers, found {_show(item)}"
+    return None
+
+
+def _tensors(v) -> str | None:
+    if not isinstance(v, dict) or not v:
+        return f"must map input names to arrays, got {_show(v)}"
+    return next((f"{k} {p}" for k, p in ((k, _name(k) or _tensor(a)) for k, a in v.items()) if p), None)
+
+
+def _base64(v) -> str | None:
+    return None if isinstance(v, str) else f"must be text (base64), got {_show(v)}"
+
+
+def _info(v) -> str | None:
+    """Free-form description (training, producer, ...): JSON of bounded nesting and text."""
+    stack = [(v, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"is nested more than {MAX_DEPTH} levels deep"
+        if isinstance(item, str) and len(item) > MAX_TEXT:
+            return f"holds a text of {len(item):,} characters (at most {MAX_TEXT})"
+        if isinstance(item, dict):
+            stack.extend((x, depth + 1) for x in item.values())
+        elif isinstance(item, list):
+            stack.extend((x, depth + 1) for x in item)
+    return None
+
+
+FORMATS = {"name": _name, "data_shape": _data_shape, "tensor": _tensor, "tensors": _tensors, "base64": _base64}
+_TYPE_OK = {"string": lambda v: isinstance(v, str), "null": lambda v: v is None,
+            "integer": _is_int, "number": lambda v: _number(v) is None,
+            "object": lambda v: isinstance(v, dict), "array": lambda v: isinstance(v, list)}
+_TYPE_WORD = {"string": "text", "null": "null", "integer": "an integer", "object": "an object", "array": "a list"}
+
+
+def _problem(value, schema: dict, field: str) -> tuple[str, str] | None:
+    """(field path, what is wrong) for the first mismatch, or None."""
+    if "format" in schema:
+        found = FORMATS[schema["format"]](value)
+        return (field, found) if found else None
+    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    if types == ["number"]:
+        found = _number(value)
+        return (field, found) if found else None
+    if types == ["integer"]:
+        found = _integer(value, schema["minimum"], schema["maximum"])
+        return (field, found) if found else None
+    if not any(_TYPE_OK[t](value) for t in types):
+        return field, f"must be {' or '.join(_TYPE_WORD[t] for t in types)}, got {_show(value)}"
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return field, f"holds a text of {len(value):,} characters (at most {MAX_TEXT})"
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _problem(item, schema["items"], f"{field}[{i}]")
+            if found:
+                return found
+    if isinstance(value, dict):
+        properties, required = schema.get("properties", {}), schema.get("required", ())
+        for name, sub in properties.items():
+            if name not in value:
+                if name in required:
+                    return f"{field}.{name}", "is missing"
+                continue
+            found = _problem(value[name], sub, f"{field}.{name}")
+            if found:
+                return found
+        for name, item in value.items():     # fields the schema does not name: described only
+            found = None if name in properties else _info(item)
+            if found:
+                return f"{field}.{name}", found
+    return None
+
+
+def decode(key: str, raw: str) -> tuple[Any, tuple[str, str] | None]:
+    """(value, (field, problem) or None) for one key's raw metadata text: size, JSON and shape
+    checked (field "" where the whole value is at fault)."""
+    limit = MAX_BYTES.get(key, DEFAULT_MAX_BYTES)
+    if len(raw) > limit:
+        return None, ("", f"is {len(raw):,} bytes, more than the {limit:,} this key may hold")
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        return None, ("", f"is nested more than {MAX_DEPTH} levels deep")
+    except ValueError as e:          # not JSON, or an integer too long for Python to read
+        return None, ("", f"is not valid JSON ({str(e)[:80]}): {_show(raw)}")
+    return value, problem(key, value)
+
+
+def problem(key: str, value) -> tuple[str, str] | None:
+    """(field, what is wrong) with `value` for contract key `key`; field "" is the value itself.
+    None: nothing is wrong."""
+    schema = KEYS.get(key, {}).get("schema")
+    found = ("", _info(value)) if schema is None else _problem(value, schema, "")
+    if found is None or found[1] is None:
+        return None
+    return found[0].lstrip("."), found[1]
+
+
+def describe(found: tuple[str, str]) -> str:
+    """A problem as the one line of text it is reported in: "steps must be ..."."""
+    field, what = found
+    return f"{field} {what}" if field else what
+
+
+def check(key: str, value) -> str | None:
+    """What is wrong with `value` for contract key `key`, as text (None: nothing)."""
+    found = problem(key, value)
+    return describe(found) if found else None
