@@ -20,7 +20,7 @@ class FmError(Exception):
     """An error with a one-line message meant for the user, and the exit code that goes with it.
     key and field, where known, say what was refused in a form programs compare (the conformance
     vectors do, in both languages): key an fm.* metadata key or a request argument, field the
-    path inside its value (e.g. key "fm.baked", field "steps")."""
+    path inside its value (the baked solve's steps: key fm.baked, field steps)."""
 
     exit_code = EXIT_INTERNAL
 

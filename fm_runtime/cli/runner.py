@@ -10,7 +10,7 @@ def run_cli(command, prog_name: str, argv: list[str] | None = None, supervised: 
     """Run a click command so that every failure is one line on stderr and a documented exit
     code, never a traceback (set FM_DEBUG=1 to see one). SIGTERM is treated like Ctrl-C.
     supervised: run it on a worker thread that Ctrl-C, SIGTERM and --timeout stop within
-    seconds even inside a long onnxruntime call (fm_runtime/supervisor.py)."""
+    seconds even inside a long onnxruntime call (supervisor.py)."""
     import os
     import signal
     import sys

@@ -15,7 +15,7 @@ def io_table(args) -> dict:
 def _graph_io(where: str, name: str, ios: dict, role: str):
     if name not in ios:
         raise ModelError(f"{where}: the graph has no {role} named {name!r} "
-                         f"(it has: {', '.join(ios) or 'none'})")
+                         f"(it has: {', '.join(ios) or 'none'})", field=name)
     return ios[name]
 
 
@@ -66,11 +66,11 @@ def _check_shape(where: str, role: str, name: str, shape: list, data_shape: tupl
     want = len(data_shape) + 1
     if len(shape) != want:
         raise ModelError(f"{where}: {role} {name!r} has rank {len(shape)}, expected {want} "
-                         f"([batch, {', '.join(map(str, data_shape))}])")
+                         f"([batch, {', '.join(map(str, data_shape))}])", field=name)
     for got, exp in zip(shape[1:], data_shape):
         if isinstance(got, int) and got != exp:
             raise ModelError(f"{where}: {role} {name!r} has shape {shape}, but the data shape "
-                             f"is {list(data_shape)}")
+                             f"is {list(data_shape)}", field=name)
 
 
 def _check_baked_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict) -> None:
@@ -79,10 +79,10 @@ def _check_baked_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict)
     x_type, x_shape = _graph_io(where, spec.out_name, outputs, "output")
     for role, name, typ in (("input", spec.z_name, z_type), ("output", spec.out_name, x_type)):
         if typ != "tensor(float)":
-            raise ModelError(f"{where}: {role} {name!r} is {typ}; a baked sampler uses float32 (tensor(float))")
+            raise ModelError(f"{where}: {role} {name!r} is {typ}; a baked sampler uses float32 (tensor(float))", field=name)
     extra = [n for n in inputs if n != spec.z_name]
     if extra:
-        raise ModelError(f"{where}: the graph has inputs this runtime does not feed: {', '.join(extra)}")
+        raise ModelError(f"{where}: the graph has inputs this runtime does not feed: {', '.join(extra)}", field=extra[0])
     _check_shape(where, "input", spec.z_name, z_shape, spec.data_shape)
     _check_shape(where, "output", spec.out_name, x_shape, spec.data_shape)
 
@@ -95,15 +95,16 @@ def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: di
     for role, name, typ in (("input", spec.x_name, x_type), ("input", spec.t_name, t_type),
                             ("output", spec.v_name, v_type)):
         if typ != "tensor(float)":
-            raise ModelError(f"{where}: {role} {name!r} is {typ}; a velocity model uses float32 (tensor(float))")
+            raise ModelError(f"{where}: {role} {name!r} is {typ}; a velocity model uses float32 (tensor(float))", field=name)
     fed = (spec.x_name, spec.t_name) + ((spec.y_name,) if spec.num_classes else ())
     if spec.num_classes:
         y_type, y_shape = _graph_io(where, spec.y_name, inputs, "input")
         if y_type != "tensor(int64)" or len(y_shape) != 1:
-            raise ModelError(f"{where}: label input {spec.y_name!r} is {y_type} {y_shape}; expected int64 [batch]")
+            raise ModelError(f"{where}: label input {spec.y_name!r} is {y_type} {y_shape}; expected int64 [batch]",
+                             field=spec.y_name)
     extra = [n for n in inputs if n not in fed]
     if extra:
-        raise ModelError(f"{where}: the graph has inputs this runtime does not feed: {', '.join(extra)}")
+        raise ModelError(f"{where}: the graph has inputs this runtime does not feed: {', '.join(extra)}", field=extra[0])
     _check_shape(where, "input", spec.x_name, x_shape, spec.data_shape)
     _check_shape(where, "output", spec.v_name, v_shape, spec.data_shape)
     if len(t_shape) == 1:
@@ -111,4 +112,5 @@ def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: di
     elif len(t_shape) == 2 and (t_shape[1] == 1 or not isinstance(t_shape[1], int)):
         spec.t_rank = 2
     else:
-        raise ModelError(f"{where}: input {spec.t_name!r} has shape {t_shape}; expected [batch] or [batch, 1]")
+        raise ModelError(f"{where}: input {spec.t_name!r} has shape {t_shape}; expected [batch] or [batch, 1]",
+                         field=spec.t_name)

@@ -18,7 +18,7 @@ export const NAMES = CONTRACT.graph_names;
 const isInt = (v) => typeof v === 'number' && Number.isInteger(v);
 const known = (solver) => typeof solver === 'string' && Object.hasOwn(SOLVERS, solver);
 
-/** One key's value, its size, JSON and shape checked (contract_values.mjs), as Python decodes it. */
+/** One key's value, its size, JSON and shape checked (schema.mjs), as Python decodes it. */
 function value(where, key, raw) {
   const [v, problem] = decode(key, raw);
   if (problem) throw new ModelError(`${where}: metadata ${PREFIX}${key} ${describe(problem)}`, { key: PREFIX + key, field: problem[0] });
@@ -46,7 +46,7 @@ function decodeAll(where, metadata, kind) {
 
 function graphIo(where, name, ios, role) {
   if (!(name in ios)) {
-    throw new ModelError(`${where}: the graph has no ${role} named ${show(name)} (it has: ${Object.keys(ios).map(printable).join(', ') || 'none'})`);
+    throw new ModelError(`${where}: the graph has no ${role} named ${show(name)} (it has: ${Object.keys(ios).map(printable).join(', ') || 'none'})`, { field: name });
   }
   return ios[name];
 }
@@ -177,18 +177,18 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
 function checkShape(where, role, name, shape, dataShape) {
   const want = dataShape.length + 1;
   if (shape.length !== want) {
-    throw new ModelError(`${where}: ${role} ${show(name)} has rank ${shape.length}, expected ${want} ([batch, ${dataShape.join(', ')}])`);
+    throw new ModelError(`${where}: ${role} ${show(name)} has rank ${shape.length}, expected ${want} ([batch, ${dataShape.join(', ')}])`, { field: name });
   }
   shape.slice(1).forEach((got, i) => {
     if (isInt(got) && got !== dataShape[i]) {
-      throw new ModelError(`${where}: ${role} ${show(name)} has shape ${show(shape)}, but the data shape is ${show(dataShape)}`);
+      throw new ModelError(`${where}: ${role} ${show(name)} has shape ${show(shape)}, but the data shape is ${show(dataShape)}`, { field: name });
     }
   });
 }
 
 function checkTypes(where, what, pairs) {
   for (const [role, name, type] of pairs) {
-    if (type !== 'tensor(float)') throw new ModelError(`${where}: ${role} ${show(name)} is ${type}; a ${what} uses float32 (tensor(float))`);
+    if (type !== 'tensor(float)') throw new ModelError(`${where}: ${role} ${show(name)} is ${type}; a ${what} uses float32 (tensor(float))`, { field: name });
   }
 }
 
@@ -197,7 +197,7 @@ function checkGraph(where, spec, inputs, outputs) {
     const z = graphIo(where, spec.zName, inputs, 'input'), x = graphIo(where, spec.outName, outputs, 'output');
     checkTypes(where, 'baked sampler', [['input', spec.zName, z.type], ['output', spec.outName, x.type]]);
     const extra = Object.keys(inputs).filter((n) => n !== spec.zName);
-    if (extra.length) throw new ModelError(`${where}: the graph has inputs this runtime does not feed: ${extra.map(printable).join(', ')}`);
+    if (extra.length) throw new ModelError(`${where}: the graph has inputs this runtime does not feed: ${extra.map(printable).join(', ')}`, { field: extra[0] });
     checkShape(where, 'input', spec.zName, z.shape, spec.dataShape);
     checkShape(where, 'output', spec.outName, x.shape, spec.dataShape);
     return;
@@ -209,15 +209,15 @@ function checkGraph(where, spec, inputs, outputs) {
   if (spec.numClasses) {
     const y = graphIo(where, spec.yName, inputs, 'input');
     if (y.type !== 'tensor(int64)' || y.shape.length !== 1) {
-      throw new ModelError(`${where}: label input ${show(spec.yName)} is ${y.type} ${show(y.shape)}; expected int64 [batch]`);
+      throw new ModelError(`${where}: label input ${show(spec.yName)} is ${y.type} ${show(y.shape)}; expected int64 [batch]`, { field: spec.yName });
     }
     fed.push(spec.yName);
   }
   const extra = Object.keys(inputs).filter((n) => !fed.includes(n));
-  if (extra.length) throw new ModelError(`${where}: the graph has inputs this runtime does not feed: ${extra.map(printable).join(', ')}`);
+  if (extra.length) throw new ModelError(`${where}: the graph has inputs this runtime does not feed: ${extra.map(printable).join(', ')}`, { field: extra[0] });
   checkShape(where, 'input', spec.xName, x.shape, spec.dataShape);
   checkShape(where, 'output', spec.vName, v.shape, spec.dataShape);
   if (t.shape.length === 1) spec.tRank = 1;
   else if (t.shape.length === 2 && (t.shape[1] === 1 || !isInt(t.shape[1]))) spec.tRank = 2;
-  else throw new ModelError(`${where}: input ${show(spec.tName)} has shape ${show(t.shape)}; expected [batch] or [batch, 1]`);
+  else throw new ModelError(`${where}: input ${show(spec.tName)} has shape ${show(t.shape)}; expected [batch] or [batch, 1]`, { field: spec.tName });
 }

@@ -1,0 +1,48 @@
+// The shared conformance vectors (tests/conformance/, written by scripts/conformance_vectors.py)
+// run against the JavaScript runtime; tests/test_conformance.py runs the same files against the
+// Python one. Refusals compare error class, key and field, not message text. No torch, no fixtures.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+
+import { readSpec } from '../src/contract.mjs';
+import * as errors from '../src/errors.mjs';
+import { parseSchedule } from '../src/schedules.mjs';
+import { integrate } from '../src/solvers.mjs';
+
+const vectors = (name) => JSON.parse(readFileSync(new URL(`../../tests/conformance/${name}.json`, import.meta.url), 'utf8'));
+const camel = (name) => name.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+
+test('metadata: the same specs and the same refusals (class, key, field)', () => {
+  for (const c of vectors('metadata')) {
+    const read = () => readSpec('model.onnx', c.metadata, c.inputs, c.outputs, { dataShape: c.options?.data_shape ?? null });
+    if (c.expect.spec) {
+      const spec = read();
+      for (const [field, want] of Object.entries(c.expect.spec)) assert.deepEqual(spec[camel(field)], want, `${c.name}: ${field}`);
+    } else {
+      assert.throws(read, (e) => {
+        assert.ok(e instanceof errors[c.expect.error], `${c.name}: ${e}`);
+        assert.deepEqual([e.key, e.field], [c.expect.key, c.expect.field], `${c.name}: ${e.message}`);
+        return true;
+      }, c.name);
+    }
+  }
+});
+
+test('schedules: the same float64 grids and the same refusals', () => {
+  for (const c of vectors('schedules')) {
+    if (c.error) assert.throws(() => parseSchedule(c.schedule).grid(4, 0, 1), Error, c.schedule);
+    else assert.deepEqual(parseSchedule(c.schedule).grid(c.steps, 0, 1), c.grid, c.schedule);
+  }
+});
+
+test('tableaus: every fixed-step solver gives the same float32 state, bit for bit', async () => {
+  for (const c of vectors('tableaus')) {
+    assert.equal(c.field, 't - x');
+    const f = (x, t) => Float32Array.from(x, (v) => Math.fround(Math.fround(t) - v));
+    const { x, nfe } = await integrate(f, Float32Array.from(c.x0), c.steps, c.solver, null, c.schedule);
+    assert.deepEqual(Array.from(x), Array.from(Float32Array.from(c.x)), `${c.solver} ${c.steps} ${c.schedule}`);
+    assert.equal(nfe, c.nfe);
+  }
+});

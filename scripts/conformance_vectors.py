@@ -1,0 +1,178 @@
+"""Write the shared conformance vectors in tests/conformance/ (JSON, checked in): what both
+runtimes, Python (tests/test_conformance.py) and JavaScript (js/test/conformance.test.mjs),
+must do with the same inputs. No torch is needed to read or run them.
+
+- metadata.json: fm.* metadata plus a graph's inputs and outputs -> the spec fields, or the
+  refusal as {error class, key, field} (never the message text, which each language words).
+  The expectations are written here by hand, case by case.
+- schedules.json: a schedule and a step count -> its float64 time grid, or a refusal.
+- tableaus.json: every fixed-step solver on dx/dt = t - x (float32) -> the float32 state,
+  bit for bit.
+The grids and tableau results are computed by the Python runtime when this script runs; rerun
+it only when a change is meant to change them (`python scripts/conformance_vectors.py`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fm_runtime.model.contract import build_metadata
+from fm_runtime.solve.schedules import parse_schedule
+from fm_runtime.solve.solvers import SOLVERS, integrate_inplace
+
+OUT = Path(__file__).resolve().parents[1] / "tests" / "conformance"
+
+VELOCITY_IO = ({"x": {"type": "tensor(float)", "shape": ["batch", 2]}, "t": {"type": "tensor(float)", "shape": ["batch"]}},
+               {"v": {"type": "tensor(float)", "shape": ["batch", 2]}})
+LABELLED_IO = ({**VELOCITY_IO[0], "y": {"type": "tensor(int64)", "shape": ["batch"]}}, VELOCITY_IO[1])
+BAKED_IO = ({"z": {"type": "tensor(float)", "shape": ["batch", 2]}}, {"x": {"type": "tensor(float)", "shape": ["batch", 2]}})
+BASE = build_metadata(data_shape=[2], path={"name": "ot", "sigma_min": 0.0})
+LABELLED = build_metadata(data_shape=[2], path={"name": "ot"}, num_classes=3)
+BAKED = build_metadata(data_shape=[2], path={"name": "ot"}, baked={"solver": "heun", "steps": 4})
+
+
+def case(name, changes=None, base=BASE, io=VELOCITY_IO, spec=None, error=None, key=None, field=None, options=None):
+    """One metadata vector: base metadata with `changes` (key -> raw JSON text, None removes it)."""
+    meta = dict(base)
+    for k, raw in (changes or {}).items():
+        if raw is None:
+            meta.pop("fm." + k, None)
+        else:
+            meta["fm." + k] = raw
+    out = {"name": name, "metadata": meta, "inputs": io[0], "outputs": io[1]}
+    if options:
+        out["options"] = options
+    out["expect"] = {"spec": spec} if error is None else {"error": error, "key": key, "field": field}
+    return out
+
+
+def metadata_cases() -> list[dict]:
+    deep = "[" * 20 + "]" * 20
+    return [
+        case("a velocity file", spec={"kind": "velocity", "data_shape": [2], "format_version": 1, "default_solver": "midpoint",
+                                      "default_steps": 8, "default_schedule": "uniform", "num_classes": 0, "t_rank": 1}),
+        case("a labelled file", base=LABELLED, io=LABELLED_IO,
+             spec={"kind": "velocity", "format_version": 2, "num_classes": 3, "null_class": 3, "y_name": "y"}),
+        case("a baked file", base=BAKED, io=BAKED_IO,
+             spec={"kind": "baked", "default_solver": "heun", "default_steps": 4, "z_name": "z", "out_name": "x"}),
+        case("a file's own defaults", {"default_solver": '"rk4"', "default_steps": "3", "default_schedule": '"shift:3"',
+                                       "format_version": "3"},
+             spec={"default_solver": "rk4", "default_steps": 3, "default_schedule": "shift:3", "format_version": 3}),
+        case("t as [batch, 1]", io=({**VELOCITY_IO[0], "t": {"type": "tensor(float)", "shape": ["batch", 1]}}, VELOCITY_IO[1]),
+             spec={"t_rank": 2}),
+        case("an unknown key is ignored", {"made_up_key": '{"anything": [1, 2]}'}, spec={"kind": "velocity"}),
+        case("a newer contract version", {"format_version": "99"}, error="ModelError", key="fm.format_version", field=""),
+        case("format version zero", {"format_version": "0"}, error="ModelError", key="fm.format_version", field=""),
+        case("kind missing", {"kind": None}, error="ModelError", key="fm.kind", field=""),
+        case("an unknown kind", {"kind": '"sampler"'}, error="ModelError", key="fm.kind", field=""),
+        case("data shape missing", {"data_shape": None}, error="ModelError", key="fm.data_shape", field=""),
+        case("data shape of text", {"data_shape": '"2"'}, error="ModelError", key="fm.data_shape", field=""),
+        case("data shape of nine dimensions", {"data_shape": "[1,1,1,1,1,1,1,1,1]"}, error="ModelError", key="fm.data_shape", field=""),
+        case("data shape past the limit", {"data_shape": "[65536, 65536]"}, error="ModelError", key="fm.data_shape", field=""),
+        case("data shape against the graph", {"data_shape": "[3]"}, error="ModelError", key=None, field="x"),
+        case("not JSON", {"path": "{name: ot}"}, error="ModelError", key="fm.path", field=""),
+        case("nested too deep", {"training": deep}, error="ModelError", key="fm.training", field=""),
+        case("an input name that is a number", {"input_x": "7"}, error="ModelError", key="fm.input_x", field=""),
+        case("a time input name that is empty", {"input_t": '""'}, error="ModelError", key="fm.input_t", field=""),
+        case("a velocity output name that is a list", {"output_v": '["v"]'}, error="ModelError", key="fm.output_v", field=""),
+        case("a label input name too long", {"input_y": json.dumps("y" * 300)}, base=LABELLED, io=LABELLED_IO,
+             error="ModelError", key="fm.input_y", field=""),
+        case("negative classes", {"num_classes": "-1"}, base=LABELLED, io=LABELLED_IO,
+             error="ModelError", key="fm.num_classes", field=""),
+        case("a producer that is a list", {"producer": "[1]"}, error="ModelError", key="fm.producer", field=""),
+        case("an input the graph lacks", {"input_x": '"state"'}, error="ModelError", key=None, field="state"),
+        case("a prediction this runtime cannot use", {"prediction": '"x1"'}, error="ModelError", key="fm.prediction", field=""),
+        case("an unknown default solver", {"default_solver": '"rk45"'}, error="ModelError", key="fm.default_solver", field=""),
+        case("default steps zero", {"default_steps": "0"}, error="ModelError", key="fm.default_steps", field=""),
+        case("default steps past the limit", {"default_steps": "100001"}, error="ModelError", key="fm.default_steps", field=""),
+        case("a schedule out of range", {"default_schedule": '"sway:5"'}, error="ModelError", key="fm.default_schedule", field=""),
+        case("an explicit grid of other steps", {"default_schedule": '"times:0,0.5,1"'}, error="ModelError",
+             key="fm.default_schedule", field=""),
+        case("baked steps of text", {"baked": '{"solver": "heun", "steps": "4"}'}, base=BAKED, io=BAKED_IO,
+             error="ModelError", key="fm.baked", field="steps"),
+        case("baked without steps", {"baked": '{"solver": "heun"}'}, base=BAKED, io=BAKED_IO,
+             error="ModelError", key="fm.baked", field="steps"),
+        case("baked with an unknown solver", {"baked": '{"solver": "leapfrog", "steps": 4}'}, base=BAKED, io=BAKED_IO,
+             error="ModelError", key="fm.baked", field="solver"),
+        case("baked NFE that lies", {"baked": '{"solver": "heun", "steps": 4, "nfe": 4}'}, base=BAKED, io=BAKED_IO,
+             error="ModelError", key="fm.baked", field="nfe"),
+        case("a baked input name of a number", {"input_z": "1"}, base=BAKED, io=BAKED_IO,
+             error="ModelError", key="fm.input_z", field=""),
+        case("a baked output the graph lacks", {"output_x": '"samples"'}, base=BAKED, io=BAKED_IO,
+             error="ModelError", key=None, field="samples"),
+        case("a baked output name of null", {"output_x": "null"}, base=BAKED, io=BAKED_IO,
+             error="ModelError", key="fm.output_x", field=""),
+        case("baked missing for a baked file", {"baked": None}, base=BAKED, io=BAKED_IO,
+             error="ModelError", key="fm.baked", field=""),
+        case("a variant cost that is not a number", {"variant": '{"vs_fp32": {"size_bytes": 1, "max_dev": "big", "mean_dev": 0}}'},
+             error="ModelError", key="fm.variant", field="vs_fp32.max_dev"),
+        case("a variant cost field missing", {"variant": '{"vs_fp32": {"size_bytes": 1, "max_dev": 0}}'},
+             error="ModelError", key="fm.variant", field="vs_fp32.mean_dev"),
+        case("a self-test with text in its arrays", {"selftest": '{"inputs": {"x": [["a"]]}, "output": [[0]]}'},
+             error="ModelError", key="fm.selftest", field="inputs"),
+        case("an architecture width of zero", {"architecture": '{"type": "mlp", "width": 0}'},
+             error="ModelError", key="fm.architecture", field="width"),
+        case("an unnamed field too long", {"training": json.dumps({"note": "x" * 5000})},
+             error="ModelError", key="fm.training", field="note"),
+        case("a value range the wrong way round", {"value_range": "[1, -1]"}, error="ModelError", key="fm.value_range", field=""),
+        case("a value range past float range", {"value_range": "[0, " + "9" * 400 + "]"}, error="ModelError",
+             key="fm.value_range", field="[1]"),
+        case("a null class past the classes", {"null_class": "7"}, base=LABELLED, io=LABELLED_IO,
+             error="ModelError", key="fm.null_class", field=""),
+        case("labels of float", base=LABELLED, io=({**LABELLED_IO[0], "y": {"type": "tensor(float)", "shape": ["batch"]}},
+                                                    LABELLED_IO[1]), error="ModelError", key=None, field="y"),
+        case("a divergence graph of neither form", {"divergence": '{"input_e": "e"}'}, error="ModelError",
+             key="fm.divergence", field=""),
+        case("an input nobody feeds", io=({**VELOCITY_IO[0], "mask": {"type": "tensor(float)", "shape": ["batch"]}},
+                                         VELOCITY_IO[1]), error="ModelError", key=None, field="mask"),
+        case("t of rank three", io=({**VELOCITY_IO[0], "t": {"type": "tensor(float)", "shape": ["batch", 1, 1]}}, VELOCITY_IO[1]),
+             error="ModelError", key=None, field="t"),
+        case("x of float16", io=({**VELOCITY_IO[0], "x": {"type": "tensor(float16)", "shape": ["batch", 2]}}, VELOCITY_IO[1]),
+             error="ModelError", key=None, field="x"),
+        case("no metadata: the graph tells", base={}, spec={"kind": "velocity", "data_shape": [2], "format_version": None}),
+        case("no metadata and no static shape", base={},
+             io=({"x": {"type": "tensor(float)", "shape": ["batch", "d"]}, "t": VELOCITY_IO[0]["t"]},
+                 {"v": {"type": "tensor(float)", "shape": ["batch", "d"]}}), error="ModelError", key=None, field=None),
+        case("no metadata, shape given", base={}, options={"data_shape": [5]},
+             io=({"x": {"type": "tensor(float)", "shape": ["batch", "d"]}, "t": VELOCITY_IO[0]["t"]},
+                 {"v": {"type": "tensor(float)", "shape": ["batch", "d"]}}), spec={"data_shape": [5]}),
+    ]
+
+
+def schedule_cases() -> list[dict]:
+    out = []
+    for spec, steps in [("uniform", 4), ("shift:3", 4), ("shift:0.25", 5), ("sway:-1", 6), ("sway:1.75", 3),
+                        ("cosine", 7), ("times:0,0.1,0.5,1", 3), ("uniform", 1)]:
+        out.append({"schedule": spec, "steps": steps, "grid": parse_schedule(spec).grid(steps, 0.0, 1.0)})
+    for spec in ["shift:0", "shift:-2", "shift:1e7", "sway:2", "sway:-1.5", "times:0,0.5,0.4,1", "times:0.1,1",
+                 "times:0", "warp:2", "cosine:2", "shift", "shift:nan", ""]:
+        out.append({"schedule": spec, "error": "ValueError"})
+    return out
+
+
+def tableau_cases() -> list[dict]:
+    x0 = np.array([1.0, -2.0, 0.5, 3.25], dtype=np.float32)
+
+    def field(x, t):
+        return np.float32(t) - x
+
+    out = []
+    for solver in SOLVERS:
+        for steps, schedule in [(1, None), (3, None), (4, "shift:3")]:
+            x, nfe = integrate_inplace(field, x0.copy(), steps, solver, schedule=schedule)
+            out.append({"solver": solver, "steps": steps, "schedule": schedule, "field": "t - x",
+                        "x0": [float(v) for v in x0], "x": [float(v) for v in x], "nfe": nfe})
+    return out
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, cases in [("metadata", metadata_cases()), ("schedules", schedule_cases()), ("tableaus", tableau_cases())]:
+        (OUT / f"{name}.json").write_text(json.dumps(cases, indent=1) + "\n")
+        print(f"{OUT / name}.json: {len(cases)} cases")
+
+
+if __name__ == "__main__":
+    main()
