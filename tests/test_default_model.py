@@ -14,7 +14,7 @@ def test_shipped_model_declares_what_it_is():
     s = fm_runtime.load()
     spec = s.spec
     assert spec.format_version == 1 and spec.kind == "velocity"   # unconditional: readable by version-1 runtimes
-    assert spec.data_shape == (2,) and spec.path == {"name": "ot", "sigma_min": 0.0}
+    assert spec.data_shape == (2,) and spec.prob_path == {"name": "ot", "sigma_min": 0.0}
     assert spec.training["dataset"] == "moons" and spec.training["steps"] == 10_000
     assert spec.training["batch_size"] == 2048 and spec.training["ema"] == 0.999    # the default recipe
     assert spec.architecture == {"type": "mlp", "dim": 2, "width": 64, "depth": 3, "activation": "silu"}

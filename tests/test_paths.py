@@ -68,7 +68,7 @@ def test_each_path_trains_exports_and_samples(name, tmp_path):
     assert config["path"]["name"] == name
     export_model(model, config, tmp_path / "m.onnx")
     s = fm_runtime.load(tmp_path / "m.onnx")
-    assert s.spec.path == config["path"]
+    assert s.spec.prob_path == config["path"]
     z = np.random.default_rng(0).standard_normal((2000, 2), dtype=np.float32)
     x = s.sample(noise=z, steps=16, solver="midpoint")
     assert np.abs(x - native_sample(model, z, 16, "midpoint")).max() <= 1e-4

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -14,10 +15,29 @@ from fm_runtime.errors import InputError
 from fm_runtime.solve.noise import noise_rows
 from fm_runtime.solve.solvers import MAX_STEPS, SOLVERS
 
-from .couplings import COUPLINGS
 from .data import DATASETS
-from .nets import ACTIVATIONS
-from .paths import PATHS, PREDICTIONS
+from .recipe import Recipe
+
+
+def recipe_options(f):
+    """fit's recipe options, one per Recipe field, from the field's own metadata (help, choices,
+    range, flag): the recipe's defaults and descriptions are written once, in training/recipe.py."""
+    for spec in reversed(fields(Recipe)):
+        m = spec.metadata
+        flag = m["flag"] or "--" + spec.name.replace("_", "-")
+        if spec.type == "bool":
+            f = click.option(flag, spec.name, is_flag=True, default=spec.default, help=m["help"])(f)
+            continue
+        if m["choices"] is not None:
+            kind = click.Choice(list(m["choices"]))
+        elif m["low"] is None and m["high"] is None:
+            kind = int if spec.type == "int" else float
+        elif spec.type == "int":
+            kind = click.IntRange(m["low"], m["high"], min_open=m["low_open"], max_open=m["high_open"])
+        else:
+            kind = click.FloatRange(m["low"], m["high"], min_open=m["low_open"], max_open=m["high_open"])
+        f = click.option(flag, spec.name, type=kind, default=spec.default, show_default=True, help=m["help"])(f)
+    return f
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,52 +55,7 @@ def cli():
 @cli.command()
 @click.option("--data", "dataset", type=click.Choice(list(DATASETS)), default="moons", show_default=True,
               help="Toy dataset, generated in code.")
-@click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True,
-              help="Optimiser steps.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=2048, show_default=True,
-              help="Data points per step (fresh data every step).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True,
-              help="Adam learning rate.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed for initialisation, data, noise and times; same seed, same model.")
-@click.option("--width", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Hidden layer width (mlp, conv), base channels (unet) or token width (dit).")
-@click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Number of hidden layers (mlp, conv) or transformer blocks (dit).")
-@click.option("--net", type=click.Choice(["mlp", "conv", "unet", "dit"]), default="mlp", show_default=True,
-              help="mlp: the tutorial's network (any data). For images [C, H, W]: conv, a tiny conv net; "
-                   "unet, a small U-Net (GroupNorm, SiLU, sinusoidal time, skips); dit, a small DiT-style "
-                   "transformer (2x2 patches, attention, adaLN-Zero).")
-@click.option("--activation", type=click.Choice(list(ACTIVATIONS)), default="silu", show_default=True,
-              help="Activation after each hidden layer.")
-@click.option("--sigma-min", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              help="Width of the ot path at t = 1 (0 = the tutorial's straight lines).")
-@click.option("--path", "path_name", type=click.Choice(list(PATHS)), default="ot", show_default=True,
-              help="Probability path: ot (straight lines, the tutorial's), vp (DDPM), cosine, poly.")
-@click.option("--coupling", type=click.Choice(list(COUPLINGS)), default="independent", show_default=True,
-              help="Noise-data pairs: as drawn, or minibatch optimal transport (straighter paths, better "
-                   "with few steps). ot: exact assignment over batches of up to 256 rows, and on blocks of 64 rows of "
-                   "larger ones: ~7 ms per step at batch 2048 (a default moons run: ~110 CPU s instead of ~50); ot-exact: one "
-                   "assignment over the whole batch (~2 s per step at 2048: keep batches <= 256); "
-                   "sinkhorn: entropic plan, pairs drawn from it (~0.26 s per step at 2048).")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="cosine",
-              show_default=True, help="cosine: decay the learning rate to 0 over the run.")
-@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True,
-              help="Decay of an exponential moving average of the weights, saved instead of the "
-                   "raw weights (0: off).")
-@click.option("--grad-clip", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Clip the gradient norm to this value (0: off).")
-@click.option("--time-sampling", type=click.Choice(["uniform", "logit-normal"]), default="uniform",
-              show_default=True, help="Distribution of training times t.")
-@click.option("--predict", "prediction", type=click.Choice(list(PREDICTIONS)), default="velocity",
-              show_default=True, help="What the network predicts; x1 (data) and noise are converted "
-                                      "to velocity exactly, inside the exported graph.")
-@click.option("--conditional", is_flag=True,
-              help="Train on the dataset's class labels (moons: the two halves, 8gaussians: the modes, "
-                   "digits: the digit, ...) with label dropout, for classifier-free guidance.")
-@click.option("--label-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
-              help="With --conditional: share of labels replaced by the \"no label\" id, which trains "
-                   "the unconditional field inside the same network.")
+@recipe_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (weights + JSON config).")
 @click.option("--progress/--no-progress", default=None,
@@ -100,9 +75,7 @@ def cli():
                    "same options; with --lr-schedule constant, --steps may be larger.")
 @click.option("--loss-log", type=click.Path(dir_okay=False), help="Write the loss of every step as CSV.")
 @click.pass_context
-def fit(ctx, dataset, steps, batch_size, lr, seed, width, depth, net, activation, sigma_min, path_name, coupling,
-        lr_schedule, ema, grad_clip, time_sampling, prediction, conditional, label_dropout, out, progress,
-        threads, nproc, checkpoint_every, resume, loss_log):
+def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, loss_log, **options):
     """Train with the conditional flow-matching loss. The defaults are the recipe measured best on
     moons (benchmarks/bench_recipes.py): the tutorial's network size with SiLU, batch 2048, lr 3e-3
     with cosine decay, EMA 0.999, about a CPU minute. The tutorial's own recipe is
@@ -120,17 +93,13 @@ def fit(ctx, dataset, steps, batch_size, lr, seed, width, depth, net, activation
       fm-train fit --data moons --nproc 2 --checkpoint-every 1000 --out moons.ckpt
     """
     from . import distributed
-    from .recipe import Recipe
     from .train import fit as train_fit
 
     check_writable(out)
-    recipe = Recipe(steps=steps, batch_size=batch_size, lr=lr, seed=seed, width=width, depth=depth,
-                    activation=activation, net=net, path=path_name, sigma_min=sigma_min, coupling=coupling,
-                    lr_schedule=lr_schedule, ema=ema, grad_clip=grad_clip, time_sampling=time_sampling,
-                    prediction=prediction, conditional=conditional, label_dropout=label_dropout)
+    recipe = Recipe(**options)
     if nproc and not distributed.launched():
-        if batch_size % nproc:
-            raise click.BadParameter(f"the global batch {batch_size} must be a multiple of --nproc {nproc}",
+        if recipe.batch_size % nproc:
+            raise click.BadParameter(f"the global batch {recipe.batch_size} must be a multiple of --nproc {nproc}",
                                      param_hint="--batch-size")
         if resume:      # refuse here, where the exit status is ours, not torchrun's
             from .resume import check_compatible, read
@@ -139,7 +108,7 @@ def fit(ctx, dataset, steps, batch_size, lr, seed, width, depth, net, activation
     model, config = train_fit(dataset, recipe, progress=progress, threads=threads, out=out,
                               checkpoint_every=checkpoint_every, resume=resume, loss_log=loss_log)
     if distributed.rank() == 0:
-        click.echo(f"trained {dataset}: {steps} steps in {config['train_seconds']:.1f} s, final loss "
+        click.echo(f"trained {dataset}: {recipe.steps} steps in {config['train_seconds']:.1f} s, final loss "
                    f"{config['final_loss']:.4f} -> {out}", err=True)
 
 

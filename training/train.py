@@ -15,11 +15,10 @@ from fm_runtime.errors import UsageError
 from . import distributed
 from . import resume as resume_state
 from .checkpoint import _network, save_checkpoint
-from .couplings import COUPLINGS
 from .couplings import couple as pair_by
 from .data import DATASETS, NUM_CLASSES, VALUE_RANGE, sample_data
 from .nets import VelocityConv, VelocityDiT, VelocityMLP, VelocityUNet
-from .paths import PREDICTIONS, TIME_SAMPLING, PredictionToVelocity, build_path, cfm_loss
+from .paths import PredictionToVelocity, build_path, cfm_loss
 from .recipe import Recipe
 from .streams import STREAMS, PerStepStream, SequentialStream
 
@@ -51,34 +50,24 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
     checkpoint with training state to continue from. loss_log: a CSV of the global loss per step.
     stream: the data stream (training.streams): "sequential" (the default in one process) or
     "per-step" (always with several processes; in one process it reproduces their data)."""
-    recipe = replace(recipe or Recipe(), **options) if options else (recipe or Recipe())
-    Recipe.of(**recipe.to_dict())
-    (steps, batch_size, lr, seed, width, depth, activation, net, path, sigma_min, coupling, lr_schedule,
-     ema, grad_clip, time_sampling, prediction, conditional, label_dropout) = recipe.to_dict().values()
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
-    if lr_schedule not in ("constant", "cosine") or time_sampling not in TIME_SAMPLING or not 0 <= ema < 1:
-        raise ValueError(f"bad recipe: lr_schedule={lr_schedule!r}, time_sampling={time_sampling!r}, ema={ema}")
-    if coupling not in COUPLINGS:
-        raise ValueError(f"unknown coupling {coupling!r}; choose one of: {', '.join(COUPLINGS)}")
-    prob_path = build_path({"name": path, "sigma_min": sigma_min} if path == "ot" else {"name": path})
+    recipe = (replace(recipe or Recipe(), **options) if options else (recipe or Recipe())).validate()
+    r = recipe
+    prob_path = build_path({"name": r.path, "sigma_min": r.sigma_min} if r.path == "ot" else {"name": r.path})
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
-    if steps < 1 or batch_size < 1 or lr <= 0 or checkpoint_every < 0:
-        raise ValueError("steps and batch_size must be >= 1, lr > 0 and checkpoint_every >= 0")
-    num_classes = NUM_CLASSES.get(dataset, 0) if conditional else 0
-    if conditional and not num_classes:
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
+    num_classes = NUM_CLASSES.get(dataset, 0) if r.conditional else 0
+    if r.conditional and not num_classes:
         raise ValueError(f"dataset {dataset!r} has no class labels; conditional training needs one of: "
                          f"{', '.join(NUM_CLASSES)}")
-    if not 0 <= label_dropout < 1:
-        raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
     if stream not in (None, *STREAMS):
         raise ValueError(f"unknown stream {stream!r}; choose one of: {', '.join(STREAMS)}")
     if threads is not None:
         torch.set_num_threads(int(threads))
     data_shape = sample_data(dataset, 2, np.random.default_rng(0)).shape[1:]
-    if net in ("conv", "unet", "dit") and len(data_shape) != 3:
-        raise ValueError(f"--net {net} is for images [C, H, W]; {dataset} has data shape {list(data_shape)}")
+    if r.net in ("conv", "unet", "dit") and len(data_shape) != 3:
+        raise ValueError(f"--net {r.net} is for images [C, H, W]; {dataset} has data shape {list(data_shape)}")
     with distributed.process_group() as group:
         rank, world = (group.rank, group.world_size) if group else (0, 1)
         device, main = group.device if group else torch.device("cpu"), rank == 0
@@ -90,22 +79,22 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
         kind = state["stream"]["kind"] if state else stream or ("per-step" if group else "sequential")
         if kind == "sequential" and world > 1:
             raise UsageError("the sequential data stream is for one process; several train on the per-step stream")
-        draws = (dataset, batch_size, num_classes, label_dropout, time_sampling, prob_path.t_max)
-        data = PerStepStream(seed, rank, world, *draws) if kind == "per-step" else SequentialStream(seed, *draws)
-        torch.manual_seed(seed)
-        model = _build_network(net, data_shape, width, depth, activation, num_classes).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if lr_schedule == "cosine" else None
+        draws = (dataset, r.batch_size, num_classes, r.label_dropout, r.time_sampling, prob_path.t_max)
+        data = PerStepStream(r.seed, rank, world, *draws) if kind == "per-step" else SequentialStream(r.seed, *draws)
+        torch.manual_seed(r.seed)
+        model = _build_network(r.net, data_shape, r.width, r.depth, r.activation, num_classes).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=r.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, r.steps) if r.lr_schedule == "cosine" else None
         averaged = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema)) if ema else None
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(r.ema)) if r.ema else None
         first, recent, seconds = 0, [], 0.0
         if state is not None:
             resume_state.restore(state, model, averaged, opt, sched, data)
             first, recent, seconds = state["step"], list(state["recent"]), state["seconds"]
         trainee = group.wrap(model) if group else model
         # under torchrun the named coupling pairs the whole global batch, as one process would
-        couple = (distributed.ot_over_processes(functools.partial(pair_by, coupling))
-                  if group and coupling != "independent" else coupling)
+        couple = (distributed.ot_over_processes(functools.partial(pair_by, r.coupling))
+                  if group and r.coupling != "independent" else r.coupling)
         log = resume_state.LossLog(loss_log, first) if loss_log and main else None
         pending: list[torch.Tensor] = []
 
@@ -132,15 +121,15 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
             return config
 
         start = time.perf_counter()
-        bar = _progress(steps, progress if main else False, first)
-        for step in range(first, steps):
+        bar = _progress(r.steps, progress if main else False, first)
+        for step in range(first, r.steps):
             b = data.draw(step)
             x1, y, x0, t = (v if v is None else v.to(device) for v in (b.x1, b.y, b.x0, b.t))
-            loss = cfm_loss(trainee, prob_path, x1, None, couple, time_sampling, prediction, y, x0=x0, t=t)
+            loss = cfm_loss(trainee, prob_path, x1, None, couple, r.time_sampling, r.prediction, y, x0=x0, t=t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if r.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
             opt.step()
             if sched is not None:
                 sched.step()
@@ -149,22 +138,22 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
             pending.append(loss.detach())
             if bar is not None:
                 bar.update(1)
-            if step % 50 == 0 or step == steps - 1:
+            if step % 50 == 0 or step == r.steps - 1:
                 flush()
                 if bar is not None:
                     bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < r.steps:
                 save(step + 1, True)
         if bar is not None:
             bar.close()
-        config = save(steps, bool(checkpoint_every))
+        config = save(r.steps, bool(checkpoint_every))
         if log is not None:
             log.close()
     if averaged is not None:
         model.load_state_dict(averaged.module.state_dict())
     model = model.cpu().eval()
-    if prediction != "velocity":
-        model = PredictionToVelocity(model, prob_path, prediction).eval()
+    if r.prediction != "velocity":
+        model = PredictionToVelocity(model, prob_path, r.prediction).eval()
     return model, config
 
 

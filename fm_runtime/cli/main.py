@@ -121,7 +121,7 @@ def info(model, as_json, dim, x_name, t_name):
                              if s.baked else ""),
         "data_shape": list(spec.data_shape),
         "inputs": inputs,
-        "output": spec.out_name if s.baked else spec.v_name, "prediction": spec.prediction, "path": spec.path,
+        "output": spec.out_name if s.baked else spec.v_name, "prediction": spec.prediction, "path": spec.prob_path,
         "default_solver": spec.default_solver, "default_steps": spec.default_steps,
         "default_schedule": spec.default_schedule,
         "default_nfe": s.nfe(), "variant": describe_variant(spec.variant), "training": spec.training,

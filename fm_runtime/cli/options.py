@@ -5,12 +5,15 @@ from __future__ import annotations
 import click
 import numpy as np
 
+from ..engine.request import METHODS
 from ..engine.sampler import Sampler, load
 from ..errors import UsageError
 from ..model import control
 from ..model.contract import divergence_problem
 from ..solve.solvers import MAX_STEPS, SOLVERS
 from . import limits
+
+ADAPTIVE = sorted(m for m, d in METHODS.items() if d["kind"] == "adaptive")   # dopri5
 
 model_arg = click.argument("model", required=False, type=click.Path(dir_okay=True))
 
@@ -63,7 +66,7 @@ def solve_options(what: str = "Solver steps on the uniform grid 0 -> 1", adaptiv
         if adaptive:
             f = click.option("--atol", type=float, help="dopri5: absolute tolerance [default: 1e-5].")(f)
             f = click.option("--rtol", type=float, help="dopri5: relative tolerance [default: 1e-5].")(f)
-        f = click.option("--solver", type=click.Choice(sorted(SOLVERS) + (["dopri5"] if adaptive else [])),
+        f = click.option("--solver", type=click.Choice(sorted(SOLVERS) + (ADAPTIVE if adaptive else [])),
                          help="Fixed-step solver [default: the model's, else midpoint]"
                               + ("; dopri5: adaptive, to --rtol/--atol, its NFE reported." if adaptive else "."))(f)
         return click.option("--steps", type=click.IntRange(1, MAX_STEPS),

@@ -16,6 +16,9 @@ def run_cli(command, prog_name: str, argv: list[str] | None = None, supervised: 
     import sys
 
     import click
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)      # onnxruntime's own log lines never reach the terminal
 
     def on_term(signum, frame):
         raise KeyboardInterrupt

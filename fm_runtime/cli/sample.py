@@ -10,7 +10,6 @@ import numpy as np
 
 from ..engine import request
 from ..errors import NumericalError
-from ..solve.noise import new_seed
 from ..solve.solvers import time_grid
 from . import limits
 from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
@@ -107,7 +106,7 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
     """
     shard_ik = _parse_shard(shard)
     schedule = schedule_of(schedule, times)
-    adaptive = solver == "dopri5"
+    adaptive = request.METHODS.get(solver or "", {}).get("kind") == "adaptive"
     if adaptive and (steps or schedule or plot or shard_ik or logprob):
         raise click.UsageError("--solver dopri5 chooses its own steps: it takes --rtol/--atol, not --steps, "
                                "--schedule/--times, --plot, --shard or --logprob")
@@ -139,26 +138,20 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
         y = np.repeat(np.arange(sampler.num_classes), grid_cols)   # one row per class
         if n is None and z is None:
             n = len(y)
-    if z is not None:
-        z = sampler.check_noise(z)
-        n = len(z)
-    n = 1000 if n is None else n
+    if z is None and n is None:
+        n = 1000
     most = limits.work_rows(4 * sampler.spec.dim, 10_000)
-    if grid and n > most:
-        raise click.UsageError(f"--grid draws every sample; {n:,} is too many for one picture of these "
-                               f"images (at most {most:,})")
-    cond = {"labels": label if y is None else y, "guidance": guidance,
-            **({"rtol": rtol, "atol": atol} if adaptive else {})}
-    if cond["labels"] is not None:
-        sampler.check_labels(cond["labels"], n)
-    if sampler.baked:
-        if plot:
-            raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
-        sampler.check_baked(steps, solver, False, schedule)      # UsageError, exit 2
-    if not adaptive:
-        schedule, steps = request.check_schedule(sampler.spec, schedule, steps)
-    steps = None if adaptive else (steps or sampler.spec.default_steps)
-    solver = solver or sampler.spec.default_solver
+    if grid and (len(z) if z is not None else n) > most:
+        raise click.UsageError(f"--grid draws every sample; {len(z) if z is not None else n:,} is too many for one "
+                               f"picture of these images (at most {most:,})")
+    cond = {"labels": label if y is None else y, "guidance": guidance}
+    # the request, checked once with the model's defaults applied (UsageError, exit 2; InputError, exit 4)
+    req = sampler.request(None if z is not None else n, steps, solver, seed, z, schedule=schedule,
+                          trajectory=bool(plot), logprob=bool(logprob), keep_partial=keep_partial,
+                          divergence=divergence, probes=probes, **cond, **({"rtol": rtol, "atol": atol} if adaptive else {}))
+    if sampler.baked and plot:
+        raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
+    n, steps, solver, schedule, seed = req.n, req.steps, req.solver, req.schedule, req.seed
     start, stop = (shard_ik[0] * n // shard_ik[1], (shard_ik[0] + 1) * n // shard_ik[1]) if shard_ik else (0, n)
     rows = stop - start
     row_bytes = 4 * sampler.spec.dim
@@ -172,13 +165,9 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
         raise click.UsageError(f"{rows:,} samples need about {limits.describe(need)} in memory, more than "
                                f"the {limits.describe(limits.budget())} budget (--max-memory); write them with "
                                "--out (streamed in chunks)" + (" and drop --plot" if plot else ""))
-    if seed is None and z is None:
-        seed = new_seed()
     clock = time.perf_counter()
     try:
-        result, nonfinite = _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial,
-                                 progress, dict(cond, schedule=schedule), logprob and {"path": logprob, "divergence": divergence,
-                                                              "probes": probes}, in_memory)
+        result, nonfinite = _run(sampler, req, out, start, stop, progress, logprob, in_memory)
     except NumericalError as e:
         raise NumericalError(f"{e}; nothing written (--keep-partial writes the samples anyway)") from None
     elapsed = time.perf_counter() - clock     # sampling and writing, not drawing
@@ -187,7 +176,7 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
         from .plot import trajectory_figure
         trajectory_figure(plot, result.trajectory, time_grid(steps, schedule=schedule))
     what = f"rows {start:,}..{stop - 1:,} of a {n:,}-row run" if shard_ik else f"{rows:,} samples"
-    steps_text = (f"rtol {rtol or 1e-5:g}, atol {atol or 1e-5:g}, {result.nfe} NFE" if adaptive else
+    steps_text = (f"rtol {req.tolerances['rtol']:g}, atol {req.tolerances['atol']:g}, {result.nfe} NFE" if adaptive else
                   f"{steps} steps" + ("" if schedule.uniform else f" ({schedule})") + f", {sampler.nfe(steps, solver)} NFE")
     click.echo(f"{what} of shape {list(sampler.data_shape)}: {solver}, {steps_text}, "
                f"{elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
@@ -235,35 +224,28 @@ def _describe_conditioning(sampler, cond) -> str:
     return f", {what}, guidance {cond['guidance']:g}"
 
 
-def _run(sampler, z, n, out, plot, start, stop, seed, steps, solver, keep_partial, progress, cond,
-         logprob, in_memory):
+def _run(sampler, req, out, start, stop, progress, logprob, in_memory):
     """Sample and write; returns (the SampleResult when held in memory, else None; non-finite report)."""
-    if in_memory:
-        if z is None:
-            z = sampler.noise(n, seed)
-        r = sampler.run(noise=z, steps=steps, solver=solver, trajectory=bool(plot), logprob=bool(logprob),
-                        keep_partial=keep_partial, divergence=logprob["divergence"] if logprob else "auto",
-                        probes=logprob["probes"] if logprob else 1, **cond)
+    if in_memory or not out:
+        r = sampler.solve(req)
         if logprob:
-            save_npy(logprob["path"], r.logprob)
-            click.echo(f"log density of {len(r.samples):,} samples -> {logprob['path']}: "
-                       f"{describe_logp(sampler, r.logprob, r.nfe, logprob['divergence'], logprob['probes'])}", err=True)
+            save_npy(logprob, r.logprob)
+            click.echo(f"log density of {len(r.samples):,} samples -> {logprob}: "
+                       f"{describe_logp(sampler, r.logprob, r.nfe, req.divergence, req.probes)}", err=True)
         if out:
             save_npy(out, r.samples)
         return r, r.nonfinite
-    if out:
-        return None, _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress, cond)
-    r = sampler.run(n, steps, solver, seed=seed, keep_partial=keep_partial, **cond)
-    return r, r.nonfinite
+    return None, _sample_streamed(sampler, req, out, start, stop, progress)
 
 
-def _sample_streamed(sampler, z, out, start, stop, seed, steps, solver, keep_partial, progress, cond) -> list:
+def _sample_streamed(sampler, req, out, start, stop, progress) -> list:
     """Solve chunk by chunk into a temporary .npy renamed into place at the end."""
     report = Progress(stop - start, "sampling", sys.stderr.isatty() if progress is None else progress)
     nonfinite = []
     with NpyStream(out, (stop - start, *sampler.data_shape)) as stream:
-        for _, r in sampler.sample_chunks(start, stop, seed, steps, solver, keep_partial=keep_partial,
-                                          noise=z, **cond):
+        for _, r in sampler.sample_chunks(start, stop, req.seed, req.steps, req.solver, keep_partial=req.keep_partial,
+                                          noise=req.noise, labels=req.labels, guidance=req.guidance,
+                                          schedule=req.schedule):
             nonfinite += r.nonfinite
             stream.write(r.samples)
             report.update(len(r.samples))

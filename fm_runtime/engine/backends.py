@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from ..errors import NumericalError
 from ..model.contract import ModelSpec
-from ..model.control import RUN, check
+from ..model.control import RUN, poll_stop
 from ..solve.solvers import integrate_inplace
 from .device import BoundGraphRunner, DeviceLoop, device_of
 from .velocity import Conditioning, velocity_fn
@@ -35,7 +35,7 @@ class Watch:
     def on_step(self, steps: int, end_only: str | None = None):
         """check(x, step, t) after each step; end_only names what hides the steps (baked graph)."""
         def on_step(x: np.ndarray, step: int, t: float) -> None:
-            check()                 # a stop requested between steps
+            poll_stop()                 # a stop requested between steps
             if np.isfinite(x).all():
                 return
             bad = int((~np.isfinite(x.reshape(len(x), -1))).any(1).sum())

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..model.contract import ModelSpec
-from ..model.control import RUN, check
+from ..model.control import RUN, poll_stop
 from ..solve.solvers import get_solver, time_grid
 
 _F32 = np.float32
@@ -120,7 +120,7 @@ class BoundGraphRunner:
             opts.add_run_config_entry("gpu_graph_id", str(len(self._bound) + 1))
             entry = self._bound[len(z)] = (zin, xout, io, opts)
         zin, xout, io, opts = entry
-        check()
+        poll_stop()
         zin.update_inplace(np.ascontiguousarray(z, _F32))
         self.session.run_with_iobinding(io, opts)
         return np.array(xout.numpy(), copy=True)     # the buffer is reused by the next run

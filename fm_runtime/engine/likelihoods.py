@@ -12,7 +12,7 @@ from ..model.control import guarded
 from ..model.session import open_divergence
 from ..solve.likelihood import probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
 from . import request
-from .velocity import Conditioning, jvp_fn
+from .velocity import jvp_fn
 
 
 class Likelihoods:
@@ -32,18 +32,15 @@ class Likelihoods:
         to likelihood.EXACT_MAX_DIM dimensions. Divide by the number of dimensions (and ln 2)
         for nats (bits) per dimension. Conditional models: log p(x | label), or of the guided
         field with guidance != 1. `schedule` as in sample(), visited backwards."""
-        schedule, steps = request.check_schedule(self.spec, schedule, steps)
-        steps, solver = request.check_grid(self.spec, steps, solver)
-        x1 = self.check_noise(x, what="data")
-        cond = Conditioning(self.check_labels(labels, len(x1)), request.check_guidance(guidance, labels))
-        z, integral, self._last.nfe = self._solve_divergence(x1, steps, solver, cond, divergence, probes,
-                                                             probe_seed, forward=False, schedule=schedule)
+        req = request.likelihood_request(self.spec, self.path, x, steps, solver, labels, guidance, divergence,
+                                         probes, probe_seed, schedule)
+        z, integral, self._last.nfe = self._solve_divergence(req.start(self.data_shape), req, forward=False)
         return standard_normal_logpdf(z) - integral
 
-    def _solve_divergence(self, x0, steps, solver, cond, divergence, probes, probe_seed, forward: bool,
-                          schedule=None):
-        """Solve [x, A] (dA/dt = div v) forward from noise or backward from data, in tiles.
+    def _solve_divergence(self, x0, req: request.Request, forward: bool):
+        """Solve [x, A] (dA/dt = div v) forward from noise or backward from data x0, in tiles.
         Returns (end state, A(end) - A(start) signed so that log p1 = log N(x_0) - integral, NFE)."""
+        divergence, probes, steps, solver, schedule = req.divergence, req.probes, req.steps, req.solver, req.schedule
         problem = divergence_problem(self.spec, self.path)
         if problem:
             raise ModelError(problem)
@@ -60,8 +57,8 @@ class Likelihoods:
 
         def run(ab: tuple[int, int]) -> None:
             a, b = ab
-            e = probe_vectors(b - a, self.data_shape, method, k, probe_seed, start=a)
-            jvp = jvp_fn(session, self.spec, b - a, cond.rows(a, b))
+            e = probe_vectors(b - a, self.data_shape, method, k, req.probe_seed, start=a)
+            jvp = jvp_fn(session, self.spec, b - a, req.conditioning(a, b))
             t0, t1 = (0.0, 1.0) if forward else (1.0, 0.0)
             end[a:b], acc, calls[0] = solve_with_divergence(jvp, x0[a:b], e, method, steps, solver, t0, t1,
                                                             schedule)

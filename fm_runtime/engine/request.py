@@ -1,13 +1,113 @@
-"""Every argument of a runtime request checked in one place, with the package's own errors:
-UsageError (exit 2) for values the caller chose, InputError (exit 4) for unusable arrays."""
+"""One request, built once: the model's defaults applied and every argument checked in one place,
+with the package's own errors: UsageError (exit 2) for values the caller chose, InputError (exit 4)
+for unusable arrays. Sampler.run, sample, sample_chunks and log_prob and fm-run all build a
+Request through `sampling_request` / `likelihood_request` and then only read it; the JavaScript
+runtime mirrors it in js/src/request.mjs (samplingRequest)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..definitions import CONTRACT
 from ..errors import InputError, UsageError
 from ..model.spec import ModelSpec
+from ..solve.noise import new_seed, noise_rows
 from ..solve.schedules import Schedule, parse_schedule
 from ..solve.solvers import check_steps, get_solver
+from .velocity import Conditioning
+
+METHODS = CONTRACT["solvers"]["methods"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to solve: `n` rows starting from `noise` (or rows [first, first + n) of the seeded
+    stream `seed`), with `solver` of registry kind `kind` ("fixed", "adaptive"; "baked" for a
+    baked file), on `steps` steps of `schedule` (fixed only) or to `tolerances` (adaptive)."""
+
+    n: int
+    kind: str
+    solver: str
+    steps: int | None
+    schedule: Schedule | None
+    tolerances: dict | None
+    labels: np.ndarray | None
+    guidance: float
+    seed: int | None = None
+    noise: np.ndarray | None = None
+    first: int = 0
+    trajectory: bool = False
+    logprob: bool = False
+    keep_partial: bool = False
+    divergence: str = "auto"
+    probes: int = 1
+    probe_seed: int = 0
+
+    def start(self, data_shape: tuple[int, ...], a: int = 0, b: int | None = None) -> np.ndarray:
+        """Rows [a, b) of the request's starting points (float32)."""
+        b = self.n if b is None else b
+        if self.noise is not None:
+            return self.noise[a:b]
+        return noise_rows(self.seed, self.first + a, self.first + b, data_shape)
+
+    def conditioning(self, a: int = 0, b: int | None = None) -> Conditioning:
+        """Labels and guidance of rows [a, b)."""
+        cond = Conditioning(self.labels, self.guidance)
+        return cond if a == 0 and b in (None, self.n) else cond.rows(a, self.n if b is None else b)
+
+
+def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=None, seed=None, noise=None, *,
+                     trajectory: bool = False, logprob: bool = False, keep_partial: bool = False, labels=None,
+                     guidance=1.0, divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
+                     rtol=None, atol=None, first: int = 0) -> Request:
+    """A sampling request (Sampler.run's arguments), checked, with the model's defaults."""
+    baked = spec.kind == "baked"
+    tolerances = check_adaptive(baked, solver, steps, schedule, trajectory, logprob, rtol, atol)
+    if baked:
+        check_baked(spec, where, steps, solver, trajectory, schedule)
+    if logprob and trajectory:
+        raise UsageError("return_logprob and return_trajectory cannot be combined")
+    if tolerances is None:
+        schedule, steps = check_schedule(spec, schedule, steps)
+        steps, solver = check_grid(spec, steps, solver)
+    guidance = check_guidance(guidance, labels)
+    if noise is not None:
+        noise = check_noise(spec.data_shape, noise, None if n is None else count(n))
+        n, seed = len(noise), None
+    elif n is None:
+        raise UsageError("give n (how many samples) or noise (the starting points)")
+    else:
+        n, seed = count(n), new_seed() if seed is None else check_seed(seed)
+    kind = "baked" if baked else METHODS[solver]["kind"]
+    return Request(n, kind, solver, steps, schedule, tolerances, check_labels(spec, where, labels, n), guidance,
+                   seed, noise, first, trajectory, logprob, keep_partial, divergence, probes, probe_seed)
+
+
+def likelihood_request(spec: ModelSpec, where: str, x, steps=None, solver=None, labels=None, guidance=1.0,
+                       divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None) -> Request:
+    """A log-likelihood request (Sampler.log_prob's arguments): `x` are the data rows."""
+    schedule, steps = check_schedule(spec, schedule, steps)
+    steps, solver = check_grid(spec, steps, solver)
+    x1 = check_noise(spec.data_shape, x, what="data")
+    guidance = check_guidance(guidance, labels)
+    return Request(len(x1), METHODS[solver]["kind"], solver, steps, schedule, None,
+                   check_labels(spec, where, labels, len(x1)), guidance, noise=x1, logprob=True,
+                   divergence=divergence, probes=probes, probe_seed=probe_seed)
+
+
+def check_baked(spec: ModelSpec, where: str, steps, solver, trajectory: bool, schedule=None) -> None:
+    """Refuse, before any work, what a baked file cannot do (other steps, schedules, trajectories)."""
+    b = spec.baked
+    if schedule is not None and str(check_schedule(spec, schedule, None)[0]) != spec.default_schedule:
+        raise UsageError(f"{where} is a baked sampler on the {spec.default_schedule} time schedule; it "
+                         f"cannot run another (export another --bake with --schedule)")
+    if (steps is not None and steps != b["steps"]) or (solver is not None and solver != b["solver"]):
+        raise UsageError(f"{where} is a baked {b['solver']}:{b['steps']} sampler; it cannot "
+                         f"run {solver or b['solver']}:{steps or b['steps']} (export another --bake)")
+    if trajectory:
+        raise UsageError(f"{where} is a baked sampler: it returns final samples only, "
+                         "no trajectory (use the velocity model for that)")
 
 
 def count(n) -> int:
@@ -16,7 +116,7 @@ def count(n) -> int:
     return int(n)
 
 
-def seed(seed) -> int:
+def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
         raise UsageError(f"seed must be a whole number in [0, 2**63), got {seed!r}")
     return int(seed)
@@ -77,7 +177,7 @@ def check_noise(data_shape: tuple[int, ...], noise, n: int | None = None, what: 
 def check_adaptive(baked: bool, solver, steps, schedule, trajectory, logprob, rtol, atol) -> dict | None:
     """{"rtol", "atol"} for a dopri5 request (None for a fixed-step one), refusing what it cannot do."""
     from ..solve.adaptive import DEFAULT_ATOL, DEFAULT_RTOL, NAME, check_tolerances
-    if solver != NAME:
+    if not isinstance(solver, str) or METHODS.get(solver, {}).get("kind") != "adaptive":
         if rtol is not None or atol is not None:
             raise UsageError(f"rtol/atol apply to the adaptive solver {NAME} only")
         return None

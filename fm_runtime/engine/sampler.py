@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnxruntime as ort
@@ -89,43 +89,28 @@ class Sampler(Likelihoods):
     def num_classes(self) -> int:
         return self.spec.num_classes
 
-    def check_labels(self, labels, n: int) -> np.ndarray | None:
-        return request.check_labels(self.spec, self.path, labels, n)
-
-    check_guidance = staticmethod(request.check_guidance)
-
     @guarded
     def velocity(self, x: np.ndarray, t: float | np.ndarray, labels=None, guidance: float = 1.0) -> np.ndarray:
         """v(x, t) for a batch x [B, *shape]; t a scalar or [B] array; labels and guidance as in sample()."""
         if self.baked:
             raise UsageError(f"{self.path} is a baked sampler; it has no velocity to evaluate")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        labels = self.check_labels(labels, len(x))
+        labels = request.check_labels(self.spec, self.path, labels, len(x))
         return velocity_at(self.session, self.spec, x, t, Conditioning(labels, request.check_guidance(guidance, labels)))
 
     def noise(self, n: int, seed: int | None = None, start: int = 0) -> np.ndarray:
         """Rows [start, start + n) of the seeded standard-normal noise stream (see noise.py)."""
-        return noise_rows(new_seed() if seed is None else request.seed(seed), start, start + request.count(n), self.data_shape)
+        seed = new_seed() if seed is None else request.check_seed(seed)
+        return noise_rows(seed, start, start + request.count(n), self.data_shape)
 
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)
 
-    def check_baked(self, steps: int | None, solver: str | None, trajectory: bool, schedule=None) -> None:
-        """Refuse, before any work, what a baked file cannot do (other steps, schedules, trajectories)."""
-        b = self.spec.baked
-        if schedule is not None and str(request.check_schedule(self.spec, schedule, None)[0]) != self.spec.default_schedule:
-            raise UsageError(f"{self.path} is a baked sampler on the {self.spec.default_schedule} time schedule; it "
-                             f"cannot run another (export another --bake with --schedule)")
-        if (steps is not None and steps != b["steps"]) or (solver is not None and solver != b["solver"]):
-            raise UsageError(f"{self.path} is a baked {b['solver']}:{b['steps']} sampler; it cannot "
-                             f"run {solver or b['solver']}:{steps or b['steps']} (export another --bake)")
-        if trajectory:
-            raise UsageError(f"{self.path} is a baked sampler: it returns final samples only, "
-                             "no trajectory (use the velocity model for that)")
-
-    def check_noise(self, noise, n: int | None = None, what: str = "noise") -> np.ndarray:
-        """A float array [n, *data_shape] with finite values, as contiguous float32."""
-        return request.check_noise(self.data_shape, noise, n, what)
+    def request(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
+                seed: int | None = None, noise: np.ndarray | None = None, **options) -> request.Request:
+        """The checked Request that run() would solve (the model's defaults applied), without
+        solving it: for callers that size or describe work first (fm-run does)."""
+        return request.sampling_request(self.spec, self.path, n, steps, solver, seed, noise, **options)
 
     @guarded
     def run(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
@@ -134,39 +119,33 @@ class Sampler(Likelihoods):
             divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
             rtol: float | None = None, atol: float | None = None) -> SampleResult:
         """One sampling request; see sample() for the arguments. Safe to call from many threads."""
-        adaptive = request.check_adaptive(self.baked, solver, steps, schedule, trajectory, logprob, rtol, atol)
-        if self.baked:
-            self.check_baked(steps, solver, trajectory, schedule)
-        if logprob and trajectory:
-            raise UsageError("return_logprob and return_trajectory cannot be combined")
-        if not adaptive:
-            schedule, steps = request.check_schedule(self.spec, schedule, steps)
-            steps, solver = request.check_grid(self.spec, steps, solver)
-        guidance = request.check_guidance(guidance, labels)
-        if noise is not None:
-            x0 = self.check_noise(noise, None if n is None else request.count(n))
-        elif n is None:
-            raise UsageError("give n (how many samples) or noise (the starting points)")
-        else:
-            x0 = self.noise(request.count(n), seed)
-        cond = Conditioning(self.check_labels(labels, len(x0)), guidance)
-        watch = Watch(self.path, keep_partial)
-        if adaptive:       # one system: the error norm, hence the steps, cover every row
-            sol = dopri5(velocity_fn(self.session, self.spec, len(x0), cond), x0, **adaptive)
+        return self.solve(self.request(n, steps, solver, seed, noise, trajectory=trajectory, logprob=logprob,
+                                       keep_partial=keep_partial, labels=labels, guidance=guidance,
+                                       divergence=divergence, probes=probes, probe_seed=probe_seed,
+                                       schedule=schedule, rtol=rtol, atol=atol))
+
+    @guarded
+    def solve(self, req: request.Request) -> SampleResult:
+        """Solve a Request (from request()): by the solver's kind in the registry, with the
+        divergence alongside for log densities, or keeping the trajectory."""
+        x0 = req.start(self.data_shape)
+        cond = req.conditioning()
+        watch = Watch(self.path, req.keep_partial)
+        if req.kind == "adaptive":       # one system: the error norm, hence the steps, cover every row
+            sol = dopri5(velocity_fn(self.session, self.spec, len(x0), cond), x0, **req.tolerances)
             watch.on_step(sol.accepted)(sol.x, sol.accepted, 1.0)
             result = SampleResult(sol.x, sol.nfe)
-        elif logprob:
-            x, integral, calls = self._solve_divergence(x0, steps, solver, cond, divergence, probes,
-                                                        probe_seed, forward=True, schedule=schedule)
+        elif req.logprob:
+            x, integral, calls = self._solve_divergence(x0, req, forward=True)
             result = SampleResult(x, calls, logprob=standard_normal_logpdf(x0) - integral)
-        elif trajectory:
-            sol = integrate(velocity_fn(self.session, self.spec, len(x0), cond), x0, steps, solver, trajectory=True,
-                            schedule=schedule)
+        elif req.trajectory:
+            sol = integrate(velocity_fn(self.session, self.spec, len(x0), cond), x0, req.steps, req.solver,
+                            trajectory=True, schedule=req.schedule)
             for i, state in enumerate(sol.trajectory[1:], 1):
-                watch.on_step(steps)(state, i, sol.times[i])
+                watch.on_step(req.steps)(state, i, sol.times[i])
             result = SampleResult(sol.x, sol.nfe, trajectory=np.stack(sol.trajectory))
         else:
-            result = SampleResult(*self._solve(x0, steps, solver, cond, watch, schedule))
+            result = SampleResult(*self._solve(x0, req.steps, req.solver, cond, watch, req.schedule))
         result.nonfinite = watch.nonfinite
         self._last.nfe = result.nfe
         return result
@@ -225,12 +204,16 @@ class Sampler(Likelihoods):
         one int, or an array indexed by the run's row numbers. chunk: rows per chunk [default:
         CHUNK_BYTES of samples, at most CHUNK_ROWS]."""
         chunk = chunk or max(1, min(CHUNK_ROWS, CHUNK_BYTES // (4 * self.spec.dim)))
-        stream = NoiseStream(seed, start, self.data_shape) if noise is None else None
-        for a in range(start, stop, chunk):
-            b = min(a + chunk, stop)
-            z = stream.take(b - a) if stream is not None else noise[a:b]
-            yield a, self.run(noise=z, steps=steps, solver=solver, keep_partial=keep_partial,
-                              guidance=guidance, labels=label_rows(labels, a, b), schedule=schedule)
+        req = self.request(stop - start, steps, solver, seed, None if noise is None else noise[start:stop],
+                           keep_partial=keep_partial, labels=label_rows(labels, start, stop), guidance=guidance,
+                           schedule=schedule, first=start)
+        stream = NoiseStream(req.seed, start, self.data_shape) if noise is None else None
+        for a in range(0, req.n, chunk):
+            b = min(a + chunk, req.n)
+            z = stream.take(b - a) if stream is not None else req.start(self.data_shape, a, b)
+            part = replace(req, n=b - a, noise=z, seed=None, first=0,
+                           labels=None if req.labels is None else req.labels[a:b])
+            yield start + a, self.solve(part)
 
 
 def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,

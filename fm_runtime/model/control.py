@@ -3,7 +3,7 @@
 Every onnxruntime call the runtime makes carries the RunOptions `RUN` (or, for the load-time
 self-test, options of its own with a time limit), so one `request_stop()` (Ctrl-C, SIGTERM,
 --timeout) ends the calls in progress in every thread within milliseconds, even inside a long
-Loop, and every later call at once; the solver loops check `check()` between steps too. Errors
+Loop, and every later call at once; the solver loops check `poll_stop()` between steps too. Errors
 raised inside a run become the project's errors, each with its exit code.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ import onnxruntime as ort
 
 from ..errors import FmError, Interrupted, ModelError, ResourceError, TimedOut
 
-ort.set_default_logger_severity(4)       # onnxruntime's own log lines never reach the terminal
 RUN = ort.RunOptions()
 RUN.log_severity_level = 4
 SELFTEST_SECONDS = 60.0                  # a self-test probes a few rows; longer means a hostile graph
@@ -74,7 +73,7 @@ def stop_error() -> FmError:
     return Interrupted("interrupted; nothing written")
 
 
-def check() -> None:
+def poll_stop() -> None:
     """Raise the stop error if a stop was requested (called between solver steps)."""
     if _reason is not None:
         raise stop_error()
@@ -93,13 +92,13 @@ def graph_errors(where: str, failing: str = "the graph failed while running"):
     except FmError:
         raise
     except MemoryError:
-        check()
+        poll_stop()
         raise ResourceError(f"{where}: out of memory for this request (the memory budget is set by "
                             "--max-memory); use fewer rows, or --out to stream them") from None
     except Exception as e:
         if not _is_onnxruntime(e):
             raise
-        check()
+        poll_stop()
         msg = one_line(e)
         if "allocate memory" in msg.lower() or "bad_alloc" in msg.lower():
             raise ResourceError(f"{where}: the graph needs more memory than the budget allows "

@@ -43,7 +43,7 @@ class ModelSpec:
     selftest: dict[str, Any] = field(default_factory=dict)  # {"inputs", "output", "atol"}
     variant: dict[str, Any] = field(default_factory=dict)   # {"precision", "quantize", "format", "vs_fp32"}
     prediction: str = "velocity"
-    path: dict[str, Any] = field(default_factory=lambda: {"name": "unknown"})
+    prob_path: dict[str, Any] = field(default_factory=lambda: {"name": "unknown"})   # fm.path: the probability path
     default_solver: str = DEFAULT_SOLVER
     default_steps: int = DEFAULT_STEPS
     default_schedule: str = "uniform"   # schedules.py; a baked file's is the one it was built with

@@ -85,7 +85,7 @@ function baseSpec(fields) {
   return {
     dataShape: [], xName: NAMES.x, tName: NAMES.t, vName: NAMES.v, tRank: 1, kind: 'velocity',
     zName: NAMES.z, outName: NAMES.samples, baked: {}, selftest: {}, variant: {}, prediction: 'velocity',
-    path: { name: 'unknown' }, defaultSolver: DEFAULT_SOLVER, defaultSteps: DEFAULT_STEPS,
+    probPath: { name: 'unknown' }, defaultSolver: DEFAULT_SOLVER, defaultSteps: DEFAULT_STEPS,
     defaultSchedule: 'uniform', training: {},
     architecture: {}, producer: {}, formatVersion: null, numClasses: 0, nullClass: 0, yName: NAMES.y,
     valueRange: null, divergence: {}, ...fields,
@@ -158,7 +158,7 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
     spec = baseSpec({
       dataShape: shape, xName: xName ?? m.input_x ?? NAMES.x, tName: tName ?? m.input_t ?? NAMES.t,
       vName: m.output_v ?? NAMES.v, kind, zName: m.input_z ?? NAMES.z, outName: m.output_x ?? NAMES.samples,
-      baked, selftest: m.selftest ?? {}, variant: m.variant ?? {}, prediction: m.prediction, path: m.path,
+      baked, selftest: m.selftest ?? {}, variant: m.variant ?? {}, prediction: m.prediction, probPath: m.path,
       defaultSolver: solver, defaultSteps: steps, defaultSchedule: String(schedule), training: m.training ?? {}, architecture: m.architecture ?? {},
       producer: m.producer ?? {}, formatVersion: version, numClasses: classes, nullClass,
       yName: m.input_y ?? NAMES.y, valueRange: vr, divergence: div,

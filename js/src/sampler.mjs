@@ -6,7 +6,7 @@ import { InputError, ModelError, NumericalError, UsageError, printable, show } f
 import { readModel } from './onnx-proto.mjs';
 import { readSpec } from './contract.mjs';
 import { MAX_STEPS, SOLVERS, integrate } from './solvers.mjs';
-import { checkSample } from './checks.mjs';
+import { samplingRequest } from './request.mjs';
 import { gaussianNoise } from './noise.mjs';
 
 export const DEFAULT_TILE = 2048;
@@ -121,7 +121,7 @@ export class Sampler {
    * models. Returns {data: Float32Array, dims: [n, ...dataShape], nfe}.
    */
   async sample(options = {}) {
-    const req = checkSample(this.spec, this.where, options);
+    const req = samplingRequest(this.spec, this.where, options);
     const x0 = req.noise ?? this.noise(req.n, req.seed);
     const dim = this.spec.dim, out = new Float32Array(x0.length);
     const tile = this.tile > 0 ? this.tile : req.n;

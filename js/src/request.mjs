@@ -1,5 +1,7 @@
-// Every argument of a sample() request checked in one place, with the same errors as the Python
-// runtime's fm_runtime/engine/request.py: UsageError for values the caller chose, InputError for noise.
+// One request, built once: the model's defaults applied and every argument of sample() checked in
+// one place, with the same errors as the Python runtime's fm_runtime/engine/request.py (whose
+// Request and sampling_request this mirrors by name): UsageError for values the caller chose,
+// InputError for noise.
 
 import { InputError, UsageError, show } from './errors.mjs';
 import { CONTRACT } from './definitions.mjs';
@@ -90,9 +92,10 @@ function checkLabels(spec, where, labels, n) {
   return one ? new BigInt64Array(n).fill(BigInt(labels)) : BigInt64Array.from(list, (v) => BigInt(v));
 }
 
-/** A request {n, steps, solver, schedule, noise, labels, guidance, seed}, checked: {n, steps, solver,
- * schedule (a Schedule), noise (Float32Array or null), labels (BigInt64Array [n] or null), guidance, seed}. */
-export function checkSample(spec, where, options) {
+/** A request {n, steps, solver, schedule, noise, labels, guidance, seed}, checked: the Request {n, kind,
+ * solver, steps, schedule (a Schedule), labels (BigInt64Array [n] or null), guidance, seed, noise
+ * (Float32Array or null)}; kind is the solver's kind in contract.json's registry, or "baked". */
+export function samplingRequest(spec, where, options) {
   if (options === null || typeof options !== 'object') throw new UsageError(`sample() takes an options object, got ${show(options)}`);
   const unknown = Object.keys(options).filter((k) => !OPTIONS.includes(k));
   if (unknown.length) throw new UsageError(`unknown option ${show(unknown[0])} (sample() takes ${OPTIONS.join(', ')})`);
@@ -123,5 +126,6 @@ export function checkSample(spec, where, options) {
       throw new UsageError(`seed must be a whole number in [0, 2**32), got ${show(seed)}`);
     }
   }
-  return { n, steps, solver, schedule, noise, labels: checkLabels(spec, where, labels, n), guidance, seed };
+  const kind = spec.kind === 'baked' ? 'baked' : CONTRACT.solvers.methods[solver].kind;
+  return { n, kind, solver, steps, schedule, labels: checkLabels(spec, where, labels, n), guidance, seed, noise };
 }
