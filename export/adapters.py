@@ -27,15 +27,23 @@ TIMES = ("B", "B,1", "scalar")
 _ITEM = re.compile(r"^(?:(?P<cat>cat\((?P<a>[xt]),(?P<b>[xt])\))|(?P<key>[A-Za-z_]\w*)=(?P<val>[xty]?)|(?P<pos>[xty]))$")
 
 
-def parse_call(call: str) -> list[tuple[str | None, str]]:
+def parse_call(call: str, extras: tuple[str, ...] = ()) -> list[tuple[str | None, str]]:
     """'x,t,y' -> [(None, 'x'), (None, 't'), (None, 'y')]; 'cat(x,t)' -> [(None, 'cat(x,t)')];
-    'sample=x,timestep=t' -> [('sample', 'x'), ('timestep', 't')]. Raises ExportError."""
+    'sample=x,timestep=t' -> [('sample', 'x'), ('timestep', 't')]; the names of declared extra
+    inputs (`extras`, e.g. mu, mask) go where the network takes them. Raises ExportError."""
     text = call.replace(" ", "")
+    for name in extras:               # an extra input by name: positional, or KEYWORD=name
+        text = re.sub(rf"(?<![\w=]){re.escape(name)}(?![\w(])", f"@{name}", text)
+        text = re.sub(rf"=(?:@)?{re.escape(name)}(?![\w(])", f"=@{name}", text)
     items = re.findall(r"cat\([^)]*\)|[^,]+", text)
     if not items or ",".join(items) != text:
         raise ExportError(f"call {call!r} is not an argument list like 'x,t', 't,x', 'cat(x,t)' or 'x=,t='")
     parsed: list[tuple[str | None, str]] = []
     for item in items:
+        extra = re.match(r"^(?:(?P<key>[A-Za-z_]\w*)=)?@(?P<name>\w+)$", item)
+        if extra:
+            parsed.append((extra["key"], "@" + extra["name"]))
+            continue
         m = _ITEM.match(item)
         if not m or (m["cat"] and m["a"] == m["b"]):
             raise ExportError(f"call {call!r}: cannot read {item!r}; each argument is x, t, y, cat(x,t), "
@@ -48,7 +56,10 @@ def parse_call(call: str) -> list[tuple[str | None, str]]:
             parsed.append((None, m["pos"]))
         if parsed[-1][1] not in ("x", "t", "y") and not parsed[-1][1].startswith("cat("):
             raise ExportError(f"call {call!r}: keyword {item!r} must name x, t or y (e.g. {m['key']}=x)")
-    seen = "".join(v if not v.startswith("cat(") else v[4] + v[6] for _, v in parsed)
+    given = [v[1:] for _, v in parsed if v.startswith("@")]
+    if sorted(given) != sorted(extras):
+        raise ExportError(f"call {call!r} must pass every declared input exactly once ({', '.join(extras)})")
+    seen = "".join(v if not v.startswith("cat(") else v[4] + v[6] for _, v in parsed if not v.startswith("@"))
     if sorted(seen.replace("y", "")) != ["t", "x"] or seen.count("y") > 1:
         raise ExportError(f"call {call!r} must pass x and t exactly once (and y at most once)")
     keywords = [k is not None for k, _ in parsed]
@@ -57,30 +68,54 @@ def parse_call(call: str) -> list[tuple[str | None, str]]:
     return parsed
 
 
-class VelocityAdapter(nn.Module):
-    """forward(x [B, *shape], t [B][, y [B]]) -> v [B, *shape], calling `net` as `call` says."""
+TIME_CONVENTIONS = ("noise-at-0", "noise-at-1")
 
-    def __init__(self, net: nn.Module, call: str | Callable = "x,t", time: str = "B", num_classes: int = 0):
+
+class VelocityAdapter(nn.Module):
+    """forward(x [B, *shape], t [B][, y [B]], *extras) -> v [B, *shape], calling `net` as `call`
+    says. A net trained with noise at t = 1 (time_convention "noise-at-1": pi0, SD3, Flux) gets
+    1 - t and its velocity is negated; time_scale multiplies the time it gets (1000 for nets that
+    take sigma * 1000), so the graph keeps this project's convention: t = 0 noise, t = 1 data."""
+
+    def __init__(self, net: nn.Module, call: str | Callable = "x,t", time: str = "B", num_classes: int = 0,
+                 extras: tuple[str, ...] = (), time_convention: str = "noise-at-0", time_scale: float = 1.0):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise ExportError(f"the network must be a torch.nn.Module, got {type(net).__name__}")
         if time not in TIMES:
             raise ExportError(f"time must be one of {', '.join(TIMES)}; got {time!r}")
+        if time_convention not in TIME_CONVENTIONS:
+            raise ExportError(f"time convention must be one of {', '.join(TIME_CONVENTIONS)}; got {time_convention!r}")
+        if not (isinstance(time_scale, (int, float)) and 0 < time_scale < 1e9):
+            raise ExportError(f"time scale must be a positive number, got {time_scale!r}")
         self.net, self.time, self.num_classes = net, time, int(num_classes)
+        self.extras, self.flip, self.scale = tuple(extras), time_convention == "noise-at-1", float(time_scale)
         self.custom = call if callable(call) else None
-        self.args = [] if callable(call) else parse_call(call)
+        if self.custom is not None and extras:
+            raise ExportError("a call function takes (net, x, t, y); with extra inputs give call as a list of names")
+        self.args = [] if callable(call) else parse_call(call, self.extras)
         takes_y = any(v == "y" for _, v in self.args)
         if self.args and takes_y != bool(num_classes):
             raise ExportError(f"call {call!r} " + ("passes labels y but num_classes is 0" if takes_y else
                               f"does not pass labels y, but num_classes is {num_classes}; add y, e.g. 'x,t,y'"))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        y = rest[0] if self.num_classes and rest else None
+        extras = rest[1:] if self.num_classes else rest
         if y is None and self.num_classes:      # the runtime's "no label" id
             y = torch.full((x.shape[0],), self.num_classes, dtype=torch.int64)
+        if self.flip:
+            t = 1.0 - t
+        if self.scale != 1.0:
+            t = t * self.scale
         if self.custom is not None:
             return self.custom(self.net, x, t, y)
+        v = self._call(x, t, y, extras)
+        return -v if self.flip else v
+
+    def _call(self, x, t, y, extras):
         tt = {"B": t, "B,1": t.reshape(-1, 1), "scalar": t[0]}[self.time]
-        values = {"x": x, "t": tt, "y": y}
+        values = {"x": x, "t": tt, "y": y, **{"@" + k: e for k, e in zip(self.extras, extras)}}
         pos, kw = [], {}
         for key, what in self.args:
             if what.startswith("cat("):
@@ -100,15 +135,17 @@ class VelocityAdapter(nn.Module):
         return v
 
 
-def check_adapter(adapter: VelocityAdapter, data_shape: tuple[int, ...]) -> None:
-    """Call the adapted network once on a small batch; turn what goes wrong into ExportError."""
+def check_adapter(adapter: VelocityAdapter, data_shape: tuple[int, ...], extras: dict | None = None) -> None:
+    """Call the adapted network once on a small batch (extras: example extra inputs for 3 rows,
+    numpy); turn what goes wrong into ExportError."""
     x = torch.randn(3, *data_shape)
     t = torch.full((3,), 0.5) if adapter.time == "scalar" else torch.rand(3)
     c = adapter.num_classes
     y = torch.tensor([0, c - 1, c]) if c else None     # c: the "no label" id guidance needs
+    rest = ((y,) if c else ()) + tuple(torch.from_numpy(v) for v in (extras or {}).values())
     try:
         with torch.no_grad():
-            v = adapter(x, t, y)
+            v = adapter(x, t, *rest)
     except Exception as e:
         hint = (f"; labels {y.tolist()} were passed: a conditional network must also accept id {c} as "
                 "\"no label\"" if c else "")

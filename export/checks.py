@@ -34,12 +34,14 @@ def example_inputs(data_shape: tuple[int, ...], kind: str, b: int, rng: np.rando
     return feed
 
 
-def add_selftest(proto: onnx.ModelProto, data_shape: tuple[int, ...], kind: str, num_classes: int = 0) -> bytes:
-    """Record a probe and the file's own output for it (fm.selftest), so the runtime can tell an
-    altered file at load time; returns the serialised model."""
+def add_selftest(proto: onnx.ModelProto, data_shape: tuple[int, ...], kind: str, num_classes: int = 0,
+                 probe: dict | None = None) -> bytes:
+    """Record a probe (default: example inputs; a conditioned graph brings its own) and the
+    file's own output for it (fm.selftest), so the runtime can tell an altered file at load
+    time; returns the serialised model."""
     put_metadata(proto.metadata_props, "selftest", None)
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    probe = example_inputs(data_shape, kind, 4, np.random.default_rng(1234), num_classes, probes=2)
+    probe = probe or example_inputs(data_shape, kind, 4, np.random.default_rng(1234), num_classes, probes=2)
     selftest = {"inputs": {k: v.tolist() for k, v in probe.items()},
                 "output": sess.run(None, probe)[0].tolist(), "atol": 1e-3}
     put_metadata(proto.metadata_props, "selftest", selftest)

@@ -38,6 +38,7 @@ from .bake import BakedSampler, fast_elu, parse_bake
 from .checks import add_selftest, check_proto, example_inputs
 from .errors import ExportError
 from .jvp import divergence_graph
+from .signature import Signature
 
 OPSET = 20                      # the opset every exported file declares
 VERIFY_BATCHES = (1, 7, 256)    # batch sizes the export is checked at
@@ -61,24 +62,49 @@ _OUTPUTS = {"velocity": [NAMES.v], "baked": [NAMES.samples], "jvp": [NAMES.v, NA
 
 
 def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], kind: str = "velocity",
-             num_classes: int = 0) -> onnx.ModelProto:
-    """torch -> ONNX (dynamo exporter), dynamic batch, weights inline; torch's failures become
-    one ExportError line."""
-    inputs = {k: torch.from_numpy(v) for k, v in
-              example_inputs(data_shape, kind, 4, np.random.default_rng(0), num_classes).items()}
-    batch = torch.export.Dim("batch")
+             num_classes: int = 0, sig: Signature | None = None) -> onnx.ModelProto:
+    """torch -> ONNX (dynamo exporter), dynamic batch (and every symbol of `sig` dynamic, shared
+    by the inputs that name it), weights inline; torch's failures become one ExportError line."""
+    feed, dynamic = _feed(data_shape, kind, 4, np.random.default_rng(0), num_classes, sig)
+    inputs = {k: torch.from_numpy(v) for k, v in feed.items()}
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module, tuple(inputs.values()), dynamo=True, input_names=list(inputs),
-                output_names=_OUTPUTS[kind], dynamic_shapes={k: {0: batch} for k in inputs},
+                output_names=_OUTPUTS[kind], dynamic_shapes=_structured(dynamic, kind),
                 external_data=False, opset_version=OPSET, verbose=False)
     except Exception as e:
         raise ExportError(f"torch.onnx could not export the network ({type(e).__name__}: {one_line(e)}); "
                           "a network that torch.export can trace with a dynamic batch exports") from None
     return program.model_proto
+
+
+def _feed(data_shape, kind: str, b: int, rng, num_classes: int, sig: Signature | None, which: int = 0,
+          one_time: bool = False):
+    """(example feed for b rows, torch.export's dynamic shapes for it): x, t[, y], then the extra
+    inputs of `sig` at its `which`-th binding of the symbols."""
+    sizes = sig.sizes(which) if sig else {}
+    concrete = sig.concrete(data_shape, sizes) if sig else data_shape
+    feed = example_inputs(concrete, kind, b, rng, num_classes, one_time=one_time)
+    if sig:
+        feed.update(sig.examples(b, rng, sizes))
+    batch = torch.export.Dim("batch")
+    dims = {name: torch.export.Dim(name) for name in (sig.symbols if sig else {})}
+    shapes = {NAMES.x: data_shape, **({i["name"]: i["shape"] for i in sig.inputs} if sig else {})}
+    dynamic = {k: {0: batch, **{a + 1: dims[d] for a, d in enumerate(shapes.get(k, ())) if isinstance(d, str)}}
+               for k in feed}
+    return feed, dynamic
+
+
+def _structured(dynamic: dict, kind: str) -> tuple:
+    """The dynamic shapes in the structure of the module's arguments: (z,) for a baked sampler,
+    (x, t, (y and the extra inputs...)) for the adapter's forward(x, t, *rest)."""
+    shapes = list(dynamic.values())
+    if kind == "baked" or len(shapes) == 2:
+        return tuple(shapes)
+    return shapes[0], shapes[1], tuple(shapes[2:])
 
 
 def _jvp_reference(velocity: torch.nn.Module):
@@ -98,15 +124,17 @@ def _jvp_reference(velocity: torch.nn.Module):
 
 def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
                          batches=VERIFY_BATCHES, atol: float = VERIFY_ATOL, seed: int = 0,
-                         kind: str = "velocity", num_classes: int = 0, one_time: bool = False) -> float:
+                         kind: str = "velocity", num_classes: int = 0, one_time: bool = False,
+                         sig: Signature | None = None) -> float:
     """Run the ONNX bytes in onnxruntime and the torch module (or function) on the same random
-    inputs; return the largest abs difference over all outputs, or raise ExportError if any
-    exceeds atol * max(1, |torch|)."""
+    inputs (with `sig`: a different binding of its symbols at each batch size); return the
+    largest abs difference over all outputs, or raise ExportError if any exceeds
+    atol * max(1, |torch|)."""
     sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
     worst = 0.0
-    for b in batches:
-        feed = example_inputs(data_shape, kind, b, rng, num_classes, one_time=one_time)
+    for which, b in enumerate(batches):
+        feed = _feed(data_shape, kind, b, rng, num_classes, sig, which, one_time)[0]
         with torch.no_grad():
             refs = module(*(torch.from_numpy(v) for v in feed.values()))
         refs = [r.detach().numpy() for r in (refs if isinstance(refs, tuple) else (refs,))]
@@ -123,7 +151,8 @@ def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
 
 
 def _make_variant(proto: onnx.ModelProto, fp32: bytes, reference, data_shape, kind: str,
-                  num_classes: int, precision: str, quantize: str | None, fmt: str) -> tuple[bytes, dict, str | None]:
+                  num_classes: int, precision: str, quantize: str | None, fmt: str,
+                  probe: dict | None = None) -> tuple[bytes, dict, str | None]:
     """Apply precision/quantisation/format to the verified float32 model and measure the cost."""
     variant: dict = {"precision": precision, "quantize": quantize, "format": fmt}
     if (precision, quantize, fmt) != ("fp32", None, "onnx"):
@@ -137,7 +166,7 @@ def _make_variant(proto: onnx.ModelProto, fp32: bytes, reference, data_shape, ki
 
     def encode() -> bytes:
         variants.set_variant_metadata(proto, variant)
-        data = add_selftest(proto, data_shape, kind, num_classes)
+        data = add_selftest(proto, data_shape, kind, num_classes, probe)
         return variants.to_ort_format(data) if fmt == "ort" else data
 
     out = encode()
@@ -182,6 +211,8 @@ def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape,
 
 def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: str | Callable = "x,t",
                     time: str = "B", num_classes: int = 0, path: dict | None = None,
+                    inputs: dict | list | None = None, symbols: dict | None = None, nulls: dict | None = None,
+                    time_convention: str = "noise-at-0", time_scale: float = 1.0,
                     default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
                     default_schedule=None, bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
                     fmt: str = "onnx", divergence: bool = True, training: dict | None = None,
@@ -197,15 +228,38 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     (fm_runtime.solve.schedules; for a velocity file, the schedule fm-run uses when none is given). precision="fp16", quantize="int8",
     fmt="ort": smaller variants, each measured against the float32 export (and, given
     reference_data = two independent draws of real data, for quality too). divergence: add the
-    graph log-likelihoods use (velocity files). Raises ExportError (exit code 8) with one line."""
+    graph log-likelihoods use (velocity files).
+
+    Conditioned nets (contract version 4): data_shape may name symbols ([16, "T"] or "16,T");
+    inputs {name: "float32[16,T]" | "float32[1,T]:mask" | dict} are the extra graph inputs, passed
+    where `call` names them ("x,mask,mu,t,spks"), roles condition (default), mask, guidance,
+    static; symbols {"T": {"min", "max", "multiple_of"}} bound them; nulls {"mu": "zeros"} are what
+    guidance replaces a condition with. time_convention "noise-at-1" / time_scale (1000) adapt
+    nets trained with noise at t = 1 and/or scaled time. Raises ExportError (exit code 8) with
+    one line."""
     clock = time_module()
     if precision not in ("fp32", "fp16") or quantize not in (None, "int8") or fmt not in ("onnx", "ort"):
         raise ExportError(f"unsupported variant: precision={precision}, quantize={quantize}, format={fmt}")
-    data_shape = _check_shape(data_shape)
+    sig = None
+    if inputs or symbols or _names_symbols(data_shape):
+        sig = Signature.of(data_shape, inputs, symbols, nulls)
+        data_shape = sig.data_shape
+        if bake or num_classes or precision != "fp32" or quantize or fmt != "onnx":
+            raise ExportError("a conditioned export (inputs or symbols) is a float32 velocity .onnx file: no --bake, "
+                              "class labels, fp16, int8 or ort format yet")
+        divergence = False
+    elif nulls:
+        raise ExportError("nulls name inputs; declare them with inputs")
+    else:
+        data_shape = _check_shape(data_shape)
     if path is not None and (not isinstance(path, dict) or not isinstance(path.get("name"), str)):
         raise ExportError(f"path must be a dict with a name, e.g. {{'name': 'ot', 'sigma_min': 0.0}}; got {path!r}")
-    adapter = VelocityAdapter(net, call, time, num_classes).eval()
-    check_adapter(adapter, data_shape)
+    adapter = VelocityAdapter(net, call, time, num_classes, tuple(sig.names) if sig else (),
+                              time_convention, time_scale).eval()
+    if sig:
+        check_adapter(adapter, sig.concrete(data_shape, sig.sizes()), sig.examples(3, np.random.default_rng(0), sig.sizes()))
+    else:
+        check_adapter(adapter, data_shape)
     one_time = time == "scalar"
     kind, baked, module = "velocity", None, adapter
     try:
@@ -224,9 +278,10 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         module = BakedSampler(adapter, solver, steps, schedule).eval()
     elif schedule.steps:
         default_steps = schedule.steps
-    proto = _to_onnx(module, data_shape, kind, num_classes)
+    proto = _to_onnx(module, data_shape, kind, num_classes, sig)
     div_meta, div_text = (_divergence(proto, adapter, data_shape, num_classes, one_time)
-                          if divergence and not bake else (None, "no (baked)" if bake else "no"))
+                          if divergence and not bake else (None, "no (baked)" if bake else
+                                                           "no (not yet for conditioned nets)" if sig else "no"))
     proto = fast_elu(proto)
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     what = f"baked {bake} sampler" if bake else "velocity model"
@@ -236,22 +291,31 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         default_solver=default_solver, default_steps=default_steps, default_schedule=schedule, training=training,
         architecture=architecture, baked=baked, num_classes=num_classes, value_range=value_range,
         divergence=div_meta, producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),
-                                       "onnx": onnx.__version__, "opset": OPSET})
+                                       "onnx": onnx.__version__, "opset": OPSET},
+        **(dict(zip(("inputs", "symbols"), sig.metadata())) if sig else {}))
     write_metadata(proto.metadata_props, meta)
     data = check_proto(proto)
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     read_spec(str(out), dict(sess.get_modelmeta().custom_metadata_map),
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
-    worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes, one_time=one_time)
-    fp32 = add_selftest(proto, data_shape, kind, num_classes)
+    worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes, one_time=one_time, sig=sig)
+    probe = _feed(data_shape, kind, 4, np.random.default_rng(1234), num_classes, sig)[0] if sig else None
+    fp32 = add_selftest(proto, data_shape, kind, num_classes, probe)
     data, variant, ops_config = _make_variant(proto, fp32, reference_data, data_shape, kind,
-                                              num_classes, precision, quantize, fmt)
+                                              num_classes, precision, quantize, fmt, probe)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     if ops_config is not None:
         atomic_write(f"{out}.required_operators.config", lambda tmp: Path(tmp).write_text(ops_config))
     notes = [f"log-likelihoods unavailable: {div_text[6:]}"] if div_text.startswith("none") else []
     return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES, variant, div_text,
                         time_module() - clock, notes)
+
+
+def _names_symbols(data_shape) -> bool:
+    """Whether a data shape ("16,T", [16, "T"]) names a symbol."""
+    if isinstance(data_shape, str):
+        return any(not s.strip().isdigit() for s in data_shape.replace("x", ",").split(",") if s.strip())
+    return isinstance(data_shape, (list, tuple)) and any(isinstance(d, str) for d in data_shape)
 
 
 def _check_shape(data_shape) -> tuple[int, ...]:

@@ -31,6 +31,23 @@ BAKED_IO = ({"z": {"type": "tensor(float)", "shape": ["batch", 2]}}, {"x": {"typ
 BASE = build_metadata(data_shape=[2], path={"name": "ot", "sigma_min": 0.0})
 LABELLED = build_metadata(data_shape=[2], path={"name": "ot"}, num_classes=3)
 BAKED = build_metadata(data_shape=[2], path={"name": "ot"}, baked={"solver": "heun", "steps": 4})
+COND_INPUTS = [{"name": "mu", "dtype": "float32", "shape": [4, "T"], "role": "condition", "null": "zeros"},
+               {"name": "mask", "dtype": "float32", "shape": [1, "T"], "role": "mask"},
+               {"name": "spks", "dtype": "float32", "shape": [3], "role": "condition", "null": "zeros"}]
+COND = build_metadata(data_shape=[4, "T"], path={"name": "ot"}, inputs=COND_INPUTS,
+                      symbols={"T": {"min": 4, "max": 512, "multiple_of": 4}})
+COND_IO = ({"x": {"type": "tensor(float)", "shape": ["batch", 4, "T"]}, "t": {"type": "tensor(float)", "shape": ["batch"]},
+            "mu": {"type": "tensor(float)", "shape": ["batch", 4, "T"]},
+            "mask": {"type": "tensor(float)", "shape": ["batch", 1, "T"]},
+            "spks": {"type": "tensor(float)", "shape": ["batch", 3]}},
+           {"v": {"type": "tensor(float)", "shape": ["batch", 4, "T"]}})
+
+
+def inputs_with(i: int, **change) -> str:
+    """fm.inputs of the conditioned file with input i changed (a value None removes the field)."""
+    items = [dict(x) for x in COND_INPUTS]
+    items[i] = {k: v for k, v in {**items[i], **change}.items() if v is not None}
+    return json.dumps(items)
 
 
 def case(name, changes=None, base=BASE, io=VELOCITY_IO, spec=None, error=None, key=None, field=None, options=None):
@@ -131,6 +148,42 @@ def metadata_cases() -> list[dict]:
              error="ModelError", key=None, field="t"),
         case("x of float16", io=({**VELOCITY_IO[0], "x": {"type": "tensor(float16)", "shape": ["batch", 2]}}, VELOCITY_IO[1]),
              error="ModelError", key=None, field="x"),
+        case("a conditioned file", base=COND, io=COND_IO,
+             spec={"kind": "velocity", "format_version": 4, "data_shape": [4, "T"],
+                   "symbols": {"T": {"min": 4, "max": 512, "multiple_of": 4}}}),
+        case("a symbol nobody declares", {"symbols": "{}"}, base=COND, io=COND_IO, error="ModelError",
+             key="fm.symbols", field="T"),
+        case("a symbol bound the wrong way round", {"symbols": '{"T": {"min": 9, "max": 4}}'}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.symbols", field="T"),
+        case("a symbol bound of zero", {"symbols": '{"T": {"min": 0}}'}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.symbols", field="T.min"),
+        case("a symbol of another spelling", {"symbols": '{"T": {}, "2T": {}}'}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.symbols", field="2T"),
+        case("an unknown role", {"inputs": inputs_with(0, role="context")}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.inputs", field="[0].role"),
+        case("an input without a dtype", {"inputs": inputs_with(2, dtype=None)}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.inputs", field="[2].dtype"),
+        case("an input shape with a bad symbol", {"inputs": inputs_with(0, shape=[4, "T-1"])}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.inputs", field="[0].shape"),
+        case("an input named twice", {"inputs": inputs_with(2, name="mu")}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.inputs", field="[2].name"),
+        case("an input named x", {"inputs": inputs_with(2, name="x")}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.inputs", field="[2].name"),
+        case("a null on a mask", {"inputs": inputs_with(1, null="zeros")}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.inputs", field="[1].null"),
+        case("a mask of another rank", {"inputs": inputs_with(1, shape=["T"])}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.inputs", field="[1].shape"),
+        case("too many inputs", {"inputs": json.dumps([{"name": f"c{i}", "dtype": "float32", "shape": [], "role": "static"}
+                                                         for i in range(40)])}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.inputs", field=""),
+        case("an input the graph lacks", base=COND, io=({k: v for k, v in COND_IO[0].items() if k != "spks"}, COND_IO[1]),
+             error="ModelError", key=None, field="spks"),
+        case("an input of another dtype in the graph", base=COND,
+             io=({**COND_IO[0], "spks": {"type": "tensor(int64)", "shape": ["batch", 3]}}, COND_IO[1]),
+             error="ModelError", key=None, field="spks"),
+        case("an input of another size in the graph", base=COND,
+             io=({**COND_IO[0], "spks": {"type": "tensor(float)", "shape": ["batch", 5]}}, COND_IO[1]),
+             error="ModelError", key=None, field="spks"),
         case("no metadata: the graph tells", base={}, spec={"kind": "velocity", "data_shape": [2], "format_version": None}),
         case("no metadata and no static shape", base={},
              io=({"x": {"type": "tensor(float)", "shape": ["batch", "d"]}, "t": VELOCITY_IO[0]["t"]},

@@ -58,15 +58,15 @@ class HostLoop:
 
 
 class DeviceBackend(HostLoop):
-    """Velocity loop with the state on the device; labelled requests use the host loop (the
-    device loop binds x and t only)."""
+    """Velocity loop with the state on the device; labelled or conditioned requests use the host
+    loop (the device loop binds x and t only)."""
 
     def __init__(self, session, spec, device: str):
         super().__init__(session, spec)
         self.loop, self._lock = DeviceLoop(session, spec, device), threading.Lock()
 
     def solve(self, z, steps, solver, cond, watch, schedule=None):
-        if self.spec.num_classes:
+        if self.spec.num_classes or self.spec.inputs:
             return super().solve(z, steps, solver, cond, watch, schedule)
         with self._lock:            # one set of device buffers
             x, calls = self.loop.solve(z, steps, solver, schedule)

@@ -22,7 +22,7 @@ class Likelihoods:
     @guarded
     def log_prob(self, x: np.ndarray, steps: int | None = None, solver: str | None = None, labels=None,
                  guidance: float = 1.0, divergence: str = "auto", probes: int = 1,
-                 probe_seed: int = 0, schedule=None) -> np.ndarray:
+                 probe_seed: int = 0, schedule=None, cond: dict | None = None, dims: dict | None = None) -> np.ndarray:
         """log p1(x) in nats for data x [n, *shape], by integrating x back from t = 1 to noise at
         t = 0 with the divergence of the velocity: log N(x_0) - int_0^1 div v dt.
 
@@ -31,10 +31,11 @@ class Likelihoods:
         `probe_seed` and the row index): unbiased, cheaper in high dimension; "auto" is exact up
         to likelihood.EXACT_MAX_DIM dimensions. Divide by the number of dimensions (and ln 2)
         for nats (bits) per dimension. Conditional models: log p(x | label), or of the guided
-        field with guidance != 1. `schedule` as in sample(), visited backwards."""
+        field with guidance != 1. `schedule`, `cond` and `dims` as in sample(); the schedule is
+        visited backwards."""
         req = request.likelihood_request(self.spec, self.path, x, steps, solver, labels, guidance, divergence,
-                                         probes, probe_seed, schedule)
-        z, integral, self._last.nfe = self._solve_divergence(req.start(self.data_shape), req, forward=False)
+                                         probes, probe_seed, schedule, cond, dims)
+        z, integral, self._last.nfe = self._solve_divergence(req.start(), req, forward=False)
         return standard_normal_logpdf(z) - integral
 
     def _solve_divergence(self, x0, req: request.Request, forward: bool):
@@ -45,20 +46,20 @@ class Likelihoods:
         if problem:
             raise ModelError(problem)
         try:
-            method = resolve_method(divergence, self.spec.dim)
+            method = resolve_method(divergence, req.spec.dim)
         except ValueError as e:
             raise UsageError(str(e)) from None
         if method == "hutchinson" and not 1 <= int(probes) <= 1024:
             raise UsageError(f"probes must be between 1 and 1024, got {probes}")
         session = self._divergence_session()
-        k = self.spec.dim if method == "exact" else int(probes)
+        k = req.spec.dim if method == "exact" else int(probes)
         n = len(x0)
         end, integral, calls = np.empty_like(x0), np.empty(n, np.float64), [0]
 
         def run(ab: tuple[int, int]) -> None:
             a, b = ab
-            e = probe_vectors(b - a, self.data_shape, method, k, req.probe_seed, start=a)
-            jvp = jvp_fn(session, self.spec, b - a, req.conditioning(a, b))
+            e = probe_vectors(b - a, req.spec.data_shape, method, k, req.probe_seed, start=a)
+            jvp = jvp_fn(session, req.spec, b - a, req.conditioning(a, b))
             t0, t1 = (0.0, 1.0) if forward else (1.0, 0.0)
             end[a:b], acc, calls[0] = solve_with_divergence(jvp, x0[a:b], e, method, steps, solver, t0, t1,
                                                             schedule)

@@ -5,12 +5,13 @@ Request through `sampling_request` / `likelihood_request` and then only read it;
 runtime mirrors it in js/src/request.mjs (samplingRequest)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..definitions import CONTRACT
 from ..errors import InputError, UsageError
+from ..model.schema import MAX_SYMBOL
 from ..model.spec import ModelSpec
 from ..solve.noise import new_seed, noise_rows
 from ..solve.schedules import Schedule, parse_schedule
@@ -28,6 +29,7 @@ class Request:
 
     n: int
     kind: str
+    spec: ModelSpec                 # the file's spec with this request's symbols bound
     solver: str
     steps: int | None
     schedule: Schedule | None
@@ -43,25 +45,29 @@ class Request:
     divergence: str = "auto"
     probes: int = 1
     probe_seed: int = 0
+    inputs: dict = field(default_factory=dict)   # the file's extra inputs, per row: {name: [n, *shape]}
 
-    def start(self, data_shape: tuple[int, ...], a: int = 0, b: int | None = None) -> np.ndarray:
-        """Rows [a, b) of the request's starting points (float32)."""
+    def start(self, a: int = 0, b: int | None = None) -> np.ndarray:
+        """Rows [a, b) of the request's starting points (float32; zero outside a mask)."""
         b = self.n if b is None else b
-        if self.noise is not None:
-            return self.noise[a:b]
-        return noise_rows(self.seed, self.first + a, self.first + b, data_shape)
+        x = self.noise[a:b] if self.noise is not None else \
+            noise_rows(self.seed, self.first + a, self.first + b, self.spec.data_shape)
+        mask = self.spec.input("mask")
+        return x if mask is None else x * self.inputs[mask["name"]][a:b]
 
     def conditioning(self, a: int = 0, b: int | None = None) -> Conditioning:
-        """Labels and guidance of rows [a, b)."""
-        cond = Conditioning(self.labels, self.guidance)
+        """Labels, guidance and extra inputs of rows [a, b)."""
+        cond = Conditioning(self.labels, self.guidance, self.inputs, self.spec)
         return cond if a == 0 and b in (None, self.n) else cond.rows(a, self.n if b is None else b)
 
 
 def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=None, seed=None, noise=None, *,
                      trajectory: bool = False, logprob: bool = False, keep_partial: bool = False, labels=None,
                      guidance=1.0, divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
-                     rtol=None, atol=None, first: int = 0) -> Request:
-    """A sampling request (Sampler.run's arguments), checked, with the model's defaults."""
+                     rtol=None, atol=None, first: int = 0, cond=None, dims=None) -> Request:
+    """A sampling request (Sampler.run's arguments), checked, with the model's defaults. cond:
+    the file's extra inputs by name (each [n, *shape], or [*shape] for every row); dims: sizes of
+    symbols that no input binds."""
     baked = spec.kind == "baked"
     tolerances = check_adaptive(baked, solver, steps, schedule, trajectory, logprob, rtol, atol)
     if baked:
@@ -71,29 +77,138 @@ def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=Non
     if tolerances is None:
         schedule, steps = check_schedule(spec, schedule, steps)
         steps, solver = check_grid(spec, steps, solver)
-    guidance = check_guidance(guidance, labels)
+    guidance = check_guidance(guidance, labels, spec)
+    if n is not None:
+        n = count(n)
+    bound, inputs, rows = bind_inputs(spec, where, cond, dims, noise, n)
     if noise is not None:
-        noise = check_noise(spec.data_shape, noise, None if n is None else count(n))
+        noise = check_noise(bound.data_shape, noise, n)
         n, seed = len(noise), None
-    elif n is None:
+    elif n is None and rows is None:
         raise UsageError("give n (how many samples) or noise (the starting points)")
     else:
-        n, seed = count(n), new_seed() if seed is None else check_seed(seed)
+        n, seed = n or rows, new_seed() if seed is None else check_seed(seed)
     kind = "baked" if baked else METHODS[solver]["kind"]
-    return Request(n, kind, solver, steps, schedule, tolerances, check_labels(spec, where, labels, n), guidance,
-                   seed, noise, first, trajectory, logprob, keep_partial, divergence, probes, probe_seed)
+    return Request(n, kind, bound, solver, steps, schedule, tolerances, check_labels(spec, where, labels, n), guidance,
+                   seed, noise, first, trajectory, logprob, keep_partial, divergence, probes, probe_seed,
+                   per_row(inputs, n))
 
 
 def likelihood_request(spec: ModelSpec, where: str, x, steps=None, solver=None, labels=None, guidance=1.0,
-                       divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None) -> Request:
+                       divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
+                       cond=None, dims=None) -> Request:
     """A log-likelihood request (Sampler.log_prob's arguments): `x` are the data rows."""
     schedule, steps = check_schedule(spec, schedule, steps)
     steps, solver = check_grid(spec, steps, solver)
-    x1 = check_noise(spec.data_shape, x, what="data")
-    guidance = check_guidance(guidance, labels)
-    return Request(len(x1), METHODS[solver]["kind"], solver, steps, schedule, None,
+    guidance = check_guidance(guidance, labels, spec)
+    bound, inputs, _ = bind_inputs(spec, where, cond, dims, x, None, what="data")
+    x1 = check_noise(bound.data_shape, x, what="data")
+    return Request(len(x1), METHODS[solver]["kind"], bound, solver, steps, schedule, None,
                    check_labels(spec, where, labels, len(x1)), guidance, noise=x1, logprob=True,
-                   divergence=divergence, probes=probes, probe_seed=probe_seed)
+                   divergence=divergence, probes=probes, probe_seed=probe_seed, inputs=per_row(inputs, len(x1)))
+
+
+def bind_inputs(spec: ModelSpec, where: str, cond, dims, noise, n: int | None, what: str = "noise"):
+    """(the spec with its symbols bound, the extra inputs {name: (array of its dtype, whether it
+    has the batch axis)}, the rows they fix or None): every input the file declares given (a mask may be left out: all ones), none
+    it does not, each of its declared dtype and rank with or without the batch axis, finite;
+    every symbol bound once, from the inputs, the noise and `dims`, all agreeing and within the
+    file's bounds."""
+    cond, dims = dict(cond or {}), dict(dims or {})
+    if not spec.inputs and not spec.symbolic:
+        if cond or dims:
+            raise UsageError(f"{where} declares no conditions or symbols; it takes no "
+                             f"{'cond' if cond else 'dims'} ({', '.join(cond or dims)})")
+        return spec, {}, None
+    declared = {i["name"]: i for i in spec.inputs}
+    unknown = sorted(set(cond) - set(declared))
+    if unknown:
+        raise UsageError(f"{where} has no input {unknown[0]!r}; its conditions are "
+                         f"{', '.join(declared) or 'none'}")
+    missing = [k for k, i in declared.items() if k not in cond and i["role"] not in ("mask", "guidance")]
+    if missing:
+        raise UsageError(f"{where} needs the condition {missing[0]!r} ({_describe(declared[missing[0]])})")
+    bound: dict[str, tuple[int, str]] = {}
+    for name, size in dims.items():
+        if name not in spec.symbols:
+            raise UsageError(f"{where} has no symbol {name!r}; its symbols are {', '.join(spec.symbols) or 'none'}")
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+            raise UsageError(f"dims {name} must be a whole number, got {size!r}")
+        bound[name] = (int(size), "dims")
+    arrays, rows = {}, None
+
+    def bind(shape, decl, source):
+        for got, want in zip(shape, decl):
+            if isinstance(want, str):
+                if want in bound and bound[want][0] != got:
+                    raise UsageError(f"the symbols disagree: {bound[want][1]} gives {want} = {bound[want][0]}, "
+                                     f"{source} gives {want} = {got}")
+                bound.setdefault(want, (int(got), source))
+            elif got != want:
+                raise InputError(f"{source} has shape {list(shape)}, expected {list(decl)}")
+
+    for name, value in cond.items():
+        item, arr = declared[name], np.asarray(value)
+        if item["dtype"] == "float32":
+            if arr.dtype.kind not in "fiu" or arr.dtype == bool:
+                raise InputError(f"condition {name!r} must be float32 numbers, got dtype {arr.dtype}")
+            arr = arr.astype(np.float32, copy=False)
+            if not np.isfinite(arr).all():
+                raise InputError(f"condition {name!r} contains NaN or Inf")
+        elif arr.dtype.kind not in "iu":
+            raise InputError(f"condition {name!r} must be integers (int64), got dtype {arr.dtype}")
+        else:
+            arr = arr.astype(np.int64, copy=False)
+        decl = item["shape"]
+        if arr.ndim == len(decl) + 1:
+            rows = _agree_rows(rows, len(arr), name)
+            bind(arr.shape[1:], decl, f"condition {name!r}")
+        elif arr.ndim == len(decl):
+            bind(arr.shape, decl, f"condition {name!r}")
+        else:
+            raise InputError(f"condition {name!r} has shape {list(arr.shape)}; expected [{_dims(decl)}] for every "
+                             f"row or [n, {_dims(decl)}] per row")
+        arrays[name] = (arr, arr.ndim == len(decl) + 1)
+    if noise is not None:
+        shape = np.shape(noise)
+        if len(shape) == 1 + len(spec.data_shape):
+            bind(shape[1:], spec.data_shape, what)
+    if n is not None and rows is not None and n != rows:
+        raise UsageError(f"n = {n} but the per-row conditions have {rows} rows")
+    for name, bounds in spec.symbols.items():
+        if name not in bound:
+            if any(name in i["shape"] or name in spec.data_shape for i in spec.inputs) or name in spec.data_shape:
+                raise UsageError(f"nothing binds the symbol {name}: give dims={{'{name}': ...}} (fm-run: --dim {name}=N)")
+            continue
+        size = bound[name][0]
+        low, high, step = bounds.get("min", 1), bounds.get("max", MAX_SYMBOL), bounds.get("multiple_of", 1)
+        if not low <= size <= high or size % step:
+            raise UsageError(f"{name} = {size} is outside what {where} takes: {low} <= {name} <= {high}"
+                             + (f", a multiple of {step}" if step > 1 else ""))
+    spec = spec.bind({k: v[0] for k, v in bound.items()})
+    for item in spec.inputs:          # a mask left out: every position valid
+        if item["role"] == "mask" and item["name"] not in arrays:
+            arrays[item["name"]] = (np.ones(item["shape"], np.float32), False)
+    return spec, arrays, rows
+
+
+def per_row(arrays: dict, n: int) -> dict:
+    """Each input as [n, *shape]: one given without the batch axis (a view) applies to every row."""
+    return {name: arr if batched else np.broadcast_to(arr, (n, *arr.shape)) for name, (arr, batched) in arrays.items()}
+
+
+def _agree_rows(rows, got: int, name: str) -> int:
+    if rows is not None and rows != got:
+        raise UsageError(f"the per-row conditions disagree on rows: {rows} and {got} ({name!r})")
+    return got
+
+
+def _dims(shape) -> str:
+    return ", ".join(map(str, shape))
+
+
+def _describe(item: dict) -> str:
+    return f"{item['dtype']} [{_dims(item['shape'])}], role {item['role']}"
 
 
 def check_baked(spec: ModelSpec, where: str, steps, solver, trajectory: bool, schedule=None) -> None:
@@ -122,14 +237,15 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
-def check_guidance(guidance, labels=None) -> float:
+def check_guidance(guidance, labels=None, spec: ModelSpec | None = None) -> float:
     try:
         g = float(guidance)
     except (TypeError, ValueError):
         raise UsageError(f"guidance must be a number, got {guidance!r}") from None
     if not np.isfinite(g) or abs(g) > 1e3:
         raise UsageError(f"guidance must be a finite number of magnitude <= 1000, got {guidance}")
-    if g != 1.0 and labels is None:
+    guidable = spec is not None and any(i.get("null") or i["role"] == "guidance" for i in spec.inputs)
+    if g != 1.0 and labels is None and not guidable:
         raise UsageError(f"guidance {g:g} needs labels (it weighs the conditional against the "
                          "unconditional velocity)")
     return g

@@ -56,12 +56,13 @@ class Sampler(Likelihoods):
 
     def __init__(self, session: ort.InferenceSession, spec: ModelSpec, path: str, *,
                  tile: int = DEFAULT_TILE, workers: int = 1, device_resident: bool = False,
-                 session_options: ort.SessionOptions | None = None):
+                 session_options: ort.SessionOptions | None = None, auto_tile: bool = False):
         self.session, self.spec, self.path = session, spec, path
         self.session_options = session_options
         self.providers = session.get_providers()
         self.backend = choose_backend(session, spec, device_resident)
         self.tiler = Tiler(tile, workers)
+        self.auto_tile = auto_tile and spec.symbolic      # rows per tile from each request's bound shape
         self._jvp_session: ort.InferenceSession | None = None
         self._jvp_lock = threading.Lock()
         self._last = threading.local()
@@ -103,6 +104,10 @@ class Sampler(Likelihoods):
         seed = new_seed() if seed is None else request.check_seed(seed)
         return noise_rows(seed, start, start + request.count(n), self.data_shape)
 
+    def _rank(self, name: str) -> int:
+        """Dimensions of one row of the extra input `name` (-1 when the file has none by that name)."""
+        return next((len(i["shape"]) for i in self.spec.inputs if i["name"] == name), -1)
+
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)
 
@@ -117,18 +122,19 @@ class Sampler(Likelihoods):
             seed: int | None = None, noise: np.ndarray | None = None, *, trajectory: bool = False,
             logprob: bool = False, keep_partial: bool = False, labels=None, guidance: float = 1.0,
             divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
-            rtol: float | None = None, atol: float | None = None) -> SampleResult:
+            rtol: float | None = None, atol: float | None = None, cond: dict | None = None,
+            dims: dict | None = None) -> SampleResult:
         """One sampling request; see sample() for the arguments. Safe to call from many threads."""
         return self.solve(self.request(n, steps, solver, seed, noise, trajectory=trajectory, logprob=logprob,
                                        keep_partial=keep_partial, labels=labels, guidance=guidance,
                                        divergence=divergence, probes=probes, probe_seed=probe_seed,
-                                       schedule=schedule, rtol=rtol, atol=atol))
+                                       schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims))
 
     @guarded
     def solve(self, req: request.Request) -> SampleResult:
         """Solve a Request (from request()): by the solver's kind in the registry, with the
         divergence alongside for log densities, or keeping the trajectory."""
-        x0 = req.start(self.data_shape)
+        x0 = req.start()
         cond = req.conditioning()
         watch = Watch(self.path, req.keep_partial)
         if req.kind == "adaptive":       # one system: the error norm, hence the steps, cover every row
@@ -145,7 +151,8 @@ class Sampler(Likelihoods):
                 watch.on_step(req.steps)(state, i, sol.times[i])
             result = SampleResult(sol.x, sol.nfe, trajectory=np.stack(sol.trajectory))
         else:
-            result = SampleResult(*self._solve(x0, req.steps, req.solver, cond, watch, req.schedule))
+            result = SampleResult(*self._solve(x0, req.steps, req.solver, cond, watch, req.schedule,
+                                               default_tile(req.spec.dim) if self.auto_tile else None))
         result.nonfinite = watch.nonfinite
         self._last.nfe = result.nfe
         return result
@@ -155,7 +162,7 @@ class Sampler(Likelihoods):
                return_trajectory: bool = False, keep_partial: bool = False, labels=None,
                guidance: float = 1.0, return_logprob: bool = False, divergence: str = "auto",
                probes: int = 1, probe_seed: int = 0, schedule=None, rtol: float | None = None,
-               atol: float | None = None):
+               atol: float | None = None, cond: dict | None = None, dims: dict | None = None):
         """Draw samples. Give `n` (with an optional `seed`) or a `noise` array [n, *shape].
 
         `schedule` places the steps in time (fm_runtime.solve.schedules): "uniform", "shift:S",
@@ -167,6 +174,12 @@ class Sampler(Likelihoods):
         and a classifier-free `guidance` weight w: v = v_u + w (v_c - v_u), so w = 1 is the
         conditional model and w = 0 the unconditional one.
 
+        Files with extra inputs (contract version 4, `fm-run info` lists them) take `cond`
+        {name: array}, each [n, *shape] per row or [*shape] for every row; symbols in the shapes
+        (T) are bound from them, from `noise`, or from `dims` {"T": 50}. Guidance then nulls every
+        condition that declares a null (v_u) and runs both halves in one call; a file with a
+        guidance input gets w itself; a mask keeps the samples exactly 0 where it is 0.
+
         Returns the samples [n, *shape] as float32, or (samples, trajectory) with trajectory
         [steps + 1, n, *shape] (noise first) when `return_trajectory` is true, or (samples,
         log_density) when `return_logprob` is true: log p1 of each sample in nats, from the same
@@ -176,43 +189,48 @@ class Sampler(Likelihoods):
         UsageError, unusable noise InputError (both fm_runtime.FmError)."""
         r = self.run(n, steps, solver, seed, noise, trajectory=return_trajectory, logprob=return_logprob,
                      keep_partial=keep_partial, labels=labels, guidance=guidance, divergence=divergence,
-                     probes=probes, probe_seed=probe_seed, schedule=schedule, rtol=rtol, atol=atol)
+                     probes=probes, probe_seed=probe_seed, schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims)
         if return_trajectory:
             return r.samples, r.trajectory
         return (r.samples, r.logprob) if return_logprob else r.samples
 
-    def _solve(self, x0: np.ndarray, steps: int, solver: str, cond: Conditioning, watch: Watch, schedule=None):
+    def _solve(self, x0: np.ndarray, steps: int, solver: str, cond: Conditioning, watch: Watch, schedule=None,
+               tile: int | None = None):
         """Solve in tiles, each tile one independent solve on the backend."""
-        bounds = self.tiler.bounds(len(x0))
+        spec = cond.spec or self.spec
+        bounds = self.tiler.bounds(len(x0), tile)
         if len(bounds) == 1:
             x, calls = self.backend.solve(x0, steps, solver, cond, watch, schedule)
-            return checked(self.spec, x, len(x0), "samples"), calls
+            return checked(spec, x, len(x0), "samples"), calls
         out = np.empty_like(x0)
 
         def run(ab: tuple[int, int]) -> int:
             a, b = ab
             x, calls = self.backend.solve(x0[a:b], steps, solver, cond.rows(a, b), watch, schedule)
-            out[a:b] = checked(self.spec, x, b - a, "samples")
+            out[a:b] = checked(spec, x, b - a, "samples")
             return calls
         return out, self.tiler.map(run, bounds)[0]
 
     def sample_chunks(self, start: int, stop: int, seed: int, steps: int | None = None,
                       solver: str | None = None, chunk: int | None = None, keep_partial: bool = False,
-                      labels=None, guidance: float = 1.0, noise: np.ndarray | None = None, schedule=None):
+                      labels=None, guidance: float = 1.0, noise: np.ndarray | None = None, schedule=None,
+                      cond: dict | None = None, dims: dict | None = None):
         """Rows [start, stop) of one seeded run (or of `noise`), solved and yielded chunk by chunk
         as (first_row, SampleResult): memory stays bounded whatever the number of rows. `labels`:
-        one int, or an array indexed by the run's row numbers. chunk: rows per chunk [default:
-        CHUNK_BYTES of samples, at most CHUNK_ROWS]."""
-        chunk = chunk or max(1, min(CHUNK_ROWS, CHUNK_BYTES // (4 * self.spec.dim)))
+        one int, or an array indexed by the run's row numbers; so is each per-row array of `cond`.
+        chunk: rows per chunk [default: CHUNK_BYTES of samples, at most CHUNK_ROWS]."""
+        cond = {k: label_rows(v, start, stop) if np.ndim(v) == self._rank(k) + 1 else v for k, v in (cond or {}).items()}
         req = self.request(stop - start, steps, solver, seed, None if noise is None else noise[start:stop],
                            keep_partial=keep_partial, labels=label_rows(labels, start, stop), guidance=guidance,
-                           schedule=schedule, first=start)
-        stream = NoiseStream(req.seed, start, self.data_shape) if noise is None else None
+                           schedule=schedule, first=start, cond=cond, dims=dims)
+        chunk = chunk or max(1, min(CHUNK_ROWS, CHUNK_BYTES // (4 * req.spec.dim)))
+        stream = NoiseStream(req.seed, start, req.spec.data_shape) if noise is None else None
         for a in range(0, req.n, chunk):
             b = min(a + chunk, req.n)
-            z = stream.take(b - a) if stream is not None else req.start(self.data_shape, a, b)
+            z = stream.take(b - a) if stream is not None else req.start(a, b)
             part = replace(req, n=b - a, noise=z, seed=None, first=0,
-                           labels=None if req.labels is None else req.labels[a:b])
+                           labels=None if req.labels is None else req.labels[a:b],
+                           inputs={k: v[a:b] for k, v in req.inputs.items()})
             yield start + a, self.solve(part)
 
 
@@ -243,6 +261,9 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     workers = threads or os.cpu_count() or 1
     if not on_cpu:
         tile, workers = 0, 1
-    return Sampler(session, spec, where, tile=default_tile(spec.dim) if tile is None else tile, workers=workers,
+    auto = tile is None
+    if auto:
+        tile = DEFAULT_TILE if spec.symbolic else default_tile(spec.dim)
+    return Sampler(session, spec, where, tile=tile, workers=workers,
                    device_resident=(not on_cpu) if device_resident is None else device_resident,
-                   session_options=opts)
+                   session_options=opts, auto_tile=on_cpu and auto)

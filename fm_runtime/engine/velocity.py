@@ -3,7 +3,7 @@ classifier-free guidance applied as one wrapper around the graph call (the solve
 them). Each callable owns its buffers, so callables made for parallel tiles share nothing."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnxruntime as ort
@@ -15,30 +15,51 @@ from ..model.spec import NAMES, ModelSpec
 
 @dataclass(frozen=True)
 class Conditioning:
-    """Labels [n] int64 (None: no label) and the guidance weight w of one request."""
+    """What one request conditions the velocity on: labels [n] int64 (None: no label), the
+    guidance weight w, the file's extra inputs (contract version 4) as per-row arrays
+    {name: [n, *shape]}, and `spec`, the file's spec with the request's symbols bound (None: the
+    file's own, which has none)."""
 
     labels: np.ndarray | None = None
     guidance: float = 1.0
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    spec: ModelSpec | None = None
 
     def rows(self, a: int, b: int) -> "Conditioning":
-        return self if self.labels is None else Conditioning(self.labels[a:b], self.guidance)
+        if self.labels is None and not self.inputs:
+            return self
+        return replace(self, labels=None if self.labels is None else self.labels[a:b],
+                       inputs={k: v[a:b] for k, v in self.inputs.items()})
 
 
 def _feed(spec: ModelSpec, batch: int, cond: Conditioning):
-    """(rows per run, fixed feed entries, combine): a conditional model gets its labels (the "no
-    label" id when none are given); guidance runs the conditional and the unconditional rows in
-    one batched call and combines them as v_u + w (v_c - v_u)."""
-    if not spec.num_classes:
-        return batch, {}, None
-    null = np.full(batch, spec.null_class, np.int64)
-    if cond.labels is None or cond.guidance == 1.0:
-        return batch, {spec.y_name: null if cond.labels is None else cond.labels}, None
+    """(rows per run, fixed feed entries, combine, mask): a conditional model gets its labels (the
+    "no label" id when none are given) and its extra inputs (a guidance input: the weight itself).
+    Classifier-free guidance runs the conditional rows and the unconditional ones (the null label,
+    and zeros for every condition declared with a null) in one batched call and combines them as
+    v_u + w (v_c - v_u). mask: the per-row mask the velocity is multiplied by (None: none)."""
+    fixed = {k: np.ascontiguousarray(v) for k, v in cond.inputs.items()}
+    scale = spec.input("guidance")
+    if scale is not None:
+        fixed[scale["name"]] = np.full(batch, cond.guidance, np.float32)
+    mask = spec.input("mask")
+    mask = None if mask is None else fixed[mask["name"]]
+    nulls = {i["name"] for i in spec.inputs if i.get("null")}
+    null = np.full(batch, spec.null_class, np.int64) if spec.num_classes else None
+    guided = cond.guidance != 1.0 and scale is None and (cond.labels is not None or nulls)
+    if not guided:
+        if null is not None:
+            fixed[spec.y_name] = null if cond.labels is None else cond.labels
+        return batch, fixed, None, mask
+    both = {k: np.concatenate([v, np.zeros_like(v) if k in nulls else v]) for k, v in fixed.items()}
+    if null is not None:
+        both[spec.y_name] = np.concatenate([null if cond.labels is None else cond.labels, null])
     w = cond.guidance
 
     def combine(out: np.ndarray) -> np.ndarray:
         vc, vu = out[:batch], out[batch:]
         return vu + w * (vc - vu)
-    return 2 * batch, {spec.y_name: np.concatenate([cond.labels, null])}, combine
+    return 2 * batch, both, combine, mask
 
 
 def checked(spec: ModelSpec, out: np.ndarray, rows: int, what: str = "v") -> np.ndarray:
@@ -58,15 +79,17 @@ def same_shape(spec: ModelSpec, jv: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 
 def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Conditioning = Conditioning()):
-    """v(x, t) for scalar t at a fixed batch size, reusing its own buffers."""
-    rows, fixed, combine = _feed(spec, batch, cond)
+    """v(x, t) for scalar t at a fixed batch size, reusing its own buffers. With a mask input the
+    velocity is zero outside the mask, so a masked start stays exactly 0 there at every step."""
+    spec = cond.spec or spec
+    rows, fixed, combine, mask = _feed(spec, batch, cond)
     tb = np.empty((rows,) if spec.t_rank == 1 else (rows, 1), np.float32)
     run, names, x_name, t_name = session.run, [spec.v_name], spec.x_name, spec.t_name
     if combine is None:
         def f(x: np.ndarray, t: float) -> np.ndarray:
             tb.fill(t)
             return checked(spec, run(names, {x_name: x, t_name: tb, **fixed}, RUN)[0], len(x))
-        return f
+        return f if mask is None else _masked(f, mask)
     both = np.empty((rows, *spec.data_shape), np.float32)
 
     def guided(x: np.ndarray, t: float) -> np.ndarray:
@@ -74,23 +97,36 @@ def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond
         both[:batch] = x
         both[batch:] = x
         return combine(checked(spec, run(names, {x_name: both, t_name: tb, **fixed}, RUN)[0], rows))
-    return guided
+    return guided if mask is None else _masked(guided, mask)
+
+
+def _masked(f, mask: np.ndarray):
+    def g(x: np.ndarray, t: float) -> np.ndarray:
+        v = f(x, t)
+        v *= mask
+        return v
+    return g
 
 
 def velocity_at(session: ort.InferenceSession, spec: ModelSpec, x: np.ndarray, t, cond: Conditioning) -> np.ndarray:
     """v(x, t) for one batch with t a scalar or one time per row."""
-    rows, fixed, combine = _feed(spec, len(x), cond)
+    spec = cond.spec or spec
+    rows, fixed, combine, mask = _feed(spec, len(x), cond)
     tb = np.empty((rows,) if spec.t_rank == 1 else (rows, 1), np.float32)
     tb[...] = np.reshape(np.tile(np.ravel(t), rows // len(x)), tb.shape) if np.ndim(t) else t
     xs = x if rows == len(x) else np.concatenate([x, x])
     out = checked(spec, session.run([spec.v_name], {spec.x_name: xs, spec.t_name: tb, **fixed}, RUN)[0], rows)
-    return out if combine is None else combine(out)
+    out = out if combine is None else combine(out)
+    return out if mask is None else out * mask
 
 
 def jvp_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Conditioning = Conditioning()):
     """(x, t, e) -> (v, J e) from the divergence graph, with the same labels and guidance as the
     velocity (guidance combines the products linearly, like the velocities)."""
-    rows, fixed, combine = _feed(spec, batch, cond)
+    spec = cond.spec or spec
+    rows, fixed, combine, mask = _feed(spec, batch, cond)
+    if mask is not None:
+        raise ModelError(f"{spec.source}: log-likelihoods of a masked model are not available yet")
     names = [NAMES.v, spec.divergence.get("output_jv", NAMES.jv)]
     e_name, x_name, t_name = spec.divergence.get("input_e", NAMES.e), NAMES.x, NAMES.t
     tb = np.empty(rows, np.float32)

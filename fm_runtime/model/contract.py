@@ -33,13 +33,15 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
                    default_schedule=None, training: dict | None = None, architecture: dict | None = None,
                    producer: dict | None = None, baked: dict | None = None, num_classes: int = 0,
                    value_range: list | None = None, divergence: dict | None = None,
+                   inputs: list[dict] | None = None, symbols: dict | None = None,
                    graph_names: tuple[str, str, str] = (NAMES.x, NAMES.t, NAMES.v)) -> dict[str, str]:
     """The fm.* metadata_props of a model file (values JSON-encoded). With `baked`
     ({"solver", "steps"}) the file is a baked sampler with input z and output x. num_classes > 0:
     the velocity graph takes labels y, id num_classes meaning "no label" (contract version 2).
     graph_names: the velocity graph's (x, t, v) names, for graphs fm-export did not name.
     default_schedule: the time schedule (schedules.py) used when none is asked for, or for a
-    baked file the one it was built with; other than uniform, the file declares version 3."""
+    baked file the one it was built with; other than uniform, the file declares version 3.
+    inputs / symbols: named extra inputs and the symbols of their shapes (version 4)."""
     schedule = parse_schedule(default_schedule)
     names = ({"input_z": NAMES.z, "output_x": NAMES.samples, "baked": {**baked, "nfe": nfe(baked["solver"], baked["steps"])}}
              if baked else dict(zip(("input_x", "input_t", "output_v"), graph_names)))
@@ -48,7 +50,7 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
     default_steps = schedule.steps or default_steps
     values = {
         "format_version": 1, "kind": "baked" if baked else "velocity",
-        "data_shape": [int(s) for s in data_shape], **names, "prediction": prediction, "path": path,
+        "data_shape": [s if isinstance(s, str) else int(s) for s in data_shape], **names, "prediction": prediction, "path": path,
         "default_solver": default_solver, "default_steps": int(default_steps),
         "default_schedule": str(schedule),
         "training": training or {}, "architecture": architecture or {}, "producer": producer or {},
@@ -57,6 +59,9 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
         values.update(format_version=2, num_classes=int(num_classes), null_class=int(num_classes), input_y=NAMES.y)
     if not schedule.uniform:
         values["format_version"] = 3
+    if inputs or symbols:
+        values.update(format_version=4, inputs=[dict(i, shape=list(i["shape"])) for i in inputs or []],
+                      symbols=symbols or {})
     if value_range:
         values["value_range"] = [float(v) for v in value_range]
     if divergence:
@@ -157,8 +162,6 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
             raise _refuse(where, "prediction", f"fm.prediction {m['prediction']!r} is not supported "
                           f"(supported: {', '.join(PREDICTIONS)})")
         shape = m["data_shape"]
-        if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-            raise _refuse(where, "data_shape", f"fm.data_shape must be a list of positive integers, got {shape!r}")
         solver = m.get("default_solver", DEFAULT_SOLVER)
         if solver not in SOLVERS:
             raise _refuse(where, "default_solver", f"fm.default_solver {solver!r} is not a known solver")
@@ -194,6 +197,8 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
         if vr is not None and (len(vr) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                        for v in vr) or not vr[0] < vr[1]):
             raise _refuse(where, "value_range", f"fm.value_range must be [low, high] with low < high, got {vr!r}")
+        extra, symbols = _conditions(where, m, shape, kind, {NAMES.y if classes else None,
+                                                               m.get("input_x", NAMES.x), m.get("input_t", NAMES.t)})
         spec = ModelSpec(tuple(shape), x_name or m.get("input_x", NAMES.x), t_name or m.get("input_t", NAMES.t),
                          m.get("output_v", NAMES.v), kind=kind, z_name=m.get("input_z", NAMES.z),
                          out_name=m.get("output_x", NAMES.samples), baked=baked, selftest=m.get("selftest", {}),
@@ -203,8 +208,8 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
                          producer=m.get("producer", {}), format_version=version,
                          num_classes=classes, null_class=m.get("null_class", classes),
                          y_name=m.get("input_y", NAMES.y), value_range=tuple(vr) if vr else None,
-                         divergence=m.get("divergence", {}))
-        if data_shape is not None and tuple(data_shape) != spec.data_shape:
+                         divergence=m.get("divergence", {}), inputs=extra, symbols=symbols)
+        if data_shape is not None and not spec.symbolic and tuple(data_shape) != spec.data_shape:
             raise _refuse(where, "data_shape", f"the file declares data shape {list(spec.data_shape)}, "
                           f"not {list(data_shape)}")
     else:
@@ -212,6 +217,43 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
     check_graph(where, spec, inputs, outputs)
     spec.source = where
     return spec
+
+
+def _conditions(where: str, m: dict, shape: list, kind: str, taken: set) -> tuple[tuple, dict]:
+    """fm.inputs and fm.symbols (contract version 4), beyond their schema: names unique and apart
+    from x, t and y; every symbol declared, with min <= max; a null only for a condition; a mask
+    float32 and shaped to broadcast over the data; a guidance input one float32 per row."""
+    symbols, inputs = m.get("symbols", {}), m.get("inputs", [])
+    if kind == "baked" and (inputs or any(isinstance(d, str) for d in shape)):
+        raise _refuse(where, "inputs", "a baked file takes no extra inputs or symbolic shapes")
+    for name, bounds in symbols.items():
+        if not schema.is_symbol(name):
+            raise _refuse(where, "symbols", f"fm.symbols names {name!r}, which is not a symbol (letters, digits, _)", name)
+        if bounds.get("min", 1) > bounds.get("max", schema.MAX_SYMBOL):
+            raise _refuse(where, "symbols", f"fm.symbols {name}: min {bounds['min']} is above max {bounds['max']}", name)
+    seen = set()
+    for i, item in enumerate(inputs):
+        field = f"[{i}]"
+        if item["name"] in seen or item["name"] in taken:
+            raise _refuse(where, "inputs", f"fm.inputs names {item['name']!r} twice (or as x, t or y)", field + ".name")
+        seen.add(item["name"])
+        if "null" in item and item["role"] != "condition":
+            raise _refuse(where, "inputs", f"fm.inputs {item['name']!r}: only a condition has a null value", field + ".null")
+        if item["role"] == "mask" and (item["dtype"] != "float32" or len(item["shape"]) != len(shape) or any(
+                d != 1 and d != s for d, s in zip(item["shape"], shape))):
+            raise _refuse(where, "inputs", f"fm.inputs {item['name']!r}: a mask is float32 with the data's rank, each "
+                          f"dimension 1 or the data's ({list(shape)}), got {item['dtype']} {item['shape']}", field + ".shape")
+        if item["role"] == "guidance" and (item["dtype"] != "float32" or item["shape"]):
+            raise _refuse(where, "inputs", f"fm.inputs {item['name']!r}: a guidance input is one float32 per row "
+                          "(shape [])", field + ".shape")
+    for role in ("mask", "guidance"):
+        if sum(item["role"] == role for item in inputs) > 1:
+            raise _refuse(where, "inputs", f"fm.inputs has more than one {role} input")
+    used = {d for d in shape if isinstance(d, str)} | {d for item in inputs for d in item["shape"] if isinstance(d, str)}
+    missing = sorted(used - set(symbols))
+    if missing:
+        raise _refuse(where, "symbols", f"the shapes use {', '.join(missing)}, which fm.symbols does not declare", missing[0])
+    return tuple({**item, "shape": tuple(item["shape"])} for item in inputs), symbols
 
 
 def divergence_problem(spec: ModelSpec, where: str) -> str | None:

@@ -3,8 +3,11 @@ check a graph against its contract, and to read a plain velocity ONNX that has n
 (docs/contract.md, "Files without metadata")."""
 from __future__ import annotations
 
+from ..definitions import CONTRACT
 from ..errors import ModelError
 from .spec import NAMES, ModelSpec
+
+DTYPES: dict[str, str] = CONTRACT["input_dtypes"]     # an extra input's dtype -> onnxruntime's type name
 
 
 def io_table(args) -> dict:
@@ -67,8 +70,8 @@ def _check_shape(where: str, role: str, name: str, shape: list, data_shape: tupl
     if len(shape) != want:
         raise ModelError(f"{where}: {role} {name!r} has rank {len(shape)}, expected {want} "
                          f"([batch, {', '.join(map(str, data_shape))}])", field=name)
-    for got, exp in zip(shape[1:], data_shape):
-        if isinstance(got, int) and got != exp:
+    for got, exp in zip(shape[1:], data_shape):     # a symbol (str) is checked per request
+        if isinstance(got, int) and isinstance(exp, int) and got != exp:
             raise ModelError(f"{where}: {role} {name!r} has shape {shape}, but the data shape "
                              f"is {list(data_shape)}", field=name)
 
@@ -96,7 +99,14 @@ def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: di
                             ("output", spec.v_name, v_type)):
         if typ != "tensor(float)":
             raise ModelError(f"{where}: {role} {name!r} is {typ}; a velocity model uses float32 (tensor(float))", field=name)
-    fed = (spec.x_name, spec.t_name) + ((spec.y_name,) if spec.num_classes else ())
+    fed = (spec.x_name, spec.t_name) + ((spec.y_name,) if spec.num_classes else ()) + \
+        tuple(i["name"] for i in spec.inputs)
+    for item in spec.inputs:          # contract version 4: [batch, *shape] of the declared dtype
+        typ, shape = _graph_io(where, item["name"], inputs, "input")
+        if typ != DTYPES[item["dtype"]] or len(shape) != 1 + len(item["shape"]) or any(
+                isinstance(g, int) and isinstance(d, int) and g != d for g, d in zip(shape[1:], item["shape"])):
+            raise ModelError(f"{where}: input {item['name']!r} is {typ} {shape}; fm.inputs declares "
+                             f"{item['dtype']} [batch, {', '.join(map(str, item['shape']))}]", field=item["name"])
     if spec.num_classes:
         y_type, y_shape = _graph_io(where, spec.y_name, inputs, "input")
         if y_type != "tensor(int64)" or len(y_shape) != 1:

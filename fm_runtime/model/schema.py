@@ -5,15 +5,17 @@ have) is refused with one line naming the key and the field, never met later as 
 js/src/schema.mjs interprets the same file with the same messages.
 
 Schema forms (a small JSON-Schema subset): "type" string | integer | number | object | array |
-null, or a list of them; "minimum"/"maximum" for integers; "properties" (checked in order) and
-"required" for objects, other fields allowed and bounded as free-form info; "items" for arrays;
-"format" for the checks a type cannot say: name, data_shape, tensor, tensors, base64. A key
-without a schema is free-form info.
+null, or a list of them; "minimum"/"maximum" for integers; "enum" for strings; "properties"
+(checked in order) and "required" for objects, other fields checked against "values" when given,
+else allowed and bounded as free-form info; "items" and "maxItems" for arrays; "format" for the
+checks a type cannot say: name, data_shape and shape (sizes or symbols such as T, bound per
+request), tensor, tensors, base64. A key without a schema is free-form info.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from ..definitions import KEYS, LIMITS
@@ -26,6 +28,7 @@ MAX_TEXT = LIMITS["max_text"]             # characters in a string inside a valu
 MAX_NAME = LIMITS["max_name"]
 DEFAULT_MAX_BYTES = LIMITS["max_bytes"]
 MAX_BYTES = {k: v["max_bytes"] for k, v in KEYS.items() if "max_bytes" in v}
+MAX_SYMBOL = LIMITS["max_symbol"]
 MAX_FLOAT_INT = 2 ** LIMITS["max_float_int_log2"]   # integers beyond this do not fit a float64
 
 
@@ -61,12 +64,31 @@ def _name(v) -> str | None:
     return None
 
 
-def _data_shape(v) -> str | None:
-    if not isinstance(v, list) or not 1 <= len(v) <= MAX_RANK or any(_integer(s, 1, MAX_SIDE) for s in v):
-        return f"must be a list of 1 to {MAX_RANK} positive integers, got {_show(v)}"
-    if math.prod(v) > MAX_DIM:
-        return f"declares {math.prod(v):,} values per sample; this runtime takes at most {MAX_DIM:,}"
+SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+
+
+def is_symbol(v) -> bool:
+    """A dimension named by a symbol (T, L, ...) that each request binds."""
+    return isinstance(v, str) and SYMBOL.fullmatch(v) is not None
+
+
+def _shape_of(v, low: int) -> str | None:
+    if not isinstance(v, list) or not low <= len(v) <= MAX_RANK or \
+            any(not is_symbol(s) and _integer(s, 1, MAX_SIDE) for s in v):
+        return f"must be a list of {low} to {MAX_RANK} positive integers or symbols (like T), got {_show(v)}"
+    sizes = math.prod(s for s in v if not is_symbol(s))
+    if sizes > MAX_DIM:
+        return f"declares {sizes:,} values per sample; this runtime takes at most {MAX_DIM:,}"
     return None
+
+
+def _data_shape(v) -> str | None:
+    return _shape_of(v, 1)
+
+
+def _shape(v) -> str | None:
+    """The shape of one row of an extra input (a per-row scalar is [])."""
+    return _shape_of(v, 0)
 
 
 def _tensor(v) -> str | None:
@@ -107,7 +129,8 @@ def _info(v) -> str | None:
     return None
 
 
-FORMATS = {"name": _name, "data_shape": _data_shape, "tensor": _tensor, "tensors": _tensors, "base64": _base64}
+FORMATS = {"name": _name, "data_shape": _data_shape, "shape": _shape, "tensor": _tensor, "tensors": _tensors,
+           "base64": _base64}
 _TYPE_OK = {"string": lambda v: isinstance(v, str), "null": lambda v: v is None,
             "integer": _is_int, "number": lambda v: _number(v) is None,
             "object": lambda v: isinstance(v, dict), "array": lambda v: isinstance(v, list)}
@@ -130,7 +153,11 @@ def _problem(value, schema: dict, field: str) -> tuple[str, str] | None:
         return field, f"must be {' or '.join(_TYPE_WORD[t] for t in types)}, got {_show(value)}"
     if isinstance(value, str) and len(value) > MAX_TEXT:
         return field, f"holds a text of {len(value):,} characters (at most {MAX_TEXT})"
+    if isinstance(value, str) and "enum" in schema and value not in schema["enum"]:
+        return field, f"must be one of {', '.join(schema['enum'])}, got {_show(value)}"
     if isinstance(value, list):
+        if len(value) > schema.get("maxItems", len(value)):
+            return field, f"holds {len(value):,} items (at most {schema['maxItems']})"
         for i, item in enumerate(value):
             found = _problem(item, schema["items"], f"{field}[{i}]")
             if found:
@@ -145,8 +172,12 @@ def _problem(value, schema: dict, field: str) -> tuple[str, str] | None:
             found = _problem(value[name], sub, f"{field}.{name}")
             if found:
                 return found
-        for name, item in value.items():     # fields the schema does not name: described only
-            found = None if name in properties else _info(item)
+        for name, item in value.items():     # fields the schema does not name: "values", or described only
+            if name in properties:
+                continue
+            found = _problem(item, schema["values"], f"{field}.{name}") if "values" in schema else _info(item)
+            if isinstance(found, tuple):
+                return found
             if found:
                 return f"{field}.{name}", found
     return None

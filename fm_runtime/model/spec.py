@@ -2,7 +2,7 @@
 (contract.read_spec fills it; nothing else writes it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..definitions import CONTRACT
@@ -31,7 +31,7 @@ NAMES = GraphNames(**CONTRACT["graph_names"])
 class ModelSpec:
     """Everything the runtime needs to sample a model file, read from metadata and graph."""
 
-    data_shape: tuple[int, ...]
+    data_shape: tuple[int | str, ...]   # sizes, or symbols (T) a request binds (see bind)
     x_name: str = NAMES.x
     t_name: str = NAMES.t
     v_name: str = NAMES.v
@@ -57,9 +57,36 @@ class ModelSpec:
     value_range: tuple[float, float] | None = None   # image data: the range a pixel spans
     divergence: dict[str, Any] = field(default_factory=dict)   # the JVP graph for log-likelihoods
     source: str = ""                    # the file it was read from, for messages
+    # contract version 4: named extra inputs ({"name", "dtype", "shape", "role", "null"?}, shape
+    # without the batch axis) and the symbols their shapes and data_shape share ({"min", "max",
+    # "multiple_of"}, each optional)
+    inputs: tuple[dict[str, Any], ...] = ()
+    symbols: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def symbolic(self) -> bool:
+        """Whether shapes name symbols a request must bind (bind() gives the concrete spec)."""
+        return any(isinstance(d, str) for d in self.data_shape) or \
+            any(isinstance(d, str) for i in self.inputs for d in i["shape"])
+
+    def bind(self, dims: dict[str, int]) -> "ModelSpec":
+        """This spec with every symbol replaced by its size in `dims` (checked by the caller)."""
+        if not self.symbolic:
+            return self
+
+        def sized(shape):
+            return tuple(dims[d] if isinstance(d, str) else d for d in shape)
+        return replace(self, data_shape=sized(self.data_shape),
+                       inputs=tuple({**i, "shape": sized(i["shape"])} for i in self.inputs))
+
+    def input(self, role: str) -> dict[str, Any] | None:
+        """The (one) extra input with this role, or None."""
+        return next((i for i in self.inputs if i["role"] == role), None)
 
     @property
     def dim(self) -> int:
+        if any(isinstance(d, str) for d in self.data_shape):
+            raise ValueError(f"the data shape {list(self.data_shape)} has symbols; bind them first")
         d = 1
         for s in self.data_shape:
             d *= s

@@ -5,7 +5,7 @@
 import { ModelError, printable, show } from './errors.mjs';
 import { DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe } from './solvers.mjs';
 import { CONTRACT, KEYS } from './definitions.mjs';
-import { decode, describe } from './schema.mjs';
+import { decode, describe, isSymbol } from './schema.mjs';
 import { dumps, plain } from './pyjson.mjs';
 import { parseSchedule } from './schedules.mjs';
 
@@ -88,8 +88,49 @@ function baseSpec(fields) {
     probPath: { name: 'unknown' }, defaultSolver: DEFAULT_SOLVER, defaultSteps: DEFAULT_STEPS,
     defaultSchedule: 'uniform', training: {},
     architecture: {}, producer: {}, formatVersion: null, numClasses: 0, nullClass: 0, yName: NAMES.y,
-    valueRange: null, divergence: {}, ...fields,
+    valueRange: null, divergence: {}, inputs: [], symbols: {}, ...fields,
   };
+}
+
+const MAX_SYMBOL = CONTRACT.limits.max_symbol;
+
+/** fm.inputs and fm.symbols (contract version 4) beyond their schema, as Python's _conditions. */
+function conditions(where, m, py, shape, kind, taken) {
+  const symbols = m.symbols ?? {}, inputs = m.inputs ?? [];
+  if (kind === 'baked' && (inputs.length || shape.some((d) => typeof d === 'string'))) {
+    throw refuse(where, 'inputs', 'a baked file takes no extra inputs or symbolic shapes');
+  }
+  for (const [name, bounds] of Object.entries(symbols)) {
+    if (!isSymbol(name)) throw refuse(where, 'symbols', `fm.symbols names ${show(name)}, which is not a symbol (letters, digits, _)`, name);
+    if ((bounds.min ?? 1) > (bounds.max ?? MAX_SYMBOL)) {
+      throw refuse(where, 'symbols', `fm.symbols ${name}: min ${bounds.min} is above max ${bounds.max}`, name);
+    }
+  }
+  const seen = new Set();
+  inputs.forEach((item, i) => {
+    const field = `[${i}]`;
+    if (seen.has(item.name) || taken.has(item.name)) {
+      throw refuse(where, 'inputs', `fm.inputs names ${show(item.name)} twice (or as x, t or y)`, `${field}.name`);
+    }
+    seen.add(item.name);
+    if ('null' in item && item.role !== 'condition') {
+      throw refuse(where, 'inputs', `fm.inputs ${show(item.name)}: only a condition has a null value`, `${field}.null`);
+    }
+    if (item.role === 'mask' && (item.dtype !== 'float32' || item.shape.length !== shape.length
+        || item.shape.some((d, j) => d !== 1 && d !== shape[j]))) {
+      throw refuse(where, 'inputs', `fm.inputs ${show(item.name)}: a mask is float32 with the data's rank, each dimension 1 or the data's`, `${field}.shape`);
+    }
+    if (item.role === 'guidance' && (item.dtype !== 'float32' || item.shape.length)) {
+      throw refuse(where, 'inputs', `fm.inputs ${show(item.name)}: a guidance input is one float32 per row (shape [])`, `${field}.shape`);
+    }
+  });
+  for (const role of ['mask', 'guidance']) {
+    if (inputs.filter((item) => item.role === role).length > 1) throw refuse(where, 'inputs', `fm.inputs has more than one ${role} input`);
+  }
+  const used = new Set([...shape, ...inputs.flatMap((item) => item.shape)].filter((d) => typeof d === 'string'));
+  const missing = [...used].filter((d) => !Object.hasOwn(symbols, d)).sort();
+  if (missing.length) throw refuse(where, 'symbols', `the shapes use ${missing.join(', ')}, which fm.symbols does not declare`, missing[0]);
+  return [inputs, symbols];
 }
 
 /**
@@ -147,6 +188,8 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
     if (classes && !(nullClass >= 0 && nullClass <= classes)) {
       throw refuse(where, 'null_class', `fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, got ${classes} and ${nullClass}`);
     }
+    const [inputs, symbols] = conditions(where, m, py, shape, kind,
+      new Set([classes ? NAMES.y : null, m.input_x ?? NAMES.x, m.input_t ?? NAMES.t]));
     const div = m.divergence ?? {};
     if (Object.keys(div).length && !(typeof div.onnx_base64 === 'string' || Array.isArray(div.unsupported_ops))) {
       throw refuse(where, 'divergence', `fm.divergence must hold onnx_base64 (a string) or unsupported_ops (a list of operator names)`);
@@ -161,18 +204,32 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
       baked, selftest: m.selftest ?? {}, variant: m.variant ?? {}, prediction: m.prediction, probPath: m.path,
       defaultSolver: solver, defaultSteps: steps, defaultSchedule: String(schedule), training: m.training ?? {}, architecture: m.architecture ?? {},
       producer: m.producer ?? {}, formatVersion: version, numClasses: classes, nullClass,
-      yName: m.input_y ?? NAMES.y, valueRange: vr, divergence: div,
+      yName: m.input_y ?? NAMES.y, valueRange: vr, divergence: div, inputs, symbols,
     });
-    if (dataShape != null && dataShape.join(',') !== shape.join(',')) {
+    if (dataShape != null && !symbolic(spec) && dataShape.join(',') !== shape.join(',')) {
       throw refuse(where, 'data_shape', `the file declares data shape ${show(shape)}, not ${show(dataShape)}`);
     }
   } else {
     spec = plainSpec(where, inputs, outputs, dataShape, xName, tName);
   }
   checkGraph(where, spec, inputs, outputs);
-  spec.dim = spec.dataShape.reduce((a, b) => a * b, 1);
+  spec.dim = symbolic(spec) ? null : spec.dataShape.reduce((a, b) => a * b, 1);
   return spec;
 }
+
+/** Whether shapes name symbols that each request binds (bindSpec gives the concrete spec). */
+export const symbolic = (spec) => [...spec.dataShape, ...spec.inputs.flatMap((i) => i.shape)].some((d) => typeof d === 'string');
+
+/** The spec with every symbol replaced by its size in `dims`. */
+export function bindSpec(spec, dims) {
+  if (!symbolic(spec)) return spec;
+  const sized = (shape) => shape.map((d) => (typeof d === 'string' ? dims[d] : d));
+  const dataShape = sized(spec.dataShape);
+  return { ...spec, dataShape, inputs: spec.inputs.map((i) => ({ ...i, shape: sized(i.shape) })),
+    dim: dataShape.reduce((a, b) => a * b, 1) };
+}
+
+const DTYPES = CONTRACT.input_dtypes;
 
 function checkShape(where, role, name, shape, dataShape) {
   const want = dataShape.length + 1;
@@ -180,7 +237,7 @@ function checkShape(where, role, name, shape, dataShape) {
     throw new ModelError(`${where}: ${role} ${show(name)} has rank ${shape.length}, expected ${want} ([batch, ${dataShape.join(', ')}])`, { field: name });
   }
   shape.slice(1).forEach((got, i) => {
-    if (isInt(got) && got !== dataShape[i]) {
+    if (isInt(got) && isInt(dataShape[i]) && got !== dataShape[i]) {
       throw new ModelError(`${where}: ${role} ${show(name)} has shape ${show(shape)}, but the data shape is ${show(dataShape)}`, { field: name });
     }
   });
@@ -205,7 +262,14 @@ function checkGraph(where, spec, inputs, outputs) {
   const x = graphIo(where, spec.xName, inputs, 'input'), t = graphIo(where, spec.tName, inputs, 'input');
   const v = graphIo(where, spec.vName, outputs, 'output');
   checkTypes(where, 'velocity model', [['input', spec.xName, x.type], ['input', spec.tName, t.type], ['output', spec.vName, v.type]]);
-  const fed = [spec.xName, spec.tName];
+  const fed = [spec.xName, spec.tName, ...spec.inputs.map((i) => i.name)];
+  for (const item of spec.inputs) {     // contract version 4: [batch, *shape] of the declared dtype
+    const g = graphIo(where, item.name, inputs, 'input');
+    if (g.type !== DTYPES[item.dtype] || g.shape.length !== 1 + item.shape.length
+        || g.shape.slice(1).some((d, j) => isInt(d) && isInt(item.shape[j]) && d !== item.shape[j])) {
+      throw new ModelError(`${where}: input ${show(item.name)} is ${g.type} ${show(g.shape)}; fm.inputs declares ${item.dtype} [batch, ${item.shape.join(', ')}]`, { field: item.name });
+    }
+  }
   if (spec.numClasses) {
     const y = graphIo(where, spec.yName, inputs, 'input');
     if (y.type !== 'tensor(int64)' || y.shape.length !== 1) {

@@ -4,11 +4,12 @@
 // InputError for noise.
 
 import { InputError, UsageError, show } from './errors.mjs';
+import { bindSpec, symbolic } from './contract.mjs';
 import { CONTRACT } from './definitions.mjs';
 import { MAX_STEPS, SOLVERS } from './solvers.mjs';
 import { parseSchedule } from './schedules.mjs';
 
-const OPTIONS = ['n', 'steps', 'solver', 'schedule', 'noise', 'labels', 'guidance', 'seed'];
+const OPTIONS = ['n', 'steps', 'solver', 'schedule', 'noise', 'labels', 'guidance', 'seed', 'cond', 'dims'];
 const isWhole = (v) => typeof v === 'number' && Number.isInteger(v);
 
 function count(n) {
@@ -46,11 +47,12 @@ function checkSchedule(spec, schedule, steps) {
   return [s, steps];
 }
 
-function checkGuidance(guidance, labels) {
+function checkGuidance(guidance, labels, spec) {
   const g = typeof guidance === 'number' ? guidance : NaN;
   if (typeof guidance !== 'number') throw new UsageError(`guidance must be a number, got ${show(guidance)}`);
   if (!Number.isFinite(g) || Math.abs(g) > 1e3) throw new UsageError(`guidance must be a finite number of magnitude <= 1000, got ${g}`);
-  if (g !== 1 && labels == null) {
+  const guidable = spec.inputs.some((i) => i.null || i.role === 'guidance');
+  if (g !== 1 && labels == null && !guidable) {
     throw new UsageError(`guidance ${g} needs labels (it weighs the conditional against the unconditional velocity)`);
   }
   return g;
@@ -114,18 +116,121 @@ export function samplingRequest(spec, where, options) {
   }
   [schedule, steps] = checkSchedule(spec, schedule, steps);
   [steps, solver] = checkGrid(spec, where, steps, solver);
-  guidance = checkGuidance(guidance, labels);
+  guidance = checkGuidance(guidance, labels, spec);
+  if (n != null) n = count(n);
+  const [bound, inputs, rows] = bindInputs(spec, where, options.cond, options.dims, n);
   if (noise != null) {
-    noise = checkNoise(spec, noise, n == null ? null : count(n));
-    n = noise.length / spec.dim;
-  } else if (n == null) {
+    noise = checkNoise(bound, noise, n);
+    n = noise.length / bound.dim;
+    if (rows != null && rows !== n) throw new UsageError(`the noise has ${n} rows but the per-row conditions have ${rows}`);
+  } else if (n == null && rows == null) {
     throw new UsageError('give n (how many samples) or noise (the starting points)');
   } else {
-    n = count(n);
+    n = n ?? rows;
     if (seed != null && !(isWhole(seed) && seed >= 0 && seed <= 0xffffffff)) {
       throw new UsageError(`seed must be a whole number in [0, 2**32), got ${show(seed)}`);
     }
   }
   const kind = spec.kind === 'baked' ? 'baked' : CONTRACT.solvers.methods[solver].kind;
-  return { n, kind, solver, steps, schedule, labels: checkLabels(spec, where, labels, n), guidance, seed, noise };
+  return { n, kind, spec: bound, solver, steps, schedule, labels: checkLabels(spec, where, labels, n), guidance, seed, noise,
+    inputs: perRow(inputs, n) };
+}
+
+/** [the spec with its symbols bound, {name: {data, dims, batched}}, rows the per-row inputs fix or
+ * null], as Python's bind_inputs: every declared input given (a mask may be left out: all ones),
+ * none it does not declare, of its dtype and rank with or without the batch axis, finite; every
+ * symbol bound once (from the inputs and `dims`), all agreeing and within the file's bounds.
+ * A condition is {data: a typed array or array of numbers, dims: its shape}. */
+export function bindInputs(spec, where, cond, dims, n) {
+  cond = cond ?? {}; dims = dims ?? {};
+  for (const [what, v] of [['cond', cond], ['dims', dims]]) {
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new UsageError(`${what} must be an object by name, got ${show(v)}`);
+  }
+  if (!spec.inputs.length && !symbolic(spec)) {
+    const given = Object.keys(cond).length ? cond : dims;
+    if (Object.keys(given).length) {
+      throw new UsageError(`${where} declares no conditions or symbols; it takes no ${given === cond ? 'cond' : 'dims'} (${Object.keys(given).join(', ')})`);
+    }
+    return [spec, {}, null];
+  }
+  const declared = Object.fromEntries(spec.inputs.map((i) => [i.name, i]));
+  const unknown = Object.keys(cond).filter((k) => !Object.hasOwn(declared, k)).sort();
+  if (unknown.length) throw new UsageError(`${where} has no input ${show(unknown[0])}; its conditions are ${Object.keys(declared).join(', ') || 'none'}`);
+  const missing = spec.inputs.filter((i) => !Object.hasOwn(cond, i.name) && i.role !== 'mask' && i.role !== 'guidance');
+  if (missing.length) throw new UsageError(`${where} needs the condition ${show(missing[0].name)} (${missing[0].dtype} [${missing[0].shape.join(', ')}], role ${missing[0].role})`);
+  const bound = {};
+  for (const [name, size] of Object.entries(dims)) {
+    if (!Object.hasOwn(spec.symbols, name)) throw new UsageError(`${where} has no symbol ${show(name)}; its symbols are ${Object.keys(spec.symbols).join(', ') || 'none'}`);
+    if (!isWhole(size)) throw new UsageError(`dims ${name} must be a whole number, got ${show(size)}`);
+    bound[name] = [size, 'dims'];
+  }
+  const bind = (shape, decl, source) => shape.forEach((got, j) => {
+    const want = decl[j];
+    if (typeof want === 'string') {
+      if (Object.hasOwn(bound, want) && bound[want][0] !== got) {
+        throw new UsageError(`the symbols disagree: ${bound[want][1]} gives ${want} = ${bound[want][0]}, ${source} gives ${want} = ${got}`);
+      }
+      bound[want] ??= [got, source];
+    } else if (got !== want) {
+      throw new InputError(`${source} has shape [${shape.join(', ')}], expected [${decl.join(', ')}]`);
+    }
+  });
+  const arrays = {};
+  let rows = null;
+  for (const [name, value] of Object.entries(cond)) {
+    const item = declared[name], source = `condition ${show(name)}`;
+    if (value === null || typeof value !== 'object' || !Array.isArray(value.dims) || value.data == null) {
+      throw new InputError(`${source} must be {data, dims} (a typed array and its shape), got ${show(value)}`);
+    }
+    const shape = value.dims;
+    if (!shape.every((d) => isWhole(d) && d >= 0)) throw new InputError(`${source} has dims ${show(shape)}; expected whole numbers`);
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (value.data.length !== size) throw new InputError(`${source} has ${value.data.length} values for dims [${shape.join(', ')}] (${size})`);
+    let data;
+    if (item.dtype === 'float32') {
+      data = Float32Array.from(value.data, Number);
+      if (data.some((v) => !Number.isFinite(v))) throw new InputError(`${source} contains NaN or Inf`);
+    } else {
+      if (!Array.from(value.data).every((v) => typeof v === 'bigint' || Number.isInteger(v))) throw new InputError(`${source} must be integers (int64)`);
+      data = BigInt64Array.from(value.data, (v) => BigInt(v));
+    }
+    const batched = shape.length === item.shape.length + 1;
+    if (batched) {
+      if (rows != null && rows !== shape[0]) throw new UsageError(`the per-row conditions disagree on rows: ${rows} and ${shape[0]} (${show(name)})`);
+      rows = shape[0];
+      bind(shape.slice(1), item.shape, source);
+    } else if (shape.length === item.shape.length) {
+      bind(shape, item.shape, source);
+    } else {
+      throw new InputError(`${source} has shape [${shape.join(', ')}]; expected [${item.shape.join(', ')}] for every row or [n, ${item.shape.join(', ')}] per row`);
+    }
+    arrays[name] = { data, dims: batched ? shape.slice(1) : shape, batched };
+  }
+  if (n != null && rows != null && n !== rows) throw new UsageError(`n = ${n} but the per-row conditions have ${rows} rows`);
+  for (const [name, bounds] of Object.entries(spec.symbols)) {
+    if (!Object.hasOwn(bound, name)) throw new UsageError(`nothing binds the symbol ${name}: give dims: {${name}: ...}`);
+    const size = bound[name][0], low = bounds.min ?? 1, high = bounds.max ?? CONTRACT.limits.max_symbol, step = bounds.multiple_of ?? 1;
+    if (!(size >= low && size <= high) || size % step) {
+      throw new UsageError(`${name} = ${size} is outside what ${where} takes: ${low} <= ${name} <= ${high}${step > 1 ? `, a multiple of ${step}` : ''}`);
+    }
+  }
+  const spec2 = bindSpec(spec, Object.fromEntries(Object.entries(bound).map(([k, v]) => [k, v[0]])));
+  for (const item of spec2.inputs) {
+    if (item.role === 'mask' && !arrays[item.name]) {
+      arrays[item.name] = { data: new Float32Array(item.shape.reduce((a, b) => a * b, 1)).fill(1), dims: item.shape, batched: false };
+    }
+  }
+  return [spec2, arrays, rows];
+}
+
+/** Each input as {data [n x size], dims}: one given without the batch axis repeats for every row. */
+function perRow(arrays, n) {
+  const out = {};
+  for (const [name, { data, dims, batched }] of Object.entries(arrays)) {
+    if (batched) { out[name] = { data, dims }; continue; }
+    const all = new data.constructor(n * data.length);
+    for (let r = 0; r < n; r++) all.set(data, r * data.length);
+    out[name] = { data: all, dims };
+  }
+  return out;
 }

@@ -122,23 +122,30 @@ export class Sampler {
    */
   async sample(options = {}) {
     const req = samplingRequest(this.spec, this.where, options);
-    const x0 = req.noise ?? this.noise(req.n, req.seed);
-    const dim = this.spec.dim, out = new Float32Array(x0.length);
+    const spec = req.spec, dim = spec.dim;
+    const x0 = req.noise ?? gaussianNoise(req.n * dim, req.seed ?? 0);
+    const mask = spec.inputs.find((i) => i.role === 'mask');
+    if (mask) maskRows(x0, req.inputs[mask.name].data, req.n, spec);
+    const out = new Float32Array(x0.length);
     const tile = this.tile > 0 ? this.tile : req.n;
     let calls = 0;
     for (let a = 0; a < req.n; a += tile) {
       const b = Math.min(a + tile, req.n);
       const z = x0.subarray(a * dim, b * dim);
       const labels = req.labels && req.labels.subarray(a, b);
+      const inputs = Object.fromEntries(Object.entries(req.inputs).map(([k, v]) => {
+        const size = v.data.length / req.n;
+        return [k, { data: v.data.subarray(a * size, b * size), dims: v.dims }];
+      }));
       const solved = this.baked ? await this.runBaked(z, b - a)
-        : await integrate(this.velocityFn(b - a, labels, req.guidance), z, req.steps, req.solver, this.watch(req.steps, b - a), req.schedule);
+        : await integrate(this.velocityFn(b - a, labels, req.guidance, inputs, spec), z, req.steps, req.solver, this.watch(req.steps, b - a), req.schedule);
       if (solved.x.length !== z.length) {
-        throw new ModelError(`${this.where}: the graph returned ${solved.x.length} values for ${b - a} rows of shape [${this.spec.dataShape.join(', ')}]; refusing its output`);
+        throw new ModelError(`${this.where}: the graph returned ${solved.x.length} values for ${b - a} rows of shape [${spec.dataShape.join(', ')}]; refusing its output`);
       }
       out.set(solved.x, a * dim);
       calls = solved.nfe;
     }
-    return { data: out, dims: [req.n, ...this.spec.dataShape], nfe: calls };
+    return { data: out, dims: [req.n, ...spec.dataShape], nfe: calls };
   }
 
   watch(steps, rows) {
@@ -159,28 +166,59 @@ export class Sampler {
     return { x, nfe: spec.baked.nfe ?? this.nfe() };
   }
 
-  /** v(x, t) for `batch` rows; labels and guidance as one wrapper (fm_runtime/engine/velocity.py). */
-  velocityFn(batch, labels, guidance) {
-    const { ort, spec, session } = this;
+  /** v(x, t) for `batch` rows; labels, extra inputs, guidance and a mask as one wrapper
+   * (fm_runtime/engine/velocity.py): guidance nulls the label and every condition declared with a
+   * null (zeros) in a second half of the batch, or goes to the file's guidance input. */
+  velocityFn(batch, labels, guidance, inputs = {}, spec = this.spec) {
+    const { ort, session } = this;
+    const scale = spec.inputs.find((i) => i.role === 'guidance');
+    const mask = spec.inputs.find((i) => i.role === 'mask');
+    const nulls = new Set(spec.inputs.filter((i) => i.null).map((i) => i.name));
+    const extra = { ...inputs };
+    if (scale) extra[scale.name] = { data: new Float32Array(batch).fill(guidance), dims: [] };
+    const guided = guidance !== 1 && !scale && (labels != null || nulls.size > 0);
+    const rows = guided ? 2 * batch : batch;
     const fixed = {};
-    let rows = batch, combine = null;
+    for (const [name, { data, dims }] of Object.entries(extra)) {
+      let values = data;
+      if (guided) {
+        values = new data.constructor(2 * data.length);
+        values.set(data);
+        if (!nulls.has(name)) values.set(data, data.length);
+      }
+      fixed[name] = new ort.Tensor(data instanceof BigInt64Array ? 'int64' : 'float32', values, [rows, ...dims]);
+    }
+    let combine = null;
     if (spec.numClasses) {
       const nullLabels = new BigInt64Array(batch).fill(BigInt(spec.nullClass));
-      if (!labels || guidance === 1) {
+      if (!guided) {
         fixed[spec.yName] = new ort.Tensor('int64', labels ?? nullLabels, [batch]);
       } else {
-        rows = 2 * batch;
         const both = new BigInt64Array(rows);
-        both.set(labels); both.set(nullLabels, batch);
+        both.set(labels ?? nullLabels); both.set(nullLabels, batch);
         fixed[spec.yName] = new ort.Tensor('int64', both, [rows]);
-        const w = Math.fround(guidance), n = batch * spec.dim, fr = Math.fround;
-        combine = (v) => {   // vu + w (vc - vu), each operation rounded to float32 like numpy's
-          const out = new Float32Array(n);
-          for (let i = 0; i < n; i++) out[i] = fr(v[n + i] + fr(w * fr(v[i] - v[n + i])));
-          return out;
-        };
       }
     }
+    if (guided) {
+      const w = Math.fround(guidance), n = batch * spec.dim, fr = Math.fround;
+      combine = (v) => {   // vu + w (vc - vu), each operation rounded to float32 like numpy's
+        const out = new Float32Array(n);
+        for (let i = 0; i < n; i++) out[i] = fr(v[n + i] + fr(w * fr(v[i] - v[n + i])));
+        return out;
+      };
+    }
+    const f = this.rawVelocity(spec, rows, fixed, combine);
+    if (!mask) return f;
+    const m = extra[mask.name].data;
+    return async (x, t) => {
+      const v = Float32Array.from(await f(x, t));
+      maskRows(v, m, batch, spec);
+      return v;
+    };
+  }
+
+  rawVelocity(spec, rows, fixed, combine) {
+    const { ort, session } = this;
     const tb = new Float32Array(rows);
     const tTensor = new ort.Tensor('float32', tb, spec.tRank === 1 ? [rows] : [rows, 1]);
     const xDims = [rows, ...spec.dataShape];
@@ -220,6 +258,19 @@ export async function loadBytes(ort, bytes, { where = 'model', backend = 'cpu', 
   }
   await selfTest(ort, session, inputs, spec.selftest, where);
   return new Sampler(ort, session, spec, where, { tile, backend });
+}
+
+/** x [rows, *shape] *= mask [rows, *maskShape] (each mask dimension 1 or the data's), in place. */
+function maskRows(x, mask, rows, spec) {
+  const shape = spec.dataShape, mshape = spec.inputs.find((i) => i.role === 'mask').shape;
+  const dim = spec.dim, msize = mask.length / rows;
+  const index = new Array(shape.length).fill(0);
+  for (let i = 0; i < dim; i++) {
+    for (let d = shape.length - 1, rem = i; d >= 0; d--) { index[d] = rem % shape[d]; rem = Math.floor(rem / shape[d]); }
+    let m = 0;      // the mask element that row-major position i of a sample broadcasts from
+    for (let d = 0; d < shape.length; d++) m = m * mshape[d] + (mshape[d] === 1 ? 0 : index[d]);
+    for (let r = 0; r < rows; r++) x[r * dim + i] = Math.fround(x[r * dim + i] * mask[r * msize + m]);
+  }
 }
 
 export { MAX_STEPS };

@@ -43,13 +43,18 @@ const name = (v) => (typeof v === 'string' && v.length > 0 && pyLen(v) <= MAX_NA
 const count = (low, high) => (v) => (isInt(v) && low <= v && v <= high ? null
   : `must be an integer from ${low} to ${high}, got ${show(v)}`);
 
-function dataShape(v) {
-  if (!Array.isArray(v) || v.length < 1 || v.length > MAX_RANK || v.some((s) => count(1n, MAX_SIDE)(s))) {
-    return `must be a list of 1 to ${MAX_RANK} positive integers, got ${show(v)}`;
+/** A dimension named by a symbol (T, L, ...) that each request binds. */
+export const isSymbol = (v) => typeof v === 'string' && /^[A-Za-z_][A-Za-z0-9_]{0,31}$/.test(v);
+
+function shapeOf(v, low) {
+  if (!Array.isArray(v) || v.length < low || v.length > MAX_RANK || v.some((s) => !isSymbol(s) && count(1n, MAX_SIDE)(s))) {
+    return `must be a list of ${low} to ${MAX_RANK} positive integers or symbols (like T), got ${show(v)}`;
   }
-  const prod = v.reduce((a, b) => a * b, 1n);
+  const prod = v.filter((s) => !isSymbol(s)).reduce((a, b) => a * b, 1n);
   return prod > MAX_DIM ? `declares ${commas(prod)} values per sample; this runtime takes at most ${commas(MAX_DIM)}` : null;
 }
+const dataShape = (v) => shapeOf(v, 1);
+const shape = (v) => shapeOf(v, 0);
 
 /** A nested list of numbers (a self-test array), walked in the Python runtime's order. */
 function tensor(v) {
@@ -86,7 +91,7 @@ function tensors(v) {
   return null;
 }
 
-const FORMATS = { name, data_shape: dataShape, tensor, tensors, base64: blob };
+const FORMATS = { name, data_shape: dataShape, shape, tensor, tensors, base64: blob };
 const TYPE_OK = {
   string: (v) => typeof v === 'string', null: (v) => v === null, integer: isInt, number: (v) => number(v) === null,
   object: isDict, array: Array.isArray,
@@ -112,7 +117,13 @@ function problemAt(value, schema, field) {
     return [field, `must be ${types.map((t) => TYPE_WORD[t]).join(' or ')}, got ${show(value)}`];
   }
   if (typeof value === 'string' && tooLong(value)) return [field, textProblem(value)];
+  if (typeof value === 'string' && schema.enum && !schema.enum.includes(value)) {
+    return [field, `must be one of ${schema.enum.join(', ')}, got ${show(value)}`];
+  }
   if (Array.isArray(value)) {
+    if (schema.maxItems !== undefined && value.length > schema.maxItems) {
+      return [field, `holds ${commas(value.length)} items (at most ${schema.maxItems})`];
+    }
     for (let i = 0; i < value.length; i++) {
       const found = problemAt(value[i], schema.items, `${field}[${i}]`);
       if (found) return found;
@@ -128,8 +139,14 @@ function problemAt(value, schema, field) {
       const found = problemAt(value.get(fname), sub, `${field}.${fname}`);
       if (found) return found;
     }
-    for (const [key, item] of value) {        // fields the schema does not name: described only
-      const found = Object.hasOwn(properties, key) ? null : info(item);
+    for (const [key, item] of value) {        // fields the schema does not name: "values", or described only
+      if (Object.hasOwn(properties, key)) continue;
+      if (schema.values !== undefined) {
+        const found = problemAt(item, schema.values, `${field}.${key}`);
+        if (found) return found;
+        continue;
+      }
+      const found = info(item);
       if (found) return [`${field}.${key}`, found];
     }
   }
