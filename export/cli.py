@@ -16,13 +16,35 @@ _CALL_HELP = ("How the network is called: x,t | t,x | cat(x,t) | cat(t,x) | x=,t
 def _shape(ctx, param, value):
     if value is None:
         return None
-    try:
-        shape = tuple(int(s) for s in value.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if not shape or min(shape) < 1:
-        raise click.BadParameter(f"one sample's shape as positive integers, e.g. 2 or 1,8,8; got {value!r}")
-    return shape
+    items = [s.strip() for s in value.replace("x", ",").split(",")]
+    if not items or not all(s.isdigit() and int(s) >= 1 or (s.isidentifier() and s.isascii()) for s in items):
+        raise click.BadParameter(f"one sample's shape as positive integers or symbols, e.g. 2, 1,8,8 or 16,T; "
+                                 f"got {value!r}")
+    return tuple(int(s) if s.isdigit() else s for s in items)
+
+
+def _pairs(what: str, example: str):
+    """A repeatable NAME=VALUE option as {name: value}."""
+    def parse(ctx, param, values):
+        out = {}
+        for value in values:
+            name, sep, rest = value.partition("=")
+            if not sep or not name.isidentifier() or not rest or name in out:
+                raise click.BadParameter(f"{value!r} is not {what} (e.g. {example}), or names {name} twice")
+            out[name] = rest
+        return out
+    return parse
+
+
+def _symbols(ctx, param, values):
+    """--symbol T=MIN:MAX[:MULTIPLE] -> {"T": {"min", "max", "multiple_of"}}."""
+    out = {}
+    for name, text in _pairs("NAME=MIN:MAX[:MULTIPLE]", "T=4:1024:4")(ctx, param, values).items():
+        parts = text.split(":")
+        if len(parts) not in (2, 3) or not all(p.isdigit() and int(p) >= 1 for p in parts):
+            raise click.BadParameter(f"{name}={text} is not MIN:MAX[:MULTIPLE] with positive integers (e.g. T=4:1024:4)")
+        out[name] = dict(zip(("min", "max", "multiple_of"), map(int, parts)))
+    return out
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +57,22 @@ def _shape(ctx, param, value):
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict for --module (torch.save file, loaded "
               "with weights_only=True; DDP 'module.' prefixes are stripped).")
 @click.option("--weights-key", help="Entry of a --weights checkpoint that holds the state dict (e.g. ema_model).")
-@click.option("--data-shape", callback=_shape, help="Shape of one sample: 2 for points, 1,8,8 for images.")
+@click.option("--data-shape", callback=_shape, help="Shape of one sample: 2 for points, 1,8,8 for images, "
+              "16,T for 16 channels of a length T each request binds.")
+@click.option("--input", "inputs", multiple=True, callback=_pairs("NAME=DTYPE[SHAPE][:ROLE]", "mu=float32[16,T]"),
+              help="An extra input of the network, named in --call: NAME=DTYPE[SHAPE][:ROLE], dtype float32 or "
+                   "int64, shape per row with symbols shared with --data-shape, role condition (default), "
+                   "mask (samples stay 0 where it is 0), guidance (the scale, for guidance-distilled nets) or "
+                   "static. Repeatable.")
+@click.option("--null", "nulls", multiple=True, callback=_pairs("NAME=NULL", "mu=zeros"),
+              help="What classifier-free guidance replaces a condition with: NAME=zeros. Repeatable.")
+@click.option("--symbol", "symbols", multiple=True, callback=_symbols, metavar="NAME=MIN:MAX[:MULTIPLE]",
+              help="Bounds of a symbol of the shapes, e.g. T=4:1024:4 (a request outside them is refused).")
+@click.option("--time-convention", type=click.Choice(["noise-at-0", "noise-at-1"]), default="noise-at-0",
+              show_default=True, help="noise-at-1: the network was trained with noise at t = 1 (pi0, SD3, Flux); "
+              "the file keeps t = 0 as noise and negates the velocity.")
+@click.option("--time-scale", type=click.FloatRange(0, 1e9, min_open=True), default=1.0, show_default=True,
+              help="Multiply the time the network gets (1000 for nets that take sigma * 1000).")
 @click.option("--call", default=None, help=_CALL_HELP + "  [default: x,t]")
 @click.option("--time", "time_shape", type=click.Choice(["B", "B,1", "scalar"]), default="B", show_default=True,
               help="What t the network takes: one per row [B], a column [B,1], or one scalar per call.")
@@ -62,8 +99,9 @@ def _shape(ctx, param, value):
 @click.option("--quantize", type=click.Choice(["int8"]), help="int8: dynamic quantisation of the matmuls.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "ort"]), default="onnx", show_default=True,
               help="ort: onnxruntime's mobile format, plus OUT.required_operators.config for reduced builds.")
-def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape, num_classes, add_divergence,
-        x_name, t_name, default_solver, default_steps, schedule, bake, precision, quantize, fmt):
+def cli(source, out, factory, weights, weights_key, data_shape, inputs, nulls, symbols, time_convention, time_scale,
+        call, time_shape, num_classes, add_divergence, x_name, t_name, default_solver, default_steps, schedule, bake,
+        precision, quantize, fmt):
     """Export a velocity network to ONNX with the fm.* metadata contract (docs/contract.md),
     after checking it: onnx.checker, then onnxruntime against torch on random inputs at batch
     sizes 1, 7 and 256 (and the log-likelihood graph against torch autodiff). On any mismatch
@@ -82,6 +120,8 @@ def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape
       fm-export --module mynets:make_mlp --weights mlp.pt --data-shape 2 --call "cat(x,t)" --out mlp.onnx
       fm-export --module mynets:make_unet --weights unet.pt --data-shape 1,8,8 --call t,x --out unet.onnx
       fm-export --add-divergence plain.onnx --out plain-lp.onnx
+      fm-export --module tts:make_decoder --data-shape 16,T --input mu=float32[16,T] --input mask=float32[1,T]:mask \\
+                --input spks=float32[8] --call x,mask,mu,t,spks --null mu=zeros --null spks=zeros --out dec.onnx
       fm-run info moons.onnx
     """
     from .foreign import sniff
@@ -104,8 +144,11 @@ def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape
                                "or --module PKG.MOD:FACTORY")
     kind = sniff(source) if source else "module"
     foreign = kind in ("module", "pt2")
-    if not foreign and (weights or weights_key or call or num_classes or time_shape != "B"):
-        raise click.UsageError("--weights, --weights-key, --call, --time and --num-classes describe a network "
+    conditioned = bool(inputs or nulls or symbols or time_convention != "noise-at-0" or time_scale != 1.0
+                       or (data_shape and any(isinstance(d, str) for d in data_shape)))
+    if not foreign and (weights or weights_key or call or num_classes or time_shape != "B" or conditioned):
+        raise click.UsageError("--weights, --weights-key, --call, --time, --num-classes, --input, --null, --symbol, "
+                               "--time-convention, --time-scale and a symbolic --data-shape describe a network "
                                "trained elsewhere (--module or a .pt2 program); an fm-train checkpoint knows them")
     if kind == "onnx" or add_divergence:
         return _add_divergence(source, out, kind, add_divergence, data_shape, x_name, t_name)
@@ -120,9 +163,11 @@ def cli(source, out, factory, weights, weights_key, data_shape, call, time_shape
         if weights:
             load_weights(net, weights, weights_key)
         what = factory or source
+        extra = dict(inputs=inputs, nulls=nulls, symbols=symbols, time_convention=time_convention,
+                     time_scale=time_scale) if conditioned else {}
         r = export_velocity(net, out, data_shape=data_shape, call=call or "x,t", time=time_shape,
                             num_classes=num_classes, architecture={"type": "external", "source": what},
-                            **variants)
+                            **variants, **extra)
     elif kind == "torch":
         from .onnx_export import export_checkpoint
         what = source

@@ -78,9 +78,9 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def load_array(path: str | os.PathLike, what: str = "array", kinds: str = "fiu",
-               dtype: type = np.float32) -> np.ndarray:
-    """Read a .npy file as `dtype`, refusing what is not a finite array of the given dtype kinds
-    (numpy kind letters: f float, i int, u unsigned)."""
+               dtype: type | None = np.float32) -> np.ndarray:
+    """Read a .npy file as `dtype` (None: as stored), refusing what is not a finite array of the
+    given dtype kinds (numpy kind letters: f float, i int, u unsigned)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: {what} file not found" if not p.exists() else f"{p}: is not a file")

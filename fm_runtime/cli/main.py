@@ -16,8 +16,11 @@ from .io import check_writable, load_array, save_npy
 from .options import (
     check_conditioning,
     class_options,
+    cond_option,
     describe_logp,
+    dims_option,
     divergence_options,
+    load_conditions,
     model_arg,
     open_sampler,
     plain_model_options,
@@ -59,8 +62,10 @@ cli.add_command(sample)
 @click.option("--probe-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the Hutchinson probes (row r uses default_rng([seed, r])).")
 @click.option("--provider", default="cpu", show_default=True, help="onnxruntime execution provider.")
+@cond_option
+@dims_option
 @run_limits
-def logprob(paths, out, steps, solver, label, labels, guidance, divergence, probes, probe_seed, provider):
+def logprob(paths, out, steps, solver, label, labels, guidance, divergence, probes, probe_seed, provider, cond, dim):
     """Log-likelihood of each row of DATA (.npy [n, *shape]) under MODEL (default: the shipped
     moons model), by the instantaneous change of variables: the data is integrated back to noise
     while the divergence of the velocity is accumulated, log p(x) = log N(x_0) - int_0^1 div v dt.
@@ -85,7 +90,8 @@ def logprob(paths, out, steps, solver, label, labels, guidance, divergence, prob
     check_conditioning(sampler, label, y, guidance, True, None)
     clock = time.perf_counter()
     logp = sampler.log_prob(x, steps, solver, labels=label if y is None else y, guidance=guidance,
-                            divergence=divergence, probes=probes, probe_seed=probe_seed)
+                            divergence=divergence, probes=probes, probe_seed=probe_seed,
+                            cond=load_conditions(cond), dims=dim[1])
     if out:
         save_npy(out, logp)
     click.echo(f"{len(x):,} rows of shape {list(sampler.data_shape)}: "
@@ -115,11 +121,16 @@ def info(model, as_json, dim, x_name, t_name):
               {"x": spec.x_name, "t": spec.t_name + ("[B,1]" if spec.t_rank == 2 else "[B]")})
     if spec.num_classes and not s.baked:
         inputs["y"] = f"{spec.y_name}[B] int64"
+    for item in spec.inputs:      # contract version 4: what --cond gives (or the runtime makes)
+        made = {"mask": ", all ones when not given", "guidance": ", the --guidance weight"}.get(item["role"], "")
+        inputs[item["name"]] = (f"{item['dtype']}[B, {', '.join(map(str, item['shape']))}] {item['role']}"
+                                + (f", null {item['null']}" if item.get("null") else "") + made)
     d = {
         "file": s.path, "contract_version": spec.format_version,
         "kind": spec.kind + (f" ({spec.baked['solver']}:{spec.baked['steps']}, {spec.baked['nfe']} NFE in one call)"
                              if s.baked else ""),
         "data_shape": list(spec.data_shape),
+        **({"symbols": {k: _bounds(b) for k, b in spec.symbols.items()}} if spec.symbols else {}),
         "inputs": inputs,
         "output": spec.out_name if s.baked else spec.v_name, "prediction": spec.prediction, "path": spec.prob_path,
         "default_solver": spec.default_solver, "default_steps": spec.default_steps,
@@ -146,6 +157,12 @@ def info(model, as_json, dim, x_name, t_name):
         click.echo(printable(f"{k:<{width}}  {v}"))
 
 
+def _bounds(b: dict) -> str:
+    """A symbol's bounds in words: '4..512, multiple of 4' (--dim NAME=N or a --cond binds it)."""
+    text = f"{b.get('min', 1)}..{b['max'] if 'max' in b else 'any'}"
+    return text + (f", multiple of {b['multiple_of']}" if b.get("multiple_of", 1) > 1 else "")
+
+
 @cli.command()
 @model_arg
 @solve_options("Steps for a velocity model")
@@ -168,6 +185,9 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
     from .bench import bench_table, matmul_gflops, mlp_flops_per_eval
 
     probe = open_sampler(model, "cpu", dim, x_name, t_name)
+    if probe.spec.inputs or probe.spec.symbolic:
+        raise click.UsageError(f"{probe.path} takes conditions ({', '.join(i['name'] for i in probe.spec.inputs)}); "
+                               "fm-run bench times files without them")
     steps = probe.spec.baked.get("steps") if probe.baked else (steps or probe.spec.default_steps)
     solver = probe.spec.baked.get("solver") if probe.baked else (solver or probe.spec.default_solver)
     modes = {"tiled (default)": {}, "whole batch": {"tile": 0, "threads": 1}}

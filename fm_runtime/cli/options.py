@@ -18,17 +18,65 @@ ADAPTIVE = sorted(m for m, d in METHODS.items() if d["kind"] == "adaptive")   # 
 model_arg = click.argument("model", required=False, type=click.Path(dir_okay=True))
 
 
+def _dims(ctx, param, values) -> tuple[int | None, dict[str, int]]:
+    """--dim N (a plain file's data dimension) and --dim NAME=N (a symbol's size), repeatable."""
+    plain, symbols = None, {}
+    for value in values:
+        name, _, size = value.rpartition("=")
+        if not size.isascii() or not size.isdigit() or int(size) < 1 or len(size) > 9 or (name and not name.isidentifier()):
+            raise click.BadParameter(f"{value!r} is not N or NAME=N (a positive size, e.g. 2 or T=50)")
+        if not name:
+            if plain is not None:
+                raise click.BadParameter("give the data dimension once")
+            plain = int(size)
+        elif name in symbols:
+            raise click.BadParameter(f"{name} is given twice")
+        else:
+            symbols[name] = int(size)
+    return plain, symbols
+
+
+def dims_option(f):
+    return click.option("--dim", multiple=True, callback=_dims, metavar="N|NAME=N",
+                        help="NAME=N: the size of a symbol of the file's shapes that no --cond binds (e.g. T=50; "
+                             "fm-run info lists them); N: the data dimension of a plain ONNX whose graph does "
+                             "not fix it. Repeatable.")(f)
+
+
 def plain_model_options(f):
     f = click.option("--t-name", help="Name of the time input, for a plain ONNX without metadata.")(f)
     f = click.option("--x-name", help="Name of the state input, for a plain ONNX without metadata.")(f)
-    f = click.option("--dim", type=click.IntRange(min=1),
-                     help="Data dimension, for a plain ONNX whose graph does not fix it.")(f)
-    return f
+    return dims_option(f)
+
+
+def _conds(ctx, param, values) -> dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"{value!r} is not NAME=FILE.npy")
+        if name in out:
+            raise click.BadParameter(f"{name} is given twice")
+        out[name] = path
+    return out
+
+
+def cond_option(f):
+    return click.option("--cond", multiple=True, callback=_conds, metavar="NAME=FILE.npy",
+                        help="A condition input of the file (fm-run info lists them) from a .npy: [n, *shape] "
+                             "per row or [*shape] for every row. Repeatable.")(f)
+
+
+def load_conditions(paths: dict[str, str]) -> dict:
+    """The --cond files as arrays, their dtype kept (the request checks each against the file)."""
+    from .io import load_array
+    return {name: load_array(path, f"condition {name}", kinds="fiu", dtype=None) for name, path in paths.items()}
 
 
 def open_sampler(model, provider="cpu", dim=None, x_name=None, t_name=None, threads=None, tile=None,
           cuda_graph=False) -> Sampler:
-    return load(model, provider, data_shape=dim, x_name=x_name, t_name=t_name, threads=threads,
+    plain = dim[0] if isinstance(dim, tuple) else dim
+    return load(model, provider, data_shape=plain, x_name=x_name, t_name=t_name, threads=threads,
                 tile=tile, cuda_graph=cuda_graph)
 
 
@@ -118,7 +166,8 @@ def check_conditioning(sampler, label, labels, guidance, logprob, grid) -> None:
     """Refuse, before any work, class options a model cannot take and outputs it cannot make."""
     if (label is not None or labels is not None) and not sampler.num_classes:
         raise click.UsageError(f"{sampler.path} is not class-conditional; --class/--labels do not apply")
-    if guidance != 1.0 and label is None and labels is None and not (grid and sampler.num_classes):
+    guidable = any(i.get("null") or i["role"] == "guidance" for i in sampler.spec.inputs)
+    if guidance != 1.0 and label is None and labels is None and not (grid and sampler.num_classes) and not guidable:
         raise click.UsageError("--guidance needs --class or --labels (or --grid with a conditional model, "
                                "which draws every class)")
     problem = logprob and divergence_problem(sampler.spec, sampler.path)

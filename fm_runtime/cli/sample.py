@@ -16,8 +16,10 @@ from .io import NpyStream, Progress, check_space, check_writable, load_array, sa
 from .options import (
     check_conditioning,
     class_options,
+    cond_option,
     describe_logp,
     divergence_options,
+    load_conditions,
     model_arg,
     open_sampler,
     plain_model_options,
@@ -83,11 +85,12 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--cuda-graph", is_flag=True,
               help="With --provider cuda and a baked file: capture the solve as a CUDA graph and "
                    "replay it (one capture per batch size).")
+@cond_option
 @plain_model_options
 @run_limits
 def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, out, shard, keep_partial, progress, plot, label, labels,
            guidance, logprob, divergence, probes, grid, grid_cols, provider, threads, tile, cuda_graph,
-           dim, x_name, t_name):
+           cond, dim, x_name, t_name):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
 
     \b
@@ -100,6 +103,8 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
       fm-run sample moons.onnx -n 100000000 --seed 1 --out big.npy      # streamed, bounded memory
       fm-run sample moons.onnx -n 100000000 --seed 1 --shard 2/8 --out part2.npy
       fm-run sample plain.onnx --dim 2 -n 500 --out x.npy
+      fm-run sample tts.onnx --cond mu=mu.npy --cond spks=spk.npy --guidance 2 -n 4 --out mel.npy
+      fm-run sample est.onnx --cond mu=mu.npy --dim T=64 --out x.npy       # a symbol no input binds
       fm-run sample moons-cond.onnx --class 1 --guidance 2 -n 500 --out upper.npy
       fm-run sample moons.onnx -n 1000 --seed 0 --out x.npy --logprob logp.npy
       fm-run sample digits.onnx --guidance 2 --grid digits.png       # one row per class
@@ -138,23 +143,26 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
         y = np.repeat(np.arange(sampler.num_classes), grid_cols)   # one row per class
         if n is None and z is None:
             n = len(y)
+    conditions = load_conditions(cond)
+    per_row = [len(a) for k, a in conditions.items() if a.ndim == sampler._rank(k) + 1]
     if z is None and n is None:
-        n = 1000
-    most = limits.work_rows(4 * sampler.spec.dim, 10_000)
-    if grid and (len(z) if z is not None else n) > most:
-        raise click.UsageError(f"--grid draws every sample; {len(z) if z is not None else n:,} is too many for one "
-                               f"picture of these images (at most {most:,})")
+        n = per_row[0] if per_row else 1000
     cond = {"labels": label if y is None else y, "guidance": guidance}
     # the request, checked once with the model's defaults applied (UsageError, exit 2; InputError, exit 4)
     req = sampler.request(None if z is not None else n, steps, solver, seed, z, schedule=schedule,
                           trajectory=bool(plot), logprob=bool(logprob), keep_partial=keep_partial,
-                          divergence=divergence, probes=probes, **cond, **({"rtol": rtol, "atol": atol} if adaptive else {}))
+                          divergence=divergence, probes=probes, cond=conditions, dims=dim[1], **cond,
+                          **({"rtol": rtol, "atol": atol} if adaptive else {}))
+    most = limits.work_rows(4 * req.spec.dim, 10_000)
+    if grid and req.n > most:
+        raise click.UsageError(f"--grid draws every sample; {req.n:,} is too many for one "
+                               f"picture of these images (at most {most:,})")
     if sampler.baked and plot:
         raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
     n, steps, solver, schedule, seed = req.n, req.steps, req.solver, req.schedule, req.seed
     start, stop = (shard_ik[0] * n // shard_ik[1], (shard_ik[0] + 1) * n // shard_ik[1]) if shard_ik else (0, n)
     rows = stop - start
-    row_bytes = 4 * sampler.spec.dim
+    row_bytes = 4 * req.spec.dim
     in_memory = bool(plot or logprob or grid or adaptive or (z is not None and not out))   # dopri5: one system
     if out:
         check_space(out, rows * row_bytes + 4096)
@@ -167,7 +175,7 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
                                "--out (streamed in chunks)" + (" and drop --plot" if plot else ""))
     clock = time.perf_counter()
     try:
-        result, nonfinite = _run(sampler, req, out, start, stop, progress, logprob, in_memory)
+        result, nonfinite = _run(sampler, req, out, start, stop, progress, logprob, in_memory, dim[1])
     except NumericalError as e:
         raise NumericalError(f"{e}; nothing written (--keep-partial writes the samples anyway)") from None
     elapsed = time.perf_counter() - clock     # sampling and writing, not drawing
@@ -178,7 +186,7 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
     what = f"rows {start:,}..{stop - 1:,} of a {n:,}-row run" if shard_ik else f"{rows:,} samples"
     steps_text = (f"rtol {req.tolerances['rtol']:g}, atol {req.tolerances['atol']:g}, {result.nfe} NFE" if adaptive else
                   f"{steps} steps" + ("" if schedule.uniform else f" ({schedule})") + f", {sampler.nfe(steps, solver)} NFE")
-    click.echo(f"{what} of shape {list(sampler.data_shape)}: {solver}, {steps_text}, "
+    click.echo(f"{what} of shape {list(req.spec.data_shape)}: {solver}, {steps_text}, "
                f"{elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
                + (f", seed {seed}" if z is None else "")
                + (f" -> {out}" if out else "") + (f", figure -> {plot}" if plot else "")
@@ -224,7 +232,7 @@ def _describe_conditioning(sampler, cond) -> str:
     return f", {what}, guidance {cond['guidance']:g}"
 
 
-def _run(sampler, req, out, start, stop, progress, logprob, in_memory):
+def _run(sampler, req, out, start, stop, progress, logprob, in_memory, dims):
     """Sample and write; returns (the SampleResult when held in memory, else None; non-finite report)."""
     if in_memory or not out:
         r = sampler.solve(req)
@@ -235,17 +243,17 @@ def _run(sampler, req, out, start, stop, progress, logprob, in_memory):
         if out:
             save_npy(out, r.samples)
         return r, r.nonfinite
-    return None, _sample_streamed(sampler, req, out, start, stop, progress)
+    return None, _sample_streamed(sampler, req, out, start, stop, progress, dims)
 
 
-def _sample_streamed(sampler, req, out, start, stop, progress) -> list:
+def _sample_streamed(sampler, req, out, start, stop, progress, dims) -> list:
     """Solve chunk by chunk into a temporary .npy renamed into place at the end."""
     report = Progress(stop - start, "sampling", sys.stderr.isatty() if progress is None else progress)
     nonfinite = []
-    with NpyStream(out, (stop - start, *sampler.data_shape)) as stream:
+    with NpyStream(out, (stop - start, *req.spec.data_shape)) as stream:
         for _, r in sampler.sample_chunks(start, stop, req.seed, req.steps, req.solver, keep_partial=req.keep_partial,
                                           noise=req.noise, labels=req.labels, guidance=req.guidance,
-                                          schedule=req.schedule):
+                                          schedule=req.schedule, cond=req.inputs, dims=dims):
             nonfinite += r.nonfinite
             stream.write(r.samples)
             report.update(len(r.samples))
