@@ -46,11 +46,12 @@ def model(nodes=(), inits=(), shape=(2,), out="v", meta=None, inputs=None, outpu
     g = h.make_graph(list(nodes), "hostile", ins, outs, list(inits))
     m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)], ir_version=9)
     values = build_metadata(data_shape=list(shape), path={"name": "ot"}, baked=bake, **(meta or {}))
-    for k, v in raw.items():
+    for k, v in raw.items():          # inputs_: the key fm.inputs (inputs names the graph's)
+        key = "fm." + k.rstrip("_")
         if v is None:
-            values.pop("fm." + k, None)
+            values.pop(key, None)
         else:
-            values["fm." + k] = v
+            values[key] = v
     write_metadata(m.metadata_props, values)
     return m
 
@@ -122,6 +123,9 @@ def _claims_huge_weights() -> bytes:
 
 
 def _meta(**raw):
+    """A file whose fm.* keys in `raw` are replaced by the given JSON text (fm.inputs as inputs_)."""
+    if "inputs" in raw:
+        raw["inputs_"] = raw.pop("inputs")
     return lambda: _bytes(model(**raw))
 
 
@@ -161,6 +165,17 @@ def corpus() -> list[tuple[str, str, object, int | None]]:
         "default_steps_billion": {"default_steps": "1000000000"},
         "default_steps_nan": {"default_steps": "NaN"},
         "prediction_list": {"prediction": "[]"},
+        # contract version 4: extra inputs and symbols
+        "input_the_graph_lacks": {"inputs": '[{"name": "mu", "dtype": "float32", "shape": [2], "role": "condition"}]'},
+        "input_role_unknown": {"inputs": '[{"name": "mu", "dtype": "float32", "shape": [2], "role": "oracle"}]'},
+        "input_shape_bomb": {"inputs": '[{"name": "mu", "dtype": "float32", "shape": [65536, 65536, 65536], '
+                                       '"role": "condition"}]'},
+        "inputs_5000": {"inputs": json.dumps([{"name": f"c{i}", "dtype": "float32", "shape": [], "role": "static"}
+                                              for i in range(5000)])},
+        "symbol_undeclared": {"data_shape": '["T"]'},
+        "symbol_bounds_inverted": {"data_shape": '["T"]', "symbols": '{"T": {"min": 10, "max": 2}}'},
+        "symbol_max_huge": {"data_shape": '["T"]', "symbols": '{"T": {"max": ' + "9" * 400 + "}}"},
+        "symbol_named_escape": {"data_shape": '["T"]', "symbols": '{"T": {}, "\\u001b[31m": {}}'},
     }.items():
         add("metadata", name, _meta(**raw), 3)
     add("metadata", "not_utf8", _not_utf8, 3)

@@ -73,7 +73,7 @@ def with_metadata(src, dst, **changes):
 
 
 @pytest.mark.parametrize("changes, words", [
-    ({"format_version": "4"}, "contract version 4 is newer"),
+    ({"format_version": "5"}, "contract version 5 is newer"),
     ({"format_version": '"one"'}, "fm.format_version must be a positive integer"),
     ({"data_shape": '"2"'}, "fm.data_shape must be a list"),
     ({"data_shape": "[100000, 100000]"}, "10,000,000,000 values per sample"),
