@@ -8,6 +8,9 @@ must do with the same inputs. No torch is needed to read or run them.
 - schedules.json: a schedule and a step count -> its float64 time grid, or a refusal.
 - tableaus.json: every fixed-step solver on dx/dt = t - x (float32) -> the float32 state,
   bit for bit.
+- requests.json: sampling requests to the shipped moons model or to cond.onnx (a tiny
+  conditioned graph written here with onnx alone: v = x / 2 + mu, data [2, T]) -> the refusal
+  as {error class, key, field}. Arrays are {"dims", "data"}; "nan" stands for NaN.
 The grids and tableau results are computed by the Python runtime when this script runs; rerun
 it only when a change is meant to change them (`python scripts/conformance_vectors.py`).
 """
@@ -220,9 +223,87 @@ def tableau_cases() -> list[dict]:
     return out
 
 
+def cond_model() -> bytes:
+    """v = x / 2 + mu over x, mu [B, 2, T], with a mask [B, 1, T] and a speaker vector [B, 3] the
+    graph takes and ignores: the request checks need the declaration, not a network."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    from fm_runtime.model.contract import write_metadata
+    vi = h.make_tensor_value_info
+    graph = h.make_graph(
+        [h.make_node("Mul", ["x", "half"], ["hx"]), h.make_node("Add", ["hx", "mu"], ["v"])], "cond",
+        [vi("x", T.FLOAT, ["B", 2, "T"]), vi("t", T.FLOAT, ["B"]), vi("mu", T.FLOAT, ["B", 2, "T"]),
+         vi("mask", T.FLOAT, ["B", 1, "T"]), vi("spks", T.FLOAT, ["B", 3])],
+        [vi("v", T.FLOAT, ["B", 2, "T"])], [h.make_tensor("half", T.FLOAT, [], [0.5])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+    inputs = [{"name": "mu", "dtype": "float32", "shape": [2, "T"], "role": "condition", "null": "zeros"},
+              {"name": "mask", "dtype": "float32", "shape": [1, "T"], "role": "mask"},
+              {"name": "spks", "dtype": "float32", "shape": [3], "role": "condition", "null": "zeros"}]
+    write_metadata(model.metadata_props, build_metadata(data_shape=[2, "T"], path={"name": "ot"}, inputs=inputs,
+                                                        symbols={"T": {"min": 4, "max": 64, "multiple_of": 4}}))
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def arr(shape, value=0.5, nan_at=None) -> dict:
+    data = [value] * int(np.prod(shape))
+    if nan_at is not None:
+        data[nan_at] = "nan"
+    return {"dims": list(shape), "data": data}
+
+
+def request_cases() -> list[dict]:
+    def refused(name, model, request, error, key, field=None):
+        return {"name": name, "model": model, "request": request, "expect": {"error": error, "key": key, "field": field}}
+    ok = {"mu": arr([2, 8]), "spks": arr([3])}
+    return [
+        refused("n of zero", "moons", {"n": 0}, "UsageError", "n"),
+        refused("n of a fraction", "moons", {"n": 1.5}, "UsageError", "n"),
+        refused("neither n nor noise", "moons", {}, "UsageError", "n"),
+        refused("steps of zero", "moons", {"n": 2, "steps": 0}, "UsageError", "steps"),
+        refused("steps of a fraction", "moons", {"n": 2, "steps": 2.5}, "UsageError", "steps"),
+        refused("steps past the limit", "moons", {"n": 2, "steps": 100001}, "UsageError", "steps"),
+        refused("an unknown solver", "moons", {"n": 2, "solver": "rk45"}, "UsageError", "solver"),
+        refused("an unknown schedule", "moons", {"n": 2, "schedule": "warp:2"}, "UsageError", "schedule"),
+        refused("a time grid of other steps", "moons", {"n": 2, "steps": 3, "schedule": "times:0,1"}, "UsageError", "schedule"),
+        refused("guidance without labels", "moons", {"n": 2, "guidance": 2}, "UsageError", "guidance"),
+        refused("guidance of text", "moons", {"n": 2, "guidance": "a"}, "UsageError", "guidance"),
+        refused("guidance past 1000", "moons", {"n": 2, "guidance": 5000}, "UsageError", "guidance"),
+        refused("labels for an unconditional file", "moons", {"n": 2, "labels": 1}, "UsageError", "labels"),
+        refused("a negative seed", "moons", {"n": 2, "seed": -1}, "UsageError", "seed"),
+        refused("noise with NaN", "moons", {"noise": arr([2, 2], nan_at=3)}, "InputError", "noise"),
+        refused("noise and n that disagree", "moons", {"n": 3, "noise": arr([2, 2])}, "InputError", "noise"),
+        refused("conditions for a file without", "moons", {"n": 2, "cond": {"mu": arr([2])}}, "UsageError", "cond"),
+        refused("dims for a file without", "moons", {"n": 2, "dims": {"T": 4}}, "UsageError", "dims"),
+        refused("a condition left out", "cond", {"n": 2, "cond": {"spks": arr([3])}}, "UsageError", "cond", "mu"),
+        refused("an unknown condition", "cond", {"n": 2, "cond": {**ok, "nope": arr([3])}}, "UsageError", "cond", "nope"),
+        refused("a condition with NaN", "cond", {"n": 2, "cond": {**ok, "mu": arr([2, 8], nan_at=5)}}, "InputError",
+                "cond", "mu"),
+        refused("a condition of another size", "cond", {"n": 2, "cond": {**ok, "mu": arr([3, 8])}}, "InputError",
+                "cond", "mu"),
+        refused("a condition of another rank", "cond", {"n": 2, "cond": {**ok, "spks": arr([1, 1, 3])}}, "InputError",
+                "cond", "spks"),
+        refused("symbols that disagree", "cond", {"n": 2, "cond": {**ok, "mask": arr([1, 12], 1.0)}}, "UsageError",
+                "dims", "T"),
+        refused("dims that disagree with a condition", "cond", {"n": 2, "cond": ok, "dims": {"T": 12}}, "UsageError",
+                "dims", "T"),
+        refused("a length not a multiple", "cond", {"n": 2, "cond": {**ok, "mu": arr([2, 10])}}, "UsageError", "dims", "T"),
+        refused("a length past the maximum", "cond", {"n": 2, "cond": {**ok, "mu": arr([2, 68])}}, "UsageError", "dims", "T"),
+        refused("an unknown symbol", "cond", {"n": 2, "cond": ok, "dims": {"Q": 4}}, "UsageError", "dims", "Q"),
+        refused("per-row conditions that disagree on rows", "cond",
+                {"cond": {"mu": arr([2, 2, 8]), "spks": arr([3, 3])}}, "UsageError", "cond"),
+        refused("n and per-row conditions that disagree", "cond", {"n": 3, "cond": {"mu": arr([2, 2, 8]), "spks": arr([3])}},
+                "UsageError", "n"),
+    ]
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, cases in [("metadata", metadata_cases()), ("schedules", schedule_cases()), ("tableaus", tableau_cases())]:
+    (OUT / "cond.onnx").write_bytes(cond_model())
+    for name, cases in [("metadata", metadata_cases()), ("schedules", schedule_cases()), ("tableaus", tableau_cases()),
+                        ("requests", request_cases())]:
         (OUT / f"{name}.json").write_text(json.dumps(cases, indent=1) + "\n")
         print(f"{OUT / name}.json: {len(cases)} cases")
 

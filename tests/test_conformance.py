@@ -57,6 +57,24 @@ def test_tableaus(case):
     assert x.tolist() == np.array(case["x"], dtype=np.float32).tolist() and nfe == case["nfe"]
 
 
+def _array(v: dict, dtype=np.float32) -> np.ndarray:
+    return np.array([np.nan if x == "nan" else x for x in v["data"]], dtype).reshape(v["dims"])
+
+
+@pytest.mark.parametrize("case", vectors("requests"), ids=lambda c: c["name"])
+def test_requests(case):
+    s = fm_runtime.load(None if case["model"] == "moons" else HERE / "cond.onnx")
+    request = dict(case["request"])
+    if "noise" in request:
+        request["noise"] = _array(request["noise"])
+    if "cond" in request:
+        request["cond"] = {k: _array(v) for k, v in request["cond"].items()}
+    expect = case["expect"]
+    with pytest.raises(getattr(fm_runtime, expect["error"])) as e:
+        s.sample(**request)
+    assert (e.value.key, e.value.field) == (expect["key"], expect["field"]), str(e.value)
+
+
 def test_the_vectors_cover_every_key_and_solver():
     """Every fm.* key of contract.json is refused by some vector, and every fixed-step solver has
     tableau vectors: a new key or solver needs new vectors."""

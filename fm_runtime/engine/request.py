@@ -73,7 +73,7 @@ def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=Non
     if baked:
         check_baked(spec, where, steps, solver, trajectory, schedule)
     if logprob and trajectory:
-        raise UsageError("return_logprob and return_trajectory cannot be combined")
+        raise usage("logprob", "return_logprob and return_trajectory cannot be combined")
     if tolerances is None:
         schedule, steps = check_schedule(spec, schedule, steps)
         steps, solver = check_grid(spec, steps, solver)
@@ -85,7 +85,7 @@ def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=Non
         noise = check_noise(bound.data_shape, noise, n)
         n, seed = len(noise), None
     elif n is None and rows is None:
-        raise UsageError("give n (how many samples) or noise (the starting points)")
+        raise usage("n", "give n (how many samples) or noise (the starting points)")
     else:
         n, seed = n or rows, new_seed() if seed is None else check_seed(seed)
     kind = "baked" if baked else METHODS[solver]["kind"]
@@ -117,73 +117,73 @@ def bind_inputs(spec: ModelSpec, where: str, cond, dims, noise, n: int | None, w
     cond, dims = dict(cond or {}), dict(dims or {})
     if not spec.inputs and not spec.symbolic:
         if cond or dims:
-            raise UsageError(f"{where} declares no conditions or symbols; it takes no "
+            raise usage("cond" if cond else "dims", f"{where} declares no conditions or symbols; it takes no "
                              f"{'cond' if cond else 'dims'} ({', '.join(cond or dims)})")
         return spec, {}, None
     declared = {i["name"]: i for i in spec.inputs}
     unknown = sorted(set(cond) - set(declared))
     if unknown:
-        raise UsageError(f"{where} has no input {unknown[0]!r}; its conditions are "
+        raise usage("cond", field=unknown[0], message=f"{where} has no input {unknown[0]!r}; its conditions are "
                          f"{', '.join(declared) or 'none'}")
     missing = [k for k, i in declared.items() if k not in cond and i["role"] not in ("mask", "guidance")]
     if missing:
-        raise UsageError(f"{where} needs the condition {missing[0]!r} ({_describe(declared[missing[0]])})")
+        raise usage("cond", field=missing[0], message=f"{where} needs the condition {missing[0]!r} ({_describe(declared[missing[0]])})")
     bound: dict[str, tuple[int, str]] = {}
     for name, size in dims.items():
         if name not in spec.symbols:
-            raise UsageError(f"{where} has no symbol {name!r}; its symbols are {', '.join(spec.symbols) or 'none'}")
+            raise usage("dims", field=name, message=f"{where} has no symbol {name!r}; its symbols are {', '.join(spec.symbols) or 'none'}")
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-            raise UsageError(f"dims {name} must be a whole number, got {size!r}")
+            raise usage("dims", field=name, message=f"dims {name} must be a whole number, got {size!r}")
         bound[name] = (int(size), "dims")
     arrays, rows = {}, None
 
-    def bind(shape, decl, source):
+    def bind(shape, decl, source, name):
         for got, want in zip(shape, decl):
             if isinstance(want, str):
                 if want in bound and bound[want][0] != got:
-                    raise UsageError(f"the symbols disagree: {bound[want][1]} gives {want} = {bound[want][0]}, "
+                    raise usage("dims", field=want, message=f"the symbols disagree: {bound[want][1]} gives {want} = {bound[want][0]}, "
                                      f"{source} gives {want} = {got}")
                 bound.setdefault(want, (int(got), source))
             elif got != want:
-                raise InputError(f"{source} has shape {list(shape)}, expected {list(decl)}")
+                raise bad_input("cond" if name else what, field=name, message=f"{source} has shape {list(shape)}, expected {list(decl)}")
 
     for name, value in cond.items():
         item, arr = declared[name], np.asarray(value)
         if item["dtype"] == "float32":
             if arr.dtype.kind not in "fiu" or arr.dtype == bool:
-                raise InputError(f"condition {name!r} must be float32 numbers, got dtype {arr.dtype}")
+                raise bad_input("cond", field=name, message=f"condition {name!r} must be float32 numbers, got dtype {arr.dtype}")
             arr = arr.astype(np.float32, copy=False)
             if not np.isfinite(arr).all():
-                raise InputError(f"condition {name!r} contains NaN or Inf")
+                raise bad_input("cond", field=name, message=f"condition {name!r} contains NaN or Inf")
         elif arr.dtype.kind not in "iu":
-            raise InputError(f"condition {name!r} must be integers (int64), got dtype {arr.dtype}")
+            raise bad_input("cond", field=name, message=f"condition {name!r} must be integers (int64), got dtype {arr.dtype}")
         else:
             arr = arr.astype(np.int64, copy=False)
         decl = item["shape"]
         if arr.ndim == len(decl) + 1:
             rows = _agree_rows(rows, len(arr), name)
-            bind(arr.shape[1:], decl, f"condition {name!r}")
+            bind(arr.shape[1:], decl, f"condition {name!r}", name)
         elif arr.ndim == len(decl):
-            bind(arr.shape, decl, f"condition {name!r}")
+            bind(arr.shape, decl, f"condition {name!r}", name)
         else:
-            raise InputError(f"condition {name!r} has shape {list(arr.shape)}; expected [{_dims(decl)}] for every "
+            raise bad_input("cond", field=name, message=f"condition {name!r} has shape {list(arr.shape)}; expected [{_dims(decl)}] for every "
                              f"row or [n, {_dims(decl)}] per row")
         arrays[name] = (arr, arr.ndim == len(decl) + 1)
     if noise is not None:
         shape = np.shape(noise)
         if len(shape) == 1 + len(spec.data_shape):
-            bind(shape[1:], spec.data_shape, what)
+            bind(shape[1:], spec.data_shape, what, None)
     if n is not None and rows is not None and n != rows:
-        raise UsageError(f"n = {n} but the per-row conditions have {rows} rows")
+        raise usage("n", f"n = {n} but the per-row conditions have {rows} rows")
     for name, bounds in spec.symbols.items():
         if name not in bound:
             if any(name in i["shape"] or name in spec.data_shape for i in spec.inputs) or name in spec.data_shape:
-                raise UsageError(f"nothing binds the symbol {name}: give dims={{'{name}': ...}} (fm-run: --dim {name}=N)")
+                raise usage("dims", field=name, message=f"nothing binds the symbol {name}: give dims={{'{name}': ...}} (fm-run: --dim {name}=N)")
             continue
         size = bound[name][0]
         low, high, step = bounds.get("min", 1), bounds.get("max", MAX_SYMBOL), bounds.get("multiple_of", 1)
         if not low <= size <= high or size % step:
-            raise UsageError(f"{name} = {size} is outside what {where} takes: {low} <= {name} <= {high}"
+            raise usage("dims", field=name, message=f"{name} = {size} is outside what {where} takes: {low} <= {name} <= {high}"
                              + (f", a multiple of {step}" if step > 1 else ""))
     spec = spec.bind({k: v[0] for k, v in bound.items()})
     for item in spec.inputs:          # a mask left out: every position valid
@@ -199,7 +199,7 @@ def per_row(arrays: dict, n: int) -> dict:
 
 def _agree_rows(rows, got: int, name: str) -> int:
     if rows is not None and rows != got:
-        raise UsageError(f"the per-row conditions disagree on rows: {rows} and {got} ({name!r})")
+        raise usage("cond", f"the per-row conditions disagree on rows: {rows} and {got} ({name!r})")
     return got
 
 
@@ -215,25 +215,35 @@ def check_baked(spec: ModelSpec, where: str, steps, solver, trajectory: bool, sc
     """Refuse, before any work, what a baked file cannot do (other steps, schedules, trajectories)."""
     b = spec.baked
     if schedule is not None and str(check_schedule(spec, schedule, None)[0]) != spec.default_schedule:
-        raise UsageError(f"{where} is a baked sampler on the {spec.default_schedule} time schedule; it "
+        raise usage("solver", f"{where} is a baked sampler on the {spec.default_schedule} time schedule; it "
                          f"cannot run another (export another --bake with --schedule)")
     if (steps is not None and steps != b["steps"]) or (solver is not None and solver != b["solver"]):
-        raise UsageError(f"{where} is a baked {b['solver']}:{b['steps']} sampler; it cannot "
+        raise usage("solver", f"{where} is a baked {b['solver']}:{b['steps']} sampler; it cannot "
                          f"run {solver or b['solver']}:{steps or b['steps']} (export another --bake)")
     if trajectory:
-        raise UsageError(f"{where} is a baked sampler: it returns final samples only, "
+        raise usage("solver", f"{where} is a baked sampler: it returns final samples only, "
                          "no trajectory (use the velocity model for that)")
+
+
+def usage(key: str, message: str = "", field: str | None = None) -> UsageError:
+    """A refused request argument: `key` names it (n, steps, cond, ...), `field` what inside it."""
+    return UsageError(message, key=key, field=field)
+
+
+def bad_input(key: str, message: str = "", field: str | None = None) -> InputError:
+    """An unusable array of a request (noise, data, a condition)."""
+    return InputError(message, key=key, field=field)
 
 
 def count(n) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise UsageError(f"n must be a whole number >= 1, got {n!r}")
+        raise usage("n", f"n must be a whole number >= 1, got {n!r}")
     return int(n)
 
 
 def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-        raise UsageError(f"seed must be a whole number in [0, 2**63), got {seed!r}")
+        raise usage("seed", f"seed must be a whole number in [0, 2**63), got {seed!r}")
     return int(seed)
 
 
@@ -241,12 +251,12 @@ def check_guidance(guidance, labels=None, spec: ModelSpec | None = None) -> floa
     try:
         g = float(guidance)
     except (TypeError, ValueError):
-        raise UsageError(f"guidance must be a number, got {guidance!r}") from None
+        raise usage("guidance", f"guidance must be a number, got {guidance!r}") from None
     if not np.isfinite(g) or abs(g) > 1e3:
-        raise UsageError(f"guidance must be a finite number of magnitude <= 1000, got {guidance}")
+        raise usage("guidance", f"guidance must be a finite number of magnitude <= 1000, got {guidance}")
     guidable = spec is not None and any(i.get("null") or i["role"] == "guidance" for i in spec.inputs)
     if g != 1.0 and labels is None and not guidable:
-        raise UsageError(f"guidance {g:g} needs labels (it weighs the conditional against the "
+        raise usage("guidance", f"guidance {g:g} needs labels (it weighs the conditional against the "
                          "unconditional velocity)")
     return g
 
@@ -257,17 +267,17 @@ def check_labels(spec: ModelSpec, where: str, labels, n: int) -> np.ndarray | No
     if labels is None:
         return None
     if not spec.num_classes:
-        raise UsageError(f"{where} is not class-conditional; it takes no labels")
+        raise usage("labels", f"{where} is not class-conditional; it takes no labels")
     arr = np.asarray(labels)
     if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(np.isfinite(arr))
                                            and np.all(arr == np.round(arr))):
-        raise UsageError(f"labels must be integers, got dtype {arr.dtype}")
+        raise usage("labels", f"labels must be integers, got dtype {arr.dtype}")
     arr = np.broadcast_to(arr.astype(np.int64), (n,)) if arr.ndim == 0 else arr.astype(np.int64)
     if arr.shape != (n,):
-        raise UsageError(f"labels have shape {list(arr.shape)}, expected [{n}] (one per sample)")
+        raise usage("labels", f"labels have shape {list(arr.shape)}, expected [{n}] (one per sample)")
     bad = arr[(arr < 0) | (arr > spec.num_classes)]
     if bad.size:
-        raise UsageError(f"label {int(bad[0])} is out of range: this model has classes "
+        raise usage("labels", f"label {int(bad[0])} is out of range: this model has classes "
                          f"0..{spec.num_classes - 1} (and {spec.null_class} for no label)")
     return np.ascontiguousarray(arr)
 
@@ -276,16 +286,16 @@ def check_noise(data_shape: tuple[int, ...], noise, n: int | None = None, what: 
     """A float array [n, *data_shape] with finite values, as contiguous float32."""
     noise = np.asarray(noise)
     if noise.dtype.kind != "f":
-        raise InputError(f"{what} must be floating point, got dtype {noise.dtype}")
+        raise bad_input(what, f"{what} must be floating point, got dtype {noise.dtype}")
     if noise.ndim != 1 + len(data_shape) or tuple(noise.shape[1:]) != data_shape:
-        raise InputError(f"{what} has shape {list(noise.shape)}, expected [n, "
+        raise bad_input(what, f"{what} has shape {list(noise.shape)}, expected [n, "
                          f"{', '.join(map(str, data_shape))}]")
     if n is not None and noise.shape[0] != n:
-        raise InputError(f"{what} has {noise.shape[0]} rows but n = {n}")
+        raise bad_input(what, f"{what} has {noise.shape[0]} rows but n = {n}")
     if noise.shape[0] == 0:
-        raise InputError(f"{what} has no rows")
+        raise bad_input(what, f"{what} has no rows")
     if not np.isfinite(noise).all():
-        raise InputError(f"{what} contains NaN or Inf")
+        raise bad_input(what, f"{what} contains NaN or Inf")
     return np.ascontiguousarray(noise, dtype=np.float32)
 
 
@@ -295,16 +305,16 @@ def check_adaptive(baked: bool, solver, steps, schedule, trajectory, logprob, rt
     from ..solve.adaptive import DEFAULT_ATOL, DEFAULT_RTOL, NAME, check_tolerances
     if not isinstance(solver, str) or METHODS.get(solver, {}).get("kind") != "adaptive":
         if rtol is not None or atol is not None:
-            raise UsageError(f"rtol/atol apply to the adaptive solver {NAME} only")
+            raise usage("rtol", f"rtol/atol apply to the adaptive solver {NAME} only")
         return None
     if baked or steps is not None or schedule is not None or trajectory or logprob:
-        raise UsageError(f"{NAME} chooses its own steps: it takes rtol/atol on a velocity model, not steps, a "
+        raise usage("solver", f"{NAME} chooses its own steps: it takes rtol/atol on a velocity model, not steps, a "
                          "schedule, a trajectory or log-likelihoods")
     tol = {"rtol": DEFAULT_RTOL if rtol is None else rtol, "atol": DEFAULT_ATOL if atol is None else atol}
     try:
         check_tolerances(float(tol["rtol"]), float(tol["atol"]))
     except (TypeError, ValueError) as e:
-        raise UsageError(str(e)) from None
+        raise usage("rtol", str(e)) from None
     return {k: float(v) for k, v in tol.items()}
 
 
@@ -314,11 +324,11 @@ def check_schedule(spec: ModelSpec, schedule, steps) -> tuple[Schedule, int | No
     try:
         s = parse_schedule(spec.default_schedule if schedule is None else schedule)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise usage("schedule", str(e)) from None
     if s.steps is not None:
         if steps is not None and steps != s.steps:
             what = "the model's default time grid" if schedule is None else "the time grid"
-            raise UsageError(f"{what} has {s.steps} steps, not {steps} (give times for {steps} steps, "
+            raise usage("schedule", f"{what} has {s.steps} steps, not {steps} (give times for {steps} steps, "
                              "or another schedule)")
         steps = s.steps
     return s, steps
@@ -328,11 +338,14 @@ def check_grid(spec: ModelSpec, steps, solver) -> tuple[int, str]:
     """(steps, solver) of a request, the model's defaults where not given."""
     steps = spec.default_steps if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise UsageError(f"steps must be an integer, got {steps!r}")
+        raise usage("steps", f"steps must be an integer, got {steps!r}")
     solver = solver or spec.default_solver
     try:
         get_solver(solver)
+    except ValueError as e:
+        raise usage("solver", str(e)) from None
+    try:
         check_steps(int(steps))
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise usage("steps", str(e)) from None
     return int(steps), solver

@@ -9,22 +9,27 @@ import { CONTRACT } from './definitions.mjs';
 import { MAX_STEPS, SOLVERS } from './solvers.mjs';
 import { parseSchedule } from './schedules.mjs';
 
+/** A refused request argument: `key` names it (n, steps, cond, ...), `field` what inside it. */
+const usage = (key, message, field = null) => new UsageError(message, { key, field });
+/** An unusable array of a request (noise, a condition). */
+const badInput = (key, message, field = null) => new InputError(message, { key, field });
+
 const OPTIONS = ['n', 'steps', 'solver', 'schedule', 'noise', 'labels', 'guidance', 'seed', 'cond', 'dims'];
 const isWhole = (v) => typeof v === 'number' && Number.isInteger(v);
 
 function count(n) {
-  if (!isWhole(n) || n < 1) throw new UsageError(`n must be a whole number >= 1, got ${show(n)}`);
+  if (!isWhole(n) || n < 1) throw usage('n', `n must be a whole number >= 1, got ${show(n)}`);
   return n;
 }
 
 function checkGrid(spec, where, steps, solver) {
   steps ??= spec.defaultSteps;
-  if (!isWhole(steps)) throw new UsageError(`steps must be an integer, got ${show(steps)}`);
+  if (!isWhole(steps)) throw usage('steps', `steps must be an integer, got ${show(steps)}`);
   solver ||= spec.defaultSolver;
   if (!(typeof solver === 'string' && Object.hasOwn(SOLVERS, solver))) {
-    throw new UsageError(`unknown solver ${show(solver)}; choose one of: ${Object.keys(SOLVERS).join(', ')}`);
+    throw usage('solver', `unknown solver ${show(solver)}; choose one of: ${Object.keys(SOLVERS).join(', ')}`);
   }
-  if (!(steps >= 1 && steps <= MAX_STEPS)) throw new UsageError(`steps must be between 1 and ${MAX_STEPS}, got ${steps}`);
+  if (!(steps >= 1 && steps <= MAX_STEPS)) throw usage('steps', `steps must be between 1 and ${MAX_STEPS}, got ${steps}`);
   return [steps, solver];
 }
 
@@ -35,12 +40,12 @@ function checkSchedule(spec, schedule, steps) {
   try {
     s = parseSchedule(schedule ?? spec.defaultSchedule);
   } catch (e) {
-    throw new UsageError(e.message);
+    throw usage('schedule', e.message);
   }
   if (s.steps !== null) {
     if (steps != null && steps !== s.steps) {
       const what = schedule == null ? "the model's default time grid" : 'the time grid';
-      throw new UsageError(`${what} has ${s.steps} steps, not ${steps} (give times for ${steps} steps, or another schedule)`);
+      throw usage('schedule', `${what} has ${s.steps} steps, not ${steps} (give times for ${steps} steps, or another schedule)`);
     }
     steps = s.steps;
   }
@@ -49,47 +54,47 @@ function checkSchedule(spec, schedule, steps) {
 
 function checkGuidance(guidance, labels, spec) {
   const g = typeof guidance === 'number' ? guidance : NaN;
-  if (typeof guidance !== 'number') throw new UsageError(`guidance must be a number, got ${show(guidance)}`);
-  if (!Number.isFinite(g) || Math.abs(g) > 1e3) throw new UsageError(`guidance must be a finite number of magnitude <= 1000, got ${g}`);
+  if (typeof guidance !== 'number') throw usage('guidance', `guidance must be a number, got ${show(guidance)}`);
+  if (!Number.isFinite(g) || Math.abs(g) > 1e3) throw usage('guidance', `guidance must be a finite number of magnitude <= 1000, got ${g}`);
   const guidable = spec.inputs.some((i) => i.null || i.role === 'guidance');
   if (g !== 1 && labels == null && !guidable) {
-    throw new UsageError(`guidance ${g} needs labels (it weighs the conditional against the unconditional velocity)`);
+    throw usage('guidance', `guidance ${g} needs labels (it weighs the conditional against the unconditional velocity)`);
   }
   return g;
 }
 
 function checkNoise(spec, noise, n) {
   if (!(noise instanceof Float32Array || noise instanceof Float64Array || Array.isArray(noise))) {
-    throw new InputError(`noise must be a Float32Array (n x ${spec.dim} values, row-major), got ${noise?.constructor?.name ?? typeof noise}`);
+    throw badInput('noise', `noise must be a Float32Array (n x ${spec.dim} values, row-major), got ${noise?.constructor?.name ?? typeof noise}`);
   }
   const shape = `[${spec.dataShape.join(', ')}]`;
-  if (noise.length === 0) throw new InputError('noise has no rows');
+  if (noise.length === 0) throw badInput('noise', 'noise has no rows');
   if (noise.length % spec.dim !== 0) {
-    throw new InputError(`noise has ${noise.length} values, not a whole number of rows of shape ${shape} (${spec.dim} values each)`);
+    throw badInput('noise', `noise has ${noise.length} values, not a whole number of rows of shape ${shape} (${spec.dim} values each)`);
   }
   const rows = noise.length / spec.dim;
-  if (n != null && rows !== n) throw new InputError(`noise has ${rows} rows but n = ${n}`);
+  if (n != null && rows !== n) throw badInput('noise', `noise has ${rows} rows but n = ${n}`);
   const x = Float32Array.from(noise);
   for (let i = 0; i < x.length; i++) {
-    if (!Number.isFinite(x[i])) throw new InputError('noise contains NaN or Inf');
+    if (!Number.isFinite(x[i])) throw badInput('noise', 'noise contains NaN or Inf');
   }
   return x;
 }
 
 function checkLabels(spec, where, labels, n) {
   if (labels == null) return null;
-  if (!spec.numClasses) throw new UsageError(`${where} is not class-conditional; it takes no labels`);
+  if (!spec.numClasses) throw usage('labels', `${where} is not class-conditional; it takes no labels`);
   const one = typeof labels === 'number' || typeof labels === 'bigint';
   if (!one && !(Array.isArray(labels) || ArrayBuffer.isView(labels))) {
-    throw new UsageError(`labels must be an integer or an array of integers, got ${show(labels)}`);
+    throw usage('labels', `labels must be an integer or an array of integers, got ${show(labels)}`);
   }
   const list = one ? [labels] : Array.from(labels);
   const notInt = list.find((v) => !((typeof v === 'number' && Number.isInteger(v)) || typeof v === 'bigint'));
-  if (notInt !== undefined) throw new UsageError(`labels must be integers, got ${show(notInt)}`);
-  if (!one && list.length !== n) throw new UsageError(`labels have shape [${list.length}], expected [${n}] (one per sample)`);
+  if (notInt !== undefined) throw usage('labels', `labels must be integers, got ${show(notInt)}`);
+  if (!one && list.length !== n) throw usage('labels', `labels have shape [${list.length}], expected [${n}] (one per sample)`);
   const bad = list.find((v) => v < 0 || v > spec.numClasses);
   if (bad !== undefined) {
-    throw new UsageError(`label ${bad} is out of range: this model has classes 0..${spec.numClasses - 1} (and ${spec.nullClass} for no label)`);
+    throw usage('labels', `label ${bad} is out of range: this model has classes 0..${spec.numClasses - 1} (and ${spec.nullClass} for no label)`);
   }
   return one ? new BigInt64Array(n).fill(BigInt(labels)) : BigInt64Array.from(list, (v) => BigInt(v));
 }
@@ -98,20 +103,20 @@ function checkLabels(spec, where, labels, n) {
  * solver, steps, schedule (a Schedule), labels (BigInt64Array [n] or null), guidance, seed, noise
  * (Float32Array or null)}; kind is the solver's kind in contract.json's registry, or "baked". */
 export function samplingRequest(spec, where, options) {
-  if (options === null || typeof options !== 'object') throw new UsageError(`sample() takes an options object, got ${show(options)}`);
+  if (options === null || typeof options !== 'object') throw usage('options', `sample() takes an options object, got ${show(options)}`);
   const unknown = Object.keys(options).filter((k) => !OPTIONS.includes(k));
-  if (unknown.length) throw new UsageError(`unknown option ${show(unknown[0])} (sample() takes ${OPTIONS.join(', ')})`);
+  if (unknown.length) throw usage(unknown[0], `unknown option ${show(unknown[0])} (sample() takes ${OPTIONS.join(', ')})`);
   let { n = null, steps = null, solver = null, schedule = null, noise = null, labels = null, guidance = 1, seed = null } = options;
   if (CONTRACT.solvers.methods[solver]?.kind === 'adaptive') {
-    throw new UsageError(`the adaptive solver ${solver} runs in the Python runtime only; the JavaScript sampler takes a fixed-step solver: ${Object.keys(SOLVERS).join(', ')}`);
+    throw usage('solver', `the adaptive solver ${solver} runs in the Python runtime only; the JavaScript sampler takes a fixed-step solver: ${Object.keys(SOLVERS).join(', ')}`);
   }
   if (spec.kind === 'baked') {
     const b = spec.baked;
     if (schedule != null && String(checkSchedule(spec, schedule, null)[0]) !== spec.defaultSchedule) {
-      throw new UsageError(`${where} is a baked sampler on the ${spec.defaultSchedule} time schedule; it cannot run another (export another --bake with --schedule)`);
+      throw usage('schedule', `${where} is a baked sampler on the ${spec.defaultSchedule} time schedule; it cannot run another (export another --bake with --schedule)`);
     }
     if ((steps != null && steps !== b.steps) || (solver != null && solver !== b.solver)) {
-      throw new UsageError(`${where} is a baked ${b.solver}:${b.steps} sampler; it cannot run ${solver ?? b.solver}:${steps ?? b.steps} (export another --bake)`);
+      throw usage('solver', `${where} is a baked ${b.solver}:${b.steps} sampler; it cannot run ${solver ?? b.solver}:${steps ?? b.steps} (export another --bake)`);
     }
   }
   [schedule, steps] = checkSchedule(spec, schedule, steps);
@@ -122,13 +127,13 @@ export function samplingRequest(spec, where, options) {
   if (noise != null) {
     noise = checkNoise(bound, noise, n);
     n = noise.length / bound.dim;
-    if (rows != null && rows !== n) throw new UsageError(`the noise has ${n} rows but the per-row conditions have ${rows}`);
+    if (rows != null && rows !== n) throw usage('n', `the noise has ${n} rows but the per-row conditions have ${rows}`);
   } else if (n == null && rows == null) {
-    throw new UsageError('give n (how many samples) or noise (the starting points)');
+    throw usage('n', 'give n (how many samples) or noise (the starting points)');
   } else {
     n = n ?? rows;
     if (seed != null && !(isWhole(seed) && seed >= 0 && seed <= 0xffffffff)) {
-      throw new UsageError(`seed must be a whole number in [0, 2**32), got ${show(seed)}`);
+      throw usage('seed', `seed must be a whole number in [0, 2**32), got ${show(seed)}`);
     }
   }
   const kind = spec.kind === 'baked' ? 'baked' : CONTRACT.solvers.methods[solver].kind;
@@ -144,35 +149,35 @@ export function samplingRequest(spec, where, options) {
 export function bindInputs(spec, where, cond, dims, n) {
   cond = cond ?? {}; dims = dims ?? {};
   for (const [what, v] of [['cond', cond], ['dims', dims]]) {
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new UsageError(`${what} must be an object by name, got ${show(v)}`);
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw usage(what, `${what} must be an object by name, got ${show(v)}`);
   }
   if (!spec.inputs.length && !symbolic(spec)) {
     const given = Object.keys(cond).length ? cond : dims;
     if (Object.keys(given).length) {
-      throw new UsageError(`${where} declares no conditions or symbols; it takes no ${given === cond ? 'cond' : 'dims'} (${Object.keys(given).join(', ')})`);
+      throw usage(given === cond ? 'cond' : 'dims', `${where} declares no conditions or symbols; it takes no ${given === cond ? 'cond' : 'dims'} (${Object.keys(given).join(', ')})`);
     }
     return [spec, {}, null];
   }
   const declared = Object.fromEntries(spec.inputs.map((i) => [i.name, i]));
   const unknown = Object.keys(cond).filter((k) => !Object.hasOwn(declared, k)).sort();
-  if (unknown.length) throw new UsageError(`${where} has no input ${show(unknown[0])}; its conditions are ${Object.keys(declared).join(', ') || 'none'}`);
+  if (unknown.length) throw usage('cond', `${where} has no input ${show(unknown[0])}; its conditions are ${Object.keys(declared).join(', ') || 'none'}`, unknown[0]);
   const missing = spec.inputs.filter((i) => !Object.hasOwn(cond, i.name) && i.role !== 'mask' && i.role !== 'guidance');
-  if (missing.length) throw new UsageError(`${where} needs the condition ${show(missing[0].name)} (${missing[0].dtype} [${missing[0].shape.join(', ')}], role ${missing[0].role})`);
+  if (missing.length) throw usage('cond', `${where} needs the condition ${show(missing[0].name)} (${missing[0].dtype} [${missing[0].shape.join(', ')}], role ${missing[0].role})`, missing[0].name);
   const bound = {};
   for (const [name, size] of Object.entries(dims)) {
-    if (!Object.hasOwn(spec.symbols, name)) throw new UsageError(`${where} has no symbol ${show(name)}; its symbols are ${Object.keys(spec.symbols).join(', ') || 'none'}`);
-    if (!isWhole(size)) throw new UsageError(`dims ${name} must be a whole number, got ${show(size)}`);
+    if (!Object.hasOwn(spec.symbols, name)) throw usage('dims', `${where} has no symbol ${show(name)}; its symbols are ${Object.keys(spec.symbols).join(', ') || 'none'}`, name);
+    if (!isWhole(size)) throw usage('dims', `dims ${name} must be a whole number, got ${show(size)}`, name);
     bound[name] = [size, 'dims'];
   }
-  const bind = (shape, decl, source) => shape.forEach((got, j) => {
+  const bind = (shape, decl, source, name) => shape.forEach((got, j) => {
     const want = decl[j];
     if (typeof want === 'string') {
       if (Object.hasOwn(bound, want) && bound[want][0] !== got) {
-        throw new UsageError(`the symbols disagree: ${bound[want][1]} gives ${want} = ${bound[want][0]}, ${source} gives ${want} = ${got}`);
+        throw usage('dims', `the symbols disagree: ${bound[want][1]} gives ${want} = ${bound[want][0]}, ${source} gives ${want} = ${got}`, want);
       }
       bound[want] ??= [got, source];
     } else if (got !== want) {
-      throw new InputError(`${source} has shape [${shape.join(', ')}], expected [${decl.join(', ')}]`);
+      throw badInput('cond', `${source} has shape [${shape.join(', ')}], expected [${decl.join(', ')}]`, name);
     }
   });
   const arrays = {};
@@ -180,38 +185,38 @@ export function bindInputs(spec, where, cond, dims, n) {
   for (const [name, value] of Object.entries(cond)) {
     const item = declared[name], source = `condition ${show(name)}`;
     if (value === null || typeof value !== 'object' || !Array.isArray(value.dims) || value.data == null) {
-      throw new InputError(`${source} must be {data, dims} (a typed array and its shape), got ${show(value)}`);
+      throw badInput('cond', `${source} must be {data, dims} (a typed array and its shape), got ${show(value)}`, name);
     }
     const shape = value.dims;
-    if (!shape.every((d) => isWhole(d) && d >= 0)) throw new InputError(`${source} has dims ${show(shape)}; expected whole numbers`);
+    if (!shape.every((d) => isWhole(d) && d >= 0)) throw badInput('cond', `${source} has dims ${show(shape)}; expected whole numbers`, name);
     const size = shape.reduce((a, b) => a * b, 1);
-    if (value.data.length !== size) throw new InputError(`${source} has ${value.data.length} values for dims [${shape.join(', ')}] (${size})`);
+    if (value.data.length !== size) throw badInput('cond', `${source} has ${value.data.length} values for dims [${shape.join(', ')}] (${size})`, name);
     let data;
     if (item.dtype === 'float32') {
       data = Float32Array.from(value.data, Number);
-      if (data.some((v) => !Number.isFinite(v))) throw new InputError(`${source} contains NaN or Inf`);
+      if (data.some((v) => !Number.isFinite(v))) throw badInput('cond', `${source} contains NaN or Inf`, name);
     } else {
-      if (!Array.from(value.data).every((v) => typeof v === 'bigint' || Number.isInteger(v))) throw new InputError(`${source} must be integers (int64)`);
+      if (!Array.from(value.data).every((v) => typeof v === 'bigint' || Number.isInteger(v))) throw badInput('cond', `${source} must be integers (int64)`, name);
       data = BigInt64Array.from(value.data, (v) => BigInt(v));
     }
     const batched = shape.length === item.shape.length + 1;
     if (batched) {
-      if (rows != null && rows !== shape[0]) throw new UsageError(`the per-row conditions disagree on rows: ${rows} and ${shape[0]} (${show(name)})`);
+      if (rows != null && rows !== shape[0]) throw usage('cond', `the per-row conditions disagree on rows: ${rows} and ${shape[0]} (${show(name)})`);
       rows = shape[0];
-      bind(shape.slice(1), item.shape, source);
+      bind(shape.slice(1), item.shape, source, name);
     } else if (shape.length === item.shape.length) {
-      bind(shape, item.shape, source);
+      bind(shape, item.shape, source, name);
     } else {
-      throw new InputError(`${source} has shape [${shape.join(', ')}]; expected [${item.shape.join(', ')}] for every row or [n, ${item.shape.join(', ')}] per row`);
+      throw badInput('cond', `${source} has shape [${shape.join(', ')}]; expected [${item.shape.join(', ')}] for every row or [n, ${item.shape.join(', ')}] per row`, name);
     }
     arrays[name] = { data, dims: batched ? shape.slice(1) : shape, batched };
   }
-  if (n != null && rows != null && n !== rows) throw new UsageError(`n = ${n} but the per-row conditions have ${rows} rows`);
+  if (n != null && rows != null && n !== rows) throw usage('n', `n = ${n} but the per-row conditions have ${rows} rows`);
   for (const [name, bounds] of Object.entries(spec.symbols)) {
-    if (!Object.hasOwn(bound, name)) throw new UsageError(`nothing binds the symbol ${name}: give dims: {${name}: ...}`);
+    if (!Object.hasOwn(bound, name)) throw usage('dims', `nothing binds the symbol ${name}: give dims: {${name}: ...}`, name);
     const size = bound[name][0], low = bounds.min ?? 1, high = bounds.max ?? CONTRACT.limits.max_symbol, step = bounds.multiple_of ?? 1;
     if (!(size >= low && size <= high) || size % step) {
-      throw new UsageError(`${name} = ${size} is outside what ${where} takes: ${low} <= ${name} <= ${high}${step > 1 ? `, a multiple of ${step}` : ''}`);
+      throw usage('dims', `${name} = ${size} is outside what ${where} takes: ${low} <= ${name} <= ${high}${step > 1 ? `, a multiple of ${step}` : ''}`, name);
     }
   }
   const spec2 = bindSpec(spec, Object.fromEntries(Object.entries(bound).map(([k, v]) => [k, v[0]])));
