@@ -32,10 +32,10 @@ __version__ = "0.1.0"
 # the public names that need onnxruntime, imported on first use (PEP 562)
 _LAZY = {"load": "engine.sampler", "Sampler": "engine.sampler", "SampleResult": "engine.sampler",
          "default_model_path": "engine.sampler", "Request": "engine.request", "ModelSpec": "model.spec",
-         "FORMAT_VERSION": "model.contract", "request_stop": "model.control", "SOLVERS": "solve.solvers",
+         "FORMAT_VERSION": "model.contract", "request_stop": "model.control", "CancelToken": "model.control", "SOLVERS": "solve.solvers",
          "integrate": "solve.solvers", "nfe": "solve.solvers"}
 __all__ = ["load", "Sampler", "SampleResult", "Request", "ModelSpec", "FmError", "ModelError", "InputError",
-           "NumericalError", "ProviderError", "UsageError", "ResourceError", "Interrupted", "TimedOut", "request_stop",
+           "NumericalError", "ProviderError", "UsageError", "ResourceError", "Interrupted", "TimedOut", "request_stop", "CancelToken",
            "SOLVERS", "integrate", "nfe", "default_model_path", "FORMAT_VERSION", "__version__"]
 
 

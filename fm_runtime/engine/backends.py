@@ -27,15 +27,15 @@ from .velocity import Conditioning, velocity_fn
 class Watch:
     """NaN/Inf in a request's solves: raise at the first one, or (keep_partial) note where."""
 
-    def __init__(self, where: str, keep_partial: bool = False):
-        self.where, self.keep_partial = where, keep_partial
+    def __init__(self, where: str, keep_partial: bool = False, poll=poll_stop):
+        self.where, self.keep_partial, self.poll = where, keep_partial, poll
         self.nonfinite: list[tuple[int, float, str]] = []
         self._lock = threading.Lock()
 
     def on_step(self, steps: int, end_only: str | None = None):
         """check(x, step, t) after each step; end_only names what hides the steps (baked graph)."""
         def on_step(x: np.ndarray, step: int, t: float) -> None:
-            poll_stop()                 # a stop requested between steps
+            self.poll()                 # a stop (or the request's cancel) between steps
             if np.isfinite(x).all():
                 return
             bad = int((~np.isfinite(x.reshape(len(x), -1))).any(1).sum())
@@ -78,11 +78,11 @@ class BakedGraph:
     def __init__(self, session: ort.InferenceSession, spec: ModelSpec):
         self.session, self.spec = session, spec
 
-    def _run(self, z):
-        return self.session.run([self.spec.out_name], {self.spec.z_name: z}, RUN)[0]
+    def _run(self, z, options=None):
+        return self.session.run([self.spec.out_name], {self.spec.z_name: z}, options or RUN)[0]
 
     def solve(self, z, steps, solver, cond, watch, schedule=None):
-        x = self._run(z)
+        x = self._run(z, cond.options)
         watch.on_step(steps, "in the baked graph's output (sample the velocity model to see the step)")(x, steps, 1.0)
         return x, self.spec.baked["nfe"]
 
@@ -92,7 +92,7 @@ class BoundBakedGraph(BakedGraph):
         super().__init__(session, spec)
         self.runner, self._lock = BoundGraphRunner(session, spec, device), threading.Lock()
 
-    def _run(self, z):
+    def _run(self, z, options=None):
         with self._lock:            # the bound buffers are shared per batch size
             return self.runner.run(z)
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..definitions import CONTRACT
 from ..errors import InputError, UsageError
+from ..model.control import CancelToken
 from ..model.schema import MAX_SYMBOL
 from ..model.spec import ModelSpec
 from ..solve.noise import new_seed, noise_rows
@@ -46,6 +47,7 @@ class Request:
     probes: int = 1
     probe_seed: int = 0
     inputs: dict = field(default_factory=dict)   # the file's extra inputs, per row: {name: [n, *shape]}
+    cancel: CancelToken | None = None             # cancels this request from another thread
 
     def start(self, a: int = 0, b: int | None = None) -> np.ndarray:
         """Rows [a, b) of the request's starting points (float32; zero outside a mask)."""
@@ -57,17 +59,20 @@ class Request:
 
     def conditioning(self, a: int = 0, b: int | None = None) -> Conditioning:
         """Labels, guidance and extra inputs of rows [a, b)."""
-        cond = Conditioning(self.labels, self.guidance, self.inputs, self.spec)
+        cond = Conditioning(self.labels, self.guidance, self.inputs, self.spec,
+                            None if self.cancel is None else self.cancel.options)
         return cond if a == 0 and b in (None, self.n) else cond.rows(a, self.n if b is None else b)
 
 
 def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=None, seed=None, noise=None, *,
                      trajectory: bool = False, logprob: bool = False, keep_partial: bool = False, labels=None,
                      guidance=1.0, divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
-                     rtol=None, atol=None, first: int = 0, cond=None, dims=None) -> Request:
+                     rtol=None, atol=None, first: int = 0, cond=None, dims=None, cancel=None) -> Request:
     """A sampling request (Sampler.run's arguments), checked, with the model's defaults. cond:
     the file's extra inputs by name (each [n, *shape], or [*shape] for every row); dims: sizes of
-    symbols that no input binds."""
+    symbols that no input binds; cancel: a CancelToken that cancels this request."""
+    if cancel is not None and not isinstance(cancel, CancelToken):
+        raise usage("cancel", f"cancel must be a fm_runtime.CancelToken, got {type(cancel).__name__}")
     baked = spec.kind == "baked"
     tolerances = check_adaptive(baked, solver, steps, schedule, trajectory, logprob, rtol, atol)
     if baked:
@@ -91,7 +96,7 @@ def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=Non
     kind = "baked" if baked else METHODS[solver]["kind"]
     return Request(n, kind, bound, solver, steps, schedule, tolerances, check_labels(spec, where, labels, n), guidance,
                    seed, noise, first, trajectory, logprob, keep_partial, divergence, probes, probe_seed,
-                   per_row(inputs, n))
+                   per_row(inputs, n), cancel)
 
 
 def likelihood_request(spec: ModelSpec, where: str, x, steps=None, solver=None, labels=None, guidance=1.0,

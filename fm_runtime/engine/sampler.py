@@ -15,7 +15,7 @@ import onnxruntime as ort
 
 from ..errors import UsageError
 from ..model.contract import ModelSpec
-from ..model.control import guarded
+from ..model.control import CancelToken, graph_errors, guarded, poll_stop
 from ..model.session import default_model_path, open_model
 from ..solve.adaptive import dopri5
 from ..solve.likelihood import standard_normal_logpdf
@@ -123,20 +123,24 @@ class Sampler(Likelihoods):
             logprob: bool = False, keep_partial: bool = False, labels=None, guidance: float = 1.0,
             divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
             rtol: float | None = None, atol: float | None = None, cond: dict | None = None,
-            dims: dict | None = None) -> SampleResult:
+            dims: dict | None = None, cancel: CancelToken | None = None) -> SampleResult:
         """One sampling request; see sample() for the arguments. Safe to call from many threads."""
         return self.solve(self.request(n, steps, solver, seed, noise, trajectory=trajectory, logprob=logprob,
                                        keep_partial=keep_partial, labels=labels, guidance=guidance,
                                        divergence=divergence, probes=probes, probe_seed=probe_seed,
-                                       schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims))
+                                       schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims, cancel=cancel))
 
     @guarded
     def solve(self, req: request.Request) -> SampleResult:
         """Solve a Request (from request()): by the solver's kind in the registry, with the
         divergence alongside for log densities, or keeping the trajectory."""
+        with graph_errors(self.path, cancel=req.cancel):
+            return self._solve_request(req)
+
+    def _solve_request(self, req: request.Request) -> SampleResult:
         x0 = req.start()
         cond = req.conditioning()
-        watch = Watch(self.path, req.keep_partial)
+        watch = Watch(self.path, req.keep_partial, poll_stop if req.cancel is None else req.cancel.poll)
         if req.kind == "adaptive":       # one system: the error norm, hence the steps, cover every row
             sol = dopri5(velocity_fn(self.session, self.spec, len(x0), cond), x0, **req.tolerances)
             watch.on_step(sol.accepted)(sol.x, sol.accepted, 1.0)
@@ -162,7 +166,8 @@ class Sampler(Likelihoods):
                return_trajectory: bool = False, keep_partial: bool = False, labels=None,
                guidance: float = 1.0, return_logprob: bool = False, divergence: str = "auto",
                probes: int = 1, probe_seed: int = 0, schedule=None, rtol: float | None = None,
-               atol: float | None = None, cond: dict | None = None, dims: dict | None = None):
+               atol: float | None = None, cond: dict | None = None, dims: dict | None = None,
+               cancel: CancelToken | None = None):
         """Draw samples. Give `n` (with an optional `seed`) or a `noise` array [n, *shape].
 
         `schedule` places the steps in time (fm_runtime.solve.schedules): "uniform", "shift:S",
@@ -180,6 +185,9 @@ class Sampler(Likelihoods):
         condition that declares a null (v_u) and runs both halves in one call; a file with a
         guidance input gets w itself; a mask keeps the samples exactly 0 where it is 0.
 
+        `cancel` (a fm_runtime.CancelToken) cancels this request from another thread:
+        token.cancel() ends it within milliseconds with Interrupted("cancelled").
+
         Returns the samples [n, *shape] as float32, or (samples, trajectory) with trajectory
         [steps + 1, n, *shape] (noise first) when `return_trajectory` is true, or (samples,
         log_density) when `return_logprob` is true: log p1 of each sample in nats, from the same
@@ -189,7 +197,8 @@ class Sampler(Likelihoods):
         UsageError, unusable noise InputError (both fm_runtime.FmError)."""
         r = self.run(n, steps, solver, seed, noise, trajectory=return_trajectory, logprob=return_logprob,
                      keep_partial=keep_partial, labels=labels, guidance=guidance, divergence=divergence,
-                     probes=probes, probe_seed=probe_seed, schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims)
+                     probes=probes, probe_seed=probe_seed, schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims,
+                     cancel=cancel)
         if return_trajectory:
             return r.samples, r.trajectory
         return (r.samples, r.logprob) if return_logprob else r.samples

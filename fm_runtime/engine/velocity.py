@@ -24,6 +24,7 @@ class Conditioning:
     guidance: float = 1.0
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     spec: ModelSpec | None = None
+    options: ort.RunOptions | None = None     # the request's cancel token's run options (None: RUN)
 
     def rows(self, a: int, b: int) -> "Conditioning":
         if self.labels is None and not self.inputs:
@@ -81,14 +82,14 @@ def same_shape(spec: ModelSpec, jv: np.ndarray, e: np.ndarray) -> np.ndarray:
 def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Conditioning = Conditioning()):
     """v(x, t) for scalar t at a fixed batch size, reusing its own buffers. With a mask input the
     velocity is zero outside the mask, so a masked start stays exactly 0 there at every step."""
-    spec = cond.spec or spec
+    spec, opts = cond.spec or spec, cond.options or RUN
     rows, fixed, combine, mask = _feed(spec, batch, cond)
     tb = np.empty((rows,) if spec.t_rank == 1 else (rows, 1), np.float32)
     run, names, x_name, t_name = session.run, [spec.v_name], spec.x_name, spec.t_name
     if combine is None:
         def f(x: np.ndarray, t: float) -> np.ndarray:
             tb.fill(t)
-            return checked(spec, run(names, {x_name: x, t_name: tb, **fixed}, RUN)[0], len(x))
+            return checked(spec, run(names, {x_name: x, t_name: tb, **fixed}, opts)[0], len(x))
         return f if mask is None else _masked(f, mask)
     both = np.empty((rows, *spec.data_shape), np.float32)
 
@@ -96,7 +97,7 @@ def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond
         tb.fill(t)
         both[:batch] = x
         both[batch:] = x
-        return combine(checked(spec, run(names, {x_name: both, t_name: tb, **fixed}, RUN)[0], rows))
+        return combine(checked(spec, run(names, {x_name: both, t_name: tb, **fixed}, opts)[0], rows))
     return guided if mask is None else _masked(guided, mask)
 
 
@@ -115,7 +116,8 @@ def velocity_at(session: ort.InferenceSession, spec: ModelSpec, x: np.ndarray, t
     tb = np.empty((rows,) if spec.t_rank == 1 else (rows, 1), np.float32)
     tb[...] = np.reshape(np.tile(np.ravel(t), rows // len(x)), tb.shape) if np.ndim(t) else t
     xs = x if rows == len(x) else np.concatenate([x, x])
-    out = checked(spec, session.run([spec.v_name], {spec.x_name: xs, spec.t_name: tb, **fixed}, RUN)[0], rows)
+    out = checked(spec, session.run([spec.v_name], {spec.x_name: xs, spec.t_name: tb, **fixed}, cond.options or RUN)[0],
+                  rows)
     out = out if combine is None else combine(out)
     return out if mask is None else out * mask
 
@@ -123,7 +125,7 @@ def velocity_at(session: ort.InferenceSession, spec: ModelSpec, x: np.ndarray, t
 def jvp_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Conditioning = Conditioning()):
     """(x, t, e) -> (v, J e) from the divergence graph, with the same labels and guidance as the
     velocity (guidance combines the products linearly, like the velocities)."""
-    spec = cond.spec or spec
+    spec, opts = cond.spec or spec, cond.options or RUN
     rows, fixed, combine, mask = _feed(spec, batch, cond)
     if mask is not None:
         raise ModelError(f"{spec.source}: log-likelihoods of a masked model are not available yet")
@@ -134,8 +136,9 @@ def jvp_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Con
     def jvp(x: np.ndarray, t: float, e: np.ndarray):
         tb.fill(t)
         if combine is None:
-            v, jv = session.run(names, {x_name: x, t_name: tb, e_name: e, **fixed}, RUN)
+            v, jv = session.run(names, {x_name: x, t_name: tb, e_name: e, **fixed}, opts)
             return checked(spec, v, len(x)), same_shape(spec, jv, e)
-        v, jv = session.run(names, {x_name: np.concatenate([x, x]), t_name: tb, e_name: np.concatenate([e, e]), **fixed}, RUN)
+        v, jv = session.run(names, {x_name: np.concatenate([x, x]), t_name: tb, e_name: np.concatenate([e, e]), **fixed},
+                            opts)
         return combine(checked(spec, v, rows)), same_shape(spec, combine(jv), e)
     return jvp

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 
 import onnxruntime as ort
@@ -25,6 +26,34 @@ _lock = threading.Lock()
 _extra: set = set()                      # options of calls with their own time limit
 _reason: str | None = None
 _deadline: tuple[float, float] | None = None     # (monotonic end, seconds asked)
+
+
+class CancelToken:
+    """Cancels the requests that carry it (`sample(..., cancel=token)`), from any thread: the
+    graph calls in progress end within milliseconds, even inside a long Loop, and the request
+    raises Interrupted("cancelled"). Other requests on the same Sampler go on; request_stop()
+    still stops every request, with or without a token. One token may serve several requests."""
+
+    def __init__(self):
+        self.options = ort.RunOptions()
+        self.options.log_severity_level = 4
+        self.cancelled = False
+        with _lock:
+            _tokens.add(self)
+            self.options.terminate = _reason is not None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.options.terminate = True
+
+    def poll(self) -> None:
+        """Raise if this token was cancelled or a process-wide stop was requested."""
+        poll_stop()
+        if self.cancelled:
+            raise Interrupted("cancelled")
+
+
+_tokens: "weakref.WeakSet[CancelToken]" = weakref.WeakSet()
 
 
 def one_line(e: BaseException) -> str:
@@ -42,6 +71,8 @@ def request_stop(reason: str = "interrupted") -> None:
         RUN.terminate = True
         for opts in _extra:
             opts.terminate = True
+        for token in _tokens:
+            token.options.terminate = True
 
 
 def reset() -> None:
@@ -50,6 +81,8 @@ def reset() -> None:
     with _lock:
         _reason, _deadline = None, None
         RUN.terminate = False
+        for token in _tokens:
+            token.options.terminate = token.cancelled
 
 
 def stop_reason() -> str | None:
@@ -84,12 +117,15 @@ def _is_onnxruntime(e: BaseException) -> bool:
 
 
 @contextmanager
-def graph_errors(where: str, failing: str = "the graph failed while running"):
-    """Turn what escapes a graph run into the project's errors: a stop into Interrupted/TimedOut,
-    an allocation failure into ResourceError, any other onnxruntime error into ModelError."""
+def graph_errors(where: str, failing: str = "the graph failed while running", cancel: CancelToken | None = None):
+    """Turn what escapes a graph run into the project's errors: a stop (or the request's `cancel`
+    token) into Interrupted/TimedOut, an allocation failure into ResourceError, any other
+    onnxruntime error into ModelError."""
     try:
         yield
     except FmError:
+        if cancel is not None:
+            cancel.poll()
         raise
     except MemoryError:
         poll_stop()
@@ -99,6 +135,8 @@ def graph_errors(where: str, failing: str = "the graph failed while running"):
         if not _is_onnxruntime(e):
             raise
         poll_stop()
+        if cancel is not None:
+            cancel.poll()
         msg = one_line(e)
         if "allocate memory" in msg.lower() or "bad_alloc" in msg.lower():
             raise ResourceError(f"{where}: the graph needs more memory than the budget allows "
