@@ -59,11 +59,12 @@ def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name: str,
-                     y_name: str | None = None, t_rank: int = 1) -> onnx.ModelProto:
-    """(x [B, *s], t [B][, y [B]], e [B, K, *s]) -> (v [B, *s], jv [B, K, *s]) for the velocity
-    graph `model` (inputs x_name, t_name[, y_name] with t of rank t_rank, output v_name). The
-    result's inputs are named x, t, e (labels keep y_name) and its outputs v, jv, whatever the
-    velocity graph calls them. Raises NotImplementedError naming the operators it has no rule for."""
+                     y_name: str | None = None, t_rank: int = 1, extras: tuple[str, ...] = ()) -> onnx.ModelProto:
+    """(x [B, *s], t [B][, y [B]][, extras...], e [B, K, *s]) -> (v [B, *s], jv [B, K, *s]) for the
+    velocity graph `model` (inputs x_name, t_name[, y_name] with t of rank t_rank, the extra inputs
+    `extras` [B, ...] of contract version 4, output v_name). The result's inputs are named x, t, e
+    (labels and extras keep their names) and its outputs v, jv, whatever the velocity graph calls
+    them. Raises NotImplementedError naming the operators it has no rule for."""
     missing = unsupported_ops(model, x_name)
     if missing:
         raise NotImplementedError(", ".join(missing))
@@ -81,6 +82,10 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
     b.alias(ren(t_name), t_rows if t_rank == 1 else b.op("Unsqueeze", t_rows, b.ints([1])))
     if y_name:
         b.alias(ren(y_name), b.op("Reshape", b.op("Expand", b.op("Unsqueeze", "y_in", b.ints([1])), b_k), b.ints([-1])))
+    for name in extras:                 # every row of each extra input K times, like x
+        rest = b.op("Shape", f"{name}_in", start=1)
+        grown = b.op("Expand", b.op("Unsqueeze", f"{name}_in", b.ints([1])), b.op("Concat", b_k, rest, axis=0))
+        b.alias(ren(name), b.op("Reshape", grown, b.op("Concat", b.ints([-1]), rest, axis=0)))
     b.tangent[ren(x_name)] = b.op("Reshape", e_in, flat)
     for node in g.node:
         copy = onnx.NodeProto()
@@ -100,7 +105,8 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
     b.op("Reshape", dv_rows, shape_e, out="jv_out")
     # outer names: identity nodes keep the graph's public names free of the internal ones
     b.nodes[:0] = [helper.make_node("Identity", [outer], [inner], name=f"in:{outer}") for outer, inner in
-                   ((NAMES.x, x_in), (NAMES.t, t_in), (NAMES.e, e_in), (y_name, "y_in")) if outer]
+                   ((NAMES.x, x_in), (NAMES.t, t_in), (NAMES.e, e_in), (y_name, "y_in"),
+                                         *((n, f"{n}_in") for n in extras)) if outer]
     b.nodes += [helper.make_node("Identity", ["v_out"], [NAMES.v], name="out:v"),
                 helper.make_node("Identity", ["jv_out"], [NAMES.jv], name="out:jv")]
     inputs = {i.name: i for i in g.input}
@@ -110,6 +116,10 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
                   helper.make_tensor_value_info(NAMES.t, TensorProto.FLOAT, ["batch"])]
     if y_name:
         new_inputs.append(helper.make_tensor_value_info(y_name, TensorProto.INT64, ["batch"]))
+    for name in extras:
+        kind = inputs[name].type.tensor_type
+        new_inputs.append(helper.make_tensor_value_info(name, kind.elem_type, ["batch"] + [
+            d.dim_value or d.dim_param or None for d in kind.shape.dim[1:]]))
     new_inputs.append(helper.make_tensor_value_info(NAMES.e, TensorProto.FLOAT, ["batch", "probes", *dims[1:]]))
     outputs = [helper.make_tensor_value_info(NAMES.v, TensorProto.FLOAT, dims),
                helper.make_tensor_value_info(NAMES.jv, TensorProto.FLOAT, ["batch", "probes", *dims[1:]])]

@@ -107,17 +107,26 @@ def _structured(dynamic: dict, kind: str) -> tuple:
     return shapes[0], shapes[1], tuple(shapes[2:])
 
 
-def _jvp_reference(velocity: torch.nn.Module):
-    """(x, t, [y,] e) -> (v, J e) by torch's own forward-mode autodiff (reverse-over-reverse
-    where a module does not support forward mode): what the divergence graph is checked against."""
+def _jvp_reference(velocity: torch.nn.Module, labelled: bool = False):
+    """(x, t, [y,] e[, extras...]) -> (v, J e) by torch's own forward-mode autodiff (reverse-over-
+    reverse where a module does not support forward mode): what the divergence graph is checked
+    against (the feed order of _feed: labels before the tangents, extra inputs after them)."""
     def run(x, t, *rest):
-        y, e = (None, rest[0]) if len(rest) == 1 else rest
-        f = (lambda xx: velocity(xx, t)) if y is None else (lambda xx: velocity(xx, t, y))
-        try:
-            jvs = [torch.func.jvp(f, (x,), (e[:, k],))[1] for k in range(e.shape[1])]
-        except Exception:
-            with torch.enable_grad():
-                jvs = [torch.autograd.functional.jvp(f, x, e[:, k])[1] for k in range(e.shape[1])]
+        y, e, extras = (rest[0], rest[1], rest[2:]) if labelled else (None, rest[0], rest[1:])
+        before = ((y,) if y is not None else ()) + tuple(extras)
+        f = lambda xx: velocity(xx, t, *before)   # noqa: E731
+        # attention under the math kernel: CPU flash attention has no forward- or double-backward
+        # derivative (nn.MultiheadAttention, nn.TransformerEncoder); the values are the same
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            try:
+                jvs = [torch.func.jvp(f, (x,), (e[:, k],))[1] for k in range(e.shape[1])]
+            except Exception:
+                try:
+                    with torch.enable_grad():
+                        jvs = [torch.autograd.functional.jvp(f, x, e[:, k])[1] for k in range(e.shape[1])]
+                except Exception as err:
+                    raise ExportError(f"the divergence graph cannot be checked: torch cannot differentiate the "
+                                      f"network ({type(err).__name__}: {one_line(err)})") from None
         return f(x), torch.stack(jvs, 1)
     return run
 
@@ -191,20 +200,21 @@ def _make_variant(proto: onnx.ModelProto, fp32: bytes, reference, data_shape, ki
 
 
 def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape, num_classes: int,
-                one_time: bool) -> tuple[dict, str]:
+                one_time: bool, sig: Signature | None = None) -> tuple[dict, str]:
     """The fm.divergence value (the graph (x, t[, y], e) -> (v, J e), differentiated from the
     exported velocity graph and checked against torch autodiff), and what it offers in words.
     Operators without a forward-mode rule are recorded instead, and named."""
     try:
         proto = divergence_graph(velocity, x_name=NAMES.x, t_name=NAMES.t, v_name=NAMES.v,
-                                 y_name=NAMES.y if num_classes else None)
+                                 y_name=NAMES.y if num_classes else None, extras=tuple(sig.names) if sig else ())
     except NotImplementedError as e:
         return {"unsupported_ops": str(e).split(", ")}, f"none: no forward-mode rule for {e}"
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     proto = fast_elu(proto)
-    worst = verify_against_torch(_jvp_reference(adapter), check_proto(proto), data_shape, kind="jvp",
-                                 num_classes=num_classes, one_time=one_time)
-    data = add_selftest(proto, data_shape, "jvp", num_classes)
+    worst = verify_against_torch(_jvp_reference(adapter, bool(num_classes)), check_proto(proto), data_shape,
+                                 kind="jvp", num_classes=num_classes, one_time=one_time, sig=sig)
+    probe = _feed(data_shape, "jvp", 4, np.random.default_rng(1234), num_classes, sig)[0] if sig else None
+    data = add_selftest(proto, data_shape, "jvp", num_classes, probe)
     return ({"onnx_base64": base64.b64encode(data).decode("ascii"), "input_e": NAMES.e, "output_jv": NAMES.jv,
              "max_abs_diff_vs_torch": worst}, f"yes (J.v graph, max |diff| vs torch autodiff {worst:.1e})")
 
@@ -247,7 +257,6 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         if bake or num_classes or precision != "fp32" or quantize or fmt != "onnx":
             raise ExportError("a conditioned export (inputs or symbols) is a float32 velocity .onnx file: no --bake, "
                               "class labels, fp16, int8 or ort format yet")
-        divergence = False
     elif nulls:
         raise ExportError("nulls name inputs; declare them with inputs")
     else:
@@ -279,9 +288,8 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     elif schedule.steps:
         default_steps = schedule.steps
     proto = _to_onnx(module, data_shape, kind, num_classes, sig)
-    div_meta, div_text = (_divergence(proto, adapter, data_shape, num_classes, one_time)
-                          if divergence and not bake else (None, "no (baked)" if bake else
-                                                           "no (not yet for conditioned nets)" if sig else "no"))
+    div_meta, div_text = (_divergence(proto, adapter, data_shape, num_classes, one_time, sig)
+                          if divergence and not bake else (None, "no (baked)" if bake else "no"))
     proto = fast_elu(proto)
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     what = f"baked {bake} sampler" if bake else "velocity model"

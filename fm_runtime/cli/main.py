@@ -94,8 +94,8 @@ def logprob(paths, out, steps, solver, label, labels, guidance, divergence, prob
                             cond=load_conditions(cond), dims=dim[1])
     if out:
         save_npy(out, logp)
-    click.echo(f"{len(x):,} rows of shape {list(sampler.data_shape)}: "
-               f"{describe_logp(sampler, logp, sampler.last_nfe, divergence, probes)}, {time.perf_counter() - clock:.2f} s"
+    click.echo(f"{len(x):,} rows of shape {list(x.shape[1:])}: "
+               f"{describe_logp(sampler, logp, sampler.last_nfe, divergence, probes, x[0].size)}, {time.perf_counter() - clock:.2f} s"
                + (f" -> {out}" if out else ""), err=True)
     if not out:
         click.echo("\n".join(f"{v:.6f}" for v in logp[:20]) + (f"\n... ({len(logp) - 20} more; use --out)"

@@ -180,9 +180,10 @@ def check_conditioning(sampler, label, labels, guidance, logprob, grid) -> None:
                                    f"shape is {list(sampler.data_shape)}")
 
 
-def describe_logp(sampler, logp, nfe: int, divergence: str, probes: int) -> str:
+def describe_logp(sampler, logp, nfe: int, divergence: str, probes: int, dim: int) -> str:
+    """The mean log density in words; dim: values per sample (the request's, symbols bound)."""
     from ..solve.likelihood import resolve_method
-    d, m = sampler.spec.dim, float(logp.mean())
+    d, m = dim, float(logp.mean())
     method = resolve_method(divergence, d)
     how = "exact divergence" if method == "exact" else f"Hutchinson divergence, {probes} probe{'s' * (probes > 1)}"
     return (f"mean log p {m:.4f} nats ({m / d:.4f} nats/dim; negative log-likelihood "

@@ -239,7 +239,7 @@ def _run(sampler, req, out, start, stop, progress, logprob, in_memory, dims):
         if logprob:
             save_npy(logprob, r.logprob)
             click.echo(f"log density of {len(r.samples):,} samples -> {logprob}: "
-                       f"{describe_logp(sampler, r.logprob, r.nfe, req.divergence, req.probes)}", err=True)
+                       f"{describe_logp(sampler, r.logprob, r.nfe, req.divergence, req.probes, req.spec.dim)}", err=True)
         if out:
             save_npy(out, r.samples)
         return r, r.nonfinite

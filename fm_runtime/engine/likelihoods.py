@@ -15,6 +15,17 @@ from . import request
 from .velocity import jvp_fn
 
 
+def valid_logpdf(z: np.ndarray, req: request.Request) -> np.ndarray:
+    """log N(z; 0, I) over the dimensions a mask leaves valid (all of them without a mask): the
+    masked ones are 0 and are not part of the sample."""
+    logp = standard_normal_logpdf(z)
+    mask = req.spec.input("mask")
+    if mask is None:
+        return logp
+    valid = np.broadcast_to(req.inputs[mask["name"]], z.shape).reshape(len(z), -1).sum(1)
+    return logp + 0.5 * (req.spec.dim - valid) * np.log(2 * np.pi)
+
+
 class Likelihoods:
     """Mixed into Sampler: uses its spec, path, tiler, providers, session options and the lazily
     opened divergence session (`_jvp_session` under `_jvp_lock`)."""
@@ -36,7 +47,7 @@ class Likelihoods:
         req = request.likelihood_request(self.spec, self.path, x, steps, solver, labels, guidance, divergence,
                                          probes, probe_seed, schedule, cond, dims)
         z, integral, self._last.nfe = self._solve_divergence(req.start(), req, forward=False)
-        return standard_normal_logpdf(z) - integral
+        return valid_logpdf(z, req) - integral
 
     def _solve_divergence(self, x0, req: request.Request, forward: bool):
         """Solve [x, A] (dA/dt = div v) forward from noise or backward from data x0, in tiles.

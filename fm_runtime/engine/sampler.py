@@ -18,12 +18,11 @@ from ..model.contract import ModelSpec
 from ..model.control import CancelToken, graph_errors, guarded, poll_stop
 from ..model.session import default_model_path, open_model
 from ..solve.adaptive import dopri5
-from ..solve.likelihood import standard_normal_logpdf
 from ..solve.noise import BLOCK, NoiseStream, new_seed, noise_rows
 from ..solve.solvers import get_solver, integrate
 from . import request
 from .backends import Watch, choose_backend
-from .likelihoods import Likelihoods
+from .likelihoods import Likelihoods, valid_logpdf
 from .tiler import DEFAULT_TILE, Tiler, default_tile
 from .velocity import Conditioning, checked, velocity_at, velocity_fn
 
@@ -147,7 +146,7 @@ class Sampler(Likelihoods):
             result = SampleResult(sol.x, sol.nfe)
         elif req.logprob:
             x, integral, calls = self._solve_divergence(x0, req, forward=True)
-            result = SampleResult(x, calls, logprob=standard_normal_logpdf(x0) - integral)
+            result = SampleResult(x, calls, logprob=valid_logpdf(x0, req) - integral)
         elif req.trajectory:
             sol = integrate(velocity_fn(self.session, self.spec, len(x0), cond), x0, req.steps, req.solver,
                             trajectory=True, schedule=req.schedule)

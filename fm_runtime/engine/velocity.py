@@ -127,8 +127,6 @@ def jvp_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Con
     velocity (guidance combines the products linearly, like the velocities)."""
     spec, opts = cond.spec or spec, cond.options or RUN
     rows, fixed, combine, mask = _feed(spec, batch, cond)
-    if mask is not None:
-        raise ModelError(f"{spec.source}: log-likelihoods of a masked model are not available yet")
     names = [NAMES.v, spec.divergence.get("output_jv", NAMES.jv)]
     e_name, x_name, t_name = spec.divergence.get("input_e", NAMES.e), NAMES.x, NAMES.t
     tb = np.empty(rows, np.float32)
@@ -141,4 +139,10 @@ def jvp_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Con
         v, jv = session.run(names, {x_name: np.concatenate([x, x]), t_name: tb, e_name: np.concatenate([e, e]), **fixed},
                             opts)
         return combine(checked(spec, v, rows)), same_shape(spec, combine(jv), e)
-    return jvp
+    if mask is None:
+        return jvp
+
+    def masked(x: np.ndarray, t: float, e: np.ndarray):     # the masked field: v and J e zero outside
+        v, jv = jvp(x, t, e)
+        return v * mask, jv * mask[:, None]
+    return masked

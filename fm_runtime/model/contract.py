@@ -265,8 +265,8 @@ def divergence_problem(spec: ModelSpec, where: str) -> str | None:
     if isinstance(g.get("onnx_base64"), str):
         return None
     if spec.inputs:
-        return (f"{where} takes conditions ({', '.join(i['name'] for i in spec.inputs)}); log-likelihoods of "
-                "conditioned files are not available yet (sampling works)")
+        return (f"{where} takes conditions ({', '.join(i['name'] for i in spec.inputs)}) and carries no divergence "
+                "graph; re-export it with fm-export (which adds one), --add-divergence takes files without conditions")
     if g.get("unsupported_ops"):
         ops = ", ".join(map(str, g["unsupported_ops"]))[:200]
         return (f"{where}: no log-likelihoods for this network: it uses {ops}, which fm-export's divergence "
