@@ -57,6 +57,9 @@ def _symbols(ctx, param, values):
 @click.option("--weights", type=click.Path(dir_okay=False), help="State dict for --module (torch.save file, loaded "
               "with weights_only=True; DDP 'module.' prefixes are stripped).")
 @click.option("--weights-key", help="Entry of a --weights checkpoint that holds the state dict (e.g. ema_model).")
+@click.option("--path", "prob_path", metavar="NAME|JSON",
+              help="The probability path a network trained elsewhere used, recorded in the file: a name (ot, vp, "
+                   "cosine, poly) or JSON such as '{\"name\": \"ot\", \"sigma_min\": 0.0}' [default: unknown].")
 @click.option("--data-shape", callback=_shape, help="Shape of one sample: 2 for points, 1,8,8 for images, "
               "16,T for 16 channels of a length T each request binds.")
 @click.option("--input", "inputs", multiple=True, callback=_pairs("NAME=DTYPE[SHAPE][:ROLE]", "mu=float32[16,T]"),
@@ -99,7 +102,7 @@ def _symbols(ctx, param, values):
 @click.option("--quantize", type=click.Choice(["int8"]), help="int8: dynamic quantisation of the matmuls.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "ort"]), default="onnx", show_default=True,
               help="ort: onnxruntime's mobile format, plus OUT.required_operators.config for reduced builds.")
-def cli(source, out, factory, weights, weights_key, data_shape, inputs, nulls, symbols, time_convention, time_scale,
+def cli(source, out, factory, weights, weights_key, prob_path, data_shape, inputs, nulls, symbols, time_convention, time_scale,
         call, time_shape, num_classes, add_divergence, x_name, t_name, default_solver, default_steps, schedule, bake,
         precision, quantize, fmt):
     """Export a velocity network to ONNX with the fm.* metadata contract (docs/contract.md),
@@ -146,8 +149,8 @@ def cli(source, out, factory, weights, weights_key, data_shape, inputs, nulls, s
     foreign = kind in ("module", "pt2")
     conditioned = bool(inputs or nulls or symbols or time_convention != "noise-at-0" or time_scale != 1.0
                        or (data_shape and any(isinstance(d, str) for d in data_shape)))
-    if not foreign and (weights or weights_key or call or num_classes or time_shape != "B" or conditioned):
-        raise click.UsageError("--weights, --weights-key, --call, --time, --num-classes, --input, --null, --symbol, "
+    if not foreign and (weights or weights_key or prob_path or call or num_classes or time_shape != "B" or conditioned):
+        raise click.UsageError("--weights, --weights-key, --path, --call, --time, --num-classes, --input, --null, --symbol, "
                                "--time-convention, --time-scale and a symbolic --data-shape describe a network "
                                "trained elsewhere (--module or a .pt2 program); an fm-train checkpoint knows them")
     if kind == "onnx" or add_divergence:
@@ -160,14 +163,13 @@ def cli(source, out, factory, weights, weights_key, data_shape, inputs, nulls, s
         from .foreign import load_factory, load_program, load_weights
         from .onnx_export import export_velocity
         net = load_factory(factory) if factory else load_program(source)
-        if weights:
-            load_weights(net, weights, weights_key)
-        what = factory or source
+        took = load_weights(net, weights, weights_key) if weights else None
+        what = (factory or source) + (f" with {weights}" + (f"[{took}]" if took else "") if weights else "")
         extra = dict(inputs=inputs, nulls=nulls, symbols=symbols, time_convention=time_convention,
                      time_scale=time_scale) if conditioned else {}
         r = export_velocity(net, out, data_shape=data_shape, call=call or "x,t", time=time_shape,
-                            num_classes=num_classes, architecture={"type": "external", "source": what},
-                            **variants, **extra)
+                            num_classes=num_classes, architecture={"type": "external", "source": factory or source},
+                            path=_prob_path(prob_path), **variants, **extra)
     elif kind == "torch":
         from .onnx_export import export_checkpoint
         what = source
@@ -183,6 +185,20 @@ def cli(source, out, factory, weights, weights_key, data_shape, inputs, nulls, s
     if r.variant and "vs_fp32" in r.variant:
         from fm_runtime.model.contract import describe_variant
         click.echo(f"variant {describe_variant(r.variant)}", err=True)
+
+
+def _prob_path(text: str | None) -> dict | None:
+    """--path as the fm.path value: a name or a JSON object with one."""
+    if text is None:
+        return None
+    import json
+    try:
+        value = json.loads(text) if text.lstrip().startswith("{") else {"name": text}
+    except ValueError as e:
+        raise click.BadParameter(f"not a name or a JSON object ({e})", param_hint="--path") from None
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"]:
+        raise click.BadParameter("give a name (ot, vp, ...) or a JSON object with a name", param_hint="--path")
+    return value
 
 
 def _add_divergence(source, out, kind, flag, data_shape, x_name, t_name):

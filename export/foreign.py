@@ -50,8 +50,10 @@ def load_factory(spec: str) -> torch.nn.Module:
     return net
 
 
-def load_weights(net: torch.nn.Module, path: str, key: str | None = None) -> None:
-    """Load a state dict saved with torch.save (weights_only: no code runs) into net, strictly."""
+def load_weights(net: torch.nn.Module, path: str, key: str | None = None) -> str | None:
+    """Load a state dict saved with torch.save (weights_only: no code runs) into net, strictly.
+    Returns the checkpoint entry it took (key, or the one found among WEIGHT_KEYS; None: the
+    file is the state dict itself)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -67,7 +69,8 @@ def load_weights(net: torch.nn.Module, path: str, key: str | None = None) -> Non
         if len(found) != 1:
             raise ExportError(f"--weights {path}: holds {', '.join(map(str, obj))}; choose the state dict "
                               "with --weights-key")
-        obj = obj[found[0]]
+        key = found[0]
+        obj = obj[key]
     if not isinstance(obj, dict):
         raise ExportError(f"--weights {path}: expected a state dict, found {type(obj).__name__}")
     if obj and all(str(k).startswith("module.") for k in obj):   # saved from DistributedDataParallel
@@ -77,6 +80,7 @@ def load_weights(net: torch.nn.Module, path: str, key: str | None = None) -> Non
     except RuntimeError as e:
         msg = " ".join(str(e).split())
         raise ExportError(f"--weights {path} do not fit the network: {msg[:300]}") from None
+    return key
 
 
 class _Program(torch.nn.Module):

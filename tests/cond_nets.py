@@ -77,3 +77,23 @@ def make_transformer() -> nn.Module:
 def make_action_expert() -> nn.Module:
     torch.manual_seed(2)
     return ActionExpert().eval()
+
+
+class EncoderField(nn.Module):
+    """A velocity on [tokens, dim] built on torch's nn.TransformerEncoder (whose CPU attention
+    kernel torch cannot differentiate forward: the export's divergence check uses the math one)."""
+
+    def __init__(self, dim: int = 4, width: int = 16):
+        super().__init__()
+        self.inp, self.time = nn.Linear(dim, width), nn.Linear(1, width)
+        layer = nn.TransformerEncoderLayer(width, 2, 32, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.out = nn.Linear(width, dim)
+
+    def forward(self, x, t):
+        return self.out(self.enc(self.inp(x) + self.time(t[:, None])[:, None, :]))
+
+
+def make_encoder_field() -> nn.Module:
+    torch.manual_seed(3)
+    return EncoderField().eval()

@@ -302,3 +302,13 @@ console.log(refused);
     print(f"JavaScript vs Python: max |diff| {np.abs(got - want).max():.2e}")
     assert np.abs(got - want).max() <= 1e-5
     assert lines[1] == "UsageError"
+
+
+def test_a_transformer_encoder_exports_with_log_likelihoods(tmp_path):
+    """torch's nn.TransformerEncoder exports with its divergence graph (checked against torch's
+    autodiff under the math attention kernel), and log p runs."""
+    r = export_velocity(cond_nets.make_encoder_field(), tmp_path / "enc.onnx", data_shape=[6, 4])
+    assert r.divergence.startswith("yes"), r.divergence
+    s = fm_runtime.load(tmp_path / "enc.onnx")
+    x = s.sample(4, seed=0, steps=4)
+    assert np.isfinite(s.log_prob(x, steps=4, divergence="exact")).all()
