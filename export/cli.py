@@ -71,6 +71,13 @@ def _symbols(ctx, param, values):
               help="What classifier-free guidance replaces a condition with: NAME=zeros. Repeatable.")
 @click.option("--symbol", "symbols", multiple=True, callback=_symbols, metavar="NAME=MIN:MAX[:MULTIPLE]",
               help="Bounds of a symbol of the shapes, e.g. T=4:1024:4 (a request outside them is refused).")
+@click.option("--condition-module", metavar="PKG.MOD:FACTORY",
+              help="A condition stage: FACTORY() builds the nn.Module run once per request that makes some of the "
+                   "inputs (--condition-output) from what a request gives (--condition-input).")
+@click.option("--condition-input", "condition_inputs", multiple=True, callback=_pairs("NAME=DTYPE[SHAPE]", "tokens=int64[L]"),
+              help="An input of the condition stage, e.g. tokens=int64[L]. Repeatable.")
+@click.option("--condition-output", "condition_outputs", multiple=True, metavar="NAME",
+              help="An --input the condition stage makes, in the order it returns them. Repeatable.")
 @click.option("--time-convention", type=click.Choice(["noise-at-0", "noise-at-1"]), default="noise-at-0",
               show_default=True, help="noise-at-1: the network was trained with noise at t = 1 (pi0, SD3, Flux); "
               "the file keeps t = 0 as noise and negates the velocity.")
@@ -102,7 +109,8 @@ def _symbols(ctx, param, values):
 @click.option("--quantize", type=click.Choice(["int8"]), help="int8: dynamic quantisation of the matmuls.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "ort"]), default="onnx", show_default=True,
               help="ort: onnxruntime's mobile format, plus OUT.required_operators.config for reduced builds.")
-def cli(source, out, factory, weights, weights_key, prob_path, data_shape, inputs, nulls, symbols, time_convention, time_scale,
+def cli(source, out, factory, weights, weights_key, prob_path, data_shape, inputs, nulls, symbols, condition_module,
+        condition_inputs, condition_outputs, time_convention, time_scale,
         call, time_shape, num_classes, add_divergence, x_name, t_name, default_solver, default_steps, schedule, bake,
         precision, quantize, fmt):
     """Export a velocity network to ONNX with the fm.* metadata contract (docs/contract.md),
@@ -147,7 +155,7 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
                                "or --module PKG.MOD:FACTORY")
     kind = sniff(source) if source else "module"
     foreign = kind in ("module", "pt2")
-    conditioned = bool(inputs or nulls or symbols or time_convention != "noise-at-0" or time_scale != 1.0
+    conditioned = bool(inputs or nulls or symbols or condition_module or time_convention != "noise-at-0" or time_scale != 1.0
                        or (data_shape and any(isinstance(d, str) for d in data_shape)))
     if not foreign and (weights or weights_key or prob_path or call or num_classes or time_shape != "B" or conditioned):
         raise click.UsageError("--weights, --weights-key, --path, --call, --time, --num-classes, --input, --null, --symbol, "
@@ -167,6 +175,11 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
         what = (factory or source) + (f" with {weights}" + (f"[{took}]" if took else "") if weights else "")
         extra = dict(inputs=inputs, nulls=nulls, symbols=symbols, time_convention=time_convention,
                      time_scale=time_scale) if conditioned else {}
+        if condition_module or condition_inputs or condition_outputs:
+            if not (condition_module and condition_inputs and condition_outputs):
+                raise click.UsageError("a condition stage needs --condition-module, --condition-input and --condition-output")
+            extra["condition"] = {"module": load_factory(condition_module), "inputs": condition_inputs,
+                                  "outputs": list(condition_outputs)}
         r = export_velocity(net, out, data_shape=data_shape, call=call or "x,t", time=time_shape,
                             num_classes=num_classes, architecture={"type": "external", "source": factory or source},
                             path=_prob_path(prob_path), **variants, **extra)

@@ -35,14 +35,14 @@ from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 from . import variants
 from .adapters import VelocityAdapter, check_adapter
 from .bake import BakedSampler, fast_elu, parse_bake
-from .checks import add_selftest, check_proto, example_inputs
+from .checks import add_selftest, check_proto
 from .errors import ExportError
 from .jvp import divergence_graph
 from .signature import Signature
+from .stage import export_stage, stage_inputs
+from .verify import _OUTPUTS, VERIFY_BATCHES, _feed, _jvp_reference, _structured, verify_against_torch
 
 OPSET = 20                      # the opset every exported file declares
-VERIFY_BATCHES = (1, 7, 256)    # batch sizes the export is checked at
-VERIFY_ATOL = 1e-4              # max |onnxruntime - torch| allowed, scaled by max(1, |v|)
 
 
 @dataclass
@@ -58,7 +58,6 @@ class ExportReport:
     warnings: list[str] = field(default_factory=list)
 
 
-_OUTPUTS = {"velocity": [NAMES.v], "baked": [NAMES.samples], "jvp": [NAMES.v, NAMES.jv]}
 
 
 def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], kind: str = "velocity",
@@ -79,84 +78,6 @@ def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], kind: str = "
         raise ExportError(f"torch.onnx could not export the network ({type(e).__name__}: {one_line(e)}); "
                           "a network that torch.export can trace with a dynamic batch exports") from None
     return program.model_proto
-
-
-def _feed(data_shape, kind: str, b: int, rng, num_classes: int, sig: Signature | None, which: int = 0,
-          one_time: bool = False):
-    """(example feed for b rows, torch.export's dynamic shapes for it): x, t[, y], then the extra
-    inputs of `sig` at its `which`-th binding of the symbols."""
-    sizes = sig.sizes(which) if sig else {}
-    concrete = sig.concrete(data_shape, sizes) if sig else data_shape
-    feed = example_inputs(concrete, kind, b, rng, num_classes, one_time=one_time)
-    if sig:
-        feed.update(sig.examples(b, rng, sizes))
-    batch = torch.export.Dim("batch")
-    dims = {name: torch.export.Dim(name) for name in (sig.symbols if sig else {})}
-    shapes = {NAMES.x: data_shape, **({i["name"]: i["shape"] for i in sig.inputs} if sig else {})}
-    dynamic = {k: {0: batch, **{a + 1: dims[d] for a, d in enumerate(shapes.get(k, ())) if isinstance(d, str)}}
-               for k in feed}
-    return feed, dynamic
-
-
-def _structured(dynamic: dict, kind: str) -> tuple:
-    """The dynamic shapes in the structure of the module's arguments: (z,) for a baked sampler,
-    (x, t, (y and the extra inputs...)) for the adapter's forward(x, t, *rest)."""
-    shapes = list(dynamic.values())
-    if kind == "baked" or len(shapes) == 2:
-        return tuple(shapes)
-    return shapes[0], shapes[1], tuple(shapes[2:])
-
-
-def _jvp_reference(velocity: torch.nn.Module, labelled: bool = False):
-    """(x, t, [y,] e[, extras...]) -> (v, J e) by torch's own forward-mode autodiff (reverse-over-
-    reverse where a module does not support forward mode): what the divergence graph is checked
-    against (the feed order of _feed: labels before the tangents, extra inputs after them)."""
-    def run(x, t, *rest):
-        y, e, extras = (rest[0], rest[1], rest[2:]) if labelled else (None, rest[0], rest[1:])
-        before = ((y,) if y is not None else ()) + tuple(extras)
-        f = lambda xx: velocity(xx, t, *before)   # noqa: E731
-        # attention under the math kernel: CPU flash attention has no forward- or double-backward
-        # derivative (nn.MultiheadAttention, nn.TransformerEncoder); the values are the same
-        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-            try:
-                jvs = [torch.func.jvp(f, (x,), (e[:, k],))[1] for k in range(e.shape[1])]
-            except Exception:
-                try:
-                    with torch.enable_grad():
-                        jvs = [torch.autograd.functional.jvp(f, x, e[:, k])[1] for k in range(e.shape[1])]
-                except Exception as err:
-                    raise ExportError(f"the divergence graph cannot be checked: torch cannot differentiate the "
-                                      f"network ({type(err).__name__}: {one_line(err)})") from None
-        return f(x), torch.stack(jvs, 1)
-    return run
-
-
-def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
-                         batches=VERIFY_BATCHES, atol: float = VERIFY_ATOL, seed: int = 0,
-                         kind: str = "velocity", num_classes: int = 0, one_time: bool = False,
-                         sig: Signature | None = None) -> float:
-    """Run the ONNX bytes in onnxruntime and the torch module (or function) on the same random
-    inputs (with `sig`: a different binding of its symbols at each batch size); return the
-    largest abs difference over all outputs, or raise ExportError if any exceeds
-    atol * max(1, |torch|)."""
-    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(seed)
-    worst = 0.0
-    for which, b in enumerate(batches):
-        feed = _feed(data_shape, kind, b, rng, num_classes, sig, which, one_time)[0]
-        with torch.no_grad():
-            refs = module(*(torch.from_numpy(v) for v in feed.values()))
-        refs = [r.detach().numpy() for r in (refs if isinstance(refs, tuple) else (refs,))]
-        for name, got, ref in zip(_OUTPUTS[kind], sess.run(None, feed), refs):
-            if got.shape != ref.shape:
-                raise ExportError(f"export check failed: onnxruntime output {name} has shape {list(got.shape)}, "
-                                  f"torch {list(ref.shape)} at batch {b}")
-            diff = np.abs(got - ref)
-            worst = max(worst, float(diff.max()))
-            if not np.all(diff <= atol * np.maximum(1.0, np.abs(ref))):
-                raise ExportError(f"export check failed: onnxruntime and torch differ by {float(diff.max()):.3g} "
-                                  f"(allowed {atol:g}) in output {name} at batch {b}; no file written")
-    return worst
 
 
 def _make_variant(proto: onnx.ModelProto, fp32: bytes, reference, data_shape, kind: str,
@@ -222,7 +143,7 @@ def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape,
 def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: str | Callable = "x,t",
                     time: str = "B", num_classes: int = 0, path: dict | None = None,
                     inputs: dict | list | None = None, symbols: dict | None = None, nulls: dict | None = None,
-                    time_convention: str = "noise-at-0", time_scale: float = 1.0,
+                    time_convention: str = "noise-at-0", time_scale: float = 1.0, condition: dict | None = None,
                     default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
                     default_schedule=None, bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
                     fmt: str = "onnx", divergence: bool = True, training: dict | None = None,
@@ -245,20 +166,21 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     where `call` names them ("x,mask,mu,t,spks"), roles condition (default), mask, guidance,
     static; symbols {"T": {"min", "max", "multiple_of"}} bound them; nulls {"mu": "zeros"} are what
     guidance replaces a condition with. time_convention "noise-at-1" / time_scale (1000) adapt
-    nets trained with noise at t = 1 and/or scaled time. Raises ExportError (exit code 8) with
-    one line."""
+    nets trained with noise at t = 1 and/or scaled time. condition {"module", "inputs": {"tokens":
+    "int64[L]"}, "outputs": ["mu", ...]}: a condition stage, run once per request, that makes those
+    inputs from what a request gives. Raises ExportError (exit code 8) with one line."""
     clock = time_module()
     if precision not in ("fp32", "fp16") or quantize not in (None, "int8") or fmt not in ("onnx", "ort"):
         raise ExportError(f"unsupported variant: precision={precision}, quantize={quantize}, format={fmt}")
-    sig = None
+    sig, stage_items = None, stage_inputs(condition) if condition else []
     if inputs or symbols or _names_symbols(data_shape):
-        sig = Signature.of(data_shape, inputs, symbols, nulls)
+        sig = Signature.of(data_shape, inputs, symbols, nulls, extra_shapes=[i["shape"] for i in stage_items])
         data_shape = sig.data_shape
         if bake or num_classes or precision != "fp32" or quantize or fmt != "onnx":
             raise ExportError("a conditioned export (inputs or symbols) is a float32 velocity .onnx file: no --bake, "
                               "class labels, fp16, int8 or ort format yet")
-    elif nulls:
-        raise ExportError("nulls name inputs; declare them with inputs")
+    elif nulls or condition:
+        raise ExportError("nulls and a condition stage name inputs; declare them with inputs")
     else:
         data_shape = _check_shape(data_shape)
     if path is not None and (not isinstance(path, dict) or not isinstance(path.get("name"), str)):
@@ -300,7 +222,8 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         architecture=architecture, baked=baked, num_classes=num_classes, value_range=value_range,
         divergence=div_meta, producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),
                                        "onnx": onnx.__version__, "opset": OPSET},
-        **(dict(zip(("inputs", "symbols"), sig.metadata())) if sig else {}))
+        **(dict(zip(("inputs", "symbols"), sig.metadata())) if sig else {}),
+        stage=export_stage(condition, stage_items, sig, OPSET) if condition else None)
     write_metadata(proto.metadata_props, meta)
     data = check_proto(proto)
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])

@@ -65,7 +65,8 @@ class Signature:
     symbols: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, data_shape, inputs=None, symbols=None, nulls=None) -> "Signature":
+    def of(cls, data_shape, inputs=None, symbols=None, nulls=None, extra_shapes=()) -> "Signature":
+        """extra_shapes: shapes of a condition stage's inputs, whose symbols are declared here too."""
         shape = parse_shape(data_shape)
         items = [parse_input(k, v) for k, v in (inputs or {}).items()] if isinstance(inputs, dict) else \
             [parse_input(i["name"], i) for i in (inputs or [])]
@@ -81,7 +82,8 @@ class Signature:
             if item["name"] in reserved or sum(i["name"] == item["name"] for i in items) > 1:
                 raise ExportError(f"input {item['name']}: the name is taken (x, t, y and every other input "
                                   "name the graph's inputs)")
-        used = [d for d in shape if isinstance(d, str)] + [d for i in items for d in i["shape"] if isinstance(d, str)]
+        used = [d for d in shape if isinstance(d, str)] + [d for i in items for d in i["shape"] if isinstance(d, str)] + \
+            [d for extra in extra_shapes for d in extra if isinstance(d, str)]
         bounds = {s: dict((symbols or {}).get(s, {})) for s in dict.fromkeys(used)}
         unknown = sorted(set(symbols or {}) - set(bounds))
         if unknown:

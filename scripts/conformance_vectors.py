@@ -38,12 +38,20 @@ COND_INPUTS = [{"name": "mu", "dtype": "float32", "shape": [4, "T"], "role": "co
                {"name": "mask", "dtype": "float32", "shape": [1, "T"], "role": "mask"},
                {"name": "spks", "dtype": "float32", "shape": [3], "role": "condition", "null": "zeros"}]
 COND = build_metadata(data_shape=[4, "T"], path={"name": "ot"}, inputs=COND_INPUTS,
-                      symbols={"T": {"min": 4, "max": 512, "multiple_of": 4}})
+                      symbols={"T": {"min": 4, "max": 512, "multiple_of": 4}, "L": {"max": 128}})
 COND_IO = ({"x": {"type": "tensor(float)", "shape": ["batch", 4, "T"]}, "t": {"type": "tensor(float)", "shape": ["batch"]},
             "mu": {"type": "tensor(float)", "shape": ["batch", 4, "T"]},
             "mask": {"type": "tensor(float)", "shape": ["batch", 1, "T"]},
             "spks": {"type": "tensor(float)", "shape": ["batch", 3]}},
            {"v": {"type": "tensor(float)", "shape": ["batch", 4, "T"]}})
+
+
+def stage_with(**change) -> str:
+    """An fm.condition_stage for the conditioned file (tokens [L] -> mu, mask), with fields changed
+    (None removes one); the graph bytes are a placeholder: the reader checks the declaration first."""
+    stage = {"onnx_base64": "AAAA", "inputs": [{"name": "tokens", "dtype": "int64", "shape": ["L"]}],
+             "outputs": ["mu", "mask"], **change}
+    return json.dumps({k: v for k, v in stage.items() if v is not None})
 
 
 def inputs_with(i: int, **change) -> str:
@@ -153,7 +161,7 @@ def metadata_cases() -> list[dict]:
              error="ModelError", key=None, field="x"),
         case("a conditioned file", base=COND, io=COND_IO,
              spec={"kind": "velocity", "format_version": 4, "data_shape": [4, "T"],
-                   "symbols": {"T": {"min": 4, "max": 512, "multiple_of": 4}}}),
+                   "symbols": {"T": {"min": 4, "max": 512, "multiple_of": 4}, "L": {"max": 128}}}),
         case("a symbol nobody declares", {"symbols": "{}"}, base=COND, io=COND_IO, error="ModelError",
              key="fm.symbols", field="T"),
         case("a symbol bound the wrong way round", {"symbols": '{"T": {"min": 9, "max": 4}}'}, base=COND, io=COND_IO,
@@ -187,6 +195,18 @@ def metadata_cases() -> list[dict]:
         case("an input of another size in the graph", base=COND,
              io=({**COND_IO[0], "spks": {"type": "tensor(float)", "shape": ["batch", 5]}}, COND_IO[1]),
              error="ModelError", key=None, field="spks"),
+        case("a stage that provides an undeclared input", {"condition_stage": stage_with(outputs=["mu", "pitch"])},
+             base=COND, io=COND_IO, error="ModelError", key="fm.condition_stage", field="outputs[1]"),
+        case("a stage input named like a condition", {"condition_stage": stage_with(inputs=[
+            {"name": "spks", "dtype": "int64", "shape": ["L"]}])}, base=COND, io=COND_IO, error="ModelError",
+             key="fm.condition_stage", field="inputs[0].name"),
+        case("a stage input with an undeclared symbol", {"condition_stage": stage_with(inputs=[
+            {"name": "tokens", "dtype": "int64", "shape": ["N"]}])}, base=COND, io=COND_IO, error="ModelError",
+             key="fm.condition_stage", field="inputs[0].shape"),
+        case("a stage without its graph", {"condition_stage": stage_with(onnx_base64=None)}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.condition_stage", field="onnx_base64"),
+        case("a stage that provides nothing", {"condition_stage": stage_with(outputs=7)}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.condition_stage", field="outputs"),
         case("no metadata: the graph tells", base={}, spec={"kind": "velocity", "data_shape": [2], "format_version": None}),
         case("no metadata and no static shape", base={},
              io=({"x": {"type": "tensor(float)", "shape": ["batch", "d"]}, "t": VELOCITY_IO[0]["t"]},

@@ -97,3 +97,22 @@ class EncoderField(nn.Module):
 def make_encoder_field() -> nn.Module:
     torch.manual_seed(3)
     return EncoderField().eval()
+
+
+class TokenStage(nn.Module):
+    """A TTS-style condition stage: token ids [B, L] -> mu [B, 4, 2L] (each token's embedding held
+    for two frames) and a mask [B, 1, 2L] of ones: the frames T = 2L come from the stage."""
+
+    def __init__(self, vocab: int = 8, channels: int = 4):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, channels)
+
+    def forward(self, tokens):
+        e = self.emb(tokens).transpose(1, 2)                                # [B, C, L]
+        mu = e[:, :, :, None].expand(-1, -1, -1, 2).reshape(e.shape[0], e.shape[1], -1)
+        return mu, torch.ones_like(mu[:, :1])
+
+
+def make_token_stage() -> nn.Module:
+    torch.manual_seed(4)
+    return TokenStage().eval()

@@ -312,3 +312,37 @@ def test_a_transformer_encoder_exports_with_log_likelihoods(tmp_path):
     s = fm_runtime.load(tmp_path / "enc.onnx")
     x = s.sample(4, seed=0, steps=4)
     assert np.isfinite(s.log_prob(x, steps=4, divergence="exact")).all()
+
+
+def test_a_condition_stage_runs_once_per_request(tmp_path):
+    """A file with a condition stage (token ids -> mu and mask, T = 2L): a request that gives the
+    tokens runs the stage exactly once, for every solver and with guidance, and samples what the
+    stage's outputs given directly sample; log p takes the tokens too."""
+    net, stage = cond_nets.make_estimator(), cond_nets.make_token_stage()
+    export_velocity(net, tmp_path / "tts.onnx", data_shape="4,T", call="x,mask,mu,t,spks",
+                    inputs={"mu": "float32[4,T]", "mask": "float32[1,T]:mask", "spks": "float32[3]"},
+                    nulls={"mu": "zeros", "spks": "zeros"}, symbols={"T": {"min": 2, "max": 512}, "L": {"min": 1, "max": 256}},
+                    condition={"module": stage, "inputs": {"tokens": "int64[L]"}, "outputs": ["mu", "mask"]})
+    s = fm_runtime.load(tmp_path / "tts.onnx")
+    assert s.spec.stage["outputs"] == ["mu", "mask"] and s.stage_calls == 0
+    tokens = np.array([[1, 5, 2, 7, 0], [3, 3, 1, 0, 6]], np.int64)
+    spks = np.array([0.3, -1.0, 0.5], np.float32)
+    with torch.no_grad():
+        mu, mask = (a.numpy() for a in stage(torch.from_numpy(tokens)))
+    z = np.random.default_rng(0).standard_normal((2, 4, 10)).astype(np.float32)
+    calls = 0
+    for solver in sorted(SOLVERS):
+        for w in (1.0, 2.0):
+            got = s.sample(noise=z, cond={"tokens": tokens, "spks": spks}, solver=solver, steps=3, guidance=w)
+            calls += 1
+            assert s.stage_calls == calls
+            want = s.sample(noise=z, cond={"mu": mu, "mask": mask, "spks": spks}, solver=solver, steps=3, guidance=w)
+            assert s.stage_calls == calls and np.array_equal(got, want)
+    one = s.sample(3, cond={"tokens": tokens[0], "spks": spks}, seed=0)      # one prompt for every row
+    assert one.shape == (3, 4, 10) and s.stage_calls == calls + 1
+    lp = s.log_prob(want, cond={"tokens": tokens, "spks": spks})
+    assert np.allclose(lp, s.log_prob(want, cond={"mu": mu, "mask": mask, "spks": spks}))
+    with pytest.raises(fm_runtime.UsageError, match="comes from the condition stage"):
+        s.sample(2, cond={"tokens": tokens, "mu": mu, "spks": spks})
+    with pytest.raises(fm_runtime.InputError, match="must be int64"):
+        s.sample(2, cond={"tokens": tokens.astype(np.float32), "spks": spks})

@@ -121,8 +121,10 @@ def info(model, as_json, dim, x_name, t_name):
               {"x": spec.x_name, "t": spec.t_name + ("[B,1]" if spec.t_rank == 2 else "[B]")})
     if spec.num_classes and not s.baked:
         inputs["y"] = f"{spec.y_name}[B] int64"
+    staged = spec.stage.get("outputs", [])
     for item in spec.inputs:      # contract version 4: what --cond gives (or the runtime makes)
         made = {"mask": ", all ones when not given", "guidance": ", the --guidance weight"}.get(item["role"], "")
+        made += ", or from the condition stage" if item["name"] in staged else ""
         inputs[item["name"]] = (f"{item['dtype']}[B, {', '.join(map(str, item['shape']))}] {item['role']}"
                                 + (f", null {item['null']}" if item.get("null") else "") + made)
     d = {
@@ -132,6 +134,9 @@ def info(model, as_json, dim, x_name, t_name):
         "data_shape": list(spec.data_shape),
         **({"symbols": {k: _bounds(b) for k, b in spec.symbols.items()}} if spec.symbols else {}),
         "inputs": inputs,
+        **({"condition_stage": ", ".join(f"{i['name']} {i['dtype']}[{', '.join(map(str, i['shape']))}]"
+                                         for i in spec.stage["inputs"]) + f" -> {', '.join(staged)}, once per request"}
+           if spec.stage else {}),
         "output": spec.out_name if s.baked else spec.v_name, "prediction": spec.prediction, "path": spec.prob_path,
         "default_solver": spec.default_solver, "default_steps": spec.default_steps,
         "default_schedule": spec.default_schedule,

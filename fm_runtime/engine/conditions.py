@@ -123,3 +123,51 @@ def _describe(item: dict) -> str:
     return f"{item['dtype']} [{_dims(item['shape'])}], role {item['role']}"
 
 
+
+
+def through_stage(spec: ModelSpec, where: str, cond: dict | None, run) -> dict | None:
+    """The request's conditions with the condition stage's inputs (token ids, observations, ...)
+    replaced by what the stage makes of them: `run(feed) -> outputs` runs the stage's graph once
+    for the whole request. Inputs given without the batch axis run as one row and their outputs
+    apply to every row; with it, each row gets its own. Without the stage's inputs the request
+    gives the stage's outputs itself, and nothing runs."""
+    stage = spec.stage
+    names = [i["name"] for i in stage.get("inputs", ())]
+    if not cond or not any(k in cond for k in names):
+        return cond
+    missing = [k for k in names if k not in cond]
+    if missing:
+        raise usage("cond", f"{where}: the condition stage needs {', '.join(names)}; {missing[0]!r} is missing", missing[0])
+    both = [k for k in stage["outputs"] if k in cond]
+    if both:
+        raise usage("cond", f"{where}: {both[0]!r} comes from the condition stage; give the stage's inputs "
+                    f"({', '.join(names)}) or {both[0]!r}, not both", both[0])
+    feed, batched = {}, None
+    for item in stage["inputs"]:
+        name, arr = item["name"], np.asarray(cond[item["name"]])
+        kinds = "iu" if item["dtype"] == "int64" else "fiu"
+        if arr.dtype.kind not in kinds or arr.dtype == bool:
+            raise bad_input("cond", f"condition {name!r} must be {item['dtype']}, got dtype {arr.dtype}", name)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise bad_input("cond", f"condition {name!r} contains NaN or Inf", name)
+        has_rows = arr.ndim == len(item["shape"]) + 1
+        if not has_rows and arr.ndim != len(item["shape"]):
+            raise bad_input("cond", f"condition {name!r} has shape {list(arr.shape)}; expected [{_dims(item['shape'])}] "
+                            f"or [n, {_dims(item['shape'])}]", name)
+        if batched is not None and batched != has_rows:
+            raise usage("cond", "the condition stage's inputs must all have the batch axis or none", name)
+        batched = has_rows
+        arr = arr if has_rows else arr[None]
+        for got, want in zip(arr.shape[1:], item["shape"]):
+            bounds = spec.symbols.get(want, {}) if isinstance(want, str) else None
+            if bounds is None and got != want:
+                raise bad_input("cond", f"condition {name!r} has shape {list(arr.shape)}, expected [{_dims(item['shape'])}]", name)
+            if bounds is not None and (not bounds.get("min", 1) <= got <= bounds.get("max", MAX_SYMBOL)
+                                       or got % bounds.get("multiple_of", 1)):
+                raise usage("dims", f"{want} = {got} is outside what {where} takes", want)
+        feed[name] = np.ascontiguousarray(arr, np.int64 if item["dtype"] == "int64" else np.float32)
+    outputs = run(feed)
+    made = {k: v for k, v in cond.items() if k not in names}
+    for name, out in zip(stage["outputs"], outputs):
+        made[name] = out if batched else out[0]
+    return made

@@ -45,7 +45,7 @@ class Likelihoods:
         field with guidance != 1. `schedule`, `cond` and `dims` as in sample(); the schedule is
         visited backwards."""
         req = request.likelihood_request(self.spec, self.path, x, steps, solver, labels, guidance, divergence,
-                                         probes, probe_seed, schedule, cond, dims)
+                                         probes, probe_seed, schedule, self.through_stage(cond), dims)
         z, integral, self._last.nfe = self._solve_divergence(req.start(), req, forward=False)
         return valid_logpdf(z, req) - integral
 

@@ -15,13 +15,14 @@ import onnxruntime as ort
 
 from ..errors import UsageError
 from ..model.contract import ModelSpec
-from ..model.control import CancelToken, graph_errors, guarded, poll_stop
-from ..model.session import default_model_path, open_model
+from ..model.control import RUN, CancelToken, graph_errors, guarded, poll_stop
+from ..model.session import default_model_path, open_model, open_stage
 from ..solve.adaptive import dopri5
 from ..solve.noise import BLOCK, NoiseStream, new_seed, noise_rows
 from ..solve.solvers import get_solver, integrate
 from . import request
 from .backends import Watch, choose_backend
+from .conditions import through_stage
 from .likelihoods import Likelihoods, valid_logpdf
 from .tiler import DEFAULT_TILE, Tiler, default_tile
 from .velocity import Conditioning, checked, velocity_at, velocity_fn
@@ -63,6 +64,8 @@ class Sampler(Likelihoods):
         self.tiler = Tiler(tile, workers)
         self.auto_tile = auto_tile and spec.symbolic      # rows per tile from each request's bound shape
         self._jvp_session: ort.InferenceSession | None = None
+        self._stage_session: ort.InferenceSession | None = None
+        self.stage_calls = 0                  # condition-stage runs, one per request that needs one
         self._jvp_lock = threading.Lock()
         self._last = threading.local()
 
@@ -113,8 +116,22 @@ class Sampler(Likelihoods):
     def request(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
                 seed: int | None = None, noise: np.ndarray | None = None, **options) -> request.Request:
         """The checked Request that run() would solve (the model's defaults applied), without
-        solving it: for callers that size or describe work first (fm-run does)."""
+        solving it: for callers that size or describe work first (fm-run does). A file with a
+        condition stage runs it here, once, when the request gives the stage's inputs."""
+        options["cond"] = self.through_stage(options.get("cond"))
         return request.sampling_request(self.spec, self.path, n, steps, solver, seed, noise, **options)
+
+    @guarded
+    def through_stage(self, cond: dict | None) -> dict | None:
+        """The conditions with the condition stage's inputs replaced by its outputs (see
+        conditions.through_stage); counts its runs in `stage_calls`."""
+        def run(feed: dict) -> list:
+            with self._jvp_lock:
+                if self._stage_session is None:
+                    self._stage_session = open_stage(self.spec, self.path, self.providers, self.session_options)
+                self.stage_calls += 1
+            return self._stage_session.run(self.spec.stage["outputs"], feed, RUN)
+        return through_stage(self.spec, self.path, cond, run) if self.spec.stage else cond
 
     @guarded
     def run(self, n: int | None = None, steps: int | None = None, solver: str | None = None,

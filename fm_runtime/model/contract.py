@@ -15,6 +15,7 @@ from ..errors import ModelError
 from ..solve.schedules import parse_schedule
 from ..solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe
 from . import schema
+from .extra_inputs import read_conditions, read_stage, refuse
 from .graph_io import check_graph, io_table, plain_spec
 from .spec import NAMES, ModelSpec
 
@@ -33,7 +34,7 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
                    default_schedule=None, training: dict | None = None, architecture: dict | None = None,
                    producer: dict | None = None, baked: dict | None = None, num_classes: int = 0,
                    value_range: list | None = None, divergence: dict | None = None,
-                   inputs: list[dict] | None = None, symbols: dict | None = None,
+                   inputs: list[dict] | None = None, symbols: dict | None = None, stage: dict | None = None,
                    graph_names: tuple[str, str, str] = (NAMES.x, NAMES.t, NAMES.v)) -> dict[str, str]:
     """The fm.* metadata_props of a model file (values JSON-encoded). With `baked`
     ({"solver", "steps"}) the file is a baked sampler with input z and output x. num_classes > 0:
@@ -62,6 +63,8 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
     if inputs or symbols:
         values.update(format_version=4, inputs=[dict(i, shape=list(i["shape"])) for i in inputs or []],
                       symbols=symbols or {})
+    if stage:
+        values["condition_stage"] = stage
     if value_range:
         values["value_range"] = [float(v) for v in value_range]
     if divergence:
@@ -82,11 +85,6 @@ def _value(where: str, key: str, raw: str):
         raise ModelError(f"{where}: metadata {PREFIX}{key} {schema.describe(problem)}", key=PREFIX + key,
                          field=problem[0])
     return value
-
-
-def _refuse(where: str, key: str, what: str, field: str = "") -> ModelError:
-    """A metadata value that fits its schema but not the rest of the file or this runtime."""
-    return ModelError(f"{where}: {what}", key=PREFIX + key, field=field)
 
 
 def with_divergence(metadata: dict[str, str], divergence: dict) -> dict[str, str]:
@@ -120,7 +118,7 @@ def _decode(where: str, metadata: dict[str, str], kind: str) -> dict[str, Any]:
         raw = metadata.get(PREFIX + key)
         if raw is None:
             if kind in entry["required_for"]:
-                raise _refuse(where, key, f"metadata key {PREFIX + key} is missing")
+                raise refuse(where, key, f"metadata key {PREFIX + key} is missing")
             continue
         out[key] = _value(where, key, raw)
     return out
@@ -129,11 +127,11 @@ def _decode(where: str, metadata: dict[str, str], kind: str) -> dict[str, Any]:
 def _decode_kind(where: str, metadata: dict[str, str]) -> str:
     raw = metadata.get(PREFIX + "kind")
     if raw is None:
-        raise _refuse(where, "kind", f"metadata key {PREFIX}kind is missing")
+        raise refuse(where, "kind", f"metadata key {PREFIX}kind is missing")
     kind, problem = schema.decode("kind", raw)
     kind = raw if problem else kind
     if kind not in KINDS:
-        raise _refuse(where, "kind", f"fm.kind {kind!r} is not one of {', '.join(KINDS)}")
+        raise refuse(where, "kind", f"fm.kind {kind!r} is not one of {', '.join(KINDS)}")
     return kind
 
 
@@ -148,57 +146,58 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
     has_fm = any(k.startswith(PREFIX) for k in metadata)
     if has_fm:
         if PREFIX + "format_version" not in metadata:
-            raise _refuse(where, "format_version", "metadata has fm.* keys but no fm.format_version")
+            raise refuse(where, "format_version", "metadata has fm.* keys but no fm.format_version")
         version, problem = schema.decode("format_version", metadata[PREFIX + "format_version"])
         if problem:
-            raise _refuse(where, "format_version", "fm.format_version must be a positive integer, "
+            raise refuse(where, "format_version", "fm.format_version must be a positive integer, "
                           f"got {metadata[PREFIX + 'format_version']!r}")
         if version > FORMAT_VERSION:
-            raise _refuse(where, "format_version", f"contract version {version} is newer than this runtime "
+            raise refuse(where, "format_version", f"contract version {version} is newer than this runtime "
                           f"understands ({FORMAT_VERSION}); upgrade fm-runtime")
         kind = _decode_kind(where, metadata)
         m = _decode(where, metadata, kind)
         if m["prediction"] not in PREDICTIONS:
-            raise _refuse(where, "prediction", f"fm.prediction {m['prediction']!r} is not supported "
+            raise refuse(where, "prediction", f"fm.prediction {m['prediction']!r} is not supported "
                           f"(supported: {', '.join(PREDICTIONS)})")
         shape = m["data_shape"]
         solver = m.get("default_solver", DEFAULT_SOLVER)
         if solver not in SOLVERS:
-            raise _refuse(where, "default_solver", f"fm.default_solver {solver!r} is not a known solver")
+            raise refuse(where, "default_solver", f"fm.default_solver {solver!r} is not a known solver")
         steps = m.get("default_steps", DEFAULT_STEPS)
         if not 1 <= steps <= MAX_STEPS:
-            raise _refuse(where, "default_steps", f"fm.default_steps must be between 1 and {MAX_STEPS}, got {steps}")
+            raise refuse(where, "default_steps", f"fm.default_steps must be between 1 and {MAX_STEPS}, got {steps}")
         baked = m.get("baked", {})
         if kind == "baked":
             if baked.get("solver") not in SOLVERS or not 1 <= baked.get("steps", 0) <= MAX_STEPS:
-                raise _refuse(where, "baked", f"fm.baked must name a known solver and 1 to {MAX_STEPS} steps",
+                raise refuse(where, "baked", f"fm.baked must name a known solver and 1 to {MAX_STEPS} steps",
                               "solver" if baked.get("solver") not in SOLVERS else "steps")
             solver, steps = baked["solver"], baked["steps"]
             if baked.setdefault("nfe", nfe(solver, steps)) != nfe(solver, steps):
-                raise _refuse(where, "baked", f"fm.baked says {baked['nfe']} NFE, but {solver}:{steps} takes "
+                raise refuse(where, "baked", f"fm.baked says {baked['nfe']} NFE, but {solver}:{steps} takes "
                               f"{nfe(solver, steps)}", "nfe")
         try:
             schedule = parse_schedule(m.get("default_schedule", "uniform"))
         except ValueError as e:
-            raise _refuse(where, "default_schedule", f"fm.default_schedule: {e}") from None
+            raise refuse(where, "default_schedule", f"fm.default_schedule: {e}") from None
         if schedule.steps not in (None, steps):
-            raise _refuse(where, "default_schedule",
+            raise refuse(where, "default_schedule",
                           f"fm.default_schedule has {schedule.steps} steps but the file's steps are {steps}")
         classes = m.get("num_classes", 0)
         if classes < 0 or (classes and m.get("null_class", classes) not in range(classes + 1)):
-            raise _refuse(where, "null_class", "fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, "
+            raise refuse(where, "null_class", "fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, "
                           f"got {classes} and {m.get('null_class')}")
         div = m.get("divergence", {})
         if div and not (isinstance(div.get("onnx_base64"), str) or (
                 isinstance(div.get("unsupported_ops"), list) and all(isinstance(o, str) for o in div["unsupported_ops"]))):
-            raise _refuse(where, "divergence", "fm.divergence must hold onnx_base64 (a string) or unsupported_ops "
+            raise refuse(where, "divergence", "fm.divergence must hold onnx_base64 (a string) or unsupported_ops "
                           "(a list of operator names)")
         vr = m.get("value_range")
         if vr is not None and (len(vr) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                        for v in vr) or not vr[0] < vr[1]):
-            raise _refuse(where, "value_range", f"fm.value_range must be [low, high] with low < high, got {vr!r}")
-        extra, symbols = _conditions(where, m, shape, kind, {NAMES.y if classes else None,
+            raise refuse(where, "value_range", f"fm.value_range must be [low, high] with low < high, got {vr!r}")
+        extra, symbols = read_conditions(where, m, shape, kind, {NAMES.y if classes else None,
                                                                m.get("input_x", NAMES.x), m.get("input_t", NAMES.t)})
+        stage = read_stage(where, m.get("condition_stage", {}), extra, symbols)
         spec = ModelSpec(tuple(shape), x_name or m.get("input_x", NAMES.x), t_name or m.get("input_t", NAMES.t),
                          m.get("output_v", NAMES.v), kind=kind, z_name=m.get("input_z", NAMES.z),
                          out_name=m.get("output_x", NAMES.samples), baked=baked, selftest=m.get("selftest", {}),
@@ -208,52 +207,15 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
                          producer=m.get("producer", {}), format_version=version,
                          num_classes=classes, null_class=m.get("null_class", classes),
                          y_name=m.get("input_y", NAMES.y), value_range=tuple(vr) if vr else None,
-                         divergence=m.get("divergence", {}), inputs=extra, symbols=symbols)
+                         divergence=m.get("divergence", {}), inputs=extra, symbols=symbols, stage=stage)
         if data_shape is not None and not spec.symbolic and tuple(data_shape) != spec.data_shape:
-            raise _refuse(where, "data_shape", f"the file declares data shape {list(spec.data_shape)}, "
+            raise refuse(where, "data_shape", f"the file declares data shape {list(spec.data_shape)}, "
                           f"not {list(data_shape)}")
     else:
         spec = plain_spec(where, inputs, outputs, data_shape, x_name, t_name)
     check_graph(where, spec, inputs, outputs)
     spec.source = where
     return spec
-
-
-def _conditions(where: str, m: dict, shape: list, kind: str, taken: set) -> tuple[tuple, dict]:
-    """fm.inputs and fm.symbols (contract version 4), beyond their schema: names unique and apart
-    from x, t and y; every symbol declared, with min <= max; a null only for a condition; a mask
-    float32 and shaped to broadcast over the data; a guidance input one float32 per row."""
-    symbols, inputs = m.get("symbols", {}), m.get("inputs", [])
-    if kind == "baked" and (inputs or any(isinstance(d, str) for d in shape)):
-        raise _refuse(where, "inputs", "a baked file takes no extra inputs or symbolic shapes")
-    for name, bounds in symbols.items():
-        if not schema.is_symbol(name):
-            raise _refuse(where, "symbols", f"fm.symbols names {name!r}, which is not a symbol (letters, digits, _)", name)
-        if bounds.get("min", 1) > bounds.get("max", schema.MAX_SYMBOL):
-            raise _refuse(where, "symbols", f"fm.symbols {name}: min {bounds['min']} is above max {bounds['max']}", name)
-    seen = set()
-    for i, item in enumerate(inputs):
-        field = f"[{i}]"
-        if item["name"] in seen or item["name"] in taken:
-            raise _refuse(where, "inputs", f"fm.inputs names {item['name']!r} twice (or as x, t or y)", field + ".name")
-        seen.add(item["name"])
-        if "null" in item and item["role"] != "condition":
-            raise _refuse(where, "inputs", f"fm.inputs {item['name']!r}: only a condition has a null value", field + ".null")
-        if item["role"] == "mask" and (item["dtype"] != "float32" or len(item["shape"]) != len(shape) or any(
-                d != 1 and d != s for d, s in zip(item["shape"], shape))):
-            raise _refuse(where, "inputs", f"fm.inputs {item['name']!r}: a mask is float32 with the data's rank, each "
-                          f"dimension 1 or the data's ({list(shape)}), got {item['dtype']} {item['shape']}", field + ".shape")
-        if item["role"] == "guidance" and (item["dtype"] != "float32" or item["shape"]):
-            raise _refuse(where, "inputs", f"fm.inputs {item['name']!r}: a guidance input is one float32 per row "
-                          "(shape [])", field + ".shape")
-    for role in ("mask", "guidance"):
-        if sum(item["role"] == role for item in inputs) > 1:
-            raise _refuse(where, "inputs", f"fm.inputs has more than one {role} input")
-    used = {d for d in shape if isinstance(d, str)} | {d for item in inputs for d in item["shape"] if isinstance(d, str)}
-    missing = sorted(used - set(symbols))
-    if missing:
-        raise _refuse(where, "symbols", f"the shapes use {', '.join(missing)}, which fm.symbols does not declare", missing[0])
-    return tuple({**item, "shape": tuple(item["shape"])} for item in inputs), symbols
 
 
 def divergence_problem(spec: ModelSpec, where: str) -> str | None:

@@ -120,11 +120,20 @@ def open_model(path: str | os.PathLike | None, provider: str = "cpu", *, data_sh
 
 def open_divergence(spec: ModelSpec, path: str, providers: list[str], opts) -> ort.InferenceSession:
     """The divergence graph a model file carries in fm.divergence, its own self-test passed."""
-    where = f"{path} (divergence graph)"
+    return _open_embedded(spec.divergence["onnx_base64"], "divergence", path, providers, opts)
+
+
+def open_stage(spec: ModelSpec, path: str, providers: list[str], opts) -> ort.InferenceSession:
+    """The condition stage a model file carries in fm.condition_stage, its own self-test passed."""
+    return _open_embedded(spec.stage["onnx_base64"], "condition_stage", path, providers, opts)
+
+
+def _open_embedded(b64: str, key: str, path: str, providers: list[str], opts) -> ort.InferenceSession:
+    where = f"{path} ({key.replace('_', ' ')} graph)"
     try:
-        data = base64.b64decode(spec.divergence["onnx_base64"], validate=True)
+        data = base64.b64decode(b64, validate=True)
     except ValueError:
-        raise ModelError(f"{path}: fm.divergence does not hold base64 data") from None
+        raise ModelError(f"{path}: fm.{key} does not hold base64 data", key=f"fm.{key}") from None
     opts = opts or ort.SessionOptions()
     try:
         session = ort.InferenceSession(data, sess_options=opts, providers=providers)

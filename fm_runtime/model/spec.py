@@ -62,6 +62,9 @@ class ModelSpec:
     # "multiple_of"}, each optional)
     inputs: tuple[dict[str, Any], ...] = ()
     symbols: dict[str, dict[str, int]] = field(default_factory=dict)
+    # a condition stage: a second graph run once per request that maps its inputs (token ids, ...)
+    # to some of `inputs` ({"onnx_base64", "inputs": [{"name", "dtype", "shape"}], "outputs"})
+    stage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def symbolic(self) -> bool:

@@ -88,7 +88,7 @@ function baseSpec(fields) {
     probPath: { name: 'unknown' }, defaultSolver: DEFAULT_SOLVER, defaultSteps: DEFAULT_STEPS,
     defaultSchedule: 'uniform', training: {},
     architecture: {}, producer: {}, formatVersion: null, numClasses: 0, nullClass: 0, yName: NAMES.y,
-    valueRange: null, divergence: {}, inputs: [], symbols: {}, ...fields,
+    valueRange: null, divergence: {}, inputs: [], symbols: {}, stage: {}, ...fields,
   };
 }
 
@@ -127,10 +127,26 @@ function conditions(where, m, py, shape, kind, taken) {
   for (const role of ['mask', 'guidance']) {
     if (inputs.filter((item) => item.role === role).length > 1) throw refuse(where, 'inputs', `fm.inputs has more than one ${role} input`);
   }
+  const stage = m.condition_stage ?? null;
+  if (stage) {     // fm.condition_stage: it provides declared inputs; its own inputs are new names
+    const declared = inputs.map((item) => item.name);
+    stage.outputs.forEach((name, i) => {
+      if (!declared.includes(name) || stage.outputs.indexOf(name) !== i) {
+        throw refuse(where, 'condition_stage', `fm.condition_stage provides ${show(name)}, which is not an input of fm.inputs (or is named twice)`, `outputs[${i}]`);
+      }
+    });
+    stage.inputs.forEach((item, i) => {
+      if (declared.includes(item.name) || stage.inputs.findIndex((j) => j.name === item.name) !== i) {
+        throw refuse(where, 'condition_stage', `fm.condition_stage input ${show(item.name)} is named twice (or as an input of fm.inputs)`, `inputs[${i}].name`);
+      }
+      const unknown = item.shape.filter((d) => typeof d === 'string' && !Object.hasOwn(symbols, d));
+      if (unknown.length) throw refuse(where, 'condition_stage', `fm.condition_stage input ${show(item.name)} uses ${unknown[0]}, which fm.symbols does not declare`, `inputs[${i}].shape`);
+    });
+  }
   const used = new Set([...shape, ...inputs.flatMap((item) => item.shape)].filter((d) => typeof d === 'string'));
   const missing = [...used].filter((d) => !Object.hasOwn(symbols, d)).sort();
   if (missing.length) throw refuse(where, 'symbols', `the shapes use ${missing.join(', ')}, which fm.symbols does not declare`, missing[0]);
-  return [inputs, symbols];
+  return [inputs, symbols, stage ?? {}];
 }
 
 /**
@@ -188,7 +204,7 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
     if (classes && !(nullClass >= 0 && nullClass <= classes)) {
       throw refuse(where, 'null_class', `fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, got ${classes} and ${nullClass}`);
     }
-    const [inputs, symbols] = conditions(where, m, py, shape, kind,
+    const [inputs, symbols, stage] = conditions(where, m, py, shape, kind,
       new Set([classes ? NAMES.y : null, m.input_x ?? NAMES.x, m.input_t ?? NAMES.t]));
     const div = m.divergence ?? {};
     if (Object.keys(div).length && !(typeof div.onnx_base64 === 'string' || Array.isArray(div.unsupported_ops))) {
@@ -204,7 +220,7 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
       baked, selftest: m.selftest ?? {}, variant: m.variant ?? {}, prediction: m.prediction, probPath: m.path,
       defaultSolver: solver, defaultSteps: steps, defaultSchedule: String(schedule), training: m.training ?? {}, architecture: m.architecture ?? {},
       producer: m.producer ?? {}, formatVersion: version, numClasses: classes, nullClass,
-      yName: m.input_y ?? NAMES.y, valueRange: vr, divergence: div, inputs, symbols,
+      yName: m.input_y ?? NAMES.y, valueRange: vr, divergence: div, inputs, symbols, stage,
     });
     if (dataShape != null && !symbolic(spec) && dataShape.join(',') !== shape.join(',')) {
       throw refuse(where, 'data_shape', `the file declares data shape ${show(shape)}, not ${show(dataShape)}`);

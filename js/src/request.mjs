@@ -158,6 +158,10 @@ export function bindInputs(spec, where, cond, dims, n) {
     }
     return [spec, {}, null];
   }
+  const staged = (spec.stage.inputs ?? []).map((i) => i.name).filter((k) => Object.hasOwn(cond, k));
+  if (staged.length) {
+    throw usage('cond', `${where}: the condition stage (${staged.join(', ')} -> ${spec.stage.outputs.join(', ')}) runs in the Python runtime only; give its outputs`, staged[0]);
+  }
   const declared = Object.fromEntries(spec.inputs.map((i) => [i.name, i]));
   const unknown = Object.keys(cond).filter((k) => !Object.hasOwn(declared, k)).sort();
   if (unknown.length) throw usage('cond', `${where} has no input ${show(unknown[0])}; its conditions are ${Object.keys(declared).join(', ') || 'none'}`, unknown[0]);

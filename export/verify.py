@@ -1,0 +1,98 @@
+"""How an export is proved: example feeds for every graph the export writes (velocity, baked,
+divergence; with a conditioned network's extra inputs at several bindings of its symbols) and
+the comparison of onnxruntime against torch (the divergence graph against torch's own
+autodiff) at several batch sizes, before anything is written."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from fm_runtime.model.session import one_line
+from fm_runtime.model.spec import NAMES
+
+from .checks import example_inputs
+from .errors import ExportError
+from .signature import Signature
+
+VERIFY_BATCHES = (1, 7, 256)    # batch sizes the export is checked at
+VERIFY_ATOL = 1e-4              # max |onnxruntime - torch| allowed, scaled by max(1, |v|)
+_OUTPUTS = {"velocity": [NAMES.v], "baked": [NAMES.samples], "jvp": [NAMES.v, NAMES.jv]}
+
+
+def _feed(data_shape, kind: str, b: int, rng, num_classes: int, sig: Signature | None, which: int = 0,
+          one_time: bool = False):
+    """(example feed for b rows, torch.export's dynamic shapes for it): x, t[, y], then the extra
+    inputs of `sig` at its `which`-th binding of the symbols."""
+    sizes = sig.sizes(which) if sig else {}
+    concrete = sig.concrete(data_shape, sizes) if sig else data_shape
+    feed = example_inputs(concrete, kind, b, rng, num_classes, one_time=one_time)
+    if sig:
+        feed.update(sig.examples(b, rng, sizes))
+    batch = torch.export.Dim("batch")
+    dims = {name: torch.export.Dim(name) for name in (sig.symbols if sig else {})}
+    shapes = {NAMES.x: data_shape, **({i["name"]: i["shape"] for i in sig.inputs} if sig else {})}
+    dynamic = {k: {0: batch, **{a + 1: dims[d] for a, d in enumerate(shapes.get(k, ())) if isinstance(d, str)}}
+               for k in feed}
+    return feed, dynamic
+
+
+def _structured(dynamic: dict, kind: str) -> tuple:
+    """The dynamic shapes in the structure of the module's arguments: (z,) for a baked sampler,
+    (x, t, (y and the extra inputs...)) for the adapter's forward(x, t, *rest)."""
+    shapes = list(dynamic.values())
+    if kind == "baked" or len(shapes) == 2:
+        return tuple(shapes)
+    return shapes[0], shapes[1], tuple(shapes[2:])
+
+
+def _jvp_reference(velocity: torch.nn.Module, labelled: bool = False):
+    """(x, t, [y,] e[, extras...]) -> (v, J e) by torch's own forward-mode autodiff (reverse-over-
+    reverse where a module does not support forward mode): what the divergence graph is checked
+    against (the feed order of _feed: labels before the tangents, extra inputs after them)."""
+    def run(x, t, *rest):
+        y, e, extras = (rest[0], rest[1], rest[2:]) if labelled else (None, rest[0], rest[1:])
+        before = ((y,) if y is not None else ()) + tuple(extras)
+        f = lambda xx: velocity(xx, t, *before)   # noqa: E731
+        # attention under the math kernel: CPU flash attention has no forward- or double-backward
+        # derivative (nn.MultiheadAttention, nn.TransformerEncoder); the values are the same
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            try:
+                jvs = [torch.func.jvp(f, (x,), (e[:, k],))[1] for k in range(e.shape[1])]
+            except Exception:
+                try:
+                    with torch.enable_grad():
+                        jvs = [torch.autograd.functional.jvp(f, x, e[:, k])[1] for k in range(e.shape[1])]
+                except Exception as err:
+                    raise ExportError(f"the divergence graph cannot be checked: torch cannot differentiate the "
+                                      f"network ({type(err).__name__}: {one_line(err)})") from None
+        return f(x), torch.stack(jvs, 1)
+    return run
+
+
+def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
+                         batches=VERIFY_BATCHES, atol: float = VERIFY_ATOL, seed: int = 0,
+                         kind: str = "velocity", num_classes: int = 0, one_time: bool = False,
+                         sig: Signature | None = None) -> float:
+    """Run the ONNX bytes in onnxruntime and the torch module (or function) on the same random
+    inputs (with `sig`: a different binding of its symbols at each batch size); return the
+    largest abs difference over all outputs, or raise ExportError if any exceeds
+    atol * max(1, |torch|)."""
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for which, b in enumerate(batches):
+        feed = _feed(data_shape, kind, b, rng, num_classes, sig, which, one_time)[0]
+        with torch.no_grad():
+            refs = module(*(torch.from_numpy(v) for v in feed.values()))
+        refs = [r.detach().numpy() for r in (refs if isinstance(refs, tuple) else (refs,))]
+        for name, got, ref in zip(_OUTPUTS[kind], sess.run(None, feed), refs):
+            if got.shape != ref.shape:
+                raise ExportError(f"export check failed: onnxruntime output {name} has shape {list(got.shape)}, "
+                                  f"torch {list(ref.shape)} at batch {b}")
+            diff = np.abs(got - ref)
+            worst = max(worst, float(diff.max()))
+            if not np.all(diff <= atol * np.maximum(1.0, np.abs(ref))):
+                raise ExportError(f"export check failed: onnxruntime and torch differ by {float(diff.max()):.3g} "
+                                  f"(allowed {atol:g}) in output {name} at batch {b}; no file written")
+    return worst
