@@ -338,6 +338,10 @@ def test_a_condition_stage_runs_once_per_request(tmp_path):
             assert s.stage_calls == calls
             want = s.sample(noise=z, cond={"mu": mu, "mask": mask, "spks": spks}, solver=solver, steps=3, guidance=w)
             assert s.stage_calls == calls and np.array_equal(got, want)
+    whole = s.sample(2, cond={"tokens": tokens, "spks": spks}, seed=5)      # per-row tokens follow their rows
+    parts = [r.samples for _, r in s.sample_chunks(1, 2, 5, cond={"tokens": tokens, "spks": spks}, chunk=1)]
+    assert np.array_equal(whole[1:], np.concatenate(parts))                 # a shard: rows [1, 2)
+    calls += 2
     one = s.sample(3, cond={"tokens": tokens[0], "spks": spks}, seed=0)      # one prompt for every row
     assert one.shape == (3, 4, 10) and s.stage_calls == calls + 1
     lp = s.log_prob(want, cond={"tokens": tokens, "spks": spks})

@@ -166,8 +166,8 @@ def check_conditioning(sampler, label, labels, guidance, logprob, grid) -> None:
     """Refuse, before any work, class options a model cannot take and outputs it cannot make."""
     if (label is not None or labels is not None) and not sampler.num_classes:
         raise click.UsageError(f"{sampler.path} is not class-conditional; --class/--labels do not apply")
-    guidable = any(i.get("null") or i["role"] == "guidance" for i in sampler.spec.inputs)
-    if guidance != 1.0 and label is None and labels is None and not (grid and sampler.num_classes) and not guidable:
+    if guidance != 1.0 and label is None and labels is None and not (grid and sampler.num_classes) \
+            and not sampler.spec.guidable:
         raise click.UsageError("--guidance needs --class or --labels (or --grid with a conditional model, "
                                "which draws every class)")
     problem = logprob and divergence_problem(sampler.spec, sampler.path)

@@ -144,7 +144,7 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
         if n is None and z is None:
             n = len(y)
     conditions = load_conditions(cond)
-    per_row = [len(a) for k, a in conditions.items() if a.ndim == sampler._rank(k) + 1]
+    per_row = [len(a) for k, a in conditions.items() if a.ndim == sampler.spec.row_rank(k) + 1]
     if z is None and n is None:
         n = per_row[0] if per_row else 1000
     cond = {"labels": label if y is None else y, "guidance": guidance}

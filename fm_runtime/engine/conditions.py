@@ -60,18 +60,8 @@ def bind_inputs(spec: ModelSpec, where: str, cond, dims, noise, n: int | None, w
                 raise bad_input("cond" if name else what, field=name, message=f"{source} has shape {list(shape)}, expected {list(decl)}")
 
     for name, value in cond.items():
-        item, arr = declared[name], np.asarray(value)
-        if item["dtype"] == "float32":
-            if arr.dtype.kind not in "fiu" or arr.dtype == bool:
-                raise bad_input("cond", field=name, message=f"condition {name!r} must be float32 numbers, got dtype {arr.dtype}")
-            arr = arr.astype(np.float32, copy=False)
-            if not np.isfinite(arr).all():
-                raise bad_input("cond", field=name, message=f"condition {name!r} contains NaN or Inf")
-        elif arr.dtype.kind not in "iu":
-            raise bad_input("cond", field=name, message=f"condition {name!r} must be integers (int64), got dtype {arr.dtype}")
-        else:
-            arr = arr.astype(np.int64, copy=False)
-        decl = item["shape"]
+        item = declared[name]
+        arr, decl = _as_array(item, value), item["shape"]
         if arr.ndim == len(decl) + 1:
             rows = _agree_rows(rows, len(arr), name)
             bind(arr.shape[1:], decl, f"condition {name!r}", name)
@@ -87,16 +77,11 @@ def bind_inputs(spec: ModelSpec, where: str, cond, dims, noise, n: int | None, w
             bind(shape[1:], spec.data_shape, what, None)
     if n is not None and rows is not None and n != rows:
         raise usage("n", f"n = {n} but the per-row conditions have {rows} rows")
-    for name, bounds in spec.symbols.items():
-        if name not in bound:
-            if any(name in i["shape"] or name in spec.data_shape for i in spec.inputs) or name in spec.data_shape:
-                raise usage("dims", field=name, message=f"nothing binds the symbol {name}: give dims={{'{name}': ...}} (fm-run: --dim {name}=N)")
-            continue
-        size = bound[name][0]
-        low, high, step = bounds.get("min", 1), bounds.get("max", MAX_SYMBOL), bounds.get("multiple_of", 1)
-        if not low <= size <= high or size % step:
-            raise usage("dims", field=name, message=f"{name} = {size} is outside what {where} takes: {low} <= {name} <= {high}"
-                             + (f", a multiple of {step}" if step > 1 else ""))
+    for name in spec.symbols:
+        if name in bound:
+            _check_size(spec, where, name, bound[name][0])
+        elif name in spec.data_shape or any(name in i["shape"] for i in spec.inputs):
+            raise usage("dims", field=name, message=f"nothing binds the symbol {name}: give dims={{'{name}': ...}} (fm-run: --dim {name}=N)")
     spec = spec.bind({k: v[0] for k, v in bound.items()})
     for item in spec.inputs:          # a mask left out: every position valid
         if item["role"] == "mask" and item["name"] not in arrays:
@@ -107,6 +92,28 @@ def bind_inputs(spec: ModelSpec, where: str, cond, dims, noise, n: int | None, w
 def per_row(arrays: dict, n: int) -> dict:
     """Each input as [n, *shape]: one given without the batch axis (a view) applies to every row."""
     return {name: arr if batched else np.broadcast_to(arr, (n, *arr.shape)) for name, (arr, batched) in arrays.items()}
+
+
+def _as_array(item: dict, value) -> np.ndarray:
+    """A condition as an array of its declared dtype: float32 from any real numbers, finite;
+    int64 from integers."""
+    name, arr, floats = item["name"], np.asarray(value), item["dtype"] == "float32"
+    if arr.dtype.kind not in ("fiu" if floats else "iu") or arr.dtype == bool:
+        raise bad_input("cond", field=name, message=f"condition {name!r} must be {item['dtype']} "
+                        f"{'numbers' if floats else 'integers'}, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32 if floats else np.int64, copy=False)
+    if floats and not np.isfinite(arr).all():
+        raise bad_input("cond", field=name, message=f"condition {name!r} contains NaN or Inf")
+    return arr
+
+
+def _check_size(spec: ModelSpec, where: str, name: str, size: int) -> None:
+    """A symbol's size within the file's bounds for it."""
+    bounds = spec.symbols[name]
+    low, high, step = bounds.get("min", 1), bounds.get("max", MAX_SYMBOL), bounds.get("multiple_of", 1)
+    if not low <= size <= high or size % step:
+        raise usage("dims", field=name, message=f"{name} = {size} is outside what {where} takes: {low} <= {name} <= {high}"
+                    + (f", a multiple of {step}" if step > 1 else ""))
 
 
 def _agree_rows(rows, got: int, name: str) -> int:
@@ -121,8 +128,6 @@ def _dims(shape) -> str:
 
 def _describe(item: dict) -> str:
     return f"{item['dtype']} [{_dims(item['shape'])}], role {item['role']}"
-
-
 
 
 def through_stage(spec: ModelSpec, where: str, cond: dict | None, run) -> dict | None:
@@ -144,12 +149,7 @@ def through_stage(spec: ModelSpec, where: str, cond: dict | None, run) -> dict |
                     f"({', '.join(names)}) or {both[0]!r}, not both", both[0])
     feed, batched = {}, None
     for item in stage["inputs"]:
-        name, arr = item["name"], np.asarray(cond[item["name"]])
-        kinds = "iu" if item["dtype"] == "int64" else "fiu"
-        if arr.dtype.kind not in kinds or arr.dtype == bool:
-            raise bad_input("cond", f"condition {name!r} must be {item['dtype']}, got dtype {arr.dtype}", name)
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            raise bad_input("cond", f"condition {name!r} contains NaN or Inf", name)
+        name, arr = item["name"], _as_array(item, cond[item["name"]])
         has_rows = arr.ndim == len(item["shape"]) + 1
         if not has_rows and arr.ndim != len(item["shape"]):
             raise bad_input("cond", f"condition {name!r} has shape {list(arr.shape)}; expected [{_dims(item['shape'])}] "
@@ -159,13 +159,11 @@ def through_stage(spec: ModelSpec, where: str, cond: dict | None, run) -> dict |
         batched = has_rows
         arr = arr if has_rows else arr[None]
         for got, want in zip(arr.shape[1:], item["shape"]):
-            bounds = spec.symbols.get(want, {}) if isinstance(want, str) else None
-            if bounds is None and got != want:
+            if isinstance(want, str):
+                _check_size(spec, where, want, got)
+            elif got != want:
                 raise bad_input("cond", f"condition {name!r} has shape {list(arr.shape)}, expected [{_dims(item['shape'])}]", name)
-            if bounds is not None and (not bounds.get("min", 1) <= got <= bounds.get("max", MAX_SYMBOL)
-                                       or got % bounds.get("multiple_of", 1)):
-                raise usage("dims", f"{want} = {got} is outside what {where} takes", want)
-        feed[name] = np.ascontiguousarray(arr, np.int64 if item["dtype"] == "int64" else np.float32)
+        feed[name] = np.ascontiguousarray(arr)
     outputs = run(feed)
     made = {k: v for k, v in cond.items() if k not in names}
     for name, out in zip(stage["outputs"], outputs):

@@ -145,8 +145,7 @@ def check_guidance(guidance, labels=None, spec: ModelSpec | None = None) -> floa
         raise usage("guidance", f"guidance must be a number, got {guidance!r}") from None
     if not np.isfinite(g) or abs(g) > 1e3:
         raise usage("guidance", f"guidance must be a finite number of magnitude <= 1000, got {guidance}")
-    guidable = spec is not None and any(i.get("null") or i["role"] == "guidance" for i in spec.inputs)
-    if g != 1.0 and labels is None and not guidable:
+    if g != 1.0 and labels is None and not (spec is not None and spec.guidable):
         raise usage("guidance", f"guidance {g:g} needs labels (it weighs the conditional against the "
                          "unconditional velocity)")
     return g

@@ -106,10 +106,6 @@ class Sampler(Likelihoods):
         seed = new_seed() if seed is None else request.check_seed(seed)
         return noise_rows(seed, start, start + request.count(n), self.data_shape)
 
-    def _rank(self, name: str) -> int:
-        """Dimensions of one row of the extra input `name` (-1 when the file has none by that name)."""
-        return next((len(i["shape"]) for i in self.spec.inputs if i["name"] == name), -1)
-
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)
 
@@ -146,7 +142,6 @@ class Sampler(Likelihoods):
                                        divergence=divergence, probes=probes, probe_seed=probe_seed,
                                        schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims, cancel=cancel))
 
-    @guarded
     def solve(self, req: request.Request) -> SampleResult:
         """Solve a Request (from request()): by the solver's kind in the registry, with the
         divergence alongside for log densities, or keeping the trajectory."""
@@ -244,7 +239,7 @@ class Sampler(Likelihoods):
         as (first_row, SampleResult): memory stays bounded whatever the number of rows. `labels`:
         one int, or an array indexed by the run's row numbers; so is each per-row array of `cond`.
         chunk: rows per chunk [default: CHUNK_BYTES of samples, at most CHUNK_ROWS]."""
-        cond = {k: label_rows(v, start, stop) if np.ndim(v) == self._rank(k) + 1 else v for k, v in (cond or {}).items()}
+        cond = {k: label_rows(v, start, stop) if np.ndim(v) == self.spec.row_rank(k) + 1 else v for k, v in (cond or {}).items()}
         req = self.request(stop - start, steps, solver, seed, None if noise is None else noise[start:stop],
                            keep_partial=keep_partial, labels=label_rows(labels, start, stop), guidance=guidance,
                            schedule=schedule, first=start, cond=cond, dims=dims)

@@ -86,6 +86,18 @@ class ModelSpec:
         """The (one) extra input with this role, or None."""
         return next((i for i in self.inputs if i["role"] == role), None)
 
+    def row_rank(self, name: str) -> int:
+        """Dimensions of one row of the extra or condition-stage input `name` (-1: no such input),
+        so an array of that rank + 1 carries the batch axis."""
+        items = (*self.inputs, *self.stage.get("inputs", ()))
+        return next((len(i["shape"]) for i in items if i["name"] == name), -1)
+
+    @property
+    def guidable(self) -> bool:
+        """Whether guidance has something to weigh besides labels: a condition with a null, or a
+        guidance input that takes the weight itself."""
+        return any(i.get("null") or i["role"] == "guidance" for i in self.inputs)
+
     @property
     def dim(self) -> int:
         if any(isinstance(d, str) for d in self.data_shape):
