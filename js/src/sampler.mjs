@@ -170,7 +170,7 @@ export class Sampler {
    * (fm_runtime/engine/velocity.py): guidance nulls the label and every condition declared with a
    * null (zeros) in a second half of the batch, or goes to the file's guidance input. */
   velocityFn(batch, labels, guidance, inputs = {}, spec = this.spec) {
-    const { ort, session } = this;
+    const { ort } = this;
     const scale = spec.inputs.find((i) => i.role === 'guidance');
     const mask = spec.inputs.find((i) => i.role === 'mask');
     const nulls = new Set(spec.inputs.filter((i) => i.null).map((i) => i.name));
