@@ -68,7 +68,9 @@ def _symbols(ctx, param, values):
                    "mask (samples stay 0 where it is 0), guidance (the scale, for guidance-distilled nets) or "
                    "static. Repeatable.")
 @click.option("--null", "nulls", multiple=True, callback=_pairs("NAME=NULL", "mu=zeros"),
-              help="What classifier-free guidance replaces a condition with: NAME=zeros. Repeatable.")
+              help="What classifier-free guidance replaces a condition with: NAME=zeros, NAME=stage (the condition "
+                   "stage's output for a request of zeros: the empty prompt) or NAME=FILE.npy (a learned null stored in "
+                   "the file, shaped as the input with 1 for each symbol). Repeatable.")
 @click.option("--symbol", "symbols", multiple=True, callback=_symbols, metavar="NAME=MIN:MAX[:MULTIPLE]",
               help="Bounds of a symbol of the shapes, e.g. T=4:1024:4 (a request outside them is refused).")
 @click.option("--condition-module", metavar="PKG.MOD:FACTORY",

@@ -164,8 +164,9 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     Conditioned nets (contract version 4): data_shape may name symbols ([16, "T"] or "16,T");
     inputs {name: "float32[16,T]" | "float32[1,T]:mask" | dict} are the extra graph inputs, passed
     where `call` names them ("x,mask,mu,t,spks"), roles condition (default), mask, guidance,
-    static; symbols {"T": {"min", "max", "multiple_of"}} bound them; nulls {"mu": "zeros"} are what
-    guidance replaces a condition with. time_convention "noise-at-1" / time_scale (1000) adapt
+    static; symbols {"T": {"min", "max", "multiple_of"}} bound them; nulls are what guidance
+    replaces a condition with: "zeros", "stage" (the condition stage's output for a request of
+    zeros: the empty prompt) or an array stored in the file (1 along each symbol). time_convention "noise-at-1" / time_scale (1000) adapt
     nets trained with noise at t = 1 and/or scaled time. condition {"module", "inputs": {"tokens":
     "int64[L]"}, "outputs": ["mu", ...]}: a condition stage, run once per request, that makes those
     inputs from what a request gives. Raises ExportError (exit code 8) with one line."""
@@ -179,6 +180,10 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         if bake or num_classes or precision != "fp32" or quantize or fmt != "onnx":
             raise ExportError("a conditioned export (inputs or symbols) is a float32 velocity .onnx file: no --bake, "
                               "class labels, fp16, int8 or ort format yet")
+        staged = [i["name"] for i in sig.inputs if i.get("null") == "stage"]
+        if staged and (not condition or not set(staged) <= set(condition.get("outputs", ()))):
+            raise ExportError(f"null {staged[0]}: 'stage' takes the null from the condition stage, which does not make "
+                              f"{staged[0]!r}")
     elif nulls or condition:
         raise ExportError("nulls and a condition stage name inputs; declare them with inputs")
     else:
@@ -222,7 +227,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         architecture=architecture, baked=baked, num_classes=num_classes, value_range=value_range,
         divergence=div_meta, producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),
                                        "onnx": onnx.__version__, "opset": OPSET},
-        **(dict(zip(("inputs", "symbols"), sig.metadata())) if sig else {}),
+        **(sig.metadata() if sig else {}),
         stage=export_stage(condition, stage_items, sig, OPSET) if condition else None)
     write_metadata(proto.metadata_props, meta)
     data = check_proto(proto)

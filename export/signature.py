@@ -56,6 +56,26 @@ def parse_input(name: str, text) -> dict:
     return item
 
 
+def stored_null(name: str, value, item: dict) -> np.ndarray:
+    """A null stored in the file: an array (or a .npy file's) shaped as the input with 1 for each
+    symbol (it broadcasts along it), e.g. a learned speaker vector [8] or a channel vector [16, 1]."""
+    if isinstance(value, str):
+        if not value.endswith(".npy"):
+            raise ExportError(f"null {name}: {value!r} is not zeros, stage or a .npy file of the stored null")
+        try:
+            value = np.load(value, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ExportError(f"null {name}: cannot read {value}: {e}") from None
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    want = tuple(1 if isinstance(d, str) else d for d in item["shape"])
+    if arr.dtype.kind not in "fiu" or arr.shape != want or (arr.dtype.kind == "f" and not np.isfinite(arr).all()):
+        raise ExportError(f"null {name}: a stored null is finite numbers of shape {list(want)} (the input's, 1 for each "
+                          f"symbol), got {arr.dtype} {list(arr.shape)}")
+    return arr.astype(np.float32 if item["dtype"] == "float32" else np.int64)
+
+
 @dataclass
 class Signature:
     """x's shape (with symbols), the extra inputs in graph order, the symbols' bounds."""
@@ -63,6 +83,7 @@ class Signature:
     data_shape: tuple
     inputs: list[dict] = field(default_factory=list)
     symbols: dict[str, dict] = field(default_factory=dict)
+    null_values: dict[str, np.ndarray] = field(default_factory=dict)     # nulls stored in the file
 
     @classmethod
     def of(cls, data_shape, inputs=None, symbols=None, nulls=None, extra_shapes=()) -> "Signature":
@@ -70,13 +91,15 @@ class Signature:
         shape = parse_shape(data_shape)
         items = [parse_input(k, v) for k, v in (inputs or {}).items()] if isinstance(inputs, dict) else \
             [parse_input(i["name"], i) for i in (inputs or [])]
+        stored = {}
         for name, null in (nulls or {}).items():
             item = next((i for i in items if i["name"] == name), None)
             if item is None or item["role"] != "condition":
                 raise ExportError(f"null {name}: only a declared condition input has a null value")
-            if null not in NULLS:
-                raise ExportError(f"null {name}: {null!r} is not one of {', '.join(NULLS)}")
-            item["null"] = null
+            if isinstance(null, str) and null in NULLS and null != "stored":
+                item["null"] = null
+            else:
+                item["null"], stored[name] = "stored", stored_null(name, null, item)
         reserved = {"x", "t", "y", "z", "e", "jv", "v"}
         for item in items:
             if item["name"] in reserved or sum(i["name"] == item["name"] for i in items) > 1:
@@ -88,7 +111,7 @@ class Signature:
         unknown = sorted(set(symbols or {}) - set(bounds))
         if unknown:
             raise ExportError(f"symbols {', '.join(unknown)} appear in no shape")
-        return cls(shape, items, bounds)
+        return cls(shape, items, bounds, stored)
 
     @property
     def names(self) -> list[str]:
@@ -128,6 +151,7 @@ class Signature:
                 feed[item["name"]] = rng.standard_normal(shape).astype(np.float32)
         return feed
 
-    def metadata(self) -> tuple[list[dict], dict]:
-        """(fm.inputs, fm.symbols) as build_metadata takes them."""
-        return [dict(i, shape=list(i["shape"])) for i in self.inputs], self.symbols
+    def metadata(self) -> dict:
+        """fm.inputs, fm.symbols and fm.null_values as build_metadata takes them."""
+        return {"inputs": [dict(i, shape=list(i["shape"])) for i in self.inputs], "symbols": self.symbols,
+                "null_values": self.null_values}

@@ -17,6 +17,7 @@ from fm_runtime.solve.solvers import SOLVERS, tableau_step, time_grid
 
 from . import cond_nets
 from .conftest import run_cli
+from .node_bridge import needs_node, node_sample
 
 TOL = 1e-4
 
@@ -302,6 +303,28 @@ console.log(refused);
     print(f"JavaScript vs Python: max |diff| {np.abs(got - want).max():.2e}")
     assert np.abs(got - want).max() <= 1e-5
     assert lines[1] == "UsageError"
+
+
+@needs_node
+def test_javascript_samples_the_transformer_and_action_expert_the_same(files, tmp_path):
+    """The noise-at-1 transformer (guided, three prompt lengths) and the action expert (three
+    prefix lengths) from one loaded file each, in onnxruntime-node and in Python."""
+    rng = np.random.default_rng(11)
+    jobs, wants = [], []
+    for key, make in [("tr", lambda L: {"txt": rng.standard_normal((2, L, 8)), "pooled": rng.standard_normal((2, 5))}),
+                      ("act", lambda P: {"prefix": rng.standard_normal((2, P, 5)), "prefix_mask": np.ones((2, P))})]:
+        s, reqs = fm_runtime.load(files[key][1]), []
+        for size in (1, 7, 30):
+            cond = {k: v.astype(np.float32) for k, v in make(size).items()}
+            z = rng.standard_normal((2, 6, 4 if key == "tr" else 2)).astype(np.float32)
+            req = dict(noise=z, cond=cond, steps=5, solver="midpoint", **({"guidance": 3.0} if key == "tr" else {}))
+            reqs.append(req)
+            wants.append(s.sample(**req))
+        jobs.append((files[key][1], reqs))
+    got = node_sample(tmp_path, jobs)
+    worst = max(float(np.abs(x - w).max()) for (x, _), w in zip(got, wants))
+    print(f"JavaScript vs Python, transformer and action expert: max |diff| {worst:.2e}")
+    assert worst <= 1e-5
 
 
 def test_a_transformer_encoder_exports_with_log_likelihoods(tmp_path):

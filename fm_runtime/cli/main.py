@@ -20,6 +20,7 @@ from .options import (
     describe_logp,
     dims_option,
     divergence_options,
+    guidance_options,
     load_conditions,
     model_arg,
     open_sampler,
@@ -58,6 +59,7 @@ cli.add_command(sample)
               help="Write log p(x) of each row here (nats, float64 [n] .npy).")
 @solve_options("Solver steps from data (t = 1) back to noise (t = 0)")
 @class_options
+@guidance_options
 @divergence_options
 @click.option("--probe-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the Hutchinson probes (row r uses default_rng([seed, r])).")
@@ -65,7 +67,7 @@ cli.add_command(sample)
 @cond_option
 @dims_option
 @run_limits
-def logprob(paths, out, steps, solver, label, labels, guidance, divergence, probes, probe_seed, provider, cond, dim):
+def logprob(paths, out, steps, solver, label, labels, guidance, guidance_calls, guidance_interval, divergence, probes, probe_seed, provider, cond, dim):
     """Log-likelihood of each row of DATA (.npy [n, *shape]) under MODEL (default: the shipped
     moons model), by the instantaneous change of variables: the data is integrated back to noise
     while the divergence of the velocity is accumulated, log p(x) = log N(x_0) - int_0^1 div v dt.
@@ -91,7 +93,8 @@ def logprob(paths, out, steps, solver, label, labels, guidance, divergence, prob
     clock = time.perf_counter()
     logp = sampler.log_prob(x, steps, solver, labels=label if y is None else y, guidance=guidance,
                             divergence=divergence, probes=probes, probe_seed=probe_seed,
-                            cond=load_conditions(cond), dims=dim[1])
+                            cond=load_conditions(cond), dims=dim[1], guidance_interval=guidance_interval,
+                            guidance_calls=guidance_calls)
     if out:
         save_npy(out, logp)
     click.echo(f"{len(x):,} rows of shape {list(x.shape[1:])}: "

@@ -154,6 +154,26 @@ def class_options(f):
                         help="Class-conditional models: the class of every row (see fm-run info for the classes).")(f)
 
 
+def guidance_options(f):
+    """--guidance-interval and --guidance-calls: where in t guidance applies and how it is called."""
+    f = click.option("--guidance-calls", type=click.Choice(["batched", "two"]), default="batched", show_default=True,
+                     help="How the two halves of guidance run: one call on 2n rows, or two calls of n rows (for "
+                          "graphs that cannot take 2n rows).")(f)
+    return click.option("--guidance-interval", metavar="A,B", callback=_interval,
+                        help="Guide only for A <= t <= B (t = 0 noise, 1 data), the conditional velocity elsewhere; "
+                             "default: all of [0, 1].")(f)
+
+
+def _interval(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        a, b = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not two times A,B (e.g. 0.2,0.8)") from None
+    return a, b
+
+
 def divergence_options(f):
     f = click.option("--probes", type=click.IntRange(1, 1024), default=1, show_default=True,
                      help="Hutchinson probes per row.")(f)

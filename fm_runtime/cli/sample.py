@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from ..engine import request
-from ..errors import NumericalError
+from ..errors import NumericalError, ResourceError
 from ..solve.solvers import time_grid
 from . import limits
 from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
@@ -19,6 +19,7 @@ from .options import (
     cond_option,
     describe_logp,
     divergence_options,
+    guidance_options,
     load_conditions,
     model_arg,
     open_sampler,
@@ -68,6 +69,7 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Draw the 1x9 trajectory figure (noise -> data) to this PNG; needs the plot extra.")
 @class_options
+@guidance_options
 @click.option("--logprob", type=click.Path(dir_okay=False),
               help="Also write the log density of each sample (nats, float64 [n] .npy), computed in "
                    "the same forward solve; prints the mean in nats and bits per dimension.")
@@ -89,7 +91,7 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @plain_model_options
 @run_limits
 def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, out, shard, keep_partial, progress, plot, label, labels,
-           guidance, logprob, divergence, probes, grid, grid_cols, provider, threads, tile, cuda_graph,
+           guidance, guidance_calls, guidance_interval, logprob, divergence, probes, grid, grid_cols, provider, threads, tile, cuda_graph,
            cond, dim, x_name, t_name):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
 
@@ -147,7 +149,8 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
     per_row = [len(a) for k, a in conditions.items() if a.ndim == sampler.spec.row_rank(k) + 1]
     if z is None and n is None:
         n = per_row[0] if per_row else 1000
-    cond = {"labels": label if y is None else y, "guidance": guidance}
+    cond = {"labels": label if y is None else y, "guidance": guidance, "guidance_interval": guidance_interval,
+            "guidance_calls": guidance_calls}
     # the request, checked once with the model's defaults applied (UsageError, exit 2; InputError, exit 4)
     req = sampler.request(None if z is not None else n, steps, solver, seed, z, schedule=schedule,
                           trajectory=bool(plot), logprob=bool(logprob), keep_partial=keep_partial,
@@ -169,13 +172,19 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
     need = limits.in_memory_bytes(rows, row_bytes, tile_rows=0 if adaptive else sampler.tiler.tile,
                                   workers=sampler.tiler.workers, stages=7 if adaptive else sampler.nfe(1, solver),
                                   trajectory_steps=steps if plot else 0, logprob=bool(logprob))
+    one = limits.in_memory_bytes(1, row_bytes, tile_rows=1, stages=7 if adaptive else sampler.nfe(1, solver))
+    if one > limits.budget():
+        bound = ", ".join(f"{k} = {v:,}" for k, v in dims_of(sampler.spec, req.spec).items())
+        raise ResourceError(f"one sample of shape {list(req.spec.data_shape)}{' (' + bound + ')' if bound else ''} needs "
+                            f"about {limits.describe(one)}, more than the {limits.describe(limits.budget())} budget "
+                            "(--max-memory); nothing ran")
     if (in_memory or not out) and need > limits.budget():
         raise click.UsageError(f"{rows:,} samples need about {limits.describe(need)} in memory, more than "
                                f"the {limits.describe(limits.budget())} budget (--max-memory); write them with "
                                "--out (streamed in chunks)" + (" and drop --plot" if plot else ""))
     clock = time.perf_counter()
     try:
-        result, nonfinite = _run(sampler, req, out, start, stop, progress, logprob, in_memory, dim[1])
+        result, nonfinite = _run(sampler, req, out, start, stop, progress, logprob, in_memory)
     except NumericalError as e:
         raise NumericalError(f"{e}; nothing written (--keep-partial writes the samples anyway)") from None
     elapsed = time.perf_counter() - clock     # sampling and writing, not drawing
@@ -224,15 +233,20 @@ def _check_outputs(**paths) -> None:
         check_writable(path)
 
 
+def dims_of(spec, bound) -> dict:
+    """The sizes a request bound to the file's symbols (from its data shape)."""
+    return {d: b for d, b in zip(spec.data_shape, bound.data_shape) if isinstance(d, str)}
+
+
 def _describe_conditioning(sampler, cond) -> str:
     labels = cond["labels"]
     if labels is None:
-        return ""
+        return f", guidance {cond['guidance']:g}" if cond["guidance"] != 1.0 else ""
     what = f"class {labels}" if np.ndim(labels) == 0 else f"labels over {len(np.unique(labels))} classes"
     return f", {what}, guidance {cond['guidance']:g}"
 
 
-def _run(sampler, req, out, start, stop, progress, logprob, in_memory, dims):
+def _run(sampler, req, out, start, stop, progress, logprob, in_memory):
     """Sample and write; returns (the SampleResult when held in memory, else None; non-finite report)."""
     if in_memory or not out:
         r = sampler.solve(req)
@@ -243,17 +257,15 @@ def _run(sampler, req, out, start, stop, progress, logprob, in_memory, dims):
         if out:
             save_npy(out, r.samples)
         return r, r.nonfinite
-    return None, _sample_streamed(sampler, req, out, start, stop, progress, dims)
+    return None, _sample_streamed(sampler, req, out, start, stop, progress)
 
 
-def _sample_streamed(sampler, req, out, start, stop, progress, dims) -> list:
+def _sample_streamed(sampler, req, out, start, stop, progress) -> list:
     """Solve chunk by chunk into a temporary .npy renamed into place at the end."""
     report = Progress(stop - start, "sampling", sys.stderr.isatty() if progress is None else progress)
     nonfinite = []
     with NpyStream(out, (stop - start, *req.spec.data_shape)) as stream:
-        for _, r in sampler.sample_chunks(start, stop, req.seed, req.steps, req.solver, keep_partial=req.keep_partial,
-                                          noise=req.noise, labels=req.labels, guidance=req.guidance,
-                                          schedule=req.schedule, cond=req.inputs, dims=dims):
+        for _, r in sampler.solve_chunks(req.rows(start, stop)):
             nonfinite += r.nonfinite
             stream.write(r.samples)
             report.update(len(r.samples))

@@ -130,16 +130,22 @@ def _describe(item: dict) -> str:
     return f"{item['dtype']} [{_dims(item['shape'])}], role {item['role']}"
 
 
-def through_stage(spec: ModelSpec, where: str, cond: dict | None, run) -> dict | None:
-    """The request's conditions with the condition stage's inputs (token ids, observations, ...)
-    replaced by what the stage makes of them: `run(feed) -> outputs` runs the stage's graph once
-    for the whole request. Inputs given without the batch axis run as one row and their outputs
-    apply to every row; with it, each row gets its own. Without the stage's inputs the request
-    gives the stage's outputs itself, and nothing runs."""
+def through_stage(spec: ModelSpec, where: str, cond: dict | None, run, guided: bool = False) -> tuple[dict | None, dict]:
+    """(the request's conditions with the condition stage's inputs (token ids, observations, ...)
+    replaced by what the stage makes of them, the nulls the stage makes): `run(feed) -> outputs`
+    runs the stage's graph once for the whole request. Inputs given without the batch axis run as
+    one row and their outputs apply to every row; with it, each row gets its own. A `guided`
+    request whose file takes a null from the stage runs the null request (every stage input
+    zeros: token id 0 is padding, so the empty prompt) in the same call, as more rows. Without the
+    stage's inputs the request gives the stage's outputs itself, and nothing runs."""
     stage = spec.stage
     names = [i["name"] for i in stage.get("inputs", ())]
+    staged_nulls = [i["name"] for i in spec.inputs if i.get("null") == "stage"]
     if not cond or not any(k in cond for k in names):
-        return cond
+        if guided and staged_nulls:
+            raise usage("cond", f"{where}: the null of {staged_nulls[0]!r} comes from the condition stage; for guidance "
+                        f"give the stage's inputs ({', '.join(names)})", staged_nulls[0])
+        return cond, {}
     missing = [k for k in names if k not in cond]
     if missing:
         raise usage("cond", f"{where}: the condition stage needs {', '.join(names)}; {missing[0]!r} is missing", missing[0])
@@ -164,8 +170,36 @@ def through_stage(spec: ModelSpec, where: str, cond: dict | None, run) -> dict |
             elif got != want:
                 raise bad_input("cond", f"condition {name!r} has shape {list(arr.shape)}, expected [{_dims(item['shape'])}]", name)
         feed[name] = np.ascontiguousarray(arr)
+    rows = len(next(iter(feed.values())))
+    with_nulls = guided and bool(staged_nulls)
+    if with_nulls:
+        feed = {k: np.concatenate([v, np.zeros_like(v)]) for k, v in feed.items()}
     outputs = run(feed)
     made = {k: v for k, v in cond.items() if k not in names}
+    nulls = {}
     for name, out in zip(stage["outputs"], outputs):
-        made[name] = out if batched else out[0]
-    return made
+        made[name] = out[:rows] if batched else out[0]
+        if with_nulls and name in staged_nulls:
+            nulls[name] = out[rows:] if batched else out[rows]
+    return made, nulls
+
+
+def null_rows(spec: ModelSpec, inputs: dict, staged: dict, n: int) -> dict:
+    """What the unconditional half of a guided call feeds for each condition with a null, as
+    [n, *shape] (views where they broadcast): zeros, the file's stored null (broadcast along its
+    symbols) or the condition stage's output for the null request (`staged`, from through_stage)."""
+    nulls = {}
+    for item in spec.inputs:
+        kind, name = item.get("null"), item["name"]
+        if kind == "zeros":
+            nulls[name] = np.broadcast_to(np.zeros((), inputs[name].dtype), inputs[name].shape)
+        elif kind == "stored":
+            nulls[name] = np.broadcast_to(spec.null_values[name], inputs[name].shape)
+        elif kind == "stage":
+            arr = np.asarray(staged[name])
+            arr = arr if arr.ndim == len(item["shape"]) + 1 else arr[None]
+            if arr.shape[1:] != inputs[name].shape[1:]:
+                raise bad_input("cond", f"the condition stage made the null {name!r} of shape {list(arr.shape[1:])}, "
+                                f"not the request's {list(inputs[name].shape[1:])}", name)
+            nulls[name] = np.broadcast_to(arr, inputs[name].shape)
+    return nulls

@@ -33,7 +33,8 @@ class Likelihoods:
     @guarded
     def log_prob(self, x: np.ndarray, steps: int | None = None, solver: str | None = None, labels=None,
                  guidance: float = 1.0, divergence: str = "auto", probes: int = 1,
-                 probe_seed: int = 0, schedule=None, cond: dict | None = None, dims: dict | None = None) -> np.ndarray:
+                 probe_seed: int = 0, schedule=None, cond: dict | None = None, dims: dict | None = None,
+                 guidance_interval=None, guidance_calls: str = "batched") -> np.ndarray:
         """log p1(x) in nats for data x [n, *shape], by integrating x back from t = 1 to noise at
         t = 0 with the divergence of the velocity: log N(x_0) - int_0^1 div v dt.
 
@@ -42,10 +43,12 @@ class Likelihoods:
         `probe_seed` and the row index): unbiased, cheaper in high dimension; "auto" is exact up
         to likelihood.EXACT_MAX_DIM dimensions. Divide by the number of dimensions (and ln 2)
         for nats (bits) per dimension. Conditional models: log p(x | label), or of the guided
-        field with guidance != 1. `schedule`, `cond` and `dims` as in sample(); the schedule is
+        field with guidance != 1. `schedule`, `cond`, `dims` and the guidance options as in sample(); the schedule is
         visited backwards."""
+        cond, nulls = self.through_stage(cond, guidance)
         req = request.likelihood_request(self.spec, self.path, x, steps, solver, labels, guidance, divergence,
-                                         probes, probe_seed, schedule, self.through_stage(cond), dims)
+                                         probes, probe_seed, schedule, cond, dims, nulls, guidance_interval,
+                                         guidance_calls)
         z, integral, self._last.nfe = self._solve_divergence(req.start(), req, forward=False)
         return valid_logpdf(z, req) - integral
 

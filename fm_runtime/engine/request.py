@@ -5,7 +5,7 @@ Request through `sampling_request` / `likelihood_request` and then only read it;
 runtime mirrors it in js/src/request.mjs (samplingRequest)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from ..model.spec import ModelSpec
 from ..solve.noise import new_seed, noise_rows
 from ..solve.schedules import Schedule, parse_schedule
 from ..solve.solvers import check_steps, get_solver
-from .conditions import bad_input, bind_inputs, per_row, usage
+from .conditions import bad_input, bind_inputs, null_rows, per_row, usage
 from .velocity import Conditioning
 
 METHODS = CONTRACT["solvers"]["methods"]
@@ -47,6 +47,9 @@ class Request:
     probe_seed: int = 0
     inputs: dict = field(default_factory=dict)   # the file's extra inputs, per row: {name: [n, *shape]}
     cancel: CancelToken | None = None             # cancels this request from another thread
+    nulls: dict = field(default_factory=dict)    # guidance: the unconditional half's conditions, per row
+    guidance_interval: tuple[float, float] = (0.0, 1.0)   # guidance applies for t in [a, b], else v_c
+    guidance_calls: str = "batched"               # "batched": both halves in one call on 2n rows; "two"
 
     def start(self, a: int = 0, b: int | None = None) -> np.ndarray:
         """Rows [a, b) of the request's starting points (float32; zero outside a mask)."""
@@ -56,20 +59,30 @@ class Request:
         mask = self.spec.input("mask")
         return x if mask is None else x * self.inputs[mask["name"]][a:b]
 
+    def rows(self, a: int, b: int) -> "Request":
+        """Rows [a, b) of this request, as a request of their own (rows a.. of its seeded stream)."""
+        return replace(self, n=b - a, noise=None if self.noise is None else self.noise[a:b], first=self.first + a,
+                       labels=None if self.labels is None else self.labels[a:b],
+                       inputs={k: v[a:b] for k, v in self.inputs.items()}, nulls={k: v[a:b] for k, v in self.nulls.items()})
+
     def conditioning(self, a: int = 0, b: int | None = None) -> Conditioning:
         """Labels, guidance and extra inputs of rows [a, b)."""
         cond = Conditioning(self.labels, self.guidance, self.inputs, self.spec,
-                            None if self.cancel is None else self.cancel.options)
+                            None if self.cancel is None else self.cancel.options, self.nulls,
+                            self.guidance_interval, self.guidance_calls)
         return cond if a == 0 and b in (None, self.n) else cond.rows(a, self.n if b is None else b)
 
 
 def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=None, seed=None, noise=None, *,
                      trajectory: bool = False, logprob: bool = False, keep_partial: bool = False, labels=None,
                      guidance=1.0, divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
-                     rtol=None, atol=None, first: int = 0, cond=None, dims=None, cancel=None) -> Request:
+                     rtol=None, atol=None, first: int = 0, cond=None, dims=None, cancel=None, nulls=None,
+                     guidance_interval=None, guidance_calls="batched") -> Request:
     """A sampling request (Sampler.run's arguments), checked, with the model's defaults. cond:
     the file's extra inputs by name (each [n, *shape], or [*shape] for every row); dims: sizes of
-    symbols that no input binds; cancel: a CancelToken that cancels this request."""
+    symbols that no input binds; cancel: a CancelToken that cancels this request; nulls: the
+    nulls the condition stage made (conditions.through_stage); guidance_interval (a, b): guide
+    only for a <= t <= b; guidance_calls: "batched" (one call on 2n rows) or "two"."""
     if cancel is not None and not isinstance(cancel, CancelToken):
         raise usage("cancel", f"cancel must be a fm_runtime.CancelToken, got {type(cancel).__name__}")
     baked = spec.kind == "baked"
@@ -93,23 +106,44 @@ def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=Non
     else:
         n, seed = n or rows, new_seed() if seed is None else check_seed(seed)
     kind = "baked" if baked else METHODS[solver]["kind"]
+    rows_in = per_row(inputs, n)
     return Request(n, kind, bound, solver, steps, schedule, tolerances, check_labels(spec, where, labels, n), guidance,
-                   seed, noise, first, trajectory, logprob, keep_partial, divergence, probes, probe_seed,
-                   per_row(inputs, n), cancel)
+                   seed, noise, first, trajectory, logprob, keep_partial, divergence, probes, probe_seed, rows_in,
+                   cancel, *guiding(bound, guidance, rows_in, nulls, n, guidance_interval, guidance_calls))
 
 
 def likelihood_request(spec: ModelSpec, where: str, x, steps=None, solver=None, labels=None, guidance=1.0,
                        divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
-                       cond=None, dims=None) -> Request:
+                       cond=None, dims=None, nulls=None, guidance_interval=None, guidance_calls="batched") -> Request:
     """A log-likelihood request (Sampler.log_prob's arguments): `x` are the data rows."""
     schedule, steps = check_schedule(spec, schedule, steps)
     steps, solver = check_grid(spec, steps, solver)
     guidance = check_guidance(guidance, labels, spec)
     bound, inputs, _ = bind_inputs(spec, where, cond, dims, x, None, what="data")
     x1 = check_noise(bound.data_shape, x, what="data")
+    rows_in = per_row(inputs, len(x1))
+    nulls, interval, calls = guiding(bound, guidance, rows_in, nulls, len(x1), guidance_interval, guidance_calls)
     return Request(len(x1), METHODS[solver]["kind"], bound, solver, steps, schedule, None,
                    check_labels(spec, where, labels, len(x1)), guidance, noise=x1, logprob=True,
-                   divergence=divergence, probes=probes, probe_seed=probe_seed, inputs=per_row(inputs, len(x1)))
+                   divergence=divergence, probes=probes, probe_seed=probe_seed, inputs=rows_in, nulls=nulls,
+                   guidance_interval=interval, guidance_calls=calls)
+
+
+def guiding(spec: ModelSpec, guidance: float, inputs: dict, staged, n: int, interval, calls) -> tuple:
+    """(the unconditional half's conditions, the interval of t guidance applies on, how its two
+    halves are called) of a request, checked."""
+    if calls not in ("batched", "two"):
+        raise usage("guidance_calls", f"guidance_calls must be 'batched' (both halves in one call) or 'two', got {calls!r}")
+    if interval is None:
+        interval = (0.0, 1.0)
+    try:
+        a, b = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise usage("guidance_interval", f"guidance_interval must be two times (a, b), got {interval!r}") from None
+    if not 0.0 <= a <= b <= 1.0:
+        raise usage("guidance_interval", f"guidance_interval must satisfy 0 <= a <= b <= 1, got ({a:g}, {b:g})")
+    guided = guidance != 1.0 and spec.input("guidance") is None
+    return (null_rows(spec, inputs, staged or {}, n) if guided else {}), (a, b), calls
 
 
 def check_baked(spec: ModelSpec, where: str, steps, solver, trajectory: bool, schedule=None) -> None:

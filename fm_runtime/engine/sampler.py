@@ -114,20 +114,21 @@ class Sampler(Likelihoods):
         """The checked Request that run() would solve (the model's defaults applied), without
         solving it: for callers that size or describe work first (fm-run does). A file with a
         condition stage runs it here, once, when the request gives the stage's inputs."""
-        options["cond"] = self.through_stage(options.get("cond"))
+        options["cond"], options["nulls"] = self.through_stage(options.get("cond"), options.get("guidance", 1.0))
         return request.sampling_request(self.spec, self.path, n, steps, solver, seed, noise, **options)
 
     @guarded
-    def through_stage(self, cond: dict | None) -> dict | None:
-        """The conditions with the condition stage's inputs replaced by its outputs (see
-        conditions.through_stage); counts its runs in `stage_calls`."""
+    def through_stage(self, cond: dict | None, guidance=1.0) -> tuple[dict | None, dict]:
+        """(the conditions with the condition stage's inputs replaced by its outputs, the nulls it
+        made for guidance) (see conditions.through_stage); counts its runs in `stage_calls`."""
         def run(feed: dict) -> list:
             with self._jvp_lock:
                 if self._stage_session is None:
                     self._stage_session = open_stage(self.spec, self.path, self.providers, self.session_options)
                 self.stage_calls += 1
             return self._stage_session.run(self.spec.stage["outputs"], feed, RUN)
-        return through_stage(self.spec, self.path, cond, run) if self.spec.stage else cond
+        guided = guidance != 1.0 and self.spec.input("guidance") is None
+        return through_stage(self.spec, self.path, cond, run, guided) if self.spec.stage else (cond, {})
 
     @guarded
     def run(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
@@ -135,12 +136,14 @@ class Sampler(Likelihoods):
             logprob: bool = False, keep_partial: bool = False, labels=None, guidance: float = 1.0,
             divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
             rtol: float | None = None, atol: float | None = None, cond: dict | None = None,
-            dims: dict | None = None, cancel: CancelToken | None = None) -> SampleResult:
+            dims: dict | None = None, cancel: CancelToken | None = None, guidance_interval=None,
+            guidance_calls: str = "batched") -> SampleResult:
         """One sampling request; see sample() for the arguments. Safe to call from many threads."""
         return self.solve(self.request(n, steps, solver, seed, noise, trajectory=trajectory, logprob=logprob,
                                        keep_partial=keep_partial, labels=labels, guidance=guidance,
                                        divergence=divergence, probes=probes, probe_seed=probe_seed,
-                                       schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims, cancel=cancel))
+                                       schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims, cancel=cancel,
+                                       guidance_interval=guidance_interval, guidance_calls=guidance_calls))
 
     def solve(self, req: request.Request) -> SampleResult:
         """Solve a Request (from request()): by the solver's kind in the registry, with the
@@ -178,7 +181,7 @@ class Sampler(Likelihoods):
                guidance: float = 1.0, return_logprob: bool = False, divergence: str = "auto",
                probes: int = 1, probe_seed: int = 0, schedule=None, rtol: float | None = None,
                atol: float | None = None, cond: dict | None = None, dims: dict | None = None,
-               cancel: CancelToken | None = None):
+               cancel: CancelToken | None = None, guidance_interval=None, guidance_calls: str = "batched"):
         """Draw samples. Give `n` (with an optional `seed`) or a `noise` array [n, *shape].
 
         `schedule` places the steps in time (fm_runtime.solve.schedules): "uniform", "shift:S",
@@ -195,6 +198,9 @@ class Sampler(Likelihoods):
         (T) are bound from them, from `noise`, or from `dims` {"T": 50}. Guidance then nulls every
         condition that declares a null (v_u) and runs both halves in one call; a file with a
         guidance input gets w itself; a mask keeps the samples exactly 0 where it is 0.
+        `guidance_interval` (a, b) guides only for a <= t <= b (the conditional velocity
+        elsewhere); `guidance_calls` "two" runs the halves as two calls of n rows (for graphs
+        that cannot take 2n rows) instead of one of 2n.
 
         `cancel` (a fm_runtime.CancelToken) cancels this request from another thread:
         token.cancel() ends it within milliseconds with Interrupted("cancelled").
@@ -209,7 +215,7 @@ class Sampler(Likelihoods):
         r = self.run(n, steps, solver, seed, noise, trajectory=return_trajectory, logprob=return_logprob,
                      keep_partial=keep_partial, labels=labels, guidance=guidance, divergence=divergence,
                      probes=probes, probe_seed=probe_seed, schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims,
-                     cancel=cancel)
+                     cancel=cancel, guidance_interval=guidance_interval, guidance_calls=guidance_calls)
         if return_trajectory:
             return r.samples, r.trajectory
         return (r.samples, r.logprob) if return_logprob else r.samples
@@ -234,7 +240,8 @@ class Sampler(Likelihoods):
     def sample_chunks(self, start: int, stop: int, seed: int, steps: int | None = None,
                       solver: str | None = None, chunk: int | None = None, keep_partial: bool = False,
                       labels=None, guidance: float = 1.0, noise: np.ndarray | None = None, schedule=None,
-                      cond: dict | None = None, dims: dict | None = None):
+                      cond: dict | None = None, dims: dict | None = None, guidance_interval=None,
+                      guidance_calls: str = "batched"):
         """Rows [start, stop) of one seeded run (or of `noise`), solved and yielded chunk by chunk
         as (first_row, SampleResult): memory stays bounded whatever the number of rows. `labels`:
         one int, or an array indexed by the run's row numbers; so is each per-row array of `cond`.
@@ -242,16 +249,19 @@ class Sampler(Likelihoods):
         cond = {k: label_rows(v, start, stop) if np.ndim(v) == self.spec.row_rank(k) + 1 else v for k, v in (cond or {}).items()}
         req = self.request(stop - start, steps, solver, seed, None if noise is None else noise[start:stop],
                            keep_partial=keep_partial, labels=label_rows(labels, start, stop), guidance=guidance,
-                           schedule=schedule, first=start, cond=cond, dims=dims)
+                           schedule=schedule, first=start, cond=cond, dims=dims,
+                           guidance_interval=guidance_interval, guidance_calls=guidance_calls)
+        yield from self.solve_chunks(req, chunk)
+
+    def solve_chunks(self, req: request.Request, chunk: int | None = None):
+        """A Request (from request(), or its rows()) solved and yielded chunk by chunk as
+        (row of the seeded run, SampleResult); the condition stage, if any, already ran."""
         chunk = chunk or max(1, min(CHUNK_ROWS, CHUNK_BYTES // (4 * req.spec.dim)))
-        stream = NoiseStream(req.seed, start, req.spec.data_shape) if noise is None else None
+        stream = NoiseStream(req.seed, req.first, req.spec.data_shape) if req.noise is None else None
         for a in range(0, req.n, chunk):
             b = min(a + chunk, req.n)
             z = stream.take(b - a) if stream is not None else req.start(a, b)
-            part = replace(req, n=b - a, noise=z, seed=None, first=0,
-                           labels=None if req.labels is None else req.labels[a:b],
-                           inputs={k: v[a:b] for k, v in req.inputs.items()})
-            yield start + a, self.solve(part)
+            yield req.first + a, self.solve(replace(req.rows(a, b), noise=z, seed=None, first=0))
 
 
 def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,

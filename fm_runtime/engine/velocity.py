@@ -18,43 +18,66 @@ class Conditioning:
     """What one request conditions the velocity on: labels [n] int64 (None: no label), the
     guidance weight w, the file's extra inputs (contract version 4) as per-row arrays
     {name: [n, *shape]}, and `spec`, the file's spec with the request's symbols bound (None: the
-    file's own, which has none)."""
+    file's own, which has none). `nulls`: what the unconditional half feeds instead of each
+    condition with a null (zeros when missing); guidance applies for t in `interval`, the
+    conditional velocity elsewhere; `calls` "batched" runs both halves in one call on 2n rows,
+    "two" as two calls."""
 
     labels: np.ndarray | None = None
     guidance: float = 1.0
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     spec: ModelSpec | None = None
     options: ort.RunOptions | None = None     # the request's cancel token's run options (None: RUN)
+    nulls: dict[str, np.ndarray] = field(default_factory=dict)
+    interval: tuple[float, float] = (0.0, 1.0)
+    calls: str = "batched"
 
     def rows(self, a: int, b: int) -> "Conditioning":
         if self.labels is None and not self.inputs:
             return self
         return replace(self, labels=None if self.labels is None else self.labels[a:b],
-                       inputs={k: v[a:b] for k, v in self.inputs.items()})
+                       inputs={k: v[a:b] for k, v in self.inputs.items()},
+                       nulls={k: v[a:b] for k, v in self.nulls.items()})
+
+    def guided(self, spec: ModelSpec) -> bool:
+        """Whether guidance needs an unconditional half (a guidance input takes w itself)."""
+        return self.guidance != 1.0 and spec.input("guidance") is None and (
+            self.labels is not None or any(i.get("null") for i in spec.inputs))
+
+    def plain(self) -> "Conditioning":
+        """The conditional velocity alone (outside the guidance interval)."""
+        return replace(self, guidance=1.0)
 
 
-def _feed(spec: ModelSpec, batch: int, cond: Conditioning):
-    """(rows per run, fixed feed entries, combine, mask): a conditional model gets its labels (the
-    "no label" id when none are given) and its extra inputs (a guidance input: the weight itself).
-    Classifier-free guidance runs the conditional rows and the unconditional ones (the null label,
-    and zeros for every condition declared with a null) in one batched call and combines them as
-    v_u + w (v_c - v_u). mask: the per-row mask the velocity is multiplied by (None: none)."""
+def _halves(spec: ModelSpec, batch: int, cond: Conditioning) -> tuple[dict, dict | None]:
+    """(the conditional feed, the unconditional one or None): labels (the "no label" id when none
+    are given) and extra inputs (a guidance input: the weight itself); the unconditional half has
+    the null label and each condition's null."""
     fixed = {k: np.ascontiguousarray(v) for k, v in cond.inputs.items()}
     scale = spec.input("guidance")
     if scale is not None:
         fixed[scale["name"]] = np.full(batch, cond.guidance, np.float32)
+    null = np.full(batch, spec.null_class, np.int64) if spec.num_classes else None
+    if null is not None:
+        fixed[spec.y_name] = null if cond.labels is None else cond.labels
+    if not cond.guided(spec):
+        return fixed, None
+    nulls = {i["name"] for i in spec.inputs if i.get("null")}
+    empty = {k: np.ascontiguousarray(cond.nulls[k]) if k in cond.nulls else np.zeros_like(fixed[k]) for k in nulls}
+    return fixed, {**fixed, **empty, **({spec.y_name: null} if null is not None else {})}
+
+
+def _feed(spec: ModelSpec, batch: int, cond: Conditioning):
+    """(rows per run, fixed feed entries, combine, mask) for one call per evaluation.
+    Classifier-free guidance runs the conditional rows and the unconditional ones in one batched
+    call and combines them as v_u + w (v_c - v_u). mask: the per-row mask the velocity is
+    multiplied by (None: none)."""
+    fixed, empty = _halves(spec, batch, cond)
     mask = spec.input("mask")
     mask = None if mask is None else fixed[mask["name"]]
-    nulls = {i["name"] for i in spec.inputs if i.get("null")}
-    null = np.full(batch, spec.null_class, np.int64) if spec.num_classes else None
-    guided = cond.guidance != 1.0 and scale is None and (cond.labels is not None or nulls)
-    if not guided:
-        if null is not None:
-            fixed[spec.y_name] = null if cond.labels is None else cond.labels
+    if empty is None:
         return batch, fixed, None, mask
-    both = {k: np.concatenate([v, np.zeros_like(v) if k in nulls else v]) for k, v in fixed.items()}
-    if null is not None:
-        both[spec.y_name] = np.concatenate([null if cond.labels is None else cond.labels, null])
+    both = {k: np.concatenate([v, empty[k]]) for k, v in fixed.items()}
     w = cond.guidance
 
     def combine(out: np.ndarray) -> np.ndarray:
@@ -81,9 +104,32 @@ def same_shape(spec: ModelSpec, jv: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Conditioning = Conditioning()):
     """v(x, t) for scalar t at a fixed batch size, reusing its own buffers. With a mask input the
-    velocity is zero outside the mask, so a masked start stays exactly 0 there at every step."""
-    spec, opts = cond.spec or spec, cond.options or RUN
+    velocity is zero outside the mask, so a masked start stays exactly 0 there at every step.
+    Guidance on a sub-interval of t switches to the conditional velocity outside it."""
+    spec = cond.spec or spec
+    if cond.guided(spec) and cond.interval != (0.0, 1.0):
+        inside, outside, (a, b) = velocity_fn(session, spec, batch, replace(cond, interval=(0.0, 1.0))), \
+            velocity_fn(session, spec, batch, cond.plain()), cond.interval
+        return lambda x, t: inside(x, t) if a <= t <= b else outside(x, t)
+    if cond.guided(spec) and cond.calls == "two":
+        fixed, empty = _halves(spec, batch, cond)
+        mask = spec.input("mask")
+        vc = velocity_fn(session, spec, batch, cond.plain())
+        vu = _call(session, spec, batch, empty, None, cond.options, None, None if mask is None else fixed[mask["name"]])
+        w = cond.guidance
+
+        def two(x: np.ndarray, t: float) -> np.ndarray:
+            c = vc(x, t)
+            u = vu(x, t)
+            return u + w * (c - u)
+        return two
     rows, fixed, combine, mask = _feed(spec, batch, cond)
+    return _call(session, spec, batch, fixed, combine, cond.options, rows, mask)
+
+
+def _call(session, spec: ModelSpec, batch: int, fixed: dict, combine, options, rows: int | None = None, mask=None):
+    """x, t -> the graph's v with `fixed` fed beside them (both halves of guidance when `combine`)."""
+    rows, opts = rows or batch, options or RUN
     tb = np.empty((rows,) if spec.t_rank == 1 else (rows, 1), np.float32)
     run, names, x_name, t_name = session.run, [spec.v_name], spec.x_name, spec.t_name
     if combine is None:
@@ -124,8 +170,13 @@ def velocity_at(session: ort.InferenceSession, spec: ModelSpec, x: np.ndarray, t
 
 def jvp_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond: Conditioning = Conditioning()):
     """(x, t, e) -> (v, J e) from the divergence graph, with the same labels and guidance as the
-    velocity (guidance combines the products linearly, like the velocities)."""
+    velocity (guidance combines the products linearly, like the velocities; its halves always
+    share one call here)."""
     spec, opts = cond.spec or spec, cond.options or RUN
+    if cond.guided(spec) and cond.interval != (0.0, 1.0):
+        inside, outside, (a, b) = jvp_fn(session, spec, batch, replace(cond, interval=(0.0, 1.0))), \
+            jvp_fn(session, spec, batch, cond.plain()), cond.interval
+        return lambda x, t, e: inside(x, t, e) if a <= t <= b else outside(x, t, e)
     rows, fixed, combine, mask = _feed(spec, batch, cond)
     names = [NAMES.v, spec.divergence.get("output_jv", NAMES.jv)]
     e_name, x_name, t_name = spec.divergence.get("input_e", NAMES.e), NAMES.x, NAMES.t

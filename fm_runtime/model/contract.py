@@ -15,7 +15,7 @@ from ..errors import ModelError
 from ..solve.schedules import parse_schedule
 from ..solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe
 from . import schema
-from .extra_inputs import read_conditions, read_stage, refuse
+from .extra_inputs import read_conditions, read_nulls, read_stage, refuse
 from .graph_io import check_graph, io_table, plain_spec
 from .spec import NAMES, ModelSpec
 
@@ -35,14 +35,15 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
                    producer: dict | None = None, baked: dict | None = None, num_classes: int = 0,
                    value_range: list | None = None, divergence: dict | None = None,
                    inputs: list[dict] | None = None, symbols: dict | None = None, stage: dict | None = None,
-                   graph_names: tuple[str, str, str] = (NAMES.x, NAMES.t, NAMES.v)) -> dict[str, str]:
+                   null_values: dict | None = None, graph_names: tuple[str, str, str] = (NAMES.x, NAMES.t, NAMES.v)) -> dict[str, str]:
     """The fm.* metadata_props of a model file (values JSON-encoded). With `baked`
     ({"solver", "steps"}) the file is a baked sampler with input z and output x. num_classes > 0:
     the velocity graph takes labels y, id num_classes meaning "no label" (contract version 2).
     graph_names: the velocity graph's (x, t, v) names, for graphs fm-export did not name.
     default_schedule: the time schedule (schedules.py) used when none is asked for, or for a
     baked file the one it was built with; other than uniform, the file declares version 3.
-    inputs / symbols: named extra inputs and the symbols of their shapes (version 4)."""
+    inputs / symbols: named extra inputs and the symbols of their shapes (version 4);
+    null_values {name: array}: the nulls stored in the file; stage: the condition stage."""
     schedule = parse_schedule(default_schedule)
     names = ({"input_z": NAMES.z, "output_x": NAMES.samples, "baked": {**baked, "nfe": nfe(baked["solver"], baked["steps"])}}
              if baked else dict(zip(("input_x", "input_t", "output_v"), graph_names)))
@@ -63,6 +64,8 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
     if inputs or symbols:
         values.update(format_version=4, inputs=[dict(i, shape=list(i["shape"])) for i in inputs or []],
                       symbols=symbols or {})
+    if null_values:
+        values["null_values"] = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in null_values.items()}
     if stage:
         values["condition_stage"] = stage
     if value_range:
@@ -198,6 +201,7 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
         extra, symbols = read_conditions(where, m, shape, kind, {NAMES.y if classes else None,
                                                                m.get("input_x", NAMES.x), m.get("input_t", NAMES.t)})
         stage = read_stage(where, m.get("condition_stage", {}), extra, symbols)
+        nulls = read_nulls(where, m.get("null_values", {}), extra, stage)
         spec = ModelSpec(tuple(shape), x_name or m.get("input_x", NAMES.x), t_name or m.get("input_t", NAMES.t),
                          m.get("output_v", NAMES.v), kind=kind, z_name=m.get("input_z", NAMES.z),
                          out_name=m.get("output_x", NAMES.samples), baked=baked, selftest=m.get("selftest", {}),
@@ -207,7 +211,8 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
                          producer=m.get("producer", {}), format_version=version,
                          num_classes=classes, null_class=m.get("null_class", classes),
                          y_name=m.get("input_y", NAMES.y), value_range=tuple(vr) if vr else None,
-                         divergence=m.get("divergence", {}), inputs=extra, symbols=symbols, stage=stage)
+                         divergence=m.get("divergence", {}), inputs=extra, symbols=symbols, stage=stage,
+                         null_values=nulls)
         if data_shape is not None and not spec.symbolic and tuple(data_shape) != spec.data_shape:
             raise refuse(where, "data_shape", f"the file declares data shape {list(spec.data_shape)}, "
                           f"not {list(data_shape)}")

@@ -4,6 +4,8 @@ fm.condition_stage (the graph run once per request that provides some of them). 
 reads them through these functions, as js/src/contract.mjs does through its own."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..definitions import CONTRACT
 from ..errors import ModelError
 from . import schema
@@ -36,6 +38,9 @@ def read_conditions(where: str, m: dict, shape: list, kind: str, taken: set) -> 
         seen.add(item["name"])
         if "null" in item and item["role"] != "condition":
             raise refuse(where, "inputs", f"fm.inputs {item['name']!r}: only a condition has a null value", field + ".null")
+        if item.get("null") == "stored" and item["name"] not in m.get("null_values", {}):
+            raise refuse(where, "inputs", f"fm.inputs {item['name']!r}: its null is stored but fm.null_values has no "
+                          f"{item['name']!r}", field + ".null")
         if item["role"] == "mask" and (item["dtype"] != "float32" or len(item["shape"]) != len(shape) or any(
                 d != 1 and d != s for d, s in zip(item["shape"], shape))):
             raise refuse(where, "inputs", f"fm.inputs {item['name']!r}: a mask is float32 with the data's rank, each "
@@ -51,6 +56,30 @@ def read_conditions(where: str, m: dict, shape: list, kind: str, taken: set) -> 
     if missing:
         raise refuse(where, "symbols", f"the shapes use {', '.join(missing)}, which fm.symbols does not declare", missing[0])
     return tuple({**item, "shape": tuple(item["shape"])} for item in inputs), symbols
+
+
+def read_nulls(where: str, stored: dict, inputs: tuple, stage: dict) -> dict:
+    """fm.null_values beyond its schema: {name: float32 array} for every condition whose null is
+    "stored", shaped as the input with each symbol's dimension 1 (it broadcasts along it); a null
+    "stage" names an output of the condition stage."""
+    declared = {i["name"]: i for i in inputs}
+    for name in stored:
+        if declared.get(name, {}).get("null") != "stored":
+            raise refuse(where, "null_values", f"fm.null_values holds {name!r}, which no input of fm.inputs "
+                          "declares with null \"stored\"", name)
+    values = {}
+    for name, value in stored.items():
+        item, want = declared[name], tuple(1 if isinstance(d, str) else d for d in declared[name]["shape"])
+        shape = schema.nested_shape(value)
+        if shape != want:
+            raise refuse(where, "null_values", f"fm.null_values {name!r} has shape {list(shape) if shape else 'ragged'}, "
+                          f"expected {list(want)} (the input's, 1 for each symbol)", name)
+        values[name] = np.asarray(value, np.float32 if item["dtype"] == "float32" else np.int64).reshape(want)
+    for i, item in enumerate(inputs):
+        if item.get("null") == "stage" and item["name"] not in stage.get("outputs", ()):
+            raise refuse(where, "inputs", f"fm.inputs {item['name']!r}: its null comes from the condition stage, "
+                          "which does not provide it", f"[{i}].null")
+    return values
 
 
 def read_stage(where: str, stage: dict, inputs: tuple, symbols: dict) -> dict:

@@ -103,6 +103,17 @@ def _tensor(v) -> str | None:
     return None
 
 
+def nested_shape(v) -> tuple[int, ...] | None:
+    """The shape of a nested list of numbers (a number: ()), None when it is ragged or too deep."""
+    shape, level = [], [v]
+    while level and isinstance(level[0], list):
+        if len(shape) >= MAX_RANK or any(not isinstance(a, list) or len(a) != len(level[0]) for a in level):
+            return None
+        shape.append(len(level[0]))
+        level = [b for a in level for b in a]
+    return tuple(shape) if not any(isinstance(a, list) for a in level) else None
+
+
 def _tensors(v) -> str | None:
     if not isinstance(v, dict) or not v:
         return f"must map input names to arrays, got {_show(v)}"

@@ -65,6 +65,8 @@ class ModelSpec:
     # a condition stage: a second graph run once per request that maps its inputs (token ids, ...)
     # to some of `inputs` ({"onnx_base64", "inputs": [{"name", "dtype", "shape"}], "outputs"})
     stage: dict[str, Any] = field(default_factory=dict)
+    # the nulls stored in the file (fm.null_values): {name: array shaped as the input, 1 per symbol}
+    null_values: dict[str, Any] = field(default_factory=dict)
 
     @property
     def symbolic(self) -> bool:

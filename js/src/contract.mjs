@@ -88,7 +88,7 @@ function baseSpec(fields) {
     probPath: { name: 'unknown' }, defaultSolver: DEFAULT_SOLVER, defaultSteps: DEFAULT_STEPS,
     defaultSchedule: 'uniform', training: {},
     architecture: {}, producer: {}, formatVersion: null, numClasses: 0, nullClass: 0, yName: NAMES.y,
-    valueRange: null, divergence: {}, inputs: [], symbols: {}, stage: {}, ...fields,
+    valueRange: null, divergence: {}, inputs: [], symbols: {}, stage: {}, nullValues: {}, ...fields,
   };
 }
 
@@ -115,6 +115,9 @@ function conditions(where, m, py, shape, kind, taken) {
     seen.add(item.name);
     if ('null' in item && item.role !== 'condition') {
       throw refuse(where, 'inputs', `fm.inputs ${show(item.name)}: only a condition has a null value`, `${field}.null`);
+    }
+    if (item.null === 'stored' && !Object.hasOwn(m.null_values ?? {}, item.name)) {
+      throw refuse(where, 'inputs', `fm.inputs ${show(item.name)}: its null is stored but fm.null_values has no ${show(item.name)}`, `${field}.null`);
     }
     if (item.role === 'mask' && (item.dtype !== 'float32' || item.shape.length !== shape.length
         || item.shape.some((d, j) => d !== 1 && d !== shape[j]))) {
@@ -143,10 +146,47 @@ function conditions(where, m, py, shape, kind, taken) {
       if (unknown.length) throw refuse(where, 'condition_stage', `fm.condition_stage input ${show(item.name)} uses ${unknown[0]}, which fm.symbols does not declare`, `inputs[${i}].shape`);
     });
   }
+  const nullValues = storedNulls(where, m.null_values ?? {}, inputs);
+  inputs.forEach((item, i) => {
+    if (item.null === 'stage' && !(stage?.outputs ?? []).includes(item.name)) {
+      throw refuse(where, 'inputs', `fm.inputs ${show(item.name)}: its null comes from the condition stage, which does not provide it`, `[${i}].null`);
+    }
+  });
   const used = new Set([...shape, ...inputs.flatMap((item) => item.shape)].filter((d) => typeof d === 'string'));
   const missing = [...used].filter((d) => !Object.hasOwn(symbols, d)).sort();
   if (missing.length) throw refuse(where, 'symbols', `the shapes use ${missing.join(', ')}, which fm.symbols does not declare`, missing[0]);
-  return [inputs, symbols, stage ?? {}];
+  return [inputs, symbols, stage ?? {}, nullValues];
+}
+
+/** The shape of a nested array of numbers, or null when it is ragged or deeper than max_rank. */
+function nestedShape(v) {
+  const shape = [];
+  let level = [v];
+  while (level.length && Array.isArray(level[0])) {
+    if (shape.length >= CONTRACT.limits.max_rank || level.some((a) => !Array.isArray(a) || a.length !== level[0].length)) return null;
+    shape.push(level[0].length);
+    level = level.flat(1);
+  }
+  return level.some((a) => Array.isArray(a)) ? null : shape;
+}
+
+/** fm.null_values beyond its schema, as Python's read_nulls: {name: {data, dims}} for every input
+ * whose null is "stored", shaped as the input with 1 for each symbol. */
+function storedNulls(where, stored, inputs) {
+  const out = {};
+  for (const [name, value] of Object.entries(stored)) {
+    const item = inputs.find((i) => i.name === name);
+    if (item?.null !== 'stored') {
+      throw refuse(where, 'null_values', `fm.null_values holds ${show(name)}, which no input of fm.inputs declares with null "stored"`, name);
+    }
+    const want = item.shape.map((d) => (typeof d === 'string' ? 1 : d)), got = nestedShape(value);
+    if (got === null || got.join(',') !== want.join(',')) {
+      throw refuse(where, 'null_values', `fm.null_values ${show(name)} has shape ${got ? show(got) : 'ragged'}, expected ${show(want)} (the input's, 1 for each symbol)`, name);
+    }
+    const flat = want.length ? value.flat(Infinity) : [value];
+    out[name] = { data: item.dtype === 'float32' ? Float32Array.from(flat) : BigInt64Array.from(flat, (v) => BigInt(v)), dims: want };
+  }
+  return out;
 }
 
 /**
@@ -204,7 +244,7 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
     if (classes && !(nullClass >= 0 && nullClass <= classes)) {
       throw refuse(where, 'null_class', `fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, got ${classes} and ${nullClass}`);
     }
-    const [inputs, symbols, stage] = conditions(where, m, py, shape, kind,
+    const [inputs, symbols, stage, nullValues] = conditions(where, m, py, shape, kind,
       new Set([classes ? NAMES.y : null, m.input_x ?? NAMES.x, m.input_t ?? NAMES.t]));
     const div = m.divergence ?? {};
     if (Object.keys(div).length && !(typeof div.onnx_base64 === 'string' || Array.isArray(div.unsupported_ops))) {
@@ -220,7 +260,7 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
       baked, selftest: m.selftest ?? {}, variant: m.variant ?? {}, prediction: m.prediction, probPath: m.path,
       defaultSolver: solver, defaultSteps: steps, defaultSchedule: String(schedule), training: m.training ?? {}, architecture: m.architecture ?? {},
       producer: m.producer ?? {}, formatVersion: version, numClasses: classes, nullClass,
-      yName: m.input_y ?? NAMES.y, valueRange: vr, divergence: div, inputs, symbols, stage,
+      yName: m.input_y ?? NAMES.y, valueRange: vr, divergence: div, inputs, symbols, stage, nullValues,
     });
     if (dataShape != null && !symbolic(spec) && dataShape.join(',') !== shape.join(',')) {
       throw refuse(where, 'data_shape', `the file declares data shape ${show(shape)}, not ${show(dataShape)}`);

@@ -14,7 +14,8 @@ const usage = (key, message, field = null) => new UsageError(message, { key, fie
 /** An unusable array of a request (noise, a condition). */
 const badInput = (key, message, field = null) => new InputError(message, { key, field });
 
-const OPTIONS = ['n', 'steps', 'solver', 'schedule', 'noise', 'labels', 'guidance', 'seed', 'cond', 'dims'];
+const OPTIONS = ['n', 'steps', 'solver', 'schedule', 'noise', 'labels', 'guidance', 'seed', 'cond', 'dims', 'guidanceInterval',
+  'guidanceCalls'];
 const isWhole = (v) => typeof v === 'number' && Number.isInteger(v);
 
 function count(n) {
@@ -102,7 +103,7 @@ function checkLabels(spec, where, labels, n) {
 /** A request {n, steps, solver, schedule, noise, labels, guidance, seed}, checked: the Request {n, kind,
  * solver, steps, schedule (a Schedule), labels (BigInt64Array [n] or null), guidance, seed, noise
  * (Float32Array or null)}; kind is the solver's kind in contract.json's registry, or "baked". */
-export function samplingRequest(spec, where, options) {
+export function samplingRequest(spec, where, options, staged = {}) {
   if (options === null || typeof options !== 'object') throw usage('options', `sample() takes an options object, got ${show(options)}`);
   const unknown = Object.keys(options).filter((k) => !OPTIONS.includes(k));
   if (unknown.length) throw usage(unknown[0], `unknown option ${show(unknown[0])} (sample() takes ${OPTIONS.join(', ')})`);
@@ -137,8 +138,53 @@ export function samplingRequest(spec, where, options) {
     }
   }
   const kind = spec.kind === 'baked' ? 'baked' : CONTRACT.solvers.methods[solver].kind;
+  const rowsIn = perRow(inputs, n);
   return { n, kind, spec: bound, solver, steps, schedule, labels: checkLabels(spec, where, labels, n), guidance, seed, noise,
-    inputs: perRow(inputs, n) };
+    inputs: rowsIn, ...guiding(bound, guidance, rowsIn, staged, n, options.guidanceInterval, options.guidanceCalls ?? 'batched') };
+}
+
+/** {nulls, interval, calls} of a request, as Python's guiding: what the unconditional half feeds
+ * for each condition with a null ({data [n x size], dims}), the interval of t guidance applies on,
+ * and how its halves are called ("batched": one call on 2n rows, or "two"). */
+function guiding(spec, guidance, inputs, staged, n, interval, calls) {
+  if (calls !== 'batched' && calls !== 'two') {
+    throw usage('guidanceCalls', `guidanceCalls must be 'batched' (both halves in one call) or 'two', got ${show(calls)}`);
+  }
+  interval ??= [0, 1];
+  if (!Array.isArray(interval) || interval.length !== 2 || !interval.every((v) => typeof v === 'number')) {
+    throw usage('guidanceInterval', `guidanceInterval must be two times [a, b], got ${show(interval)}`);
+  }
+  const [a, b] = interval;
+  if (!(a >= 0 && a <= b && b <= 1)) throw usage('guidanceInterval', `guidanceInterval must satisfy 0 <= a <= b <= 1, got (${a}, ${b})`);
+  const nulls = {};
+  if (guidance !== 1 && !spec.inputs.some((i) => i.role === 'guidance')) {
+    for (const item of spec.inputs) {
+      const { data, dims } = inputs[item.name] ?? {};
+      if (item.null === 'zeros') nulls[item.name] = { data: new data.constructor(data.length), dims };
+      else if (item.null === 'stored') nulls[item.name] = { data: broadcastRows(spec.nullValues[item.name], dims, n), dims };
+      else if (item.null === 'stage') {
+        const made = staged[item.name];
+        if (made.dims.join(',') !== dims.join(',')) {
+          throw badInput('cond', `the condition stage made the null ${show(item.name)} of shape [${made.dims.join(', ')}], not the request's [${dims.join(', ')}]`, item.name);
+        }
+        nulls[item.name] = made.data.length === data.length ? made : { data: broadcastRows(made, dims, n), dims };
+      }
+    }
+  }
+  return { nulls, interval: [a, b], calls };
+}
+
+/** {data, dims} (each dimension 1 or the target's) repeated to n rows of shape `dims`. */
+function broadcastRows({ data, dims: from }, dims, n) {
+  const size = dims.reduce((p, d) => p * d, 1), out = new data.constructor(n * size);
+  const index = new Array(dims.length).fill(0);
+  for (let i = 0; i < size; i++) {
+    for (let d = dims.length - 1, rem = i; d >= 0; d--) { index[d] = rem % dims[d]; rem = Math.floor(rem / dims[d]); }
+    let m = 0;
+    for (let d = 0; d < dims.length; d++) m = m * from[d] + (from[d] === 1 ? 0 : index[d]);
+    for (let r = 0; r < n; r++) out[r * size + i] = data[m];
+  }
+  return out;
 }
 
 /** [the spec with its symbols bound, {name: {data, dims, batched}}, rows the per-row inputs fix or
@@ -157,10 +203,6 @@ export function bindInputs(spec, where, cond, dims, n) {
       throw usage(given === cond ? 'cond' : 'dims', `${where} declares no conditions or symbols; it takes no ${given === cond ? 'cond' : 'dims'} (${Object.keys(given).join(', ')})`);
     }
     return [spec, {}, null];
-  }
-  const staged = (spec.stage.inputs ?? []).map((i) => i.name).filter((k) => Object.hasOwn(cond, k));
-  if (staged.length) {
-    throw usage('cond', `${where}: the condition stage (${staged.join(', ')} -> ${spec.stage.outputs.join(', ')}) runs in the Python runtime only; give its outputs`, staged[0]);
   }
   const declared = Object.fromEntries(spec.inputs.map((i) => [i.name, i]));
   const unknown = Object.keys(cond).filter((k) => !Object.hasOwn(declared, k)).sort();
@@ -188,21 +230,7 @@ export function bindInputs(spec, where, cond, dims, n) {
   let rows = null;
   for (const [name, value] of Object.entries(cond)) {
     const item = declared[name], source = `condition ${show(name)}`;
-    if (value === null || typeof value !== 'object' || !Array.isArray(value.dims) || value.data == null) {
-      throw badInput('cond', `${source} must be {data, dims} (a typed array and its shape), got ${show(value)}`, name);
-    }
-    const shape = value.dims;
-    if (!shape.every((d) => isWhole(d) && d >= 0)) throw badInput('cond', `${source} has dims ${show(shape)}; expected whole numbers`, name);
-    const size = shape.reduce((a, b) => a * b, 1);
-    if (value.data.length !== size) throw badInput('cond', `${source} has ${value.data.length} values for dims [${shape.join(', ')}] (${size})`, name);
-    let data;
-    if (item.dtype === 'float32') {
-      data = Float32Array.from(value.data, Number);
-      if (data.some((v) => !Number.isFinite(v))) throw badInput('cond', `${source} contains NaN or Inf`, name);
-    } else {
-      if (!Array.from(value.data).every((v) => typeof v === 'bigint' || Number.isInteger(v))) throw badInput('cond', `${source} must be integers (int64)`, name);
-      data = BigInt64Array.from(value.data, (v) => BigInt(v));
-    }
+    const [data, shape] = asArray(item, value);
     const batched = shape.length === item.shape.length + 1;
     if (batched) {
       if (rows != null && rows !== shape[0]) throw usage('cond', `the per-row conditions disagree on rows: ${rows} and ${shape[0]} (${show(name)})`);
@@ -216,11 +244,10 @@ export function bindInputs(spec, where, cond, dims, n) {
     arrays[name] = { data, dims: batched ? shape.slice(1) : shape, batched };
   }
   if (n != null && rows != null && n !== rows) throw usage('n', `n = ${n} but the per-row conditions have ${rows} rows`);
-  for (const [name, bounds] of Object.entries(spec.symbols)) {
-    if (!Object.hasOwn(bound, name)) throw usage('dims', `nothing binds the symbol ${name}: give dims: {${name}: ...}`, name);
-    const size = bound[name][0], low = bounds.min ?? 1, high = bounds.max ?? CONTRACT.limits.max_symbol, step = bounds.multiple_of ?? 1;
-    if (!(size >= low && size <= high) || size % step) {
-      throw usage('dims', `${name} = ${size} is outside what ${where} takes: ${low} <= ${name} <= ${high}${step > 1 ? `, a multiple of ${step}` : ''}`, name);
+  for (const name of Object.keys(spec.symbols)) {
+    if (Object.hasOwn(bound, name)) checkSize(spec, where, name, bound[name][0]);
+    else if ([...spec.dataShape, ...spec.inputs.flatMap((i) => i.shape)].includes(name)) {
+      throw usage('dims', `nothing binds the symbol ${name}: give dims: {${name}: ...}`, name);
     }
   }
   const spec2 = bindSpec(spec, Object.fromEntries(Object.entries(bound).map(([k, v]) => [k, v[0]])));
@@ -230,6 +257,34 @@ export function bindInputs(spec, where, cond, dims, n) {
     }
   }
   return [spec2, arrays, rows];
+}
+
+/** [data as the item's dtype (Float32Array, finite; BigInt64Array), its dims] of a condition
+ * {data: a typed array or array of numbers, dims: its shape}. */
+export function asArray(item, value) {
+  const name = item.name, source = `condition ${show(name)}`;
+  if (value === null || typeof value !== 'object' || !Array.isArray(value.dims) || value.data == null) {
+    throw badInput('cond', `${source} must be {data, dims} (a typed array and its shape), got ${show(value)}`, name);
+  }
+  const shape = value.dims;
+  if (!shape.every((d) => isWhole(d) && d >= 0)) throw badInput('cond', `${source} has dims ${show(shape)}; expected whole numbers`, name);
+  const size = shape.reduce((a, b) => a * b, 1);
+  if (value.data.length !== size) throw badInput('cond', `${source} has ${value.data.length} values for dims [${shape.join(', ')}] (${size})`, name);
+  if (item.dtype === 'float32') {
+    const data = Float32Array.from(value.data, Number);
+    if (data.some((v) => !Number.isFinite(v))) throw badInput('cond', `${source} contains NaN or Inf`, name);
+    return [data, shape];
+  }
+  if (!Array.from(value.data).every((v) => typeof v === 'bigint' || Number.isInteger(v))) throw badInput('cond', `${source} must be integers (int64)`, name);
+  return [BigInt64Array.from(value.data, (v) => BigInt(v)), shape];
+}
+
+/** A symbol's size within the file's bounds for it. */
+export function checkSize(spec, where, name, size) {
+  const bounds = spec.symbols[name], low = bounds.min ?? 1, high = bounds.max ?? CONTRACT.limits.max_symbol, step = bounds.multiple_of ?? 1;
+  if (!(size >= low && size <= high) || size % step) {
+    throw usage('dims', `${name} = ${size} is outside what ${where} takes: ${low} <= ${name} <= ${high}${step > 1 ? `, a multiple of ${step}` : ''}`, name);
+  }
 }
 
 /** Each input as {data [n x size], dims}: one given without the batch axis repeats for every row. */

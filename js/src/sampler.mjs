@@ -4,24 +4,14 @@
 
 import { InputError, ModelError, NumericalError, UsageError, printable, show } from './errors.mjs';
 import { readModel } from './onnx-proto.mjs';
+import { loadFailure, selfTest } from './session.mjs';
+import { openStage, throughStage } from './stage.mjs';
 import { readSpec } from './contract.mjs';
 import { MAX_STEPS, SOLVERS, integrate } from './solvers.mjs';
 import { samplingRequest } from './request.mjs';
 import { gaussianNoise } from './noise.mjs';
 
 export const DEFAULT_TILE = 2048;
-
-function loadFailure(where, e) {
-  const msg = String(e?.message ?? e).split(/\s+/).join(' ').slice(0, 300);
-  const low = msg.toLowerCase();
-  if (low.includes('external')) {
-    return new ModelError(`${where}: the model keeps weights in a separate external-data file; fm-runtime loads one-file models only`);
-  }
-  if (low.includes('not a registered function/op') || low.includes('could not find an implementation')) {
-    return new ModelError(`${where}: the model uses an operator this onnxruntime does not provide (custom operators are not supported): ${msg}`);
-  }
-  return new ModelError(`${where}: not a loadable ONNX model (${msg})`);
-}
 
 /** The contract of a model file's bytes, read and checked before onnxruntime sees them. */
 export function inspect(bytes, where = 'model', options = {}) {
@@ -38,52 +28,6 @@ export function inspect(bytes, where = 'model', options = {}) {
   const table = (list) => Object.fromEntries(list.map((v) => [v.name, { type: v.type, shape: v.shape }]));
   const spec = readSpec(where, model.metadata, table(model.inputs), table(model.outputs), options);
   return { spec, metadata: model.metadata, inputs: model.inputs, outputs: model.outputs };
-}
-
-function tensorFromRows(ort, rows, type) {
-  const dims = [];
-  for (let a = rows; Array.isArray(a); a = a[0]) dims.push(a.length);
-  const flat = dims.length ? rows.flat(Infinity) : [rows];
-  if (flat.length !== dims.reduce((p, d) => p * d, 1) || !flat.every((v) => typeof v === 'number')) throw new TypeError('ragged');
-  const data = type === 'tensor(int64)' ? BigInt64Array.from(flat, (v) => BigInt(Math.trunc(v))) : Float32Array.from(flat);
-  return new ort.Tensor(type === 'tensor(int64)' ? 'int64' : 'float32', data, dims);
-}
-
-/** Run the probe the exporter recorded (fm.selftest) and compare, as fm_runtime/model/session.py does. */
-async function selfTest(ort, session, inputs, probe, where) {
-  if (!probe || !Object.keys(probe).length) return;
-  let feed, want, atol;
-  try {
-    const types = Object.fromEntries(inputs.map((i) => [i.name, i.type]));
-    feed = Object.fromEntries(Object.entries(probe.inputs).map(([k, v]) => [k, tensorFromRows(ort, v, types[k])]));
-    want = tensorFromRows(ort, probe.output, 'tensor(float)');
-    atol = Number(probe.atol ?? 1e-3);
-    if (!Number.isFinite(atol)) throw new TypeError('atol');
-  } catch {
-    throw new ModelError(`${where}: metadata fm.selftest is malformed`);
-  }
-  const fed = Object.keys(feed).sort(), takes = inputs.map((i) => i.name).sort();
-  if (fed.join('\0') !== takes.join('\0')) {
-    throw new ModelError(`${where}: fm.selftest feeds ${fed.join(', ')}, but the graph takes ${takes.join(', ')}`);
-  }
-  let got;
-  try {
-    got = Object.values(await session.run(feed))[0];
-  } catch (e) {
-    throw new ModelError(`${where}: fm.selftest does not fit the graph (${printable(String(e?.message ?? e).slice(0, 300))})`);
-  }
-  let same = got.dims.join(',') === want.dims.join(','), diff = NaN;
-  if (same) {
-    diff = 0;
-    for (let i = 0; i < want.data.length; i++) {
-      const d = Math.abs(got.data[i] - want.data[i]);
-      diff = Math.max(diff, Number.isNaN(d) ? Infinity : d);
-      if (!(d <= atol * Math.max(1, Math.abs(want.data[i])))) same = false;
-    }
-  }
-  if (!same) {
-    throw new ModelError(`${where}: fails its self-test: the graph's output differs from the values recorded at export (max |diff| ${Number(diff.toPrecision(3))}); the file was altered or corrupted`);
-  }
 }
 
 export class Sampler {
@@ -121,7 +65,14 @@ export class Sampler {
    * models. Returns {data: Float32Array, dims: [n, ...dataShape], nfe}.
    */
   async sample(options = {}) {
-    const req = samplingRequest(this.spec, this.where, options);
+    let staged = {};
+    if (this.spec.stage.outputs && options && typeof options === 'object' && options.cond && typeof options.cond === 'object') {
+      const guided = (options.guidance ?? 1) !== 1 && !this.spec.inputs.some((i) => i.role === 'guidance');
+      let cond;
+      [cond, staged] = await throughStage(this.ort, this.spec, this.where, options.cond, (feed) => this.runStage(feed), guided);
+      options = { ...options, cond };
+    }
+    const req = samplingRequest(this.spec, this.where, options, staged);
     const spec = req.spec, dim = spec.dim;
     const x0 = req.noise ?? gaussianNoise(req.n * dim, req.seed ?? 0);
     const mask = spec.inputs.find((i) => i.role === 'mask');
@@ -133,12 +84,13 @@ export class Sampler {
       const b = Math.min(a + tile, req.n);
       const z = x0.subarray(a * dim, b * dim);
       const labels = req.labels && req.labels.subarray(a, b);
-      const inputs = Object.fromEntries(Object.entries(req.inputs).map(([k, v]) => {
+      const slice = (arrays) => Object.fromEntries(Object.entries(arrays).map(([k, v]) => {
         const size = v.data.length / req.n;
         return [k, { data: v.data.subarray(a * size, b * size), dims: v.dims }];
       }));
+      const guide = { guidance: req.guidance, nulls: slice(req.nulls), interval: req.interval, calls: req.calls };
       const solved = this.baked ? await this.runBaked(z, b - a)
-        : await integrate(this.velocityFn(b - a, labels, req.guidance, inputs, spec), z, req.steps, req.solver, this.watch(req.steps, b - a), req.schedule);
+        : await integrate(this.velocityFn(b - a, labels, guide, slice(req.inputs), spec), z, req.steps, req.solver, this.watch(req.steps, b - a), req.schedule);
       if (solved.x.length !== z.length) {
         throw new ModelError(`${this.where}: the graph returned ${solved.x.length} values for ${b - a} rows of shape [${spec.dataShape.join(', ')}]; refusing its output`);
       }
@@ -166,48 +118,62 @@ export class Sampler {
     return { x, nfe: spec.baked.nfe ?? this.nfe() };
   }
 
+  /** The condition stage run once on `feed` (its session opened on first use); counts stageCalls. */
+  async runStage(feed) {
+    this.stageSession ??= await openStage(this.ort, this.spec, this.where);
+    this.stageCalls = (this.stageCalls ?? 0) + 1;
+    return this.stageSession.run(feed, this.spec.stage.outputs);
+  }
+
   /** v(x, t) for `batch` rows; labels, extra inputs, guidance and a mask as one wrapper
-   * (fm_runtime/engine/velocity.py): guidance nulls the label and every condition declared with a
-   * null (zeros) in a second half of the batch, or goes to the file's guidance input. */
-  velocityFn(batch, labels, guidance, inputs = {}, spec = this.spec) {
-    const { ort } = this;
+   * (fm_runtime/engine/velocity.py): guidance replaces the label and every condition declared with
+   * a null by its null (guide.nulls) in a second half of the batch (or a second call, guide.calls
+   * "two"), for t in guide.interval; or it goes to the file's guidance input. `guide` may be the
+   * weight alone. */
+  velocityFn(batch, labels, guide, inputs = {}, spec = this.spec) {
+    const { guidance = 1, nulls = {}, interval = [0, 1], calls = 'batched' } = typeof guide === 'number' ? { guidance: guide } : guide;
     const scale = spec.inputs.find((i) => i.role === 'guidance');
     const mask = spec.inputs.find((i) => i.role === 'mask');
-    const nulls = new Set(spec.inputs.filter((i) => i.null).map((i) => i.name));
+    const guided = guidance !== 1 && !scale && (labels != null || spec.inputs.some((i) => i.null));
+    const plain = () => this.velocityFn(batch, labels, { guidance: 1 }, inputs, spec);
+    if (guided && (interval[0] > 0 || interval[1] < 1)) {
+      const inside = this.velocityFn(batch, labels, { guidance, nulls, calls }, inputs, spec), outside = plain();
+      return (x, t) => (t >= interval[0] && t <= interval[1] ? inside(x, t) : outside(x, t));
+    }
     const extra = { ...inputs };
     if (scale) extra[scale.name] = { data: new Float32Array(batch).fill(guidance), dims: [] };
-    const guided = guidance !== 1 && !scale && (labels != null || nulls.size > 0);
-    const rows = guided ? 2 * batch : batch;
+    const empty = guided ? { ...extra, ...Object.fromEntries(spec.inputs.filter((i) => i.null).map((i) => [i.name, nulls[i.name]
+      ?? { data: new extra[i.name].data.constructor(extra[i.name].data.length), dims: extra[i.name].dims }])) } : null;
+    const two = guided && calls === 'two';
+    const halves = guided && !two ? [extra, empty] : [two ? empty : extra];
+    const rows = halves.length * batch;
     const fixed = {};
-    for (const [name, { data, dims }] of Object.entries(extra)) {
-      let values = data;
-      if (guided) {
-        values = new data.constructor(2 * data.length);
-        values.set(data);
-        if (!nulls.has(name)) values.set(data, data.length);
-      }
-      fixed[name] = new ort.Tensor(data instanceof BigInt64Array ? 'int64' : 'float32', values, [rows, ...dims]);
+    for (const name of Object.keys(extra)) {
+      const parts = halves.map((h) => h[name].data);
+      const values = parts.length === 1 ? parts[0] : new parts[0].constructor(2 * parts[0].length);
+      if (parts.length === 2) { values.set(parts[0]); values.set(parts[1], parts[0].length); }
+      fixed[name] = new this.ort.Tensor(values instanceof BigInt64Array ? 'int64' : 'float32', values, [rows, ...extra[name].dims]);
     }
-    let combine = null;
     if (spec.numClasses) {
       const nullLabels = new BigInt64Array(batch).fill(BigInt(spec.nullClass));
-      if (!guided) {
-        fixed[spec.yName] = new ort.Tensor('int64', labels ?? nullLabels, [batch]);
-      } else {
-        const both = new BigInt64Array(rows);
-        both.set(labels ?? nullLabels); both.set(nullLabels, batch);
-        fixed[spec.yName] = new ort.Tensor('int64', both, [rows]);
-      }
+      const parts = guided && !two ? [labels ?? nullLabels, nullLabels] : [two ? nullLabels : labels ?? nullLabels];
+      const y = new BigInt64Array(rows);
+      parts.forEach((p, i) => y.set(p, i * batch));
+      fixed[spec.yName] = new this.ort.Tensor('int64', y, [rows]);
     }
-    if (guided) {
-      const w = Math.fround(guidance), n = batch * spec.dim, fr = Math.fround;
-      combine = (v) => {   // vu + w (vc - vu), each operation rounded to float32 like numpy's
-        const out = new Float32Array(n);
-        for (let i = 0; i < n; i++) out[i] = fr(v[n + i] + fr(w * fr(v[i] - v[n + i])));
-        return out;
-      };
+    const w = Math.fround(guidance), n = batch * spec.dim, fr = Math.fround;
+    const mix = (vc, vu) => {   // vu + w (vc - vu), each operation rounded to float32 like numpy's
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = fr(vu[i] + fr(w * fr(vc[i] - vu[i])));
+      return out;
+    };
+    let f;
+    if (two) {
+      const vc = plain(), vu = this.rawVelocity(spec, batch, fixed, null);
+      f = async (x, t) => mix(Float32Array.from(await vc(x, t)), await vu(x, t));
+    } else {
+      f = this.rawVelocity(spec, rows, fixed, guided ? (v) => mix(v, v.subarray(n)) : null);
     }
-    const f = this.rawVelocity(spec, rows, fixed, combine);
     if (!mask) return f;
     const m = extra[mask.name].data;
     return async (x, t) => {

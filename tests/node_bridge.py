@@ -1,0 +1,59 @@
+"""Run requests through the JavaScript sampler on onnxruntime-node, for parity tests: arrays go
+as {data, dims}, results come back as numpy arrays (or the refusal's error class and key)."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+JS = Path(__file__).resolve().parents[1] / "js"
+
+needs_node = pytest.mark.skipif(shutil.which("node") is None or not (JS / "node_modules" / "onnxruntime-node").is_dir(),
+                                reason="node or js/node_modules (npm ci in js/) is missing")
+
+SCRIPT = """
+import { readFileSync } from 'node:fs';
+import { load } from %(node)s;
+const jobs = JSON.parse(readFileSync(%(jobs)s, 'utf8'));
+const typed = (v) => (v && v.dims && v.int ? { data: BigInt64Array.from(v.data, BigInt), dims: v.dims }
+  : v && v.dims ? { data: Float32Array.from(v.data), dims: v.dims } : v);
+const out = [];
+for (const job of jobs) {
+  const s = await load(job.path);
+  for (const r of job.requests) {
+    const req = { ...r, cond: r.cond && Object.fromEntries(Object.entries(r.cond).map(([k, v]) => [k, typed(v)])) };
+    if (r.noise) req.noise = Float32Array.from(r.noise.data);
+    if (!r.cond) delete req.cond;
+    try {
+      const x = await s.sample(req);
+      out.push({ dims: x.dims, data: Array.from(x.data), stageCalls: s.stageCalls ?? 0 });
+    } catch (e) {
+      out.push({ error: e.name, key: e.key ?? null, message: e.message });
+    }
+  }
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def arg(a: np.ndarray) -> dict:
+    a = np.asarray(a)
+    return {"data": a.ravel().tolist(), "dims": list(a.shape), "int": a.dtype.kind in "iu"}
+
+
+def node_sample(tmp_path: Path, jobs: list[tuple[Path, list[dict]]]) -> list:
+    """jobs: [(model path, [request, ...])], a request as sample() takes it with numpy arrays for
+    noise and the conditions. Returns one numpy array (or {"error", "key", "message"}) per request."""
+    payload = [{"path": str(p), "requests": [{k: ({c: arg(a) for c, a in v.items()} if k == "cond" else
+                                                  arg(v) if k == "noise" else v) for k, v in r.items()} for r in reqs]}
+               for p, reqs in jobs]
+    (tmp_path / "jobs.json").write_text(json.dumps(payload))
+    script = tmp_path / "bridge.mjs"
+    script.write_text(SCRIPT % {"node": json.dumps((JS / "src" / "node.mjs").as_uri()),
+                                "jobs": json.dumps(str(tmp_path / "jobs.json"))})
+    p = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=300, cwd=JS)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return [r if "error" in r else (np.array(r["data"], np.float32).reshape(r["dims"]), r["stageCalls"])
+            for r in json.loads(p.stdout.strip().splitlines()[-1])]
