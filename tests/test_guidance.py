@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import fm_runtime
-from export.onnx_export import export_velocity
 from export.errors import ExportError
+from export.onnx_export import export_velocity
 
 from . import cond_nets
 from .conftest import run_cli
