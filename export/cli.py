@@ -95,10 +95,12 @@ def _symbols(ctx, param, values):
                    "divergence graph log-likelihoods need. No torch needed.")
 @click.option("--x-name", help="With --add-divergence on a plain ONNX: the input that is x.")
 @click.option("--t-name", help="With --add-divergence on a plain ONNX: the input that is t.")
-@click.option("--default-solver", type=click.Choice(sorted(SOLVERS)), default=DEFAULT_SOLVER,
-              show_default=True, help="Solver fm-run uses for this model when none is given.")
-@click.option("--default-steps", type=click.IntRange(1, MAX_STEPS), default=DEFAULT_STEPS, show_default=True,
-              help="Steps fm-run uses for this model when none are given.")
+@click.option("--default-solver", type=click.Choice(sorted(SOLVERS)),
+              help=f"Solver fm-run uses for this model when none is given [default: {DEFAULT_SOLVER}; a task "
+                   "model's own, euler].")
+@click.option("--default-steps", type=click.IntRange(1, MAX_STEPS),
+              help=f"Steps fm-run uses for this model when none are given [default: {DEFAULT_STEPS}; a task "
+                   "model's own, 10].")
 @click.option("--schedule", metavar="NAME[:S]",
               help="Time schedule fm-run uses for this model when none is given (uniform, shift:S, sway:S, "
                    "cosine, or times:0,...,1); with --bake, the grid baked into the graph [default: uniform].")
@@ -165,8 +167,8 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
                                "trained elsewhere (--module or a .pt2 program); an fm-train checkpoint knows them")
     if kind == "onnx" or add_divergence:
         return _add_divergence(source, out, kind, add_divergence, data_shape, x_name, t_name)
-    variants = dict(default_solver=default_solver, default_steps=default_steps, default_schedule=schedule, bake=bake,
-                    precision=precision, quantize=quantize, fmt=fmt)
+    variants = dict(default_schedule=schedule, bake=bake, precision=precision, quantize=quantize, fmt=fmt,
+                    **{k: v for k, v in (("default_solver", default_solver), ("default_steps", default_steps)) if v})
     if foreign:
         if data_shape is None:
             raise click.UsageError("--data-shape is required for a network trained elsewhere (e.g. 2, or 1,8,8)")

@@ -282,6 +282,12 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, **kwargs
                           "trained by fm-train use export_velocity(net, out, data_shape=...)")
     from training.data import DATASETS, fresh_data
 
+    if config.get("architecture", {}).get("type") == "task":       # a conditioned task (training.tasks)
+        from training.tasks import TASKS
+        task = TASKS[config["dataset"]]
+        return export_velocity(model.velocity.eval(), out, path=config["path"], architecture=config["architecture"],
+                               training={k: config[k] for k in _TRAINING_KEYS if k in config},
+                               **{**task.export_options(model), **kwargs})
     inner = model.inner if isinstance(model, PredictionToVelocity) else model
     classes = int(getattr(inner, "num_classes", 0))
     dataset = config.get("dataset")

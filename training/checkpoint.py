@@ -69,7 +69,11 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
             raise CheckpointError(f"{p}: checkpoint config {key!r} has the wrong type "
                                   f"({type(config[key]).__name__})")
     try:
-        model = build_network(config["architecture"])
+        if config["architecture"].get("type") == "task":      # a conditioned task (training.tasks)
+            from .tasks import build_model
+            model = build_model(config["architecture"])
+        else:
+            model = build_network(config["architecture"])
         path = build_path(config["path"])
         model.load_state_dict(payload["state_dict"])
         prediction = config.get("prediction", "velocity")

@@ -15,8 +15,9 @@ from fm_runtime.errors import InputError
 from fm_runtime.solve.noise import noise_rows
 from fm_runtime.solve.solvers import MAX_STEPS, SOLVERS
 
-from .data import DATASETS
+from .data import DATASETS, TASK_DATA
 from .recipe import Recipe
+from .task_cli import fit_task, score
 
 
 def recipe_options(f):
@@ -53,8 +54,10 @@ def cli():
 
 
 @cli.command()
-@click.option("--data", "dataset", type=click.Choice(list(DATASETS)), default="moons", show_default=True,
-              help="Toy dataset, generated in code.")
+@click.option("--data", "dataset", type=click.Choice([*DATASETS, *TASK_DATA]), default="moons", show_default=True,
+              help="Toy dataset, generated in code; or a conditioned task (reach: waypoints around an obstacle; "
+                   "tts: a toy TTS decoder with a condition stage; digits-text: digits from a text prompt), trained "
+                   "with its own networks and defaults.")
 @recipe_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (weights + JSON config).")
@@ -96,6 +99,8 @@ def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, l
     from .train import fit as train_fit
 
     check_writable(out)
+    if dataset in TASK_DATA:
+        return fit_task(ctx, dataset, out, progress, threads, nproc or checkpoint_every or resume or loss_log)
     recipe = Recipe(**options)
     if nproc and not distributed.launched():
         if recipe.batch_size % nproc:
@@ -261,6 +266,9 @@ def evaluate(model, n, repeats, solvers, max_nfe, json_out, plot):
         atomic_write(json_out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
     if plot:
         plot_table(result, plot)
+
+
+cli.add_command(score)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -141,6 +141,9 @@ DATASETS: dict[str, Callable[[int, np.random.Generator], Labelled]] = {
     "digits": digits,
 }
 LOG_DENSITY = {"gaussian": gaussian_log_density, "checkerboard": checkerboard_log_density}
+# the conditioned tasks' data (training.tasks: each draws requests with their targets; fm-train fit
+# --data NAME trains them with their own networks and condition stages)
+TASK_DATA = ("reach", "tts", "digits-text")
 NUM_CLASSES = {"moons": 2, "8gaussians": 8, "checkerboard": 8, "2spirals": 2, "circles": 2, "digits": 10}
 VALUE_RANGE = {"digits": [-1.0, 1.0]}   # image data: the range a pixel spans
 # Training uses the generators above (the tutorial's make_moons); quality is measured against

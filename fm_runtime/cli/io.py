@@ -93,7 +93,7 @@ def load_array(path: str | os.PathLike, what: str = "array", kinds: str = "fiu",
         raise InputError(f"{p}: {what} must be a {want} array, got dtype {getattr(a, 'dtype', type(a))}")
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise InputError(f"{p}: {what} contains NaN or Inf")
-    return np.ascontiguousarray(a, dtype=dtype)
+    return np.asarray(a, dtype=dtype, order="C")      # (ascontiguousarray would make a 0-d array 1-d)
 
 
 class NpyStream:
