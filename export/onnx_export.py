@@ -82,8 +82,9 @@ def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], kind: str = "
 
 def _make_variant(proto: onnx.ModelProto, fp32: bytes, reference, data_shape, kind: str,
                   num_classes: int, precision: str, quantize: str | None, fmt: str,
-                  probe: dict | None = None) -> tuple[bytes, dict, str | None]:
-    """Apply precision/quantisation/format to the verified float32 model and measure the cost."""
+                  probe: dict | None = None, sig: Signature | None = None) -> tuple[bytes, dict, str | None]:
+    """Apply precision/quantisation/format to the verified float32 model and measure the cost (a
+    conditioned file: on example conditions at one binding of its symbols, deviation only)."""
     variant: dict = {"precision": precision, "quantize": quantize, "format": fmt}
     if (precision, quantize, fmt) != ("fp32", None, "onnx"):
         # reduced files are for sampling on small devices: they leave out the divergence graph
@@ -101,12 +102,16 @@ def _make_variant(proto: onnx.ModelProto, fp32: bytes, reference, data_shape, ki
 
     out = encode()
     if (precision, quantize, fmt) != ("fp32", None, "onnx"):
-        has_data = reference is not None
+        has_data, cond = reference is not None and sig is None, None
+        if sig is not None:
+            sizes = sig.sizes()
+            data_shape = sig.concrete(data_shape, sizes)
+            cond = sig.examples(512, np.random.default_rng(2024), sizes)
         if has_data:
             data, fresh = reference
         else:   # no data to compare with: deviation only, on standard-normal noise
             data = fresh = np.random.default_rng(2024).standard_normal((512, *data_shape)).astype(np.float32)
-        cost = variants.measure(out, fp32, data, fresh)
+        cost = variants.measure(out, fp32, data, fresh, cond=cond)
         if not has_data:
             for k in ("energy_distance", "energy_distance_fp32", "noise_floor"):
                 cost.pop(k)
@@ -177,9 +182,9 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     if inputs or symbols or _names_symbols(data_shape):
         sig = Signature.of(data_shape, inputs, symbols, nulls, extra_shapes=[i["shape"] for i in stage_items])
         data_shape = sig.data_shape
-        if bake or num_classes or precision != "fp32" or quantize or fmt != "onnx":
-            raise ExportError("a conditioned export (inputs or symbols) is a float32 velocity .onnx file: no --bake, "
-                              "class labels, fp16, int8 or ort format yet")
+        if bake or num_classes:
+            raise ExportError("a conditioned export (inputs or symbols) is a velocity file: no --bake or class labels "
+                              "(the conditions are its inputs)")
         staged = [i["name"] for i in sig.inputs if i.get("null") == "stage"]
         if staged and (not condition or not set(staged) <= set(condition.get("outputs", ()))):
             raise ExportError(f"null {staged[0]}: 'stage' takes the null from the condition stage, which does not make "
@@ -238,7 +243,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     probe = _feed(data_shape, kind, 4, np.random.default_rng(1234), num_classes, sig)[0] if sig else None
     fp32 = add_selftest(proto, data_shape, kind, num_classes, probe)
     data, variant, ops_config = _make_variant(proto, fp32, reference_data, data_shape, kind,
-                                              num_classes, precision, quantize, fmt, probe)
+                                              num_classes, precision, quantize, fmt, probe, sig)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     if ops_config is not None:
         atomic_write(f"{out}.required_operators.config", lambda tmp: Path(tmp).write_text(ops_config))

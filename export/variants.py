@@ -101,21 +101,24 @@ def required_operators(model: onnx.ModelProto) -> str:
         "\n".join(lines) + "\n"
 
 
-def sample_bytes(model_bytes: bytes, z: np.ndarray) -> np.ndarray:
-    """Samples from noise z with the runtime, whatever the file's kind, precision or format."""
+def sample_bytes(model_bytes: bytes, z: np.ndarray, cond: dict | None = None) -> np.ndarray:
+    """Samples from noise z (and conditions `cond`) with the runtime, whatever the file's kind,
+    precision or format."""
     import os
 
     import fm_runtime
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "m.model")
         Path(path).write_bytes(model_bytes)
-        return fm_runtime.load(path).sample(noise=z)
+        return fm_runtime.load(path).sample(noise=z, **({"cond": cond} if cond else {}))
 
 
-def measure(variant: bytes, reference: bytes, data: np.ndarray, fresh: np.ndarray, seed: int = 0) -> dict:
-    """Cost of a variant against the float32 file: deviation on the same noise and quality."""
+def measure(variant: bytes, reference: bytes, data: np.ndarray, fresh: np.ndarray, seed: int = 0,
+            cond: dict | None = None) -> dict:
+    """Cost of a variant against the float32 file: deviation on the same noise (and conditions)
+    and quality."""
     z = np.random.default_rng(seed).standard_normal((len(data), *data.shape[1:]), dtype=np.float32)
-    got, ref = sample_bytes(variant, z), sample_bytes(reference, z)
+    got, ref = sample_bytes(variant, z, cond), sample_bytes(reference, z, cond)
     dev = np.abs(got - ref)
     return {"size_bytes": len(variant), "max_dev": float(dev.max()), "mean_dev": float(dev.mean()),
             "energy_distance": energy_distance(got, data), "energy_distance_fp32": energy_distance(ref, data),

@@ -27,8 +27,10 @@ for (const job of jobs) {
     if (r.noise) req.noise = Float32Array.from(r.noise.data);
     if (!r.cond) delete req.cond;
     try {
+      const clock = performance.now();
       const x = await s.sample(req);
-      out.push({ dims: x.dims, data: Array.from(x.data), stageCalls: s.stageCalls ?? 0 });
+      const ms = performance.now() - clock;
+      out.push({ dims: x.dims, data: job.timing ? [] : Array.from(x.data), stageCalls: s.stageCalls ?? 0, ms });
     } catch (e) {
       out.push({ error: e.name, key: e.key ?? null, message: e.message });
     }
@@ -43,10 +45,11 @@ def arg(a: np.ndarray) -> dict:
     return {"data": a.ravel().tolist(), "dims": list(a.shape), "int": a.dtype.kind in "iu"}
 
 
-def node_sample(tmp_path: Path, jobs: list[tuple[Path, list[dict]]]) -> list:
+def node_sample(tmp_path: Path, jobs: list[tuple[Path, list[dict]]], timing: bool = False) -> list:
     """jobs: [(model path, [request, ...])], a request as sample() takes it with numpy arrays for
-    noise and the conditions. Returns one numpy array (or {"error", "key", "message"}) per request."""
-    payload = [{"path": str(p), "requests": [{k: ({c: arg(a) for c, a in v.items()} if k == "cond" else
+    noise and the conditions. Returns (samples, condition-stage calls so far) or {"error", "key",
+    "message"} per request; with `timing`, (None, calls, milliseconds the sample() call took)."""
+    payload = [{"path": str(p), "timing": timing, "requests": [{k: ({c: arg(a) for c, a in v.items()} if k == "cond" else
                                                   arg(v) if k == "noise" else v) for k, v in r.items()} for r in reqs]}
                for p, reqs in jobs]
     (tmp_path / "jobs.json").write_text(json.dumps(payload))
@@ -55,5 +58,7 @@ def node_sample(tmp_path: Path, jobs: list[tuple[Path, list[dict]]]) -> list:
                                 "jobs": json.dumps(str(tmp_path / "jobs.json"))})
     p = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=300, cwd=JS)
     assert p.returncode == 0, p.stderr[-3000:]
-    return [r if "error" in r else (np.array(r["data"], np.float32).reshape(r["dims"]), r["stageCalls"])
-            for r in json.loads(p.stdout.strip().splitlines()[-1])]
+    results = json.loads(p.stdout.strip().splitlines()[-1])
+    if timing:
+        return [r if "error" in r else (None, r["stageCalls"], r["ms"]) for r in results]
+    return [r if "error" in r else (np.array(r["data"], np.float32).reshape(r["dims"]), r["stageCalls"]) for r in results]

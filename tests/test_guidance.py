@@ -183,3 +183,30 @@ def test_javascript_guides_the_same(stored, tmp_path):
     x, calls = got[3]
     assert np.abs(x - want_tts).max() <= 1e-5 and calls == 1
     assert got[4]["error"] == "UsageError" and "comes from the condition stage" in got[4]["message"]
+
+
+@pytest.mark.parametrize("variant", [dict(precision="fp16"), dict(quantize="int8"), dict(fmt="ort")],
+                         ids=["fp16", "int8", "ort"])
+def test_reduced_variants_of_a_conditioned_file(stored, tmp_path, variant):
+    """fp16, int8 and ORT-format files of a conditioned network: they declare the same inputs and
+    nulls, measure their deviation from float32 on example conditions, and sample at two lengths
+    close to the float32 file."""
+    net, path = stored
+    out = tmp_path / "v.onnx"
+    export_velocity(net, out, data_shape="4,T", call="x,mask,mu,t,spks",
+                    inputs={"mu": "float32[4,T]", "mask": "float32[1,T]:mask", "spks": "float32[3]"},
+                    nulls={"mu": "zeros", "spks": SPK_NULL}, symbols={"T": {"min": 4, "max": 256, "multiple_of": 4}},
+                    **variant)
+    s, ref = fm_runtime.load(out), fm_runtime.load(path)
+    cost = s.spec.variant["vs_fp32"]
+    print(f"{variant}: {cost}")
+    assert cost["mean_dev"] <= (2e-2 if "quantize" in variant else 1e-3)
+    assert [i["name"] for i in s.spec.inputs] == ["mu", "mask", "spks"] and "spks" in s.spec.null_values
+    for T in (8, 28):
+        z, cond = est_request(T)
+        got = s.sample(noise=z, cond=cond, steps=4, guidance=2.0)
+        want = ref.sample(noise=z, cond=cond, steps=4, guidance=2.0)
+        assert np.abs(got - want).mean() <= (2e-2 if "quantize" in variant else 1e-3)
+        assert np.all(got[cond["mask"].repeat(4, 1) == 0] == 0)
+    with pytest.raises(fm_runtime.ModelError, match="is a reduced .* file, which leaves the divergence graph out"):
+        s.log_prob(want, cond=cond)

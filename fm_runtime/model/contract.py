@@ -231,6 +231,10 @@ def divergence_problem(spec: ModelSpec, where: str) -> str | None:
                 "model (fm-export without --bake)")
     if isinstance(g.get("onnx_base64"), str):
         return None
+    if spec.variant.get("precision", "fp32") != "fp32" or spec.variant.get("quantize") or \
+            spec.variant.get("format", "onnx") != "onnx":
+        return (f"{where} is a reduced {describe_variant(spec.variant).split(':')[0]} file, which leaves the "
+                "divergence graph out; compute log-likelihoods with the float32 .onnx export")
     if spec.inputs:
         return (f"{where} takes conditions ({', '.join(i['name'] for i in spec.inputs)}) and carries no divergence "
                 "graph; re-export it with fm-export (which adds one), --add-divergence takes files without conditions")
@@ -238,10 +242,6 @@ def divergence_problem(spec: ModelSpec, where: str) -> str | None:
         ops = ", ".join(map(str, g["unsupported_ops"]))[:200]
         return (f"{where}: no log-likelihoods for this network: it uses {ops}, which fm-export's divergence "
                 "transform has no rule for (sampling works)")
-    if spec.variant.get("precision", "fp32") != "fp32" or spec.variant.get("quantize") or \
-            spec.variant.get("format", "onnx") != "onnx":
-        return (f"{where} is a reduced {describe_variant(spec.variant).split(':')[0]} file, which leaves the "
-                "divergence graph out; compute log-likelihoods with the float32 .onnx export")
     return (f"{where} carries no divergence graph (fm.divergence); add one with "
             f"`fm-export --add-divergence {where} --out NEW.onnx`")
 

@@ -18,7 +18,7 @@ from .base import Task, TaskModel, mlp
 
 WAYPOINTS = 16
 OBS = 7
-T_FLOOR = 0.01       # v = (x1 - x) / max(1 - t, T_FLOOR): float32 rounding grows at most 100x
+T_FLOOR = 0.02       # v = (x1 - x) / max(1 - t, T_FLOOR): float32 rounding grows at most 50x
 
 
 def observations(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -71,14 +71,19 @@ def metrics(waypoints: np.ndarray, obs: np.ndarray) -> dict:
     """success: the last waypoint within 0.1 of the goal and no segment closer than the radius to
     the centre; left: the share passing the centre on its left, seen from start to goal (the
     waypoint nearest the centre's progress decides); also the mean distance of the end to the goal."""
-    start, goal, centre, _, normal = _frame(obs)
-    end = np.linalg.norm(waypoints[:, -1] - goal, axis=1)
+    end = np.linalg.norm(waypoints[:, -1] - obs[:, 2:4], axis=1)
     ok = (end <= 0.1) & (clearance(waypoints, obs) > 0)
+    return {"success": float(ok.mean()), "left": float(passes_left(waypoints, obs).mean()), "end_error": float(end.mean())}
+
+
+def passes_left(waypoints: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """Whether each path passes the centre on its left, seen from start to goal: the side of the
+    waypoint nearest the centre's progress along the start-goal line."""
+    start, goal, centre, _, normal = _frame(obs)
     progress = np.einsum("nd,nd->n", centre - start, goal - start) / np.einsum("nd,nd->n", goal - start, goal - start)
     k = np.clip(np.rint(progress * WAYPOINTS).astype(int) - 1, 0, WAYPOINTS - 1)
     beside = waypoints[np.arange(len(obs)), k] - centre
-    left = np.einsum("nd,nd->n", beside, normal) > 0
-    return {"success": float(ok.mean()), "left": float(left.mean()), "end_error": float(end.mean())}
+    return np.einsum("nd,nd->n", beside, normal) > 0
 
 
 class ActionExpert(nn.Module):
@@ -152,16 +157,18 @@ def build(architecture: dict) -> TaskModel:
 
 
 def plot(path: str, obs: np.ndarray, paths: np.ndarray, title: str = "") -> None:
-    """Sampled paths (one observation's) over the obstacle, drawn as polylines from the start."""
+    """Sampled paths (one observation's) over the obstacle, drawn as polylines from the start:
+    blue passes left, orange right."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     start, goal, centre, radius = obs[0:2], obs[2:4], obs[4:6], obs[6]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     ax.add_patch(plt.Circle(centre, radius, color="0.75", zorder=0))
-    for p in paths:
+    left = passes_left(paths, np.repeat(obs[None], len(paths), 0))
+    for p, is_left in zip(paths, left):
         line = np.concatenate([start[None], p])
-        ax.plot(line[:, 0], line[:, 1], "-", lw=0.8, alpha=0.6, color="tab:blue")
+        ax.plot(line[:, 0], line[:, 1], "-", lw=0.8, alpha=0.6, color="tab:blue" if is_left else "tab:orange")
     ax.plot(*start, "ko")
     ax.plot(*goal, "r*", ms=12)
     ax.set_aspect("equal")
