@@ -113,10 +113,14 @@ def _symbols(ctx, param, values):
 @click.option("--quantize", type=click.Choice(["int8"]), help="int8: dynamic quantisation of the matmuls.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "ort"]), default="onnx", show_default=True,
               help="ort: onnxruntime's mobile format, plus OUT.required_operators.config for reduced builds.")
+@click.option("--force", is_flag=True,
+              help="Write a --precision/--quantize variant even when its measured cost against float32 is over "
+                   "budget (energy distance to data up by more than half the noise floor, or samples moved by more "
+                   "than 2% of their magnitude); it is printed either way.")
 def cli(source, out, factory, weights, weights_key, prob_path, data_shape, inputs, nulls, symbols, condition_module,
         condition_inputs, condition_outputs, time_convention, time_scale,
         call, time_shape, num_classes, add_divergence, x_name, t_name, default_solver, default_steps, schedule, bake,
-        precision, quantize, fmt):
+        precision, quantize, fmt, force):
     """Export a velocity network to ONNX with the fm.* metadata contract (docs/contract.md),
     after checking it: onnx.checker, then onnxruntime against torch on random inputs at batch
     sizes 1, 7 and 256 (and the log-likelihood graph against torch autodiff). On any mismatch
@@ -167,7 +171,7 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
                                "trained elsewhere (--module or a .pt2 program); an fm-train checkpoint knows them")
     if kind == "onnx" or add_divergence:
         return _add_divergence(source, out, kind, add_divergence, data_shape, x_name, t_name)
-    variants = dict(default_schedule=schedule, bake=bake, precision=precision, quantize=quantize, fmt=fmt,
+    variants = dict(default_schedule=schedule, bake=bake, precision=precision, quantize=quantize, fmt=fmt, force=force,
                     **{k: v for k, v in (("default_solver", default_solver), ("default_steps", default_steps)) if v})
     if foreign:
         if data_shape is None:

@@ -26,7 +26,7 @@ import torch
 
 import fm_runtime
 from fm_runtime.cli.io import atomic_write
-from fm_runtime.model.contract import build_metadata, io_table, put_metadata, read_spec, write_metadata
+from fm_runtime.model.contract import build_metadata, describe_variant, io_table, put_metadata, read_spec, write_metadata
 from fm_runtime.model.session import one_line
 from fm_runtime.model.spec import NAMES
 from fm_runtime.solve.schedules import parse_schedule
@@ -153,7 +153,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
                     default_schedule=None, bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
                     fmt: str = "onnx", divergence: bool = True, training: dict | None = None,
                     architecture: dict | None = None, value_range: list | None = None,
-                    reference_data: tuple[np.ndarray, np.ndarray] | None = None) -> ExportReport:
+                    reference_data: tuple[np.ndarray, np.ndarray] | None = None, force: bool = False) -> ExportReport:
     """Export any PyTorch velocity network v(x, t[, y]) to one verified, self-describing file.
 
     data_shape: shape of one sample ([2], [1, 8, 8], ...). call / time: how the network is
@@ -163,7 +163,8 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     whole fixed-step solve as one graph z -> x instead, on the time grid of default_schedule
     (fm_runtime.solve.schedules; for a velocity file, the schedule fm-run uses when none is given). precision="fp16", quantize="int8",
     fmt="ort": smaller variants, each measured against the float32 export (and, given
-    reference_data = two independent draws of real data, for quality too). divergence: add the
+    reference_data = two independent draws of real data, for quality too); a variant over its
+    quality budget (export.variants.over_budget) is refused unless `force`. divergence: add the
     graph log-likelihoods use (velocity files).
 
     Conditioned nets (contract version 4): data_shape may name symbols ([16, "T"] or "16,T");
@@ -244,10 +245,16 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     fp32 = add_selftest(proto, data_shape, kind, num_classes, probe)
     data, variant, ops_config = _make_variant(proto, fp32, reference_data, data_shape, kind,
                                               num_classes, precision, quantize, fmt, probe, sig)
+    costly = variants.over_budget(variant["vs_fp32"]) if "vs_fp32" in variant else None
+    if costly and not force:
+        raise ExportError(f"the {describe_variant(variant).split(':')[0]} variant is over its quality budget: {costly}; "
+                          "no file written (--force writes it anyway)")
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     if ops_config is not None:
         atomic_write(f"{out}.required_operators.config", lambda tmp: Path(tmp).write_text(ops_config))
     notes = [f"log-likelihoods unavailable: {div_text[6:]}"] if div_text.startswith("none") else []
+    if costly:
+        notes.append(f"written with --force although {costly}")
     return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES, variant, div_text,
                         time_module() - clock, notes)
 

@@ -121,8 +121,33 @@ def measure(variant: bytes, reference: bytes, data: np.ndarray, fresh: np.ndarra
     got, ref = sample_bytes(variant, z, cond), sample_bytes(reference, z, cond)
     dev = np.abs(got - ref)
     return {"size_bytes": len(variant), "max_dev": float(dev.max()), "mean_dev": float(dev.mean()),
+            "scale": float(np.abs(ref).mean()),
             "energy_distance": energy_distance(got, data), "energy_distance_fp32": energy_distance(ref, data),
             "noise_floor": abs(energy_distance(fresh, data))}
+
+
+# what a reduced file may cost against its float32 export before fm-export refuses to write it
+# (--force writes it anyway): with the training data known, the energy distance to data may rise
+# by at most BUDGET_RISE noise floors (a paired difference: far less noisy than either distance;
+# tests/test_variants.py measures fp16 +0.0, int8 +3e-5 on moons); without it, the samples may
+# move on average by at most BUDGET_MEAN_DEV of their own mean magnitude.
+BUDGET_RISE = 0.5
+BUDGET_MEAN_DEV = 0.02
+
+
+def over_budget(cost: dict) -> str | None:
+    """Why a variant's measured cost (fm.variant's vs_fp32) is over budget, or None."""
+    if "energy_distance" in cost:
+        rise, floor = cost["energy_distance"] - cost["energy_distance_fp32"], cost["noise_floor"]
+        if rise > BUDGET_RISE * floor:
+            return (f"its energy distance to data rises by {rise:.2e} over float32's, more than {BUDGET_RISE:g} x "
+                    f"the noise floor ({floor:.2e})")
+        return None
+    scale = cost.get("scale")
+    if scale and cost["mean_dev"] > BUDGET_MEAN_DEV * scale:
+        return (f"its samples move by {cost['mean_dev']:.2e} on average from float32's, more than "
+                f"{BUDGET_MEAN_DEV:.0%} of their mean magnitude ({scale:.2e})")
+    return None
 
 
 def set_variant_metadata(model: onnx.ModelProto, variant: dict) -> None:

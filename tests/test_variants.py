@@ -106,3 +106,28 @@ def test_int8_leaves_the_small_matmuls_in_float(exported, tmp_path):
     quantize_dynamic(str(fp32), str(everything), weight_type=QuantType.QInt8, per_channel=True)
     with pytest.raises(ExportError, match="small matmuls"):
         _check_small_matmuls_float(onnx.load(str(everything)))
+
+
+def test_the_quality_budget_reads_the_measured_cost():
+    from export.variants import over_budget
+    with_data = {"energy_distance": 1.2e-3, "energy_distance_fp32": 1.0e-3, "noise_floor": 6e-4, "mean_dev": 1e-3}
+    assert over_budget(with_data) is None                                        # +2e-4 <= 3e-4
+    assert "rises by 4.00e-04" in over_budget({**with_data, "energy_distance": 1.4e-3})
+    assert over_budget({"mean_dev": 1e-3, "scale": 0.5}) is None                 # 0.2% of the magnitude
+    assert "more than 2% of their mean magnitude" in over_budget({"mean_dev": 0.02, "scale": 0.5})
+    assert over_budget({"mean_dev": 0.02}) is None                               # files measured before the scale
+
+
+def test_a_variant_over_budget_is_refused_unless_forced(trained, tmp_path, monkeypatch):
+    """Nothing is written for a variant over its quality budget; --force writes it and says why."""
+    from export import variants
+    from export.errors import ExportError
+    monkeypatch.setattr(variants, "BUDGET_RISE", -1e9)          # every variant is over this budget
+    out = tmp_path / "m8.onnx"
+    with pytest.raises(ExportError, match="over its quality budget: its energy distance.*--force writes it anyway"):
+        export_model(trained.model, trained.config, out, quantize="int8")
+    assert not out.exists()
+    r = export_model(trained.model, trained.config, out, quantize="int8", force=True)
+    assert out.exists() and any("written with --force although" in n for n in r.warnings)
+    p = run_cli("fm-export", str(trained.ckpt), "--quantize", "int8", "--force", "--out", str(tmp_path / "cli8.onnx"))
+    assert "variant fp32+int8/onnx" in p.stderr and (tmp_path / "cli8.onnx").exists()
