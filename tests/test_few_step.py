@@ -101,3 +101,15 @@ def test_reflow_straightens_the_flow(trained, tmp_path):
     one = {name: np.mean(np.sum((torch_sample(m, z, 1, "euler") - target) ** 2, 1)) for name, m in
            (("teacher", trained.model), ("student", again))}
     assert one["student"] < 0.5 * one["teacher"], one
+
+
+@pytest.mark.parametrize("field, words", [
+    (lambda x, t: -1e8 * x, "after 20000 network evaluations"),                       # stiff: h ~ 1e-8 forever
+    (lambda x, t: np.ones_like(x) / (0.5 - t) ** 2, "its step fell below 1e-09 of the span"),   # blows up at t = 1/2
+])
+def test_dopri5_ends_on_fields_it_cannot_solve(field, words):
+    """Every adaptive solve is bounded: a stiff or exploding field ends in NumericalError (exit 5)
+    naming the bound and where it stopped, not in a solve that runs until killed."""
+    from fm_runtime.errors import NumericalError
+    with pytest.raises(NumericalError, match=words):
+        dopri5(field, np.ones(3, np.float32))

@@ -17,6 +17,7 @@ from fm_runtime.model.contract import build_metadata, write_metadata
 from fuzz.hostile_files import loop, loop_inits, model
 
 from .conftest import cli_argv, run_cli
+from .node_bridge import needs_node, node_sample
 
 
 def lying_baked(path, rows_out: str) -> None:
@@ -181,3 +182,27 @@ def test_runtime_writes_nothing_but_the_named_output(tmp_path):
     run_cli("fm-run", "info", cwd=work, env=env)
     assert list(home.rglob("*")) == []
     assert sorted(p.name for p in work.iterdir()) == ["lp.npy", "x.npy"]
+
+
+@needs_node
+def test_a_velocity_of_the_wrong_size_is_refused_in_both_languages(tmp_path):
+    """A graph whose output size depends on values (no static shape to check) and returns v [B, 4]
+    for data [2]: refused at the
+    first evaluation (ModelError, exit 3) by Python and by JavaScript, not broadcast into samples."""
+    T, h = TensorProto, helper
+    nodes = [h.make_node("Mul", ["t", "zero"], ["t0"]), h.make_node("ReduceMax", ["t0"], ["m"], keepdims=0),
+             h.make_node("Add", ["m", "two"], ["m2"]), h.make_node("Cast", ["m2"], ["k"], to=T.INT64),
+             h.make_node("Reshape", ["k", "one"], ["k1"]), h.make_node("Concat", ["one", "k1"], ["reps"], axis=0),
+             h.make_node("Tile", ["x", "reps"], ["v"])]          # v [B, 4]: repeats computed from t's values
+    graph = h.make_graph(nodes, "liar", [h.make_tensor_value_info("x", T.FLOAT, ["B", 2]),
+                                         h.make_tensor_value_info("t", T.FLOAT, ["B"])],
+                         [h.make_tensor_value_info("v", T.FLOAT, ["B", "D"])],
+                         [h.make_tensor("one", T.INT64, [1], [1]), h.make_tensor("zero", T.FLOAT, [], [0.0]),
+                          h.make_tensor("two", T.FLOAT, [], [2.0])])
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+    write_metadata(m.metadata_props, build_metadata(data_shape=[2], path={"name": "ot"}))
+    onnx.save(m, tmp_path / "liar.onnx")
+    with pytest.raises(fm_runtime.ModelError, match=r"returned v of shape \[4, 4\]"):
+        fm_runtime.load(tmp_path / "liar.onnx").sample(4, seed=0)
+    got = node_sample(tmp_path, [(tmp_path / "liar.onnx", [{"n": 4, "seed": 0}])])[0]
+    assert got["error"] == "ModelError" and "returned v of shape [4, 4]" in got["message"], got

@@ -2,6 +2,8 @@
 loading, and the checks and descriptions that more than one command prints."""
 from __future__ import annotations
 
+import math
+
 import click
 import numpy as np
 
@@ -82,6 +84,8 @@ def open_sampler(model, provider="cpu", dim=None, x_name=None, t_name=None, thre
 
 
 def _set_timeout(ctx, param, seconds):
+    if seconds is not None and not math.isfinite(seconds):
+        raise click.BadParameter(f"{seconds} is not a number of seconds (a finite number > 0)")
     control.set_deadline(seconds)
 
 
@@ -135,12 +139,12 @@ def schedule_options(f):
 def schedule_of(schedule: str | None, times: str | None):
     """The request's schedule from --schedule / --times (None: the model's default)."""
     from ..solve.schedules import parse_schedule, parse_times
-    if schedule and times:
+    if schedule and times is not None:
         raise click.UsageError("give --schedule or --times, not both")
     try:
-        return parse_times(times) if times else (parse_schedule(schedule) if schedule else None)
+        return parse_times(times) if times is not None else (parse_schedule(schedule) if schedule else None)
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--times" if times else "--schedule") from None
+        raise click.BadParameter(str(e), param_hint="--times" if times is not None else "--schedule") from None
 
 
 def class_options(f):

@@ -164,6 +164,8 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
         raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
     n, steps, solver, schedule, seed = req.n, req.steps, req.solver, req.schedule, req.seed
     start, stop = (shard_ik[0] * n // shard_ik[1], (shard_ik[0] + 1) * n // shard_ik[1]) if shard_ik else (0, n)
+    if stop == start:
+        raise click.UsageError(f"--shard {shard_ik[0]}/{shard_ik[1]} of a {n:,}-row run has no rows; use at most {n} shards")
     rows = stop - start
     row_bytes = 4 * req.spec.dim
     in_memory = bool(plot or logprob or grid or adaptive or (z is not None and not out))   # dopri5: one system

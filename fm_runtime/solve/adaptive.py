@@ -16,11 +16,16 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from ..definitions import CONTRACT
+from ..errors import NumericalError
 
 NAME = "dopri5"
 _METHOD = CONTRACT["solvers"]["methods"][NAME]          # its tableau, as data (contract.json)
 DEFAULT_RTOL, DEFAULT_ATOL = _METHOD["rtol"], _METHOD["atol"]
 MAX_STEPS = _METHOD["max_steps"]
+# a bound on every solve: converged flows take tens to a few hundred evaluations even at rtol
+# 1e-8; a field that is exploding, stiff or oscillating would otherwise shrink h forever
+MAX_EVALS = 20_000
+MIN_STEP = 1e-9          # times the time span
 
 C = tuple(_METHOD["c"])
 A = tuple(tuple(row) for row in _METHOD["a"])
@@ -47,13 +52,20 @@ def _rms(a) -> float:
 
 
 def dopri5(f: Callable[[Any, float], Any], x0, t0: float = 0.0, t1: float = 1.0,
-           rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, max_steps: int = MAX_STEPS) -> AdaptiveSolution:
-    """Solve dx/dt = f(x, t) from t0 to t1 (either direction) to tolerance rtol/atol."""
+           rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, max_steps: int = MAX_STEPS,
+           max_evals: int = MAX_EVALS) -> AdaptiveSolution:
+    """Solve dx/dt = f(x, t) from t0 to t1 (either direction) to tolerance rtol/atol. Raises
+    NumericalError when the solve needs more than max_steps steps or max_evals evaluations, or
+    a step below MIN_STEP of the span: the field is too stiff, oscillating or exploding."""
     check_tolerances(rtol, atol)
     calls = 0
 
     def fc(x, t):
         nonlocal calls
+        if calls >= max_evals:
+            raise NumericalError(f"dopri5 gave up at t = {t:.6g} after {calls} network evaluations (at most "
+                                 f"{max_evals}; rtol={rtol:g}, atol={atol:g}): the velocity field is too stiff or "
+                                 "not converging; try a looser tolerance or a fixed-step solver")
         calls += 1
         return f(x, t)
 
@@ -81,7 +93,11 @@ def dopri5(f: Callable[[Any, float], Any], x0, t0: float = 0.0, t1: float = 1.0,
     times = [t0]
     while direction * (t1 - t) > 0:
         if accepted + rejected >= max_steps:
-            raise RuntimeError(f"dopri5 took more than {max_steps} steps (rtol={rtol}, atol={atol})")
+            raise NumericalError(f"dopri5 gave up at t = {t:.6g} after {max_steps} steps (rtol={rtol:g}, atol={atol:g}): "
+                                 "the velocity field is too stiff or not converging")
+        if not h >= MIN_STEP * span:        # also NaN: an error norm that is not finite
+            raise NumericalError(f"dopri5 gave up at t = {t:.6g}: its step fell below {MIN_STEP:g} of the span "
+                                 f"(rtol={rtol:g}, atol={atol:g}); the velocity field is too stiff or exploding")
         h = min(h, abs(t1 - t))
         last = h >= abs(t1 - t)
         hs = direction * h

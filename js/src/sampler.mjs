@@ -193,9 +193,11 @@ export class Sampler {
       tb.fill(t);
       let xs = x;
       if (both) { both.set(x); both.set(x, x.length); xs = both; }
-      const out = await session.run({ [spec.xName]: new ort.Tensor('float32', xs, xDims), [spec.tName]: tTensor, ...fixed }, [spec.vName]);
-      const v = out[spec.vName].data;
-      return combine ? combine(v) : v;
+      const out = (await session.run({ [spec.xName]: new ort.Tensor('float32', xs, xDims), [spec.tName]: tTensor, ...fixed }, [spec.vName]))[spec.vName];
+      if (out.dims.join(',') !== xDims.join(',')) {     // as Python's checked(): never broadcast a lying graph's output
+        throw new ModelError(`${this.where}: the graph returned v of shape [${out.dims.join(', ')}] for ${rows} rows of shape [${spec.dataShape.join(', ')}]; refusing its output`);
+      }
+      return combine ? combine(out.data) : out.data;
     };
   }
 
