@@ -187,8 +187,8 @@ def test_runtime_writes_nothing_but_the_named_output(tmp_path):
 @needs_node
 def test_a_velocity_of_the_wrong_size_is_refused_in_both_languages(tmp_path):
     """A graph whose output size depends on values (no static shape to check) and returns v [B, 4]
-    for data [2]: refused at the
-    first evaluation (ModelError, exit 3) by Python and by JavaScript, not broadcast into samples."""
+    for data [2]: refused at the first evaluation (ModelError, exit 3) by Python and by
+    JavaScript, not broadcast into samples."""
     T, h = TensorProto, helper
     nodes = [h.make_node("Mul", ["t", "zero"], ["t0"]), h.make_node("ReduceMax", ["t0"], ["m"], keepdims=0),
              h.make_node("Add", ["m", "two"], ["m2"]), h.make_node("Cast", ["m2"], ["k"], to=T.INT64),
