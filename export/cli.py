@@ -161,6 +161,10 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
     if bool(source) == bool(factory):
         raise click.UsageError("give one network: a SOURCE file (.ckpt, .pt2, or .onnx with --add-divergence) "
                                "or --module PKG.MOD:FACTORY")
+    want = ".ort" if fmt == "ort" else ".onnx"
+    if not out.lower().endswith(want):
+        raise click.BadParameter(f"{out!r}: the file written is {'an ORT-format' if fmt == 'ort' else 'an ONNX'} model; "
+                                 f"name it *{want}", param_hint="--out")
     kind = sniff(source) if source else "module"
     foreign = kind in ("module", "pt2")
     conditioned = bool(inputs or nulls or symbols or condition_module or time_convention != "noise-at-0" or time_scale != 1.0

@@ -87,6 +87,7 @@ def test_estimator_matches_torch_at_three_lengths_from_one_file(files, solver):
             got = s.sample(noise=z, cond=cond, steps=4, solver=solver, guidance=guidance)
             want = reference(est_field(net, cond, guidance), z * cond["mask"], 4, solver)
             assert got.shape == (3, 4, T)
+            print(f"estimator {solver} T={T} guidance {guidance:g}: max |runtime - torch| {np.abs(got - want).max():.1e}")
             assert np.abs(got - want).max() <= TOL, (T, guidance)
             assert np.all(got[cond["mask"].repeat(4, 1) == 0] == 0)      # exact zeros where masked
 
@@ -132,7 +133,9 @@ def test_noise_at_one_networks_match_torch(files, solver):
                     return c
                 u = tr(x, torch.zeros(txt.shape), torch.zeros(pooled.shape), ts)
                 return u + w * (c - u)
-            assert np.abs(got - reference(field, z, 5, solver, noise_at_1=True)).max() <= TOL, (L, w)
+            diff = np.abs(got - reference(field, z, 5, solver, noise_at_1=True)).max()
+            print(f"transformer {solver} L={L} guidance {w:g}: max |runtime - torch| {diff:.1e}")
+            assert diff <= TOL, (L, w)
     act, act_path = files["act"]
     s = fm_runtime.load(act_path)
     for P in (1, 5, 17):
@@ -144,7 +147,9 @@ def test_noise_at_one_networks_match_torch(files, solver):
 
         def field(x, tau, prefix=prefix, pmask=pmask):
             return act(x, torch.full((len(x),), tau), torch.from_numpy(prefix), torch.from_numpy(pmask))
-        assert np.abs(got - reference(field, z, 10, solver, noise_at_1=True)).max() <= TOL, P
+        diff = np.abs(got - reference(field, z, 10, solver, noise_at_1=True)).max()
+        print(f"action expert {solver} P={P}: max |runtime - torch| {diff:.1e}")
+        assert diff <= TOL, P
 
 
 def torch_logp(field, x1: np.ndarray, mask: np.ndarray, steps: int = 8) -> np.ndarray:

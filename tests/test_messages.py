@@ -72,3 +72,31 @@ def test_api_is_self_describing():
     assert "moons.onnx" in repr(s) and "data shape [2]" in repr(s)
     for error in ("ModelError", "ProviderError", "UsageError"):
         assert error in fm_runtime.load.__doc__
+
+
+def test_rough_edges_a_newcomer_hit(trained, tmp_path):
+    """Each answered in one line that says what to do, nothing written."""
+    p = run_cli("fm-run", "logprob", check=False)
+    assert p.returncode == 2 and "give the data to score: fm-run logprob [MODEL.onnx] DATA.npy" in one_line(p)
+    p = run_cli("fm-export", str(trained.ckpt), "--out", str(tmp_path / "model.npy"), check=False)
+    assert p.returncode == 2 and "name it *.onnx" in one_line(p) and not list(tmp_path.iterdir())
+    import pickle
+    (tmp_path / "z.npy").write_bytes(pickle.dumps([1, 2]))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for bad in ("z.npy", "obj.npy"):
+        p = run_cli("fm-run", "sample", "--noise", str(tmp_path / bad), check=False)
+        line = one_line(p)
+        assert p.returncode == 4 and "never loads" in line and "allow_pickle" not in line, line
+    with pytest.raises(fm_runtime.UsageError, match="euler, midpoint, heun, rk4 \\(fixed steps\\), dopri5 \\(adaptive\\)"):
+        fm_runtime.load().sample(2, solver="rk45")
+    r = fm_runtime.load().run(3, seed=0, logprob=True)        # its repr shows shapes, not every value
+    assert repr(r) == f"SampleResult(samples=float32[3, 2], nfe={r.nfe}, trajectory=None, logprob={r.logprob.dtype}[3], " \
+        "nonfinite=0 rows)"
+
+
+def test_fm_train_reports_progress_in_a_log(tmp_path):
+    """stderr not a terminal (a log, CI): a line per 10% of the run instead of a silent bar."""
+    p = run_cli("fm-train", "fit", "--steps", "40", "--batch-size", "64", "--out", str(tmp_path / "m.ckpt"))
+    lines = p.stderr.strip().splitlines()
+    assert [ln.split(" steps")[0] for ln in lines[:10]] == [f"training: {4 * k}/40" for k in range(1, 11)], p.stderr
+    assert "loss" in lines[-2] and lines[-1].startswith("trained moons: 40 steps")

@@ -54,7 +54,7 @@ cli.add_command(sample)
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, metavar="[MODEL] DATA")
+@click.argument("paths", nargs=-1, metavar="[MODEL] DATA")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Write log p(x) of each row here (nats, float64 [n] .npy).")
 @solve_options("Solver steps from data (t = 1) back to noise (t = 0)")
@@ -79,6 +79,9 @@ def logprob(paths, out, steps, solver, label, labels, guidance, guidance_calls, 
       fm-run logprob moons.onnx points.npy --out logp.npy
       fm-run logprob digits.onnx images.npy --divergence hutchinson --probes 4 --class 3
     """
+    if not paths:
+        raise click.UsageError("give the data to score: fm-run logprob [MODEL.onnx] DATA.npy (DATA: float32 [n, *shape]; "
+                               "MODEL: default the shipped moons model)")
     if len(paths) > 2:
         raise click.UsageError(f"expected [MODEL] DATA, got {len(paths)} paths")
     model, data = (None, paths[0]) if len(paths) == 1 else paths

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -24,6 +24,7 @@ from . import request
 from .backends import Watch, choose_backend
 from .conditions import through_stage
 from .likelihoods import Likelihoods, valid_logpdf
+from .result import SampleResult
 from .tiler import DEFAULT_TILE, Tiler, default_tile
 from .velocity import Conditioning, checked, velocity_at, velocity_fn
 
@@ -31,19 +32,6 @@ __all__ = ["Sampler", "SampleResult", "load", "default_model_path", "label_rows"
 # A run streamed to disk is solved in chunks of at most CHUNK_BYTES of samples (and CHUNK_ROWS
 # rows: 4 noise blocks, 2 MiB of 2-D samples), so memory is bounded for every data shape.
 CHUNK_ROWS, CHUNK_BYTES = 4 * BLOCK, 32 << 20
-
-
-@dataclass
-class SampleResult:
-    """What one request produced: samples [n, *shape], network evaluations per row, and on request
-    the trajectory [steps + 1, n, *shape] and log densities [n] (nats); `nonfinite` lists
-    (step, t, where) for solves that went NaN/Inf under keep_partial."""
-
-    samples: np.ndarray
-    nfe: int
-    trajectory: np.ndarray | None = None
-    logprob: np.ndarray | None = None
-    nonfinite: list = field(default_factory=list)
 
 
 def label_rows(labels, a: int, b: int):

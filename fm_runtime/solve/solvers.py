@@ -43,7 +43,9 @@ def get_solver(name: str) -> Solver:
     try:
         return SOLVERS[name]
     except KeyError:
-        raise ValueError(f"unknown solver {name!r}; choose one of: {', '.join(SOLVERS)}") from None
+        adaptive = [k for k, m in _REGISTRY["methods"].items() if m.get("kind") == "adaptive"]
+        raise ValueError(f"unknown solver {name!r}; choose one of: {', '.join(SOLVERS)} (fixed steps), "
+                         f"{', '.join(adaptive)} (adaptive)") from None
 
 
 def nfe(solver: str, steps: int) -> int:
