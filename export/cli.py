@@ -143,7 +143,7 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
                 --input spks=float32[8] --call x,mask,mu,t,spks --null mu=zeros --null spks=zeros --out dec.onnx
       fm-run info moons.onnx
     """
-    from .foreign import sniff
+    from .sniff import sniff
 
     check_writable(out)
     if bake:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from pathlib import Path
 
 import torch
 
-from fm_runtime.errors import ModelError
 from fm_runtime.model.session import one_line
 
 from .errors import ExportError
@@ -101,19 +99,3 @@ def load_program(path: str) -> torch.nn.Module:
         return _Program(torch.export.load(path).module())
     except Exception as e:
         raise ExportError(f"{path}: not a torch.export program ({_one_line(e)})") from None
-
-
-def sniff(path: str) -> str:
-    """'onnx', 'pt2', 'torch' (a torch.save zip) or 'unknown', from the file's first bytes."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"{path}: checkpoint not found" if p.suffix != ".onnx" else f"{path}: file not found")
-    head = p.read_bytes()[:4]
-    if head.startswith(b"PK"):
-        import zipfile
-        with zipfile.ZipFile(p) as z:
-            names = z.namelist()
-        return "pt2" if any(n.endswith(("archive_format", "models/model.json")) or "/models/" in n for n in names) else "torch"
-    if head[:1] in (b"\x08", b"\x0a", b"\x12", b"\x1a", b"\x22", b"\x3a", b"\x42"):   # protobuf fields of ModelProto
-        return "onnx"
-    return "unknown"

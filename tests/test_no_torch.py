@@ -77,3 +77,22 @@ def test_torch_side_without_torch_says_which_extra(tool, args):
     assert p.returncode == 2, p.stderr
     assert "fm-runtime[train]" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_add_divergence_needs_onnx_but_not_torch(trained, tmp_path):
+    """`pip install ".[onnx]"` is enough for fm-export --add-divergence on an .onnx file."""
+    import onnx
+    bare = onnx.load(trained.onnx)
+    del bare.metadata_props[:]
+    onnx.save(bare, tmp_path / "bare.onnx")
+    out = tmp_path / "bare-lp.onnx"
+    p = subprocess.run([sys.executable, "-c", BLOCK.replace('"export", "onnx", ', '') + f'''
+sys.argv = ["fm-export", "--add-divergence", {str(tmp_path / "bare.onnx")!r}, "--out", {str(out)!r}]
+from export.cli import main
+try:
+    main()
+finally:
+    assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "training", "sklearn")]
+'''], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "added the divergence graph" in p.stdout + p.stderr and out.exists()
