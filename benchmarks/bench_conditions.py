@@ -1,7 +1,9 @@
 """A conditioned TTS-style decoder (tests/cond_nets.py's 1-D conv estimator called (x, mask, mu,
 t, spks), T symbolic) sampled by the runtime against torch eager on the same weights, same
 process, one thread each: 10 Euler steps, batch 1 and 16, T = 64 and 512, without and with
-classifier-free guidance (both halves in one call in both). Prints medians and the ratio.
+classifier-free guidance (both halves in one call in both). Prints medians and the ratio. Then
+what the condition stage costs once per request against what running it at every evaluation
+(as a graph that unrolls the loop with the text encoder inside would) would cost.
 
     python benchmarks/bench_conditions.py
 """
@@ -19,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fm_runtime  # noqa: E402
 from export.onnx_export import export_velocity  # noqa: E402
 from fm_runtime.cli.bench import median_seconds  # noqa: E402
-from tests.cond_nets import make_estimator  # noqa: E402
+from tests.cond_nets import make_estimator, make_token_stage  # noqa: E402
 
 STEPS = 10
 
@@ -70,5 +72,30 @@ def main() -> None:
                     print(f"| {T} | {b} | {w:g} | {tt * 1e3:.2f} ms | {tr * 1e3:.2f} ms | {tt / tr:.2f}x | {diff:.1e} |")
 
 
+def stage_saving() -> None:
+    """The TTS-style file with its condition stage (token ids -> mu, mask; T = 2 L): one request's
+    solve with the stage's outputs given, the stage alone, and the share of the request the stage
+    takes once versus at each of the NFE evaluations."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "tts.onnx"
+        export_velocity(make_estimator(), path, data_shape="4,T", call="x,mask,mu,t,spks",
+                        inputs={"mu": "float32[4,T]", "mask": "float32[1,T]:mask", "spks": "float32[3]"},
+                        nulls={"mu": "zeros", "spks": "zeros"}, symbols={"T": {"min": 2, "max": 4096}, "L": {"max": 2048}},
+                        condition={"module": make_token_stage(), "inputs": {"tokens": "int64[L]"}, "outputs": ["mu", "mask"]})
+        s = fm_runtime.load(path, threads=1)
+        print("\n| L (T = 2 L) | batch | stage once | solve (10 Euler, guidance 2) | stage at every evaluation would add |")
+        print("|---|---|---|---|---|")
+        for length, b in ((32, 1), (256, 1), (256, 16)):
+            tokens = np.random.default_rng(length).integers(1, 8, (b, length))
+            spks = np.zeros(3, np.float32)
+            made, _ = s.through_stage({"tokens": tokens, "spks": spks})
+            t_stage = median_seconds(lambda: s.through_stage({"tokens": tokens, "spks": spks}), min_time=0.5)  # noqa: B023
+            t_solve = median_seconds(lambda: s.sample(cond=made, steps=STEPS, solver="euler", guidance=2.0,  # noqa: B023
+                                                      seed=0), min_time=1.0)
+            print(f"| {length} | {b} | {t_stage * 1e3:.3f} ms | {t_solve * 1e3:.2f} ms | "
+                  f"{(STEPS - 1) * t_stage * 1e3:.2f} ms ({(STEPS - 1) * t_stage / t_solve:.0%}) |")
+
+
 if __name__ == "__main__":
     main()
+    stage_saving()

@@ -88,8 +88,10 @@ def load_array(path: str | os.PathLike, what: str = "array", kinds: str = "fiu",
         a = np.load(p, allow_pickle=False)
     except Exception as e:  # numpy raises several types for bad files
         if "pickle" in str(e):      # numpy's advice to load it unsafely is not ours to give
-            raise InputError(f"{p}: not a .npy array file: it holds pickled Python objects (or is not .npy at "
-                             "all), which fm-runtime never loads; write plain arrays with numpy.save") from None
+            with open(p, "rb") as fh:
+                npy = fh.read(6) == b"\x93NUMPY"
+            raise InputError(f"{p}: not a readable .npy file: " + ("it holds Python objects, which fm-runtime never "
+                             "loads" if npy else "it is not in .npy format") + "; write arrays with numpy.save") from None
         raise InputError(f"{p}: not a readable .npy file ({type(e).__name__}: {e})") from None
     if not isinstance(a, np.ndarray) or a.dtype.kind not in kinds:
         want = {"f": "floating-point", "iu": "integer"}.get(kinds, "numeric")

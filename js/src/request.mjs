@@ -28,7 +28,8 @@ function checkGrid(spec, where, steps, solver) {
   if (!isWhole(steps)) throw usage('steps', `steps must be an integer, got ${show(steps)}`);
   solver ||= spec.defaultSolver;
   if (!(typeof solver === 'string' && Object.hasOwn(SOLVERS, solver))) {
-    throw usage('solver', `unknown solver ${show(solver)}; choose one of: ${Object.keys(SOLVERS).join(', ')}`);
+    const adaptive = Object.entries(CONTRACT.solvers.methods).filter(([, m]) => m.kind === 'adaptive').map(([k]) => k);
+    throw usage('solver', `unknown solver ${show(solver)}; choose one of: ${Object.keys(SOLVERS).join(', ')} (fixed steps), ${adaptive.join(', ')} (adaptive)`);
   }
   if (!(steps >= 1 && steps <= MAX_STEPS)) throw usage('steps', `steps must be between 1 and ${MAX_STEPS}, got ${steps}`);
   return [steps, solver];
