@@ -1,7 +1,8 @@
 """Run every shell block of README.md as written, top to bottom, in one empty folder, and check
-that each command finishes within a time limit.
+that each command finishes within a CPU-time limit (CPU, not wall time: a busy machine slows a
+command down without making it use more CPU). Each command is printed as it starts.
 
-    python scripts/run_readme.py                 # limit 300 s per command
+    python scripts/run_readme.py                 # limit 300 CPU seconds per command
     python scripts/run_readme.py --limit 120 --keep /tmp/readme-run
 
 Left out, and said so: `pip install` steps (the environment this runs in is the one they make;
@@ -12,10 +13,13 @@ Exit status 0 when every command succeeded within the limit; the slowest command
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,33 +46,48 @@ def runnable(block: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--limit", type=float, default=300.0, help="seconds allowed per command")
+    ap.add_argument("--limit", type=float, default=300.0, help="CPU seconds allowed per command")
+    ap.add_argument("--readme", default=str(README), help="the markdown file to run [default: this README]")
     ap.add_argument("--keep", help="run in this folder (created, must be empty) instead of a temporary one")
     args = ap.parse_args()
-    script = "".join(runnable(b) for b in shell_blocks(README.read_text()))
+    script = "".join(runnable(b) for b in shell_blocks(Path(args.readme).read_text()))
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="readme-"))
     folder.mkdir(parents=True, exist_ok=True)
     if any(folder.iterdir()):
         sys.exit(f"{folder} is not empty")
-    # bash -x with a clock in the trace prompt: each command's start time, to time them one by one
-    (folder / "readme.sh").write_text("set -euo pipefail\nexport PS4='+@${EPOCHREALTIME} '\nset -x\n" + script
-                                      + "set +x\n")
+    # bash -x whose trace prompt carries the wall clock and the CPU seconds bash's finished children
+    # have used so far (/proc/$$/stat fields 16-17, in clock ticks): each command's start, to time
+    # them one by one
+    (folder / "readme.sh").write_text("set -euo pipefail\n"
+                                      "export PS4='+@${EPOCHREALTIME} $(read -ra s < /proc/$$/stat; echo $((s[15] + s[16]))) '\n"
+                                      "set -x\n" + script + "set +x\n")
     n_cmds = sum(1 for line in script.splitlines() if line.strip() and not line.lstrip().startswith("#"))
-    start = time.time()
-    p = subprocess.run(["bash", "readme.sh"], cwd=folder, capture_output=True, text=True,
-                       timeout=args.limit * max(1, n_cmds))
-    marks = [(float(m.group(1)), m.group(2)) for m in re.finditer(r"^\++@([\d.]+) (.*)$", p.stderr, flags=re.M)]
-    marks.append((start + (time.time() - start), "(end)"))
-    times = [(b[0] - a[0], a[1]) for a, b in zip(marks, marks[1:]) if not a[1].startswith("set +x")]
+    tick = os.sysconf("SC_CLK_TCK")
+    start, marks, err = time.time(), [], []
+    p = subprocess.Popen(["bash", "readme.sh"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    backstop = threading.Timer(4 * args.limit * max(1, n_cmds), p.kill)     # wall clock: a backstop only
+    backstop.start()
+    for line in p.stderr:
+        err.append(line)
+        m = re.match(r"^\++@([\d.]+) (\d+) (.*)$", line)
+        if m and not m.group(3).startswith("set +x"):
+            marks.append((float(m.group(1)), int(m.group(2)) / tick, m.group(3)))
+            print(f"[{time.time() - start:6.0f} s] {m.group(3)[:150]}", flush=True)
+    p.wait()
+    backstop.cancel()
+    marks.append((time.time(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+                  + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime, "(end)"))
+    times = [(b[1] - a[1], b[0] - a[0], a[2]) for a, b in zip(marks, marks[1:])]
     slow = [t for t in times if t[0] > args.limit]
-    for sec, cmd in sorted(times, reverse=True)[:8]:
-        print(f"{sec:7.1f} s  {cmd[:110]}")
-    print(f"{len(times)} commands in {time.time() - start:.0f} s in {folder}; limit {args.limit:.0f} s each")
+    for cpu, wall, cmd in sorted(times, reverse=True)[:8]:
+        print(f"{cpu:7.1f} CPU s {wall:7.1f} s  {cmd[:100]}")
+    print(f"{len(times)} commands in {time.time() - start:.0f} s in {folder}; limit {args.limit:.0f} CPU s each")
+    p.stderr = "".join(err)
     if p.returncode != 0:
         print(f"README command failed (exit {p.returncode}):\n{p.stderr[-3000:]}", file=sys.stderr)
         return 1
     if slow:
-        print(f"{len(slow)} command(s) over the limit: {[c for _, c in slow]}", file=sys.stderr)
+        print(f"{len(slow)} command(s) over the limit: {[c for _, _, c in slow]}", file=sys.stderr)
         return 1
     return 0
 
