@@ -42,7 +42,7 @@ def test_grid_formulas():
 
 
 def test_bad_schedules_are_named():
-    for bad, msg in [("shift:0", "0 < S"), ("shift:x", "needs a number"), ("sway:-1.5", "-1 <= S"),
+    for bad, msg in [("shift:0", "1/1000000 <= S"), ("shift:x", "needs a number"), ("sway:-1.5", "-1 <= S"),
                      (f"sway:{SWAY_MAX + 0.01}", "not increasing"), ("cosine:2", "takes no parameter"),
                      ("linear", "unknown schedule"), ("times:0,0.5", "from 0 to 1"),
                      ("times:0,0.6,0.4,1", "strictly increasing"), ("times:0,a,1", "comma-separated"),
@@ -107,7 +107,7 @@ def test_baked_schedule_and_file_default(trained, tmp_path):
         if p.key == "fm.default_schedule":
             p.value = '"shift:-2"'
     onnx.save(m, tmp_path / "bad.onnx")
-    with pytest.raises(ModelError, match="fm.default_schedule: shift:S needs 0 < S"):
+    with pytest.raises(ModelError, match="fm.default_schedule: shift:S needs 1/1000000 <= S"):
         fm_runtime.load(tmp_path / "bad.onnx")
 
 
@@ -122,6 +122,6 @@ def test_cli_schedule_and_times(trained, tmp_path):
     assert np.abs(np.load(tmp_path / "r.npy") - ref).max() <= 1e-4
     assert np.abs(np.load(tmp_path / "t.npy") - ref).max() <= 1e-6
     p = run_cli("fm-run", "sample", str(trained.onnx), "-n", "10", "--schedule", "shift:0", check=False)
-    assert p.returncode == 2 and "--schedule" in p.stderr and "0 < S" in p.stderr
+    assert p.returncode == 2 and "--schedule" in p.stderr and "1/1000000 <= S" in p.stderr
     p = run_cli("fm-run", "sample", str(trained.onnx), "-n", "10", "--times", "0,0.5,1", "--steps", "3", check=False)
     assert p.returncode == 2 and "2 steps, not 3" in p.stderr

@@ -15,6 +15,7 @@ from ..errors import UsageError
 
 DEFAULT_BUDGET = "50%"          # of physical memory
 MIN_BUDGET = 256 << 20          # below this, Python with onnxruntime cannot even start a run
+MAX_BUDGET = 1 << 60            # 1 EiB: above any machine; larger numbers are typos or attacks
 MAX_THREADS = 256
 WORK_BYTES = 256 << 20          # default largest batch of `bench`, largest --grid: this much data
 BASE_BYTES = 100 << 20          # Python, numpy and onnxruntime (measured: 66 MiB)
@@ -36,7 +37,11 @@ def parse_size(text: str) -> int:
     if not m:
         raise UsageError(f"--max-memory: expected a size such as 2G, 512M or 50%, got {text!r}")
     value, unit = float(m.group(1)), m.group(2)
-    size = int(physical_memory() * value / 100) if unit == "%" else int(value * _UNITS[unit.lower()])
+    size = physical_memory() * value / 100 if unit == "%" else value * _UNITS[unit.lower()]
+    if not size <= MAX_BUDGET:          # also inf, from a number of thousands of digits
+        raise UsageError(f"--max-memory: {text[:40]}{'...' if len(text) > 40 else ''} is more than any machine "
+                         f"has (at most {MAX_BUDGET >> 50} PiB)")
+    size = int(size)
     if size < MIN_BUDGET:
         raise UsageError(f"--max-memory: {text} is below the {MIN_BUDGET >> 20} MiB a run needs")
     return size

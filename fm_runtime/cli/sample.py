@@ -38,9 +38,9 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
     i, _, k = value.partition("/")
-    if not (i.isascii() and k.isascii() and i.isdigit() and k.isdigit()) or not 0 <= int(i) < int(k):
-        raise click.BadParameter(f"expected I/K with 0 <= I < K, e.g. 0/4; got {value!r}",
-                                 param_hint="--shard")
+    if not (i.isascii() and k.isascii() and i.isdigit() and k.isdigit()) or len(k) > 15 or not 0 <= int(i) < int(k):
+        raise click.BadParameter(f"expected I/K with 0 <= I < K, e.g. 0/4; got {value[:40]!r}"
+                                 + ("..." if len(value) > 40 else ""), param_hint="--shard")
     return int(i), int(k)
 
 

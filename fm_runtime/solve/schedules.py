@@ -4,7 +4,7 @@ A schedule maps the uniform grid u_i = i / steps to times t_i, always with t_0 =
 t_steps = 1 exactly, strictly increasing:
 
 - uniform          t = u (the tutorial's grid)
-- shift:S          t = S u / (1 + (S - 1) u), S > 0 (the SD3-style time shift): S > 1 puts the
+- shift:S          t = S u / (1 + (S - 1) u), 1e-6 <= S <= 1e6 (the SD3-style time shift): S > 1 puts the
                    steps closer together near the data end, S < 1 near the noise end
 - sway:S           t = u + S (cos(pi u / 2) - 1 + u), -1 <= S <= 1 / (pi / 2 - 1) (F5-TTS's
                    sway sampling; S = -1 gives t = 1 - cos(pi u / 2), small steps near the noise)
@@ -108,8 +108,8 @@ def parse_schedule(spec) -> Schedule:
         except ValueError:
             raise ValueError(f"schedule {name} needs a number, e.g. {name}:{'3' if name == 'shift' else '-1'}; "
                              f"got {spec!r}") from None
-        if name == "shift" and not (math.isfinite(value) and 0 < value <= SHIFT_MAX):
-            raise ValueError(f"shift:S needs 0 < S <= {SHIFT_MAX:.0f}, got {spec!r}")
+        if name == "shift" and not (math.isfinite(value) and 1 / SHIFT_MAX <= value <= SHIFT_MAX):
+            raise ValueError(f"shift:S needs 1/{SHIFT_MAX:.0f} <= S <= {SHIFT_MAX:.0f}, got {spec!r}")
         if name == "sway" and not SWAY_MIN <= value <= SWAY_MAX:
             raise ValueError(f"sway:S needs -1 <= S <= {SWAY_MAX:.4f} (beyond, its times are not increasing), "
                              f"got {spec!r}")

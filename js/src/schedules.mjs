@@ -126,8 +126,8 @@ export function parseSchedule(spec) {
     } catch {
       throw new Error(`schedule ${name} needs a number, e.g. ${name}:${name === 'shift' ? '3' : '-1'}; got ${show(spec)}`);
     }
-    if (name === 'shift' && !(Number.isFinite(value) && value > 0 && value <= SHIFT_MAX)) {
-      throw new Error(`shift:S needs 0 < S <= ${SHIFT_MAX}, got ${show(spec)}`);
+    if (name === 'shift' && !(Number.isFinite(value) && value >= 1 / SHIFT_MAX && value <= SHIFT_MAX)) {
+      throw new Error(`shift:S needs 1/${SHIFT_MAX} <= S <= ${SHIFT_MAX}, got ${show(spec)}`);
     }
     if (name === 'sway' && !(value >= SWAY_MIN && value <= SWAY_MAX)) {
       throw new Error(`sway:S needs -1 <= S <= ${SWAY_MAX.toFixed(4)} (beyond, its times are not increasing), got ${show(spec)}`);
