@@ -21,7 +21,13 @@ const typed = (v) => (v && v.dims && v.int ? { data: BigInt64Array.from(v.data, 
   : v && v.dims ? { data: Float32Array.from(v.data), dims: v.dims } : v);
 const out = [];
 for (const job of jobs) {
-  const s = await load(job.path);
+  let s;
+  try {
+    s = await load(job.path);
+  } catch (e) {      // a refused file: its refusal stands for each of its requests
+    for (const r of job.requests) out.push({ error: e.name, key: e.key ?? null, message: e.message });
+    continue;
+  }
   for (const r of job.requests) {
     const req = { ...r, cond: r.cond && Object.fromEntries(Object.entries(r.cond).map(([k, v]) => [k, typed(v)])) };
     if (r.noise) req.noise = Float32Array.from(r.noise.data);

@@ -179,7 +179,7 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
         bound = ", ".join(f"{k} = {v:,}" for k, v in dims_of(sampler.spec, req.spec).items())
         raise ResourceError(f"one sample of shape {list(req.spec.data_shape)}{' (' + bound + ')' if bound else ''} needs "
                             f"about {limits.describe(one)}, more than the {limits.describe(limits.budget())} budget "
-                            "(--max-memory); nothing ran")
+                            "(--max-memory); nothing sampled")
     if (in_memory or not out) and need > limits.budget():
         raise click.UsageError(f"{rows:,} samples need about {limits.describe(need)} in memory, more than "
                                f"the {limits.describe(limits.budget())} budget (--max-memory); write them with "

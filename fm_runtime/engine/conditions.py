@@ -3,10 +3,12 @@ against its dtype and rank and made per-row, and every symbol of the shapes boun
 conditions, the noise and the request's dims (request.py builds the Request around them)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from ..errors import InputError, UsageError
-from ..model.schema import MAX_SYMBOL
+from ..errors import InputError, ModelError, ResourceError, UsageError
+from ..model.schema import MAX_DIM, MAX_SYMBOL
 from ..model.spec import ModelSpec
 
 
@@ -26,7 +28,7 @@ def bind_inputs(spec: ModelSpec, where: str, cond, dims, noise, n: int | None, w
     it does not, each of its declared dtype and rank with or without the batch axis, finite;
     every symbol bound once, from the inputs, the noise and `dims`, all agreeing and within the
     file's bounds."""
-    cond, dims = dict(cond or {}), dict(dims or {})
+    cond, dims = mapping(cond, "cond"), mapping(dims, "dims")
     if not spec.inputs and not spec.symbolic:
         if cond or dims:
             raise usage("cond" if cond else "dims", f"{where} declares no conditions or symbols; it takes no "
@@ -75,6 +77,8 @@ def bind_inputs(spec: ModelSpec, where: str, cond, dims, noise, n: int | None, w
         shape = np.shape(noise)
         if len(shape) == 1 + len(spec.data_shape):
             bind(shape[1:], spec.data_shape, what, None)
+    if rows == 0:
+        raise usage("cond", "the per-row conditions have no rows (give at least one)")
     if n is not None and rows is not None and n != rows:
         raise usage("n", f"n = {n} but the per-row conditions have {rows} rows")
     for name in spec.symbols:
@@ -83,10 +87,23 @@ def bind_inputs(spec: ModelSpec, where: str, cond, dims, noise, n: int | None, w
         elif name in spec.data_shape or any(name in i["shape"] for i in spec.inputs):
             raise usage("dims", field=name, message=f"nothing binds the symbol {name}: give dims={{'{name}': ...}} (fm-run: --dim {name}=N)")
     spec = spec.bind({k: v[0] for k, v in bound.items()})
+    for shape in (spec.data_shape, *(i["shape"] for i in spec.inputs)):
+        if int(np.prod(shape, dtype=np.float64)) > MAX_DIM:
+            raise ResourceError(f"{where}: with {', '.join(f'{k} = {v[0]:,}' for k, v in bound.items())} one row has "
+                                f"{int(np.prod(shape, dtype=np.float64)):,} values; this runtime takes at most {MAX_DIM:,}")
     for item in spec.inputs:          # a mask left out: every position valid
         if item["role"] == "mask" and item["name"] not in arrays:
             arrays[item["name"]] = (np.ones(item["shape"], np.float32), False)
     return spec, arrays, rows
+
+
+def mapping(value, key: str) -> dict:
+    """A request's cond or dims as a dict by name (None: empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise usage(key, f"{key} must be a dict by name, e.g. {key}={{'mu': ...}}, got {type(value).__name__}")
+    return dict(value)
 
 
 def per_row(arrays: dict, n: int) -> dict:
@@ -141,6 +158,7 @@ def through_stage(spec: ModelSpec, where: str, cond: dict | None, run, guided: b
     stage = spec.stage
     names = [i["name"] for i in stage.get("inputs", ())]
     staged_nulls = [i["name"] for i in spec.inputs if i.get("null") == "stage"]
+    cond = mapping(cond, "cond") or None
     if not cond or not any(k in cond for k in names):
         if guided and staged_nulls:
             raise usage("cond", f"{where}: the null of {staged_nulls[0]!r} comes from the condition stage; for guidance "
@@ -170,14 +188,25 @@ def through_stage(spec: ModelSpec, where: str, cond: dict | None, run, guided: b
             elif got != want:
                 raise bad_input("cond", f"condition {name!r} has shape {list(arr.shape)}, expected [{_dims(item['shape'])}]", name)
         feed[name] = np.ascontiguousarray(arr)
-    rows = len(next(iter(feed.values())))
+    counts = {len(v) for v in feed.values()}
+    if len(counts) > 1:
+        raise usage("cond", f"the condition stage's per-row inputs disagree on rows: {sorted(counts)}")
+    rows = counts.pop()
+    if rows == 0:
+        raise usage("cond", "the condition stage's inputs have no rows (give at least one)")
     with_nulls = guided and bool(staged_nulls)
     if with_nulls:
         feed = {k: np.concatenate([v, np.zeros_like(v)]) for k, v in feed.items()}
     outputs = run(feed)
     made = {k: v for k, v in cond.items() if k not in names}
     nulls = {}
+    declared = {i["name"]: i for i in spec.inputs}
     for name, out in zip(stage["outputs"], outputs):
+        item, out = declared[name], np.asarray(out)
+        want = 2 * rows if with_nulls else rows
+        if out.ndim != len(item["shape"]) + 1 or out.shape[0] != want or out.dtype != np.dtype(item["dtype"]):
+            raise ModelError(f"{where}: the condition stage returned {name} as {out.dtype} {list(out.shape)} for {want} "
+                             f"rows; fm.inputs declares {item['dtype']} [{want}, {_dims(item['shape'])}]", key="fm.condition_stage")
         made[name] = out[:rows] if batched else out[0]
         if with_nulls and name in staged_nulls:
             nulls[name] = out[rows:] if batched else out[rows]

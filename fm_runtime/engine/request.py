@@ -136,10 +136,10 @@ def guiding(spec: ModelSpec, guidance: float, inputs: dict, staged, n: int, inte
         raise usage("guidance_calls", f"guidance_calls must be 'batched' (both halves in one call) or 'two', got {calls!r}")
     if interval is None:
         interval = (0.0, 1.0)
-    try:
-        a, b = (float(v) for v in interval)
-    except (TypeError, ValueError):
-        raise usage("guidance_interval", f"guidance_interval must be two times (a, b), got {interval!r}") from None
+    if isinstance(interval, (str, bytes)) or not hasattr(interval, "__len__") or len(interval) != 2 or \
+            not all(real(v) for v in interval):
+        raise usage("guidance_interval", f"guidance_interval must be two times (a, b), got {interval!r}")
+    a, b = (float(v) for v in interval)
     if not 0.0 <= a <= b <= 1.0:
         raise usage("guidance_interval", f"guidance_interval must satisfy 0 <= a <= b <= 1, got ({a:g}, {b:g})")
     guided = guidance != 1.0 and spec.input("guidance") is None
@@ -172,11 +172,15 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
+def real(v) -> bool:
+    """A real number: int, float or a numpy scalar, not a bool or text."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
 def check_guidance(guidance, labels=None, spec: ModelSpec | None = None) -> float:
-    try:
-        g = float(guidance)
-    except (TypeError, ValueError):
-        raise usage("guidance", f"guidance must be a number, got {guidance!r}") from None
+    if not real(guidance) and not (isinstance(guidance, np.ndarray) and guidance.ndim == 0 and real(guidance.item())):
+        raise usage("guidance", f"guidance must be a number, got {guidance!r}")
+    g = float(guidance)
     if not np.isfinite(g) or abs(g) > 1e3:
         raise usage("guidance", f"guidance must be a finite number of magnitude <= 1000, got {guidance}")
     if g != 1.0 and labels is None and not (spec is not None and spec.guidable):

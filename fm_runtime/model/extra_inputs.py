@@ -72,9 +72,21 @@ def read_nulls(where: str, stored: dict, inputs: tuple, stage: dict) -> dict:
         item, want = declared[name], tuple(1 if isinstance(d, str) else d for d in declared[name]["shape"])
         shape = schema.nested_shape(value)
         if shape != want:
-            raise refuse(where, "null_values", f"fm.null_values {name!r} has shape {list(shape) if shape else 'ragged'}, "
-                          f"expected {list(want)} (the input's, 1 for each symbol)", name)
-        values[name] = np.asarray(value, np.float32 if item["dtype"] == "float32" else np.int64).reshape(want)
+            raise refuse(where, "null_values", f"fm.null_values {name!r} has shape "
+                          f"{list(shape) if shape is not None else 'ragged'}, expected {list(want)} (the input's, 1 for each "
+                          "symbol)", name)
+        raw = np.asarray(value, np.float64).reshape(want)
+        if item["dtype"] == "float32":
+            with np.errstate(over="ignore"):
+                arr = raw.astype(np.float32)
+            bad = not np.isfinite(arr).all()
+        else:
+            arr = raw.astype(np.int64)
+            bad = not (np.abs(raw) < 2.0**53).all() or not np.array_equal(arr, raw)
+        if bad:
+            raise refuse(where, "null_values", f"fm.null_values {name!r} holds values that are not {item['dtype']} "
+                          "(past float32's range, or not whole numbers below 2**53)", name)
+        values[name] = arr
     for i, item in enumerate(inputs):
         if item.get("null") == "stage" and item["name"] not in stage.get("outputs", ()):
             raise refuse(where, "inputs", f"fm.inputs {item['name']!r}: its null comes from the condition stage, "

@@ -29,6 +29,10 @@ InputError.prototype.exitCode = 4;
 export class NumericalError extends FmError {}
 NumericalError.prototype.exitCode = 5;
 
+/** The request needs more memory than this runtime handles (exit code 9). */
+export class ResourceError extends FmError {}
+ResourceError.prototype.exitCode = 9;
+
 /** Text from a model file, safe to show: control characters escaped, one line. */
 export function printable(text) {
   return String(text).replace(/[\u0000-\u001f\u007f-\u009f]/g,

@@ -4,7 +4,7 @@
 
 import { InputError, ModelError, NumericalError, UsageError, printable, show } from './errors.mjs';
 import { readModel } from './onnx-proto.mjs';
-import { loadFailure, selfTest } from './session.mjs';
+import { loadFailure, runGraph, selfTest } from './session.mjs';
 import { openStage, throughStage } from './stage.mjs';
 import { readSpec } from './contract.mjs';
 import { MAX_STEPS, SOLVERS, integrate } from './solvers.mjs';
@@ -122,7 +122,7 @@ export class Sampler {
   async runStage(feed) {
     this.stageSession ??= await openStage(this.ort, this.spec, this.where);
     this.stageCalls = (this.stageCalls ?? 0) + 1;
-    return this.stageSession.run(feed, this.spec.stage.outputs);
+    return runGraph(this.stageSession, feed, this.spec.stage.outputs, `${this.where} (condition stage graph)`);
   }
 
   /** v(x, t) for `batch` rows; labels, extra inputs, guidance and a mask as one wrapper
@@ -193,7 +193,8 @@ export class Sampler {
       tb.fill(t);
       let xs = x;
       if (both) { both.set(x); both.set(x, x.length); xs = both; }
-      const out = (await session.run({ [spec.xName]: new ort.Tensor('float32', xs, xDims), [spec.tName]: tTensor, ...fixed }, [spec.vName]))[spec.vName];
+      const out = (await runGraph(session, { [spec.xName]: new ort.Tensor('float32', xs, xDims), [spec.tName]: tTensor, ...fixed },
+        [spec.vName], this.where))[spec.vName];
       if (out.dims.join(',') !== xDims.join(',')) {     // as Python's checked(): never broadcast a lying graph's output
         throw new ModelError(`${this.where}: the graph returned v of shape [${out.dims.join(', ')}] for ${rows} rows of shape [${spec.dataShape.join(', ')}]; refusing its output`);
       }

@@ -60,3 +60,12 @@ export async function selfTest(ort, session, inputs, probe, where) {
     throw new ModelError(`${where}: fails its self-test: the graph's output differs from the values recorded at export (max |diff| ${Number(diff.toPrecision(3))}); the file was altered or corrupted`);
   }
 }
+
+/** session.run with onnxruntime's failures as one-line ModelErrors (as Python's graph_errors). */
+export async function runGraph(session, feed, fetches, where, what = 'the graph failed while running') {
+  try {
+    return await session.run(feed, fetches);
+  } catch (e) {
+    throw new ModelError(`${where}: ${what} (${printable(String(e?.message ?? e).split(/\s+/).join(' ').slice(0, 300))})`);
+  }
+}

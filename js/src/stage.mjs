@@ -4,7 +4,7 @@
 
 import { ModelError, UsageError, InputError, show } from './errors.mjs';
 import { readModel } from './onnx-proto.mjs';
-import { asArray, checkSize } from './request.mjs';
+import { asArray, checkSize } from './conditions.mjs';
 import { loadFailure, selfTest } from './session.mjs';
 
 /** The stage's onnxruntime session, its own self-test passed. */
@@ -12,7 +12,9 @@ export async function openStage(ort, spec, where, sessionOptions = {}) {
   const at = `${where} (condition stage graph)`;
   let bytes, model;
   try {
-    bytes = Uint8Array.from(atob(spec.stage.onnx_base64), (c) => c.charCodeAt(0));
+    const text = spec.stage.onnx_base64;      // strict, as Python's b64decode(validate=True)
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4) throw new Error('not base64');
+    bytes = Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
   } catch {
     throw new ModelError(`${where}: fm.condition_stage does not hold base64 data`, { key: 'fm.condition_stage' });
   }
@@ -73,6 +75,10 @@ export async function throughStage(ort, spec, where, cond, run, guided) {
     if (batched !== null && batched !== hasRows) throw usage("the condition stage's inputs must all have the batch axis or none", item.name);
     batched = hasRows;
     const dims = hasRows ? shape : [1, ...shape];
+    if (Object.keys(feed).length && dims[0] !== rows) {
+      throw usage(`the condition stage's per-row inputs disagree on rows: ${[rows, dims[0]].sort((a, b) => a - b).join(', ')}`, item.name);
+    }
+    if (dims[0] === 0) throw usage("the condition stage's inputs have no rows (give at least one)", item.name);
     dims.slice(1).forEach((got, j) => {
       const want = item.shape[j];
       if (typeof want === 'string') checkSize(spec, where, want, got);
@@ -88,8 +94,13 @@ export async function throughStage(ort, spec, where, cond, run, guided) {
   const outputs = await run(feed);
   const made = Object.fromEntries(Object.entries(cond).filter(([k]) => !names.includes(k)));
   const nulls = {};
+  const declared = Object.fromEntries(spec.inputs.map((i) => [i.name, i]));
   for (const name of stage.outputs) {
-    const out = outputs[name], size = out.data.length / out.dims[0], dims = out.dims.slice(1);
+    const out = outputs[name], item = declared[name], want = withNulls ? 2 * rows : rows;
+    if (out.dims.length !== item.shape.length + 1 || out.dims[0] !== want || out.type !== item.dtype) {
+      throw new ModelError(`${where}: the condition stage returned ${name} as ${out.type} [${out.dims.join(', ')}] for ${want} rows; fm.inputs declares ${item.dtype} [${want}, ${item.shape.join(', ')}]`, { key: 'fm.condition_stage' });
+    }
+    const size = out.data.length / out.dims[0], dims = out.dims.slice(1);
     const half = (r) => new out.data.constructor(out.data.subarray(r * size, (r + rows) * size));
     made[name] = { data: half(0), dims: batched ? [rows, ...dims] : dims };
     if (withNulls && stagedNulls.includes(name)) nulls[name] = { data: half(rows), dims };
