@@ -26,7 +26,7 @@ import torch
 
 import fm_runtime
 from fm_runtime.cli.io import atomic_write
-from fm_runtime.model.contract import build_metadata, describe_variant, io_table, put_metadata, read_spec, write_metadata
+from fm_runtime.model.contract import build_metadata, io_table, read_spec, write_metadata
 from fm_runtime.model.session import one_line
 from fm_runtime.model.spec import NAMES
 from fm_runtime.solve.schedules import parse_schedule
@@ -78,51 +78,6 @@ def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], kind: str = "
         raise ExportError(f"torch.onnx could not export the network ({type(e).__name__}: {one_line(e)}); "
                           "a network that torch.export can trace with a dynamic batch exports") from None
     return program.model_proto
-
-
-def _make_variant(proto: onnx.ModelProto, fp32: bytes, reference, data_shape, kind: str,
-                  num_classes: int, precision: str, quantize: str | None, fmt: str,
-                  probe: dict | None = None, sig: Signature | None = None) -> tuple[bytes, dict, str | None]:
-    """Apply precision/quantisation/format to the verified float32 model and measure the cost (a
-    conditioned file: on example conditions at one binding of its symbols, deviation only)."""
-    variant: dict = {"precision": precision, "quantize": quantize, "format": fmt}
-    if (precision, quantize, fmt) != ("fp32", None, "onnx"):
-        # reduced files are for sampling on small devices: they leave out the divergence graph
-        # (log-likelihoods need the float32 ONNX file), which would otherwise outweigh the saving
-        put_metadata(proto.metadata_props, "divergence", None)
-    if precision == "fp16":
-        proto = variants.to_fp16(proto)
-    if quantize == "int8":
-        proto = variants.to_int8(proto)
-
-    def encode() -> bytes:
-        variants.set_variant_metadata(proto, variant)
-        data = add_selftest(proto, data_shape, kind, num_classes, probe)
-        return variants.to_ort_format(data) if fmt == "ort" else data
-
-    out = encode()
-    if (precision, quantize, fmt) != ("fp32", None, "onnx"):
-        has_data, cond = reference is not None and sig is None, None
-        if sig is not None:
-            sizes = sig.sizes()
-            data_shape = sig.concrete(data_shape, sizes)
-            cond = sig.examples(512, np.random.default_rng(2024), sizes)
-        if has_data:
-            data, fresh = reference
-        else:   # no data to compare with: deviation only, on standard-normal noise
-            data = fresh = np.random.default_rng(2024).standard_normal((512, *data_shape)).astype(np.float32)
-        cost = variants.measure(out, fp32, data, fresh, cond=cond)
-        if not has_data:
-            for k in ("energy_distance", "energy_distance_fp32", "noise_floor"):
-                cost.pop(k)
-        variant["vs_fp32"] = cost
-        for _ in range(4):    # the file states its own size: settle the number
-            out = encode()
-            if cost["size_bytes"] == len(out):
-                break
-            cost["size_bytes"] = len(out)
-    ops_config = variants.required_operators(proto) if fmt == "ort" else None
-    return out, variant, ops_config
 
 
 def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape, num_classes: int,
@@ -243,12 +198,8 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes, one_time=one_time, sig=sig)
     probe = _feed(data_shape, kind, 4, np.random.default_rng(1234), num_classes, sig)[0] if sig else None
     fp32 = add_selftest(proto, data_shape, kind, num_classes, probe)
-    data, variant, ops_config = _make_variant(proto, fp32, reference_data, data_shape, kind,
-                                              num_classes, precision, quantize, fmt, probe, sig)
-    costly = variants.over_budget(variant["vs_fp32"]) if "vs_fp32" in variant else None
-    if costly and not force:
-        raise ExportError(f"the {describe_variant(variant).split(':')[0]} variant is over its quality budget: {costly}; "
-                          "no file written (--force writes it anyway)")
+    data, variant, ops_config, costly = variants.make_variant(proto, fp32, reference_data, data_shape, kind, num_classes,
+                                                              precision, quantize, fmt, probe, sig, force)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     if ops_config is not None:
         atomic_write(f"{out}.required_operators.config", lambda tmp: Path(tmp).write_text(ops_config))

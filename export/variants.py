@@ -20,9 +20,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from fm_runtime.model.contract import put_metadata
+from fm_runtime.model.contract import describe_variant, put_metadata
 from fm_runtime.solve.metrics import energy_distance
 
+from .checks import add_selftest
 from .errors import ExportError
 
 QUALITY_SAMPLES = 2000
@@ -152,3 +153,54 @@ def over_budget(cost: dict) -> str | None:
 
 def set_variant_metadata(model: onnx.ModelProto, variant: dict) -> None:
     put_metadata(model.metadata_props, "variant", variant)
+
+
+def make_variant(proto: onnx.ModelProto, fp32: bytes, reference, data_shape, kind: str, num_classes: int,
+                 precision: str, quantize: str | None, fmt: str, probe: dict | None = None, sig=None,
+                 force: bool = False) -> tuple[bytes, dict, str | None, str | None]:
+    """(file bytes, fm.variant, ORT operator config, why it is over budget or None): precision,
+    quantisation and format applied to the verified float32 model and the cost measured (a
+    conditioned file, Signature `sig`: on example conditions at one binding of its symbols,
+    deviation only). A variant over budget raises ExportError unless `force`."""
+    variant: dict = {"precision": precision, "quantize": quantize, "format": fmt}
+    if (precision, quantize, fmt) != ("fp32", None, "onnx"):
+        # reduced files are for sampling on small devices: they leave out the divergence graph
+        # (log-likelihoods need the float32 ONNX file), which would otherwise outweigh the saving
+        put_metadata(proto.metadata_props, "divergence", None)
+    if precision == "fp16":
+        proto = to_fp16(proto)
+    if quantize == "int8":
+        proto = to_int8(proto)
+
+    def encode() -> bytes:
+        set_variant_metadata(proto, variant)
+        data = add_selftest(proto, data_shape, kind, num_classes, probe)
+        return to_ort_format(data) if fmt == "ort" else data
+
+    out = encode()
+    if (precision, quantize, fmt) != ("fp32", None, "onnx"):
+        has_data, cond = reference is not None and sig is None, None
+        if sig is not None:
+            sizes = sig.sizes()
+            data_shape = sig.concrete(data_shape, sizes)
+            cond = sig.examples(512, np.random.default_rng(2024), sizes)
+        if has_data:
+            data, fresh = reference
+        else:   # no data to compare with: deviation only, on standard-normal noise
+            data = fresh = np.random.default_rng(2024).standard_normal((512, *data_shape)).astype(np.float32)
+        cost = measure(out, fp32, data, fresh, cond=cond)
+        if not has_data:
+            for k in ("energy_distance", "energy_distance_fp32", "noise_floor"):
+                cost.pop(k)
+        variant["vs_fp32"] = cost
+        for _ in range(4):    # the file states its own size: settle the number
+            out = encode()
+            if cost["size_bytes"] == len(out):
+                break
+            cost["size_bytes"] = len(out)
+    costly = over_budget(variant["vs_fp32"]) if "vs_fp32" in variant else None
+    if costly and not force:
+        raise ExportError(f"the {describe_variant(variant).split(':')[0]} variant is over its quality budget: {costly}; "
+                          "no file written (--force writes it anyway)")
+    ops_config = required_operators(proto) if fmt == "ort" else None
+    return out, variant, ops_config, costly

@@ -7,9 +7,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..definitions import CONTRACT
 from ..errors import InputError, ModelError, ResourceError, UsageError
 from ..model.schema import MAX_DIM, MAX_SYMBOL
 from ..model.spec import ModelSpec
+
+STAGE_KEY = CONTRACT["prefix"] + "condition_stage"
 
 
 def usage(key: str, message: str = "", field: str | None = None) -> UsageError:
@@ -206,7 +209,7 @@ def through_stage(spec: ModelSpec, where: str, cond: dict | None, run, guided: b
         want = 2 * rows if with_nulls else rows
         if out.ndim != len(item["shape"]) + 1 or out.shape[0] != want or out.dtype != np.dtype(item["dtype"]):
             raise ModelError(f"{where}: the condition stage returned {name} as {out.dtype} {list(out.shape)} for {want} "
-                             f"rows; fm.inputs declares {item['dtype']} [{want}, {_dims(item['shape'])}]", key="fm.condition_stage")
+                             f"rows; fm.inputs declares {item['dtype']} [{want}, {_dims(item['shape'])}]", key=STAGE_KEY)
         made[name] = out[:rows] if batched else out[0]
         if with_nulls and name in staged_nulls:
             nulls[name] = out[rows:] if batched else out[rows]
