@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fm_runtime  # noqa: E402
 from export.onnx_export import export_velocity  # noqa: E402
 from fm_runtime.cli.bench import median_seconds  # noqa: E402
-from tests.cond_nets import make_estimator, make_token_stage  # noqa: E402
+from tests.cond_nets import export_token_decoder, make_estimator  # noqa: E402
 
 STEPS = 10
 
@@ -78,10 +78,7 @@ def stage_saving() -> None:
     takes once versus at each of the NFE evaluations."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "tts.onnx"
-        export_velocity(make_estimator(), path, data_shape="4,T", call="x,mask,mu,t,spks",
-                        inputs={"mu": "float32[4,T]", "mask": "float32[1,T]:mask", "spks": "float32[3]"},
-                        nulls={"mu": "zeros", "spks": "zeros"}, symbols={"T": {"min": 2, "max": 4096}, "L": {"max": 2048}},
-                        condition={"module": make_token_stage(), "inputs": {"tokens": "int64[L]"}, "outputs": ["mu", "mask"]})
+        export_token_decoder(path, t_max=4096, l_max=2048)
         s = fm_runtime.load(path, threads=1)
         print("\n| L (T = 2 L) | batch | stage once | solve (10 Euler, guidance 2) | stage at every evaluation would add |")
         print("|---|---|---|---|---|")

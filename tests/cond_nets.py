@@ -116,3 +116,16 @@ class TokenStage(nn.Module):
 def make_token_stage() -> nn.Module:
     torch.manual_seed(4)
     return TokenStage().eval()
+
+
+def export_token_decoder(path, mu_null: str = "zeros", t_max: int = 512, l_max: int = 256):
+    """The estimator behind the token stage (tokens [L] -> mu, mask; T = 2 L) written to `path` as
+    one file with its condition stage; spks nulls to zeros, mu to `mu_null`. Returns (net, stage)."""
+    from export.onnx_export import export_velocity
+    net, stage = make_estimator(), make_token_stage()
+    export_velocity(net, path, data_shape="4,T", call="x,mask,mu,t,spks",
+                    inputs={"mu": "float32[4,T]", "mask": "float32[1,T]:mask", "spks": "float32[3]"},
+                    nulls={"mu": mu_null, "spks": "zeros"},
+                    symbols={"T": {"min": 2, "max": t_max}, "L": {"min": 1, "max": l_max}},
+                    condition={"module": stage, "inputs": {"tokens": "int64[L]"}, "outputs": ["mu", "mask"]})
+    return net, stage

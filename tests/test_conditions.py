@@ -346,11 +346,7 @@ def test_a_condition_stage_runs_once_per_request(tmp_path):
     """A file with a condition stage (token ids -> mu and mask, T = 2L): a request that gives the
     tokens runs the stage exactly once, for every solver and with guidance, and samples what the
     stage's outputs given directly sample; log p takes the tokens too."""
-    net, stage = cond_nets.make_estimator(), cond_nets.make_token_stage()
-    export_velocity(net, tmp_path / "tts.onnx", data_shape="4,T", call="x,mask,mu,t,spks",
-                    inputs={"mu": "float32[4,T]", "mask": "float32[1,T]:mask", "spks": "float32[3]"},
-                    nulls={"mu": "zeros", "spks": "zeros"}, symbols={"T": {"min": 2, "max": 512}, "L": {"min": 1, "max": 256}},
-                    condition={"module": stage, "inputs": {"tokens": "int64[L]"}, "outputs": ["mu", "mask"]})
+    net, stage = cond_nets.export_token_decoder(tmp_path / "tts.onnx")
     s = fm_runtime.load(tmp_path / "tts.onnx")
     assert s.spec.stage["outputs"] == ["mu", "mask"] and s.stage_calls == 0
     tokens = np.array([[1, 5, 2, 7, 0], [3, 3, 1, 0, 6]], np.int64)

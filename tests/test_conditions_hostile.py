@@ -25,11 +25,7 @@ SPKS = np.array([0.3, -1.0, 0.5], np.float32)
 @pytest.fixture(scope="module")
 def tts(tmp_path_factory):
     d = tmp_path_factory.mktemp("hostile-cond")
-    export_velocity(cond_nets.make_estimator(), d / "tts.onnx", data_shape="4,T", call="x,mask,mu,t,spks",
-                    inputs={"mu": "float32[4,T]", "mask": "float32[1,T]:mask", "spks": "float32[3]"},
-                    nulls={"mu": "stage", "spks": "zeros"}, symbols={"T": {"min": 2, "max": 512}, "L": {"min": 1, "max": 256}},
-                    condition={"module": cond_nets.make_token_stage(), "inputs": {"tokens": "int64[L]"},
-                               "outputs": ["mu", "mask"]})
+    cond_nets.export_token_decoder(d / "tts.onnx", mu_null="stage")
     return d
 
 

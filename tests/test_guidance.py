@@ -78,11 +78,7 @@ def test_guidance_on_a_sub_interval_and_in_two_calls(stored):
 def test_a_null_from_the_condition_stage(tmp_path):
     """null "stage": the unconditional half gets the stage's output for a request of zeros (token 0 is
     padding: the empty prompt), computed in the same single stage call as the request's own."""
-    net, stage = cond_nets.make_estimator(), cond_nets.make_token_stage()
-    export_velocity(net, tmp_path / "tts.onnx", data_shape="4,T", call="x,mask,mu,t,spks",
-                    inputs={"mu": "float32[4,T]", "mask": "float32[1,T]:mask", "spks": "float32[3]"},
-                    nulls={"mu": "stage", "spks": "zeros"}, symbols={"T": {"min": 2, "max": 512}, "L": {"min": 1, "max": 256}},
-                    condition={"module": stage, "inputs": {"tokens": "int64[L]"}, "outputs": ["mu", "mask"]})
+    net, stage = cond_nets.export_token_decoder(tmp_path / "tts.onnx", mu_null="stage")
     s = fm_runtime.load(tmp_path / "tts.onnx")
     tokens = np.array([[1, 5, 2, 7, 3], [3, 3, 1, 4, 6]], np.int64)
     spks = np.array([0.3, -1.0, 0.5], np.float32)
@@ -162,11 +158,7 @@ def test_javascript_guides_the_same(stored, tmp_path):
     asks = [dict(guidance=2.5), dict(guidance=2.5, guidance_interval=(0.2, 0.7)),
             dict(guidance=2.5, guidance_interval=(0.2, 0.7), guidance_calls="two")]
     wants = [s.sample(noise=z, cond=cond, steps=4, solver="heun", **a) for a in asks]
-    net, stage = cond_nets.make_estimator(), cond_nets.make_token_stage()
-    export_velocity(net, tmp_path / "tts.onnx", data_shape="4,T", call="x,mask,mu,t,spks",
-                    inputs={"mu": "float32[4,T]", "mask": "float32[1,T]:mask", "spks": "float32[3]"},
-                    nulls={"mu": "stage", "spks": "zeros"}, symbols={"T": {"min": 2, "max": 512}, "L": {"min": 1, "max": 256}},
-                    condition={"module": stage, "inputs": {"tokens": "int64[L]"}, "outputs": ["mu", "mask"]})
+    net, stage = cond_nets.export_token_decoder(tmp_path / "tts.onnx", mu_null="stage")
     tokens = np.array([[1, 5, 2], [3, 3, 1]], np.int64)
     spks = np.array([0.3, -1.0, 0.5], np.float32)
     zt = np.random.default_rng(1).standard_normal((2, 4, 6)).astype(np.float32)
