@@ -31,19 +31,20 @@ def physical_memory() -> int:
         return 8 << 30
 
 
-def parse_size(text: str) -> int:
-    """Bytes from '2G', '512M', '1.5GiB', '4096' or '50%' (of physical memory)."""
+def parse_size(text: str, what: str = "--max-memory", minimum: int = MIN_BUDGET) -> int:
+    """Bytes from '2G', '512M', '1.5GiB', '4096' or '50%' (of physical memory), at least `minimum`."""
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(%|[kKmMgGtT]?)(?:i?[bB])?\s*", str(text), re.ASCII)
     if not m:
-        raise UsageError(f"--max-memory: expected a size such as 2G, 512M or 50%, got {text!r}")
+        raise UsageError(f"{what}: expected a size such as 2G, 512M or 50%, got {text!r}")
     value, unit = float(m.group(1)), m.group(2)
     size = physical_memory() * value / 100 if unit == "%" else value * _UNITS[unit.lower()]
     if not size <= MAX_BUDGET:          # also inf, from a number of thousands of digits
-        raise UsageError(f"--max-memory: {text[:40]}{'...' if len(text) > 40 else ''} is more than any machine "
+        raise UsageError(f"{what}: {text[:40]}{'...' if len(text) > 40 else ''} is more than any machine "
                          f"has (at most {MAX_BUDGET >> 50} PiB)")
     size = int(size)
-    if size < MIN_BUDGET:
-        raise UsageError(f"--max-memory: {text} is below the {MIN_BUDGET >> 20} MiB a run needs")
+    if size < minimum:
+        raise UsageError(f"{what}: {text} is below the {MIN_BUDGET >> 20} MiB a run needs" if minimum == MIN_BUDGET
+                         else f"{what}: {text} is below {minimum} bytes")
     return size
 
 

@@ -30,6 +30,7 @@ from .options import (
 )
 from .runner import run_cli
 from .sample import sample
+from .serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,10 +48,12 @@ def cli():
       fm-run info moons.onnx
       fm-run bench moons.onnx
       fm-run logprob moons.onnx points.npy --out logp.npy
+      fm-run serve moons.onnx --port 8000
     """
 
 
 cli.add_command(sample)
+cli.add_command(serve)
 
 
 @cli.command()
@@ -223,7 +226,10 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run_cli(cli, "fm-run", argv, supervised=True))
+    # a server drains on SIGTERM itself (uvicorn), on the main thread; every other command is
+    # supervised, so that Ctrl-C, SIGTERM and --timeout stop it within seconds
+    serving = (sys.argv[1:] if argv is None else argv)[:1] == ["serve"]
+    sys.exit(run_cli(cli, "fm-run", argv, supervised=not serving))
 
 
 if __name__ == "__main__":

@@ -76,10 +76,10 @@ def load_conditions(paths: dict[str, str]) -> dict:
 
 
 def open_sampler(model, provider="cpu", dim=None, x_name=None, t_name=None, threads=None, tile=None,
-          cuda_graph=False) -> Sampler:
+          cuda_graph=False, intra_op_threads=1) -> Sampler:
     plain = dim[0] if isinstance(dim, tuple) else dim
     return load(model, provider, data_shape=plain, x_name=x_name, t_name=t_name, threads=threads,
-                tile=tile, cuda_graph=cuda_graph)
+                tile=tile, cuda_graph=cuda_graph, intra_op_threads=intra_op_threads)
 
 
 

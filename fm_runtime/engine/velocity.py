@@ -49,7 +49,7 @@ class Conditioning:
         return replace(self, guidance=1.0)
 
 
-def _halves(spec: ModelSpec, batch: int, cond: Conditioning) -> tuple[dict, dict | None]:
+def halves(spec: ModelSpec, batch: int, cond: Conditioning) -> tuple[dict, dict | None]:
     """(the conditional feed, the unconditional one or None): labels (the "no label" id when none
     are given) and extra inputs (a guidance input: the weight itself); the unconditional half has
     the null label and each condition's null."""
@@ -72,7 +72,7 @@ def _feed(spec: ModelSpec, batch: int, cond: Conditioning):
     Classifier-free guidance runs the conditional rows and the unconditional ones in one batched
     call and combines them as v_u + w (v_c - v_u). mask: the per-row mask the velocity is
     multiplied by (None: none)."""
-    fixed, empty = _halves(spec, batch, cond)
+    fixed, empty = halves(spec, batch, cond)
     mask = spec.input("mask")
     mask = None if mask is None else fixed[mask["name"]]
     if empty is None:
@@ -112,7 +112,7 @@ def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond
             velocity_fn(session, spec, batch, cond.plain()), cond.interval
         return lambda x, t: inside(x, t) if a <= t <= b else outside(x, t)
     if cond.guided(spec) and cond.calls == "two":
-        fixed, empty = _halves(spec, batch, cond)
+        fixed, empty = halves(spec, batch, cond)
         mask = spec.input("mask")
         vc = velocity_fn(session, spec, batch, cond.plain())
         vu = _call(session, spec, batch, empty, None, cond.options, None, None if mask is None else fixed[mask["name"]])

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..definitions import CONTRACT
 from ..errors import NumericalError
+from .solvers import drive
 
 NAME = "dopri5"
 _METHOD = CONTRACT["solvers"]["methods"][NAME]          # its tableau, as data (contract.json)
@@ -57,6 +58,13 @@ def dopri5(f: Callable[[Any, float], Any], x0, t0: float = 0.0, t1: float = 1.0,
     """Solve dx/dt = f(x, t) from t0 to t1 (either direction) to tolerance rtol/atol. Raises
     NumericalError when the solve needs more than max_steps steps or max_evals evaluations, or
     a step below MIN_STEP of the span: the field is too stiff, oscillating or exploding."""
+    return drive(dopri5_steps(x0, t0, t1, rtol, atol, max_steps, max_evals), f)
+
+
+def dopri5_steps(x0, t0: float = 0.0, t1: float = 1.0, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL,
+                 max_steps: int = MAX_STEPS, max_evals: int = MAX_EVALS):
+    """dopri5 as a generator (solvers.drive runs it): yields (x, t) per network evaluation, takes
+    the velocity back by send(), returns the AdaptiveSolution."""
     check_tolerances(rtol, atol)
     calls = 0
 
@@ -67,12 +75,12 @@ def dopri5(f: Callable[[Any, float], Any], x0, t0: float = 0.0, t1: float = 1.0,
                                  f"{max_evals}; rtol={rtol:g}, atol={atol:g}): the velocity field is too stiff or "
                                  "not converging; try a looser tolerance or a fixed-step solver")
         calls += 1
-        return f(x, t)
+        return x, t
 
     direction = 1.0 if t1 >= t0 else -1.0
     span = abs(t1 - t0)
     x, t = x0, t0
-    k0 = fc(x, t)
+    k0 = yield fc(x, t)
 
     def scale(a, b=None):
         m = np.abs(np.asarray(a, np.float64))
@@ -85,7 +93,7 @@ def dopri5(f: Callable[[Any, float], Any], x0, t0: float = 0.0, t1: float = 1.0,
     d0, d1 = _rms(np.asarray(x, np.float64) / sc), _rms(np.asarray(k0, np.float64) / sc)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
-    k_probe = fc(x + (direction * h0) * k0, t + direction * h0)
+    k_probe = yield fc(x + (direction * h0) * k0, t + direction * h0)
     d2 = _rms((np.asarray(k_probe, np.float64) - np.asarray(k0, np.float64)) / sc) / h0
     h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1 / 5)
     h = min(100 * h0, h1, span)
@@ -109,9 +117,9 @@ def dopri5(f: Callable[[Any, float], Any], x0, t0: float = 0.0, t1: float = 1.0,
                     stage = stage + (hs * a) * kk
             if ci == 1.0 and len(k) == 6:
                 x_new = stage                     # the 5th-order result (A[6] = its weights)
-                k.append(fc(x_new, t1 if last else t + hs))
+                k.append((yield fc(x_new, t1 if last else t + hs)))
             else:
-                k.append(fc(stage, t + ci * hs))
+                k.append((yield fc(stage, t + ci * hs)))
         err = 0.0
         for kk, e in zip(k, E):
             if e:

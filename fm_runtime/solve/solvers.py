@@ -109,11 +109,29 @@ def integrate(f: Velocity, x0, steps: int, solver: str = DEFAULT_SOLVER, t0: flo
     return Solution(x, path, times, calls)
 
 
+def drive(steps, f):
+    """Run a solve written as a generator (`stepping`, adaptive.dopri5_steps) with the velocity f:
+    each (x, t) it yields is answered with f(x, t); returns what the generator returns. A server
+    (fm_runtime.serve) answers many such generators with one network call instead."""
+    try:
+        x, t = next(steps)
+        while True:
+            x, t = steps.send(f(x, t))
+    except StopIteration as done:
+        return done.value
+
+
 def integrate_inplace(f, x0, steps: int, solver: str = DEFAULT_SOLVER, on_step=None, schedule=None) -> tuple:
     """The same solve as `integrate`, for numpy arrays, driven by the solver's Butcher tableau
     with preallocated buffers: the state is updated in place and no arrays are created per step
     other than what f returns. Returns (x, nfe). Agrees with `integrate` to float32 rounding.
     on_step(x, step, t), if given, is called after every step (step counts from 1)."""
+    return drive(stepping(x0, steps, solver, on_step, schedule), f)
+
+
+def stepping(x0, steps: int, solver: str = DEFAULT_SOLVER, on_step=None, schedule=None):
+    """integrate_inplace as a generator: yields (x, t) for each network evaluation, takes the
+    velocity back by send(), and returns (x, nfe)."""
     import numpy as np
 
     s = get_solver(solver)
@@ -135,7 +153,7 @@ def integrate_inplace(f, x0, steps: int, solver: str = DEFAULT_SOLVER, on_step=N
                         np.multiply(kk, h * a, out=scratch)
                         stage_x += scratch
                 src = stage_x
-            k[j] = f(src, t + cj * h)
+            k[j] = yield src, t + cj * h
             calls += 1
         for kk, b in zip(k, s.b):
             if b:

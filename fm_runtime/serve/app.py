@@ -1,0 +1,218 @@
+"""The HTTP application of fm-run serve (Starlette, run by uvicorn): the Open Inference
+Protocol's REST routes over the loaded models, each model's requests handed to its runner
+(step-level batching, request-level batching or none; see scheduler.py and jobs.py), the
+library's errors mapped to statuses with one-line messages, Prometheus metrics."""
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..errors import FmError, InputError, Interrupted, ModelError, NumericalError, ResourceError, TimedOut, UsageError, printable
+from ..model.control import CancelToken
+from . import protocol
+from .jobs import Job, Pool, QueueFull, RequestBatcher
+from .metrics import AccessLog, Metrics
+from .scheduler import StepScheduler
+
+
+@dataclass
+class Limits:
+    batching: str = "step"          # "step", "request" or "none"
+    max_batch_rows: int = 8192      # rows of one network call (step) or one solve (request)
+    max_delay: float = 0.002        # request-level batching: seconds to wait for more requests
+    max_queue: int = 256            # requests waiting per model before 429
+    max_rows: int = 65536           # rows of one request (413 beyond)
+    max_body: int = 64 << 20        # bytes of one request body (413 beyond)
+    max_steps: int = 1000           # steps of one request (400 beyond)
+    timeout: float = 60.0           # seconds of one request (408 beyond)
+    workers: int = 2                # threads of the no-batching pool and of log densities
+
+
+STATUS = [(QueueFull, 429), (protocol.TooLarge, 413), (TimedOut, 408), (Interrupted, 499), (UsageError, 400),
+          (InputError, 400), (NumericalError, 422), (ResourceError, 413), (ModelError, 500), (FmError, 500)]
+
+
+class Model:
+    """One served model: the file's sampler, its runner, and for files with a divergence graph
+    a pool for `{name}-logprob`."""
+
+    def __init__(self, name: str, sampler, limits: Limits, metrics: Metrics):
+        self.name, self.sampler, self.limits = name, sampler, limits
+        on_call = metrics.on_call(name)
+        if limits.batching == "none":
+            self.runner = Pool(sampler.solve, limits.workers, limits.max_queue)
+        elif limits.batching == "step" and not sampler.baked:
+            self.runner = StepScheduler(sampler.session, limits.max_batch_rows, limits.max_queue, on_call)
+        else:                   # baked files: whole requests merged into one call of the graph
+            self.runner = RequestBatcher(sampler.solve, limits.max_batch_rows, limits.max_delay, limits.max_queue,
+                                         on_call)
+        metrics.watch(name, self.runner)
+        self.densities = Pool(None, limits.workers, limits.max_queue) if sampler.spec.divergence else None
+
+    def sample_job(self, doc: dict, tensors: dict) -> Job:
+        params = protocol.parameters(doc, protocol.SAMPLE_PARAMS)
+        noise, labels = tensors.pop("noise", None), tensors.pop("labels", None)
+        self._check(params, None if noise is None else len(noise) if noise.ndim else 0)
+        token = CancelToken()
+        req = self.sampler.request(params.pop("n", None), params.pop("steps", None), params.pop("solver", None),
+                                   params.pop("seed", None), noise, labels=labels, cond=tensors or None, cancel=token,
+                                   **params)
+        return Job(self.name, req.n * (2 if req.conditioning().guided(req.spec) else 1), req, token=token)
+
+    def logprob_job(self, doc: dict, tensors: dict) -> Job:
+        params = protocol.parameters(doc, protocol.LOGPROB_PARAMS)
+        x, labels = tensors.pop("x", None), tensors.pop("labels", None)
+        if x is None:
+            raise UsageError(f"{self.name}-logprob needs the input x [n, {', '.join(map(str, self.sampler.data_shape))}]")
+        self._check(params, len(x) if x.ndim else 0)
+        job = Job(self.name + "-logprob", len(x))
+        job.run = lambda: self.sampler.log_prob(x, labels=labels, cond=tensors or None, **params)
+        return job
+
+    def _check(self, params: dict, rows: int | None) -> None:
+        rows = params.get("n", 1) if rows is None else rows
+        if rows > self.limits.max_rows:
+            raise protocol.TooLarge(f"{rows} rows in one request; this server takes at most {self.limits.max_rows}")
+        if params.get("steps", 0) > self.limits.max_steps:
+            raise UsageError(f"{params['steps']} steps; this server takes at most {self.limits.max_steps}")
+
+    def close(self) -> None:
+        self.runner.close()
+        if self.densities is not None:
+            self.densities.close()
+
+
+def error_response(e: BaseException) -> Response:
+    status = next((code for kind, code in STATUS if isinstance(e, kind)), 500)
+    msg = printable(" ".join(str(e).split()))[:500] if isinstance(e, (FmError, QueueFull)) else \
+        f"internal error: {type(e).__name__}"
+    headers = {"retry-after": "1"} if status == 429 else None
+    return JSONResponse({"error": msg}, status_code=status, headers=headers)
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def build_app(models: dict, limits: Limits, access_log: bool = True) -> Starlette:
+    """The ASGI app over {name: Sampler}; app.state.draining turns readiness off (SIGTERM)."""
+    metrics = Metrics()
+    served = {name: Model(name, s, limits, metrics) for name, s in models.items()}
+
+    def lookup(name: str) -> tuple[Model, bool]:
+        logprob = name.endswith("-logprob") and name[:-8] in served and served[name[:-8]].densities is not None
+        model = served.get(name[:-8] if logprob else name)
+        if model is None:
+            raise LookupError(name)
+        return model, logprob
+
+    async def server_meta(request):
+        return JSONResponse({"name": "fm-runtime", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    async def live(request):
+        return Response(status_code=200)
+
+    async def ready(request):
+        return Response(status_code=503 if app.state.draining else 200)
+
+    async def model_meta(request):
+        try:
+            model, logprob = lookup(request.path_params["name"])
+        except LookupError:
+            return JSONResponse({"error": f"no model {printable(request.path_params['name'])[:80]!r}"}, 404)
+        return JSONResponse(protocol.metadata(request.path_params["name"], model.sampler.spec, logprob))
+
+    async def model_ready(request):
+        try:
+            lookup(request.path_params["name"])
+        except LookupError:
+            return Response(status_code=404)
+        return Response(status_code=503 if app.state.draining else 200)
+
+    async def scrape(request):
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4")
+
+    async def infer(request: Request):
+        name = request.path_params["name"]
+        try:
+            model, logprob = lookup(name)
+        except LookupError:
+            return JSONResponse({"error": f"no model {printable(name)[:80]!r}"}, 404)
+        if app.state.draining:
+            return JSONResponse({"error": "the server is shutting down"}, 503, headers={"connection": "close"})
+        label = name
+        clock = asyncio.get_running_loop().time
+        start = clock()
+        try:
+            body = await _read(request, limits.max_body)
+            doc, tensors = protocol.parse_infer(body, request.headers.get("inference-header-content-length"))
+            make = model.logprob_job if logprob else model.sample_job
+            # a condition stage runs while the request is built: off the event loop
+            job = await asyncio.to_thread(make, doc, tensors) if model.sampler.spec.stage else make(doc, tensors)
+            runner = model.densities if logprob else model.runner
+            result = await _finish(runner.submit(job), job, request, _timeout(doc, limits.timeout))
+            out = {"logprob": result} if logprob else {"samples": result.samples}
+            data, headers = protocol.encode(name, doc, out, protocol.binary_outputs(doc))
+            metrics.rows.labels(label).inc(len(next(iter(out.values()))))
+            response = Response(data, headers=headers)
+        except Exception as e:
+            response = error_response(e)
+        metrics.requests.labels(label, str(response.status_code)).inc()
+        metrics.latency.labels(label).observe(clock() - start)
+        return response
+
+    routes = [Route("/v2", server_meta), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
+              Route("/v2/models/{name}", model_meta), Route("/v2/models/{name}/versions/{v}", model_meta),
+              Route("/v2/models/{name}/ready", model_ready), Route("/v2/models/{name}/versions/{v}/ready", model_ready),
+              Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+              Route("/v2/models/{name}/versions/{v}/infer", infer, methods=["POST"]), Route("/metrics", scrape)]
+    app = Starlette(routes=routes)
+    app.state.draining = False
+    app.state.models = served
+    if access_log:
+        app.add_middleware(AccessLog)
+    return app
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > limit:
+        raise protocol.TooLarge(f"a body of {int(size)} bytes; this server takes at most {limit}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise protocol.TooLarge(f"a body over {limit} bytes; this server takes at most {limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _timeout(doc: dict, limit: float) -> float:
+    """The server's limit, or less when the request asks (Triton's `timeout`, microseconds)."""
+    asked = (doc.get("parameters") or {}).get("timeout") if isinstance(doc.get("parameters"), dict) else None
+    if isinstance(asked, (int, float)) and not isinstance(asked, bool) and math.isfinite(asked) and asked > 0:
+        return min(limit, asked / 1e6)
+    return limit
+
+
+async def _finish(future, job: Job, request: Request, timeout: float):
+    """The job's result; its client leaving or its time running out cancels it."""
+    waiting = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(_disconnected(request))
+    done, _ = await asyncio.wait({waiting, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    gone.cancel()
+    if waiting in done:
+        return waiting.result()
+    job.cancel()
+    waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+    if gone in done:
+        raise Interrupted("the client disconnected")
+    raise TimedOut(f"{job.where}: the request took longer than {timeout:g} s")
