@@ -12,7 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # tier -> the fm_runtime subpackages it may import ("" is the top: errors, definitions)
 TIERS = {"solve": {"", "solve"}, "model": {"", "solve", "model"}, "engine": {"", "solve", "model", "engine"},
-         "cli": {"", "solve", "model", "engine", "cli"}, "assets": set()}
+         "serve": {"", "solve", "model", "engine", "serve"},
+         "cli": {"", "solve", "model", "engine", "serve", "cli"}, "assets": set()}
 
 
 def modules() -> dict[str, Path]:

@@ -94,7 +94,10 @@ def _copy(inner: Future, outer: Future) -> None:
 
 
 def merge_key(req) -> tuple:
-    """Requests with equal keys can be solved as one: the same solve on concatenated rows."""
+    """Requests with equal keys can be solved as one: the same solve on concatenated rows. Never
+    two adaptive ones: dopri5's error norm covers the whole batch, so its steps would change."""
+    if req.kind == "adaptive":
+        return ("adaptive", id(req))
     return (req.kind, req.solver, req.steps, repr(req.schedule), tuple(sorted((req.tolerances or {}).items())),
             req.guidance, req.guidance_interval, req.guidance_calls, req.labels is None,
             tuple(req.spec.data_shape), tuple(sorted((k, v.shape[1:]) for k, v in req.inputs.items())))

@@ -1,0 +1,265 @@
+"""fm-run serve: step-level batching gives every request its solo samples (in process, for every
+solver, with labels, guidance, intervals, schedules and tensor conditions), and the server,
+started as a user starts it, answers a client this project did not write (tritonclient) with
+the arrays fm-run gives, refuses with the documented statuses, cancels on disconnect and
+drains on SIGTERM without losing an accepted request."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+torch = pytest.importorskip("torch")
+
+from fm_runtime import load  # noqa: E402
+from fm_runtime.serve.jobs import Job, RequestBatcher  # noqa: E402
+from fm_runtime.serve.scheduler import StepScheduler  # noqa: E402
+from fm_runtime.solve.solvers import SOLVERS  # noqa: E402
+
+from . import cond_nets  # noqa: E402
+from .conftest import cli_argv, run_cli  # noqa: E402
+
+MOONS = "fm_runtime/assets/moons.onnx"
+
+
+class Labelled(torch.nn.Module):
+    """A tiny class-conditional velocity net v(x, t, y) (3 classes, id 3 = no label)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = torch.nn.Embedding(4, 8)
+        self.net = torch.nn.Sequential(torch.nn.Linear(11, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+
+    def forward(self, x, t, y):
+        return self.net(torch.cat([x, t[:, None], self.emb(y)], 1))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from export.onnx_export import export_velocity
+    d = tmp_path_factory.mktemp("serve")
+    export_velocity(Labelled().eval(), d / "labelled.onnx", data_shape=2, call="x,t,y", num_classes=3, divergence=False)
+    cond_nets.export_token_decoder(d / "decoder.onnx", t_max=64, l_max=32)
+    return {"moons": MOONS, "labelled": str(d / "labelled.onnx"), "decoder": str(d / "decoder.onnx")}
+
+
+def requests_for(name: str, solver: str) -> list[dict]:
+    """Requests that differ in everything a shared call allows: rows, seeds, steps, schedules,
+    labels, guidance and its interval, condition lengths."""
+    fixed = solver != "dopri5"
+    steps = (lambda k: {"steps": k}) if fixed else (lambda k: {"rtol": 1e-4})
+    if name == "moons":
+        return [dict(n=3, seed=1, **steps(8)), dict(n=40, seed=2, **steps(5), **({"schedule": "shift:2"} if fixed else {})),
+                dict(n=1, seed=3, **steps(2))]
+    if name == "labelled":
+        return [dict(n=4, seed=1, labels=[0, 1, 2, 0], guidance=2.0, **steps(6)), dict(n=2, seed=2, labels=1, **steps(3)),
+                dict(n=3, seed=3, labels=2, guidance=3.0, guidance_interval=(0.2, 0.7), **steps(4)), dict(n=2, seed=4, **steps(4))]
+    tokens = lambda L, k: {"tokens": np.arange(1, L + 1, dtype=np.int64) % 5 + k, "spks": np.eye(3, dtype=np.float32)[k]}
+    return [dict(n=2, seed=1, cond=tokens(5, 0), guidance=2.0, **steps(4)), dict(n=1, seed=2, cond=tokens(5, 1), **steps(3)),
+            dict(n=2, seed=3, cond=tokens(8, 2), guidance=1.5, **steps(5))]
+
+
+@pytest.mark.parametrize("solver", [*SOLVERS, "dopri5"])
+def test_merged_rows_equal_solo_rows_for_every_solver(files, solver):
+    for name, path in files.items():
+        sampler = load(path, tile=0)
+        cases = requests_for(name, solver)
+        for mode in ("step", "request"):
+            runner = StepScheduler(sampler.session) if mode == "step" else RequestBatcher(sampler.solve, max_delay=0.05)
+            jobs = [Job(name, 1, sampler.request(solver=solver, **c)) for c in cases]
+            futures = [runner.submit(j) for j in jobs]
+            for c, f in zip(cases, futures):
+                got, want = f.result(60), sampler.run(solver=solver, **c)
+                assert got.samples.shape == want.samples.shape
+                np.testing.assert_allclose(got.samples, want.samples, atol=1e-6, err_msg=f"{name} {mode} {c}")
+                assert got.nfe == want.nfe
+            if mode == "step" and solver != "dopri5":
+                # one call per stage of the longest request per layout, not one per request
+                solo = sum(sampler.nfe(c.get("steps"), solver) for c in cases)
+                assert runner.calls < solo, (name, runner.calls, solo)
+            runner.close(10)
+
+
+# --- the server as users start it -----------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *args: str):
+        self.port = free_port()
+        self.url = f"127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(cli_argv("fm-run", "serve", *args, "--port", str(self.port), "--no-access-log"),
+                                     stderr=subprocess.PIPE, text=True)
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"fm-run serve exited {self.proc.returncode}: {self.proc.stderr.read()}")
+            try:
+                if urllib.request.urlopen(f"http://{self.url}/v2/health/ready", timeout=2).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("fm-run serve did not become ready")
+
+    def post(self, model: str, doc: dict, timeout: float = 60) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection(self.url, timeout=timeout)
+        conn.request("POST", f"/v2/models/{model}/infer", json.dumps(doc), {"content-type": "application/json"})
+        r = conn.getresponse()
+        body = r.read()
+        conn.close()
+        return r.status, json.loads(body) if body else {}
+
+    def metric(self, name: str) -> float:
+        text = urllib.request.urlopen(f"http://{self.url}/metrics", timeout=10).read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        finally:
+            self.proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    s = Server(files["moons"], files["labelled"], files["decoder"])
+    yield s
+    assert s.stop() == 0
+
+
+def test_tritonclient_reads_metadata_samples_and_densities_equal_to_fm_run(server, files, tmp_path):
+    http_client = pytest.importorskip("tritonclient.http")
+    c = http_client.InferenceServerClient(server.url)
+    assert c.is_server_ready() and c.is_model_ready("moons") and c.is_model_ready("moons-logprob")
+    meta = c.get_model_metadata("moons")
+    assert {i["name"]: i["shape"] for i in meta["inputs"]} == {"noise": [-1, 2]}
+    assert meta["outputs"] == [{"name": "samples", "datatype": "FP32", "shape": [-1, 2]}]
+    assert json.loads(meta["parameters"]["contract"])["default_steps"] == 8
+    assert [i["name"] for i in c.get_model_metadata("decoder")["inputs"]] == ["noise", "spks", "tokens"]
+
+    got = c.infer("moons", [], parameters={"n": 300, "seed": 7, "steps": 8, "solver": "midpoint"}).as_numpy("samples")
+    run_cli("fm-run", "sample", MOONS, "-n", "300", "--seed", "7", "--steps", "8", "--solver", "midpoint",
+            "--out", str(tmp_path / "s.npy"))
+    np.testing.assert_allclose(got, np.load(tmp_path / "s.npy"), atol=1e-6)
+
+    x = http_client.InferInput("x", list(got.shape), "FP32")
+    x.set_data_from_numpy(got)
+    logp = c.infer("moons-logprob", [x], parameters={"steps": 8}).as_numpy("logprob")
+    run_cli("fm-run", "logprob", MOONS, str(tmp_path / "s.npy"), "--steps", "8", "--out", str(tmp_path / "lp.npy"))
+    np.testing.assert_allclose(logp, np.load(tmp_path / "lp.npy"), rtol=1e-5, atol=1e-4)
+
+    # labels as an INT64 input, noise sent as JSON and samples asked as JSON, guidance
+    sampler = load(files["labelled"])
+    noise = sampler.noise(4, seed=3)
+    inputs = [http_client.InferInput("noise", [4, 2], "FP32"), http_client.InferInput("labels", [4], "INT64")]
+    inputs[0].set_data_from_numpy(noise, binary_data=False)
+    inputs[1].set_data_from_numpy(np.array([0, 1, 2, 3]))
+    out = c.infer("labelled", inputs, outputs=[http_client.InferRequestedOutput("samples", binary_data=False)],
+                  parameters={"guidance": 2.0, "steps": 6}).as_numpy("samples")
+    np.testing.assert_allclose(out, sampler.sample(noise=noise, labels=[0, 1, 2, 3], guidance=2.0, steps=6), atol=1e-6)
+
+    # a condition stage's input under its own name: token ids for every row
+    cond = {"tokens": np.arange(1, 7), "spks": np.array([[0, 1, 0], [1, 0, 0]], np.float32)}
+    inputs = [http_client.InferInput("tokens", [6], "INT64"), http_client.InferInput("spks", [2, 3], "FP32")]
+    for i in inputs:
+        i.set_data_from_numpy(cond[i.name()])
+    out = c.infer("decoder", inputs, parameters={"n": 2, "seed": 1, "guidance": 2.0}).as_numpy("samples")
+    want = load(files["decoder"]).sample(2, seed=1, cond=cond, guidance=2.0)
+    np.testing.assert_allclose(out, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("doc, status, words", [
+    ({"inputs": [], "parameters": {"n": 2, "solver": "nope"}}, 400, "unknown solver"),
+    ({"inputs": [], "parameters": {"n": 2, "stepz": 3}}, 400, "unknown parameter 'stepz'"),
+    ({"inputs": [], "parameters": {"n": 2, "steps": 5000}}, 400, "at most 1000"),
+    ({"inputs": [], "parameters": {"n": 10**6}}, 413, "at most 65536"),
+    ({"inputs": [{"name": "noise", "datatype": "FP32", "shape": [2, 3], "data": [0.0] * 6}]}, 400, "noise"),
+    ({"inputs": [{"name": "noise", "datatype": "FP32", "shape": [2, 2], "data": [1.0]}]}, 400, "1 values for shape"),
+    ({"inputs": [{"name": "noise", "datatype": "TEXT", "shape": [1], "data": [1]}]}, 400, "datatype"),
+    ({"inputs": [], "parameters": {"n": 2, "seed": "zero"}}, 400, "not an integer"),
+])
+def test_bad_requests_get_their_status_and_one_line(server, doc, status, words):
+    got, body = server.post("moons", doc)
+    assert got == status and words in body["error"] and "\n" not in body["error"], body
+    assert server.post("nomodel", {"inputs": []})[0] == 404
+    conn = http.client.HTTPConnection(server.url, timeout=30)
+    conn.request("POST", "/v2/models/moons/infer", b"{not json")
+    assert conn.getresponse().status == 400
+
+
+def test_full_queue_is_429_and_disconnect_cancels(files):
+    s = Server(MOONS, "--max-queue", "1", "--max-batch-rows", "1")
+    try:
+        slow = {"inputs": [], "parameters": {"n": 20000, "steps": 1000, "seed": 0}}
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(s.post("moons", slow)[0])) for _ in range(2)]
+        for t in threads:
+            t.start()
+            time.sleep(0.5)
+        status, body = s.post("moons", {"inputs": [], "parameters": {"n": 1}})
+        assert status == 429 and "wait" in body["error"]
+        for t in threads:
+            t.join(120)
+        assert results == [200, 200]
+        # a client that leaves: its rows stop at the next step, the server says 499 in its metrics
+        sock = socket.create_connection(("127.0.0.1", s.port))
+        body = json.dumps(slow).encode()
+        sock.sendall(b"POST /v2/models/moons/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.5)
+        assert s.metric("fm_serve_active_requests") == 1
+        sock.close()
+        end = time.monotonic() + 10
+        while s.metric('fm_serve_requests_total{model="moons",status="499"}') < 1 and time.monotonic() < end:
+            time.sleep(0.1)
+        assert s.metric('fm_serve_requests_total{model="moons",status="499"}') == 1
+        assert s.metric("fm_serve_active_requests") == 0
+    finally:
+        assert s.stop() == 0
+
+
+def test_sigterm_drains_every_accepted_request(files):
+    s = Server(MOONS)
+    n, results = 6, []
+    work = {"inputs": [], "parameters": {"n": 4000, "steps": 400, "seed": 1}}
+    threads = [threading.Thread(target=lambda: results.append(s.post("moons", work, timeout=120))) for _ in range(n)]
+    for t in threads:
+        t.start()
+    end = time.monotonic() + 30
+    while s.metric("fm_serve_active_requests") + s.metric("fm_serve_queue_depth") < n and time.monotonic() < end:
+        time.sleep(0.05)
+    s.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(120)
+    assert s.stop() == 0
+    assert [status for status, _ in results] == [200] * n
+    want = load(MOONS).sample(4000, seed=1, steps=400)
+    for _, body in results:
+        np.testing.assert_allclose(np.reshape(body["outputs"][0]["data"], (4000, 2)), want, atol=1e-6)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{s.url}/v2/health/ready", timeout=2)
+
+
+def test_serve_without_the_extra_names_it(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    (tmp_path / "uvicorn.py").write_text("raise ImportError('no', name='uvicorn')\n")
+    p = run_cli("fm-run", "serve", env=env, check=False)
+    assert p.returncode == 2 and 'pip install "fm-runtime[serve]"' in p.stderr, p.stderr
