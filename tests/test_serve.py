@@ -62,10 +62,11 @@ def requests_for(name: str, solver: str) -> list[dict]:
     steps = (lambda k: {"steps": k}) if fixed else (lambda k: {"rtol": 1e-4})
     if name == "moons":
         return [dict(n=3, seed=1, **steps(8)), dict(n=40, seed=2, **steps(5), **({"schedule": "shift:2"} if fixed else {})),
-                dict(n=1, seed=3, **steps(2))]
+                dict(n=1, seed=3, **steps(2)), dict(n=5, seed=11, **steps(8))]   # the last: a cohort with the first
     if name == "labelled":
         return [dict(n=4, seed=1, labels=[0, 1, 2, 0], guidance=2.0, **steps(6)), dict(n=2, seed=2, labels=1, **steps(3)),
-                dict(n=3, seed=3, labels=2, guidance=3.0, guidance_interval=(0.2, 0.7), **steps(4)), dict(n=2, seed=4, **steps(4))]
+                dict(n=3, seed=3, labels=2, guidance=3.0, guidance_interval=(0.2, 0.7), **steps(4)), dict(n=2, seed=4, **steps(4)),
+                dict(n=3, seed=5, labels=[2, 0, 1], guidance=2.0, **steps(6))]
     tokens = lambda L, k: {"tokens": np.arange(1, L + 1, dtype=np.int64) % 5 + k, "spks": np.eye(3, dtype=np.float32)[k]}
     return [dict(n=2, seed=1, cond=tokens(5, 0), guidance=2.0, **steps(4)), dict(n=1, seed=2, cond=tokens(5, 1), **steps(3)),
             dict(n=2, seed=3, cond=tokens(8, 2), guidance=1.5, **steps(5))]

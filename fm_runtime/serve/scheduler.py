@@ -9,6 +9,11 @@ its rows of the result and advances it. Requests join at the next stage boundary
 when their own solve ends, so different step counts, solvers, schedules, labels and guidance
 weights share calls, and a request's samples are its solo solve's (the same arithmetic on the
 same rows; only the graph's batch differs).
+
+Requests admitted at the same boundary with the same solve settings (jobs.merge_key) start as
+one cohort: one generator over their concatenated rows, as request-level batching would solve
+them, so a burst of like requests costs the numpy work of one. A cohort member whose client
+leaves is answered at once; its rows finish with the cohort's and are dropped.
 """
 from __future__ import annotations
 
@@ -17,25 +22,27 @@ import numpy as np
 from ..engine.backends import Watch
 from ..engine.result import SampleResult
 from ..engine.velocity import checked, halves
-from ..errors import FmError, Interrupted
+from ..errors import FmError, Interrupted, NumericalError
 from ..model.control import RUN, graph_errors
 from ..solve.adaptive import dopri5_steps
 from ..solve.solvers import stepping
-from .jobs import Job, Queued
+from .jobs import Job, Queued, merge_key, merged
 
 
 class Active:
-    """One request being solved: its generator, the (x, t) it waits on, and its feeds."""
+    """A cohort of requests being solved as one: its generator, the (x, t) it waits on, its
+    feeds, and each member's rows."""
 
-    def __init__(self, job: Job):
-        req = job.req
-        self.job, self.spec, self.n = job, req.spec, req.n
+    def __init__(self, jobs: list[Job]):
+        req = jobs[0].req if len(jobs) == 1 else merged([j.req for j in jobs])
+        self.jobs, self.spec, self.n = jobs, req.spec, req.n
+        self.where = jobs[0].where
         cond = req.conditioning()
         self.fixed, self.empty = halves(req.spec, req.n, cond)
         self.w, self.interval = cond.guidance, cond.interval
         mask = req.spec.input("mask")
         self.mask = None if mask is None else self.fixed[mask["name"]]
-        watch = Watch(job.where, poll=lambda: None)
+        watch = Watch(self.where, poll=lambda: None)
         x0 = req.start()
         if req.kind == "adaptive":
             self.steps = dopri5_steps(x0, **req.tolerances)
@@ -68,6 +75,23 @@ class Active:
             x, nfe = (sol.x, sol.nfe) if hasattr(sol, "nfe") else sol
             return SampleResult(checked(self.spec, x, self.n, "samples"), nfe)
 
+    @property
+    def cancelled(self) -> bool:
+        return all(j.cancelled for j in self.jobs)
+
+    def fail(self, e: BaseException) -> None:
+        for j in self.jobs:
+            if not j.future.done():
+                j.future.set_exception(e)
+
+    def finish(self, result: SampleResult) -> None:
+        at = 0
+        for j in self.jobs:
+            n = j.req.n
+            if not j.future.done():
+                j.future.set_result(result if len(self.jobs) == 1 else SampleResult(result.samples[at:at + n], result.nfe))
+            at += n
+
 
 class StepScheduler(Queued):
     """Solves submitted jobs of one model with merged velocity calls (see the module's text).
@@ -88,23 +112,32 @@ class StepScheduler(Queued):
         return len(self.pending), len(self.active)
 
     def _admit(self) -> None:
+        """Waiting jobs join, as many as max_rows allows (at least one when none is active),
+        like ones together as cohorts."""
         with self._cv:
             while not self.pending and not self.active:
                 if self._closing:
                     raise SystemExit
                 self._cv.wait()
             used = sum(a.n * 2 if a.empty is not None else a.n for a in self.active)
+            cohorts: dict[tuple, list[Job]] = {}
             while self.pending:
                 job = self.pending[0]
-                if self.active and used + job.rows > self.max_rows:
+                if (self.active or cohorts) and used + job.rows > self.max_rows:
                     break
                 self.pending.popleft()
                 if job.future.set_running_or_notify_cancel():
-                    try:
-                        self.active.append(Active(job))
-                        used += job.rows
-                    except FmError as e:
-                        job.future.set_exception(e)
+                    cohorts.setdefault(merge_key(job.req), []).append(job)
+                    used += job.rows
+        for jobs in cohorts.values():
+            self._start(jobs)
+
+    def _start(self, jobs: list[Job]) -> None:
+        try:
+            self.active.append(Active(jobs))
+        except FmError as e:
+            for j in jobs:
+                j.future.set_exception(e)
 
     def _loop(self) -> None:
         while True:
@@ -121,16 +154,16 @@ class StepScheduler(Queued):
                     self._call(group)
             except Exception as e:      # a bug: fail what was in flight, keep serving
                 for a in self.active:
-                    if not a.job.future.done():
-                        a.job.future.set_exception(e)
+                    a.fail(e)
                 self.active = []
 
     def _drop_stopped(self) -> None:
         """Cancelled jobs (their client left, or their time ran out) leave at the step boundary."""
         for a in self.active:
-            if a.job.cancelled:
-                a.job.future.set_exception(Interrupted("cancelled"))
-        self.active = [a for a in self.active if not a.job.cancelled]
+            for j in a.jobs:
+                if j.cancelled and not j.future.done():
+                    j.future.set_exception(Interrupted("cancelled"))
+        self.active = [a for a in self.active if not a.cancelled]
 
     def _call(self, group: list[Active]) -> None:
         """One graph call for every request of the group, then each one advanced."""
@@ -151,11 +184,11 @@ class StepScheduler(Queued):
         for name in feeds[0]:
             feed[name] = np.concatenate([f[name] for f in feeds])
         try:
-            with graph_errors(group[0].job.where):
+            with graph_errors(group[0].where):
                 out = checked(spec, self.session.run([spec.v_name], feed, RUN)[0], rows)
         except FmError as e:
             for a in group:
-                a.job.future.set_exception(e)
+                a.fail(e)
             self.active = [a for a in self.active if a not in group]
             return
         self.calls += 1
@@ -166,11 +199,15 @@ class StepScheduler(Queued):
             try:
                 result = a.advance(out[at:at + r])
             except FmError as e:
-                a.job.future.set_exception(e)
                 done.append(a)
+                if isinstance(e, NumericalError) and len(a.jobs) > 1:
+                    for j in a.jobs:          # whose rows blew up: each member again, alone
+                        self._start([j])
+                else:
+                    a.fail(e)
             else:
                 if result is not None:
-                    a.job.future.set_result(result)
+                    a.finish(result)
                     done.append(a)
             at += r
         if done:
