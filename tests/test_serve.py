@@ -206,6 +206,22 @@ def test_bad_requests_get_their_status_and_one_line(server, doc, status, words):
     assert conn.getresponse().status == 400
 
 
+def test_binary_bodies_that_lie_and_requests_past_their_time(server):
+    head = json.dumps({"inputs": [{"name": "noise", "datatype": "FP32", "shape": [2, 2],
+                                   "parameters": {"binary_data_size": 16}}]}).encode()
+    for length, tail, words in ((len(head), b"\0" * 8, "binary_data_size 16"), (len(head) + 99, b"\0" * 16, "past the body"),
+                                (len(head), b"\0" * 20, "no input claims")):
+        conn = http.client.HTTPConnection(server.url, timeout=30)
+        conn.request("POST", "/v2/models/moons/infer", head + tail, {"Inference-Header-Content-Length": str(length)})
+        r = conn.getresponse()
+        assert r.status == 400 and words in json.loads(r.read())["error"]
+    # Triton's timeout parameter (microseconds): 1 ms for a solve of seconds is 408, and the
+    # server goes on serving
+    status, body = server.post("moons", {"inputs": [], "parameters": {"n": 20000, "steps": 1000, "timeout": 1000}})
+    assert status == 408 and "longer than 0.001 s" in body["error"]
+    assert server.post("moons", {"inputs": [], "parameters": {"n": 1}})[0] == 200
+
+
 def test_full_queue_is_429_and_disconnect_cancels(files):
     s = Server(MOONS, "--max-queue", "1", "--max-batch-rows", "1")
     try:
@@ -264,3 +280,15 @@ def test_serve_without_the_extra_names_it(tmp_path):
     (tmp_path / "uvicorn.py").write_text("raise ImportError('no', name='uvicorn')\n")
     p = run_cli("fm-run", "serve", env=env, check=False)
     assert p.returncode == 2 and 'pip install "fm-runtime[serve]"' in p.stderr, p.stderr
+
+
+def test_refusals_at_start_are_the_clis(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    p = run_cli("fm-run", "serve", str(bad), check=False)
+    assert p.returncode == 3 and "bad.onnx" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        p = run_cli("fm-run", "serve", "--port", str(taken.getsockname()[1]), check=False)
+    assert p.returncode == 2 and "cannot listen on 127.0.0.1" in p.stderr, p.stderr

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -13,6 +14,18 @@ from . import limits as budget
 from .options import open_sampler
 
 CORES = os.cpu_count() or 1
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so that a port in use is one line and exit code 2."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
 
 
 def _size(ctx, param, value):
@@ -45,7 +58,8 @@ def _size(ctx, param, value):
 @click.option("--request-timeout", type=click.FloatRange(0, 86400, min_open=True), default=60.0, show_default=True,
               metavar="SECONDS", help="Time one request may take; then it is cancelled and answered 408.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=CORES, show_default=True,
-              help="Threads of each network call (step and request batching) or workers (none).")
+              help="Worker threads: a large network call is split over them (each call single-threaded, "
+                   "as fm-run sample does); with --batching none, requests solved at once.")
 @click.option("--grace", type=click.FloatRange(0, 3600), default=30.0, show_default=True, metavar="SECONDS",
               help="On SIGTERM: stop accepting, finish the requests in flight within this time, exit 0.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
@@ -76,7 +90,8 @@ def serve(models, host, port, batching, max_batch_rows, max_delay_ms, max_queue,
         raise UsageError(f'fm-run serve needs the serve extra ({e.name} is missing): pip install "fm-runtime[serve]"') from None
     samplers = {}
     for path in models or (None,):
-        sampler = open_sampler(path, provider, threads=1, tile=0, intra_op_threads=1 if batching == "none" else threads)
+        # one thread per graph call; large calls are split into tiles over --threads workers
+        sampler = open_sampler(path, provider, threads=threads)
         name = Path(sampler.path).stem
         if name in samplers or (name.endswith("-logprob") and name[:-8] in samplers):
             raise UsageError(f"two models would be named {name!r}; rename one file")
@@ -98,9 +113,10 @@ def serve(models, host, port, batching, max_batch_rows, max_delay_ms, max_queue,
                if batching != "none" else f"fm-run serve: {', '.join(names)} at http://{host}:{port}/v2/models/ (no batching",
                err=True, nl=False)
     click.echo(f", {threads} threads); SIGTERM drains within {grace:g} s", err=True)
+    sock = _listen(host, port)
     signal.signal(signal.SIGTERM, lambda *_: None)      # after uvicorn's drain, exit 0
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         for model in app.state.models.values():
             model.close()
