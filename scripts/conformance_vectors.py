@@ -8,6 +8,9 @@ must do with the same inputs. No torch is needed to read or run them.
 - schedules.json: a schedule and a step count -> its float64 time grid, or a refusal.
 - tableaus.json: every fixed-step solver on dx/dt = t - x (float32) -> the float32 state,
   bit for bit.
+- noise.json: the seeded noise stream (solve/noise.py): seed, rows [start, stop), row size ->
+  the float32 values, bit for bit; seeds past 2**32 and 2**53, rows in a later block, a start
+  in mid-block.
 - requests.json: sampling requests to the shipped moons model or to cond.onnx (a tiny
   conditioned graph written here with onnx alone: v = x / 2 + mu, data [2, T]) -> the refusal
   as {error class, key, field}. Arrays are {"dims", "data"}; "nan" stands for NaN.
@@ -253,6 +256,16 @@ def schedule_cases() -> list[dict]:
     return out
 
 
+def noise_cases() -> list[dict]:
+    from fm_runtime.solve.noise import BLOCK, noise_rows
+    out = []
+    for seed, start, stop, dim in [(0, 0, 64, 2), (1, 0, 7, 64), (2**32 + 5, 0, 16, 3), (2**53 + 1, 10, 20, 2),
+                                   (2**63 - 1, 0, 8, 2), (7, BLOCK - 3, BLOCK + 3, 2), (123, 2 * BLOCK + 100, 2 * BLOCK + 104, 5)]:
+        out.append({"seed": str(seed), "start": start, "stop": stop, "dim": dim,
+                    "values": [float(v) for v in noise_rows(seed, start, stop, (dim,)).ravel()]})
+    return out
+
+
 def tableau_cases() -> list[dict]:
     x0 = np.array([1.0, -2.0, 0.5, 3.25], dtype=np.float32)
 
@@ -355,7 +368,7 @@ def request_cases() -> list[dict]:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "cond.onnx").write_bytes(cond_model())
-    for name, cases in [("metadata", metadata_cases()), ("schedules", schedule_cases()), ("tableaus", tableau_cases()),
+    for name, cases in [("metadata", metadata_cases()), ("schedules", schedule_cases()), ("tableaus", tableau_cases()), ("noise", noise_cases()),
                         ("requests", request_cases())]:
         (OUT / f"{name}.json").write_text(json.dumps(cases, indent=1) + "\n")
         print(f"{OUT / name}.json: {len(cases)} cases")

@@ -138,3 +138,10 @@ console.log(JSON.stringify(d.metas.map((m) => { try { readSpec('m.onnx', m, d.in
     got = subprocess.run([node, "probe.mjs"], input=io, capture_output=True, text=True, cwd=tmp_path)
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout) == want
+
+
+@pytest.mark.parametrize("case", vectors("noise"), ids=lambda c: f"{c['seed']}-{c['start']}")
+def test_noise(case):
+    from fm_runtime.solve.noise import noise_rows
+    got = noise_rows(int(case["seed"]), case["start"], case["stop"], (case["dim"],)).ravel()
+    assert got.tolist() == np.float32(case["values"]).tolist()

@@ -134,8 +134,10 @@ export function samplingRequest(spec, where, options, staged = {}) {
     throw usage('n', 'give n (how many samples) or noise (the starting points)');
   } else {
     n = n ?? rows;
-    if (seed != null && !(isWhole(seed) && seed >= 0 && seed <= 0xffffffff)) {
-      throw usage('seed', `seed must be a whole number in [0, 2**32), got ${show(seed)}`);
+    // the contract's seeds, as in Python: a Number up to 2**53, or a BigInt up to 2**63
+    const whole = (isWhole(seed) && seed <= Number.MAX_SAFE_INTEGER) || (typeof seed === 'bigint' && seed < 2n ** 63n);
+    if (seed != null && !(whole && seed >= 0)) {
+      throw usage('seed', `seed must be a whole number in [0, 2**63), got ${show(seed)}`);
     }
   }
   const kind = spec.kind === 'baked' ? 'baked' : CONTRACT.solvers.methods[solver].kind;

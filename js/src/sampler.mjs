@@ -9,7 +9,7 @@ import { openStage, throughStage } from './stage.mjs';
 import { readSpec } from './contract.mjs';
 import { MAX_STEPS, SOLVERS, integrate } from './solvers.mjs';
 import { samplingRequest } from './request.mjs';
-import { gaussianNoise } from './noise.mjs';
+import { newSeed, noiseRows } from './noise.mjs';
 
 export const DEFAULT_TILE = 2048;
 
@@ -51,9 +51,10 @@ export class Sampler {
     return `Sampler(${printable(this.where)}: ${what}, data shape [${this.spec.dataShape.join(', ')}]${classes}, ${this.backend})`;
   }
 
-  /** n rows of standard-normal noise from this package's own seeded stream (not numpy's). */
-  noise(n, seed = 0) {
-    return gaussianNoise(n * this.spec.dim, seed);
+  /** Rows [start, start + n) of the seeded noise stream: the same values as Python's
+   * sampler.noise(n, seed, start) (the contract's stream, fm_runtime/solve/noise.py). */
+  noise(n, seed = 0, start = 0) {
+    return noiseRows(seed, start, start + n, this.spec.dim);
   }
 
   /**
@@ -74,7 +75,7 @@ export class Sampler {
     }
     const req = samplingRequest(this.spec, this.where, options, staged);
     const spec = req.spec, dim = spec.dim;
-    const x0 = req.noise ?? gaussianNoise(req.n * dim, req.seed ?? 0);
+    const x0 = req.noise ?? noiseRows(req.seed ?? newSeed(), 0, req.n, dim);
     const mask = spec.inputs.find((i) => i.role === 'mask');
     if (mask) maskRows(x0, req.inputs[mask.name].data, req.n, spec);
     const out = new Float32Array(x0.length);

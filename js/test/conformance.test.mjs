@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 
 import { readSpec } from '../src/contract.mjs';
 import * as errors from '../src/errors.mjs';
+import { noiseRows } from '../src/noise.mjs';
 import { parseSchedule } from '../src/schedules.mjs';
 import { integrate } from '../src/solvers.mjs';
 
@@ -34,6 +35,14 @@ test('schedules: the same float64 grids and the same refusals', () => {
   for (const c of vectors('schedules')) {
     if (c.error) assert.throws(() => parseSchedule(c.schedule).grid(4, 0, 1), Error, c.schedule);
     else assert.deepEqual(parseSchedule(c.schedule).grid(c.steps, 0, 1), c.grid, c.schedule);
+  }
+});
+
+test('noise: the seeded stream gives Python\'s float32 values, bit for bit', () => {
+  for (const c of vectors('noise')) {
+    const seed = BigInt(c.seed) <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(c.seed) : BigInt(c.seed);
+    const got = noiseRows(seed, c.start, c.stop, c.dim);
+    assert.deepEqual(Array.from(got), c.values.map(Math.fround), `seed ${c.seed} rows ${c.start}..${c.stop}`);
   }
 });
 

@@ -124,7 +124,7 @@ describe('the same refusals as the Python runtime', () => {
   });
 });
 
-test('a sampler without given noise: its own seeded stream, the model defaults', async () => {
+test('a sampler without given noise: the contract\'s seeded stream, the model defaults', async () => {
   const s = await sampler(DEFAULT_MODEL, 'cpu');
   const a = await s.sample({ n: 300, seed: 7 }), b = await s.sample({ n: 300, seed: 7 });
   assert.deepEqual(a.data, b.data);
