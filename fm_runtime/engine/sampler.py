@@ -13,9 +13,9 @@ from dataclasses import replace
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import UsageError
+from ..errors import InputError, UsageError
 from ..model.contract import ModelSpec
-from ..model.control import RUN, CancelToken, graph_errors, guarded, poll_stop
+from ..model.control import RUN, CancelToken, graph_errors, guarded, one_line, poll_stop
 from ..model.session import default_model_path, open_model, open_stage
 from ..solve.adaptive import dopri5
 from ..solve.noise import BLOCK, NoiseStream, new_seed, noise_rows
@@ -114,7 +114,14 @@ class Sampler(Likelihoods):
                 if self._stage_session is None:
                     self._stage_session = open_stage(self.spec, self.path, self.providers, self.session_options)
                 self.stage_calls += 1
-            return self._stage_session.run(self.spec.stage["outputs"], feed, RUN)
+            try:
+                return self._stage_session.run(self.spec.stage["outputs"], feed, RUN)
+            except Exception as e:      # it passed its self-test at load: the request's values failed it
+                poll_stop()
+                if not type(e).__module__.startswith("onnxruntime"):
+                    raise
+                raise InputError(f"{self.path} (condition stage graph): the condition stage failed on this request's "
+                                 f"{', '.join(feed)} ({one_line(e)[:300]})", key="cond", field=next(iter(feed))) from None
         guided = guidance != 1.0 and self.spec.input("guidance") is None
         return through_stage(self.spec, self.path, cond, run, guided) if self.spec.stage else (cond, {})
 

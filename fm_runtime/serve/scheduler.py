@@ -21,7 +21,6 @@ import numpy as np
 
 from ..engine.backends import Watch
 from ..engine.result import SampleResult
-from ..engine.tiler import DEFAULT_TILE, Tiler, default_tile
 from ..engine.velocity import checked, halves
 from ..errors import FmError, Interrupted, NumericalError
 from ..model.control import RUN, graph_errors
@@ -100,10 +99,9 @@ class StepScheduler(Queued):
     it still runs, alone. max_queue bounds the jobs waiting to start (QueueFull beyond it).
     on_call(rows) is told every call's batch size (metrics)."""
 
-    def __init__(self, session, max_rows: int = 8192, max_queue: int = 256, on_call=None, workers: int = 1):
+    def __init__(self, session, max_rows: int = 8192, max_queue: int = 256, on_call=None):
         super().__init__(max_queue, "fm-serve-steps")
         self.session, self.max_rows = session, max_rows
-        self.tiler = Tiler(DEFAULT_TILE, workers)     # a large call split over workers, as fm-run sample does
         self.on_call = on_call or (lambda rows: None)
         self.active: list[Active] = []
         self.calls = 0
@@ -167,16 +165,6 @@ class StepScheduler(Queued):
                     j.future.set_exception(Interrupted("cancelled"))
         self.active = [a for a in self.active if not a.cancelled]
 
-    def _run(self, spec, feed: dict, rows: int) -> np.ndarray:
-        """The graph on the merged rows: one call, or tiles on the worker threads (rows are
-        independent, so each row's velocity is the same either way)."""
-        bounds = self.tiler.bounds(rows, default_tile(spec.dim))
-        if len(bounds) == 1:
-            return self.session.run([spec.v_name], feed, RUN)[0]
-        parts = self.tiler.map(lambda ab: self.session.run([spec.v_name], {k: v[ab[0]:ab[1]] for k, v in feed.items()},
-                                                           RUN)[0], bounds)
-        return np.concatenate(parts)
-
     def _call(self, group: list[Active]) -> None:
         """One graph call for every request of the group, then each one advanced."""
         spec = group[0].spec
@@ -197,7 +185,7 @@ class StepScheduler(Queued):
             feed[name] = np.concatenate([f[name] for f in feeds])
         try:
             with graph_errors(group[0].where):
-                out = checked(spec, self._run(spec, feed, rows), rows)
+                out = checked(spec, self.session.run([spec.v_name], feed, RUN)[0], rows)
         except FmError as e:
             for a in group:
                 a.fail(e)

@@ -123,7 +123,11 @@ export class Sampler {
   async runStage(feed) {
     this.stageSession ??= await openStage(this.ort, this.spec, this.where);
     this.stageCalls = (this.stageCalls ?? 0) + 1;
-    return runGraph(this.stageSession, feed, this.spec.stage.outputs, `${this.where} (condition stage graph)`);
+    // the stage passed its self-test at load: failing now, it failed on this request's values
+    // (token ids past its vocabulary, ...), as in Python
+    return runGraph(this.stageSession, feed, this.spec.stage.outputs, `${this.where} (condition stage graph)`,
+      `the condition stage failed on this request's ${Object.keys(feed).join(', ')}`, InputError,
+      { key: 'cond', field: Object.keys(feed)[0] });
   }
 
   /** v(x, t) for `batch` rows; labels, extra inputs, guidance and a mask as one wrapper

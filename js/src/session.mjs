@@ -61,11 +61,14 @@ export async function selfTest(ort, session, inputs, probe, where) {
   }
 }
 
-/** session.run with onnxruntime's failures as one-line ModelErrors (as Python's graph_errors). */
-export async function runGraph(session, feed, fetches, where, what = 'the graph failed while running') {
+/** session.run with onnxruntime's failures as one-line ModelErrors (as Python's graph_errors);
+ * `Kind` another error class where the failure is the request's (a stage that passed its
+ * self-test failing on the request's values). */
+export async function runGraph(session, feed, fetches, where, what = 'the graph failed while running', Kind = ModelError,
+  extra = {}) {
   try {
     return await session.run(feed, fetches);
   } catch (e) {
-    throw new ModelError(`${where}: ${what} (${printable(String(e?.message ?? e).split(/\s+/).join(' ').slice(0, 300))})`);
+    throw new Kind(`${where}: ${what} (${printable(String(e?.message ?? e).split(/\s+/).join(' ').slice(0, 300))})`, extra);
   }
 }
