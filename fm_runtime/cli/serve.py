@@ -58,8 +58,8 @@ def _size(ctx, param, value):
 @click.option("--request-timeout", type=click.FloatRange(0, 86400, min_open=True), default=60.0, show_default=True,
               metavar="SECONDS", help="Time one request may take; then it is cancelled and answered 408.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=CORES, show_default=True,
-              help="Threads: of each merged network call (step), of the tiles of a solve (request, none, as "
-                   "fm-run sample uses them), and requests solved at once (none).")
+              help="Worker threads, each running single-threaded graph calls: the parts of a slow merged "
+                   "call (step), the tiles of a solve (request, as fm-run sample does), requests at once (none).")
 @click.option("--grace", type=click.FloatRange(0, 3600), default=30.0, show_default=True, metavar="SECONDS",
               help="On SIGTERM: stop accepting, finish the requests in flight within this time, exit 0.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
@@ -90,10 +90,9 @@ def serve(models, host, port, batching, max_batch_rows, max_delay_ms, max_queue,
         raise UsageError(f'fm-run serve needs the serve extra ({e.name} is missing): pip install "fm-runtime[serve]"') from None
     samplers = {}
     for path in models or (None,):
-        # step batching: one merged call per stage, on onnxruntime's --threads; the other modes
-        # solve as fm-run sample does, in tiles over --threads workers of one thread each
-        sampler = open_sampler(path, provider, threads=1, tile=0, intra_op_threads=threads) if batching == "step" \
-            else open_sampler(path, provider, threads=threads)
+        # single-threaded graph calls, parallel over --threads workers: tiles of a solve as fm-run
+        # sample runs them, or the parts of a slow merged call (step batching)
+        sampler = open_sampler(path, provider, threads=threads)
         name = Path(sampler.path).stem
         if name in samplers or (name.endswith("-logprob") and name[:-8] in samplers):
             raise UsageError(f"two models would be named {name!r}; rename one file")

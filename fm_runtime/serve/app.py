@@ -49,7 +49,7 @@ class Model:
         if limits.batching == "none":
             self.runner = Pool(sampler.solve, limits.workers, limits.max_queue)
         elif limits.batching == "step" and not sampler.baked:
-            self.runner = StepScheduler(sampler.session, limits.max_batch_rows, limits.max_queue, on_call)
+            self.runner = StepScheduler(sampler.session, limits.max_batch_rows, limits.max_queue, on_call, limits.workers)
         else:                   # baked files: whole requests merged into one call of the graph
             self.runner = RequestBatcher(sampler.solve, limits.max_batch_rows, limits.max_delay, limits.max_queue,
                                          on_call)

@@ -17,16 +17,21 @@ leaves is answered at once; its rows finish with the cohort's and are dropped.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..engine.backends import Watch
 from ..engine.result import SampleResult
+from ..engine.tiler import Tiler
 from ..engine.velocity import checked, halves
 from ..errors import FmError, Interrupted, NumericalError
 from ..model.control import RUN, graph_errors
 from ..solve.adaptive import dopri5_steps
 from ..solve.solvers import stepping
 from .jobs import Job, Queued, merge_key, merged
+
+SPLIT_SECONDS = 0.002
 
 
 class Active:
@@ -99,9 +104,13 @@ class StepScheduler(Queued):
     it still runs, alone. max_queue bounds the jobs waiting to start (QueueFull beyond it).
     on_call(rows) is told every call's batch size (metrics)."""
 
-    def __init__(self, session, max_rows: int = 8192, max_queue: int = 256, on_call=None):
+    def __init__(self, session, max_rows: int = 8192, max_queue: int = 256, on_call=None, workers: int = 1):
         super().__init__(max_queue, "fm-serve-steps")
         self.session, self.max_rows = session, max_rows
+        # a call expected to take longer than SPLIT_SECONDS is split into `workers` parts run at
+        # once (single-threaded onnxruntime calls in parallel beat one multi-threaded call for
+        # heavy networks; for light ones the hand-off costs more than it saves)
+        self.tiler, self.per_row = Tiler(0, workers), 0.0
         self.on_call = on_call or (lambda rows: None)
         self.active: list[Active] = []
         self.calls = 0
@@ -165,6 +174,22 @@ class StepScheduler(Queued):
                     j.future.set_exception(Interrupted("cancelled"))
         self.active = [a for a in self.active if not a.cancelled]
 
+    def _run(self, spec, feed: dict, rows: int) -> np.ndarray:
+        """The graph on the merged rows: one call, or equal parts on the workers when the call
+        would be slow (each row's velocity is the same either way: rows are independent)."""
+        parts = min(self.tiler.workers, rows) if self.per_row * rows > SPLIT_SECONDS else 1
+        start = time.perf_counter()
+        if parts == 1:
+            out = self.session.run([spec.v_name], feed, RUN)[0]
+        else:
+            cuts = [rows * i // parts for i in range(parts + 1)]
+            out = np.concatenate(self.tiler.map(
+                lambda ab: self.session.run([spec.v_name], {k: v[ab[0]:ab[1]] for k, v in feed.items()}, RUN)[0],
+                list(zip(cuts[:-1], cuts[1:]))))
+        seconds = (time.perf_counter() - start) * (parts if parts > 1 else 1) / rows
+        self.per_row = seconds if not self.per_row else 0.8 * self.per_row + 0.2 * seconds
+        return out
+
     def _call(self, group: list[Active]) -> None:
         """One graph call for every request of the group, then each one advanced."""
         spec = group[0].spec
@@ -185,7 +210,7 @@ class StepScheduler(Queued):
             feed[name] = np.concatenate([f[name] for f in feeds])
         try:
             with graph_errors(group[0].where):
-                out = checked(spec, self.session.run([spec.v_name], feed, RUN)[0], rows)
+                out = checked(spec, self._run(spec, feed, rows), rows)
         except FmError as e:
             for a in group:
                 a.fail(e)
