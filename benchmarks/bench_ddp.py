@@ -29,7 +29,7 @@ At N GPUs and several nodes (what changes, on paper):
 - Several nodes: the same command on every node with --nnodes M --node-rank i (or an elastic
   range --nnodes 2:4) and a shared rendezvous, --rdzv-backend c10d --rdzv-endpoint HOST:PORT
   --rdzv-id JOB; all nodes must see the same --out folder (a shared file system) for restarts to
-  resume from the last checkpoint. See the README ("Training on several processes or machines").
+  resume from the last checkpoint. See docs/training.md ("Training on several processes or machines").
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def peak_rss_mb(path: str, kwargs: dict, n: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer sizes, for a smoke run")
-    ap.add_argument("--activation", default="elu", help="elu (the tutorial's network, the README's table) or silu (the default recipe's)")
+    ap.add_argument("--activation", default="elu", help="elu (the tutorial's network, docs/performance.md's table) or silu (the default recipe's)")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     model, config = fit("moons", steps=200, lr=5e-3, batch_size=256, activation=args.activation, progress=False)

@@ -1,7 +1,7 @@
 """Errors the runtime raises on purpose, each with the process exit code the CLI uses for it."""
 from __future__ import annotations
 
-# Exit codes of every fm-* command (documented in README.md, "Exit codes").
+# Exit codes of every fm-* command (documented in docs/cli.md, "Exit codes").
 EXIT_OK = 0
 EXIT_INTERNAL = 1       # a bug: something we did not foresee
 EXIT_USAGE = 2          # bad command-line option (click's own code)

@@ -1,4 +1,5 @@
-"""Run every shell block of README.md as written, top to bottom, in one empty folder, and check
+"""Run every shell block of README.md and of the documentation pages (PAGES, in this order: later
+blocks use what earlier ones made) as written, top to bottom, in one empty folder, and check
 that each command finishes within a CPU-time limit (CPU, not wall time: a busy machine slows a
 command down without making it use more CPU). Each command is printed as it starts.
 
@@ -23,7 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+PAGES = [README] + [REPO / "docs" / f"{name}.md" for name in
+                    ("performance", "training", "few-step", "conditioning", "deploy", "javascript", "serve")]
 SKIP = (re.compile(r"--provider\s+cuda|--cuda-graph"), re.compile(r"python -m pytest"))
 
 
@@ -47,10 +51,12 @@ def runnable(block: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=float, default=300.0, help="CPU seconds allowed per command")
-    ap.add_argument("--readme", default=str(README), help="the markdown file to run [default: this README]")
+    ap.add_argument("--readme", action="append", help="a markdown file to run (repeatable) [default: README.md "
+                                                     "and the documentation pages]")
     ap.add_argument("--keep", help="run in this folder (created, must be empty) instead of a temporary one")
     args = ap.parse_args()
-    script = "".join(runnable(b) for b in shell_blocks(Path(args.readme).read_text()))
+    pages = [Path(p) for p in args.readme] if args.readme else PAGES
+    script = "".join(runnable(b) for page in pages for b in shell_blocks(page.read_text()))
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="readme-"))
     folder.mkdir(parents=True, exist_ok=True)
     if any(folder.iterdir()):

@@ -49,10 +49,10 @@ def test_js_sampler_matches_python(trained, conditional, tmp_path):
 
 
 def test_readme_node_example_runs(tmp_path):
-    """The README's Node example, as written, from js/ (its import resolved to this checkout)."""
+    """The documentation's Node example, as written, from js/ (its import resolved to this checkout)."""
     import re
 
-    block = re.findall(r"```js\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)[0]
+    block = re.findall(r"```js\n(.*?)```", (REPO / "docs" / "javascript.md").read_text(), flags=re.S)[0]
     script = tmp_path / "example.mjs"
     script.write_text(block.replace("'./src/node.mjs'", repr((JS / "src" / "node.mjs").as_uri())))
     p = subprocess.run(["node", str(script)], cwd=JS, capture_output=True, text=True, timeout=120)

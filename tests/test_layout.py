@@ -1,6 +1,6 @@
 """The package layout as the design names it: fm_runtime in tiers that import only downward, no
 import cycle anywhere in fm_runtime, training and export, docs/contract.md's tables in step with
-contract.json, and README's Layout naming every module that exists (and none that does not)."""
+contract.json, and docs/layout.md naming every module that exists (and none that does not)."""
 import ast
 import json
 import re
@@ -125,11 +125,11 @@ def test_contract_doc_tables_match_contract_json():
         assert f"`{name}`" in doc, f"solver {name} is not in docs/contract.md"
 
 
-def test_readme_layout_names_every_module():
-    """Every file of fm_runtime is named under its folder's heading in README's Layout, and every
+def test_layout_page_names_every_module():
+    """Every file of fm_runtime is named under its folder's heading in docs/layout.md, and every
     .py or .json name there exists."""
-    readme = (REPO / "README.md").read_text()
-    layout = readme[readme.index("## Layout"):]
+    readme = (REPO / "docs" / "layout.md").read_text()
+    layout = readme[readme.index("# Layout"):]
     layout = layout[layout.index("```") + 3:]
     layout = layout[:layout.index("```")]
     block = layout[layout.index("fm_runtime/"):]
@@ -145,5 +145,5 @@ def test_readme_layout_names_every_module():
         named |= {folder + n for n in re.findall(r"\b(\w+\.(?:py|json))\b", line)}
     present = {str(p.relative_to(REPO / "fm_runtime")) for p in (REPO / "fm_runtime").rglob("*.py")
                if p.name != "__init__.py" or p.parent.name == "fm_runtime"} | {"contract.json"}
-    assert not present - named, f"README's Layout does not name {sorted(present - named)}"
-    assert not named - present, f"README's Layout names files that do not exist: {sorted(named - present)}"
+    assert not present - named, f"docs/layout.md does not name {sorted(present - named)}"
+    assert not named - present, f"docs/layout.md names files that do not exist: {sorted(named - present)}"

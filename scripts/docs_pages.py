@@ -1,0 +1,104 @@
+"""Write the documentation pages that are made from something else, so they cannot drift from it
+(tests/test_docs.py fails when one is out of date: rerun `python scripts/docs_pages.py`):
+
+- docs/cli.md: every command's --help, as the tools print it, and the exit codes (errors.py);
+- docs/benchmarks.md: each script in benchmarks/, with the text at its head (what it measures and
+  the command that reproduces it);
+- docs/index.md: the site's front page, README.md with its links made relative to docs/.
+"""
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import click
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+sys.path.insert(0, str(REPO))
+
+EXIT_CODES = """## Exit codes
+| code | meaning |
+|---|---|
+| 0 | success |
+| 1 | internal error (a bug; `FM_DEBUG=1` shows the traceback) |
+| 2 | bad command-line usage (one line naming the option), or a missing optional extra |
+| 3 | model or checkpoint file missing, unreadable, corrupted (fails its self-test), with external data or unknown operators, not a velocity/baked model, metadata of the wrong shape, or a graph that fails or returns other shapes than it declares while running |
+| 4 | data, noise or condition unusable (shape, dtype, NaN/Inf, values a condition stage cannot take) |
+| 5 | the solve produced NaN or Inf |
+| 6 | execution provider not available |
+| 7 | output cannot be written (missing folder, no permission, not enough disk space) |
+| 8 | export refused: onnxruntime and torch disagree, onnx.checker rejects the graph, or a variant is over its quality budget |
+| 9 | the run needs more memory than its budget (`--max-memory`, default 50% of RAM) |
+| 124 | stopped by `--timeout`; nothing written |
+| 130 | interrupted (Ctrl-C / SIGTERM); outputs are written atomically, so the previous file or none is left |
+
+Errors are one line on stderr, never a traceback (`FM_DEBUG=1` shows one for exit code 1).
+`fm-run serve` answers with HTTP statuses instead (see [Serving over HTTP](serve.md)).
+"""
+
+
+def commands():
+    from export.cli import cli as export_cli
+    from fm_runtime.cli.main import cli as run_cli
+    from training.cli import cli as train_cli
+    return [("fm-run", run_cli, "numpy + onnxruntime: sample, inspect, measure and serve model files"),
+            ("fm-train", train_cli, "torch: train, reflow, evaluate and score models (the train extra)"),
+            ("fm-export", export_cli, "torch + onnx: write a verified model file (the train extra)")]
+
+
+def help_text(cmd: click.Command, path: str) -> str:
+    ctx = click.Context(cmd, info_name=path, terminal_width=100, max_content_width=100)
+    return cmd.get_help(ctx)
+
+
+def cli_page() -> str:
+    lines = ["# Command-line reference", "",
+             "Every command's `--help`, as the installed tools print it (`scripts/docs_pages.py` writes this page).", ""]
+    for name, cli, what in commands():
+        lines += [f"## {name}", "", what + ".", "", "```text", help_text(cli, name), "```", ""]
+        if isinstance(cli, click.Group):
+            for sub in sorted(cli.commands):
+                lines += [f"### {name} {sub}", "", "```text", help_text(cli.commands[sub], f"{name} {sub}"), "```", ""]
+    return "\n".join(lines) + "\n" + EXIT_CODES
+
+
+def head_text(path: Path) -> str:
+    if path.suffix == ".py":
+        return ast.get_docstring(ast.parse(path.read_text())) or ""
+    comments = []
+    for line in path.read_text().splitlines()[1:]:
+        if not line.startswith("//"):
+            break
+        comments.append(line[2:].strip())
+    return "\n".join(comments)
+
+
+def benchmarks_page() -> str:
+    lines = ["# Benchmarks", "",
+             "Speed targets and long measurements live in `benchmarks/`, never in the tests. Each script "
+             "compares against a reference measured in the same run, and prints what the other pages quote. "
+             "The text below is each script's own head (`scripts/docs_pages.py` copies it).", ""]
+    for path in sorted((REPO / "benchmarks").glob("*.py")) + sorted((REPO / "benchmarks").glob("*.mjs")):
+        lines += [f"## {path.name}", "", "```text", head_text(path).strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def index_page() -> str:
+    """README.md with its links to docs/ made relative; a link to anything outside docs/ is refused
+    (the site could not resolve it)."""
+    text = (REPO / "README.md").read_text().replace("](docs/", "](")
+    outside = [t for t in re.findall(r"\]\((?!https?:|#)([^)#]+)", text) if not (DOCS / t).exists()]
+    if outside:
+        raise SystemExit(f"README.md links to files outside docs/: {outside}")
+    return text
+
+
+PAGES = {"cli.md": cli_page, "benchmarks.md": benchmarks_page, "index.md": index_page}
+
+if __name__ == "__main__":
+    for name, make in PAGES.items():
+        (DOCS / name).write_text(make())
+        print(f"docs/{name}: {len((DOCS / name).read_text().splitlines())} lines")
