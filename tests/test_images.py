@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fm_runtime
-from fm_runtime.cli.png import encode_png, image_grid
+from fm_runtime.cli.png import auto_scale, encode_png, image_grid
 from training.sample import sample as torch_sample
 
 from .conftest import run_cli
@@ -75,12 +75,24 @@ def test_grid_cli(digits, trained, tmp_path):
     _, path = digits
     p = run_cli("fm-run", "sample", str(path), "--seed", "0", "--grid", str(tmp_path / "g.png"),
                 "--grid-cols", "4", "--guidance", "2")
-    assert "grid of 40 images" in p.stderr
+    assert "grid of 40 images (4 per row, labelled by class)" in p.stderr
     img = decode_png((tmp_path / "g.png").read_bytes())
-    assert img.shape == (1 + 10 * (8 * 4 + 1), 1 + 4 * (8 * 4 + 1))   # one row per class, 4 columns
+    # one row per class, 4 columns of 8x8 digits enlarged 16x (the most auto_scale gives), a
+    # margin on the left with each row's class drawn in it
+    k = auto_scale(4, 8)
+    cells = 1 + 4 * (8 * k + 1)
+    assert k == 16 and img.shape[0] == 1 + 10 * (8 * k + 1) and img.shape[1] > cells
     s = fm_runtime.load(path)
     x = s.sample(40, seed=0, labels=np.repeat(np.arange(10), 4), guidance=2.0)
-    assert np.array_equal(img, image_grid(x, 4, (-1.0, 1.0)))
+    want = image_grid(x, 4, (-1.0, 1.0), row_labels=list(range(10)))
+    assert np.array_equal(img, want) and np.array_equal(img[:, -cells:], image_grid(x, 4, (-1.0, 1.0), k))
+    margin = img[:, :img.shape[1] - cells]
+    row = lambda r: margin[1 + r * (8 * k + 1):(r + 1) * (8 * k + 1)]
+    assert all(row(r).max() == 255 for r in range(10)) and not np.array_equal(row(1), row(7))   # digits drawn
+    run_cli("fm-run", "sample", str(path), "--seed", "0", "--grid", str(tmp_path / "s.png"), "--grid-cols", "4",
+            "--grid-scale", "2", "--class", "3", "-n", "8")
+    small = decode_png((tmp_path / "s.png").read_bytes())
+    assert small.shape[0] == 1 + 2 * (8 * 2 + 1) and small.shape[1] > 1 + 4 * (8 * 2 + 1)      # --class 3: both rows "3"
     bad = run_cli("fm-run", "sample", str(trained.onnx), "--grid", str(tmp_path / "m.png"), check=False)
     assert bad.returncode == 2 and "needs image data" in bad.stderr and not (tmp_path / "m.png").exists()
 

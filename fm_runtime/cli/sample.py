@@ -79,6 +79,8 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
                    "conditional model without --class/--labels).")
 @click.option("--grid-cols", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Images per row of --grid.")
+@click.option("--grid-scale", type=click.IntRange(1, 64),
+              help="Screen pixels per image pixel in --grid [default: so that a row is about 640 px wide].")
 @click.option("--provider", default="cpu", show_default=True,
               help="onnxruntime execution provider: cpu, cuda, tensorrt, ... (or a full name).")
 @threads_option
@@ -91,8 +93,8 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @plain_model_options
 @run_limits
 def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, out, shard, keep_partial, progress, plot, label, labels,
-           guidance, guidance_calls, guidance_interval, logprob, divergence, probes, grid, grid_cols, provider, threads, tile, cuda_graph,
-           cond, dim, x_name, t_name):
+           guidance, guidance_calls, guidance_interval, logprob, divergence, probes, grid, grid_cols, grid_scale, provider, threads,
+           tile, cuda_graph, cond, dim, x_name, t_name):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
 
     \b
@@ -208,14 +210,25 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
                              f"(--keep-partial){' in ' + out if out else ''}")
     if grid:
         from .png import image_grid, write_png
-        write_png(grid, image_grid(x, grid_cols, sampler.spec.value_range))
-        click.echo(f"grid of {len(x)} images ({grid_cols} per row) -> {grid}", err=True)
+        rows = _row_labels(cond["labels"], len(x), grid_cols)
+        write_png(grid, image_grid(x, grid_cols, sampler.spec.value_range, grid_scale, row_labels=rows))
+        click.echo(f"grid of {len(x)} images ({grid_cols} per row{', labelled by class' if rows else ''}) -> {grid}",
+                   err=True)
     elif not out and not logprob:
         if x.ndim == 2 and x.shape[1] == 2:
             from .plot import ascii_scatter
             click.echo(ascii_scatter(x))
         else:
             click.echo(f"mean {float(x.mean()):.4f}  std {float(x.std()):.4f} (use --out to keep them)")
+
+
+def _row_labels(labels, n: int, cols: int) -> list | None:
+    """The class of each grid row when every image of the row has the same one (else None)."""
+    if labels is None:
+        return None
+    y = np.broadcast_to(np.asarray(labels), (n,))
+    rows = [y[a:a + cols] for a in range(0, n, cols)]
+    return [int(r[0]) for r in rows] if all((r == r[0]).all() for r in rows) else None
 
 
 def _check_outputs(**paths) -> None:
