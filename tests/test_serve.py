@@ -52,7 +52,11 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("serve")
     export_velocity(Labelled().eval(), d / "labelled.onnx", data_shape=2, call="x,t,y", num_classes=3, divergence=False)
     cond_nets.export_token_decoder(d / "decoder.onnx", t_max=64, l_max=32)
-    return {"moons": MOONS, "labelled": str(d / "labelled.onnx"), "decoder": str(d / "decoder.onnx")}
+    torch.manual_seed(1)
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).eval()
+    export_velocity(plain, d / "baked.onnx", data_shape=2, call="cat(x,t)", bake="heun:4")
+    return {"moons": MOONS, "labelled": str(d / "labelled.onnx"), "decoder": str(d / "decoder.onnx"),
+            "baked": str(d / "baked.onnx")}
 
 
 def requests_for(name: str, solver: str) -> list[dict]:
@@ -75,6 +79,8 @@ def requests_for(name: str, solver: str) -> list[dict]:
 @pytest.mark.parametrize("solver", [*SOLVERS, "dopri5"])
 def test_merged_rows_equal_solo_rows_for_every_solver(files, solver):
     for name, path in files.items():
+        if name == "baked":
+            continue
         sampler = load(path, tile=0)
         cases = requests_for(name, solver)
         for mode in ("step", "request"):
@@ -141,7 +147,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(files):
-    s = Server(files["moons"], files["labelled"], files["decoder"])
+    s = Server(files["moons"], files["labelled"], files["decoder"], files["baked"])
     yield s
     assert s.stop() == 0
 
@@ -176,6 +182,11 @@ def test_tritonclient_reads_metadata_samples_and_densities_equal_to_fm_run(serve
     out = c.infer("labelled", inputs, outputs=[http_client.InferRequestedOutput("samples", binary_data=False)],
                   parameters={"guidance": 2.0, "steps": 6}).as_numpy("samples")
     np.testing.assert_allclose(out, sampler.sample(noise=noise, labels=[0, 1, 2, 3], guidance=2.0, steps=6), atol=1e-6)
+
+    # a baked file (the whole solve is its graph): whole requests merged, the same samples
+    baked = [c.infer("baked", [], parameters={"n": k, "seed": k}) for k in (3, 5)]
+    for k, r in zip((3, 5), baked):
+        np.testing.assert_allclose(r.as_numpy("samples"), load(files["baked"]).sample(k, seed=k), atol=1e-6)
 
     # a condition stage's input under its own name: token ids for every row
     cond = {"tokens": np.arange(1, 7), "spks": np.array([[0, 1, 0], [1, 0, 0]], np.float32)}

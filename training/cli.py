@@ -1,6 +1,7 @@
 """fm-train: train flow-matching models and sample them with the torch reference sampler."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import fields
@@ -115,6 +116,13 @@ def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, l
     if distributed.rank() == 0:
         click.echo(f"trained {dataset}: {recipe.steps} steps in {config['train_seconds']:.1f} s, final loss "
                    f"{config['final_loss']:.4f} -> {out}", err=True)
+    elif distributed.launched():
+        # the run is complete and only process 0 writes: leave without the interpreter's teardown,
+        # where torch's gloo threads were seen to abort under load ("terminate called without an
+        # active exception"), failing a run whose checkpoint was already written
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @cli.command()

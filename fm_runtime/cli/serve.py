@@ -38,7 +38,7 @@ def _size(ctx, param, value):
 @click.command()
 @click.argument("models", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
 @click.option("--batching", type=click.Choice(["step", "request", "none"]), default="step", show_default=True,
               help="step: the rows of all in-flight requests share one network call per solver stage, and "
                    "requests join at the next step; request: whole requests with the same settings are merged "
