@@ -3,6 +3,8 @@ import hashlib
 import subprocess
 import sys
 
+import pytest
+
 import fm_runtime
 
 from .conftest import REPO
@@ -21,6 +23,7 @@ def test_shipped_model_declares_what_it_is():
     assert (spec.default_solver, spec.default_steps) == ("midpoint", 8)
 
 
+@pytest.mark.slow
 def test_build_script_is_reproducible(tmp_path):
     digests = []
     for name in ("a.onnx", "b.onnx"):

@@ -267,7 +267,7 @@ def test_full_queue_is_429_and_disconnect_cancels(files):
 def test_sigterm_drains_every_accepted_request(files):
     s = Server(MOONS)
     n, results = 6, []
-    work = {"inputs": [], "parameters": {"n": 4000, "steps": 400, "seed": 1}}
+    work = {"inputs": [], "parameters": {"n": 2000, "steps": 200, "seed": 1}}
     threads = [threading.Thread(target=lambda: results.append(s.post("moons", work, timeout=120))) for _ in range(n)]
     for t in threads:
         t.start()
@@ -279,9 +279,9 @@ def test_sigterm_drains_every_accepted_request(files):
         t.join(120)
     assert s.stop() == 0
     assert [status for status, _ in results] == [200] * n
-    want = load(MOONS).sample(4000, seed=1, steps=400)
+    want = load(MOONS).sample(2000, seed=1, steps=200)
     for _, body in results:
-        np.testing.assert_allclose(np.reshape(body["outputs"][0]["data"], (4000, 2)), want, atol=1e-6)
+        np.testing.assert_allclose(np.reshape(body["outputs"][0]["data"], (2000, 2)), want, atol=1e-6)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{s.url}/v2/health/ready", timeout=2)
 

@@ -16,6 +16,8 @@ from training.tasks.score import score_digits_text, score_reach, score_tts
 from .conftest import run_cli
 from .node_bridge import JS, needs_node, node_sample
 
+pytestmark = pytest.mark.slow      # trains three models: CI runs it with -m slow
+
 # each trains in under a minute on 2 cores: reach and digits-text by their defaults, tts shorter
 RECIPES = {"reach": [], "tts": ["--steps", "600"], "digits-text": []}
 

@@ -56,6 +56,7 @@ async function loadModel(source, name) {
     state.sampler = await load(source, { backend: $('backend').value, threads: Number(params.get('threads') ?? 1) });
   } catch (e) {
     $('model').textContent = `${name}: not loaded`;
+    $('shipped').hidden = false;     // a refused file: one click back to the shipped model
     showError(e);
     clearCanvas('no model loaded');
     setStats([]);
@@ -66,13 +67,24 @@ async function loadModel(source, name) {
   describe(s);
   $('steps').value = params.get('steps') ?? sp.defaultSteps;
   $('solver').value = params.get('solver') ?? sp.defaultSolver;
-  $('steps').disabled = $('solver').disabled = s.baked;
+  $('steps').disabled = $('solver').disabled = $('schedule').disabled = s.baked;
+  $('schedule').value = params.get('schedule') ?? '';
+  // a count that suits the data: a scatter of 2000 points, or a grid of images big enough to see
+  $('n').value = params.get('n') ?? defaultCount(sp);
+  $('shipped').hidden = source === DEFAULT_MODEL;
   document.querySelector('.cond').hidden = !sp.numClasses;
   $('label').replaceChildren(...['none', ...(sp.numClasses > 1 ? ['all'] : []), ...Array.from({ length: sp.numClasses }, (_, i) => String(i))]
     .map((v) => Object.assign(document.createElement('option'), { value: v, textContent: v === 'all' ? 'each class' : v === 'none' ? 'no label' : `class ${v}` })));
   if (sp.numClasses) $('label').value = params.get('label') ?? 'all';
   $('go').disabled = false;
   return s;
+}
+
+/** Samples drawn by default: 2000 points of 2-D data, 8 images per class (or 64) of an image
+ * model, so that each image stays large enough to see. */
+export function defaultCount(spec) {
+  if (spec.dataShape.length < 2) return 2000;
+  return spec.numClasses ? 8 * spec.numClasses : 64;
 }
 
 function labelsFor(n) {
@@ -90,6 +102,7 @@ async function run() {
     const n = Number($('n').value), labels = labelsFor(n);
     const guidance = labels === null ? 1 : Number($('guidance').value);
     const opts = { n, labels, guidance, ...(s.baked ? {} : { steps: Number($('steps').value), solver: $('solver').value }) };
+    if (!s.baked && $('schedule').value) opts.schedule = $('schedule').value;
     if ($('fixed').checked) opts.seed = 0;
     const t0 = performance.now();
     const r = await s.sample(opts);
@@ -99,7 +112,7 @@ async function run() {
       ['model load', `${state.loadMs.toFixed(0)} ms (incl. self-test)`],
       ['sampling', `${ms.toFixed(1)} ms for ${n.toLocaleString('en')} samples`],
       ['rate', `${Math.round(n / (ms / 1000)).toLocaleString('en')} samples/s`],
-      ['network evals', `${r.nfe} per sample (${s.baked ? 'baked graph' : `${opts.solver}, ${opts.steps} steps`})`],
+      ['network evals', `${r.nfe} per sample (${s.baked ? 'baked graph' : `${opts.solver}, ${opts.steps} steps${opts.schedule ? `, ${opts.schedule}` : ''}`})`],
       ['backend', `onnxruntime-web ${$('backend').value}, ${params.get('threads') ?? 1} thread(s)`],
     ]);
     return r;
@@ -182,14 +195,21 @@ function drawImages(r, shape, labels) {
 // the page's wiring
 if (navigator.gpu) $('backend').append(Object.assign(document.createElement('option'), { textContent: 'webgpu' }));
 $('backend').value = params.get('backend') ?? 'wasm';
-$('n').value = params.get('n') ?? $('n').value;
 if (params.get('guidance')) $('guidance').value = params.get('guidance');
 $('go').addEventListener('click', () => run().catch(() => {}));
 $('file').addEventListener('change', () => {
   const f = $('file').files[0];
-  if (f) loadModel(f, f.name).then(run).catch(() => {});
+  if (f) {
+    state.source = f;
+    loadModel(f, f.name).then(run).catch(() => {});
+  }
 });
 $('backend').addEventListener('change', () => loadModel(state.source, state.name).then(run).catch(() => {}));
+$('shipped').addEventListener('click', () => {
+  $('file').value = '';
+  state.source = DEFAULT_MODEL;
+  loadModel(DEFAULT_MODEL, DEFAULT_MODEL.split('/').pop()).then(run).catch(() => {});
+});
 
 const url = params.get('model') ?? DEFAULT_MODEL;
 state.source = url;

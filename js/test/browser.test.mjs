@@ -69,6 +69,27 @@ describe('demo page in headless Chromium', { skip }, () => {
       assert.equal(await page.isDisabled('#go'), true);
       await page.screenshot({ path: join(ARTIFACTS, `demo-error-${name}.png`) });
     }
+    // one click back to the shipped model, which samples again
+    assert.equal(await page.isVisible('#shipped'), true);
+    await page.click('#shipped');
+    await page.waitForFunction(() => /samples\/s/.test(document.querySelector('#stats').textContent)
+      && !document.querySelector('#go').disabled);
+    assert.match(await page.textContent('#model'), /moons\.onnx/);
+    assert.equal(await page.isVisible('#shipped'), false);
+    assert.deepEqual(errors, []);
+  });
+
+  test('a time schedule from the page, and a layout that fits a phone', async () => {
+    await page.selectOption('#schedule', 'shift:3');
+    await page.click('#go');
+    await page.waitForFunction(() => /shift:3/.test(document.querySelector('#stats').textContent));
+    await page.setViewportSize({ width: 400, height: 800 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow} px wider than a 400 px screen`);
+    const box = await page.locator('canvas').boundingBox();
+    assert.ok(box.width <= 400 && box.width >= 300, `canvas ${box.width} px wide`);
+    await page.screenshot({ path: join(ARTIFACTS, 'demo-narrow.png'), fullPage: true });
+    await page.setViewportSize({ width: 1040, height: 760 });
     assert.deepEqual(errors, []);
   });
 });
