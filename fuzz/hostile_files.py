@@ -218,6 +218,8 @@ def corpus() -> list[tuple[str, str, object, int | None]]:
         h.make_tensor("r2", T.FLOAT, [], [1.0])]))), 9)
     add("bombs", "concat_doubling_40", lambda: _bytes(model(*_doubling(40))), 9)
     add("bombs", "resize_huge", lambda: _bytes(model(*_resize_bomb())), 9)
+    add("bombs", "broadcast_outer", lambda: _bytes(model(*_outer_bomb())), 9)
+    add("bombs", "many_medium_constants", lambda: _bytes(model(*_many_constants(24))), 9)
 
     # runs that never end
     add("endless", "velocity_loop", lambda: _bytes(model([loop("x", "v")], loop_inits("v"))), 124)
@@ -275,6 +277,21 @@ def _resize_bomb():
     return _with(bomb([h.make_node("Unsqueeze", ["x", "ax"], ["x4"]),
                        h.make_node("Resize", ["x4", "", "scales"], ["big"], mode="nearest")]),
                  [_const("ax", [1, 2]), h.make_tensor("scales", T.FLOAT, [4], [1.0, 1.0, 30000.0, 30000.0])])
+
+
+def _outer_bomb():
+    """Two thin constants whose sum broadcasts to 40 GB: [100000, 1] + [1, 100000]."""
+    return _with(bomb([h.make_node("Expand", ["one", "col"], ["a"]), h.make_node("Expand", ["one", "row"], ["b"]),
+                       h.make_node("Add", ["a", "b"], ["big"])]),
+                 [_const("col", [100000, 1]), _const("row", [1, 100000]), h.make_tensor("one", T.FLOAT, [1], [1.0])])
+
+
+def _many_constants(count: int):
+    """`count` constants of 16 MiB each, each fine alone, folded into one sum at load."""
+    nodes = [h.make_node("ConstantOfShape", ["shp"], [f"c{i}"], value=h.make_tensor("one", T.FLOAT, [1], [1.0]))
+             for i in range(count)]
+    nodes.append(h.make_node("Sum", [f"c{i}" for i in range(count)], ["big"]))
+    return _with(bomb(nodes), [_const("shp", [4096, 1024])])
 
 
 def _no_outputs() -> bytes:

@@ -19,6 +19,8 @@ from training.train import fit
 
 from .conftest import run_cli
 
+pytestmark = pytest.mark.slow      # torchrun with two processes, restarts: CI runs it with -m slow
+
 # One small run for every comparison here: 2 processes, global batch 128, minibatch OT over the
 # global batch, EMA, a checkpoint every 20 steps.
 RUN = dict(steps=200, batch_size=128, lr=5e-3, lr_schedule="constant", ema=0.99, width=32, coupling="ot")

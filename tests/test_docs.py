@@ -1,6 +1,7 @@
 """The documentation: the pages made from code are current (scripts/docs_pages.py), and the site
 builds with mkdocs --strict (every link and every API reference resolves)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,3 +27,40 @@ def test_the_site_builds_strictly(tmp_path):
     page = (tmp_path / "site" / "python-api" / "index.html").read_text()
     assert "log_prob" in page and "CancelToken" in page and "guidance_interval" in page    # from the docstrings
     assert (tmp_path / "site" / "serve" / "index.html").exists()
+
+
+# a figure with a unit: 0.18 ms, 5354 req/s, 3.5x, 78.8 MB, 12 nats, 56% ...
+FIGURE = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?\s*(?:ms|µs|s|seconds|minutes|min|req/s|MB|GB|kB|GFLOP/s|nats|×|x|%)"
+                    r"(?![\w/])")
+# a command a reader can run: a script of this repository with its arguments, or one of the CLIs
+COMMAND = re.compile(r"`((?:python3? )?((?:benchmarks|scripts|training|tests)/[\w/.-]+\.py)[^`]*"
+                     r"|fm-(?:run|train|export) [^`]+|(?:node|npm) [^`]+|python -m pytest[^`]*)`")
+# sections that quote settings (a default, a limit), not measurements
+SETTINGS = {("deploy.md", "## Model files from elsewhere")}
+
+
+def sections(text: str):
+    """(heading, body) of a markdown page, a heading inside a code block not counting."""
+    head, body, fence = "", [], False
+    for line in text.splitlines():
+        fence ^= line.startswith("```")
+        if not fence and re.match(r"#{1,4} ", line):
+            yield head, "\n".join(body)
+            head, body = line, []
+        else:
+            body.append(line)
+    yield head, "\n".join(body)
+
+
+def test_every_quoted_figure_names_the_command_that_measures_it():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    unsourced, missing = [], []
+    for page in pages:
+        for head, body in sections(page.read_text()):
+            commands = COMMAND.findall(body)
+            missing += [f"{page.name}: {path}" for _, path in commands if path and not (REPO / path).exists()]
+            prose = re.sub(r"```.*?```", "", body, flags=re.S)
+            if FIGURE.search(prose) and not commands and (page.name, head) not in SETTINGS:
+                unsourced.append(f"{page.name} {head or '(top)'}: {FIGURE.findall(prose)[:4]}")
+    assert not missing, f"commands name scripts that do not exist: {missing}"
+    assert not unsourced, f"figures quoted with no command that produces them: {unsourced}"

@@ -1,4 +1,6 @@
 """Every fast mode (baked graph, in-place loop, tiling, threads) matches the torch sampler."""
+import re
+
 import numpy as np
 import pytest
 
@@ -82,7 +84,13 @@ def test_bench_command_times_every_mode(baked):
     p = run_cli("fm-run", "bench", str(baked["midpoint", 8]), "--batch", "4", "--batch", "3000")
     lines = [line for line in p.stdout.splitlines() if line.strip().startswith("batch")]
     assert len(lines) == 4 and "baked, midpoint 8 steps (16 NFE)" in p.stdout
-    assert all("ms" in line and "arithmetic bound" in line for line in lines)
+    # each line: the median time and the rate it achieves (FLOPs per sample x NFE x batch / time)
+    # beside the measured matmul rate, so rate x time is the work, proportional to the batch
+    parsed = [re.search(r"batch\s+(\d+).*?([\d.]+) ms\s+([\d.]+) GFLOP/s \(\s*(\d+)% of the matmul rate\)", line)
+              for line in lines]
+    assert all(parsed), lines
+    per_row = [float(m[2]) * float(m[3]) / int(m[1]) for m in parsed]
+    assert max(per_row) / min(per_row) < 1.05, lines
 
 
 @pytest.mark.parametrize("solver", sorted(SOLVERS))

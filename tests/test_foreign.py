@@ -194,6 +194,7 @@ def broken():
 '''
 
 
+@pytest.mark.slow
 def test_cli_exports_a_module_with_weights_and_adds_divergence(tmp_path):
     (tmp_path / "mynets.py").write_text(MODULE)
     torch.manual_seed(0)

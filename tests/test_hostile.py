@@ -207,3 +207,28 @@ def test_a_velocity_of_the_wrong_size_is_refused_in_both_languages(tmp_path):
         fm_runtime.load(tmp_path / "liar.onnx").sample(4, seed=0)
     got = node_sample(tmp_path, [(tmp_path / "liar.onnx", [{"n": 4, "seed": 0}])])[0]
     assert got["error"] == "ModelError" and "returned v of shape [4, 4]" in got["message"], got
+
+
+BOMBS = {name: make for cls, name, make, _ in __import__("fuzz.hostile_files", fromlist=["corpus"]).corpus()
+         if cls == "bombs"}
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_a_memory_bomb_is_refused_before_it_allocates(tmp_path, name):
+    # at the default budget (half the machine's memory, so onnxruntime's own allocation failure
+    # would come only after gigabytes): the file alone says what its graph will take
+    import os
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(BOMBS[name]())
+    for argv in (["sample", str(path), "-n", "64", "--out", str(tmp_path / "x.npy")], ["info", str(path)]):
+        with open(tmp_path / "err", "w+") as err:
+            proc = subprocess.Popen(cli_argv("fm-run", *argv), stdout=subprocess.DEVNULL, stderr=err)
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            err.seek(0)
+            message = err.read()
+        peak = usage.ru_maxrss / 1024
+        print(f"{name} {argv[0]}: exit {proc.returncode}, peak RSS {peak:.0f} MiB: {message.strip()}")
+        assert proc.returncode == 9 and "refused before loading" in message, message
+        assert message.count("\n") == 1 and peak < 512
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["err", f"{name}.onnx"])

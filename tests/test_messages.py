@@ -100,3 +100,27 @@ def test_fm_train_reports_progress_in_a_log(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert [ln.split(" steps")[0] for ln in lines[:10]] == [f"training: {4 * k}/40" for k in range(1, 11)], p.stderr
     assert "loss" in lines[-2] and lines[-1].startswith("trained moons: 40 steps")
+
+
+@pytest.mark.parametrize("supervised", [False, True])
+def test_a_failure_starts_its_own_line_after_a_progress_line(capsys, supervised):
+    # a progress line has no newline while it runs; an error, a timeout or an interruption printed
+    # then must not land after its percentage
+    import click
+
+    from fm_runtime.cli.io import Progress
+    from fm_runtime.cli.runner import run_cli as run_command
+    from fm_runtime.errors import FmError
+
+    @click.command()
+    def job():
+        report = Progress(100, "sampling", enabled=True)
+        report.last -= 1                    # drawn at once, as after half a second of work
+        report.update(40)
+        raise FmError("stopped after --timeout 1 s; nothing written", exit_code=124)
+
+    assert run_command(job, "fm-run", [], supervised=supervised) == 124
+    err = capsys.readouterr().err
+    assert "\rsampling  40.0%" in err
+    assert err.startswith("\rsampling  40.0%") and err.endswith(" s \nfm-run: stopped after --timeout 1 s; nothing written\n"), \
+        repr(err)

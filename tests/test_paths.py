@@ -62,6 +62,7 @@ def test_ot_coupling_never_increases_the_batch_cost():
 
 # Each path, 800 steps at lr 5e-3 on moons: below the same threshold as test_quality (the energy
 # distance of moons blurred by N(0, 0.4^2) noise), sampled by the runtime from the exported file.
+@pytest.mark.slow      # trains a model end to end: CI runs it with -m slow
 @pytest.mark.parametrize("name", list(PATHS))
 def test_each_path_trains_exports_and_samples(name, tmp_path):
     model, config = fit("moons", steps=800, **QUICK, lr=5e-3, seed=0, progress=False, path=name)
@@ -79,6 +80,7 @@ def test_each_path_trains_exports_and_samples(name, tmp_path):
     assert ed < threshold
 
 
+@pytest.mark.slow      # trains a model end to end: CI runs it with -m slow
 def test_ot_coupling_trains_and_is_recorded(tmp_path):
     model, config = fit("moons", steps=300, **QUICK, lr=5e-3, seed=0, progress=False, coupling="ot")
     assert config["coupling"] == "ot"
@@ -86,6 +88,7 @@ def test_ot_coupling_trains_and_is_recorded(tmp_path):
     assert np.isfinite(fm_runtime.load(tmp_path / "m.onnx").sample(100, seed=0)).all()
 
 
+@pytest.mark.slow      # fm-train eval over every solver and NFE: CI runs it with -m slow
 def test_eval_table_for_checkpoint_and_model_file(trained, tmp_path):
     import json
 
@@ -125,6 +128,7 @@ def test_prediction_conversion_is_exact(path, prediction):
         assert torch.allclose(wrapped(xt, t), path.target(x0, x1, t), atol=1e-9)
 
 
+@pytest.mark.slow      # trains a model end to end: CI runs it with -m slow
 @pytest.mark.parametrize("prediction", ["x1", "noise"])
 def test_prediction_models_train_export_and_sample(prediction, tmp_path):
     from training.checkpoint import load_checkpoint, save_checkpoint

@@ -83,22 +83,42 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def nfe_figure(result: dict):
+    """Energy distance against NFE, one line per solver, on log axes. The band at the bottom is
+    what cannot be told from data (below two spreads of the floor's estimate); an entry at or
+    below zero (the estimate is unbiased, so it can be) is drawn on the axis's floor as a hollow
+    marker instead of vanishing from the log axis. The legend sits beside the axes, off the data."""
+    from fm_runtime.cli.plot import pyplot
+    plt = pyplot()
+    band = 2 * result["floor_spread"]
+    values = [r["energy_distance"] for r in result["rows"]]
+    positive = [v for v in values + [band] if v > 0] or [1e-6]
+    bottom = min(positive) / 3
+    fig, ax = plt.subplots(figsize=(6.4, 3.5))
+    ax.axhspan(bottom, band, color="grey", alpha=0.2, lw=0, label="cannot be told\nfrom data")
+    for k, solver in enumerate(sorted({r["solver"] for r in result["rows"]})):
+        rows = [r for r in result["rows"] if r["solver"] == solver]
+        nfe = np.array([r["nfe"] for r in rows])
+        ed = np.array([r["energy_distance"] for r in rows])
+        low = ed <= 0
+        ax.plot(nfe, np.maximum(ed, bottom), color=f"C{k}", label=solver)
+        ax.plot(nfe[~low], ed[~low], ls="none", marker="o", ms=4, color=f"C{k}")
+        ax.plot(nfe[low], np.full(low.sum(), bottom), ls="none", marker="v", ms=7, mfc="white", color=f"C{k}",
+                clip_on=False)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({r["nfe"] for r in result["rows"]}), [str(n) for n in sorted({r["nfe"] for r in result["rows"]})])
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=bottom)
+    ax.set_xlabel("network evaluations (NFE)")
+    ax.set_ylabel("energy distance to data")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def plot_table(result: dict, path: str) -> None:
     from fm_runtime.cli.io import atomic_write
     from fm_runtime.cli.plot import pyplot
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for solver in sorted({r["solver"] for r in result["rows"]}):
-        rows = [r for r in result["rows"] if r["solver"] == solver]
-        ax.plot([r["nfe"] for r in rows], [r["energy_distance"] for r in rows], marker="o", label=solver)
-    ax.axhline(result["floor_energy_distance"], color="grey", ls="--", label="noise floor")
-    ax.axhspan(ax.get_ylim()[0] if ax.get_ylim()[0] > 0 else 1e-6, 2 * result["floor_spread"], color="grey",
-               alpha=0.15, label="indistinguishable from data")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("network evaluations (NFE)")
-    ax.set_ylabel("energy distance to data")
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
+    fig = nfe_figure(result)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    pyplot().close(fig)

@@ -23,7 +23,7 @@ def median_seconds(fn: Callable[[], object], min_time: float = 0.3, max_repeats:
 
 def matmul_gflops(size: int = 2048) -> float:
     """Measured float32 matmul rate of this machine (numpy's BLAS, all cores): the yardstick
-    for the arithmetic bound."""
+    that `fm-run bench` puts each achieved rate beside."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)

@@ -146,6 +146,20 @@ def check_space(path: str | os.PathLike, nbytes: int) -> None:
         raise OutputError(f"{p}: needs {nbytes / 1e9:.2f} GB but only {free / 1e9:.2f} GB is free there")
 
 
+_progress_line_open = False     # a progress line is on stderr without its newline
+
+
+def end_progress_line() -> None:
+    """End a progress line left open on stderr, so that the next message (an error, a timeout,
+    an interruption) starts a line of its own instead of landing after the percentage."""
+    global _progress_line_open
+    if _progress_line_open:
+        import sys
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+        _progress_line_open = False
+
+
 class Progress:
     """A one-line progress report on stderr, redrawn at most every half second."""
 
@@ -167,8 +181,8 @@ class Progress:
             self.stream.write(f"\r{self.label} {100 * self.done / self.total:5.1f}%  {self.done:,}/{self.total:,} "
                               f"rows  {rate:,.0f} rows/s  ETA {eta:,.0f} s ")
             self.stream.flush()
+            global _progress_line_open
+            _progress_line_open = True
 
     def close(self) -> None:
-        if self.enabled and self.done:
-            self.stream.write("\n")
-            self.stream.flush()
+        end_progress_line()

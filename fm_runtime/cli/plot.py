@@ -34,25 +34,33 @@ def panel_indices(n_states: int, panels: int = 9) -> list[int]:
 
 def trajectory_figure(path: str, trajectory: np.ndarray, times: list[float], panels: int = 9,
                       limit: float = 3.0) -> None:
-    """The tutorial's figure: a 1 x 9 row of scatter panels from noise to data, shared axes,
-    limits [-limit, limit], each titled with its t; square 3-inch panels and small dots, so the
-    final shape is readable at 300 pixels a panel. Needs 2-D data."""
+    """The tutorial's figure, compact: up to 9 scatter panels from noise to data on a near-square
+    grid (3 x 3 for 9), shared axes with limits [-limit, limit], each titled with its t; 2.4-inch
+    panels and dots sized to the count, so the whole is about 720 px square. Needs 2-D data."""
     if trajectory.ndim != 3 or trajectory.shape[2] != 2:
         raise FmError(f"--plot draws 2-D data only; this model's samples have shape "
                       f"{list(trajectory.shape[2:])}", exit_code=2)
     plt = pyplot()
     idx = panel_indices(len(trajectory), panels)
-    fig, axes = plt.subplots(1, len(idx), figsize=(3 * len(idx), 3.3), sharex=True, sharey=True)
-    dot = float(np.clip(3000 / trajectory.shape[1], 1, 10))     # fewer points, bigger dots
-    for ax, i in zip(np.atleast_1d(axes), idx):
-        pts = trajectory[i]
-        ax.scatter(pts[:, 0], pts[:, 1], s=dot, linewidths=0)
-        ax.set_title(f"t = {times[i]:.2f}")
+    cols = int(np.ceil(np.sqrt(len(idx))))
+    rows = int(np.ceil(len(idx) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), sharex=True, sharey=True,
+                             squeeze=False)
+    dot = float(np.clip(2000 / trajectory.shape[1], 0.5, 8))     # fewer points, bigger dots
+    for k, ax in enumerate(axes.flat):
+        if k >= len(idx):
+            ax.set_axis_off()
+            continue
+        pts = trajectory[idx[k]]
+        ax.scatter(pts[:, 0], pts[:, 1], s=dot, linewidths=0, color="C0" if k < len(idx) - 1 else "C1")
+        ax.set_title(f"t = {times[idx[k]]:.2f}", fontsize=9)
         ax.set_xlim(-limit, limit)
         ax.set_ylim(-limit, limit)
         ax.set_aspect("equal")
-        ax.tick_params(labelsize=8)
-    fig.tight_layout()
+        ax.set_xticks([-2, 0, 2] if limit >= 2.5 else [])
+        ax.set_yticks([-2, 0, 2] if limit >= 2.5 else [])
+        ax.tick_params(labelsize=7)
+    fig.tight_layout(pad=0.4)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
 

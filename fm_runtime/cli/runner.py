@@ -18,6 +18,8 @@ def run_cli(command, prog_name: str, argv: list[str] | None = None, supervised: 
     import click
     import onnxruntime
 
+    from .io import end_progress_line
+
     onnxruntime.set_default_logger_severity(4)      # onnxruntime's own log lines never reach the terminal
 
     def on_term(signum, frame):
@@ -27,6 +29,13 @@ def run_cli(command, prog_name: str, argv: list[str] | None = None, supervised: 
         signal.signal(signal.SIGTERM, on_term)
     except ValueError:  # not the main thread
         pass
+
+    def fail(message: str, code: int) -> int:
+        """The one line of a failure, on a line of its own even when a progress line is open."""
+        end_progress_line()
+        click.echo(printable(message), err=True)
+        return code
+
     def body():
         return command.main(args=argv, prog_name=prog_name, standalone_mode=False)
 
@@ -40,33 +49,24 @@ def run_cli(command, prog_name: str, argv: list[str] | None = None, supervised: 
         else:
             rc = body()
         return rc if isinstance(rc, int) else EXIT_OK
-    except click.exceptions.Abort:
-        click.echo(f"{prog_name}: interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        click.echo(f"{prog_name}: interrupted", err=True)
-        return EXIT_INTERRUPTED
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return fail(f"{prog_name}: interrupted", EXIT_INTERRUPTED)
     except click.exceptions.NoArgsIsHelpError as e:   # the bare command: its help, as written
         click.echo(e.ctx.get_help() if e.ctx else e.format_message())
         return EXIT_OK
     except click.UsageError as e:
         command = e.ctx.command_path if e.ctx else prog_name
-        msg = " ".join(e.format_message().split())
-        click.echo(printable(f"{prog_name}: error: {msg} (see {command} --help)"), err=True)
-        return e.exit_code
+        return fail(f"{prog_name}: error: {' '.join(e.format_message().split())} (see {command} --help)", e.exit_code)
     except click.ClickException as e:
-        click.echo(printable(f"{prog_name}: error: {' '.join(e.format_message().split())}"), err=True)
-        return e.exit_code
+        return fail(f"{prog_name}: error: {' '.join(e.format_message().split())}", e.exit_code)
     except FmError as e:
         stopped = e.exit_code in (EXIT_INTERRUPTED, EXIT_TIMEOUT)
-        click.echo(printable(f"{prog_name}: {'' if stopped else 'error: '}{e}"), err=True)
-        return e.exit_code
+        return fail(f"{prog_name}: {'' if stopped else 'error: '}{e}", e.exit_code)
     except Exception as e:
         if os.environ.get("FM_DEBUG"):
             raise
         msg = " ".join(str(e).split())[:300]
-        click.echo(printable(f"{prog_name}: internal error: {type(e).__name__}: {msg} "
-                             "(set FM_DEBUG=1 for a traceback)"), err=True)
-        return EXIT_INTERNAL
+        return fail(f"{prog_name}: internal error: {type(e).__name__}: {msg} (set FM_DEBUG=1 for a traceback)",
+                    EXIT_INTERNAL)
     finally:
         sys.stdout.flush()

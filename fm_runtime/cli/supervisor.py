@@ -18,7 +18,7 @@ from typing import Callable
 
 from ..errors import printable
 from ..model import control
-from .io import remove_temporaries
+from .io import end_progress_line, remove_temporaries
 
 GRACE = 1.5
 
@@ -50,6 +50,7 @@ def supervise(body: Callable[[], object], prog_name: str) -> object:
                 if time.monotonic() - stopped_at > GRACE:
                     remove_temporaries()
                     error = control.stop_error()
+                    end_progress_line()
                     sys.stderr.write(printable(f"{prog_name}: {error}") + "\n")
                     sys.stderr.flush()
                     os._exit(error.exit_code)

@@ -14,6 +14,7 @@ from ..errors import ModelError, UsageError
 from . import providers as _providers
 from .contract import ModelSpec, io_table, read_selftest, read_spec
 from .control import SELFTEST_SECONDS, graph_errors, one_line, time_limit
+from .preflight import allowance, check_graph_memory
 
 DEFAULT_MODEL = "moons.onnx"
 MAX_MODEL_BYTES = 2**31 - 1     # protobuf's limit: onnxruntime cannot parse a larger one-file model
@@ -96,6 +97,7 @@ def open_model(path: str | os.PathLike | None, provider: str = "cpu", *, data_sh
         data = p.read_bytes()
     except OSError as e:
         raise ModelError(f"{where}: cannot read the file ({e.strerror})") from None
+    check_graph_memory(data, where)         # before onnxruntime folds a bomb's constants
     try:
         # from bytes, so a reference to external data cannot silently load a sidecar file
         session = ort.InferenceSession(data, sess_options=opts, providers=wanted,
@@ -135,6 +137,7 @@ def _open_embedded(b64: str, key: str, path: str, providers: list[str], opts) ->
     except ValueError:
         raise ModelError(f"{path}: fm.{key} does not hold base64 data", key=f"fm.{key}") from None
     opts = opts or ort.SessionOptions()
+    check_graph_memory(data, where, allowance(len(b64)))
     try:
         session = ort.InferenceSession(data, sess_options=opts, providers=providers)
     except Exception as e:

@@ -1,0 +1,216 @@
+"""Pre-flight: the memory a graph is bound to take, read from the file alone before onnxruntime
+sees it. onnxruntime folds constants while it builds a session, so a 400-byte file whose
+ConstantOfShape, Expand, Tile, Range, Resize or Concat chain makes gigabytes would take them at
+load, before any budget check of ours could run.
+
+Every tensor gets a lower bound on its shape (a symbolic dimension counts as 1; an op this module
+does not model leaves its outputs unknown, so the bound never overstates). A tensor whose bound
+exceeds the allowance (an eighth of it for a tensor made from the inputs, which every row of a call
+makes again), or constant-only tensors that together exceed it, refuse the file with
+ResourceError (exit 9) naming the node. The allowance is contract.json's `static_bytes_floor` or
+`static_bytes_per_file_byte` times the file's size, whichever is larger, and never more than the
+process's memory limit (--max-memory) when one is set.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..definitions import CONTRACT
+from ..errors import ResourceError
+from . import onnx_wire as wire
+
+LIMITS = CONTRACT["limits"]
+UNARY = {"Identity", "Neg", "Abs", "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Sin", "Cos", "Erf", "Not",
+         "Softmax", "LogSoftmax", "Elu", "LeakyRelu", "Floor", "Ceil", "Round", "Reciprocal", "Sign", "Dropout",
+         "Softplus", "HardSigmoid", "Gelu", "IsNaN", "IsInf", "CastLike", "Clip"}
+BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Less", "Greater", "LessOrEqual",
+          "GreaterOrEqual", "And", "Or", "Xor", "Mod", "Where", "Sum", "Mean", "BitShift", "PRelu"}
+PER_ROW_SHARE = 8
+NUMPY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Max": np.maximum, "Min": np.minimum}
+
+
+def allowance(file_bytes: int) -> int:
+    """Bytes the static parts of a graph of this size may take."""
+    allowed = max(LIMITS["static_bytes_floor"], LIMITS["static_bytes_per_file_byte"] * file_bytes)
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+        if soft != resource.RLIM_INFINITY:
+            allowed = min(allowed, soft)
+    except (ImportError, ValueError, OSError):
+        pass
+    return allowed
+
+
+def check_graph_memory(data: bytes, where: str, allowed: int | None = None) -> None:
+    """Refuse a model whose graph is bound to allocate more than `allowed` bytes (default:
+    allowance(len(data))) before onnxruntime is given it."""
+    allowed = allowance(len(data)) if allowed is None else allowed
+    try:
+        graphs = wire.model_graphs(data)
+    except (wire.WireError, RecursionError):
+        return      # not protobuf: onnxruntime refuses it with the message that says what it is
+    for g in graphs:
+        _check(g, where, allowed)
+
+
+def _broadcast(*shapes):
+    rank = max(len(s) for s in shapes)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    return tuple(max(d) for d in zip(*padded))
+
+
+def _count(shape) -> int:
+    return int(np.prod([max(int(d), 0) for d in shape], dtype=object)) if shape else 1
+
+
+def _itemsize(dtype: int) -> int:
+    return wire.DTYPES.get(dtype, (None, 4))[1] or 4
+
+
+class _Bounds:
+    """Lower-bound shapes, item sizes, small values and constness of the tensors of one graph."""
+
+    def __init__(self, g: wire.Graph):
+        self.shape, self.size, self.value, self.const = {}, {}, {}, set()
+        for name, dims in g.inputs.items():
+            if dims is not None:
+                self.shape[name] = tuple(d if isinstance(d, int) and d > 0 else 1 for d in dims)
+                self.size[name] = 4
+        for name, t in g.initializers.items():
+            if t.external or _count(t.dims) * _itemsize(t.dtype) > max(t.stored, 64):
+                continue        # dims its data does not fill: onnxruntime refuses the file as malformed
+            self.put(name, tuple(max(d, 0) for d in t.dims), _itemsize(t.dtype), t.value, const=True)
+
+    def put(self, name, shape, itemsize, value=None, const=False):
+        self.shape[name], self.size[name] = tuple(int(d) for d in shape), itemsize
+        if value is not None and value.size <= wire.SMALL:
+            self.value[name] = value
+        if const:
+            self.const.add(name)
+
+    def ints(self, name) -> list[int] | None:
+        v = self.value.get(name)
+        return None if v is None or v.dtype.kind not in "iu" else [int(x) for x in v.reshape(-1)]
+
+
+def _infer(n: wire.Node, b: _Bounds):
+    """(shape, itemsize, value) of n's first output, or None when this module cannot bound it."""
+    ins = [i for i in n.inputs]
+    known = [i in b.shape for i in ins if i]
+    first = b.shape.get(ins[0]) if ins and ins[0] else None
+    size = b.size.get(ins[0], 4) if ins else 4
+    vals = [b.value.get(i) for i in ins]
+    if n.op == "Constant":
+        t = n.attrs.get("value")
+        if isinstance(t, wire.Tensor):
+            return tuple(max(d, 0) for d in t.dims), _itemsize(t.dtype), t.value
+        for key in ("value_ints", "value_floats"):
+            if isinstance(n.attrs.get(key), list):
+                v = np.array(n.attrs[key], dtype=np.int64 if key == "value_ints" else np.float32)
+                return v.shape, v.itemsize, v
+        if isinstance(n.attrs.get("value_int"), int):
+            return (), 8, np.array(n.attrs["value_int"], dtype=np.int64)
+        return None
+    if n.op in UNARY and first is not None:
+        return first, size, vals[0] if n.op == "Identity" else None
+    if n.op == "Cast" and first is not None:
+        to = n.attrs.get("to", 1)
+        v = vals[0].astype(wire.DTYPES[to][0]) if vals[0] is not None and wire.DTYPES.get(to, (None,))[0] else None
+        return first, _itemsize(to), v
+    if n.op in BINARY and ins and all(known):
+        shape = _broadcast(*(b.shape[i] for i in ins if i))
+        v = None
+        if n.op in NUMPY and all(x is not None for x in vals):
+            v = NUMPY[n.op](*vals)
+        return shape, max(b.size[i] for i in ins if i), v
+    if n.op == "Concat" and ins and all(known):
+        shapes = [b.shape[i] for i in ins if i]
+        rank = len(shapes[0])
+        if rank == 0 or any(len(s) != rank for s in shapes):
+            return None
+        axis = n.attrs.get("axis", 0) % rank
+        shape = list(shapes[0])
+        shape[axis] = sum(s[axis] for s in shapes)
+        v = np.concatenate(vals, axis) if all(x is not None for x in vals) and all(x.ndim == rank for x in vals) else None
+        return tuple(shape), size, v
+    if n.op == "Shape" and first is not None and ins[0] in b.const:
+        return (len(first),), 8, np.array(first, dtype=np.int64)
+    if n.op in ("Unsqueeze", "Squeeze") and first is not None:
+        axes = b.ints(ins[1]) if len(ins) > 1 and ins[1] else n.attrs.get("axes")
+        if axes is None:
+            return None
+        shape = list(first)
+        if n.op == "Unsqueeze":
+            rank = len(shape) + len(axes)
+            for a in sorted(a % rank for a in axes):
+                shape.insert(a, 1)
+        else:
+            shape = [d for k, d in enumerate(shape) if k not in {a % max(len(shape), 1) for a in axes}]
+        return tuple(shape), size, vals[0].reshape(shape) if vals[0] is not None else None
+    if n.op == "ConstantOfShape":
+        shape = b.ints(ins[0]) if ins else None
+        t = n.attrs.get("value")
+        return (tuple(max(d, 0) for d in shape), _itemsize(t.dtype) if isinstance(t, wire.Tensor) else 4,
+                None) if shape is not None else None
+    if n.op == "Expand" and len(ins) > 1:
+        shape = b.ints(ins[1])
+        return (_broadcast(first or (), tuple(max(d, 1) for d in shape)), size, None) if shape is not None else None
+    if n.op == "Tile" and first is not None and len(ins) > 1:
+        reps = b.ints(ins[1])
+        if reps is None or len(reps) != len(first):
+            return None
+        return tuple(d * max(r, 0) for d, r in zip(first, reps)), size, None
+    if n.op == "Range" and len(ins) == 3 and all(v is not None and v.size == 1 for v in vals):
+        start, limit, delta = (float(v.reshape(-1)[0]) for v in vals)
+        count = max(int(np.ceil((limit - start) / delta)), 0) if delta and np.isfinite([start, limit, delta]).all() else 0
+        return (count,), size, None
+    if n.op == "Resize" and first is not None:
+        sizes = b.ints(ins[3]) if len(ins) > 3 and ins[3] else None
+        scales = vals[2] if len(ins) > 2 and ins[2] else None
+        if sizes is not None and len(sizes) == len(first):
+            return tuple(max(d, 0) for d in sizes), size, None
+        if scales is not None and scales.size == len(first) and np.isfinite(scales).all():
+            return tuple(int(np.floor(d * max(float(s), 0.0))) for d, s in zip(first, scales.reshape(-1))), size, None
+        return None
+    if n.op in ("MatMul", "Gemm") and len(ins) > 1 and all(i in b.shape for i in ins[:2]):
+        a, c = b.shape[ins[0]], b.shape[ins[1]]
+        if len(a) >= 1 and len(c) >= 2:
+            return (*_broadcast(a[:-2], c[:-2]), *(a[-2:-1] if len(a) > 1 else ()), c[-1]), size, None
+    return None
+
+
+def _check(g: wire.Graph, where: str, allowed: int) -> None:
+    b = _Bounds(g)
+    folded = 0
+    for n in g.nodes:
+        try:
+            out = _infer(n, b)
+        except (ValueError, TypeError, OverflowError, ZeroDivisionError, IndexError, KeyError):
+            out = None
+        if out is None or not n.outputs or not n.outputs[0]:
+            continue
+        shape, itemsize, value = out
+        nbytes = _count(shape) * itemsize
+        const = bool(n.inputs) and all(i in b.const for i in n.inputs if i) or n.op == "Constant"
+        # a tensor made from the inputs is made again for every row a call holds: at one row it
+        # may take an eighth of the allowance
+        limit = allowed if const else allowed // PER_ROW_SHARE
+        if nbytes > limit:
+            raise ResourceError(f"{where}: its {n.op} node making {n.outputs[0]!r} takes at least "
+                                f"{_describe(nbytes)}{'' if const else ' for one row'}, more than the "
+                                f"{_describe(limit)} a file of this size may take there (refused before loading)")
+        if const:
+            folded += nbytes
+            if folded > allowed:
+                raise ResourceError(f"{where}: its constants fold into at least {_describe(folded)} (at "
+                                    f"{n.op} node {n.outputs[0]!r}), more than the {_describe(allowed)} a file "
+                                    "of this size may take for its graph (refused before loading)")
+        b.put(n.outputs[0], shape, itemsize, value if isinstance(value, np.ndarray) else None, const=const)
+
+
+def _describe(nbytes: int) -> str:
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:,.1f} {unit}"
+    return f"{nbytes} bytes"
