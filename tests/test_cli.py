@@ -7,6 +7,7 @@ import pytest
 from .conftest import run_cli
 
 
+@pytest.mark.slow      # end to end through the CLIs in fresh interpreters: CI runs it with -m slow
 def test_round_trip(tmp_path):
     ckpt, onnx_path = tmp_path / "m.ckpt", tmp_path / "m.onnx"
     p = run_cli("fm-train", "fit", "--data", "moons", "--steps", "200", "--lr", "5e-3", "--batch-size", "256", "--ema", "0",

@@ -260,6 +260,7 @@ def test_cli_conditions(files, tmp_path):
     assert np.allclose(np.load(tmp_path / "lp.npy"), fm_runtime.load(path).log_prob(want, cond=cond), atol=1e-4)
 
 
+@pytest.mark.slow      # end to end through the CLIs in fresh interpreters: CI runs it with -m slow
 def test_export_cli_with_inputs(tmp_path):
     import sys
     from pathlib import Path

@@ -48,6 +48,7 @@ def test_broken_export_is_refused_and_writes_nothing(trained, tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow      # end to end through the CLIs in fresh interpreters: CI runs it with -m slow
 def test_broken_export_fails_the_cli(trained, tmp_path):
     # the same refusal through fm-export, with its documented exit code
     code = f'''

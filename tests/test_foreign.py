@@ -244,6 +244,7 @@ def test_torch_export_program(tmp_path):
     assert np.abs(got - torch_sample(net, z, 8, "midpoint")).max() <= 1e-4
 
 
+@pytest.mark.slow      # end to end through the CLIs in fresh interpreters: CI runs it with -m slow
 def test_torchcfm_classes():
     """torchcfm's own MLP and U-Net, when torchcfm is installed (without moving torch)."""
     models = pytest.importorskip("torchcfm.models.models")

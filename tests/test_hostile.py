@@ -213,22 +213,49 @@ BOMBS = {name: make for cls, name, make, _ in __import__("fuzz.hostile_files", f
          if cls == "bombs"}
 
 
+# fm-run in a fresh interpreter that writes its own peak RSS (VmHWM: this process image only;
+# ru_maxrss would carry the parent's, inherited at fork, across exec)
+PEAK = """
+import atexit, sys
+def peak(path=sys.argv[1]):
+    with open(path, "w") as f:
+        f.write(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+atexit.register(peak)
+from fm_runtime.cli.main import main
+sys.argv = ["fm-run", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak memory read from /proc")
 @pytest.mark.parametrize("name", sorted(BOMBS))
 def test_a_memory_bomb_is_refused_before_it_allocates(tmp_path, name):
     # at the default budget (half the machine's memory, so onnxruntime's own allocation failure
     # would come only after gigabytes): the file alone says what its graph will take
-    import os
     path = tmp_path / f"{name}.onnx"
     path.write_bytes(BOMBS[name]())
     for argv in (["sample", str(path), "-n", "64", "--out", str(tmp_path / "x.npy")], ["info", str(path)]):
-        with open(tmp_path / "err", "w+") as err:
-            proc = subprocess.Popen(cli_argv("fm-run", *argv), stdout=subprocess.DEVNULL, stderr=err)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            err.seek(0)
-            message = err.read()
-        peak = usage.ru_maxrss / 1024
-        print(f"{name} {argv[0]}: exit {proc.returncode}, peak RSS {peak:.0f} MiB: {message.strip()}")
-        assert proc.returncode == 9 and "refused before loading" in message, message
-        assert message.count("\n") == 1 and peak < 512
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["err", f"{name}.onnx"])
+        p = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path / "peak"), *argv], capture_output=True, text=True,
+                           timeout=300)
+        peak = int((tmp_path / "peak").read_text()) / 1024
+        print(f"{name} {argv[0]}: exit {p.returncode}, peak RSS {peak:.0f} MiB: {p.stderr.strip()}")
+        assert p.returncode == 9 and "refused before loading" in p.stderr, p.stderr
+        assert p.stderr.count("\n") == 1 and peak < 512
+    assert sorted(q.name for q in tmp_path.iterdir()) == sorted(["peak", f"{name}.onnx"])
+
+
+@needs_node
+def test_both_readers_refuse_every_bomb_the_same_way(tmp_path):
+    # the JavaScript reader checks the same bounds (js/src/preflight.mjs) with the same message
+    from fm_runtime.errors import ResourceError
+    jobs, want = [], []
+    for name, make in sorted(BOMBS.items()):
+        path = tmp_path / f"{name}.onnx"
+        path.write_bytes(make())
+        with pytest.raises(ResourceError) as e:
+            fm_runtime.load(path)
+        want.append(str(e.value))
+        jobs.append((path, [{"n": 4, "seed": 0}]))
+    got = node_sample(tmp_path, jobs)
+    assert [g.get("error") for g in got] == ["ResourceError"] * len(BOMBS), got
+    assert [g["message"] for g in got] == want

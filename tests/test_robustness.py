@@ -258,6 +258,7 @@ def test_shards_concatenate_to_the_full_run(tmp_path):
     assert np.array_equal(np.load(tmp_path / "full.npy")[:1000], fm_runtime.load().sample(1000, seed=3))
 
 
+@pytest.mark.slow      # end to end through the CLIs in fresh interpreters: CI runs it with -m slow
 def test_streamed_run_keeps_memory_bounded(tmp_path):
     code = ("import sys; from fm_runtime.cli.main import main; sys.argv = ['fm-run', 'sample', '-n', '3000000', "
             f"'--seed', '0', '--out', {str(tmp_path / 'big.npy')!r}]\ntry:\n    main()\nexcept SystemExit:\n    pass\n"

@@ -118,6 +118,7 @@ def test_the_quality_budget_reads_the_measured_cost():
     assert over_budget({"mean_dev": 0.02}) is None                               # files measured before the scale
 
 
+@pytest.mark.slow      # end to end through the CLIs in fresh interpreters: CI runs it with -m slow
 def test_a_variant_over_budget_is_refused_unless_forced(trained, tmp_path, monkeypatch):
     """Nothing is written for a variant over its quality budget; --force writes it and says why."""
     from export import variants

@@ -12,12 +12,13 @@ const ELEM_TYPES = {
 
 export class ProtoError extends Error {}
 
-class Reader {
+export class Reader {
   constructor(bytes, start = 0, end = bytes.length) {
     this.b = bytes; this.pos = start; this.end = end;
   }
 
   varint() {
+    this.lastVarint = this.pos;
     let result = 0, mul = 1;
     for (let i = 0; i < 10; i++) {
       if (this.pos >= this.end) throw new ProtoError('truncated varint');
@@ -52,11 +53,22 @@ class Reader {
   }
 
   sub([start, end]) { return new Reader(this.b, start, end); }
+
+  /** The last varint read, as a signed 64-bit integer, exact (a Number; BigInt inside). */
+  lastSigned() {
+    let v = 0n, shift = 0n, pos = this.lastVarint;
+    for (;;) {
+      const b = this.b[pos++];
+      v |= BigInt(b & 0x7f) << shift;
+      if (b < 0x80) return Number(BigInt.asIntN(64, v));
+      shift += 7n;
+    }
+  }
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-function text(r, range) {
+export function text(r, range) {
   try {
     return utf8.decode(r.b.subarray(range[0], range[1]));
   } catch {

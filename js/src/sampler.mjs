@@ -4,6 +4,7 @@
 
 import { InputError, ModelError, NumericalError, UsageError, printable, show } from './errors.mjs';
 import { readModel } from './onnx-proto.mjs';
+import { checkGraphMemory } from './preflight.mjs';
 import { loadFailure, runGraph, selfTest } from './session.mjs';
 import { openStage, throughStage } from './stage.mjs';
 import { readSpec } from './contract.mjs';
@@ -221,6 +222,7 @@ export async function loadBytes(ort, bytes, { where = 'model', backend = 'cpu', 
   tName = null, tile = DEFAULT_TILE, threads = 1, sessionOptions = {} } = {}) {
   if (!(Number.isInteger(tile) && tile >= 0)) throw new UsageError(`tile must be a whole number >= 0, got ${show(tile)}`);
   const { spec, inputs } = inspect(bytes, where, { dataShape, xName, tName });
+  checkGraphMemory(bytes, where);            // before onnxruntime folds a bomb's constants
   let session;
   try {
     session = await ort.InferenceSession.create(bytes, {

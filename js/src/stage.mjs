@@ -4,6 +4,7 @@
 
 import { ModelError, UsageError, InputError, show } from './errors.mjs';
 import { readModel } from './onnx-proto.mjs';
+import { checkGraphMemory } from './preflight.mjs';
 import { asArray, checkSize } from './conditions.mjs';
 import { loadFailure, selfTest } from './session.mjs';
 
@@ -23,6 +24,7 @@ export async function openStage(ort, spec, where, sessionOptions = {}) {
   } catch {
     throw new ModelError(`${at} does not hold a loadable graph`);
   }
+  checkGraphMemory(bytes, at);
   let session, probe;
   try {
     session = await ort.InferenceSession.create(bytes, { executionProviders: ['cpu'], logSeverityLevel: 3, ...sessionOptions });
