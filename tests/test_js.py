@@ -90,3 +90,17 @@ console.log(JSON.stringify(Array.from((await s.sample({{ n: 500, seed: 7 }})).da
     assert (ulps <= 1).all()
     samples = np.reshape(json.loads(out.stdout), (500, 2))
     np.testing.assert_allclose(samples, load().sample(500, seed=7), atol=1e-6)
+
+
+def test_npm_ci_has_nothing_to_warn_about():
+    """`npm ci` warned twice: an .npmrc key npm does not know, and install scripts nobody had
+    reviewed. Every package with an install script is decided in package.json's allowScripts
+    (denied: onnxruntime-node ships its CPU binaries, its script would fetch CUDA files from outside
+    the registry; protobufjs's only checks versions), and there is no .npmrc."""
+    import json
+
+    lock = json.loads((JS / "package-lock.json").read_text())
+    scripted = {k.rsplit("node_modules/", 1)[1] for k, v in lock["packages"].items() if v.get("hasInstallScript")}
+    decided = json.loads((JS / "package.json").read_text()).get("allowScripts", {})
+    assert scripted and scripted <= set(decided), scripted - set(decided)
+    assert not (JS / ".npmrc").exists()

@@ -33,6 +33,14 @@ NumericalError.prototype.exitCode = 5;
 export class ResourceError extends FmError {}
 ResourceError.prototype.exitCode = 9;
 
+/** A request stopped at its deadline (sample()'s timeoutMs; Python: TimedOut, exit code 124). */
+export class TimedOut extends FmError {}
+TimedOut.prototype.exitCode = 124;
+
+/** A request cancelled by its AbortSignal (Python: Interrupted, exit code 130). */
+export class Interrupted extends FmError {}
+Interrupted.prototype.exitCode = 130;
+
 /** Text from a model file, safe to show: control characters escaped, one line. */
 export function printable(text) {
   return String(text).replace(/[\u0000-\u001f\u007f-\u009f]/g,

@@ -15,7 +15,7 @@ const usage = (key, message, field = null) => new UsageError(message, { key, fie
 const badInput = (key, message, field = null) => new InputError(message, { key, field });
 
 const OPTIONS = ['n', 'steps', 'solver', 'schedule', 'noise', 'labels', 'guidance', 'seed', 'cond', 'dims', 'guidanceInterval',
-  'guidanceCalls'];
+  'guidanceCalls', 'timeoutMs', 'signal'];
 const isWhole = (v) => typeof v === 'number' && Number.isInteger(v);
 
 function count(n) {
@@ -141,7 +141,14 @@ export function samplingRequest(spec, where, options, staged = {}) {
     }
   }
   const kind = spec.kind === 'baked' ? 'baked' : CONTRACT.solvers.methods[solver].kind;
+  const { timeoutMs = null, signal = null } = options;
+  if (timeoutMs != null && !(typeof timeoutMs === 'number' && timeoutMs > 0 && Number.isFinite(timeoutMs))) {
+    throw usage('timeoutMs', `timeoutMs must be a number of milliseconds > 0, got ${show(timeoutMs)}`);
+  }
+  if (signal != null && !(typeof signal === 'object' && typeof signal.aborted === 'boolean')) {
+    throw usage('signal', `signal must be an AbortSignal, got ${show(signal)}`);
+  }
   const rowsIn = perRow(inputs, n);
   return { n, kind, spec: bound, solver, steps, schedule, labels: checkLabels(spec, where, labels, n), guidance, seed, noise,
-    inputs: rowsIn, ...guiding(bound, guidance, rowsIn, staged, n, options.guidanceInterval, options.guidanceCalls ?? 'batched') };
+    timeoutMs, signal, inputs: rowsIn, ...guiding(bound, guidance, rowsIn, staged, n, options.guidanceInterval, options.guidanceCalls ?? 'batched') };
 }

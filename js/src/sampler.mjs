@@ -2,9 +2,9 @@
 // -> sample({n, steps, solver, schedule, noise, labels, guidance}). Platform-free: the onnxruntime module
 // (onnxruntime-node or onnxruntime-web) is passed in, so the same code runs in Node and browsers.
 
-import { InputError, ModelError, NumericalError, UsageError, printable, show } from './errors.mjs';
+import { InputError, Interrupted, ModelError, NumericalError, ResourceError, TimedOut, UsageError, printable, show } from './errors.mjs';
 import { readModel } from './onnx-proto.mjs';
-import { checkGraphMemory } from './preflight.mjs';
+import { allowance, checkGraphMemory } from './preflight.mjs';
 import { loadFailure, runGraph, selfTest } from './session.mjs';
 import { openStage, throughStage } from './stage.mjs';
 import { readSpec } from './contract.mjs';
@@ -32,8 +32,8 @@ export function inspect(bytes, where = 'model', options = {}) {
 }
 
 export class Sampler {
-  constructor(ort, session, spec, where, { tile = DEFAULT_TILE, backend = 'cpu' } = {}) {
-    Object.assign(this, { ort, session, spec, where, tile, backend });
+  constructor(ort, session, spec, where, { tile = DEFAULT_TILE, backend = 'cpu', maxMemory = null } = {}) {
+    Object.assign(this, { ort, session, spec, where, tile, backend, maxMemory });
   }
 
   get baked() { return this.spec.kind === 'baked'; }
@@ -64,7 +64,8 @@ export class Sampler {
    * (schedules.mjs: "uniform", "shift:S", "sway:S", "cosine", "times:0,...,1" or an array of
    * times, which fix the steps; dopri5 is Python-only); `labels` (one class for
    * every row, or one per row) and `guidance` w (v_u + w (v_c - v_u)) for class-conditional
-   * models. Returns {data: Float32Array, dims: [n, ...dataShape], nfe}.
+   * models; `timeoutMs` ends the request with TimedOut at the first graph call past it, and an
+   * AbortSignal `signal` with Interrupted. Returns {data: Float32Array, dims: [n, ...dataShape], nfe}.
    */
   async sample(options = {}) {
     let staged = {};
@@ -76,6 +77,15 @@ export class Sampler {
     }
     const req = samplingRequest(this.spec, this.where, options, staged);
     const spec = req.spec, dim = spec.dim;
+    const stop = this.stopper(req);
+    if (this.maxMemory != null) {
+      // the samples, plus one tile's state and solver stages
+      const tileRows = Math.min(this.tile > 0 ? this.tile : req.n, req.n);
+      const need = 4 * dim * (req.n + tileRows * ((SOLVERS[req.solver]?.c.length ?? 1) + 2));
+      if (need > this.maxMemory) {
+        throw new ResourceError(`${this.where}: ${req.n} samples need about ${need.toLocaleString('en-US')} bytes, more than maxMemory (${this.maxMemory.toLocaleString('en-US')})`, { key: 'n' });
+      }
+    }
     const x0 = req.noise ?? noiseRows(req.seed ?? newSeed(), 0, req.n, dim);
     const mask = spec.inputs.find((i) => i.role === 'mask');
     if (mask) maskRows(x0, req.inputs[mask.name].data, req.n, spec);
@@ -91,8 +101,10 @@ export class Sampler {
         return [k, { data: v.data.subarray(a * size, b * size), dims: v.dims }];
       }));
       const guide = { guidance: req.guidance, nulls: slice(req.nulls), interval: req.interval, calls: req.calls };
+      stop();
+      const v = this.baked ? null : this.velocityFn(b - a, labels, guide, slice(req.inputs), spec);
       const solved = this.baked ? await this.runBaked(z, b - a)
-        : await integrate(this.velocityFn(b - a, labels, guide, slice(req.inputs), spec), z, req.steps, req.solver, this.watch(req.steps, b - a), req.schedule);
+        : await integrate(async (x, t) => { stop(); return v(x, t); }, z, req.steps, req.solver, this.watch(req.steps, b - a), req.schedule);
       if (solved.x.length !== z.length) {
         throw new ModelError(`${this.where}: the graph returned ${solved.x.length} values for ${b - a} rows of shape [${spec.dataShape.join(', ')}]; refusing its output`);
       }
@@ -100,6 +112,18 @@ export class Sampler {
       calls = solved.nfe;
     }
     return { data: out, dims: [req.n, ...spec.dataShape], nfe: calls };
+  }
+
+  /** A check run before every graph call: the request's AbortSignal and its timeoutMs deadline
+   * (a graph call already running finishes first: onnxruntime's JavaScript API cannot end one). */
+  stopper(req) {
+    const start = performance.now(), { timeoutMs, signal } = req;
+    return () => {
+      if (signal?.aborted) throw new Interrupted(`${this.where}: cancelled`, { key: 'signal' });
+      if (timeoutMs != null && performance.now() - start > timeoutMs) {
+        throw new TimedOut(`${this.where}: stopped after timeoutMs ${timeoutMs} ms`, { key: 'timeoutMs' });
+      }
+    };
   }
 
   watch(steps, rows) {
@@ -216,13 +240,19 @@ export class Sampler {
 /**
  * A Sampler for a model file's bytes, with `ort` the onnxruntime module to run it on. Options:
  * where (the name used in messages), backend (an onnxruntime execution provider name),
- * dataShape/xName/tName (for plain files without metadata), tile, threads.
+ * dataShape/xName/tName (for plain files without metadata), tile, threads, maxMemory (bytes: caps what
+ * the graph may take at load, see preflight.mjs, and refuses requests whose samples and working
+ * state would take more, with ResourceError).
  */
 export async function loadBytes(ort, bytes, { where = 'model', backend = 'cpu', dataShape = null, xName = null,
-  tName = null, tile = DEFAULT_TILE, threads = 1, sessionOptions = {} } = {}) {
+  tName = null, tile = DEFAULT_TILE, threads = 1, sessionOptions = {}, maxMemory = null } = {}) {
   if (!(Number.isInteger(tile) && tile >= 0)) throw new UsageError(`tile must be a whole number >= 0, got ${show(tile)}`);
+  if (maxMemory != null && !(Number.isFinite(maxMemory) && maxMemory > 0)) {
+    throw new UsageError(`maxMemory must be a number of bytes > 0, got ${show(maxMemory)}`, { key: 'maxMemory' });
+  }
   const { spec, inputs } = inspect(bytes, where, { dataShape, xName, tName });
-  checkGraphMemory(bytes, where);            // before onnxruntime folds a bomb's constants
+  // before onnxruntime folds a bomb's constants; maxMemory caps what the graph may take
+  checkGraphMemory(bytes, where, Math.min(allowance(bytes.length), maxMemory ?? Infinity));
   let session;
   try {
     session = await ort.InferenceSession.create(bytes, {
@@ -233,7 +263,7 @@ export async function loadBytes(ort, bytes, { where = 'model', backend = 'cpu', 
     throw loadFailure(where, e);
   }
   await selfTest(ort, session, inputs, spec.selftest, where);
-  return new Sampler(ort, session, spec, where, { tile, backend });
+  return new Sampler(ort, session, spec, where, { tile, backend, maxMemory });
 }
 
 /** x [rows, *shape] *= mask [rows, *maskShape] (each mask dimension 1 or the data's), in place. */
