@@ -7,6 +7,8 @@ import torch
 import export.onnx_export as ox
 from export.onnx_export import OPSET, ExportError, export_model, verify_against_torch
 
+from .conftest import run_cli
+
 
 def test_exported_file_is_self_contained(trained):
     m = onnx.load(str(trained.onnx))
@@ -118,3 +120,15 @@ def test_other_architectures_export_and_match(tmp_path, arch):
     z = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
     got = fm_runtime.load(tmp_path / "m.onnx").sample(noise=z, steps=4, solver="rk4")
     assert np.abs(got - sample(model, z, 4, "rk4")).max() <= 1e-4
+
+
+@pytest.mark.parametrize("how", ["checkpoint", "add-divergence"])
+def test_fm_export_stops_at_its_timeout_and_writes_nothing(trained, tmp_path, how):
+    # supervised as fm-run is: the deadline ends the export or the divergence check with exit 124,
+    # one line, and no file (atomic_write will not rename a file into place after a stop)
+    args = [str(trained.ckpt)] if how == "checkpoint" else ["--add-divergence", str(trained.onnx)]
+    p = run_cli("fm-export", *args, "--out", str(tmp_path / "m.onnx"), "--timeout", "0.05", check=False)
+    assert p.returncode == 124 and p.stderr == "fm-export: stopped after --timeout 0.05 s; nothing written\n", p.stderr
+    assert list(tmp_path.iterdir()) == []
+    p = run_cli("fm-export", *args, "--out", str(tmp_path / "m.onnx"), "--timeout", "inf", check=False)
+    assert p.returncode == 2 and "not a number of seconds" in p.stderr

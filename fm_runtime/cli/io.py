@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, OutputError
+from ..model.control import poll_stop
 
 
 def check_writable(path: str | os.PathLike) -> Path:
@@ -59,12 +60,13 @@ def _temp_beside(p: Path) -> tuple[int, str]:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call write(tmp) on a temporary file beside `path`, then rename it into place, so readers
-    see the old file or the whole new one, never a fragment."""
+    see the old file or the whole new one, never a fragment; nothing when the run was stopped."""
     p = check_writable(path)
     fd, tmp = _temp_beside(p)
     os.close(fd)
     try:
         write(tmp)
+        poll_stop()             # a run stopped (--timeout, a signal) while writing writes nothing
         os.replace(tmp, p)
     finally:
         _done(tmp)

@@ -96,15 +96,20 @@ def _set_budget(ctx, param, value):
         raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
 
 
+def timeout_option(f):
+    """--timeout, applied as soon as it is parsed (a supervised run_cli watches it)."""
+    return click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                        expose_value=False, callback=_set_timeout,
+                        help="Stop the run after this many seconds (exit code 124, nothing written).")(f)
+
+
 def run_limits(f):
     """--timeout and --max-memory, applied as soon as they are parsed (every fm-run command)."""
     f = click.option("--max-memory", metavar="SIZE", default=limits.DEFAULT_BUDGET, show_default=True,
                      expose_value=False, callback=_set_budget,
                      help="Memory this run may use (e.g. 2G, 512M, 25% of RAM); beyond it the run "
                           "stops with exit code 9 instead of swapping.")(f)
-    return click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-                        expose_value=False, callback=_set_timeout,
-                        help="Stop the run after this many seconds (exit code 124, nothing written).")(f)
+    return timeout_option(f)
 
 
 def threads_option(f):
