@@ -47,29 +47,67 @@ def _done(tmp: str) -> None:
         pass
 
 
-def _temp_beside(p: Path) -> tuple[int, str]:
-    """A temporary file next to p, with the permissions a plain open() would give (mkstemp's
-    are 0600)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
-    _temporaries.add(tmp)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    return fd, tmp
+class _Temp:
+    """A file being written beside its destination, published by rename. Unnamed where the system
+    allows (Linux's O_TMPFILE, written through /proc/self/fd), so even SIGKILL leaves nothing
+    behind; elsewhere a hidden named file that every other way out removes. Permissions are
+    those a plain open() would give."""
+
+    def __init__(self, dest: Path):
+        self.dest, self.name = dest, None
+        folder = str(dest.parent) if str(dest.parent) else "."
+        mask = os.umask(0)
+        os.umask(mask)
+        self.fd = -1
+        if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+            try:
+                self.fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o666 & ~mask)
+            except OSError:           # a file system without unnamed files
+                self.fd = -1
+        if self.fd >= 0:
+            self.path = f"/proc/self/fd/{self.fd}"
+        else:
+            self.fd, self.name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+            _temporaries.add(self.name)
+            os.chmod(self.name, 0o666 & ~mask)
+            self.path = self.name
+
+    def publish(self) -> None:
+        """Put the written file at its destination (readers see the old file or the whole new one)."""
+        if self.name is None:       # name it beside the destination for a moment, then rename
+            self.name = f"{self.dest.parent / ('.' + self.dest.name)}.{os.getpid()}.{id(self):x}.tmp"
+            _temporaries.add(self.name)
+            # linkat(AT_SYMLINK_FOLLOW) on the /proc link: giving a dir_fd makes Python call linkat
+            fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.link(str(self.fd), self.name, src_dir_fd=fds, follow_symlinks=True)
+            finally:
+                os.close(fds)
+        os.replace(self.name, self.dest)
+        _temporaries.discard(self.name)
+
+    def close(self) -> None:
+        """Close the file; a named temporary not published is removed."""
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+        if self.name is not None:
+            _done(self.name)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call write(tmp) on a temporary file beside `path`, then rename it into place, so readers
     see the old file or the whole new one, never a fragment; nothing when the run was stopped."""
-    p = check_writable(path)
-    fd, tmp = _temp_beside(p)
-    os.close(fd)
+    temp = _Temp(check_writable(path))
     try:
-        write(tmp)
+        write(temp.path)
         poll_stop()             # a run stopped (--timeout, a signal) while writing writes nothing
-        os.replace(tmp, p)
+        temp.publish()
     finally:
-        _done(tmp)
+        temp.close()
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -113,8 +151,8 @@ class NpyStream:
         self.path = check_writable(path)
         self.shape = shape
         self.rows = 0
-        fd, self.tmp = _temp_beside(self.path)
-        self.fh = os.fdopen(fd, "wb")
+        self.temp = _Temp(self.path)
+        self.fh = os.fdopen(os.dup(self.temp.fd), "wb")
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
                   "shape": tuple(shape)}
         np.lib.format.write_array_header_2_0(self.fh, header)
@@ -130,13 +168,12 @@ class NpyStream:
         if self.rows != self.shape[0]:
             raise OutputError(f"{self.path}: wrote {self.rows} rows, expected {self.shape[0]}")
         self.fh.close()
-        os.replace(self.tmp, self.path)
-        _temporaries.discard(self.tmp)
+        self.temp.publish()
 
     def __exit__(self, *exc) -> None:
         if not self.fh.closed:
             self.fh.close()
-        _done(self.tmp)
+        self.temp.close()
 
 
 def check_space(path: str | os.PathLike, nbytes: int) -> None:
