@@ -287,3 +287,18 @@ def test_sigkill_leaves_no_temporary_file(tmp_path):
         proc.kill()
         proc.wait()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_info_says_whether_a_file_samples(tmp_path):
+    # v = 1e30 t x passes its self-test (recorded at t = 0) and overflows in any real solve:
+    # info shows what the file declares, then says it does not sample, with sample's exit code
+    from onnx import TensorProto as T
+    nodes = [helper.make_node("Unsqueeze", ["t", "ax"], ["tc"]), helper.make_node("Mul", ["x", "huge"], ["xb"]),
+             helper.make_node("Mul", ["xb", "tc"], ["v"])]
+    inits = [helper.make_tensor("ax", T.INT64, [1], [1]), helper.make_tensor("huge", T.FLOAT, [], [1e30])]
+    onnx.save(model(nodes, inits, selftest='{"inputs": {"x": [[1, 2]], "t": [0]}, "output": [[0, 0]]}'),
+              str(tmp_path / "m.onnx"))
+    p = run_cli("fm-run", "info", str(tmp_path / "m.onnx"), check=False)
+    assert p.returncode == 5 and "samples" in p.stdout and "no: " in p.stdout and "NaN/Inf" in p.stderr, p
+    p = run_cli("fm-run", "info", check=False)
+    assert p.returncode == 0 and "yes (3 rows at its defaults, 16 NFE" in p.stdout

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from .. import __version__
-from ..errors import printable
+from ..errors import FmError, printable
 from ..model.contract import describe_variant, divergence_problem
 from . import limits
 from .io import check_writable, load_array, save_npy
@@ -126,6 +126,7 @@ def info(model, as_json, dim, x_name, t_name):
     """
     s = open_sampler(model, "cpu", dim, x_name, t_name)
     spec = s.spec
+    trial = _trial(s)
     inputs = ({"z": spec.z_name} if s.baked else
               {"x": spec.x_name, "t": spec.t_name + ("[B,1]" if spec.t_rank == 2 else "[B]")})
     if spec.num_classes and not s.baked:
@@ -156,19 +157,37 @@ def info(model, as_json, dim, x_name, t_name):
         "log_likelihood": (f"no: {divergence_problem(spec, s.path)}" if divergence_problem(spec, s.path)
                            else "yes (divergence graph inside)"),
         "producer": spec.producer,
+        "samples": trial[0],
     }
     if spec.value_range:
         d["value_range"] = list(spec.value_range)
     if as_json:
         click.echo(json.dumps(d, indent=2))          # JSON escapes control characters itself
-        return
-    if spec.format_version is None:
-        click.echo("(plain ONNX without fm.* metadata: shape and names inferred or given)")
-    width = max(map(len, d))
-    for k, v in d.items():
-        if isinstance(v, dict):
-            v = ", ".join(f"{a}={b}" for a, b in v.items()) or "-"
-        click.echo(printable(f"{k:<{width}}  {v}"))
+    else:
+        if spec.format_version is None:
+            click.echo("(plain ONNX without fm.* metadata: shape and names inferred or given)")
+        width = max(map(len, d))
+        for k, v in d.items():
+            if isinstance(v, dict):
+                v = ", ".join(f"{a}={b}" for a, b in v.items()) or "-"
+            click.echo(printable(f"{k:<{width}}  {v}"))
+    if trial[1] is not None:
+        raise trial[1]
+
+
+def _trial(s) -> tuple[str, FmError | None]:
+    """Whether the file samples: a 3-row solve at its defaults (the self-test alone checks one
+    probe, and a graph can pass it yet fail at another batch size). A failure is reported in the
+    table and raised after it, so `fm-run info` exits with the code `fm-run sample` would."""
+    if s.spec.inputs or s.spec.symbolic:
+        return "not tried (needs its conditions: fm-run sample --cond)", None
+    import time
+    clock = time.perf_counter()
+    try:
+        s.sample(3, seed=0)
+    except FmError as e:
+        return f"no: {e}", e
+    return f"yes (3 rows at its defaults, {s.nfe()} NFE, {(time.perf_counter() - clock) * 1e3:.1f} ms)", None
 
 
 def _bounds(b: dict) -> str:
