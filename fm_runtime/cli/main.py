@@ -117,7 +117,8 @@ def logprob(paths, out, steps, solver, label, labels, guidance, guidance_calls, 
 @plain_model_options
 @run_limits
 def info(model, as_json, dim, x_name, t_name):
-    """Show what a model file declares: shape, path, defaults, training summary.
+    """Show what a model file declares (shape, path, defaults, training summary) and whether it
+    samples: a 3-row solve at its defaults, whose failure is shown and sets the exit code.
 
     \b
     Examples:
