@@ -173,7 +173,11 @@ def _infer(n: wire.Node, b: _Bounds):
         if scales is not None and scales.size == len(first) and np.isfinite(scales).all():
             return tuple(int(np.floor(d * max(float(s), 0.0))) for d, s in zip(first, scales.reshape(-1))), size, None
         return None
-    if n.op in ("MatMul", "Gemm") and len(ins) > 1 and all(i in b.shape for i in ins[:2]):
+    if n.op == "Gemm" and len(ins) > 1 and all(i in b.shape for i in ins[:2]):
+        a, c = b.shape[ins[0]], b.shape[ins[1]]
+        if len(a) == 2 and len(c) == 2:
+            return (a[1] if n.attrs.get("transA") else a[0], c[0] if n.attrs.get("transB") else c[1]), size, None
+    if n.op == "MatMul" and len(ins) > 1 and all(i in b.shape for i in ins[:2]):
         a, c = b.shape[ins[0]], b.shape[ins[1]]
         if len(a) >= 1 and len(c) >= 2:
             return (*_broadcast(a[:-2], c[:-2]), *(a[-2:-1] if len(a) > 1 else ()), c[-1]), size, None

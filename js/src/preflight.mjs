@@ -208,7 +208,11 @@ function infer(n, b) {
     }
     return null;
   }
-  if ((n.op === 'MatMul' || n.op === 'Gemm') && ins.length > 1 && b.shape.has(ins[0]) && b.shape.has(ins[1])) {
+  if (n.op === 'Gemm' && ins.length > 1 && b.shape.has(ins[0]) && b.shape.has(ins[1])) {
+    const a = b.shape.get(ins[0]), c = b.shape.get(ins[1]);
+    if (a.length === 2 && c.length === 2) return [[n.attrs.transA ? a[1] : a[0], n.attrs.transB ? c[0] : c[1]], size];
+  }
+  if (n.op === 'MatMul' && ins.length > 1 && b.shape.has(ins[0]) && b.shape.has(ins[1])) {
     const a = b.shape.get(ins[0]), c = b.shape.get(ins[1]);
     if (a.length >= 1 && c.length >= 2) return [[...broadcast(a.slice(0, -2), c.slice(0, -2)), ...(a.length > 1 ? [a[a.length - 2]] : []), c[c.length - 1]], size];
   }
