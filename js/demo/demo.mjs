@@ -167,16 +167,19 @@ function drawImages(r, shape, labels) {
   const c = $('canvas'), g = c.getContext('2d'), n = r.dims[0];
   const [h, w] = shape.slice(-2), channels = shape.length > 2 ? shape[0] : 1, size = h * w * channels;
   const [lo, hi] = state.sampler.spec.valueRange ?? [-1, 1];
-  const cols = Array.isArray(labels) ? Math.ceil(n / state.sampler.spec.numClasses) : Math.ceil(Math.sqrt(n));
-  const shown = Math.min(n, cols * cols), rows = Math.ceil(shown / cols);
-  const cell = Math.floor((c.width - 8) / Math.max(cols, rows)), gap = Math.max(1, Math.floor(cell / 10));
+  // with a label per row: one row per class, every sample of it in that row (up to 64 columns);
+  // otherwise a near-square grid of up to 64 x 64; the cells fit both the width and the height
+  const classes = Array.isArray(labels) ? state.sampler.spec.numClasses : 0;
+  const cols = Math.min(64, classes ? Math.ceil(n / classes) : Math.ceil(Math.sqrt(n)));
+  const shown = Math.min(n, classes ? cols * classes : cols * cols), rows = classes || Math.ceil(shown / cols);
+  const cell = Math.max(1, Math.floor(Math.min((c.width - 8) / cols, (c.height - 8) / rows)));
+  const gap = cell >= 4 ? Math.max(1, Math.floor(cell / 10)) : 0;
   g.setTransform(1, 0, 0, 1, 0, 0);
   g.fillStyle = '#fff'; g.fillRect(0, 0, c.width, c.height);
   const img = g.createImageData(w, h), tmp = document.createElement('canvas');
   tmp.width = w; tmp.height = h;
   g.imageSmoothingEnabled = false;
   // with a label per row (i % classes), image i goes to row (i % classes), column floor(i / classes)
-  const classes = Array.isArray(labels) ? state.sampler.spec.numClasses : 0;
   for (let i = 0; i < shown; i++) {
     for (let p = 0; p < h * w; p++) {
       for (let ch = 0; ch < 3; ch++) {

@@ -31,6 +31,8 @@ def score_reach(path: str, n: int = 1000, plot: str | None = None, baseline: boo
         out["flow"][nfe] = {**reach.metrics(x, obs), "samples_per_s": n / took}
     if baseline:
         import torch
+        # one thread, as fm-train fit trains by default: on a busy machine a second one mostly spins
+        torch.set_num_threads(1)
         train, arch = s.spec.training, s.spec.architecture
         net = reach.fit_regression(int(train.get("steps", 4000)), int(train.get("batch_size", 512)),
                                    float(train.get("lr", 2e-3)), int(arch["width"]), int(arch["depth"]))
