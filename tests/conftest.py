@@ -75,3 +75,23 @@ def run_cli(*args: str, cwd=None, env=None, check=True) -> subprocess.CompletedP
 def moons_data(n: int, seed: int) -> np.ndarray:
     from training.data import sample_data
     return sample_data("moons", n, seed)
+
+
+def writing_into(pid: int, folder: Path, timeout: float = 60.0) -> list[str]:
+    """Wait until process `pid` has a file open in `folder` (its output, written to an unnamed
+    file there until it is complete); returns the paths /proc shows for them."""
+    import os
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        links = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+        found = [link for link in links if link.startswith(str(folder))]
+        if found:
+            return found
+        time.sleep(0.05)
+    return []

@@ -16,7 +16,7 @@ import fm_runtime
 from fm_runtime.model.contract import build_metadata, write_metadata
 from fuzz.hostile_files import loop, loop_inits, model
 
-from .conftest import cli_argv, run_cli
+from .conftest import cli_argv, run_cli, writing_into
 from .node_bridge import needs_node, node_sample
 
 
@@ -265,22 +265,10 @@ def test_both_readers_refuse_every_bomb_the_same_way(tmp_path):
 def test_sigkill_leaves_no_temporary_file(tmp_path):
     # the output is written to an unnamed file in its folder and linked in only when complete, so
     # not even SIGKILL (which no handler sees) leaves a fragment behind
-    import os
     proc = subprocess.Popen(cli_argv("fm-run", "sample", "-n", "30000000", "--steps", "50", "--seed", "0",
                                      "--out", str(tmp_path / "x.npy")), stderr=subprocess.DEVNULL)
     try:
-        writing = []
-        for _ in range(600):                 # until the output file is open (up to a minute under load)
-            time.sleep(0.1)
-            links = []
-            for fd in os.listdir(f"/proc/{proc.pid}/fd"):
-                try:
-                    links.append(os.readlink(f"/proc/{proc.pid}/fd/{fd}"))
-                except OSError:
-                    pass
-            writing = [link for link in links if link.startswith(str(tmp_path))]
-            if writing:
-                break
+        writing = writing_into(proc.pid, tmp_path)
         assert writing and all(link.endswith("(deleted)") for link in writing), writing
         assert list(tmp_path.iterdir()) == []
     finally:

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import fm_runtime
 
-from .conftest import run_cli
+from .conftest import run_cli, writing_into
 
 
 def nan_after_half_model(path):
@@ -232,9 +232,7 @@ def test_interrupt_leaves_previous_output_whole(tmp_path):
     code = ("import sys; from fm_runtime.cli.main import main; "
             f"sys.argv = ['fm-run', 'sample', '-n', '50000000', '--seed', '0', '--out', {str(out)!r}]; main()")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not any(f.name.startswith(".x.npy") for f in tmp_path.iterdir()):
-        time.sleep(0.05)
+    assert writing_into(proc.pid, tmp_path)      # the output is being written
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
