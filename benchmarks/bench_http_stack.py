@@ -48,22 +48,14 @@ def aiohttp_server(port: int) -> None:
 
 
 async def load(port: int, concurrency: int, seconds: float) -> dict:
+    from bench_serve import closed_loop
     from tritonclient.http.aio import InferenceServerClient
     client = InferenceServerClient(f"127.0.0.1:{port}", conn_limit=concurrency + 4)
-    latencies: list[float] = []
 
-    async def worker(end: float, record: bool):
-        while time.perf_counter() < end:
-            t0 = time.perf_counter()
-            (await client.infer("m", [], parameters={"n": 1})).as_numpy("samples")
-            if record:
-                latencies.append(time.perf_counter() - t0)
-    await asyncio.gather(*(worker(time.perf_counter() + 1.0, False) for _ in range(concurrency)))
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
-    wall = time.perf_counter() - start
+    async def call():
+        (await client.infer("m", [], parameters={"n": 1})).as_numpy("samples")
+    lat, wall = await closed_loop(call, concurrency, seconds)
     await client.close()
-    lat = np.array(latencies) * 1e3
     return {"rps": len(lat) / wall, "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
 
 

@@ -41,6 +41,23 @@ def digits_file(folder: Path) -> str:
     return str(path)
 
 
+async def closed_loop(call, concurrency: int, seconds: float, warmup: float = 1.0) -> tuple[np.ndarray, float]:
+    """`concurrency` clients, each awaiting call() back to back: `warmup` seconds untimed, then
+    `seconds` timed. Returns (latencies in ms, timed wall seconds). bench_http_stack.py uses it too."""
+    latencies: list[float] = []
+
+    async def worker(end: float, record: bool):
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            await call()
+            if record:
+                latencies.append(time.perf_counter() - t0)
+    await asyncio.gather(*(worker(time.perf_counter() + warmup, False) for _ in range(concurrency)))
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
+    return np.array(latencies) * 1e3, time.perf_counter() - start
+
+
 async def load(url: str, model: str, rows: int, concurrency: int, seconds: float, classes: int) -> dict:
     from tritonclient.http.aio import InferenceServerClient
 
@@ -52,28 +69,16 @@ async def load(url: str, model: str, rows: int, concurrency: int, seconds: float
         labels = InferInput("labels", [rows], "INT64")
         labels.set_data_from_numpy(np.arange(rows, dtype=np.int64) % classes)
         inputs = [labels]
-    latencies: list[float] = []
-    errors = 0
+    errors, seeds = 0, iter(range(1 << 62))
 
-    async def worker(end: float, record: bool):
+    async def call():
         nonlocal errors
-        seed = 0
-        while time.perf_counter() < end:
-            t0 = time.perf_counter()
-            try:
-                r = await client.infer(model, inputs, parameters={**params, "seed": seed})
-                r.as_numpy("samples")
-            except Exception:
-                errors += 1
-            if record:
-                latencies.append(time.perf_counter() - t0)
-            seed += 1
-    await asyncio.gather(*(worker(time.perf_counter() + 1.0, False) for _ in range(concurrency)))
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
-    wall = time.perf_counter() - start
+        try:
+            (await client.infer(model, inputs, parameters={**params, "seed": next(seeds)})).as_numpy("samples")
+        except Exception:
+            errors += 1
+    lat, wall = await closed_loop(call, concurrency, seconds)
     await client.close()
-    lat = np.array(latencies) * 1e3
     return {"requests_per_s": len(lat) / wall, "rows_per_s": len(lat) * rows / wall,
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)), "errors": errors,
             "requests": len(lat)}
