@@ -30,6 +30,11 @@ def test_js_sampler_matches_python(trained, conditional, tmp_path):
     fx.mkdir()
     export_checkpoint(trained.ckpt, fx / "baked.onnx", bake="heun:4")
     export_checkpoint(trained.ckpt, fx / "sched.onnx", default_schedule=FILE_SCHEDULE)
+    # a class-conditional image model for the demo page's grid (its layout, not its quality: 2 steps)
+    from export.onnx_export import export_model
+    from training.train import fit
+    export_model(*fit("digits", steps=2, width=32, depth=2, conditional=True, progress=False), fx / "digits.onnx",
+                 divergence=False)
     import onnx
     bare = onnx.load(trained.onnx)
     del bare.metadata_props[:]

@@ -79,6 +79,18 @@ describe('demo page in headless Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
   });
 
+  test('a class-conditional image model at its defaults: every sample, one row per class', async () => {
+    const bytes = Array.from(readFileSync(join(fx.dir, 'digits.onnx')));
+    await page.evaluate((b) => window.fmDemo.loadBytes(Uint8Array.from(b), 'digits.onnx'), bytes);
+    assert.equal(await page.inputValue('#n'), '80');             // 8 samples for each of 10 classes
+    assert.equal(await page.textContent('#caption'), '80 of 80 samples, 1×8×8, one row per class');
+    await page.screenshot({ path: join(ARTIFACTS, 'demo-digits.png') });
+    await page.click('#shipped');
+    await page.waitForFunction(() => /moons\.onnx/.test(document.querySelector('#model').textContent)
+      && !document.querySelector('#go').disabled);
+    assert.deepEqual(errors, []);
+  });
+
   test('a time schedule from the page, and a layout that fits a phone', async () => {
     await page.selectOption('#schedule', 'shift:3');
     await page.click('#go');
