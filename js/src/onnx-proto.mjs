@@ -89,8 +89,9 @@ function readDim(r) {
   return dim;
 }
 
-function readValueInfo(r) {
-  const info = { name: '', type: 'unknown', shape: [] };
+/** {name, type, shape, ranked}: ranked is false when the value declares no shape at all. */
+export function readValueInfo(r) {
+  const info = { name: '', type: 'unknown', shape: [], ranked: false };
   for (const [f, w, v] of r.fields()) {
     if (f === 1) { expectLen(w, 'a value name'); info.name = text(r, v); }
     if (f !== 2 || w !== WIRE_LEN) continue;
@@ -100,6 +101,7 @@ function readValueInfo(r) {
       for (const [ef, ew, ev] of tensor.fields()) {
         if (ef === 1 && ew === WIRE_VARINT) info.type = `tensor(${ELEM_TYPES[ev] ?? ev})`;
         if (ef === 2 && ew === WIRE_LEN) {
+          info.ranked = true;
           for (const [df, dw, dv] of r.sub(ev).fields()) if (df === 1 && dw === WIRE_LEN) info.shape.push(readDim(r.sub(dv)));
         }
       }

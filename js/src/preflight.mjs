@@ -7,7 +7,7 @@
 
 import { LIMITS } from './definitions.mjs';
 import { ResourceError } from './errors.mjs';
-import { ProtoError, Reader, text } from './onnx-proto.mjs';
+import { ProtoError, Reader, readValueInfo, text } from './onnx-proto.mjs';
 
 const ITEM = { 1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 8: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8, 15: 16, 16: 2 };
 const SMALL = 4096;
@@ -88,28 +88,6 @@ function readNode(r) {
   return n;
 }
 
-function readInputDims(r) {
-  let name = '', dims = null;
-  for (const [f, w, v] of r.fields()) {
-    if (f === 1 && w === 2) name = text(r, v);
-    if (f !== 2 || w !== 2) continue;
-    for (const [tf, tw, tv] of r.sub(v).fields()) {
-      if (tf !== 1 || tw !== 2) continue;
-      for (const [sf, sw, sv] of r.sub(tv).fields()) {
-        if (sf !== 2 || sw !== 2) continue;
-        dims = [];
-        for (const [df, dw, dv] of r.sub(sv).fields()) {
-          if (df !== 1 || dw !== 2) continue;
-          let size = null;
-          for (const [qf, qw, qv] of r.sub(dv).fields()) if (qf === 1 && qw === 0) size = qv;
-          dims.push(size);
-        }
-      }
-    }
-  }
-  return [name, dims];
-}
-
 function readGraphs(bytes) {
   const r = new Reader(bytes), graphs = [];
   for (const [f, w, v] of r.fields()) {
@@ -122,7 +100,10 @@ function readGraphs(bytes) {
           let name = '';
           for (const [tf, tw, tv] of r.sub(gv).fields()) if (tf === 8 && tw === 2) name = text(r, tv);
           g.inits[name] = readTensor(r.sub(gv));
-        } else if (gf === 11) { const [name, dims] = readInputDims(r.sub(gv)); g.inputs[name] = dims; }
+        } else if (gf === 11) {
+          const info = readValueInfo(r.sub(gv));
+          g.inputs[info.name] = info.ranked ? info.shape : null;
+        }
       }
       graphs.unshift(g);
     } else if (f === 25 && w === 2) {
