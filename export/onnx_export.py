@@ -10,10 +10,6 @@ file also carries the divergence graph for log-likelihoods, made from the export
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
-import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter as time_module
@@ -27,7 +23,6 @@ import torch
 import fm_runtime
 from fm_runtime.cli.io import atomic_write
 from fm_runtime.model.contract import build_metadata, io_table, read_spec, write_metadata
-from fm_runtime.model.session import one_line
 from fm_runtime.model.spec import NAMES
 from fm_runtime.solve.schedules import parse_schedule
 from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
@@ -40,6 +35,7 @@ from .errors import ExportError
 from .jvp import divergence_graph
 from .signature import Signature
 from .stage import export_stage, stage_inputs
+from .torch_onnx import export_program
 from .verify import _OUTPUTS, VERIFY_BATCHES, _feed, _jvp_reference, _structured, verify_against_torch
 
 OPSET = 20                      # the opset every exported file declares
@@ -66,18 +62,12 @@ def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], kind: str = "
     by the inputs that name it), weights inline; torch's failures become one ExportError line."""
     feed, dynamic = _feed(data_shape, kind, 4, np.random.default_rng(0), num_classes, sig)
     inputs = {k: torch.from_numpy(v) for k, v in feed.items()}
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                module, tuple(inputs.values()), dynamo=True, input_names=list(inputs),
-                output_names=_OUTPUTS[kind], dynamic_shapes=_structured(dynamic, kind),
-                external_data=False, opset_version=OPSET, verbose=False)
-    except Exception as e:
-        raise ExportError(f"torch.onnx could not export the network ({type(e).__name__}: {one_line(e)}); "
-                          "a network that torch.export can trace with a dynamic batch exports") from None
-    return program.model_proto
+        return export_program(module, tuple(inputs.values()), what="the network", input_names=list(inputs),
+                              output_names=_OUTPUTS[kind], dynamic_shapes=_structured(dynamic, kind),
+                              opset_version=OPSET)
+    except ExportError as e:
+        raise ExportError(f"{e}; a network that torch.export can trace with a dynamic batch exports") from None
 
 
 def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape, num_classes: int,

@@ -5,20 +5,15 @@ batch sizes and two bindings of its symbols, and stored base64 in fm.condition_s
 from __future__ import annotations
 
 import base64
-import contextlib
-import io
-import logging
-import warnings
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
-from fm_runtime.model.session import one_line
-
 from .checks import add_selftest, check_proto
 from .errors import ExportError
 from .signature import Signature, parse_input
+from .torch_onnx import export_program
 
 
 def stage_inputs(condition: dict) -> list[dict]:
@@ -48,16 +43,8 @@ def export_stage(condition: dict, items: list[dict], sig: Signature, opset: int)
     dims = {name: torch.export.Dim(name) for name in {d for i in items for d in i["shape"] if isinstance(d, str)}}
     batch = torch.export.Dim("batch")
     dynamic = tuple({0: batch, **{a + 1: dims[d] for a, d in enumerate(i["shape"]) if isinstance(d, str)}} for i in items)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(module, tuple(torch.from_numpy(v) for v in example.values()), dynamo=True,
-                                        input_names=list(example), output_names=outputs, dynamic_shapes=dynamic,
-                                        external_data=False, opset_version=opset, verbose=False)
-    except Exception as e:
-        raise ExportError(f"torch.onnx could not export the condition stage ({type(e).__name__}: {one_line(e)})") from None
-    proto = program.model_proto
+    proto = export_program(module, tuple(torch.from_numpy(v) for v in example.values()), what="the condition stage",
+                           input_names=list(example), output_names=outputs, dynamic_shapes=dynamic, opset_version=opset)
     data = check_proto(proto)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     for which, b in enumerate((1, 5)):

@@ -1,4 +1,6 @@
 """Export: one self-contained file with the contract, verified against torch before success."""
+import warnings
+
 import numpy as np
 import onnx
 import pytest
@@ -132,3 +134,27 @@ def test_fm_export_stops_at_its_timeout_and_writes_nothing(trained, tmp_path, ho
     assert list(tmp_path.iterdir()) == []
     p = run_cli("fm-export", *args, "--out", str(tmp_path / "m.onnx"), "--timeout", "inf", check=False)
     assert p.returncode == 2 and "not a number of seconds" in p.stderr
+
+
+def test_exports_in_one_process_reuse_torchs_operator_table_and_give_the_same_graph():
+    """export.torch_onnx reuses torch.onnx's aten -> ONNX table across exports (building it is
+    ~1.4 s of each); the graph must be the one torch.onnx.export makes on its own."""
+    from torch.onnx._internal.exporter import _registration
+
+    from export import torch_onnx
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.SiLU(), torch.nn.Linear(8, 3)).eval()
+    x = torch.randn(4, 3)
+    options = dict(input_names=["x"], output_names=["v"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                   opset_version=OPSET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")         # torch's own deprecation notices
+        plain = torch.onnx.export(net, (x,), dynamo=True, external_data=False, verbose=False, **options).model_proto
+    built = _registration.ONNXRegistry.from_torchlib
+    first = torch_onnx.export_program(net, (x,), what="a test net", **options)
+    tables = dict(torch_onnx._tables)
+    again = torch_onnx.export_program(net, (x,), what="a test net", **options)
+    assert len(tables) >= 1 and torch_onnx._tables == tables          # built once, then reused
+    assert _registration.ONNXRegistry.from_torchlib.__func__ is built.__func__   # torch left as it was
+    for proto in (first, again):
+        assert proto.graph.SerializeToString() == plain.graph.SerializeToString()
