@@ -48,27 +48,48 @@ def argv_for(command: str, model: str, work: Path) -> list[str]:
     return ["bench", model, "--batch", "4", "--steps", "1", "--solver", "euler", *limits]
 
 
-def run_forked(argv: list[str], cwd: Path) -> dict:
-    """fm-run argv in a forked child: exit code, stdout, stderr, peak RSS (bytes), seconds."""
+def _fm_run(argv: list[str]) -> None:
+    from fm_runtime.cli.main import main
+    main(argv)
+
+
+def _kib(field: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_forked(argv: list[str], cwd: Path, entry=_fm_run, name: str = "fm-run") -> dict:
+    """`name argv` (entry(argv)) in a forked child: exit code, stdout, stderr, peak RSS (bytes,
+    the parent's share included), what the run itself took on top of the forked process (bytes,
+    from the child's own high-water mark, reset at the fork), seconds."""
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    taken_r, taken_w = os.pipe()
     start = time.monotonic()
     pid = os.fork()
-    if pid == 0:                                     # the child: become `fm-run argv`
+    if pid == 0:                                     # the child: become `name argv`
         code = EXIT_INTERNAL
+        os.close(taken_r)
+        base = 0
         try:
             os.chdir(cwd)
             os.dup2(out.fileno(), 1)
             os.dup2(err.fileno(), 2)
             resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))    # a backstop only
-            from fm_runtime.cli.main import main
-            sys.argv = ["fm-run", *argv]
-            main(argv)
+            with open("/proc/self/clear_refs", "w") as f:   # 5: reset the peak RSS to the current
+                f.write("5")
+            base = _kib("VmRSS")
+            sys.argv = [name, *argv]
+            entry(argv)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else EXIT_INTERNAL
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            os.write(taken_w, str(max(0, _kib("VmHWM") - base) * 1024).encode())
             os._exit(code)
+    os.close(taken_w)
     killed = False
     while True:
         done, status, usage = os.wait4(pid, os.WNOHANG)
@@ -79,11 +100,14 @@ def run_forked(argv: list[str], cwd: Path) -> dict:
             killed = True
         time.sleep(0.005)
     seconds = time.monotonic() - start
+    taken = os.read(taken_r, 64).decode() or "0"
+    os.close(taken_r)
     out.seek(0)
     err.seek(0)
     code = os.waitstatus_to_exitcode(status)
     return {"rc": "killed (hang)" if killed else code, "stdout": out.read().decode("utf-8", "replace"),
-            "stderr": err.read().decode("utf-8", "replace"), "peak": usage.ru_maxrss * 1024, "seconds": seconds}
+            "stderr": err.read().decode("utf-8", "replace"), "peak": usage.ru_maxrss * 1024,
+            "taken": int(taken), "seconds": seconds}
 
 
 def problems(r: dict, command: str, expect: int | dict | None, work: Path) -> list[str]:

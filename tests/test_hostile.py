@@ -72,6 +72,25 @@ def test_crafted_corpus_never_crashes_lies_or_hangs(tmp_path):
     assert {9, 124} <= stopped
 
 
+@pytest.mark.slow
+def test_crafted_checkpoints_are_refused_naming_what_is_wrong(tmp_path):
+    """Every crafted checkpoint and training state through fm-export, fm-train sample and fm-train
+    fit --resume: exit 3 where the command reads the hostile part (2 where fm-export tells what it
+    takes first), one clean line, nothing left behind, bounded time and memory (fuzz/hostile_checkpoints.py)."""
+    import json
+    p = subprocess.run([sys.executable, "-m", "fuzz.hostile_checkpoints", str(tmp_path / "c"), "--json",
+                        str(tmp_path / "r.json")], capture_output=True, text=True, timeout=900,
+                       cwd=Path(__file__).parents[1])
+    print(p.stdout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert len(results) == 3 * len({r["name"] for r in results}) >= 90
+    assert not any(r["problems"] for r in results) and {r["rc"] for r in results} == {0, 2, 3}
+    refusals = [r for r in results if r["rc"] == 3]
+    assert all(r["stderr"].count("\n") == 1 and "checkpoint" in r["stderr"] for r in refusals)
+    assert max(r["seconds"] for r in results if r["class"] != "control") < 10
+
+
 def _never_ending(path) -> None:
     onnx.save(model([loop("x", "v")], loop_inits("v")), str(path))
 

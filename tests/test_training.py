@@ -1,4 +1,6 @@
 """Training side: datasets, the OT path, determinism and checkpoints."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -80,11 +82,16 @@ def test_bad_checkpoints_are_refused(tmp_path):
         "nokey.ckpt": lambda p: save_checkpoint(p, model, {k: v for k, v in config.items() if k != "path"}),
         "badtype.ckpt": lambda p: save_checkpoint(p, model, {**config, "steps": "many"}),
         "mismatch.ckpt": lambda p: save_checkpoint(p, model, {**config, "architecture": {**config["architecture"], "width": 8}}),
+        "deep.ckpt": lambda p: save_checkpoint(p, model, {**config, "architecture": {**config["architecture"], "depth": 10**7}}),
+        "huge.ckpt": lambda p: save_checkpoint(p, model, {**config, "data_shape": [10**6, 10**6]}),
     }
     words = {"junk.ckpt": "not a readable checkpoint", "other.ckpt": "not an fm-runtime checkpoint",
              "nokey.ckpt": "missing 'path'", "badtype.ckpt": "'steps' has the wrong type",
-             "mismatch.ckpt": "does not match its architecture"}
+             "mismatch.ckpt": "does not match its architecture", "deep.ckpt": "'depth' is 10000000: not a size",
+             "huge.ckpt": "data_shape .* is not the shape of one sample"}
     for name, make in cases.items():
         make(tmp_path / name)
+        start = time.perf_counter()
         with pytest.raises(CheckpointError, match=words[name]):
             load_checkpoint(tmp_path / name)
+        assert time.perf_counter() - start < 5         # refused before building (depth 10^7 took minutes)

@@ -3,6 +3,7 @@ and the training state kept beside them for --resume (training.resume fills and 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import torch
@@ -44,6 +45,55 @@ _REQUIRED = {"architecture": dict, "path": dict, "dataset": str, "data_shape": l
              "final_loss": (int, float)}
 
 
+# Sizes an architecture may name. Each of width, depth, heads, patch, dim and num_classes costs
+# the network at least that many weights, so none can exceed the weights the checkpoint holds;
+# one sample may hold at most MAX_SAMPLE values (16 MiB of float32, the runtime's per-row share
+# of its smallest memory allowance): a conv net's weights do not grow with its image size.
+_SIZED = ("width", "depth", "heads", "patch", "dim", "num_classes")
+MAX_SAMPLE = 1 << 22
+
+
+def _rebuild(p: Path, config: dict, weights) -> torch.nn.Module:
+    """The network config["architecture"] describes, with the checkpoint's weights; refused
+    (CheckpointError naming the field) before any memory is taken when the two disagree."""
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in weights.items()):
+        raise CheckpointError(f"{p}: checkpoint field 'state_dict' is not a dict of named tensors")
+    held = sum(v.numel() for v in weights.values())
+    arch, shape = config["architecture"], config["data_shape"]
+    for key in _SIZED:
+        value = arch.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= held:
+            raise CheckpointError(f"{p}: checkpoint architecture {key!r} is {value!r}: not a size the "
+                                  f"{held} weights it holds can have")
+    sizes = [d for d in shape if not (isinstance(d, str) and d.isidentifier())]     # names: a task's symbols
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in sizes) \
+            or math.prod(sizes) > MAX_SAMPLE:
+        raise CheckpointError(f"{p}: checkpoint data_shape {shape!r} is not the shape of one sample "
+                              f"(positive sizes or symbol names, at most {MAX_SAMPLE} values)")
+    try:
+        with torch.device("meta"):              # shapes only: nothing allocated
+            skeleton = _build(arch)
+        want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        have = {k: tuple(v.shape) for k, v in weights.items()}
+        if want != have:
+            odd = sorted(set(want) ^ set(have)) or [k for k in want if want[k] != have[k]]
+            raise ValueError(f"{len(have)} weight tensors where the architecture has {len(want)}; first "
+                             f"difference: {odd[0]} {have.get(odd[0])} vs {want.get(odd[0])}")
+        model = _build(arch)
+        model.load_state_dict(weights)
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{p}: checkpoint does not match its architecture "
+                              f"({' '.join(str(e).split())[:200]})") from None
+    return model
+
+
+def _build(arch: dict) -> torch.nn.Module:
+    if arch.get("type") == "task":      # a conditioned task (training.tasks)
+        from .tasks import build_model
+        return build_model(arch)
+    return build_network(arch)
+
+
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Load a checkpoint (weights_only=True: no code runs) and rebuild its network in eval mode."""
     p = Path(path)
@@ -68,18 +118,13 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
         if not isinstance(config[key], typ) or isinstance(config[key], bool):
             raise CheckpointError(f"{p}: checkpoint config {key!r} has the wrong type "
                                   f"({type(config[key]).__name__})")
+    model = _rebuild(p, config, payload.get("state_dict"))
     try:
-        if config["architecture"].get("type") == "task":      # a conditioned task (training.tasks)
-            from .tasks import build_model
-            model = build_model(config["architecture"])
-        else:
-            model = build_network(config["architecture"])
         path = build_path(config["path"])
-        model.load_state_dict(payload["state_dict"])
         prediction = config.get("prediction", "velocity")
         if prediction != "velocity":
             model = PredictionToVelocity(model, path, prediction)
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{p}: checkpoint does not match its architecture "
+        raise CheckpointError(f"{p}: checkpoint config 'path' or 'prediction' is not usable "
                               f"({' '.join(str(e).split())[:200]})") from None
     return model.eval(), config

@@ -13,6 +13,7 @@ cosine schedule is fixed by its length, so it must stay), and --threads; nothing
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -47,10 +48,43 @@ def read(path: str | Path) -> dict:
         raise _error(f"{p}: not a readable checkpoint ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:200]})") from None
     state = payload.get(STATE_KEY) if isinstance(payload, dict) else None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+    if not isinstance(state, dict):
         raise _error(f"{p}: the checkpoint holds no training state to resume from; "
                               "checkpoints written with --checkpoint-every K do")
+    for field, ok, want in _FIELDS:
+        if not ok(state.get(field)):
+            raise _error(f"{p}: training state field {field!r} is not {want} "
+                         f"(found {type(state.get(field)).__name__}); the checkpoint cannot be resumed")
     return state
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 62
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _weights(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in v.items())
+
+
+_FIELDS = (   # (field, check, what it must be): everything restore() and the loop read
+    ("step", _count, "a step count"),
+    ("recipe", lambda v: isinstance(v, dict) and _count(v.get("steps")) and isinstance(v.get("lr_schedule"), str),
+     "the run's options"),
+    ("stream", lambda v: isinstance(v, dict) and v.get("kind") in ("sequential", "per-step"), "a data stream state"),
+    ("model", _weights, "a dict of named tensors"),
+    ("ema", lambda v: v is None or _weights(v), "a dict of named tensors or none"),
+    ("optimizer", lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
+     and isinstance(v.get("param_groups"), list), "an optimizer state"),
+    ("scheduler", lambda v: v is None or isinstance(v, dict), "a schedule state or none"),
+    ("torch_rng", lambda v: torch.is_tensor(v) and v.dtype == torch.uint8 and v.dim() == 1, "a byte tensor"),
+    ("recent", lambda v: isinstance(v, list) and all(_number(x) for x in v), "a list of losses"),
+    ("seconds", lambda v: _number(v) and v >= 0, "a duration"),
+    ("world_size", lambda v: _count(v) and v >= 1, "a process count"),
+)
 
 
 def check_compatible(state: dict, recipe: dict, where: str) -> None:
@@ -69,14 +103,35 @@ def check_compatible(state: dict, recipe: dict, where: str) -> None:
 
 
 def restore(state: dict, net: torch.nn.Module, averaged, opt, sched, stream) -> None:
-    net.load_state_dict(state["model"])
-    if averaged is not None:
-        averaged.load_state_dict(state["ema"])
-    opt.load_state_dict(state["optimizer"])
-    if sched is not None:
-        sched.load_state_dict(state["scheduler"])
-    stream.load_state(state["stream"])
-    torch.set_rng_state(state["torch_rng"])
+    """Put the saved state into the run's objects; a part that does not fit them is a
+    CheckpointError naming that field, raised before the run takes a step."""
+    parts = [("model", net.load_state_dict), ("ema", averaged and averaged.load_state_dict),
+             ("optimizer", opt.load_state_dict), ("scheduler", sched and sched.load_state_dict),
+             ("stream", stream.load_state), ("torch_rng", torch.set_rng_state)]
+    for field, put in parts:
+        if put is None:
+            continue
+        if state[field] is None:
+            raise _error(f"training state field {field!r} is empty, but this run needs one; the checkpoint "
+                         "cannot be resumed")
+        try:
+            put(state[field])
+            if field == "optimizer":
+                _check_moments(opt)
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError, OverflowError) as e:
+            raise _error(f"training state field {field!r} does not fit this run "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:160]}); the checkpoint cannot be "
+                         "resumed") from None
+
+
+def _check_moments(opt) -> None:
+    """Adam's saved moments must have their parameters' shapes (load_state_dict does not look)."""
+    for group in opt.param_groups:
+        for param in group["params"]:
+            for name, value in opt.state.get(param, {}).items():
+                if not torch.is_tensor(value) or (value.dim() and value.shape != param.shape) or value.numel() == 0:
+                    raise ValueError(f"optimizer {name} of shape {getattr(value, 'shape', type(value).__name__)} "
+                                     f"for a parameter of shape {tuple(param.shape)}")
 
 
 def restarted(out) -> dict | None:
