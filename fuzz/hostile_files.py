@@ -73,6 +73,17 @@ def loop_inits(out: str, trips: int = 10**15):
     return [h.make_tensor(f"M_{out}", T.INT64, [], [trips]), h.make_tensor(f"C_{out}", T.BOOL, [], [True])]
 
 
+def _nested_loops(outer: int, inner: int):
+    """v = 0.5 x through a Loop of `outer` trips whose body runs a Loop of `inner` trips."""
+    body = h.make_graph(
+        [loop("xin", "xout", inner), h.make_node("Identity", ["cin"], ["cout"])], "outer",
+        [_vi("i", [], T.INT64), _vi("cin", [], T.BOOL), _vi("xin", None)],
+        [_vi("cout", [], T.BOOL), _vi("xout", None)], loop_inits("xout", inner))
+    node = h.make_node("Loop", ["M_h", "C_h", "x"], ["h"], body=body)
+    return ([node, h.make_node("Mul", ["h", "half"], ["v"])],
+            [*loop_inits("h", outer), h.make_tensor("half", T.FLOAT, [], [0.5])])
+
+
 def bomb(big: list) -> tuple[list, list]:
     """v = 0.5 x + 0 * sum(big tensor): `big` nodes make tensor 'big' from a tiny input."""
     nodes = [*big, h.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
@@ -221,13 +232,20 @@ def corpus() -> list[tuple[str, str, object, int | None]]:
     add("bombs", "broadcast_outer", lambda: _bytes(model(*_outer_bomb())), 9)
     add("bombs", "many_medium_constants", lambda: _bytes(model(*_many_constants(24))), 9)
 
-    # runs that never end
-    add("endless", "velocity_loop", lambda: _bytes(model([loop("x", "v")], loop_inits("v"))), 124)
-    add("endless", "baked_loop", lambda: _bytes(baked([loop("z", "x")], loop_inits("x"))), 124)
+    # runs that never end: a Loop the file does not bound is refused at load (exit 3) unless
+    # --allow-loops; one with a small fixed trip count runs
+    add("endless", "velocity_loop", lambda: _bytes(model([loop("x", "v")], loop_inits("v"))), 3)
+    add("endless", "baked_loop", lambda: _bytes(baked([loop("z", "x")], loop_inits("x"))), 3)
     add("endless", "selftest_loop", lambda: _bytes(model([loop("x", "v")], loop_inits("v"), selftest=SELFTEST)),
-        {"sample": 124, "info": 124})
+        {"sample": 3, "info": 3})
     add("endless", "divergence_loop", lambda: _bytes(with_divergence(model(), jvp_graph(
-        [loop("e", "jv")], loop_inits("jv")))), {"logprob": 124})
+        [loop("e", "jv")], loop_inits("jv")))), {"logprob": 3})
+    add("endless", "trips_from_the_input", lambda: _bytes(model(
+        [h.make_node("Shape", ["x"], ["s"]), h.make_node("ReduceProd", ["s"], ["M_v"], keepdims=0), loop("x", "v")],
+        loop_inits("v")[1:])), 3)
+    add("endless", "nested_1000x1000", lambda: _bytes(model(*_nested_loops(1000, 1000))), 3)
+    add("endless", "small_fixed_loop", lambda: _bytes(model([loop("x", "h"), h.make_node("Mul", ["h", "half"], ["v"])],
+                                                           [*loop_inits("h", 4), *half], selftest=SELFTEST)), 0)
 
     # text meant for the terminal
     add("terminal", "escape_in_training", _meta(training=json.dumps({"note": ESC, "dataset": "moons" + ESC})), 0)

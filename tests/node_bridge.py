@@ -23,7 +23,7 @@ const out = [];
 for (const job of jobs) {
   let s;
   try {
-    s = await load(job.path);
+    s = await load(job.path, job.options);
   } catch (e) {      // a refused file: its refusal stands for each of its requests
     for (const r of job.requests) out.push({ error: e.name, key: e.key ?? null, message: e.message });
     continue;
@@ -51,13 +51,14 @@ def arg(a: np.ndarray) -> dict:
     return {"data": a.ravel().tolist(), "dims": list(a.shape), "int": a.dtype.kind in "iu"}
 
 
-def node_sample(tmp_path: Path, jobs: list[tuple[Path, list[dict]]], timing: bool = False) -> list:
-    """jobs: [(model path, [request, ...])], a request as sample() takes it with numpy arrays for
+def node_sample(tmp_path: Path, jobs: list[tuple], timing: bool = False) -> list:
+    """jobs: [(model path, [request, ...][, load options])], a request as sample() takes it with numpy arrays for
     noise and the conditions. Returns (samples, condition-stage calls so far) or {"error", "key",
     "message"} per request; with `timing`, (None, calls, milliseconds the sample() call took)."""
-    payload = [{"path": str(p), "timing": timing, "requests": [{k: ({c: arg(a) for c, a in v.items()} if k == "cond" else
-                                                  arg(v) if k == "noise" else v) for k, v in r.items()} for r in reqs]}
-               for p, reqs in jobs]
+    payload = [{"path": str(p), "timing": timing, "options": more[0] if more else {},
+                "requests": [{k: ({c: arg(a) for c, a in v.items()} if k == "cond" else
+                                  arg(v) if k == "noise" else v) for k, v in r.items()} for r in reqs]}
+               for p, reqs, *more in jobs]
     (tmp_path / "jobs.json").write_text(json.dumps(payload))
     script = tmp_path / "bridge.mjs"
     script.write_text(SCRIPT % {"node": json.dumps((JS / "src" / "node.mjs").as_uri()),

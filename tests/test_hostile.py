@@ -69,7 +69,7 @@ def test_crafted_corpus_never_crashes_lies_or_hangs(tmp_path):
     assert {cls for cls, _ in files} == {"metadata", "lies", "bombs", "endless", "terminal", "files"}
     assert not any(r["problems"] for r in results) and 1 not in {r["rc"] for r in results}
     stopped = {r["rc"] for r in results if r["class"] in ("bombs", "endless") and r["command"] == "sample"}
-    assert {9, 124} <= stopped
+    assert {9, 3} <= stopped        # bombs refused for memory, unbounded loops at load
 
 
 @pytest.mark.slow
@@ -100,7 +100,8 @@ def _never_ending(path) -> None:
 def test_a_run_that_never_ends_stops_on_signal_within_2_s(tmp_path, how, sig):
     _never_ending(tmp_path / "loop.onnx")
     proc = subprocess.Popen(cli_argv("fm-run", "sample", str(tmp_path / "loop.onnx"), "-n", "64", "--seed", "0",
-                                    "--out", str(tmp_path / "x.npy"), *how), stderr=subprocess.PIPE, text=True)
+                                    "--out", str(tmp_path / "x.npy"), "--allow-loops", *how),
+                            stderr=subprocess.PIPE, text=True)
     time.sleep(3)                       # loaded and inside the Loop
     assert proc.poll() is None
     sent = time.monotonic()
@@ -114,11 +115,38 @@ def test_a_run_that_never_ends_stops_on_signal_within_2_s(tmp_path, how, sig):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loop.onnx"]
 
 
+def test_a_loop_the_file_does_not_bound_is_refused_unless_trusted(tmp_path):
+    """A Loop with no fixed trip count (or nested loops past limits.max_loop_trips) may never end,
+    and no timeout stops a running onnxruntime call in JavaScript: refused at load, exit 3, with
+    the option that trusts the file named; a small fixed loop runs."""
+    from fuzz.hostile_files import _nested_loops
+    _never_ending(tmp_path / "loop.onnx")
+    onnx.save(model(*_nested_loops(1000, 1000)), str(tmp_path / "nested.onnx"))
+    onnx.save(model([onnx.helper.make_node("Shape", ["x"], ["s"]),
+                     onnx.helper.make_node("ReduceProd", ["s"], ["M_v"], keepdims=0), loop("x", "v")],
+                    loop_inits("v")[1:]), str(tmp_path / "dynamic.onnx"))
+    for name, words in [("dynamic.onnx", "Loop node making 'v' has no trip count the file fixes"),
+                        ("loop.onnx", "Loop node making 'v' runs 1,000,000,000,000,000 times, more than"),
+                        ("nested.onnx", "runs 1,000,000 times (nested loops counted together), more than the 65,536")]:
+        p = run_cli("fm-run", "sample", str(tmp_path / name), "-n", "8", "--out", str(tmp_path / "x.npy"), check=False)
+        assert p.returncode == 3 and words in p.stderr and "--allow-loops" in p.stderr, p.stderr
+        assert p.stderr.count("\n") == 1
+        with pytest.raises(fm_runtime.ModelError, match="allow_loops=True"):
+            fm_runtime.load(tmp_path / name)
+    assert fm_runtime.load(tmp_path / "nested.onnx", allow_loops=True).sample(noise=np.ones((3, 2), np.float32),
+                                                                              steps=1).shape == (3, 2)
+    onnx.save(model([loop("x", "h", 4), onnx.helper.make_node("Mul", ["h", "half"], ["v"])],
+                    [*loop_inits("h", 4), onnx.helper.make_tensor("half", onnx.TensorProto.FLOAT, [], [0.5])]),
+              str(tmp_path / "small.onnx"))
+    x = fm_runtime.load(tmp_path / "small.onnx").sample(noise=np.ones((3, 2), np.float32), steps=1, solver="euler")
+    np.testing.assert_allclose(x, 1.5)      # x + 0.5 x
+
+
 def test_timeout_ends_a_run_with_its_own_code(tmp_path):
     _never_ending(tmp_path / "loop.onnx")
     clock = time.monotonic()
     p = run_cli("fm-run", "sample", str(tmp_path / "loop.onnx"), "-n", "8", "--out", str(tmp_path / "x.npy"),
-                "--timeout", "1", check=False)
+                "--timeout", "1", "--allow-loops", check=False)
     assert p.returncode == 124 and "stopped after --timeout 1 s" in p.stderr and time.monotonic() - clock < 15
     assert sorted(q.name for q in tmp_path.iterdir()) == ["loop.onnx"]
 
@@ -130,7 +158,7 @@ def test_a_self_test_that_never_ends_is_stopped_at_load(tmp_path, monkeypatch):
     monkeypatch.setattr(session, "SELFTEST_SECONDS", 0.5)
     clock = time.monotonic()
     with pytest.raises(fm_runtime.ModelError, match="self-test .* did not finish within 0.5 s"):
-        fm_runtime.load(tmp_path / "m.onnx")
+        fm_runtime.load(tmp_path / "m.onnx", allow_loops=True)
     assert time.monotonic() - clock < 5
 
 
@@ -279,6 +307,38 @@ def test_both_readers_refuse_every_bomb_the_same_way(tmp_path):
     got = node_sample(tmp_path, jobs)
     assert [g.get("error") for g in got] == ["ResourceError"] * len(BOMBS), got
     assert [g["message"] for g in got] == want
+
+
+@needs_node
+def test_both_readers_refuse_a_loop_the_file_does_not_bound(tmp_path):
+    # js/src/preflight.mjs checks the same Loop bound (its option is allowLoops); in JavaScript a
+    # running onnxruntime call cannot be stopped at all, so this check is the only bound there
+    from fuzz.hostile_files import _nested_loops
+    files = {"fixed": model([loop("x", "v")], loop_inits("v")), "nested": model(*_nested_loops(1000, 1000)),
+             "dynamic": model([onnx.helper.make_node("Shape", ["x"], ["s"]),
+                               onnx.helper.make_node("ReduceProd", ["s"], ["M_v"], keepdims=0), loop("x", "v")],
+                              loop_inits("v")[1:]),
+             "small": model([loop("x", "h", 4), onnx.helper.make_node("Mul", ["h", "half"], ["v"])],
+                            [*loop_inits("h", 4), onnx.helper.make_tensor("half", onnx.TensorProto.FLOAT, [], [0.5])])}
+    want = {}
+    for name, m in files.items():
+        onnx.save(m, str(tmp_path / f"{name}.onnx"))
+        try:
+            fm_runtime.load(tmp_path / f"{name}.onnx")
+        except fm_runtime.ModelError as e:
+            want[name] = str(e).split("; refused")[0]
+    z = np.ones((3, 2), np.float32)
+    req = [{"noise": z, "steps": 1, "solver": "euler"}]
+    got = node_sample(tmp_path, [(tmp_path / f"{name}.onnx", req) for name in files]
+                      + [(tmp_path / "nested.onnx", req, {"allowLoops": True})])
+    for (name, _), g in zip(files.items(), got):
+        if name == "small":
+            np.testing.assert_allclose(g[0], 1.5)
+        else:
+            assert g["error"] == "ModelError" and g["message"].split("; refused")[0] == want[name], (name, g)
+            assert "allowLoops: true" in g["message"]
+    assert set(want) == {"fixed", "nested", "dynamic"}
+    np.testing.assert_allclose(got[-1][0], 1.5)     # trusted: the million-trip loop runs
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="unnamed temporary files are Linux's O_TMPFILE")

@@ -75,11 +75,15 @@ def load_conditions(paths: dict[str, str]) -> dict:
     return {name: load_array(path, f"condition {name}", kinds="fiu", dtype=None) for name, path in paths.items()}
 
 
+_TRUST = {"loops": False}       # --allow-loops, for every model this process opens
+
+
 def open_sampler(model, provider="cpu", dim=None, x_name=None, t_name=None, threads=None, tile=None,
           cuda_graph=False, intra_op_threads=1) -> Sampler:
     plain = dim[0] if isinstance(dim, tuple) else dim
     return load(model, provider, data_shape=plain, x_name=x_name, t_name=t_name, threads=threads,
-                tile=tile, cuda_graph=cuda_graph, intra_op_threads=intra_op_threads)
+                tile=tile, cuda_graph=cuda_graph, intra_op_threads=intra_op_threads,
+                allow_loops=_TRUST["loops"])
 
 
 
@@ -109,6 +113,10 @@ def run_limits(f):
                      expose_value=False, callback=_set_budget,
                      help="Memory this run may use (e.g. 2G, 512M, 25% of RAM); beyond it the run "
                           "stops with exit code 9 instead of swapping.")(f)
+    f = click.option("--allow-loops", is_flag=True, expose_value=False,
+                     callback=lambda ctx, param, value: _TRUST.update(loops=value),
+                     help="Run model files whose graphs hold a Loop with no fixed trip count (refused "
+                          "by default: it may never end); only for files you trust.")(f)
     return timeout_option(f)
 
 

@@ -89,6 +89,7 @@ class Likelihoods:
         """The Jacobian-vector-product graph the file carries (fm.divergence), loaded once."""
         with self._jvp_lock:
             if self._jvp_session is None:
-                self._jvp_session = open_divergence(self.spec, self.path, self.providers, self.session_options)
+                self._jvp_session = open_divergence(self.spec, self.path, self.providers, self.session_options,
+                                                    self.allow_loops)
             return self._jvp_session
 

@@ -42,6 +42,8 @@ def label_rows(labels, a: int, b: int):
 class Sampler(Likelihoods):
     """A loaded model: `sample()` integrates its velocity from noise (t = 0) to data (t = 1)."""
 
+    allow_loops = False         # load(allow_loops=True): the file's unbounded Loops are trusted
+
     def __init__(self, session: ort.InferenceSession, spec: ModelSpec, path: str, *,
                  tile: int = DEFAULT_TILE, workers: int = 1, device_resident: bool = False,
                  session_options: ort.SessionOptions | None = None, auto_tile: bool = False):
@@ -112,7 +114,8 @@ class Sampler(Likelihoods):
         def run(feed: dict) -> list:
             with self._jvp_lock:
                 if self._stage_session is None:
-                    self._stage_session = open_stage(self.spec, self.path, self.providers, self.session_options)
+                    self._stage_session = open_stage(self.spec, self.path, self.providers, self.session_options,
+                                                     self.allow_loops)
                 self.stage_calls += 1
             try:
                 return self._stage_session.run(self.spec.stage["outputs"], feed, RUN)
@@ -263,7 +266,7 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
          data_shape: tuple[int, ...] | int | None = None, x_name: str | None = None,
          t_name: str | None = None, threads: int | None = None, tile: int | None = None,
          intra_op_threads: int = 1, device_resident: bool | None = None,
-         cuda_graph: bool = False) -> Sampler:
+         cuda_graph: bool = False, allow_loops: bool = False) -> Sampler:
     """Load a model file (None: the moons model shipped inside the package) and return a Sampler.
 
     `provider` is a short name ("cpu", "cuda", ...) or a full onnxruntime provider name.
@@ -273,7 +276,10 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     (default 1: for these small networks, parallel tiles beat parallel matmuls). On a GPU provider
     the batch goes whole to one call, and the solver state stays on the device between steps
     (`device_resident`, default: on for every provider but CPU). `cuda_graph=True` lets the CUDA
-    provider capture a baked graph once per batch size and replay it.
+    provider capture a baked graph once per batch size and replay it. `allow_loops=True` runs
+    a graph holding a Loop whose trip count the file does not fix (refused by default: such a
+    loop may never end, and no timeout can stop a running onnxruntime call); only for files
+    whose producer you trust.
 
     Raises ModelError (file missing, unreadable, not a usable model, fails its self-test),
     ProviderError (provider not available) or UsageError (options that do not fit), all
@@ -281,7 +287,7 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     """
     session, spec, where, opts = open_model(path, provider, data_shape=data_shape, x_name=x_name,
                                             t_name=t_name, intra_op_threads=intra_op_threads,
-                                            cuda_graph=cuda_graph)
+                                            cuda_graph=cuda_graph, allow_loops=allow_loops)
     on_cpu = session.get_providers()[0] == "CPUExecutionProvider"
     workers = threads or os.cpu_count() or 1
     if not on_cpu:
@@ -289,6 +295,8 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     auto = tile is None
     if auto:
         tile = DEFAULT_TILE if spec.symbolic else default_tile(spec.dim)
-    return Sampler(session, spec, where, tile=tile, workers=workers,
-                   device_resident=(not on_cpu) if device_resident is None else device_resident,
-                   session_options=opts, auto_tile=on_cpu and auto)
+    sampler = Sampler(session, spec, where, tile=tile, workers=workers,
+                      device_resident=(not on_cpu) if device_resident is None else device_resident,
+                      session_options=opts, auto_tile=on_cpu and auto)
+    sampler.allow_loops = allow_loops       # for the graphs it opens later (stage, divergence)
+    return sampler

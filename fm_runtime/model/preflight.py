@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..definitions import CONTRACT
-from ..errors import ResourceError
+from ..errors import ModelError, ResourceError
 from . import onnx_wire as wire
 
 LIMITS = CONTRACT["limits"]
@@ -42,9 +42,10 @@ def allowance(file_bytes: int) -> int:
     return allowed
 
 
-def check_graph_memory(data: bytes, where: str, allowed: int | None = None) -> None:
+def check_graph_memory(data: bytes, where: str, allowed: int | None = None, allow_loops: bool = False) -> None:
     """Refuse a model whose graph is bound to allocate more than `allowed` bytes (default:
-    allowance(len(data))) before onnxruntime is given it."""
+    allowance(len(data))) before onnxruntime is given it (ResourceError), or that holds a Loop
+    the file does not bound, unless `allow_loops` (ModelError)."""
     allowed = allowance(len(data)) if allowed is None else allowed
     try:
         graphs = wire.model_graphs(data)
@@ -52,6 +53,35 @@ def check_graph_memory(data: bytes, where: str, allowed: int | None = None) -> N
         return      # not protobuf: onnxruntime refuses it with the message that says what it is
     for g in graphs:
         _check(g, where, allowed)
+        if not allow_loops:
+            _check_loops(g, where, {}, 1)
+
+
+def _check_loops(g: wire.Graph, where: str, outer: dict, trips: int) -> None:
+    """Every Loop (at any depth) must run a trip count the file fixes (a constant), and nested
+    loops together at most limits.max_loop_trips times; If and Scan end by themselves."""
+    consts = {**outer, **{k: t.value for k, t in g.initializers.items() if t.value is not None}}
+    for n in g.nodes:
+        if n.op == "Constant" and isinstance(n.attrs.get("value"), wire.Tensor) and n.outputs:
+            consts[n.outputs[0]] = n.attrs["value"].value
+        runs = trips
+        if n.op == "Loop" and n.domain in ("", "ai.onnx"):
+            m = consts.get(n.inputs[0]) if n.inputs and n.inputs[0] else None
+            name = n.outputs[0] if n.outputs else n.op
+            if m is None or np.size(m) != 1:
+                raise ModelError(f"{where}: its Loop node making {name!r} has no trip count the file fixes, so "
+                                 "it may run forever; refused (load it with allow_loops=True, or fm-run "
+                                 "--allow-loops, only if you trust the file's producer)")
+            runs = trips * max(int(np.ravel(m)[0]), 0)
+            if runs > LIMITS["max_loop_trips"]:
+                together = " (nested loops counted together)" if trips > 1 else ""
+                raise ModelError(f"{where}: its Loop node making {name!r} runs {runs:,} times{together}, more "
+                                 f"than the {LIMITS['max_loop_trips']:,} a file may loop; "
+                                 "refused (allow_loops=True or fm-run --allow-loops lifts this for a trusted file)")
+        for value in n.attrs.values():
+            for sub in value if isinstance(value, list) else [value]:
+                if isinstance(sub, wire.Graph):
+                    _check_loops(sub, where, consts, runs)
 
 
 def _broadcast(*shapes):

@@ -69,9 +69,11 @@ def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
 
 def open_model(path: str | os.PathLike | None, provider: str = "cpu", *, data_shape=None,
                x_name: str | None = None, t_name: str | None = None, intra_op_threads: int = 1,
-               cuda_graph: bool = False) -> tuple[ort.InferenceSession, ModelSpec, str, ort.SessionOptions]:
+               cuda_graph: bool = False, allow_loops: bool = False
+               ) -> tuple[ort.InferenceSession, ModelSpec, str, ort.SessionOptions]:
     """(session, spec, where, options) for a model file (None: the shipped moons model), its
-    self-test passed. Raises ModelError, ProviderError or UsageError with one line."""
+    self-test passed. Raises ModelError, ProviderError or UsageError with one line. allow_loops:
+    run a Loop whose trip count the file does not fix (preflight.check_graph_memory)."""
     p = default_model_path() if path is None else Path(path)
     where = str(p)
     if not p.exists():
@@ -97,7 +99,7 @@ def open_model(path: str | os.PathLike | None, provider: str = "cpu", *, data_sh
         data = p.read_bytes()
     except OSError as e:
         raise ModelError(f"{where}: cannot read the file ({e.strerror})") from None
-    check_graph_memory(data, where)         # before onnxruntime folds a bomb's constants
+    check_graph_memory(data, where, allow_loops=allow_loops)    # before onnxruntime folds a bomb's constants
     try:
         # from bytes, so a reference to external data cannot silently load a sidecar file
         session = ort.InferenceSession(data, sess_options=opts, providers=wanted,
@@ -120,24 +122,26 @@ def open_model(path: str | os.PathLike | None, provider: str = "cpu", *, data_sh
     return session, spec, where, opts
 
 
-def open_divergence(spec: ModelSpec, path: str, providers: list[str], opts) -> ort.InferenceSession:
+def open_divergence(spec: ModelSpec, path: str, providers: list[str], opts,
+                    allow_loops: bool = False) -> ort.InferenceSession:
     """The divergence graph a model file carries in fm.divergence, its own self-test passed."""
-    return _open_embedded(spec.divergence["onnx_base64"], "divergence", path, providers, opts)
+    return _open_embedded(spec.divergence["onnx_base64"], "divergence", path, providers, opts, allow_loops)
 
 
-def open_stage(spec: ModelSpec, path: str, providers: list[str], opts) -> ort.InferenceSession:
+def open_stage(spec: ModelSpec, path: str, providers: list[str], opts, allow_loops: bool = False) -> ort.InferenceSession:
     """The condition stage a model file carries in fm.condition_stage, its own self-test passed."""
-    return _open_embedded(spec.stage["onnx_base64"], "condition_stage", path, providers, opts)
+    return _open_embedded(spec.stage["onnx_base64"], "condition_stage", path, providers, opts, allow_loops)
 
 
-def _open_embedded(b64: str, key: str, path: str, providers: list[str], opts) -> ort.InferenceSession:
+def _open_embedded(b64: str, key: str, path: str, providers: list[str], opts,
+                   allow_loops: bool) -> ort.InferenceSession:
     where = f"{path} ({key.replace('_', ' ')} graph)"
     try:
         data = base64.b64decode(b64, validate=True)
     except ValueError:
         raise ModelError(f"{path}: fm.{key} does not hold base64 data", key=f"fm.{key}") from None
     opts = opts or ort.SessionOptions()
-    check_graph_memory(data, where, allowance(len(b64)))
+    check_graph_memory(data, where, allowance(len(b64)), allow_loops)
     try:
         session = ort.InferenceSession(data, sess_options=opts, providers=providers)
     except Exception as e:

@@ -6,7 +6,7 @@
 // static_bytes_per_file_byte times the file's size, whichever is larger.
 
 import { LIMITS } from './definitions.mjs';
-import { ResourceError } from './errors.mjs';
+import { ModelError, ResourceError } from './errors.mjs';
 import { ProtoError, Reader, readValueInfo, text } from './onnx-proto.mjs';
 
 const ITEM = { 1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 8: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8, 15: 16, 16: 2 };
@@ -81,6 +81,8 @@ function readNode(r) {
         else if (af === 3 && aw === 0) value = a.lastSigned();
         else if (af === 5 && aw === 2) value = readTensor(r.sub(av));
         else if (af === 8) ints = ints.concat(aw === 2 ? signedVarints(r, av) : [a.lastSigned()]);
+        else if (af === 6 && aw === 2) value = readGraph(r, av);             // a Loop's or If's body
+        else if (af === 11 && aw === 2) value = [...(Array.isArray(value) ? value : []), readGraph(r, av)];
       }
       n.attrs[name] = value ?? (ints.length ? ints : null);
     }
@@ -88,24 +90,28 @@ function readNode(r) {
   return n;
 }
 
+function readGraph(r, range) {
+  const g = { graph: true, nodes: [], inits: {}, inputs: {} };
+  for (const [gf, gw, gv] of r.sub(range).fields()) {
+    if (gw !== 2) continue;
+    if (gf === 1) g.nodes.push(readNode(r.sub(gv)));
+    else if (gf === 5) {
+      let name = '';
+      for (const [tf, tw, tv] of r.sub(gv).fields()) if (tf === 8 && tw === 2) name = text(r, tv);
+      g.inits[name] = readTensor(r.sub(gv));
+    } else if (gf === 11) {
+      const info = readValueInfo(r.sub(gv));
+      g.inputs[info.name] = info.ranked ? info.shape : null;
+    }
+  }
+  return g;
+}
+
 function readGraphs(bytes) {
   const r = new Reader(bytes), graphs = [];
   for (const [f, w, v] of r.fields()) {
     if (f === 7 && w === 2) {
-      const g = { nodes: [], inits: {}, inputs: {} };
-      for (const [gf, gw, gv] of r.sub(v).fields()) {
-        if (gw !== 2) continue;
-        if (gf === 1) g.nodes.push(readNode(r.sub(gv)));
-        else if (gf === 5) {
-          let name = '';
-          for (const [tf, tw, tv] of r.sub(gv).fields()) if (tf === 8 && tw === 2) name = text(r, tv);
-          g.inits[name] = readTensor(r.sub(gv));
-        } else if (gf === 11) {
-          const info = readValueInfo(r.sub(gv));
-          g.inputs[info.name] = info.ranked ? info.shape : null;
-        }
-      }
-      graphs.unshift(g);
+      graphs.unshift(readGraph(r, v));
     } else if (f === 25 && w === 2) {
       const nodes = [];
       for (const [ff, fw, fv] of r.sub(v).fields()) if (ff === 4 && fw === 2) nodes.push(readNode(r.sub(fv)));
@@ -210,8 +216,40 @@ function describe(bytes) {
 /** Bytes the static parts of a graph in a file of this size may take. */
 export const allowance = (fileBytes) => Math.max(LIMITS.static_bytes_floor, LIMITS.static_bytes_per_file_byte * fileBytes);
 
-/** Throw ResourceError when the model in `bytes` is bound to take more than `allowed` bytes. */
-export function checkGraphMemory(bytes, where, allowed = allowance(bytes.length)) {
+/**
+ * Every Loop (at any depth) must run a trip count the file fixes, nested loops together at most
+ * limits.max_loop_trips times (If and Scan end by themselves): as preflight.py's _check_loops.
+ */
+function checkLoops(g, where, outer, trips) {
+  const consts = new Map(outer);
+  for (const [name, t] of Object.entries(g.inits)) if (t.value) consts.set(name, t.value);
+  for (const n of g.nodes) {
+    if (n.op === 'Constant' && n.attrs.value?.value && n.outputs[0]) consts.set(n.outputs[0], n.attrs.value.value);
+    let runs = trips;
+    if (n.op === 'Loop') {
+      const m = n.inputs[0] ? consts.get(n.inputs[0]) : null, name = n.outputs[0] ?? n.op;
+      if (!m || m.length !== 1) {
+        throw new ModelError(`${where}: its Loop node making '${name}' has no trip count the file fixes, so it may run `
+          + 'forever; refused (load it with allowLoops: true only if you trust the file\'s producer)');
+      }
+      runs = trips * Math.max(Number(m[0]), 0);
+      if (runs > LIMITS.max_loop_trips) {
+        throw new ModelError(`${where}: its Loop node making '${name}' runs ${runs.toLocaleString('en-US')} times`
+          + `${trips > 1 ? ' (nested loops counted together)' : ''}, more than the ${LIMITS.max_loop_trips.toLocaleString('en-US')} `
+          + 'a file may loop; refused (allowLoops: true lifts this for a trusted file)');
+      }
+    }
+    for (const value of Object.values(n.attrs)) {
+      for (const sub of Array.isArray(value) ? value : [value]) if (sub?.graph) checkLoops(sub, where, consts, runs);
+    }
+  }
+}
+
+/**
+ * Throw ResourceError when the model in `bytes` is bound to take more than `allowed` bytes, or
+ * ModelError when it holds a Loop the file does not bound (unless allowLoops).
+ */
+export function checkGraphMemory(bytes, where, allowed = allowance(bytes.length), { allowLoops = false } = {}) {
   let graphs;
   try {
     graphs = readGraphs(bytes);
@@ -220,6 +258,7 @@ export function checkGraphMemory(bytes, where, allowed = allowance(bytes.length)
     throw e;
   }
   for (const g of graphs) {
+    if (!allowLoops) checkLoops(g, where, new Map(), 1);
     const b = { shape: new Map(), size: new Map(), value: new Map(), constant: new Set() };
     for (const [name, dims] of Object.entries(g.inputs)) {
       if (dims) { b.shape.set(name, dims.map((d) => (Number.isInteger(d) && d > 0 ? d : 1))); b.size.set(name, 4); }

@@ -32,8 +32,8 @@ export function inspect(bytes, where = 'model', options = {}) {
 }
 
 export class Sampler {
-  constructor(ort, session, spec, where, { tile = DEFAULT_TILE, backend = 'cpu', maxMemory = null } = {}) {
-    Object.assign(this, { ort, session, spec, where, tile, backend, maxMemory });
+  constructor(ort, session, spec, where, { tile = DEFAULT_TILE, backend = 'cpu', maxMemory = null, allowLoops = false } = {}) {
+    Object.assign(this, { ort, session, spec, where, tile, backend, maxMemory, allowLoops });
   }
 
   get baked() { return this.spec.kind === 'baked'; }
@@ -146,7 +146,7 @@ export class Sampler {
 
   /** The condition stage run once on `feed` (its session opened on first use); counts stageCalls. */
   async runStage(feed) {
-    this.stageSession ??= await openStage(this.ort, this.spec, this.where);
+    this.stageSession ??= await openStage(this.ort, this.spec, this.where, {}, this.allowLoops);
     this.stageCalls = (this.stageCalls ?? 0) + 1;
     // the stage passed its self-test at load: failing now, it failed on this request's values
     // (token ids past its vocabulary, ...), as in Python
@@ -242,17 +242,19 @@ export class Sampler {
  * where (the name used in messages), backend (an onnxruntime execution provider name),
  * dataShape/xName/tName (for plain files without metadata), tile, threads, maxMemory (bytes: caps what
  * the graph may take at load, see preflight.mjs, and refuses requests whose samples and working
- * state would take more, with ResourceError).
+ * state would take more, with ResourceError), allowLoops (run a graph holding a Loop whose trip count
+ * the file does not fix: refused by default, since such a loop may never end and no timeout can stop
+ * a running onnxruntime call; only for files whose producer you trust).
  */
 export async function loadBytes(ort, bytes, { where = 'model', backend = 'cpu', dataShape = null, xName = null,
-  tName = null, tile = DEFAULT_TILE, threads = 1, sessionOptions = {}, maxMemory = null } = {}) {
+  tName = null, tile = DEFAULT_TILE, threads = 1, sessionOptions = {}, maxMemory = null, allowLoops = false } = {}) {
   if (!(Number.isInteger(tile) && tile >= 0)) throw new UsageError(`tile must be a whole number >= 0, got ${show(tile)}`);
   if (maxMemory != null && !(Number.isFinite(maxMemory) && maxMemory > 0)) {
     throw new UsageError(`maxMemory must be a number of bytes > 0, got ${show(maxMemory)}`, { key: 'maxMemory' });
   }
   const { spec, inputs } = inspect(bytes, where, { dataShape, xName, tName });
   // before onnxruntime folds a bomb's constants; maxMemory caps what the graph may take
-  checkGraphMemory(bytes, where, Math.min(allowance(bytes.length), maxMemory ?? Infinity));
+  checkGraphMemory(bytes, where, Math.min(allowance(bytes.length), maxMemory ?? Infinity), { allowLoops });
   let session;
   try {
     session = await ort.InferenceSession.create(bytes, {
@@ -263,7 +265,7 @@ export async function loadBytes(ort, bytes, { where = 'model', backend = 'cpu', 
     throw loadFailure(where, e);
   }
   await selfTest(ort, session, inputs, spec.selftest, where);
-  return new Sampler(ort, session, spec, where, { tile, backend, maxMemory });
+  return new Sampler(ort, session, spec, where, { tile, backend, maxMemory, allowLoops });
 }
 
 /** x [rows, *shape] *= mask [rows, *maskShape] (each mask dimension 1 or the data's), in place. */

@@ -9,7 +9,7 @@ import { asArray, checkSize } from './conditions.mjs';
 import { loadFailure, selfTest } from './session.mjs';
 
 /** The stage's onnxruntime session, its own self-test passed. */
-export async function openStage(ort, spec, where, sessionOptions = {}) {
+export async function openStage(ort, spec, where, sessionOptions = {}, allowLoops = false) {
   const at = `${where} (condition stage graph)`;
   let bytes, model;
   try {
@@ -24,7 +24,7 @@ export async function openStage(ort, spec, where, sessionOptions = {}) {
   } catch {
     throw new ModelError(`${at} does not hold a loadable graph`);
   }
-  checkGraphMemory(bytes, at);
+  checkGraphMemory(bytes, at, undefined, { allowLoops });
   let session, probe;
   try {
     session = await ort.InferenceSession.create(bytes, { executionProviders: ['cpu'], logSeverityLevel: 3, ...sessionOptions });
