@@ -6,7 +6,7 @@ import sys
 import click
 
 from fm_runtime.cli.io import check_writable
-from fm_runtime.cli.options import timeout_option
+from fm_runtime.cli.options import watched_limits
 from fm_runtime.cli.runner import run_cli
 from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS
 
@@ -118,7 +118,7 @@ def _symbols(ctx, param, values):
               help="Write a --precision/--quantize variant even when its measured cost against float32 is over "
                    "budget (energy distance to data up by more than half the noise floor, or samples moved by more "
                    "than 2% of their magnitude); it is printed either way.")
-@timeout_option
+@watched_limits
 def cli(source, out, factory, weights, weights_key, prob_path, data_shape, inputs, nulls, symbols, condition_module,
         condition_inputs, condition_outputs, time_convention, time_scale,
         call, time_shape, num_classes, add_divergence, x_name, t_name, default_solver, default_steps, schedule, bake,

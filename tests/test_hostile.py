@@ -374,3 +374,60 @@ def test_info_says_whether_a_file_samples(tmp_path):
     assert p.returncode == 5 and "samples" in p.stdout and "no: " in p.stdout and "NaN/Inf" in p.stderr, p
     p = run_cli("fm-run", "info", check=False)
     assert p.returncode == 0 and "yes (3 rows at its defaults, 16 NFE" in p.stdout
+
+
+# --- the torch tools (fm-train, fm-export) under --timeout, signals and --max-memory ----------
+
+TRAIN = ("fit", "--width", "16", "--depth", "2", "--batch-size", "32", "--lr-schedule", "constant", "--no-progress")
+
+
+def test_fm_train_stops_at_its_timeout_and_keeps_its_last_checkpoint(tmp_path):
+    out = tmp_path / "m.ckpt"
+    p = run_cli("fm-train", *TRAIN, "--steps", "1000000", "--checkpoint-every", "20", "--out", str(out),
+                "--timeout", "4", check=False)
+    assert p.returncode == 124 and p.stderr.count("\n") == 1, p.stderr
+    held = int(p.stderr.split(" holds step ")[1].split()[0])
+    assert p.stderr.startswith("fm-train: stopped after --timeout 4 s at step ") and f"--resume {out}" in p.stderr
+    from training.resume import read
+    assert read(out)["step"] == held > 0 and sorted(q.name for q in tmp_path.iterdir()) == ["m.ckpt"]
+    run_cli("fm-train", *TRAIN, "--steps", str(held + 5), "--checkpoint-every", "20", "--resume", str(out),
+            "--out", str(tmp_path / "more.ckpt"))
+
+
+def test_fm_train_stops_on_sigterm_with_nothing_half_written(tmp_path):
+    proc = subprocess.Popen(cli_argv("fm-train", *TRAIN, "--steps", "1000000", "--out", str(tmp_path / "m.ckpt")),
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    err = proc.stderr.read()
+    assert proc.returncode == 130 and time.monotonic() - sent < 2.0, err
+    assert err.startswith("fm-train: interrupted at step ") and err.strip().endswith("nothing written")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("tool", ["fm-train", "fm-export"])
+def test_the_torch_tools_stop_past_their_memory_budget(tmp_path, trained, tool):
+    # torch fails its own allocations under an OS data limit (SystemError, then an abort), so
+    # fm-train and fm-export watch their resident memory instead: importing torch alone is past 300M
+    args = (*TRAIN, "--steps", "300", "--out", str(tmp_path / "m.ckpt")) if tool == "fm-train" \
+        else (str(trained.ckpt), "--out", str(tmp_path / "m.onnx"))
+    p = run_cli(tool, *args, "--max-memory", "300M", check=False)
+    assert p.returncode == 9 and p.stderr.count("\n") == 1, p.stderr
+    assert "more than its 300 MiB budget (--max-memory); nothing written" in p.stderr
+    assert list(tmp_path.iterdir()) == []      # (every other test runs these tools under the default budget)
+
+
+@pytest.mark.slow
+def test_fm_train_nproc_stops_its_whole_job_at_the_timeout(tmp_path):
+    out = tmp_path / "m.ckpt"
+    proc = subprocess.Popen(cli_argv("fm-train", *TRAIN, "--batch-size", "64", "--steps", "1000000", "--nproc", "2",
+                                     "--checkpoint-every", "100", "--out", str(out), "--timeout", "20"),
+                            stderr=subprocess.PIPE, text=True)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 124, err
+    assert f"{out} holds the last --checkpoint-every step (continue with --resume {out})" in err.splitlines()[-1]
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", "torch.distributed.run|training.cli"], capture_output=True, text=True).stdout
+    assert left.split() == [], left       # torchrun and both workers are gone

@@ -10,9 +10,11 @@ from pathlib import Path
 import click
 import numpy as np
 
+from fm_runtime.cli import limits
 from fm_runtime.cli.io import atomic_write, check_writable, load_array, save_npy
+from fm_runtime.cli.options import watched_limits
 from fm_runtime.cli.runner import run_cli
-from fm_runtime.errors import InputError
+from fm_runtime.errors import InputError, Interrupted, TimedOut
 from fm_runtime.solve.noise import noise_rows
 from fm_runtime.solve.solvers import MAX_STEPS, SOLVERS
 
@@ -55,6 +57,7 @@ def cli():
 
 
 @cli.command()
+@watched_limits
 @click.option("--data", "dataset", type=click.Choice([*DATASETS, *TASK_DATA]), default="moons", show_default=True,
               help="Toy dataset, generated in code; or a conditioned task (reach: waypoints around an obstacle; "
                    "tts: a toy TTS decoder with a condition stage; digits-text: digits from a text prompt), trained "
@@ -110,7 +113,16 @@ def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, l
         if resume:      # refuse here, where the exit status is ours, not torchrun's
             from .resume import check_compatible, read
             check_compatible(read(resume), recipe.to_dict(), resume)
-        return distributed.launch(nproc, ["fit", *distributed.explicit_args(ctx, leave_out=("nproc",))])
+        started = time.time()
+        try:
+            budget = ([] if ctx.get_parameter_source("max_memory").name == "DEFAULT"
+                      else ["--max-memory", str(limits.budget())])     # each process's own
+            return distributed.launch(nproc, ["fit", *distributed.explicit_args(ctx, leave_out=("nproc",)), *budget])
+        except (TimedOut, Interrupted) as e:     # stopped here: say what the job's processes left
+            if checkpoint_every and Path(out).is_file() and Path(out).stat().st_mtime >= started:
+                raise type(e)(str(e).replace("nothing written", f"{out} holds the last --checkpoint-every step "
+                                             f"(continue with --resume {out})")) from None
+            raise
     model, config = train_fit(dataset, recipe, progress=progress, threads=threads, out=out,
                               checkpoint_every=checkpoint_every, resume=resume, loss_log=loss_log)
     if distributed.rank() == 0:
@@ -126,6 +138,7 @@ def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, l
 
 
 @cli.command()
+@watched_limits
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Number of samples when no --noise is given.")
@@ -182,6 +195,7 @@ def sample(checkpoint, n, seed, noise, steps, solver, schedule, times, label, gu
 
 
 @cli.command()
+@watched_limits
 @click.argument("teacher", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Student checkpoint to write.")
 @click.option("--pairs", type=click.IntRange(min=2048), default=200_000, show_default=True,
@@ -230,6 +244,7 @@ def reflow(teacher, out, pairs, steps, lr, teacher_steps, distil, seed, progress
 
 
 @cli.command(name="eval")
+@watched_limits
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-n", "--num", "n", type=click.IntRange(min=50, max=20_000), default=2000, show_default=True,
               help="Samples per draw (and data points to compare with).")
@@ -280,7 +295,9 @@ cli.add_command(score)
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run_cli(cli, "fm-train", argv))
+    # supervised as fm-run is: Ctrl-C, SIGTERM and --timeout end a run within seconds (training
+    # stops at a step boundary; the checkpoints --checkpoint-every wrote stay)
+    sys.exit(run_cli(cli, "fm-train", argv, supervised=True))
 
 
 if __name__ == "__main__":

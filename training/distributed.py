@@ -11,7 +11,9 @@ paired with its own data rows back (ot_over_processes).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from fm_runtime.errors import UsageError
+from fm_runtime.model import control
 
 
 def launched() -> bool:
@@ -161,7 +164,22 @@ def launch(nproc: int, args: list[str], module: str = "training.cli") -> int:
     (--standalone: a private rendezvous on localhost) and return torchrun's exit status."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            "-m", module, *args]
-    return subprocess.call(cmd)
+    job = subprocess.Popen(cmd, start_new_session=True)     # its own group: stopped as one below
+    try:
+        while job.poll() is None:
+            time.sleep(0.05)
+            if control.stop_reason() is not None:   # Ctrl-C, SIGTERM or --timeout of this process
+                break
+    finally:
+        if job.poll() is None:
+            for sig, wait in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(job.pid, sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    job.wait(wait)
+                    break
+    control.poll_stop()
+    return job.returncode
 
 
 def explicit_args(ctx, leave_out: tuple[str, ...] = ()) -> list[str]:
@@ -172,7 +190,8 @@ def explicit_args(ctx, leave_out: tuple[str, ...] = ()) -> list[str]:
     args: list[str] = []
     for p in ctx.command.params:
         value = ctx.params.get(p.name)
-        if p.name in leave_out or ctx.get_parameter_source(p.name) in (None, ParameterSource.DEFAULT):
+        if p.name in leave_out or ctx.get_parameter_source(p.name) in (None, ParameterSource.DEFAULT) \
+                or not p.expose_value:          # applied here (--timeout: this process stops the job)
             continue
         if p.is_flag and p.secondary_opts:
             args.append(p.opts[0] if value else p.secondary_opts[0])

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from fm_runtime.errors import UsageError
+from fm_runtime.model import control
 
 from . import distributed
 from . import resume as resume_state
@@ -122,7 +123,10 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
 
         start = time.perf_counter()
         bar = _progress(r.steps, progress if main else False, first)
+        saved = None                # the step of the last checkpoint with training state written
         for step in range(first, r.steps):
+            if control.stop_reason() is not None:       # Ctrl-C, SIGTERM or --timeout (fm-train is supervised)
+                raise _stopped(step, r.steps, out if main else None, saved)
             b = data.draw(step)
             x1, y, x0, t = (v if v is None else v.to(device) for v in (b.x1, b.y, b.x0, b.t))
             loss = cfm_loss(trainee, prob_path, x1, None, couple, r.time_sampling, r.prediction, y, x0=x0, t=t)
@@ -144,6 +148,7 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
                     bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
             if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < r.steps:
                 save(step + 1, True)
+                saved = step + 1
         if bar is not None:
             bar.close()
         config = save(r.steps, bool(checkpoint_every))
@@ -155,6 +160,15 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
     if r.prediction != "velocity":
         model = PredictionToVelocity(model, prob_path, r.prediction).eval()
     return model, config
+
+
+def _stopped(step: int, steps: int, out, saved: int | None) -> Exception:
+    """The stop error of a run ended at `step`, saying what it leaves: the checkpoint of the last
+    --checkpoint-every step (complete, resumable), or nothing."""
+    error = control.stop_error()
+    what = str(error).replace("; nothing written", "")
+    left = (f"{out} holds step {saved} (continue with --resume {out})" if saved and out else "nothing written")
+    return type(error)(f"{what} at step {step} of {steps}; {left}")
 
 
 def _build_network(net, data_shape, width, depth, activation, num_classes) -> torch.nn.Module:

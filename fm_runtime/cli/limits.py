@@ -22,6 +22,7 @@ BASE_BYTES = 100 << 20          # Python, numpy and onnxruntime (measured: 66 Mi
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _applied: int | None = None
+_watched: int | None = None
 
 
 def physical_memory() -> int:
@@ -61,6 +62,30 @@ def apply_budget(nbytes: int) -> int:
         pass
     _applied = nbytes
     return nbytes
+
+
+def watch_budget(nbytes: int) -> int:
+    """The budget of a process that cannot run under a data limit (torch fails its own
+    allocations there: fm-train, fm-export): the supervisor compares the process's resident
+    memory with it every 20 ms and stops the run past it (exit code 9)."""
+    global _applied, _watched
+    _applied = _watched = nbytes
+    return nbytes
+
+
+def over_watched_budget() -> str | None:
+    """What the process took, in words, when it is past a watched budget; else None."""
+    if _watched is None:
+        return None
+    try:
+        with open("/proc/self/statm") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+    if resident <= _watched:
+        return None
+    took = describe(resident) if resident >= 2**30 else f"{-(-resident // 2**20)} MiB"    # rounded up
+    return f"the run took {took}, more than its {describe(_watched)} budget (--max-memory)"
 
 
 def budget() -> int:

@@ -120,6 +120,23 @@ def run_limits(f):
     return timeout_option(f)
 
 
+def _watch_budget(ctx, param, value):
+    try:
+        limits.watch_budget(limits.parse_size(value))
+    except UsageError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
+
+
+def watched_limits(f):
+    """--timeout and --max-memory for the torch tools (fm-train, fm-export): the budget is watched
+    (resident memory, every 20 ms) rather than set as a data limit, under which torch fails."""
+    f = click.option("--max-memory", metavar="SIZE", default=limits.DEFAULT_BUDGET, show_default=True,
+                     expose_value=False, callback=_watch_budget,
+                     help="Memory this run may use (e.g. 8G, 25% of RAM), checked every 20 ms; past it the "
+                          "run stops with exit code 9 and writes nothing.")(f)
+    return timeout_option(f)
+
+
 def threads_option(f):
     return click.option("--threads", type=click.IntRange(1, limits.MAX_THREADS),
                         help="Worker threads solving tiles of the batch in parallel [default: all cores].")(f)

@@ -18,6 +18,7 @@ from typing import Callable
 
 from ..errors import printable
 from ..model import control
+from . import limits
 from .io import end_progress_line, remove_temporaries
 
 GRACE = 1.5
@@ -45,6 +46,10 @@ def supervise(body: Callable[[], object], prog_name: str) -> object:
             worker.join(0.02)
             if control.stop_reason() is None and control.deadline_passed():
                 control.request_stop("timeout")
+            if control.stop_reason() is None:
+                over = limits.over_watched_budget()
+                if over:
+                    control.request_stop("memory", over)
             if control.stop_reason() is not None:
                 stopped_at = stopped_at or time.monotonic()
                 if time.monotonic() - stopped_at > GRACE:

@@ -25,6 +25,7 @@ SELFTEST_SECONDS = 60.0                  # a self-test probes a few rows; longer
 _lock = threading.Lock()
 _extra: set = set()                      # options of calls with their own time limit
 _reason: str | None = None
+_detail = ""
 _deadline: tuple[float, float] | None = None     # (monotonic end, seconds asked)
 
 
@@ -63,11 +64,13 @@ def one_line(e: BaseException) -> str:
     return msg[:300]
 
 
-def request_stop(reason: str = "interrupted") -> None:
-    """End every graph call in progress and refuse new ones (reason: interrupted or timeout)."""
-    global _reason
+def request_stop(reason: str = "interrupted", detail: str = "") -> None:
+    """End every graph call in progress and refuse new ones (reason: interrupted, timeout or
+    memory, with `detail` the memory it took)."""
+    global _reason, _detail
     with _lock:
-        _reason = _reason or reason
+        if _reason is None:
+            _reason, _detail = reason, detail
         RUN.terminate = True
         for opts in _extra:
             opts.terminate = True
@@ -100,6 +103,8 @@ def deadline_passed() -> bool:
 
 
 def stop_error() -> FmError:
+    if _reason == "memory":
+        return ResourceError(f"stopped: {_detail}; nothing written")
     if _reason == "timeout":
         seconds = _deadline[1] if _deadline else 0
         return TimedOut(f"stopped after --timeout {seconds:g} s; nothing written")
