@@ -73,6 +73,12 @@ class Interrupted(FmError):
     exit_code = EXIT_INTERRUPTED
 
 
+def show(value) -> str:
+    """A value from a file, for a message: its repr, cut after 80 characters (as js/src/errors.mjs)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
 def printable(text: str) -> str:
     """Text safe for a terminal: control characters and escape sequences (which a model file's
     metadata or names may carry) shown escaped, and everything on one line."""

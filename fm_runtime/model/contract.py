@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from ..definitions import CONTRACT, KEYS
-from ..errors import ModelError
+from ..errors import ModelError, show
 from ..solve.schedules import parse_schedule
 from ..solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe
 from . import schema
@@ -134,7 +134,7 @@ def _decode_kind(where: str, metadata: dict[str, str]) -> str:
     kind, problem = schema.decode("kind", raw)
     kind = raw if problem else kind
     if kind not in KINDS:
-        raise refuse(where, "kind", f"fm.kind {kind!r} is not one of {', '.join(KINDS)}")
+        raise refuse(where, "kind", f"fm.kind {show(kind)} is not one of {', '.join(KINDS)}")
     return kind
 
 
@@ -153,19 +153,19 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
         version, problem = schema.decode("format_version", metadata[PREFIX + "format_version"])
         if problem:
             raise refuse(where, "format_version", "fm.format_version must be a positive integer, "
-                          f"got {metadata[PREFIX + 'format_version']!r}")
+                          f"got {show(metadata[PREFIX + 'format_version'])}")
         if version > FORMAT_VERSION:
             raise refuse(where, "format_version", f"contract version {version} is newer than this runtime "
                           f"understands ({FORMAT_VERSION}); upgrade fm-runtime")
         kind = _decode_kind(where, metadata)
         m = _decode(where, metadata, kind)
         if m["prediction"] not in PREDICTIONS:
-            raise refuse(where, "prediction", f"fm.prediction {m['prediction']!r} is not supported "
+            raise refuse(where, "prediction", f"fm.prediction {show(m['prediction'])} is not supported "
                           f"(supported: {', '.join(PREDICTIONS)})")
         shape = m["data_shape"]
         solver = m.get("default_solver", DEFAULT_SOLVER)
         if solver not in SOLVERS:
-            raise refuse(where, "default_solver", f"fm.default_solver {solver!r} is not a known solver")
+            raise refuse(where, "default_solver", f"fm.default_solver {show(solver)} is not a known solver")
         steps = m.get("default_steps", DEFAULT_STEPS)
         if not 1 <= steps <= MAX_STEPS:
             raise refuse(where, "default_steps", f"fm.default_steps must be between 1 and {MAX_STEPS}, got {steps}")
@@ -197,7 +197,7 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
         vr = m.get("value_range")
         if vr is not None and (len(vr) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                        for v in vr) or not vr[0] < vr[1]):
-            raise refuse(where, "value_range", f"fm.value_range must be [low, high] with low < high, got {vr!r}")
+            raise refuse(where, "value_range", f"fm.value_range must be [low, high] with low < high, got {show(vr)}")
         extra, symbols = read_conditions(where, m, shape, kind, {NAMES.y if classes else None,
                                                                m.get("input_x", NAMES.x), m.get("input_t", NAMES.t)})
         stage = read_stage(where, m.get("condition_stage", {}), extra, symbols)

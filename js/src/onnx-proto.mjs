@@ -11,6 +11,7 @@ const ELEM_TYPES = {
 };
 
 export class ProtoError extends Error {}
+export const UTF8_ERROR = 'a string is not valid UTF-8';
 
 export class Reader {
   constructor(bytes, start = 0, end = bytes.length) {
@@ -72,7 +73,7 @@ export function text(r, range) {
   try {
     return utf8.decode(r.b.subarray(range[0], range[1]));
   } catch {
-    throw new ProtoError('a string is not valid UTF-8');
+    throw new ProtoError(UTF8_ERROR);
   }
 }
 

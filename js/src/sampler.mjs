@@ -3,7 +3,7 @@
 // (onnxruntime-node or onnxruntime-web) is passed in, so the same code runs in Node and browsers.
 
 import { InputError, Interrupted, ModelError, NumericalError, ResourceError, TimedOut, UsageError, printable, show } from './errors.mjs';
-import { readModel } from './onnx-proto.mjs';
+import { UTF8_ERROR, readModel } from './onnx-proto.mjs';
 import { allowance, checkGraphMemory } from './preflight.mjs';
 import { loadFailure, runGraph, selfTest } from './session.mjs';
 import { openStage, throughStage } from './stage.mjs';
@@ -21,6 +21,7 @@ export function inspect(bytes, where = 'model', options = {}) {
   try {
     model = readModel(bytes);
   } catch (e) {
+    if (e?.message === UTF8_ERROR) throw new ModelError(`${where}: the model's metadata or input/output names are not valid UTF-8`);
     const zip = bytes[0] === 0x50 && bytes[1] === 0x4b;
     throw new ModelError(`${where}: not an ONNX model, or truncated or corrupted (cannot parse it)`
       + (zip ? `; it looks like a PyTorch checkpoint (a zip): export it first with \`fm-export ${where} --out model.onnx\`` : ''));
@@ -129,8 +130,13 @@ export class Sampler {
   watch(steps, rows) {
     return (x, step, t) => {
       for (let i = 0; i < x.length; i++) {
-        if (!Number.isFinite(x[i])) {
-          throw new NumericalError(`${this.where}: the solve produced NaN/Inf at step ${step} of ${steps} (t = ${t.toFixed(3)}), in a tile of ${rows} rows`);
+        if (!Number.isFinite(x[i])) {       // as Python: how many rows of the tile went bad
+          const dim = x.length / rows;
+          let bad = 0;
+          for (let r = 0; r < rows; r++) {
+            for (let j = r * dim; j < (r + 1) * dim; j++) if (!Number.isFinite(x[j])) { bad++; break; }
+          }
+          throw new NumericalError(`${this.where}: the solve produced NaN/Inf at step ${step} of ${steps} (t = ${t.toFixed(3)}), in ${bad} of ${rows} rows of a tile`);
         }
       }
     };
@@ -139,7 +145,10 @@ export class Sampler {
   async runBaked(z, rows) {
     const { ort, spec } = this;
     const res = await this.session.run({ [spec.zName]: new ort.Tensor('float32', z, [rows, ...spec.dataShape]) });
-    const x = res[spec.outName].data;
+    const { data: x, dims } = res[spec.outName];
+    if (dims.join(',') !== [rows, ...spec.dataShape].join(',')) {     // as Python's checked()
+      throw new ModelError(`${this.where}: the graph returned samples of shape [${dims.join(', ')}] for ${rows} rows of shape [${spec.dataShape.join(', ')}]; refusing its output`);
+    }
     this.watch(spec.baked.steps, rows)(x, spec.baked.steps, 1);
     return { x, nfe: spec.baked.nfe ?? this.nfe() };
   }

@@ -7,7 +7,7 @@ export function loadFailure(where, e) {
   const msg = String(e?.message ?? e).split(/\s+/).join(' ').slice(0, 300);
   const low = msg.toLowerCase();
   if (low.includes('external')) {
-    return new ModelError(`${where}: the model keeps weights in a separate external-data file; fm-runtime loads one-file models only`);
+    return new ModelError(`${where}: the model keeps weights in a separate external-data file; fm-runtime loads one-file models only (re-export, or onnx.save(..., save_as_external_data=False))`);
   }
   if (low.includes('not a registered function/op') || low.includes('could not find an implementation')) {
     return new ModelError(`${where}: the model uses an operator this onnxruntime does not provide (custom operators are not supported): ${msg}`);
