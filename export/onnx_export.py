@@ -32,6 +32,7 @@ from .adapters import VelocityAdapter, check_adapter
 from .bake import BakedSampler, fast_elu, parse_bake
 from .checks import add_selftest, check_proto
 from .errors import ExportError
+from .fold import fold_time_columns
 from .jvp import divergence_graph
 from .signature import Signature
 from .stage import export_stage, stage_inputs
@@ -168,7 +169,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     proto = _to_onnx(module, data_shape, kind, num_classes, sig)
     div_meta, div_text = (_divergence(proto, adapter, data_shape, num_classes, one_time, sig)
                           if divergence and not bake else (None, "no (baked)" if bake else "no"))
-    proto = fast_elu(proto)
+    proto = fold_time_columns(fast_elu(proto))[0]      # a baked graph's constant t columns
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     what = f"baked {bake} sampler" if bake else "velocity model"
     proto.doc_string = f"flow-matching {what} ({(training or {}).get('dataset', 'unknown data')}); see fm.* metadata"

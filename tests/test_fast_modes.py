@@ -44,6 +44,17 @@ def test_baked_graph_matches_torch(trained, baked, noise, mode):
         assert s.last_nfe == s.spec.baked["nfe"]
 
 
+def test_baked_graph_folds_each_steps_time_into_the_first_layer(trained, baked):
+    # export.fold: Gemm(Concat(t broadcast, x)) -> Gemm(x) with t's column in the bias: no Expand,
+    # Reshape or Concat left in the graph, one Gemm per layer per evaluation
+    import onnx
+    layers = trained.config["architecture"]["depth"] + 1
+    for (solver, steps), path in baked.items():
+        ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert not {"Concat", "Expand", "Reshape"} & set(ops), (solver, sorted(set(ops)))
+        assert ops.count("Gemm") == layers * steps * SOLVERS[solver].evals_per_step
+
+
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(f"{k}{v}" for k, v in m.items()))
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_velocity_loop_matches_torch(trained, noise, mode, solver):

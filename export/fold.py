@@ -1,0 +1,139 @@
+"""Graph passes at export: fold constant time columns of a first layer into its bias.
+
+A network fed cat(t, x) (or cat(x, t)) computes its first layer as Gemm(Concat(t·1, x), W, b).
+In a baked sampler every step's t is a constant of the graph, broadcast to the batch by
+Expand + Reshape, so each evaluation spends three nodes and a copy of x on a column whose
+contribution is the same for every row: W[:, t] · t. `fold_time_columns` rewrites such a Gemm
+to Gemm(x, W[:, x], b + t · W[:, t]) and drops the nodes nothing reads any more (the exported
+file is then checked against torch as always; tests/test_fast_modes.py checks the fold itself).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+def _attrs(node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def fold_time_columns(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """(the model with every foldable first-layer Gemm folded, how many were folded)."""
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    made = {o: n for n in g.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+
+    def const(name):
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        n = made.get(name)
+        if n is not None and n.op_type == "Constant" and "value" in _attrs(n):
+            return numpy_helper.to_array(_attrs(n)["value"])
+        return None
+
+    def row_constant(name):
+        """The value every row of this [B, 1] column holds, when it is a broadcast constant."""
+        n = made.get(name)
+        if n is not None and n.op_type == "Reshape":
+            shape = const(n.input[1])
+            if shape is None or list(shape) != [-1, 1]:
+                return None
+            n = made.get(n.input[0])
+        elif n is not None and n.op_type == "Unsqueeze":
+            n = made.get(n.input[0])
+        if n is None or n.op_type != "Expand":
+            return None
+        c = const(n.input[0])
+        return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
+
+    new_inits, replaced, folded = [], {}, 0
+    weights: dict[tuple, str] = {}
+    for n in g.node:
+        if n.op_type != "Gemm" or n.domain or n.input[0] not in made:
+            continue
+        cat, a = made[n.input[0]], _attrs(n)
+        if cat.op_type != "Concat" or readers.get(cat.output[0]) != 1 or a.get("transA", 0) \
+                or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or _attrs(cat).get("axis") not in (-1, 1):
+            continue
+        w = const(n.input[1])
+        b = const(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        if w is None or w.ndim != 2 or (b is not None and b.ndim > 1):
+            continue
+        w = w.T if a.get("transB", 0) else w              # [K, out]
+        values = [row_constant(i) for i in cat.input]
+        free = [j for j, v in enumerate(values) if v is None]
+        if len(free) != 1 or len(values) < 2:
+            continue
+        j = free[0]
+        width = w.shape[0] - (len(values) - 1)            # each constant block is one column
+        if width < 1:
+            continue
+        starts = np.cumsum([0] + [1 if k != j else width for k in range(len(values))])
+        keep = np.arange(starts[j], starts[j] + width)
+        bias = (np.zeros(w.shape[1], w.dtype) if b is None else np.broadcast_to(b, (w.shape[1],)).astype(w.dtype)).copy()
+        for k, v in enumerate(values):
+            if k != j:
+                bias += np.float32(v) * w[starts[k]]
+        key = (n.input[1], int(starts[j]), width)
+        if key not in weights:
+            weights[key] = f"fold/{n.input[1]}/{starts[j]}:{width}"
+            new_inits.append(numpy_helper.from_array(np.ascontiguousarray(w[keep]).astype(w.dtype), weights[key]))
+        bias_name = f"fold/{n.output[0]}/bias"
+        new_inits.append(numpy_helper.from_array(bias.astype(w.dtype), bias_name))
+        replaced[n.output[0]] = helper.make_node("Gemm", [cat.input[j], weights[key], bias_name], list(n.output),
+                                                 name=f"fold/{n.output[0]}")
+        folded += 1
+    if not folded:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = [replaced.get(n.output[0], n) if n.output else n for n in out.graph.node]
+    out.graph.initializer.extend(new_inits)
+    _drop_dead(out, nodes)
+    _skip_noop_reshapes(out)
+    return out, folded
+
+
+def _skip_noop_reshapes(model: onnx.ModelProto) -> None:
+    """Reshape(v, [-1, k]) of a v that is already [batch, k] (the x block a folded Gemm now reads
+    directly): its readers read v instead."""
+    try:
+        shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+                  for v in (*onnx.shape_inference.infer_shapes(model).graph.value_info, *model.graph.input)}
+    except Exception:       # shape inference is an optimisation here, never a requirement
+        return
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    alias = {}
+    for n in model.graph.node:
+        target = inits.get(n.input[1]) if n.op_type == "Reshape" and len(n.input) > 1 else None
+        have = shapes.get(n.input[0]) if target is not None else None
+        if have is not None and len(have) == 2 and have[1] and list(target) == [-1, have[1]] \
+                and n.output[0] not in {o.name for o in model.graph.output}:
+            alias[n.output[0]] = alias.get(n.input[0], n.input[0])
+    if alias:
+        for n in model.graph.node:
+            n.input[:] = [alias.get(i, i) for i in n.input]
+        _drop_dead(model, list(model.graph.node))
+
+
+def _drop_dead(model: onnx.ModelProto, nodes: list) -> None:
+    """Keep the nodes (in order) that the graph outputs depend on, and the initializers they read."""
+    needed = {o.name for o in model.graph.output}
+    kept = []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.output) or not n.output:
+            kept.append(n)
+            needed.update(i for i in n.input if i)
+            for a in n.attribute:                       # names a subgraph reads from this scope
+                if a.type == onnx.AttributeProto.GRAPH:
+                    needed.update(i for sub in a.g.node for i in sub.input)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(kept))
+    used = [i for i in model.graph.initializer if i.name in needed]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(used)
