@@ -36,8 +36,7 @@ def exported(trained, tmp_path_factory):
         report = export_model(trained.model, trained.config, path, bake=bake, precision=precision,
                               quantize=quantize, fmt=fmt)
         files[v] = (path, report)
-    fp32 = d / "fp32.onnx"
-    export_model(trained.model, trained.config, fp32)
+    fp32 = trained.onnx                         # the session's float32 export, with the same defaults
     baked32 = d / "baked32.onnx"
     export_model(trained.model, trained.config, baked32, bake="midpoint:4")
     return files, fp32, baked32
