@@ -3,8 +3,10 @@
 A baked sampler is a fixed-step solve unrolled into one graph, noise z -> samples x: one
 onnxruntime Run does the whole solve, so an app in any onnxruntime language samples with a single
 call and nothing crosses between the caller and the runtime per step. Steps are unrolled rather
-than expressed with ONNX `Loop` (measured slower, and it blocks CUDA graphs). Every evaluation's
-t is known when the graph is built, so the exporter folds whatever depends on t alone.
+than expressed with ONNX `Loop` (measured slower, and it blocks CUDA graphs). export.unroll writes
+the file from the velocity graph; BakedSampler is the torch module it is checked against (and is
+traced itself for a velocity graph unroll cannot copy). Every evaluation's t is known when the
+graph is built, so export.fold folds its time column into the first layer.
 
 `fast_elu` rewrites every ELU (alpha 1) of an exported graph as max(h, exp(min(h, 0)) - 1): the
 same function (e^h - 1 >= h), about 2.7x faster than onnxruntime's own Elu kernel (measured on

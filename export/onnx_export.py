@@ -37,6 +37,7 @@ from .jvp import divergence_graph
 from .signature import Signature
 from .stage import export_stage, stage_inputs
 from .torch_onnx import export_program
+from .unroll import unroll, unrollable
 from .verify import _OUTPUTS, VERIFY_BATCHES, _feed, _jvp_reference, _structured, verify_against_torch
 
 OPSET = 20                      # the opset every exported file declares
@@ -166,7 +167,11 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         module = BakedSampler(adapter, solver, steps, schedule).eval()
     elif schedule.steps:
         default_steps = schedule.steps
-    proto = _to_onnx(module, data_shape, kind, num_classes, sig)
+    if baked:       # the velocity graph once, unrolled in ONNX (tracing the whole solve: seconds per step)
+        proto = _to_onnx(adapter, data_shape, "velocity", num_classes, sig)
+        proto = unroll(proto, solver, steps, schedule) if unrollable(proto) else _to_onnx(module, data_shape, kind)
+    else:
+        proto = _to_onnx(module, data_shape, kind, num_classes, sig)
     div_meta, div_text = (_divergence(proto, adapter, data_shape, num_classes, one_time, sig)
                           if divergence and not bake else (None, "no (baked)" if bake else "no"))
     proto = fold_time_columns(fast_elu(proto))[0]      # a baked graph's constant t columns

@@ -131,3 +131,19 @@ def test_device_resident_baked_runner_reuses_buffers(trained, baked, noise):
 def test_cuda_graph_needs_cuda_and_a_baked_file(trained):
     with pytest.raises(fm_runtime.FmError, match="cuda_graph needs provider='cuda'"):
         fm_runtime.load(trained.onnx, cuda_graph=True)
+
+
+def test_a_bake_exports_the_velocity_graph_once_and_unrolls_it_in_onnx(trained, tmp_path, monkeypatch):
+    # export.unroll: one torch export of the velocity network, copied per evaluation, instead of
+    # tracing the whole solve (seconds per evaluation); graphs it cannot copy fall back to the trace
+    import onnx
+
+    import export.onnx_export as ox
+    from export.unroll import unrollable
+    from fuzz.hostile_files import loop, loop_inits, model
+    traced = []
+    real = ox._to_onnx
+    monkeypatch.setattr(ox, "_to_onnx", lambda module, shape, kind="velocity", *a: traced.append(kind) or real(module, shape, kind, *a))
+    export_model(trained.model, trained.config, tmp_path / "b.onnx", bake="rk4:2")
+    assert traced == ["velocity"]
+    assert unrollable(onnx.load(str(trained.onnx))) and not unrollable(model([loop("x", "v", 2)], loop_inits("v", 2)))
