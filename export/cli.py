@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from fm_runtime.cli.io import check_writable
+from fm_runtime.cli.io import check_writable, end_progress_line, progress_note
 from fm_runtime.cli.options import watched_limits
 from fm_runtime.cli.runner import run_cli
 from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS
@@ -118,11 +118,14 @@ def _symbols(ctx, param, values):
               help="Write a --precision/--quantize variant even when its measured cost against float32 is over "
                    "budget (energy distance to data up by more than half the noise floor, or samples moved by more "
                    "than 2% of their magnitude); it is printed either way.")
+@click.option("--progress/--no-progress", default=None,
+              help="Name each stage on stderr as it starts (tracing, the log-likelihood graph, the checks against "
+                   "torch, a variant's measurement) [default: on a terminal].")
 @watched_limits
 def cli(source, out, factory, weights, weights_key, prob_path, data_shape, inputs, nulls, symbols, condition_module,
         condition_inputs, condition_outputs, time_convention, time_scale,
         call, time_shape, num_classes, add_divergence, x_name, t_name, default_solver, default_steps, schedule, bake,
-        precision, quantize, fmt, force):
+        precision, quantize, fmt, force, progress):
     """Export a velocity network to ONNX with the fm.* metadata contract (docs/contract.md),
     after checking it: onnx.checker, then onnxruntime against torch on random inputs at batch
     sizes 1, 7 and 256 (and the log-likelihood graph against torch autodiff). On any mismatch
@@ -177,7 +180,11 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
                                "trained elsewhere (--module or a .pt2 program); an fm-train checkpoint knows them")
     if kind == "onnx" or add_divergence:
         return _add_divergence(source, out, kind, add_divergence, data_shape, x_name, t_name)
+    terminal = sys.stderr.isatty()
+    report = (lambda text: progress_note(f"fm-export: {text}", terminal)) if (terminal if progress is None else progress) \
+        else None
     variants = dict(default_schedule=schedule, bake=bake, precision=precision, quantize=quantize, fmt=fmt, force=force,
+                    progress=report,
                     **{k: v for k, v in (("default_solver", default_solver), ("default_steps", default_steps)) if v})
     if foreign:
         if data_shape is None:
@@ -203,6 +210,7 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
         r = export_checkpoint(source, out, **variants)
     else:
         raise click.UsageError(f"{source} is neither an fm-train checkpoint, a .pt2 program nor an ONNX file")
+    end_progress_line()
     kind_text = f"baked {bake}{' ' + schedule if schedule else ''} sampler" if bake else "velocity model"
     click.echo(f"exported {kind_text} {what} -> {r.path}: {r.size_bytes / 1024:.1f} KiB, opset {r.opset}, "
                f"onnxruntime vs torch max |diff| {r.max_abs_diff:.2e} at batch sizes "

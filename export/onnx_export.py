@@ -100,7 +100,8 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
                     default_schedule=None, bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
                     fmt: str = "onnx", divergence: bool = True, training: dict | None = None,
                     architecture: dict | None = None, value_range: list | None = None,
-                    reference_data: tuple[np.ndarray, np.ndarray] | None = None, force: bool = False) -> ExportReport:
+                    reference_data: tuple[np.ndarray, np.ndarray] | None = None, force: bool = False,
+                    progress: Callable[[str], None] | None = None) -> ExportReport:
     """Export any PyTorch velocity network v(x, t[, y]) to one verified, self-describing file.
 
     data_shape: shape of one sample ([2], [1, 8, 8], ...). call / time: how the network is
@@ -122,8 +123,13 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     zeros: the empty prompt) or an array stored in the file (1 along each symbol). time_convention "noise-at-1" / time_scale (1000) adapt
     nets trained with noise at t = 1 and/or scaled time. condition {"module", "inputs": {"tokens":
     "int64[L]"}, "outputs": ["mu", ...]}: a condition stage, run once per request, that makes those
-    inputs from what a request gives. Raises ExportError (exit code 8) with one line."""
+    inputs from what a request gives. progress(text) is told each stage as it starts (large
+    networks take minutes). Raises ExportError (exit code 8) with one line."""
     clock = time_module()
+
+    def stage(text: str) -> None:
+        if progress is not None:
+            progress(f"{text} ({time_module() - clock:.0f} s)")
     if precision not in ("fp32", "fp16") or quantize not in (None, "int8") or fmt not in ("onnx", "ort"):
         raise ExportError(f"unsupported variant: precision={precision}, quantize={quantize}, format={fmt}")
     sig, stage_items = None, stage_inputs(condition) if condition else []
@@ -167,17 +173,22 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         module = BakedSampler(adapter, solver, steps, schedule).eval()
     elif schedule.steps:
         default_steps = schedule.steps
+    stage("tracing the network with torch.onnx")
     if baked:       # the velocity graph once, unrolled in ONNX (tracing the whole solve: seconds per step)
         proto = _to_onnx(adapter, data_shape, "velocity", num_classes, sig)
         proto = unroll(proto, solver, steps, schedule) if unrollable(proto) else _to_onnx(module, data_shape, kind)
     else:
         proto = _to_onnx(module, data_shape, kind, num_classes, sig)
+    if divergence and not bake:
+        stage("deriving the log-likelihood graph and checking it against torch autodiff")
     div_meta, div_text = (_divergence(proto, adapter, data_shape, num_classes, one_time, sig)
                           if divergence and not bake else (None, "no (baked)" if bake else "no"))
     proto = fold_time_columns(fast_elu(proto))[0]      # a baked graph's constant t columns
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     what = f"baked {bake} sampler" if bake else "velocity model"
     proto.doc_string = f"flow-matching {what} ({(training or {}).get('dataset', 'unknown data')}); see fm.* metadata"
+    if condition:
+        stage("exporting the condition stage")
     meta = build_metadata(   # the graph outputs a velocity whatever the network was trained to predict
         data_shape=data_shape, path=path or {"name": "unknown"}, prediction="velocity",
         default_solver=default_solver, default_steps=default_steps, default_schedule=schedule, training=training,
@@ -191,9 +202,13 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     read_spec(str(out), dict(sess.get_modelmeta().custom_metadata_map),
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
+    stage(f"checking onnxruntime against torch at batch sizes {', '.join(map(str, VERIFY_BATCHES))}")
     worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes, one_time=one_time, sig=sig)
     probe = _feed(data_shape, kind, 4, np.random.default_rng(1234), num_classes, sig)[0] if sig else None
     fp32 = add_selftest(proto, data_shape, kind, num_classes, probe)
+    if (precision, quantize, fmt) != ("fp32", None, "onnx"):
+        stage(f"making the {'/'.join(v for v in (precision, quantize, fmt) if v not in ('fp32', None, 'onnx'))} "
+              "variant and measuring it against float32")
     data, variant, ops_config, costly = variants.make_variant(proto, fp32, reference_data, data_shape, kind, num_classes,
                                                               precision, quantize, fmt, probe, sig, force)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))

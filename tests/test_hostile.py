@@ -445,7 +445,7 @@ def test_fm_train_stops_at_its_timeout_with_nothing_half_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("tool", ["fm-train", "fm-export"])
+@pytest.mark.parametrize("tool", ["fm-train", pytest.param("fm-export", marks=pytest.mark.slow)])
 def test_the_torch_tools_stop_past_their_memory_budget(tmp_path, trained, tool):
     # torch fails its own allocations under an OS data limit (SystemError, then an abort), so
     # fm-train and fm-export watch their resident memory instead: importing torch alone is past 300M

@@ -96,7 +96,8 @@ def test_rough_edges_a_newcomer_hit(trained, tmp_path):
 
 def test_fm_train_reports_progress_in_a_log(tmp_path):
     """stderr not a terminal (a log, CI): a line per 10% of the run instead of a silent bar."""
-    p = run_cli("fm-train", "fit", "--steps", "40", "--batch-size", "64", "--out", str(tmp_path / "m.ckpt"))
+    p = run_cli("fm-train", "fit", "--steps", "40", "--batch-size", "64", "--width", "16", "--depth", "1",
+                "--out", str(tmp_path / "m.ckpt"))
     lines = p.stderr.strip().splitlines()
     assert [ln.split(" steps")[0] for ln in lines[:10]] == [f"training: {4 * k}/40" for k in range(1, 11)], p.stderr
     assert "loss" in lines[-2] and lines[-1].startswith("trained moons: 40 steps")

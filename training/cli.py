@@ -10,11 +10,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from fm_runtime.cli import limits
 from fm_runtime.cli.io import atomic_write, check_writable, load_array, save_npy
 from fm_runtime.cli.options import watched_limits
 from fm_runtime.cli.runner import run_cli
-from fm_runtime.errors import InputError, Interrupted, TimedOut
+from fm_runtime.errors import InputError
 from fm_runtime.solve.noise import noise_rows
 from fm_runtime.solve.solvers import MAX_STEPS, SOLVERS
 
@@ -113,16 +112,7 @@ def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, l
         if resume:      # refuse here, where the exit status is ours, not torchrun's
             from .resume import check_compatible, read
             check_compatible(read(resume), recipe.to_dict(), resume)
-        started = time.time()
-        try:
-            budget = ([] if ctx.get_parameter_source("max_memory").name == "DEFAULT"
-                      else ["--max-memory", str(limits.budget())])     # each process's own
-            return distributed.launch(nproc, ["fit", *distributed.explicit_args(ctx, leave_out=("nproc",)), *budget])
-        except (TimedOut, Interrupted) as e:     # stopped here: say what the job's processes left
-            if checkpoint_every and Path(out).is_file() and Path(out).stat().st_mtime >= started:
-                raise type(e)(str(e).replace("nothing written", f"{out} holds the last --checkpoint-every step "
-                                             f"(continue with --resume {out})")) from None
-            raise
+        return distributed.launch_fit(ctx, nproc, out if checkpoint_every else None)
     model, config = train_fit(dataset, recipe, progress=progress, threads=threads, out=out,
                               checkpoint_every=checkpoint_every, resume=resume, loss_log=loss_log)
     if distributed.rank() == 0:

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from fm_runtime.errors import UsageError
+from fm_runtime.errors import Interrupted, TimedOut, UsageError
 from fm_runtime.model import control
 
 
@@ -180,6 +180,22 @@ def launch(nproc: int, args: list[str], module: str = "training.cli") -> int:
                     break
     control.poll_stop()
     return job.returncode
+
+
+def launch_fit(ctx, nproc: int, keeps: str | None) -> int:
+    """fm-train fit's own command line in `nproc` processes (its --max-memory for each; its
+    --timeout kept here, where it stops the whole job). Stopped, it says what the job left in
+    `keeps` (the --checkpoint-every output) when a process wrote it during this run."""
+    from fm_runtime.cli import limits
+    started = time.time()
+    budget = [] if ctx.get_parameter_source("max_memory").name == "DEFAULT" else ["--max-memory", str(limits.budget())]
+    try:
+        return launch(nproc, ["fit", *explicit_args(ctx, leave_out=("nproc",)), *budget])
+    except (TimedOut, Interrupted) as e:
+        if keeps and os.path.isfile(keeps) and os.stat(keeps).st_mtime >= started:
+            raise type(e)(str(e).replace("nothing written", f"{keeps} holds the last --checkpoint-every step "
+                                         f"(continue with --resume {keeps})")) from None
+        raise
 
 
 def explicit_args(ctx, leave_out: tuple[str, ...] = ()) -> list[str]:

@@ -199,6 +199,19 @@ def end_progress_line() -> None:
         _progress_line_open = False
 
 
+def progress_note(text: str, terminal: bool) -> None:
+    """A stage of long work on stderr: on a terminal it replaces the progress line in place, in
+    a log it is a line of its own."""
+    import sys
+    global _progress_line_open
+    if terminal:
+        sys.stderr.write(f"\r{text}\x1b[K")
+        _progress_line_open = True
+    else:
+        sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 class Progress:
     """A one-line progress report on stderr, redrawn at most every half second."""
 

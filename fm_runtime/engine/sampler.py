@@ -277,9 +277,8 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     the batch goes whole to one call, and the solver state stays on the device between steps
     (`device_resident`, default: on for every provider but CPU). `cuda_graph=True` lets the CUDA
     provider capture a baked graph once per batch size and replay it. `allow_loops=True` runs
-    a graph holding a Loop whose trip count the file does not fix (refused by default: such a
-    loop may never end, and no timeout can stop a running onnxruntime call); only for files
-    whose producer you trust.
+    a Loop whose trip count the file does not fix (refused by default: it may never end); only
+    for files whose producer you trust.
 
     Raises ModelError (file missing, unreadable, not a usable model, fails its self-test),
     ProviderError (provider not available) or UsageError (options that do not fit), all
@@ -295,8 +294,7 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     auto = tile is None
     if auto:
         tile = DEFAULT_TILE if spec.symbolic else default_tile(spec.dim)
-    sampler = Sampler(session, spec, where, tile=tile, workers=workers,
-                      device_resident=(not on_cpu) if device_resident is None else device_resident,
-                      session_options=opts, auto_tile=on_cpu and auto)
+    sampler = Sampler(session, spec, where, tile=tile, workers=workers, session_options=opts, auto_tile=on_cpu and auto,
+                      device_resident=(not on_cpu) if device_resident is None else device_resident)
     sampler.allow_loops = allow_loops       # for the graphs it opens later (stage, divergence)
     return sampler
