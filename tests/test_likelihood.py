@@ -103,3 +103,23 @@ def test_files_without_divergence_graph_say_so(trained, tmp_path):
     np.save(tmp_path / "x.npy", x)
     p = run_cli("fm-run", "logprob", str(tmp_path / "nodiv.onnx"), str(tmp_path / "x.npy"), check=False)
     assert p.returncode == 2 and "fm-export --add-divergence" in p.stderr and "--logprob" not in p.stderr
+
+
+def test_hutchinson_estimates_carry_a_calibrated_standard_error(tmp_path):
+    # each probe integrates its own estimate of the log-likelihood; their spread over sqrt(K) is
+    # the standard error (last_std_error): 0 for exact, NaN for one probe, and on the shipped model
+    # against the exact value, errors / standard error have a spread of about 1
+    s = fm_runtime.load()
+    x = s.sample(200, seed=1)
+    exact = s.log_prob(x, divergence="exact")
+    assert np.array_equal(s.last_std_error, np.zeros(200))
+    s.log_prob(x, divergence="hutchinson", probes=1)
+    assert np.isnan(s.last_std_error).all()
+    est = s.log_prob(x, divergence="hutchinson", probes=16)
+    se = s.last_std_error
+    z = (est - exact) / se
+    assert se.shape == (200,) and (se > 0).all()
+    assert 0.8 < np.std(z) < 1.25 and np.mean(np.abs(z) < 1.96) > 0.88, (np.std(z), np.mean(np.abs(z) < 1.96))
+    np.save(tmp_path / "x.npy", x[:50])
+    p = run_cli("fm-run", "logprob", str(tmp_path / "x.npy"), "--divergence", "hutchinson", "--probes", "8")
+    assert "Hutchinson divergence, 8 probes (standard error per sample: median " in p.stderr, p.stderr

@@ -210,7 +210,7 @@ def _interval(ctx, param, value):
 
 def divergence_options(f):
     f = click.option("--probes", type=click.IntRange(1, 1024), default=1, show_default=True,
-                     help="Hutchinson probes per row.")(f)
+                     help="Hutchinson probes per row; with 2 or more the summary gives each estimate's standard error (the probes' spread).")(f)
     return click.option("--divergence", type=click.Choice(["auto", "exact", "hutchinson"]), default="auto",
                         show_default=True, help="exact: trace over all D directions; hutchinson: --probes random "
                         "probes per row (unbiased, cheaper for high D); auto: exact up to 16 dimensions.")(f)
@@ -240,5 +240,9 @@ def describe_logp(sampler, logp, nfe: int, divergence: str, probes: int, dim: in
     d, m = dim, float(logp.mean())
     method = resolve_method(divergence, d)
     how = "exact divergence" if method == "exact" else f"Hutchinson divergence, {probes} probe{'s' * (probes > 1)}"
+    se = sampler.last_std_error
+    if method != "exact":
+        how += (f" (standard error per sample: median {float(np.median(se)):.3g} nats)" if probes > 1 and se is not None
+                else " (one probe gives no standard error: --probes 2 or more)")
     return (f"mean log p {m:.4f} nats ({m / d:.4f} nats/dim; negative log-likelihood "
             f"{-m / d / np.log(2):.4f} bits/dim), {how}, {nfe} evaluations")

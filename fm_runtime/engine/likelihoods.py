@@ -30,6 +30,11 @@ class Likelihoods:
     """Mixed into Sampler: uses its spec, path, tiler, providers, session options and the lazily
     opened divergence session (`_jvp_session` under `_jvp_lock`)."""
 
+    @property
+    def last_std_error(self) -> np.ndarray | None:
+        """Per row, the standard error (nats) of this thread's last log-likelihoods (see log_prob)."""
+        return getattr(self._last, "std_error", None)
+
     @guarded
     def log_prob(self, x: np.ndarray, steps: int | None = None, solver: str | None = None, labels=None,
                  guidance: float = 1.0, divergence: str = "auto", probes: int = 1,
@@ -42,7 +47,9 @@ class Likelihoods:
         and evaluation); "hutchinson" averages `probes` Rademacher probes per row (seeded by
         `probe_seed` and the row index): unbiased, cheaper in high dimension; "auto" is exact up
         to likelihood.EXACT_MAX_DIM dimensions. Divide by the number of dimensions (and ln 2)
-        for nats (bits) per dimension. Conditional models: log p(x | label), or of the guided
+        for nats (bits) per dimension. `last_std_error` then holds each row's standard error in
+        nats: 0 for exact, the spread of the K probes' estimates over sqrt(K) for Hutchinson with
+        K >= 2 (NaN with one probe, which gives no spread). Conditional models: log p(x | label), or of the guided
         field with guidance != 1. `schedule`, `cond`, `dims` and the guidance options as in sample(); the schedule is
         visited backwards."""
         cond, nulls = self.through_stage(cond, guidance)
@@ -68,21 +75,22 @@ class Likelihoods:
         session = self._divergence_session()
         k = req.spec.dim if method == "exact" else int(probes)
         n = len(x0)
-        end, integral, calls = np.empty_like(x0), np.empty(n, np.float64), [0]
+        end, integral, spread, calls = np.empty_like(x0), np.empty(n, np.float64), np.empty(n), [0]
 
         def run(ab: tuple[int, int]) -> None:
             a, b = ab
             e = probe_vectors(b - a, req.spec.data_shape, method, k, req.probe_seed, start=a)
             jvp = jvp_fn(session, req.spec, b - a, req.conditioning(a, b))
             t0, t1 = (0.0, 1.0) if forward else (1.0, 0.0)
-            end[a:b], acc, calls[0] = solve_with_divergence(jvp, x0[a:b], e, method, steps, solver, t0, t1,
-                                                            schedule)
+            end[a:b], acc, calls[0], spread[a:b] = solve_with_divergence(jvp, x0[a:b], e, method, steps, solver,
+                                                                         t0, t1, schedule)
             integral[a:b] = acc if forward else -acc
 
         tile = self.tiler.tile
         self.tiler.map(run, self.tiler.bounds(n, max(16, tile // k) if tile > 0 else 0))
         if not (np.isfinite(end).all() and np.isfinite(integral).all()):
             raise NumericalError(f"{self.path}: the log-likelihood solve produced NaN/Inf")
+        self._last.std_error = spread
         return end, integral, calls[0]
 
     def _divergence_session(self) -> ort.InferenceSession:

@@ -53,20 +53,27 @@ def standard_normal_logpdf(z: np.ndarray) -> np.ndarray:
 
 
 def solve_with_divergence(jvp: Callable, x: np.ndarray, e: np.ndarray, method: str, steps: int,
-                          solver: str, t0: float, t1: float, schedule=None) -> tuple[np.ndarray, np.ndarray, int]:
+                          solver: str, t0: float, t1: float, schedule=None
+                          ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Integrate [x, A] from t0 to t1 with dA/dt = div v, from the tangents e of probe_vectors:
-    the sum of e_k . J e_k over the basis ("exact") or their mean ("hutchinson").
-    jvp(x, t, e) -> (v, J e). Returns (x at t1, A(t1) - A(t0) in float64, network evaluations)."""
+    the sum of e_k . J e_k over the basis ("exact"), or for "hutchinson" one A_k per probe (each
+    probe's own estimate of the whole integral), averaged. jvp(x, t, e) -> (v, J e). Returns
+    (x at t1, A(t1) - A(t0) in float64, network evaluations, the standard error of A per row:
+    0 for exact, std_k(A_k) / sqrt(K) for K >= 2 probes, NaN for one probe)."""
     n, k = len(x), e.shape[1]
     d = x[0].size
     e_flat = e.reshape(n, k, d)
-    weight = 1.0 if method == "exact" else 1.0 / k
+    exact = method == "exact"
+    cols = 1 if exact else k
 
     def augmented(state: np.ndarray, t: float) -> np.ndarray:
         v, jv = jvp(np.ascontiguousarray(state[:, :d]).reshape(x.shape), t, e)
-        div = np.einsum("nkd,nkd->n", e_flat, jv.reshape(n, k, d)) * weight
-        return np.concatenate([v.reshape(n, d), div[:, None]], 1)
+        per_probe = np.einsum("nkd,nkd->nk", e_flat, jv.reshape(n, k, d))
+        div = per_probe.sum(1, keepdims=True) if exact else per_probe
+        return np.concatenate([v.reshape(n, d), div], 1)
 
-    state = np.concatenate([x.reshape(n, d), np.zeros((n, 1), np.float32)], 1)
+    state = np.concatenate([x.reshape(n, d), np.zeros((n, cols), np.float32)], 1)
     sol = integrate(augmented, state, steps, solver, t0=t0, t1=t1, schedule=schedule)
-    return sol.x[:, :d].reshape(x.shape), sol.x[:, d].astype(np.float64), sol.nfe
+    acc = sol.x[:, d:].astype(np.float64)
+    spread = (np.zeros(n) if exact else acc.std(1, ddof=1) / math.sqrt(k) if k > 1 else np.full(n, np.nan))
+    return sol.x[:, :d].reshape(x.shape), acc.mean(1), sol.nfe, spread
