@@ -13,6 +13,8 @@ import onnxruntime as ort
 
 import fm_runtime
 from fm_runtime.cli.io import atomic_write
+from fm_runtime.errors import FmError
+from fm_runtime.model import control
 from fm_runtime.model.contract import build_metadata, io_table, read_spec, with_divergence, write_metadata
 from fm_runtime.model.session import one_line
 from fm_runtime.model.spec import NAMES
@@ -77,12 +79,19 @@ def add_divergence(src: str | Path, out: str | Path, *, data_shape=None, x_name:
                           "this graph (see export/jvp_rules.py for the operators covered)") from None
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     data = check_proto(proto)
-    check = finite_difference_check(model.SerializeToString(), data, spec.data_shape, spec)
+    try:
+        check = finite_difference_check(model.SerializeToString(), data, spec.data_shape, spec)
+        data = add_selftest(onnx.load_from_string(data), spec.data_shape, "jvp", spec.num_classes)
+    except (FmError, KeyboardInterrupt):
+        raise
+    except Exception as e:      # onnxruntime failing on the graphs at the check's batch of 4 rows
+        control.poll_stop()     # or ended by Ctrl-C, SIGTERM, --timeout: say that instead
+        raise ExportError(f"{where}: the velocity or the derived divergence graph failed while being checked on "
+                          f"a batch of rows ({one_line(e)}); nothing written") from None
     if check["median_rel_diff_vs_finite_differences"] > FD_MEDIAN_RTOL:
         raise ExportError(f"{where}: the divergence graph disagrees with finite differences of the velocity "
                           f"(median relative difference {check['median_rel_diff_vs_finite_differences']:.2g}); "
                           "nothing written")
-    data = add_selftest(onnx.load_from_string(data), spec.data_shape, "jvp", spec.num_classes)
     value = {"onnx_base64": base64.b64encode(data).decode("ascii"), "input_e": NAMES.e, "output_jv": NAMES.jv, **check}
     if not spec.format_version:   # a plain file: write the metadata it was loaded with
         meta = {**meta, **build_metadata(data_shape=spec.data_shape, path={"name": "unknown"},

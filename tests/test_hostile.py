@@ -469,3 +469,21 @@ def test_fm_train_nproc_stops_its_whole_job_at_the_timeout(tmp_path):
     time.sleep(1)
     left = subprocess.run(["pgrep", "-f", "torch.distributed.run|training.cli"], capture_output=True, text=True).stdout
     assert left.split() == [], left       # torchrun and both workers are gone
+
+
+def test_add_divergence_names_a_graph_that_fails_its_checks(tmp_path):
+    # a plain velocity graph that only runs one row at a time: the derived graph's checks run a
+    # batch, and onnxruntime's failure there is an export error (8) in one line, not an internal one
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    g = h.make_graph([h.make_node("Reshape", ["x", "one_row"], ["r"]), h.make_node("Mul", ["r", "half"], ["m"]),
+                      h.make_node("Reshape", ["m", "rows"], ["v"])], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["B", 2]), h.make_tensor_value_info("t", T.FLOAT, ["B"])],
+                     [h.make_tensor_value_info("v", T.FLOAT, ["B", 2])],
+                     [h.make_tensor("one_row", T.INT64, [2], [1, 2]), h.make_tensor("rows", T.INT64, [2], [-1, 2]),
+                      h.make_tensor("half", T.FLOAT, [], [0.5])])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)], ir_version=9), str(tmp_path / "one.onnx"))
+    p = run_cli("fm-export", "--add-divergence", str(tmp_path / "one.onnx"), "--data-shape", "2",
+                "--out", str(tmp_path / "lp.onnx"), check=False)
+    assert p.returncode == 8 and p.stderr.count("\n") == 1 and "failed while being checked" in p.stderr, p.stderr
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["one.onnx"]
