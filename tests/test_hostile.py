@@ -219,7 +219,9 @@ def test_in_memory_accounting_covers_the_measured_peak(tmp_path, n, solver, thre
     need = limits.in_memory_bytes(n, 4 * dim, tile_rows=default_tile(dim), workers=threads,
                                   stages=fm_runtime.nfe(solver, 1))
     print(f"{n} rows, {solver}, {threads} threads: measured {peak / 2**20:.0f} MiB, accounted {need / 2**20:.0f} MiB")
-    assert peak <= need < 2 * peak
+    # "not wildly above": whether the worker threads' tiles are in flight at the same moment is up
+    # to the scheduler, so the same run peaks anywhere from 159 to 193 MiB (2000 rows, 2 threads)
+    assert peak <= need < 2.5 * peak
 
 
 def test_runtime_writes_nothing_but_the_named_output(tmp_path):
