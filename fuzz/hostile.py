@@ -166,22 +166,28 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def corpus_main(doc: str, run, memory: str = "worst peak MiB") -> None:
+    """The command line of a corpus runner: [FOLDER] [--json FILE]; run(folder) -> results; prints
+    the table (its memory column named `memory`) and the failures; exit status 1 if any."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("folder", nargs="?", help="where to write the corpus [default: a temporary folder]")
     ap.add_argument("--json", help="write every run's result here")
     a = ap.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        results = run_corpus(Path(a.folder or tmp))
+        results = run(Path(a.folder or tmp))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
-    print(table(results))
+    print(table(results).replace("worst peak MiB", memory))
     bad = [r for r in results if r["problems"]]
     for r in bad:
         print(f"FAIL {r['class']}/{r['name']} {r['command']}: {'; '.join(r['problems'])}: {r['stderr'].strip()[:200]}")
-    print(f"{len(results)} runs on {len({r['name'] for r in results})} files, {len(bad)} failed")
+    print(f"{len(results)} runs on {len({r['path'] for r in results})} files, {len(bad)} failed")
     sys.exit(1 if bad else 0)
+
+
+def main() -> None:
+    corpus_main(__doc__, run_corpus)
 
 
 if __name__ == "__main__":

@@ -14,15 +14,11 @@ class (files, runs, exit codes, worst memory taken, worst time); exit status 1 i
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
-from fuzz.hostile import problems, run_forked, table
+from fuzz.hostile import corpus_main, problems, run_forked
 
 TAKEN_BOUND = 512 << 20
 RECIPE = ["--data", "moons", "--width", "16", "--depth", "2", "--batch-size", "32", "--ema", "0.9",
@@ -182,20 +178,7 @@ def run_corpus(folder: Path) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("folder", nargs="?", help="where to write the corpus [default: a temporary folder]")
-    ap.add_argument("--json", help="write every run's result here")
-    a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = run_corpus(Path(a.folder or tmp))
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1))
-    print(table(results).replace("worst peak MiB", "worst MiB taken"))
-    bad = [r for r in results if r["problems"]]
-    for r in bad:
-        print(f"FAIL {r['class']}/{r['name']} {r['command']}: {'; '.join(r['problems'])}: {r['stderr'].strip()[:200]}")
-    print(f"{len(results)} runs on {len(results) // 3} files, {len(bad)} failed")
-    sys.exit(1 if bad else 0)
+    corpus_main(__doc__, run_corpus, memory="worst MiB taken")
 
 
 if __name__ == "__main__":

@@ -93,11 +93,15 @@ def _set_timeout(ctx, param, seconds):
     control.set_deadline(seconds)
 
 
-def _set_budget(ctx, param, value):
-    try:
-        limits.apply_budget(limits.parse_size(value))
-    except UsageError as e:
-        raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
+def _budget(apply):
+    """The --max-memory callback that hands the parsed size to `apply` (limits.apply_budget sets
+    a data limit, limits.watch_budget has the supervisor watch resident memory)."""
+    def callback(ctx, param, value):
+        try:
+            apply(limits.parse_size(value))
+        except UsageError as e:
+            raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
+    return callback
 
 
 def timeout_option(f):
@@ -110,7 +114,7 @@ def timeout_option(f):
 def run_limits(f):
     """--timeout and --max-memory, applied as soon as they are parsed (every fm-run command)."""
     f = click.option("--max-memory", metavar="SIZE", default=limits.DEFAULT_BUDGET, show_default=True,
-                     expose_value=False, callback=_set_budget,
+                     expose_value=False, callback=_budget(limits.apply_budget),
                      help="Memory this run may use (e.g. 2G, 512M, 25% of RAM); beyond it the run "
                           "stops with exit code 9 instead of swapping.")(f)
     f = click.option("--allow-loops", is_flag=True, expose_value=False,
@@ -120,18 +124,11 @@ def run_limits(f):
     return timeout_option(f)
 
 
-def _watch_budget(ctx, param, value):
-    try:
-        limits.watch_budget(limits.parse_size(value))
-    except UsageError as e:
-        raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
-
-
 def watched_limits(f):
     """--timeout and --max-memory for the torch tools (fm-train, fm-export): the budget is watched
     (resident memory, every 20 ms) rather than set as a data limit, under which torch fails."""
     f = click.option("--max-memory", metavar="SIZE", default=limits.DEFAULT_BUDGET, show_default=True,
-                     expose_value=False, callback=_watch_budget,
+                     expose_value=False, callback=_budget(limits.watch_budget),
                      help="Memory this run may use (e.g. 8G, 25% of RAM), checked every 20 ms; past it the "
                           "run stops with exit code 9 and writes nothing.")(f)
     return timeout_option(f)
