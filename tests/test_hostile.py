@@ -431,7 +431,9 @@ def test_fm_train_stops_on_sigterm_and_keeps_its_last_checkpoint(tmp_path):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=10)
     latency, err = time.monotonic() - sent, proc.stderr.read()
-    assert proc.returncode == 130 and latency < 2.0 and err.count("\n") == 1, (latency, err)
+    # within seconds: the step under way ends, and a torch process takes a while to exit (2.0-2.5 s
+    # measured with a CPU hog beside it, against fm-run's 0.1 s)
+    assert proc.returncode == 130 and latency < 5.0 and err.count("\n") == 1, (latency, err)
     assert err.startswith("fm-train: interrupted at step ") and f"(continue with --resume {out})" in err
     held = int(err.split(" holds step ")[1].split()[0])
     from training.resume import read

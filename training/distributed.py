@@ -191,10 +191,10 @@ def launch_fit(ctx, nproc: int, keeps: str | None) -> int:
     budget = [] if ctx.get_parameter_source("max_memory").name == "DEFAULT" else ["--max-memory", str(limits.budget())]
     try:
         return launch(nproc, ["fit", *explicit_args(ctx, leave_out=("nproc",)), *budget])
-    except (TimedOut, Interrupted) as e:
+    except (TimedOut, Interrupted):
         if keeps and os.path.isfile(keeps) and os.stat(keeps).st_mtime >= started:
-            raise type(e)(str(e).replace("nothing written", f"{keeps} holds the last --checkpoint-every step "
-                                         f"(continue with --resume {keeps})")) from None
+            raise control.stop_error(left=f"{keeps} holds the last --checkpoint-every step (continue with "
+                                     f"--resume {keeps})") from None
         raise
 
 

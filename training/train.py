@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fm_runtime.errors import UsageError
+from fm_runtime.errors import FmError, UsageError
 from fm_runtime.model import control
 
 from . import distributed
@@ -147,7 +147,12 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
                 if bar is not None:
                     bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
             if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < r.steps:
-                save(step + 1, True)
+                try:
+                    save(step + 1, True)
+                except FmError:             # stopped while writing: the checkpoint before stays
+                    if control.stop_reason() is None:
+                        raise
+                    raise _stopped(step + 1, r.steps, out if main else None, saved) from None
                 saved = step + 1
         if bar is not None:
             bar.close()
@@ -165,10 +170,8 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
 def _stopped(step: int, steps: int, out, saved: int | None) -> Exception:
     """The stop error of a run ended at `step`, saying what it leaves: the checkpoint of the last
     --checkpoint-every step (complete, resumable), or nothing."""
-    error = control.stop_error()
-    what = str(error).replace("; nothing written", "")
-    left = (f"{out} holds step {saved} (continue with --resume {out})" if saved and out else "nothing written")
-    return type(error)(f"{what} at step {step} of {steps}; {left}")
+    left = f"{out} holds step {saved} (continue with --resume {out})" if saved and out else "nothing written"
+    return control.stop_error(f" at step {step} of {steps}", left)
 
 
 def _build_network(net, data_shape, width, depth, activation, num_classes) -> torch.nn.Module:

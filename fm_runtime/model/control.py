@@ -102,13 +102,15 @@ def deadline_passed() -> bool:
     return _deadline is not None and time.monotonic() > _deadline[0]
 
 
-def stop_error() -> FmError:
+def stop_error(at: str = "", left: str = "nothing written") -> FmError:
+    """The error of the stop requested: why, `at` where the work was (" at step 5 of 10"), and
+    `left` what it leaves behind."""
     if _reason == "memory":
-        return ResourceError(f"stopped: {_detail}; nothing written")
+        return ResourceError(f"stopped{at}: {_detail}; {left}")
     if _reason == "timeout":
         seconds = _deadline[1] if _deadline else 0
-        return TimedOut(f"stopped after --timeout {seconds:g} s; nothing written")
-    return Interrupted("interrupted; nothing written")
+        return TimedOut(f"stopped after --timeout {seconds:g} s{at}; {left}")
+    return Interrupted(f"interrupted{at}; {left}")
 
 
 def poll_stop() -> None:
