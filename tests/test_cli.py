@@ -14,8 +14,11 @@ def test_round_trip(tmp_path):
                 "--out", str(ckpt), "--no-progress")
     assert "final loss" in p.stderr and ckpt.is_file()
 
-    p = run_cli("fm-export", str(ckpt), "--out", str(onnx_path), "--default-steps", "6")
+    p = run_cli("fm-export", str(ckpt), "--out", str(onnx_path), "--default-steps", "6", "--progress")
     assert "max |diff|" in p.stderr and onnx_path.is_file()
+    lines = p.stderr.splitlines()       # --progress: each stage on a line of its own, then the summary
+    assert lines[0].startswith("fm-export: tracing the network with torch.onnx (") and len(lines) == 4, p.stderr
+    assert lines[-1].startswith("exported velocity model")
 
     info = json.loads(run_cli("fm-run", "info", str(onnx_path), "--json").stdout)
     assert info["contract_version"] == 1 and info["kind"] == "velocity"

@@ -441,6 +441,7 @@ def test_fm_train_stops_on_sigterm_and_keeps_its_last_checkpoint(tmp_path):
     assert read(out)["step"] == held >= 60 and sorted(q.name for q in tmp_path.iterdir()) == ["loss.csv", "m.ckpt"]
 
 
+@pytest.mark.slow      # the same stop as SIGTERM's above, from the deadline
 def test_fm_train_stops_at_its_timeout_with_nothing_half_written(tmp_path):
     p = run_cli("fm-train", *TRAIN, "--steps", "1000000", "--out", str(tmp_path / "m.ckpt"), "--timeout", "1",
                 check=False)
