@@ -18,8 +18,8 @@ def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def fold_time_columns(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """(the model with every foldable first-layer Gemm folded, how many were folded)."""
+def fold_time_columns(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every foldable first-layer Gemm folded (the model itself when none is)."""
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     made = {o: n for n in g.node for o in n.output}
@@ -51,7 +51,7 @@ def fold_time_columns(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         c = const(n.input[0])
         return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
 
-    new_inits, replaced, folded = [], {}, 0
+    new_inits, replaced = [], {}
     weights: dict[tuple, str] = {}
     for n in g.node:
         if n.op_type != "Gemm" or n.domain or n.input[0] not in made:
@@ -87,16 +87,15 @@ def fold_time_columns(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         new_inits.append(numpy_helper.from_array(bias.astype(w.dtype), bias_name))
         replaced[n.output[0]] = helper.make_node("Gemm", [cat.input[j], weights[key], bias_name], list(n.output),
                                                  name=f"fold/{n.output[0]}")
-        folded += 1
-    if not folded:
-        return model, 0
+    if not replaced:
+        return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
     nodes = [replaced.get(n.output[0], n) if n.output else n for n in out.graph.node]
     out.graph.initializer.extend(new_inits)
     _drop_dead(out, nodes)
     _skip_noop_reshapes(out)
-    return out, folded
+    return out
 
 
 def _skip_noop_reshapes(model: onnx.ModelProto) -> None:

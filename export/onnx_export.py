@@ -183,7 +183,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         stage("deriving the log-likelihood graph and checking it against torch autodiff")
     div_meta, div_text = (_divergence(proto, adapter, data_shape, num_classes, one_time, sig)
                           if divergence and not bake else (None, "no (baked)" if bake else "no"))
-    proto = fold_time_columns(fast_elu(proto))[0]      # a baked graph's constant t columns
+    proto = fold_time_columns(fast_elu(proto))      # a baked graph's constant t columns
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     what = f"baked {bake} sampler" if bake else "velocity model"
     proto.doc_string = f"flow-matching {what} ({(training or {}).get('dataset', 'unknown data')}); see fm.* metadata"

@@ -35,7 +35,7 @@ def _save(payload, path: Path) -> None:
     torch.save(payload, path)
 
 
-def _cases(base: Path) -> list[tuple[str, str, object]]:
+def _cases(base: dict) -> list[tuple[str, str, object]]:
     """(class, name, how to make it): a function of (payload, path) or of path alone."""
     import torch
 
@@ -59,7 +59,7 @@ def _cases(base: Path) -> list[tuple[str, str, object]]:
             z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
             z.writestr("archive/version", "3\n")
 
-    rng = {**_payload(base)["training_state"]["stream"]}
+    rng = {**base["training_state"]["stream"]}
     return [
         ("control", "untouched", lambda p, out: _save(p, out)),
         ("not a checkpoint", "empty", lambda out: out.write_bytes(b"")),
@@ -122,7 +122,7 @@ def write_corpus(folder: Path) -> tuple[Path, list[dict]]:
         if e.code:
             raise
     payload, files = _payload(base), []
-    for i, (cls, name, make) in enumerate(_cases(base)):
+    for i, (cls, name, make) in enumerate(_cases(payload)):
         path = folder / f"{i:02d}.ckpt"
         make(payload, path) if make.__code__.co_argcount == 2 else make(path)
         expect = _EXPECT.get(cls, _WEIGHTS)
