@@ -425,8 +425,10 @@ def test_fm_train_stops_on_sigterm_and_keeps_its_last_checkpoint(tmp_path):
     proc = subprocess.Popen(cli_argv("fm-train", *TRAIN, "--steps", "1000000", "--checkpoint-every", "20",
                                      "--loss-log", str(log), "--out", str(out)), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (log.is_file() and log.read_text().count("\n") > 60) and time.monotonic() < deadline:
-        time.sleep(0.05)                # training, past its first checkpoints
+    # training, past its first checkpoints: the loss rows of a step reach the log just before its
+    # checkpoint is written, so a row past step 80 means the step-60 checkpoint is complete
+    while not (log.is_file() and log.read_text().count("\n") > 82) and time.monotonic() < deadline:
+        time.sleep(0.05)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=10)
