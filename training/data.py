@@ -24,8 +24,19 @@ Labelled = tuple[np.ndarray, np.ndarray | None]
 
 
 def moons(n: int, rng: np.random.Generator) -> Labelled:
-    from sklearn.datasets import make_moons
-    return make_moons(n, noise=0.05, random_state=_sk_seed(rng))
+    """sklearn's make_moons(n, noise=0.05, random_state=seed), the same points to the bit, without
+    importing sklearn (1.6 s of every fm-train start): evenly spaced angles on two half circles,
+    shuffled, then Gaussian noise, all from one legacy RandomState."""
+    state = np.random.RandomState(_sk_seed(rng))
+    n_out = n // 2
+    angle_out, angle_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n - n_out)
+    x = np.stack([np.append(np.cos(angle_out), 1 - np.cos(angle_in)),
+                  np.append(np.sin(angle_out), 1 - np.sin(angle_in) - 0.5)], 1)
+    y = np.append(np.zeros(n_out, np.intp), np.ones(n - n_out, np.intp))
+    order = np.arange(n)
+    state.shuffle(order)
+    x, y = x[order], y[order]
+    return x + state.normal(scale=0.05, size=x.shape), y
 
 
 def moons_iid(n: int, rng: np.random.Generator) -> Labelled:
