@@ -68,7 +68,7 @@ class Case:
 
 def _cases() -> dict[str, Case]:
     torch.manual_seed(0)
-    cfm, kw, unet, dit = CfmMLP(), KeywordMLP(), TxUNet(), VelocityDiT((1, 8, 8), 32, 2)
+    cfm, kw, unet, dit = CfmMLP(), KeywordMLP(), TxUNet(), VelocityDiT((1, 8, 8), 32, 1)
     for net in (unet, dit):          # leave the zero-initialised gates: a field worth comparing
         for p in net.parameters():
             p.data += 0.05 * torch.randn_like(p)

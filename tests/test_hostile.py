@@ -17,7 +17,7 @@ import fm_runtime
 from fm_runtime.model.contract import build_metadata, write_metadata
 from fuzz.hostile_files import loop, loop_inits, model
 
-from .conftest import cli_argv, run_cli, writing_into
+from .conftest import busy_for, cli_argv, run_cli, writing_into
 from .node_bridge import needs_node, node_sample
 
 
@@ -102,8 +102,8 @@ def test_a_run_that_never_ends_stops_on_signal_within_2_s(tmp_path, how, sig):
     proc = subprocess.Popen(cli_argv("fm-run", "sample", str(tmp_path / "loop.onnx"), "-n", "64", "--seed", "0",
                                     "--out", str(tmp_path / "x.npy"), "--allow-loops", *how),
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(3)                       # loaded and inside the Loop
-    assert proc.poll() is None
+    # loaded and inside the Loop: a second of CPU is well past fm-run's imports (0.4 s)
+    assert busy_for(proc.pid, 1.0) and proc.poll() is None
     sent = time.monotonic()
     proc.send_signal(sig)
     proc.wait(timeout=10)

@@ -1,7 +1,7 @@
 """The JavaScript sampler (js/) against this runtime: node's own test runner runs js/test/ on
 fixtures this run exports (scripts/js_fixtures.py): parity on onnxruntime-node and onnxruntime-web
-for every solver and steps in {1, 4, 8} and on time schedules, the same refusals, and the demo page in headless Chromium
-(skipped inside node's runner when /usr/bin/chromium is absent). Needs node and `npm ci` in js/."""
+for every solver and steps in {1, 4, 8} and on time schedules, the same refusals, and (in the slow
+set) the demo page in headless Chromium. Needs node and `npm ci` in js/."""
 import os
 import shutil
 import subprocess
@@ -19,22 +19,20 @@ pytestmark = [
 ]
 
 
-def test_js_sampler_matches_python(trained, conditional, tmp_path):
-    import sys
-
-    from export.onnx_export import export_checkpoint
+def _fixtures(trained, conditional, fx: Path, digits: bool = False) -> None:
+    """scripts/js_fixtures.py's fixtures for this run's models (and, for the demo page's image
+    grid, a class-conditional digits model: its layout, not its quality, so 2 steps)."""
+    from export.onnx_export import export_checkpoint, export_model
     from fm_runtime.model.session import default_model_path
     from scripts.js_fixtures import FILE_SCHEDULE, write_fixtures
+    from training.train import fit
 
-    fx = tmp_path / "fixtures"
     fx.mkdir()
     export_checkpoint(trained.ckpt, fx / "baked.onnx", bake="heun:4")
     export_checkpoint(trained.ckpt, fx / "sched.onnx", default_schedule=FILE_SCHEDULE)
-    # a class-conditional image model for the demo page's grid (its layout, not its quality: 2 steps)
-    from export.onnx_export import export_model
-    from training.train import fit
-    export_model(*fit("digits", steps=2, width=32, depth=2, conditional=True, progress=False), fx / "digits.onnx",
-                 divergence=False)
+    if digits:
+        export_model(*fit("digits", steps=2, width=32, depth=2, conditional=True, progress=False),
+                     fx / "digits.onnx", divergence=False)
     import onnx
     bare = onnx.load(trained.onnx)
     del bare.metadata_props[:]
@@ -42,18 +40,37 @@ def test_js_sampler_matches_python(trained, conditional, tmp_path):
     models = {"plain": trained.onnx, "cond": conditional["moons"][1], "baked": fx / "baked.onnx",
               "nometa": fx / "nometa.onnx", "sched": fx / "sched.onnx", "shipped": default_model_path()}
     write_fixtures(fx, models)
-    env = dict(os.environ, FM_JS_FIXTURES=str(fx), FM_JS_ARTIFACTS=str(tmp_path / "artifacts"),
+
+
+def _node_tests(names: list[str], tmp_path: Path) -> str:
+    """node --test on js/test files against the fixtures in tmp_path/fixtures; its report."""
+    import sys
+    env = dict(os.environ, FM_JS_FIXTURES=str(tmp_path / "fixtures"), FM_JS_ARTIFACTS=str(tmp_path / "artifacts"),
                FM_JS_REPORT=str(tmp_path / "parity.json"), FM_PYTHON=sys.executable)
     # the test files only: node --test on the folder would also run fixtures.mjs as a script,
     # which writes the fixtures again (16 s) while the test files read them
-    tests = sorted(str(p.relative_to(JS)) for p in (JS / "test").glob("*.test.mjs"))
-    p = subprocess.run(["node", "--test", "--test-reporter=spec", *tests], cwd=JS, env=env,
+    p = subprocess.run(["node", "--test", "--test-reporter=spec", *names], cwd=JS, env=env,
                        capture_output=True, text=True, timeout=600)
     print(p.stdout[-6000:])
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
     assert "fail 0" in p.stdout
-    if Path("/usr/bin/chromium").exists() or os.environ.get("FM_CHROMIUM"):
-        assert (tmp_path / "artifacts" / "demo-moons.png").stat().st_size > 20000
+    return p.stdout
+
+
+def test_js_sampler_matches_python(trained, conditional, tmp_path):
+    _fixtures(trained, conditional, tmp_path / "fixtures")
+    tests = sorted(str(p.relative_to(JS)) for p in (JS / "test").glob("*.test.mjs") if p.name != "browser.test.mjs")
+    _node_tests(tests, tmp_path)
+
+
+@pytest.mark.slow      # Chromium and a digits export: 8 s of the README's test command, run in CI's slow set
+@pytest.mark.skipif(not (Path("/usr/bin/chromium").exists() or os.environ.get("FM_CHROMIUM")),
+                    reason="no Chromium at /usr/bin/chromium (apt-get install chromium, or set FM_CHROMIUM)")
+def test_demo_page_in_headless_chromium(trained, conditional, tmp_path):
+    _fixtures(trained, conditional, tmp_path / "fixtures", digits=True)
+    report = _node_tests(["test/browser.test.mjs"], tmp_path)
+    assert "skipped 0" in report
+    assert (tmp_path / "artifacts" / "demo-moons.png").stat().st_size > 20000
 
 
 def test_readme_node_example_runs(tmp_path):

@@ -59,11 +59,13 @@ def test_sample_logprob_agrees_with_the_backward_solve(trained):
 
 def test_known_density_gaussian(tmp_path):
     """Trained on a correlated Gaussian, the model's mean log-likelihood of fresh data is the
-    true mean log density (minus the entropy) within 0.05 nats per dimension."""
+    true mean log density (minus the entropy) within 0.05 nats per dimension. (800 steps, seeds 0
+    and 1: -0.003 nats/dim, per-point mean |diff| 0.09-0.10, correlation 0.994-0.995; 1500 steps
+    halve the per-point error at twice the time.)"""
     from export.onnx_export import export_model
     from training.train import fit
 
-    model, config = fit("gaussian", steps=1500, batch_size=512, lr=3e-3, lr_schedule="cosine", ema=0.99,
+    model, config = fit("gaussian", steps=800, batch_size=512, lr=3e-3, lr_schedule="cosine", ema=0.99,
                         progress=False)
     export_model(model, config, tmp_path / "g.onnx")
     x = fresh_data("gaussian", 2000, 5)

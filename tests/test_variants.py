@@ -14,35 +14,39 @@ import pytest
 import fm_runtime
 from export.onnx_export import export_model
 
-from .conftest import run_cli
+from .conftest import Built, run_cli
 
 VARIANTS = [  # (bake, precision, quantize, format)
     (None, "fp16", None, "onnx"),
     (None, "fp32", "int8", "onnx"),
     (None, "fp32", None, "ort"),
-    (None, "fp16", None, "ort"),
-    ("midpoint:4", "fp16", None, "onnx"),
+    pytest.param((None, "fp16", None, "ort"), marks=pytest.mark.slow),   # fp16 and ORT, each above
+    pytest.param(("midpoint:4", "fp16", None, "onnx"), marks=pytest.mark.slow),
     ("midpoint:4", "fp32", "int8", "ort"),
 ]
 
 
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
+    """Each variant is exported when a test first asks for it (1-2 s each), so the fast suite
+    exports only the ones it tests."""
     d = tmp_path_factory.mktemp("variants")
-    files = {}
-    for v in VARIANTS:
+
+    def build(v):
         bake, precision, quantize, fmt = v
         path = d / f"{bake or 'velocity'}-{precision}-{quantize}.{fmt}".replace(":", "")
         report = export_model(trained.model, trained.config, path, bake=bake, precision=precision,
                               quantize=quantize, fmt=fmt)
-        files[v] = (path, report)
-    fp32 = trained.onnx                         # the session's float32 export, with the same defaults
-    baked32 = d / "baked32.onnx"
-    export_model(trained.model, trained.config, baked32, bake="midpoint:4")
-    return files, fp32, baked32
+        return path, report
+
+    def baked32():
+        export_model(trained.model, trained.config, d / "baked32.onnx", bake="midpoint:4")
+        return d / "baked32.onnx"
+    # trained.onnx: the session's float32 export, with the same defaults
+    return Built(build), trained.onnx, Built(lambda _: baked32())
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=["-".join(map(str, v)) for v in VARIANTS])
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v)))
 def test_variant_loads_declares_and_keeps_quality(exported, variant):
     files, fp32, baked32 = exported
     path, report = files[variant]
@@ -60,7 +64,7 @@ def test_variant_loads_declares_and_keeps_quality(exported, variant):
         assert m["mean_dev"] <= 1e-3 and m["max_dev"] <= 5e-3
     # and the runtime reproduces what the file says about itself
     z = np.random.default_rng(5).standard_normal((300, 2), dtype=np.float32)
-    ref = fm_runtime.load(baked32 if bake else fp32).sample(noise=z, steps=4 if not bake else None)
+    ref = fm_runtime.load(baked32["midpoint:4"] if bake else fp32).sample(noise=z, steps=4 if not bake else None)
     got = s.sample(noise=z) if bake else s.sample(noise=z, steps=4)
     assert got.shape == (300, 2) and got.dtype == np.float32 and np.isfinite(got).all()
     assert np.abs(got - ref).mean() <= (2e-2 if quantize else 1e-3)
@@ -72,9 +76,8 @@ def test_variant_loads_declares_and_keeps_quality(exported, variant):
 
 def test_variants_are_smaller_where_it_counts(exported):
     files, fp32, _ = exported
-    size = {v: p.stat().st_size for v, (p, _) in files.items()}
-    assert size[(None, "fp16", None, "onnx")] < 0.8 * fp32.stat().st_size
-    assert size[(None, "fp32", "int8", "onnx")] < 0.6 * fp32.stat().st_size
+    assert files[(None, "fp16", None, "onnx")][0].stat().st_size < 0.8 * fp32.stat().st_size
+    assert files[(None, "fp32", "int8", "onnx")][0].stat().st_size < 0.6 * fp32.stat().st_size
 
 
 def test_info_shows_the_variant_cost(exported):

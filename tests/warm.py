@@ -8,8 +8,10 @@ test sees what it would see from a fresh interpreter, minus the import time. fm-
 server that imports only what fm-run imports (numpy, onnxruntime, click): its children's memory
 and modules stay those of a real fm-run.
 
-Nothing is imported before the fork but modules: no torch op runs there, so no thread pool
-exists that a child could inherit half of.
+The torch server also exports one tiny network and takes one Adam step before it serves, so
+that each child starts past torch's one-time setup (dynamo, decomposition tables, the ONNX
+operator table: 3-4 s of the first export in a process). It does so on one thread, so that no
+OpenMP pool exists to be forked, and each child gets torch's default thread count back.
 """
 from __future__ import annotations
 
@@ -28,6 +30,28 @@ PRELOAD = {   # imported by the server before it forks; each tool's own entry mo
     "fm-train": ["torch", "onnx", "onnxruntime", "torch.onnx", "torch.export", "export.cli"],
 }
 SERVER_OF = {"fm-run": "fm-run", "fm-train": "fm-train", "fm-export": "fm-train"}
+_torch_threads = None       # torch's default, restored in each child of the torch server
+
+
+def _warm_up_torch() -> None:
+    global _torch_threads
+    import tempfile
+
+    import torch
+    import tqdm
+
+    from export import export_velocity
+    _torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.SiLU(), torch.nn.Linear(8, 2))
+    with tempfile.TemporaryDirectory() as d:
+        export_velocity(net, f"{d}/warm.onnx", data_shape=2, call="cat(x,t)")
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.randn(4, 3)).pow(2).mean().backward()
+    opt.step()
+    if tqdm.tqdm.monitor is not None:        # a progress bar's helper thread: a child starts its own
+        tqdm.tqdm.monitor.exit()
+        tqdm.tqdm.monitor = None
 
 
 def _child(request: dict) -> None:
@@ -45,6 +69,9 @@ def _child(request: dict) -> None:
             os.dup2(fd, target)
             os.close(fd)
         sys.argv = [request["tool"], *request["args"]]
+        if _torch_threads is not None:
+            import torch
+            torch.set_num_threads(_torch_threads)
         try:
             __import__(ENTRY[request["tool"]], fromlist=["main"]).main()
             code = 0
@@ -74,6 +101,8 @@ def serve(tool: str, address: str) -> None:
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)          # PR_SET_PDEATHSIG
     for name in [*PRELOAD[tool], ENTRY[tool]]:
         __import__(name)
+    if tool == "fm-train":
+        _warm_up_torch()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
     listener.listen(1)
