@@ -80,23 +80,49 @@ def cli_argv(tool: str, *args: str) -> list[str]:
 _warm = None
 
 
+def _cold(env: dict | None) -> bool:
+    """Fresh interpreters when asked (FM_TEST_COLD=1), or when the environment would change how
+    one starts (what the warm server has already read)."""
+    return bool(os.environ.get("FM_TEST_COLD")) or any(k.startswith(("PYTHON", "OMP_", "MKL_")) for k in env or {})
+
+
+def warm():
+    global _warm
+    from .warm import Warm
+    _warm = _warm or Warm()
+    return _warm
+
+
 def run_cli(*args: str, cwd=None, env=None, check=True) -> subprocess.CompletedProcess:
     """Run a console script (fm-run, fm-train, fm-export) as a process of its own, forked from a
     warm interpreter that has already imported it (tests/warm.py: the same process a fresh
     interpreter gives, minus seconds of imports); FM_TEST_COLD=1 starts a fresh interpreter for
-    each instead. Tests that signal or time a process start it themselves with cli_argv."""
-    global _warm
+    each instead."""
     full_env = dict(os.environ, **(env or {}))
-    if os.environ.get("FM_TEST_COLD") or any(k.startswith(("PYTHON", "OMP_", "MKL_")) for k in env or {}):
+    if _cold(env):
         p = subprocess.run(cli_argv(*args), capture_output=True, text=True,
                            cwd=cwd, env=full_env, timeout=300)
     else:
-        from .warm import Warm
-        _warm = _warm or Warm()
-        p = _warm.run(args[0], args[1:], cwd=cwd, env=full_env, timeout=300)
+        p = warm().run(args[0], args[1:], cwd=cwd, env=full_env, timeout=300)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
     return p
+
+
+def start_cli(*args: str, cwd=None):
+    """A console script started and left running, as subprocess.Popen with its output captured
+    (text): .pid, .send_signal(s), .communicate(timeout) -> (stdout, stderr), .returncode."""
+    if _cold(None):
+        return subprocess.Popen(cli_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, text=True)
+    return warm().start(args[0], args[1:], cwd=cwd)
+
+
+def pytest_collection_finish(session):
+    """A run whose tests call the console scripts starts the warm servers at once: they import and
+    warm up beside the first tests instead of in front of the first call."""
+    if not _cold(None) and any("run_cli" in vars(item.module) for item in session.items
+                               if getattr(item, "module", None) is not None):
+        warm().prestart()
 
 
 def pytest_sessionfinish(session, exitstatus):

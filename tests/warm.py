@@ -125,50 +125,100 @@ def serve(tool: str, address: str) -> None:
             stream.flush()
 
 
+class Started:
+    """A command the server has forked and is waiting on: pid, send_signal, wait -> exit code,
+    communicate -> (stdout, stderr), as subprocess.Popen gives them (for tests that signal a run)."""
+
+    def __init__(self, conn: socket.socket, stream, out: Path, err: Path, timeout: float):
+        self._conn, self._stream, self._out, self._err = conn, stream, out, err
+        conn.settimeout(timeout)
+        self.pid, self.returncode = int(stream.readline()), None
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._conn.settimeout(timeout)
+            try:
+                self.returncode = int(self._stream.readline())
+            except TimeoutError:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout) from None
+            self._conn.close()
+            self.stdout, self.stderr = (p.read_text(errors="replace") for p in (self._out, self._err))
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        return self.stdout, self.stderr
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait()
+
+
 class Warm:
     """Client: run(tool, args, cwd, env, timeout) -> CompletedProcess, as subprocess.run with
-    capture_output=True and text=True would return it."""
+    capture_output=True and text=True would return it; start(...) -> Started, as Popen."""
 
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="fm-warm-"))
         self.servers: dict[str, subprocess.Popen] = {}
+        self.ready: set[str] = set()
+        self.calls = 0
 
-    def _address(self, tool: str) -> str:
-        server = SERVER_OF[tool]
-        address = str(self.dir / f"{server}.sock")
+    def prestart(self) -> None:
+        """Start both servers now, without waiting: they import and warm up beside the first tests."""
+        for server in set(SERVER_OF.values()):
+            self._launch(server)
+
+    def _launch(self, server: str) -> None:
         if server not in self.servers:
             repo = str(Path(__file__).resolve().parents[1])
-            log = self.dir / f"{server}.log"
-            with open(log, "w") as errors:
-                p = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {repo!r}); "
-                                      f"from tests.warm import serve; serve({server!r}, {address!r})"],
-                                     cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
-                                     text=True)
-            if p.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"the warm {server} server did not start (exit {p.wait()}): {log.read_text()}")
-            self.servers[server] = p
-        return address
+            address = self.dir / f"{server}.sock"
+            with open(self.dir / f"{server}.log", "w") as errors:
+                self.servers[server] = subprocess.Popen(
+                    [sys.executable, "-c", f"import sys; sys.path.insert(0, {repo!r}); "
+                     f"from tests.warm import serve; serve({server!r}, {str(address)!r})"],
+                    cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, text=True)
 
-    def run(self, tool: str, args, cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
-        out, err = self.dir / "stdout", self.dir / "stderr"
+    def _connect(self, tool: str) -> socket.socket:
+        server = SERVER_OF[tool]
+        self._launch(server)
+        if server not in self.ready:
+            p = self.servers[server]
+            if p.stdout.readline().strip() != "ready":
+                log = (self.dir / f"{server}.log").read_text()
+                raise RuntimeError(f"the warm {server} server did not start (exit {p.wait()}): {log}")
+            self.ready.add(server)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(str(self.dir / f"{server}.sock"))
+        return conn
+
+    def start(self, tool: str, args, cwd=None, env: dict | None = None, timeout: float = 300) -> Started:
+        self.calls += 1
+        out, err = self.dir / f"{self.calls}.out", self.dir / f"{self.calls}.err"
         out.write_bytes(b"")
         err.write_bytes(b"")
-        request = dict(tool=tool, args=list(args), cwd=str(cwd or os.getcwd()), env=env,
+        request = dict(tool=tool, args=list(args), cwd=str(cwd or os.getcwd()), env=dict(env or os.environ),
                        stdout=str(out), stderr=str(err))
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.connect(self._address(tool))
-            conn.settimeout(timeout)
-            stream = conn.makefile("rw")
-            stream.write(json.dumps(request) + "\n")
-            stream.flush()
-            pid = int(stream.readline())
-            try:
-                code = int(stream.readline())
-            except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
-                raise subprocess.TimeoutExpired([tool, *args], timeout) from None
-        text = lambda p: p.read_text(errors="replace")        # noqa: E731
-        return subprocess.CompletedProcess([tool, *args], code, text(out), text(err))
+        conn = self._connect(tool)
+        stream = conn.makefile("rw")
+        stream.write(json.dumps(request) + "\n")
+        stream.flush()
+        return Started(conn, stream, out, err, timeout)
+
+    def run(self, tool: str, args, cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        started = self.start(tool, args, cwd, env, timeout)
+        try:
+            code = started.wait(timeout)
+        except subprocess.TimeoutExpired:
+            started.kill()
+            raise subprocess.TimeoutExpired([tool, *args], timeout) from None
+        for p in (started._out, started._err):
+            p.unlink()
+        return subprocess.CompletedProcess([tool, *args], code, started.stdout, started.stderr)
 
     def close(self) -> None:
         for p in self.servers.values():
