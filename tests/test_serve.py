@@ -235,7 +235,9 @@ def test_binary_bodies_that_lie_and_requests_past_their_time(server):
 
 @pytest.mark.slow
 def test_full_queue_is_429_and_disconnect_cancels(files):
-    s = Server(MOONS, "--max-queue", "1", "--max-batch-rows", "1")
+    # the second slow request waits for the first: with a busy machine the two took past the
+    # default 60 s request timeout (408), which is not what this test is about
+    s = Server(MOONS, "--max-queue", "1", "--max-batch-rows", "1", "--request-timeout", "600")
     try:
         slow = {"inputs": [], "parameters": {"n": 20000, "steps": 1000, "seed": 0}}
         results, took = [], []
