@@ -125,7 +125,7 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
         bar = _progress(r.steps, progress if main else False, first)
         saved = None                # the step of the last checkpoint with training state written
         for step in range(first, r.steps):
-            if control.stop_reason() is not None:       # Ctrl-C, SIGTERM or --timeout (fm-train is supervised)
+            if _stop_requested(group):
                 raise _stopped(step, r.steps, out if main else None, saved)
             b = data.draw(step)
             x1, y, x0, t = (v if v is None else v.to(device) for v in (b.x1, b.y, b.x0, b.t))
@@ -165,6 +165,17 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
     if r.prediction != "velocity":
         model = PredictionToVelocity(model, prob_path, r.prediction).eval()
     return model, config
+
+
+def _stop_requested(group) -> bool:
+    """Ctrl-C, SIGTERM or --timeout (fm-train is supervised). With several processes, any one's
+    stops all of them at the same step: one process leaving alone would leave the others in the
+    step's gradient all-reduce, which gloo ends with a connection error (an internal error line
+    where the job should say what it left)."""
+    stop = control.stop_reason() is not None
+    if group is None or group.world_size == 1:
+        return stop
+    return bool(group.mean(torch.tensor([float(stop)])).item() > 0)
 
 
 def _stopped(step: int, steps: int, out, saved: int | None) -> Exception:
