@@ -73,7 +73,8 @@ def conditional(tmp_path_factory):
 def cli_argv(tool: str, *args: str) -> list[str]:
     """The command line that runs console script `tool` (fm-run, fm-train, fm-export) through the
     current interpreter, so the tests use this checkout's code."""
-    module = {"fm-run": "fm_runtime.cli.main", "fm-train": "training.cli", "fm-export": "export.cli"}[tool]
+    from .warm import ENTRY
+    module = ENTRY[tool]
     return [sys.executable, "-c", f"import sys; from {module} import main; sys.argv[0] = {tool!r}; main()", *args]
 
 

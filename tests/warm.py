@@ -35,8 +35,6 @@ _torch_threads = None       # torch's default, restored in each child of the tor
 
 def _warm_up_torch() -> None:
     global _torch_threads
-    import tempfile
-
     import torch
     import tqdm
 
