@@ -147,3 +147,17 @@ def test_a_bake_exports_the_velocity_graph_once_and_unrolls_it_in_onnx(trained, 
     export_model(trained.model, trained.config, tmp_path / "b.onnx", bake="rk4:2")
     assert traced == ["velocity"]
     assert unrollable(onnx.load(str(trained.onnx))) and not unrollable(model([loop("x", "v", 2)], loop_inits("v", 2)))
+
+
+@pytest.mark.parametrize("n, dim, workers, tile, want", [
+    (256, 2, 2, 2048, [(0, 128), (128, 256)]),        # moons: 128 rows a worker is worth a call
+    (100, 2, 2, 2048, [(0, 100)]),                    # under that, one call
+    (64, 768, 2, 2048, [(0, 32), (32, 64)]),          # an image row is work enough: both cores
+    (3, 768, 2, 2048, [(0, 2), (2, 3)]),
+    (1, 768, 2, 2048, [(0, 1)]),
+    (10, 768, 2, 4, [(0, 4), (4, 8), (8, 10)]),        # the tile still caps a call's rows
+    (10, 768, 2, 0, [(0, 10)]),                       # tile 0: the whole batch in one call
+    (500, 64, 1, 2048, [(0, 500)])])                  # one worker: never split below the tile
+def test_tiles_split_a_batch_by_the_work_in_it(n, dim, workers, tile, want):
+    from fm_runtime.engine.tiler import Tiler
+    assert Tiler(tile, workers).bounds(n, dim=dim) == want

@@ -87,7 +87,7 @@ class Likelihoods:
             integral[a:b] = acc if forward else -acc
 
         tile = self.tiler.tile
-        self.tiler.map(run, self.tiler.bounds(n, max(16, tile // k) if tile > 0 else 0))
+        self.tiler.map(run, self.tiler.bounds(n, max(16, tile // k) if tile > 0 else 0, req.spec.dim * (k + 1)))
         if not (np.isfinite(end).all() and np.isfinite(integral).all()):
             raise NumericalError(f"{self.path}: the log-likelihood solve produced NaN/Inf")
         self._last.std_error = spread

@@ -222,7 +222,7 @@ class Sampler(Likelihoods):
                tile: int | None = None):
         """Solve in tiles, each tile one independent solve on the backend."""
         spec = cond.spec or self.spec
-        bounds = self.tiler.bounds(len(x0), tile)
+        bounds = self.tiler.bounds(len(x0), tile, spec.dim)
         if len(bounds) == 1:
             x, calls = self.backend.solve(x0, steps, solver, cond, watch, schedule)
             return checked(spec, x, len(x0), "samples"), calls

@@ -1,0 +1,116 @@
+"""Real networks: the U-Net-style conv net and the digits DiT, runtime against torch, same threads.
+
+    python benchmarks/bench_networks.py            # a few minutes on 2 cores
+    python benchmarks/bench_networks.py --threads 1 --batches 1,64
+
+For each network (random weights, perturbed so no gate sits at zero): export time and size,
+then at each batch the median time of an 8-step midpoint solve (16 NFE) by
+- torch eager: the reference sampler (torch.no_grad, same solver code as the runtime);
+- torch.compile: the whole no_grad solve loop compiled (inductor), once per batch, untimed;
+- the runtime: fm_runtime.load(file).sample(noise=z), the loop over the velocity file;
+- the runtime baked: the same solve unrolled into one graph (fm-export --bake midpoint:8);
+with torch and onnxruntime given the same number of threads. A roofline column: the network's
+FLOPs per sample per evaluation (torch's FlopCounterMode: convolutions and matmuls), the
+GFLOP/s each mode achieves, and that as a share of this machine's measured float32 matmul rate.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import fm_runtime
+from export import export_velocity
+from fm_runtime.cli.bench import matmul_gflops, median_seconds
+from training.nets import VelocityDiT, VelocityUNet
+from training.sample import sample as torch_sample
+
+STEPS = 8
+
+
+def networks() -> dict:
+    torch.manual_seed(0)
+    nets = {"unet [3,16,16] w32": (VelocityUNet((3, 16, 16), 32), (3, 16, 16)),
+            "digits DiT [1,8,8] w64 d4": (VelocityDiT((1, 8, 8), 64, 4), (1, 8, 8))}
+    for net, _ in nets.values():
+        for p in net.parameters():
+            p.data += 0.05 * torch.randn_like(p)
+        net.eval()
+    return nets
+
+
+def flops_per_eval(net, shape) -> int:
+    """Forward FLOPs of one evaluation for one sample (2 per multiply-add)."""
+    x = torch.zeros((4, *shape))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x, torch.zeros(4))
+    return counter.get_total_flops() // 4
+
+
+def compiled_solve(net):
+    def solve(x):
+        h = 1.0 / STEPS
+        for i in range(STEPS):
+            t = torch.full((x.shape[0],), i * h)
+            k1 = net(x, t)
+            x = x + h * net(x + k1 * (h / 2), t + h / 2)
+        return x
+    compiled = torch.compile(solve, dynamic=False)
+
+    def run(z):
+        with torch.no_grad():
+            return compiled(torch.from_numpy(z))
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch and onnxruntime threads")
+    ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it compiles for minutes)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rate = matmul_gflops()
+    print(f"machine: {args.threads} threads; float32 matmul {rate:.0f} GFLOP/s measured (2048x2048)")
+    tmp = Path(tempfile.mkdtemp())
+    for name, (net, shape) in networks().items():
+        velocity, baked = tmp / "v.onnx", tmp / "b.onnx"
+        clock = time.perf_counter()
+        report = export_velocity(net, velocity, data_shape=shape)
+        t_export = time.perf_counter() - clock
+        clock = time.perf_counter()
+        export_velocity(net, baked, data_shape=shape, bake=f"midpoint:{STEPS}", divergence=False)
+        t_bake = time.perf_counter() - clock
+        fl = flops_per_eval(net, shape)
+        print(f"\n{name}: {report.size_bytes / 1e6:.2f} MB; export with divergence {t_export:.1f} s, baked "
+              f"midpoint:{STEPS} {t_bake:.1f} s; {fl / 1e6:.2f} MFLOP per sample per evaluation")
+        loop = fm_runtime.load(velocity, threads=args.threads)
+        bake = fm_runtime.load(baked, threads=args.threads)
+        compiled = None if args.no_compile else compiled_solve(net)
+        print(f"{'batch':>6} | {'mode':<22} | {'time':>10} | {'vs eager':>8} | {'GFLOP/s':>7} | {'of matmul peak':>14}")
+        for n in (int(b) for b in args.batches.split(",")):
+            z = loop.noise(n, seed=0)
+            ref = torch_sample(lambda x, t: net(x, t), z, STEPS, "midpoint")
+            modes = {"torch eager (no_grad)": lambda: torch_sample(lambda x, t: net(x, t), z, STEPS, "midpoint"),
+                     "runtime loop": lambda: loop.sample(noise=z, steps=STEPS, solver="midpoint"),
+                     "runtime baked": lambda: bake.sample(noise=z)}
+            if compiled is not None:
+                compiled(z)                                  # compile for this batch, untimed
+                modes["torch.compile (solve)"] = lambda: compiled(z)
+            for mode, fn in modes.items():
+                gap = np.abs(np.asarray(fn()) - ref).max()
+                assert gap < 1e-3, (mode, gap)
+            times = {mode: median_seconds(fn, min_time=1.0) for mode, fn in modes.items()}
+            for mode, t in times.items():
+                achieved = fl * 2 * STEPS * n / t / 1e9
+                print(f"{n:>6} | {mode:<22} | {t * 1e3:>8.2f}ms | {times['torch eager (no_grad)'] / t:>7.2f}x | "
+                      f"{achieved:>7.1f} | {achieved / rate:>13.0%}")
+
+
+if __name__ == "__main__":
+    main()
