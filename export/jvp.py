@@ -6,21 +6,25 @@ to every node that depends on x the node(s) that carry a tangent through it (`jv
 one small rule per operator). Nothing here knows the architecture, so it serves any exported
 network and any plain velocity ONNX file; an operator without a rule is named, never guessed.
 
-The K tangents are handled by repeating each row K times (x, t, y -> B*K rows) and running the
-differentiated graph once on B*K rows: it costs K evaluations of the network plus K tangent
-passes, and needs nothing of the graph but a dynamic batch axis.
+The network runs once on the B rows given (the primal); the K tangents of each row run as B*K
+rows through the tangent nodes, which see a per-row primal tensor repeated K times where a rule
+needs it (an Expand, cheap beside the network). So it costs one evaluation of the network plus K
+tangent passes, and needs nothing of the graph but a dynamic batch axis.
 """
 from __future__ import annotations
+
+import heapq
 
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from fm_runtime.model.spec import NAMES
 
-from .jvp_builder import Builder
+from .jvp_builder import Builder, attr
 from .jvp_rules import NO_TANGENT, RULES
 
 PREFIX = "f/"                   # every tensor of the velocity graph is renamed into this namespace
+REP = "r/"                      # ... and a per-row tensor with each of its rows repeated K times into this one
 
 
 def covered_ops() -> list[str]:
@@ -71,22 +75,27 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
     src = _prepared(model)
     g = src.graph
     ren = (lambda n: PREFIX + n if n else n)
-    b = Builder(shapes={ren(vi.name): vi.type for vi in [*g.value_info, *g.input, *g.output]})
-    # repeat every row K times: x, t, y -> [B*K, ...]; e -> [B*K, *s]
+    types = {ren(vi.name): vi.type for vi in [*g.value_info, *g.input, *g.output]}
     x_in, t_in, e_in = "x_in", "t_in", "e_in"
-    shape_e = b.op("Shape", e_in)
-    b_k = b.op("Shape", e_in, end=2)
-    flat = b.op("Concat", b.ints([-1]), b.op("Shape", x_in, start=1), axis=0)
-    b.alias(ren(x_name), b.op("Reshape", b.op("Expand", b.op("Unsqueeze", x_in, b.ints([1])), shape_e), flat))
-    t_rows = b.op("Reshape", b.op("Expand", b.op("Unsqueeze", t_in, b.ints([1])), b_k), b.ints([-1]))
-    b.alias(ren(t_name), t_rows if t_rank == 1 else b.op("Unsqueeze", t_rows, b.ints([1])))
-    if y_name:
-        b.alias(ren(y_name), b.op("Reshape", b.op("Expand", b.op("Unsqueeze", "y_in", b.ints([1])), b_k), b.ints([-1])))
-    for name in extras:                 # every row of each extra input K times, like x
-        rest = b.op("Shape", f"{name}_in", start=1)
-        grown = b.op("Expand", b.op("Unsqueeze", f"{name}_in", b.ints([1])), b.op("Concat", b_k, rest, axis=0))
-        b.alias(ren(name), b.op("Reshape", grown, b.op("Concat", b.ints([-1]), rest, axis=0)))
-    b.tangent[ren(x_name)] = b.op("Reshape", e_in, flat)
+    # the primal: the velocity graph once, on the B rows given
+    row_inputs = {ren(x_name): x_in, ren(t_name): t_in, **({ren(y_name): "y_in"} if y_name else {}),
+                  **{ren(n): f"{n}_in" for n in extras}}
+    x_dims = types[ren(x_name)].tensor_type.shape.dim if ren(x_name) in types else []
+    b = Builder(shapes={**types, **{REP + n: t for n, t in types.items()}}, rep=REP, rows_first=set(row_inputs),
+                batch=x_dims[0].dim_param if x_dims else "")
+    for inner, outer in row_inputs.items():
+        if inner == ren(t_name) and t_rank != 1:
+            b.op("Unsqueeze", outer, b.ints([1]), out=inner)
+        else:
+            b.alias(inner, outer)
+    per_row = set(row_inputs)
+    for node in g.node:
+        if any(ren(i) in per_row for i in node.input):
+            per_row.update(ren(o) for o in node.output if o)
+    rep = (lambda n: REP + n if n in per_row else n)
+    # the tangents: K per row, on B*K rows; the rules see the per-row tensors under REP names
+    # (the primal's rows each repeated K times), made only where a rule uses them (_repeated)
+    b.tangent[rep(ren(x_name))] = b.op("Reshape", e_in, b.op("Concat", b.ints([-1]), b.op("Shape", x_in, start=1), axis=0))
     for node in g.node:
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
@@ -94,15 +103,22 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
         copy.output[:] = [ren(o) for o in node.output]
         copy.name = ren(node.name) if node.name else ""
         b.nodes.append(copy)
-        if node.op_type not in NO_TANGENT and any(b.tangent.get(i) for i in copy.input):
-            for out, tan in zip(copy.output, RULES[node.op_type](b, copy)):
+        if node.op_type not in NO_TANGENT and any(b.tangent.get(rep(i)) for i in copy.input):
+            seen = onnx.NodeProto()
+            seen.CopyFrom(copy)
+            seen.input[:] = [rep(i) for i in copy.input]
+            seen.output[:] = [rep(o) for o in copy.output]
+            for out, tan in zip(seen.output, RULES[node.op_type](b, seen)):
                 if out and tan:
                     b.tangent[out] = tan
-    v_rows, dv_rows = ren(v_name), b.tangent.get(ren(v_name))
+    v = ren(v_name)
+    dv_rows = b.tangent.get(rep(v))
     if dv_rows is None:     # v does not depend on x at all: J = 0
-        dv_rows = b.op("Mul", v_rows, b.const(0.0))
-    b.op("Gather", b.op("Reshape", v_rows, shape_e), b.ints(0), axis=1, out="v_out")
-    b.op("Reshape", dv_rows, shape_e, out="jv_out")
+        dv_rows = b.op("Mul", rep(v), b.const(0.0))
+    b.alias("v_out", v)
+    b.op("Reshape", dv_rows, b.op("Shape", e_in), out="jv_out")
+    _repeated(b, per_row, e_in)
+    b.nodes[:] = _topological(b.nodes)
     # outer names: identity nodes keep the graph's public names free of the internal ones
     b.nodes[:0] = [helper.make_node("Identity", [outer], [inner], name=f"in:{outer}") for outer, inner in
                    ((NAMES.x, x_in), (NAMES.t, t_in), (NAMES.e, e_in), (y_name, "y_in"),
@@ -134,3 +150,63 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
     out = helper.make_model(graph, opset_imports=list(src.opset_import), ir_version=src.ir_version)
     out.producer_name, out.producer_version = src.producer_name, src.producer_version
     return out
+
+
+def _repeated(b: Builder, per_row: set, e_in: str) -> None:
+    """Define every REP name the rules used: that per-row tensor with each row repeated K times
+    (B*K rows, row b*K + k, like the tangents). Where its first axis is the batch (the symbol of
+    x's first axis, and no other axis), by an Expand of the primal; else by running its producer
+    again on repeated inputs (shape arithmetic, the rare tensor whose rows sit on another axis)."""
+    producer = {o: n for n in b.nodes for o in n.output if o}
+    defined = set(producer)
+    batch_leading = (lambda name: b.primal(REP + name) is not None)      # noqa: E731
+    todo = [i for n in b.nodes for i in n.input if i.startswith(REP) and i not in defined]
+    while todo:
+        r = todo.pop()
+        if r in defined:
+            continue
+        name, defined_now = r[len(REP):], [r]
+        node = producer[name]
+        if batch_leading(name):
+            rest = b.op("Shape", name, start=1)
+            grown = b.op("Expand", b.op("Unsqueeze", name, b.ints([1])),
+                         b.op("Concat", b.op("Shape", e_in, end=2), rest, axis=0))
+            b.op("Reshape", grown, b.op("Concat", b.ints([-1]), rest, axis=0), out=r)
+        elif node.op_type == "Shape" and batch_leading(node.input[0]) and attr(node, "start", 0) == 0 \
+                and attr(node, "end") is None:      # [B, ...] -> [B*K, ...] without the tensor itself
+            rows = b.op("Mul", b.op("Shape", node.input[0], end=1), b.op("Shape", e_in, start=1, end=2))
+            b.op("Concat", rows, b.op("Shape", node.input[0], start=1), axis=0, out=r)
+        else:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            copy.input[:] = [REP + i if i in per_row else i for i in node.input]
+            copy.output[:] = [REP + o if o else o for o in node.output]
+            copy.name = REP + node.name if node.name else ""
+            b.nodes.append(copy)
+            defined_now = list(copy.output)
+            todo.extend(i for i in copy.input if i.startswith(REP) and i not in defined)
+        defined.update(defined_now)
+
+
+def _topological(nodes: list) -> list:
+    """The nodes in an order where each comes after the producers of its inputs, otherwise as given."""
+    made_by = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    waits = [{made_by[x] for x in n.input if x in made_by} for n in nodes]
+    users: dict[int, list[int]] = {}
+    for i, deps in enumerate(waits):
+        for j in deps:
+            users.setdefault(j, []).append(i)
+    left = [len(d) for d in waits]
+    ready = [i for i, c in enumerate(left) if c == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for u in users.get(i, ()):
+            left[u] -= 1
+            if not left[u]:
+                heapq.heappush(ready, u)
+    if len(order) != len(nodes):
+        raise NotImplementedError("a graph with a cycle")
+    return order

@@ -11,11 +11,14 @@ FLOATS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProt
 class Builder:
     """Emits nodes and constants with fresh names; holds the tangent of each tensor."""
 
-    def __init__(self, shapes: dict):
+    def __init__(self, shapes: dict, batch: str = "", rows_first: set | None = None, rep: str = "r/"):
         self.nodes: list = []
         self.constants: dict[str, np.ndarray] = {}
         self.tangent: dict[str, str] = {}
         self.shapes = shapes          # tensor name -> onnx TypeProto, where shape inference knew it
+        self.batch = batch            # the symbol of the batch axis ("" when it has none)
+        self.rows_first = set(rows_first or ())   # tensors known to hold the batch on their first axis
+        self.rep = rep                # prefix of a per-row tensor repeated K times (jvp.py)
         self._count = 0
 
     def fresh(self, hint: str = "d") -> str:
@@ -76,6 +79,26 @@ class Builder:
     def zeros_like(self, name: str) -> str:
         zero = helper.make_tensor("value", self.elem_type(name) or TensorProto.FLOAT, [1], [0.0])
         return self.op("ConstantOfShape", self.op("Shape", name), value=zero)
+
+    def primal(self, name: str) -> str | None:
+        """The tensor on the B rows the network runs on, for a rule's repeated name, where its first
+        axis is the batch (so that the rule may compute there once and repeat()); else None."""
+        if not name.startswith(self.rep):
+            return None
+        name = name[len(self.rep):]
+        if name in self.rows_first:
+            return name
+        t = self.shapes.get(name)
+        if not self.batch or t is None or not t.tensor_type.HasField("shape"):
+            return None
+        dims = [d.dim_param for d in t.tensor_type.shape.dim]
+        return name if dims and dims[0] == self.batch and self.batch not in dims[1:] else None
+
+    def repeat(self, name: str) -> str:
+        """A tensor computed from primal() tensors, with the batch first, as the tangents see it:
+        each row K times (jvp.py makes it where used)."""
+        self.rows_first.add(name)
+        return self.rep + name
 
     def tan(self, name: str) -> str | None:
         return self.tangent.get(name) if name else None

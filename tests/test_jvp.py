@@ -4,6 +4,7 @@ torch's own forward-mode autodiff in float64."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -87,3 +88,52 @@ def test_uncovered_operators_are_named():
     with pytest.raises(NotImplementedError, match="Atan"):
         divergence_graph(proto, x_name="x", t_name="t", v_name="v")
     assert {"MatMul", "Conv", "ConvTranspose", "Softmax", "LayerNormalization", "Gelu", "Where"} <= set(covered_ops())
+
+
+class _ConvField(nn.Module):
+    """GroupNorm, SiLU and a convolution, as in the U-Net: the shape of what the primal saves."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(2, 8, 3, padding=1), nn.GroupNorm(4, 8)
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x, t):
+        img = x.reshape(-1, 2, 2, 2)
+        h = F.silu(self.norm(self.conv(img)) + t[:, None, None, None])
+        return self.out(h).reshape(x.shape)
+
+
+def _run(graph, x, t, e):
+    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x, "t": t, "e": e})
+
+
+def test_the_network_runs_once_per_row_and_only_tangents_run_per_probe():
+    """The primal nodes take the B rows as given (no repeated copy of the network's weights
+    work): no Conv, Gemm or MatMul runs on repeated rows; a graph without a symbolic batch
+    (every per-row tensor then rebuilt on repeated rows) gives the same numbers."""
+    torch.manual_seed(0)
+    proto = _to_onnx(VelocityAdapter(_ConvField().eval()), (8,))
+    graph = divergence_graph(proto, x_name="x", t_name="t", v_name="v")
+    repeated = [n.op_type for n in graph.graph.node if any(o.startswith("r/") for o in n.output)]
+    assert repeated and not {"Conv", "Gemm", "MatMul"} & set(repeated), repeated
+    primal_convs = [n for n in graph.graph.node if n.op_type == "Conv" and n.output[0].startswith("f/")]
+    assert len(primal_convs) == 2 and all(not i.startswith("r/") for n in primal_convs for i in n.input)
+    rng = np.random.default_rng(1)
+    x, t = rng.standard_normal((9, 8)).astype(np.float32), rng.random(9).astype(np.float32)
+    e = rng.standard_normal((9, 3, 8)).astype(np.float32)
+    v, jv = _run(graph, x, t, e)
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(proto)
+    del fixed.graph.value_info[:]
+    for vi in [*fixed.graph.input, *fixed.graph.output]:
+        vi.type.tensor_type.shape.dim[0].dim_value = 9
+    rebuilt = divergence_graph(fixed, x_name="x", t_name="t", v_name="v")
+    assert "Conv" in {n.op_type for n in rebuilt.graph.node if n.output[0].startswith("r/")}
+    v2, jv2 = _run(rebuilt, x, t, e)
+    np.testing.assert_allclose(v2, v, atol=1e-6)
+    np.testing.assert_allclose(jv2, jv, atol=1e-5)
+    h = 1e-3
+    fd = (_run(graph, x + h * e[:, 0], t, e)[0] - _run(graph, x - h * e[:, 0], t, e)[0]) / (2 * h)
+    assert np.abs(fd - jv[:, 0]).max() <= 1e-2 * max(1.0, np.abs(fd).max())
