@@ -12,6 +12,10 @@ then at each batch the median time of an 8-step midpoint solve (16 NFE) by
 with torch and onnxruntime given the same number of threads. A roofline column: the network's
 FLOPs per sample per evaluation (torch's FlopCounterMode: convolutions and matmuls), the
 GFLOP/s each mode achieves, and that as a share of this machine's measured float32 matmul rate.
+
+Then log-likelihoods of a U-Net on [1, 16, 16] (256 dimensions, 4 midpoint steps): the runtime's
+exact divergence and Hutchinson (16 probes) against torch autograd's (one backward pass per
+dimension or per probe), on 2 and 8 images, with the largest difference from torch exact.
 """
 from __future__ import annotations
 
@@ -27,7 +31,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import fm_runtime
 from export import export_velocity
 from fm_runtime.cli.bench import matmul_gflops, median_seconds
+from fm_runtime.solve.solvers import integrate
 from training.nets import VelocityDiT, VelocityUNet
+from training.sample import log_prob as torch_log_prob
 from training.sample import sample as torch_sample
 
 STEPS = 8
@@ -68,16 +74,71 @@ def compiled_solve(net):
     return run
 
 
+def torch_hutchinson(net, x: np.ndarray, steps: int, probes: int) -> np.ndarray:
+    """log p1(x) with Hutchinson's estimator in torch: `probes` Rademacher probes per row fixed for
+    the solve, e . (e^T J) by one backward pass each (the FFJORD way)."""
+    x1 = torch.from_numpy(x)
+    n, d = len(x1), x1[0].numel()
+    e = torch.randint(0, 2, (probes, n, d), generator=torch.Generator().manual_seed(0)).float() * 2 - 1
+
+    def augmented(state, t):
+        with torch.enable_grad():
+            xs = state[:, :d].reshape(x1.shape).detach().requires_grad_(True)
+            v = net(xs, torch.full((n,), float(t))).reshape(n, d)
+            div = sum((torch.autograd.grad(v, xs, e[k], retain_graph=True)[0].reshape(n, d) * e[k]).sum(1)
+                      for k in range(probes)) / probes
+        return torch.cat([v.detach(), div[:, None]], 1)
+    end = integrate(augmented, torch.cat([x1.reshape(n, d), torch.zeros(n, 1)], 1), steps, "midpoint",
+                    t0=1.0, t1=0.0).x
+    return (-0.5 * (end[:, :d] ** 2).sum(1) - 0.5 * d * np.log(2 * np.pi) + end[:, d]).numpy()
+
+
+def likelihoods(threads: int, tmp: Path) -> None:
+    torch.manual_seed(0)
+    net = VelocityUNet((1, 16, 16), 32)
+    for p in net.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    net.eval()
+    clock = time.perf_counter()
+    export_velocity(net, tmp / "lp.onnx", data_shape=(1, 16, 16))
+    print(f"\nlog-likelihoods, unet [1,16,16] w32 (export with its divergence graph: "
+          f"{time.perf_counter() - clock:.1f} s), 4 midpoint steps:")
+    s = fm_runtime.load(tmp / "lp.onnx", threads=threads)
+    for n in (2, 8):
+        x = s.noise(n, seed=1)
+        clock = time.perf_counter()
+        want = torch_log_prob(lambda z, t: net(z, t), x, steps=4)
+        t_torch = time.perf_counter() - clock
+        clock = time.perf_counter()
+        got = s.log_prob(x, steps=4, divergence="exact")
+        t_rt = time.perf_counter() - clock
+        clock = time.perf_counter()
+        torch_hutchinson(net, x, 4, 16)
+        t_th = time.perf_counter() - clock
+        clock = time.perf_counter()
+        hutch = s.log_prob(x, steps=4, divergence="hutchinson", probes=16)
+        t_rh = time.perf_counter() - clock
+        print(f"  {n} images: exact runtime {t_rt:.2f} s, torch autograd {t_torch:.2f} s ({t_torch / t_rt:.2f}x), "
+              f"max |diff| {np.abs(got - want).max():.1e} nats; hutchinson x16 runtime {t_rh:.2f} s, torch "
+              f"{t_th:.2f} s ({t_th / t_rh:.2f}x), {t_torch / t_rh:.0f}x faster than torch exact, standard error "
+              f"{np.nanmean(s.last_std_error):.1f} nats, mean |error| vs exact {np.abs(hutch - got).mean():.1f} nats")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch and onnxruntime threads")
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it compiles for minutes)")
+    ap.add_argument("--only", choices=["sampling", "likelihood"], help="one part of the benchmark")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rate = matmul_gflops()
     print(f"machine: {args.threads} threads; float32 matmul {rate:.0f} GFLOP/s measured (2048x2048)")
     tmp = Path(tempfile.mkdtemp())
+    if args.only != "sampling":
+        likelihoods(args.threads, tmp)
+    if args.only == "likelihood":
+        return
     for name, (net, shape) in networks().items():
         velocity, baked = tmp / "v.onnx", tmp / "b.onnx"
         clock = time.perf_counter()
