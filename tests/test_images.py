@@ -70,6 +70,10 @@ def test_digit_model_round_trip(digits, tmp_path):
     assert np.abs(x - ref).max() <= 1e-4
     logp = s.log_prob(x, labels=labels, divergence="hutchinson", probes=2)
     assert logp.shape == (20,) and np.isfinite(logp).all()
+    # with no probes asked for: one per 16 dimensions (4 for 64), each estimate with its standard error
+    default = s.log_prob(x[:4], labels=labels[:4])
+    assert np.array_equal(default, s.log_prob(x[:4], labels=labels[:4], divergence="hutchinson", probes=4))
+    assert np.isfinite(s.last_std_error).all() and (s.last_std_error > 0).all()
 
 
 def test_grid_cli(digits, trained, tmp_path):

@@ -36,7 +36,7 @@ def test_hutchinson_is_unbiased_around_exact(trained):
     assert not np.allclose(one, exact, atol=1e-3)            # it is an estimate...
     assert abs(np.mean(one - exact)) < 0.1                    # ...centred on the exact value
     assert np.abs(many - exact).mean() < 0.25 * np.abs(one - exact).mean()
-    assert np.array_equal(s.log_prob(x[:50], 8, divergence="hutchinson", probe_seed=1), one[:50])  # seeded by row
+    assert np.array_equal(s.log_prob(x[:50], 8, divergence="hutchinson", probes=1, probe_seed=1), one[:50])  # by row
 
 
 def test_probe_vectors():
@@ -125,3 +125,8 @@ def test_hutchinson_estimates_carry_a_calibrated_standard_error(tmp_path):
     np.save(tmp_path / "x.npy", x[:50])
     p = run_cli("fm-run", "logprob", str(tmp_path / "x.npy"), "--divergence", "hutchinson", "--probes", "8")
     assert "Hutchinson divergence, 8 probes (standard error per sample: median " in p.stderr, p.stderr
+
+
+def test_default_probes_grow_with_the_dimension_within_a_budget():
+    from fm_runtime.solve.likelihood import default_probes
+    assert [default_probes(d) for d in (2, 17, 32, 33, 64, 256, 768, 12288)] == [2, 2, 2, 3, 4, 16, 16, 16]

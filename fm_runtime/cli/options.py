@@ -206,8 +206,9 @@ def _interval(ctx, param, value):
 
 
 def divergence_options(f):
-    f = click.option("--probes", type=click.IntRange(1, 1024), default=1, show_default=True,
-                     help="Hutchinson probes per row; with 2 or more the summary gives each estimate's standard error (the probes' spread).")(f)
+    f = click.option("--probes", type=click.IntRange(1, 1024), default=None,
+                     help="Hutchinson probes per row [default: one per 16 dimensions, 2 to 16]; with 2 or more the "
+                     "summary gives each estimate's standard error (the probes' spread).")(f)
     return click.option("--divergence", type=click.Choice(["auto", "exact", "hutchinson"]), default="auto",
                         show_default=True, help="exact: trace over all D directions; hutchinson: --probes random "
                         "probes per row (unbiased, cheaper for high D); auto: exact up to 16 dimensions.")(f)
@@ -231,10 +232,11 @@ def check_conditioning(sampler, label, labels, guidance, logprob, grid) -> None:
                                    f"shape is {list(sampler.data_shape)}")
 
 
-def describe_logp(sampler, logp, nfe: int, divergence: str, probes: int, dim: int) -> str:
+def describe_logp(sampler, logp, nfe: int, divergence: str, probes: int | None, dim: int) -> str:
     """The mean log density in words; dim: values per sample (the request's, symbols bound)."""
-    from ..solve.likelihood import resolve_method
+    from ..solve.likelihood import default_probes, resolve_method
     d, m = dim, float(logp.mean())
+    probes = default_probes(d) if probes is None else probes
     method = resolve_method(divergence, d)
     how = "exact divergence" if method == "exact" else f"Hutchinson divergence, {probes} probe{'s' * (probes > 1)}"
     se = sampler.last_std_error

@@ -43,7 +43,7 @@ class Request:
     logprob: bool = False
     keep_partial: bool = False
     divergence: str = "auto"
-    probes: int = 1
+    probes: int | None = None        # None: likelihood.default_probes of the dimension
     probe_seed: int = 0
     inputs: dict = field(default_factory=dict)   # the file's extra inputs, per row: {name: [n, *shape]}
     cancel: CancelToken | None = None             # cancels this request from another thread
@@ -75,7 +75,7 @@ class Request:
 
 def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=None, seed=None, noise=None, *,
                      trajectory: bool = False, logprob: bool = False, keep_partial: bool = False, labels=None,
-                     guidance=1.0, divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
+                     guidance=1.0, divergence: str = "auto", probes: int | None = None, probe_seed: int = 0, schedule=None,
                      rtol=None, atol=None, first: int = 0, cond=None, dims=None, cancel=None, nulls=None,
                      guidance_interval=None, guidance_calls="batched") -> Request:
     """A sampling request (Sampler.run's arguments), checked, with the model's defaults. cond:
@@ -113,7 +113,7 @@ def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=Non
 
 
 def likelihood_request(spec: ModelSpec, where: str, x, steps=None, solver=None, labels=None, guidance=1.0,
-                       divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
+                       divergence: str = "auto", probes: int | None = None, probe_seed: int = 0, schedule=None,
                        cond=None, dims=None, nulls=None, guidance_interval=None, guidance_calls="batched") -> Request:
     """A log-likelihood request (Sampler.log_prob's arguments): `x` are the data rows."""
     schedule, steps = check_schedule(spec, schedule, steps)

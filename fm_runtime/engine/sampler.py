@@ -132,7 +132,7 @@ class Sampler(Likelihoods):
     def run(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
             seed: int | None = None, noise: np.ndarray | None = None, *, trajectory: bool = False,
             logprob: bool = False, keep_partial: bool = False, labels=None, guidance: float = 1.0,
-            divergence: str = "auto", probes: int = 1, probe_seed: int = 0, schedule=None,
+            divergence: str = "auto", probes: int | None = None, probe_seed: int = 0, schedule=None,
             rtol: float | None = None, atol: float | None = None, cond: dict | None = None,
             dims: dict | None = None, cancel: CancelToken | None = None, guidance_interval=None,
             guidance_calls: str = "batched") -> SampleResult:
@@ -177,7 +177,7 @@ class Sampler(Likelihoods):
                seed: int | None = None, noise: np.ndarray | None = None,
                return_trajectory: bool = False, keep_partial: bool = False, labels=None,
                guidance: float = 1.0, return_logprob: bool = False, divergence: str = "auto",
-               probes: int = 1, probe_seed: int = 0, schedule=None, rtol: float | None = None,
+               probes: int | None = None, probe_seed: int = 0, schedule=None, rtol: float | None = None,
                atol: float | None = None, cond: dict | None = None, dims: dict | None = None,
                cancel: CancelToken | None = None, guidance_interval=None, guidance_calls: str = "batched"):
         """Draw samples. Give `n` (with an optional `seed`) or a `noise` array [n, *shape].

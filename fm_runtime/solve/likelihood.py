@@ -21,6 +21,16 @@ from .solvers import integrate
 
 METHODS = ("auto", "exact", "hutchinson")
 EXACT_MAX_DIM = 16      # "auto" is exact up to this many dimensions, Hutchinson above
+# Hutchinson's default probes: one per 16 dimensions (its variance grows about as D / K, so the
+# standard error per dimension stays level), at least 2 (so every estimate has a standard error)
+# and at most 16 (the time budget: 16 tangent passes per evaluation, 0.16 s for 2 images of a
+# 256-dim U-Net at 4 steps, against 3.5 s exact: benchmarks/bench_networks.py --only likelihood)
+PROBES_PER_DIMS, MAX_DEFAULT_PROBES = 16, 16
+
+
+def default_probes(dim: int) -> int:
+    """Hutchinson probes per row when none are asked for, from the number of dimensions."""
+    return int(min(MAX_DEFAULT_PROBES, max(2, -(-int(dim) // PROBES_PER_DIMS))))
 
 
 def resolve_method(method: str, dim: int) -> str:
