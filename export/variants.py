@@ -2,7 +2,8 @@
 
 - precision fp16: weights and compute in half precision where onnxruntime has the kernels
   (onnxconverter-common's converter; inputs and outputs stay float32, so callers change nothing);
-- quantize int8: dynamic quantisation of the matmuls (onnxruntime.quantization);
+- quantize int8: dynamic quantisation of the matmuls (onnxruntime.quantization), and static QDQ
+  convolutions calibrated on the model's own trajectories (int8_static.py);
 - format ort: onnxruntime's flatbuffer format for mobile and reduced builds, plus the
   `.required_operators.config` such a build needs. The fm.* metadata survives in every variant.
 
@@ -25,6 +26,7 @@ from fm_runtime.solve.metrics import energy_distance
 
 from .checks import add_selftest
 from .errors import ExportError
+from .int8_static import calibration_feeds, has_convolutions, quantize_convolutions
 
 QUALITY_SAMPLES = 2000
 
@@ -58,7 +60,7 @@ def to_int8(model: onnx.ModelProto) -> onnx.ModelProto:
         src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
         onnx.save(model, str(src))
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_exclude=exclude)
+                         nodes_to_exclude=exclude, op_types_to_quantize=["MatMul", "Gemm"])
         out = onnx.load(str(dst))
     _check_small_matmuls_float(out)
     if {p.key for p in out.metadata_props} != {p.key for p in model.metadata_props}:
@@ -170,6 +172,8 @@ def make_variant(proto: onnx.ModelProto, fp32: bytes, reference, data_shape, kin
     if precision == "fp16":
         proto = to_fp16(proto)
     if quantize == "int8":
+        if has_convolutions(proto) and sig is None:     # static QDQ convolutions (int8_static.py)
+            proto = quantize_convolutions(proto, calibration_feeds(fp32, kind, num_classes))
         proto = to_int8(proto)
 
     def encode() -> bytes:

@@ -104,6 +104,7 @@ def test_int8_leaves_the_small_matmuls_in_float(exported, tmp_path):
     floating = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
     assert len(integer) == 2 and all(sizes[n.input[1]] >= INT8_MIN_WEIGHTS for n in integer)
     assert len(floating) == 2      # the first and the last layer
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)   # no convolutions: no QDQ
     everything = tmp_path / "all-int8.onnx"
     quantize_dynamic(str(fp32), str(everything), weight_type=QuantType.QInt8, per_channel=True)
     with pytest.raises(ExportError, match="small matmuls"):
@@ -134,3 +135,41 @@ def test_a_variant_over_budget_is_refused_unless_forced(trained, tmp_path, monke
     assert out.exists() and any("written with --force although" in n for n in r.warnings)
     p = run_cli("fm-export", str(trained.ckpt), "--quantize", "int8", "--force", "--out", str(tmp_path / "cli8.onnx"))
     assert "variant fp32+int8/onnx" in p.stderr and (tmp_path / "cli8.onnx").exists()
+
+
+def test_int8_convolutions_are_static_qdq_calibrated_on_the_models_own_states(tmp_path):
+    """A conv net's int8 file: its inner convolutions take int8 weights and activations through
+    QDQ pairs (onnxruntime's QLinearConv), never ConvInteger (4x slower than float32 on CPU);
+    the first and last stay float32; the ranges come from the float32 model's own trajectory;
+    the file records its measured cost, and samples as it says."""
+    import onnx
+    import torch
+
+    from export import export_velocity
+    from export.int8_static import CALIBRATION_ROWS, CALIBRATION_STEPS, calibration_feeds
+    from training.nets import VelocityUNet
+
+    torch.manual_seed(0)
+    net = VelocityUNet((1, 8, 8), 8).eval()
+    export_velocity(net, tmp_path / "f.onnx", data_shape=(1, 8, 8), divergence=False)
+    export_velocity(net, tmp_path / "q.onnx", data_shape=(1, 8, 8), divergence=False, quantize="int8", force=True)
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    quantised = [n for n in convs if made_by.get(n.input[1]) is not None and made_by[n.input[1]].op_type == "DequantizeLinear"]
+    assert not any(n.op_type == "ConvInteger" for n in graph.node)
+    assert len(quantised) == len(convs) - 2 and convs[0] not in quantised and convs[-1] not in quantised
+    assert all(made_by[n.input[0]].op_type == "DequantizeLinear" for n in quantised)     # int8 activations too
+    fp32 = (tmp_path / "f.onnx").read_bytes()
+    feeds = calibration_feeds(fp32, "velocity", 0)
+    s = fm_runtime.load(tmp_path / "f.onnx")
+    z = s.noise(CALIBRATION_ROWS, seed=2024)
+    _, path = s.sample(noise=z, steps=CALIBRATION_STEPS, solver="euler", return_trajectory=True)
+    assert len(feeds) == CALIBRATION_STEPS and np.array_equal(feeds[3]["x"], path[3])
+    assert np.allclose(feeds[3]["t"], 3 / CALIBRATION_STEPS)
+    q = fm_runtime.load(tmp_path / "q.onnx")
+    cost = q.spec.variant["vs_fp32"]
+    z = np.random.default_rng(0).standard_normal((512, 1, 8, 8), dtype=np.float32)   # variants.measure's noise
+    got, ref = q.sample(noise=z), s.sample(noise=z)
+    assert np.isclose(np.abs(got - ref).mean(), cost["mean_dev"], rtol=1e-3)
+    assert 0 < cost["mean_dev"] <= 0.05 * cost["scale"], cost
