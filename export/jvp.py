@@ -167,7 +167,7 @@ def _repeated(b: Builder, per_row: set, e_in: str) -> None:
             continue
         name, defined_now = r[len(REP):], [r]
         node = producer[name]
-        if batch_leading(name):
+        if batch_leading(name) and sum(1 for o in node.output if o) == 1:
             rest = b.op("Shape", name, start=1)
             grown = b.op("Expand", b.op("Unsqueeze", name, b.ints([1])),
                          b.op("Concat", b.op("Shape", e_in, end=2), rest, axis=0))

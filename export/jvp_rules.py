@@ -113,8 +113,7 @@ def _where_gt0(b: Builder, x: str, pos: str, neg: str) -> str:
 
 
 def _pointwise(slope):
-    """Unary elementwise op: tangent = dx * slope(b, node, x, y), the slope computed once per row
-    of the primal where it can be (see Builder.primal)."""
+    """Unary elementwise op: tangent = dx * slope(b, node, x, y), the slope on the primal's rows."""
     def rule(b: Builder, node):
         x, y = node.input[0], node.output[0]
         px, py = b.primal(x), b.primal(y)
@@ -205,13 +204,11 @@ def _softmax(b: Builder, node, log: bool = False):
 def _normalized(b: Builder, x: str, dx: str, axes: str, eps: float):
     """x_hat = (x - mean) / sqrt(var + eps) over `axes`, and its tangent
     r (dxc - x_hat mean(x_hat dxc)) with r = 1/sqrt(var + eps), dxc = dx - mean(dx)."""
-    px = b.primal(x)
-    x = px or x                          # the statistics once per row of the primal where it can be
+    x = (px := b.primal(x)) or x         # the statistics once per row of the primal where it can be
     xc = b.op("Sub", x, b.op("ReduceMean", x, axes, keepdims=1))
     r = b.op("Reciprocal", b.op("Sqrt", b.op("Add", b.op("ReduceMean", b.op("Mul", xc, xc), axes, keepdims=1), b.const(eps, x))))
     xhat = b.op("Mul", xc, r)
-    if px:
-        xhat, r = b.repeat(xhat), b.repeat(r)
+    xhat, r = (b.repeat(xhat), b.repeat(r)) if px else (xhat, r)
     dxc = b.op("Sub", dx, b.op("ReduceMean", dx, axes, keepdims=1))
     proj = b.op("ReduceMean", b.op("Mul", xhat, dxc), axes, keepdims=1)
     return xhat, b.op("Mul", r, b.op("Sub", dxc, b.op("Mul", xhat, proj)))

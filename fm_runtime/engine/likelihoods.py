@@ -75,7 +75,7 @@ class Likelihoods:
         if method == "hutchinson" and not 1 <= int(probes) <= 1024:
             raise UsageError(f"probes must be between 1 and 1024, got {probes}")
         session = self._divergence_session()
-        self._last.probes = k = req.spec.dim if method == "exact" else int(probes)
+        k = req.spec.dim if method == "exact" else int(probes)
         n = len(x0)
         end, integral, spread, calls = np.empty_like(x0), np.empty(n, np.float64), np.empty(n), [0]
 
