@@ -76,6 +76,25 @@ def test_digit_model_round_trip(digits, tmp_path):
     assert np.isfinite(s.last_std_error).all() and (s.last_std_error > 0).all()
 
 
+def test_an_image_batch_is_split_over_the_workers(digits, monkeypatch):
+    """A 64-value row is work enough: 16 rows on 2 workers run as 2 calls of 8 (a 2-D row needs
+    128 rows a worker), sampling and likelihoods alike, with the same numbers as one call."""
+    _, path = digits
+    s = fm_runtime.load(path, threads=2)
+    rows, solve = [], s.backend.solve
+    s.backend.solve = lambda x0, *a, **k: rows.append(len(x0)) or solve(x0, *a, **k)
+    z = s.noise(16, seed=0)
+    x = s.sample(noise=z, labels=3)
+    assert rows == [8, 8]
+    assert np.array_equal(x, fm_runtime.load(path, threads=1).sample(noise=z, labels=3))
+    from fm_runtime.engine import likelihoods
+    rows.clear()
+    solve_lp = likelihoods.solve_with_divergence
+    monkeypatch.setattr(likelihoods, "solve_with_divergence", lambda jvp, x0, *a: rows.append(len(x0)) or solve_lp(jvp, x0, *a))
+    s.log_prob(x, labels=3, probes=2)
+    assert rows == [8, 8]
+
+
 def test_grid_cli(digits, trained, tmp_path):
     _, path = digits
     p = run_cli("fm-run", "sample", str(path), "--seed", "0", "--grid", str(tmp_path / "g.png"),

@@ -125,6 +125,8 @@ def test_hutchinson_estimates_carry_a_calibrated_standard_error(tmp_path):
     np.save(tmp_path / "x.npy", x[:50])
     p = run_cli("fm-run", "logprob", str(tmp_path / "x.npy"), "--divergence", "hutchinson", "--probes", "8")
     assert "Hutchinson divergence, 8 probes (standard error per sample: median " in p.stderr, p.stderr
+    p = run_cli("fm-run", "logprob", str(tmp_path / "x.npy"), "--divergence", "hutchinson")   # the default: 2 for 2-D
+    assert "Hutchinson divergence, 2 probes (standard error per sample: median " in p.stderr, p.stderr
 
 
 def test_default_probes_grow_with_the_dimension_within_a_budget():
