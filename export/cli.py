@@ -111,7 +111,8 @@ def _symbols(ctx, param, values):
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16: weights and compute in half precision where onnxruntime supports it; "
                    "inputs and outputs stay float32.")
-@click.option("--quantize", type=click.Choice(["int8"]), help="int8: dynamic quantisation of the matmuls.")
+@click.option("--quantize", type=click.Choice(["int8"]), help="int8: dynamic quantisation of the matmuls; convolutions static (QDQ), "
+              "calibrated on the model's own trajectory.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "ort"]), default="onnx", show_default=True,
               help="ort: onnxruntime's mobile format, plus OUT.required_operators.config for reduced builds.")
 @click.option("--force", is_flag=True,
