@@ -160,4 +160,4 @@ def test_a_bake_exports_the_velocity_graph_once_and_unrolls_it_in_onnx(trained, 
     (500, 64, 1, 2048, [(0, 500)])])                  # one worker: never split below the tile
 def test_tiles_split_a_batch_by_the_work_in_it(n, dim, workers, tile, want):
     from fm_runtime.engine.tiler import Tiler
-    assert Tiler(tile, workers).bounds(n, dim=dim) == want
+    assert Tiler(tile, workers).bounds(n, None, dim) == want

@@ -35,9 +35,9 @@ class Tiler:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def bounds(self, n: int, tile: int | None = None, dim: int = 2) -> list[tuple[int, int]]:
-        """[(start, stop), ...] covering n rows of `dim` values; tile 0 means one call on the
-        whole batch."""
+    def bounds(self, n: int, tile: int | None, dim: int) -> list[tuple[int, int]]:
+        """[(start, stop), ...] covering n rows of `dim` values each; tile None: this tiler's own,
+        0: one call on the whole batch."""
         tile = self.tile if tile is None else tile
         rows = min(tile, max(min_split_rows(dim), -(-n // self.workers))) if tile > 0 else n
         return [(a, min(a + rows, n)) for a in range(0, n, rows)]
