@@ -137,6 +137,7 @@ def test_a_variant_over_budget_is_refused_unless_forced(trained, tmp_path, monke
     assert "variant fp32+int8/onnx" in p.stderr and (tmp_path / "cli8.onnx").exists()
 
 
+@pytest.mark.slow      # two exports of a U-Net and a calibration, 10 s: CI runs it with -m slow
 def test_int8_convolutions_are_static_qdq_calibrated_on_the_models_own_states(tmp_path):
     """A conv net's int8 file: its inner convolutions take int8 weights and activations through
     QDQ pairs (onnxruntime's QLinearConv), never ConvInteger (4x slower than float32 on CPU);
