@@ -28,22 +28,16 @@ def has_convolutions(model: onnx.ModelProto) -> bool:
     return any(n.op_type in CONVS for n in model.graph.node)
 
 
-def calibration_feeds(fp32: bytes, kind: str, num_classes: int, seed: int = 2024) -> list[dict]:
-    """Inputs the model sees in use: a velocity file's states and times along its own Euler solve
-    (labels drawn over the classes), a baked file's noise."""
-    import fm_runtime
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "m.onnx"
-        path.write_bytes(fp32)
-        s = fm_runtime.load(path, threads=1)
-        spec = s.spec
-        rng = np.random.default_rng(seed)
-        z = s.noise(CALIBRATION_ROWS, seed=seed)
-        if kind == "baked":
-            return [{spec.z_name: z}]
-        labels = rng.integers(0, num_classes, CALIBRATION_ROWS) if num_classes else None
-        _, path_states = s.sample(noise=z, steps=CALIBRATION_STEPS, solver="euler", schedule="uniform",
-                                  return_trajectory=True, labels=labels)
+def calibration_feeds(s, seed: int = 2024) -> list[dict]:
+    """Inputs the model of Sampler `s` (the float32 file) sees in use: a velocity file's states
+    and times along its own Euler solve (labels drawn over the classes), a baked file's noise."""
+    spec, num_classes = s.spec, s.spec.num_classes
+    z = s.noise(CALIBRATION_ROWS, seed=seed)
+    if s.baked:
+        return [{spec.z_name: z}]
+    labels = np.random.default_rng(seed).integers(0, num_classes, CALIBRATION_ROWS) if num_classes else None
+    _, path_states = s.sample(noise=z, steps=CALIBRATION_STEPS, solver="euler", schedule="uniform",
+                              return_trajectory=True, labels=labels)
     feeds = []
     for i, state in enumerate(path_states[:-1]):
         t = np.full(CALIBRATION_ROWS, i / CALIBRATION_STEPS, np.float32)

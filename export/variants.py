@@ -104,16 +104,19 @@ def required_operators(model: onnx.ModelProto) -> str:
         "\n".join(lines) + "\n"
 
 
-def sample_bytes(model_bytes: bytes, z: np.ndarray, cond: dict | None = None) -> np.ndarray:
-    """Samples from noise z (and conditions `cond`) with the runtime, whatever the file's kind,
-    precision or format."""
-    import os
-
+def load_bytes(model_bytes: bytes):
+    """The runtime's Sampler for a model file's bytes, whatever its kind, precision or format (the
+    file is read at load and not needed after)."""
     import fm_runtime
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "m.model")
-        Path(path).write_bytes(model_bytes)
-        return fm_runtime.load(path).sample(noise=z, **({"cond": cond} if cond else {}))
+        path = Path(d) / "m.model"
+        path.write_bytes(model_bytes)
+        return fm_runtime.load(path)
+
+
+def sample_bytes(model_bytes: bytes, z: np.ndarray, cond: dict | None = None) -> np.ndarray:
+    """Samples from noise z (and conditions `cond`) with the runtime."""
+    return load_bytes(model_bytes).sample(noise=z, **({"cond": cond} if cond else {}))
 
 
 def measure(variant: bytes, reference: bytes, data: np.ndarray, fresh: np.ndarray, seed: int = 0,
@@ -173,7 +176,7 @@ def make_variant(proto: onnx.ModelProto, fp32: bytes, reference, data_shape, kin
         proto = to_fp16(proto)
     if quantize == "int8":
         if has_convolutions(proto) and sig is None:     # static QDQ convolutions (int8_static.py)
-            proto = quantize_convolutions(proto, calibration_feeds(fp32, kind, num_classes))
+            proto = quantize_convolutions(proto, calibration_feeds(load_bytes(fp32)))
         proto = to_int8(proto)
 
     def encode() -> bytes:

@@ -161,9 +161,8 @@ def test_int8_convolutions_are_static_qdq_calibrated_on_the_models_own_states(tm
     assert not any(n.op_type == "ConvInteger" for n in graph.node)
     assert len(quantised) == len(convs) - 2 and convs[0] not in quantised and convs[-1] not in quantised
     assert all(made_by[n.input[0]].op_type == "DequantizeLinear" for n in quantised)     # int8 activations too
-    fp32 = (tmp_path / "f.onnx").read_bytes()
-    feeds = calibration_feeds(fp32, "velocity", 0)
     s = fm_runtime.load(tmp_path / "f.onnx")
+    feeds = calibration_feeds(s)
     z = s.noise(CALIBRATION_ROWS, seed=2024)
     _, path = s.sample(noise=z, steps=CALIBRATION_STEPS, solver="euler", return_trajectory=True)
     assert len(feeds) == CALIBRATION_STEPS and np.array_equal(feeds[3]["x"], path[3])
