@@ -10,7 +10,7 @@ from ..errors import ModelError, NumericalError, UsageError
 from ..model.contract import divergence_problem
 from ..model.control import guarded
 from ..model.session import open_divergence
-from ..solve.likelihood import default_probes, probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
+from ..solve.likelihood import probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
 from . import request
 from .velocity import jvp_fn
 
@@ -70,8 +70,6 @@ class Likelihoods:
             method = resolve_method(divergence, req.spec.dim)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        if probes is None:
-            probes = default_probes(req.spec.dim)
         if method == "hutchinson" and not 1 <= int(probes) <= 1024:
             raise UsageError(f"probes must be between 1 and 1024, got {probes}")
         session = self._divergence_session()

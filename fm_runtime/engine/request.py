@@ -12,6 +12,7 @@ import numpy as np
 from ..definitions import CONTRACT
 from ..model.control import CancelToken
 from ..model.spec import ModelSpec
+from ..solve.likelihood import default_probes
 from ..solve.noise import new_seed, noise_rows
 from ..solve.schedules import Schedule, parse_schedule
 from ..solve.solvers import check_steps, get_solver
@@ -43,7 +44,7 @@ class Request:
     logprob: bool = False
     keep_partial: bool = False
     divergence: str = "auto"
-    probes: int | None = None        # None: likelihood.default_probes of the dimension
+    probes: int = 1                  # Hutchinson probes (the requests below default them from the dimension)
     probe_seed: int = 0
     inputs: dict = field(default_factory=dict)   # the file's extra inputs, per row: {name: [n, *shape]}
     cancel: CancelToken | None = None             # cancels this request from another thread
@@ -107,6 +108,7 @@ def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=Non
         n, seed = n or rows, new_seed() if seed is None else check_seed(seed)
     kind = "baked" if baked else METHODS[solver]["kind"]
     rows_in = per_row(inputs, n)
+    probes = default_probes(bound.dim) if probes is None else probes
     return Request(n, kind, bound, solver, steps, schedule, tolerances, check_labels(spec, where, labels, n), guidance,
                    seed, noise, first, trajectory, logprob, keep_partial, divergence, probes, probe_seed, rows_in,
                    cancel, *guiding(bound, guidance, rows_in, nulls, n, guidance_interval, guidance_calls))
@@ -125,7 +127,8 @@ def likelihood_request(spec: ModelSpec, where: str, x, steps=None, solver=None, 
     nulls, interval, calls = guiding(bound, guidance, rows_in, nulls, len(x1), guidance_interval, guidance_calls)
     return Request(len(x1), METHODS[solver]["kind"], bound, solver, steps, schedule, None,
                    check_labels(spec, where, labels, len(x1)), guidance, noise=x1, logprob=True,
-                   divergence=divergence, probes=probes, probe_seed=probe_seed, inputs=rows_in, nulls=nulls,
+                   divergence=divergence, probes=default_probes(bound.dim) if probes is None else probes,
+                   probe_seed=probe_seed, inputs=rows_in, nulls=nulls,
                    guidance_interval=interval, guidance_calls=calls)
 
 
