@@ -41,14 +41,19 @@ from training.sample import sample as torch_sample
 STEPS = 8
 
 
+def perturbed(net):
+    """Random weights moved off their initialisation (no gate left at zero), in eval mode."""
+    for p in net.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    return net.eval()
+
+
 def networks() -> dict:
     torch.manual_seed(0)
     nets = {"unet [3,16,16] w32": (VelocityUNet((3, 16, 16), 32), (3, 16, 16)),
             "digits DiT [1,8,8] w64 d4": (VelocityDiT((1, 8, 8), 64, 4), (1, 8, 8))}
     for net, _ in nets.values():
-        for p in net.parameters():
-            p.data += 0.05 * torch.randn_like(p)
-        net.eval()
+        perturbed(net)
     return nets
 
 
@@ -97,10 +102,7 @@ def torch_hutchinson(net, x: np.ndarray, steps: int, probes: int) -> np.ndarray:
 
 def likelihoods(threads: int, tmp: Path) -> None:
     torch.manual_seed(0)
-    net = VelocityUNet((1, 16, 16), 32)
-    for p in net.parameters():
-        p.data += 0.05 * torch.randn_like(p)
-    net.eval()
+    net = perturbed(VelocityUNet((1, 16, 16), 32))
     clock = time.perf_counter()
     export_velocity(net, tmp / "lp.onnx", data_shape=(1, 16, 16))
     print(f"\nlog-likelihoods, unet [1,16,16] w32 (export with its divergence graph: "
