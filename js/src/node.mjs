@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { ModelError, UsageError, printable } from './errors.mjs';
 import { loadBytes } from './sampler.mjs';
+import { openDirect } from './node-session.mjs';
 
 export * from './errors.mjs';
 export { Sampler, inspect, DEFAULT_TILE } from './sampler.mjs';
@@ -53,5 +54,7 @@ export async function load(source = DEFAULT_MODEL, options = {}) {
   const runtime = ort ?? await import(BACKENDS[backend]);
   if (backend === 'wasm' && runtime.env?.wasm) runtime.env.wasm.numThreads = threads;
   const [bytes, name] = await readSource(source);
-  return loadBytes(runtime, bytes, { ...rest, threads, backend, where: where ?? name });
+  // onnxruntime-node's own binding, without the public API's per-call hop (node-session.mjs)
+  const direct = !ort && backend === 'cpu' ? { open: async (b, o) => openDirect(b, o) ?? runtime.InferenceSession.create(b, o) } : {};
+  return loadBytes(runtime, bytes, { ...direct, ...rest, threads, backend, where: where ?? name });
 }

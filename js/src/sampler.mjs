@@ -253,10 +253,12 @@ export class Sampler {
  * the graph may take at load, see preflight.mjs, and refuses requests whose samples and working
  * state would take more, with ResourceError), allowLoops (run a graph holding a Loop whose trip count
  * the file does not fix: refused by default, since such a loop may never end and no timeout can stop
- * a running onnxruntime call; only for files whose producer you trust).
+ * a running onnxruntime call; only for files whose producer you trust), open (bytes, session options ->
+ * a session with onnxruntime's run(feeds, fetches); default ort.InferenceSession.create).
  */
 export async function loadBytes(ort, bytes, { where = 'model', backend = 'cpu', dataShape = null, xName = null,
-  tName = null, tile = DEFAULT_TILE, threads = 1, sessionOptions = {}, maxMemory = null, allowLoops = false } = {}) {
+  tName = null, tile = DEFAULT_TILE, threads = 1, sessionOptions = {}, maxMemory = null, allowLoops = false,
+  open = (b, o) => ort.InferenceSession.create(b, o) } = {}) {
   if (!(Number.isInteger(tile) && tile >= 0)) throw new UsageError(`tile must be a whole number >= 0, got ${show(tile)}`);
   if (maxMemory != null && !(Number.isFinite(maxMemory) && maxMemory > 0)) {
     throw new UsageError(`maxMemory must be a number of bytes > 0, got ${show(maxMemory)}`, { key: 'maxMemory' });
@@ -266,7 +268,7 @@ export async function loadBytes(ort, bytes, { where = 'model', backend = 'cpu', 
   checkGraphMemory(bytes, where, Math.min(allowance(bytes.length), maxMemory ?? Infinity), { allowLoops });
   let session;
   try {
-    session = await ort.InferenceSession.create(bytes, {
+    session = await open(bytes, {
       executionProviders: [backend], graphOptimizationLevel: 'all', executionMode: 'sequential',
       intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 3, ...sessionOptions,
     });
