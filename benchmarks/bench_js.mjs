@@ -1,11 +1,15 @@
 #!/usr/bin/env node
-// Samples per second of the JavaScript sampler in Node (onnxruntime-node; onnxruntime-web's wasm
-// build) and in headless Chromium (the demo page, wasm with 1 thread and, the page being
-// cross-origin isolated, more), against the Python runtime on the same model and noise sizes:
-// batch 1, 256 and 100 000, 8 midpoint steps. Also the demo page's load time and bytes.
+// Samples per second of the JavaScript sampler in Node (onnxruntime-node on 1 thread and on every
+// core; onnxruntime-web's wasm build) and in headless Chromium (the demo page, wasm with 1 thread
+// and, the page being cross-origin isolated, more), against the Python runtime on the same model
+// and noise sizes: batch 1, 256 and 100 000, 8 midpoint steps. Node and Python are interleaved:
+// Python runs in a child process that times a few solves on each request, in turn with Node's,
+// so both see the same machine; each figure is the median of every solve timed. Also the demo
+// page's load time and bytes.
 //   node benchmarks/bench_js.mjs [--model PATH] [--quick]     (needs `npm ci` in js/)
 
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { load, DEFAULT_MODEL } from '../js/src/node.mjs';
@@ -15,47 +19,71 @@ const REPO = fileURLToPath(new URL('..', import.meta.url));
 const arg = (name, dflt) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : dflt; };
 const MODEL = arg('--model', DEFAULT_MODEL);
 const BATCHES = process.argv.includes('--quick') ? [1, 256, 10000] : [1, 256, 100000];
-const STEPS = 8, SOLVER = 'midpoint';
+const STEPS = 8, SOLVER = 'midpoint', ROUNDS = 8;
 const CHROMIUM = process.env.FM_CHROMIUM ?? '/usr/bin/chromium';
+const reps = (n) => (n >= 100000 ? 1 : n >= 10000 ? 3 : n >= 256 ? 10 : 100);     // per round
 
-/** Median seconds of `reps` calls after one warm-up; reps shrink for big batches. */
-async function timeit(fn, n) {
-  await fn();
-  const reps = n >= 100000 ? 3 : n >= 256 ? 20 : 200, times = [];
-  for (let i = 0; i < reps; i++) { const t0 = performance.now(); await fn(); times.push((performance.now() - t0) / 1000); }
-  return times.sort((a, b) => a - b)[reps >> 1];
-}
-
-async function nodeRates(backend, threads) {
-  const s = await load(MODEL, { backend, threads });
-  const out = {};
-  for (const n of BATCHES) {
-    const noise = s.noise(n, 0);
-    out[n] = n / await timeit(() => s.sample({ noise, steps: STEPS, solver: SOLVER }), n);
-  }
-  await s.release();
-  return out;
-}
-
-function pythonRates(threads) {
+/** A runner for the Python runtime: a child process that, for each "n reps" line, times `reps`
+ * solves of n rows (after one warm-up the first time) and answers with their seconds. */
+function pythonRunner(threads) {
   const code = `
-import json, sys, time, numpy as np, fm_runtime
+import json, sys, time, fm_runtime
 s = fm_runtime.load(sys.argv[1], threads=${threads})
-out = {}
-for n in ${JSON.stringify(BATCHES)}:
-    z = s.noise(n, seed=0)
-    s.sample(noise=z, steps=${STEPS}, solver="${SOLVER}")
-    reps = 3 if n >= 100000 else 20 if n >= 256 else 200
+noise = {}
+print("ready", flush=True)
+for line in sys.stdin:
+    n, reps = map(int, line.split())
+    if n not in noise:
+        noise[n] = s.noise(n, seed=0)
+        s.sample(noise=noise[n], steps=${STEPS}, solver="${SOLVER}")
     ts = []
     for _ in range(reps):
-        t0 = time.perf_counter(); s.sample(noise=z, steps=${STEPS}, solver="${SOLVER}"); ts.append(time.perf_counter() - t0)
-    out[n] = n / sorted(ts)[reps // 2]
-print(json.dumps(out))`;
-  const p = spawnSync(process.env.FM_PYTHON ?? 'python3', ['-c', code, MODEL], {
-    env: { ...process.env, PYTHONPATH: [REPO, process.env.PYTHONPATH].filter(Boolean).join(':') }, encoding: 'utf8',
+        t0 = time.perf_counter(); s.sample(noise=noise[n], steps=${STEPS}, solver="${SOLVER}"); ts.append(time.perf_counter() - t0)
+    print(json.dumps(ts), flush=True)`;
+  const child = spawn(process.env.FM_PYTHON ?? 'python3', ['-c', code, MODEL], {
+    env: { ...process.env, PYTHONPATH: [REPO, process.env.PYTHONPATH].filter(Boolean).join(':') }, stdio: ['pipe', 'pipe', 'inherit'],
   });
-  if (p.status !== 0) throw new Error(`python: ${p.stderr}`);
-  return JSON.parse(p.stdout);
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const next = async () => {
+    const { value, done } = await lines.next();
+    if (done) throw new Error('the Python runner ended');
+    return value;
+  };
+  const ready = next();
+  return {
+    async time(n, k) { await ready; child.stdin.write(`${n} ${k}\n`); return JSON.parse(await next()); },
+    async close() { child.stdin.end(); await new Promise((r) => child.on('close', r)); },
+  };
+}
+
+/** A runner for the Node sampler on `backend` with `threads`. */
+async function nodeRunner(backend, threads) {
+  const s = await load(MODEL, { backend, threads });
+  const noise = {};
+  return {
+    async time(n, k) {
+      const run = () => s.sample({ noise: noise[n], steps: STEPS, solver: SOLVER });
+      if (!noise[n]) { noise[n] = s.noise(n, 0); await run(); }
+      const ts = [];
+      for (let i = 0; i < k; i++) { const t0 = performance.now(); await run(); ts.push((performance.now() - t0) / 1000); }
+      return ts;
+    },
+    close: () => s.release(),
+  };
+}
+
+/** {name: {n: samples/s}} for runners timed in turn, ROUNDS rounds per batch. */
+async function interleaved(runners) {
+  const out = Object.fromEntries(Object.keys(runners).map((k) => [k, {}]));
+  for (const n of BATCHES) {
+    const ts = Object.fromEntries(Object.keys(runners).map((k) => [k, []]));
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const [name, runner] of Object.entries(runners)) ts[name].push(...await runner.time(n, reps(n)));
+    }
+    for (const [name, t] of Object.entries(ts)) out[name][n] = n / t.sort((a, b) => a - b)[t.length >> 1];
+  }
+  for (const runner of Object.values(runners)) await runner.close();
+  return out;
 }
 
 async function chromiumRates(threadsList) {
@@ -96,20 +124,30 @@ async function chromiumRates(threadsList) {
 
 const fmt = (v) => (v >= 1e5 ? `${(v / 1e3).toFixed(0)} k` : v >= 1e3 ? `${(v / 1e3).toFixed(1)} k` : v.toFixed(0));
 const cores = cpus().length;
-const results = [];
-results.push(['Python runtime (fm_runtime.load, 1 thread)', pythonRates(1)]);
-results.push([`Python runtime (default: tiles on ${cores} threads)`, pythonRates(cores)]);
-results.push(['Node, onnxruntime-node (1 thread)', await nodeRates('cpu', 1)]);
-results.push(['Node, onnxruntime-web wasm (1 thread)', await nodeRates('wasm', 1)]);
+const names = {
+  py1: 'Python runtime (fm_runtime.load, 1 thread)',
+  py: `Python runtime (default: tiles on ${cores} threads)`,
+  node1: 'Node, onnxruntime-node (1 thread)',
+  node: `Node, onnxruntime-node (${cores} intra-op threads)`,
+  wasm: 'Node, onnxruntime-web wasm (1 thread)',
+};
+const rates = await interleaved({
+  py1: pythonRunner(1), py: pythonRunner(cores),
+  node1: await nodeRunner('cpu', 1), node: await nodeRunner('cpu', cores), wasm: await nodeRunner('wasm', 1),
+});
+const results = Object.entries(names).map(([k, name]) => [name, rates[k]]);
 const { rows, pageLoad } = await chromiumRates([1, cores]);
 results.push(['Chromium, onnxruntime-web wasm (1 thread)', rows[1]]);
 results.push([`Chromium, onnxruntime-web wasm (${cores} threads, cross-origin isolated)`, rows[cores]]);
-const ref = results[0][1];
-console.log(`\n${MODEL.replace(REPO, '')}, ${SOLVER} ${STEPS} steps; samples/s (median of repeats), and against the Python runtime on 1 thread\n`);
+const ref = rates.py1;
+console.log(`\n${MODEL.replace(REPO, '')}, ${SOLVER} ${STEPS} steps; samples/s (median of every solve timed; Node and Python `
+  + `interleaved), and against the Python runtime on 1 thread\n`);
 console.log(`| runtime | ${BATCHES.map((n) => `batch ${n.toLocaleString('en')}`).join(' | ')} |`);
 console.log(`|---|${BATCHES.map(() => '---').join('|')}|`);
 for (const [name, r] of results) {
   console.log(`| ${name} | ${BATCHES.map((n) => `${fmt(r[n])}/s (${(r[n] / ref[n]).toFixed(2)}×)`).join(' | ')} |`);
 }
+console.log(`\nNode on ${cores} threads against Python's default (${cores} threads): `
+  + BATCHES.map((n) => `${(rates.node[n] / rates.py[n]).toFixed(2)}× at ${n.toLocaleString('en')}`).join(', '));
 console.log(`\ndemo page load until the shipped model is loaded and self-tested: ${pageLoad.ms.toFixed(0)} ms, `
   + `${(pageLoad.bytes / 2 ** 20).toFixed(2)} MiB of files (HTML, CSS, modules, wasm, model) (cross-origin isolated: ${pageLoad.isolated})`);
