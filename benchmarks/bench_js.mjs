@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Samples per second of the JavaScript sampler in Node (onnxruntime-node on 1 thread and on every
-// core; onnxruntime-web's wasm build) and in headless Chromium (the demo page, wasm with 1 thread
+// Samples per second of the JavaScript sampler in Node (onnxruntime-node on 1 thread, with rows
+// shared over every core (the default), and with onnxruntime's intra-op threads instead;
+// onnxruntime-web's wasm build) and in headless Chromium (the demo page, wasm with 1 thread
 // and, the page being cross-origin isolated, more), against the Python runtime on the same model
 // and noise sizes: batch 1, 256 and 100 000, 8 midpoint steps. Node and Python are interleaved:
 // Python runs in a child process that times a few solves on each request, in turn with Node's,
@@ -56,14 +57,14 @@ for line in sys.stdin:
   };
 }
 
-/** A runner for the Node sampler on `backend` with `threads`. */
-async function nodeRunner(backend, threads) {
-  const s = await load(MODEL, { backend, threads });
+/** A runner for the Node sampler with load() `options`; its worker threads started before timing. */
+async function nodeRunner(options) {
+  const s = await load(MODEL, options);
   const noise = {};
   return {
     async time(n, k) {
       const run = () => s.sample({ noise: noise[n], steps: STEPS, solver: SOLVER });
-      if (!noise[n]) { noise[n] = s.noise(n, 0); await run(); }
+      if (!noise[n]) { noise[n] = s.noise(n, 0); await run(); await s.pool?.ready; }
       const ts = [];
       for (let i = 0; i < k; i++) { const t0 = performance.now(); await run(); ts.push((performance.now() - t0) / 1000); }
       return ts;
@@ -128,12 +129,14 @@ const names = {
   py1: 'Python runtime (fm_runtime.load, 1 thread)',
   py: `Python runtime (default: tiles on ${cores} threads)`,
   node1: 'Node, onnxruntime-node (1 thread)',
-  node: `Node, onnxruntime-node (${cores} intra-op threads)`,
+  node: `Node, onnxruntime-node (default: rows shared over ${cores} threads)`,
+  intra: `Node, onnxruntime-node (1 thread, ${cores} intra-op threads)`,
   wasm: 'Node, onnxruntime-web wasm (1 thread)',
 };
 const rates = await interleaved({
   py1: pythonRunner(1), py: pythonRunner(cores),
-  node1: await nodeRunner('cpu', 1), node: await nodeRunner('cpu', cores), wasm: await nodeRunner('wasm', 1),
+  node1: await nodeRunner({ workers: 1 }), node: await nodeRunner({}), intra: await nodeRunner({ workers: 1, threads: cores }),
+  wasm: await nodeRunner({ backend: 'wasm', threads: 1 }),
 });
 const results = Object.entries(names).map(([k, name]) => [name, rates[k]]);
 const { rows, pageLoad } = await chromiumRates([1, cores]);
@@ -147,7 +150,7 @@ console.log(`|---|${BATCHES.map(() => '---').join('|')}|`);
 for (const [name, r] of results) {
   console.log(`| ${name} | ${BATCHES.map((n) => `${fmt(r[n])}/s (${(r[n] / ref[n]).toFixed(2)}×)`).join(' | ')} |`);
 }
-console.log(`\nNode on ${cores} threads against Python's default (${cores} threads): `
+console.log(`\nNode's default (${cores} threads) against Python's default (${cores} threads): `
   + BATCHES.map((n) => `${(rates.node[n] / rates.py[n]).toFixed(2)}× at ${n.toLocaleString('en')}`).join(', '));
 console.log(`\ndemo page load until the shipped model is loaded and self-tested: ${pageLoad.ms.toFixed(0)} ms, `
   + `${(pageLoad.bytes / 2 ** 20).toFixed(2)} MiB of files (HTML, CSS, modules, wasm, model) (cross-origin isolated: ${pageLoad.isolated})`);

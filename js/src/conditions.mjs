@@ -175,3 +175,16 @@ export function perRow(arrays, n) {
   }
   return out;
 }
+
+/** x [rows, *shape] *= mask [rows, *maskShape] (each mask dimension 1 or the data's), in place. */
+export function maskRows(x, mask, rows, spec) {
+  const shape = spec.dataShape, mshape = spec.inputs.find((i) => i.role === 'mask').shape;
+  const dim = spec.dim, msize = mask.length / rows;
+  const index = new Array(shape.length).fill(0);
+  for (let i = 0; i < dim; i++) {
+    for (let d = shape.length - 1, rem = i; d >= 0; d--) { index[d] = rem % shape[d]; rem = Math.floor(rem / shape[d]); }
+    let m = 0;      // the mask element that row-major position i of a sample broadcasts from
+    for (let d = 0; d < shape.length; d++) m = m * mshape[d] + (mshape[d] === 1 ? 0 : index[d]);
+    for (let r = 0; r < rows; r++) x[r * dim + i] = Math.fround(x[r * dim + i] * mask[r * msize + m]);
+  }
+}

@@ -2,10 +2,12 @@
 // onnxruntime-web's WebAssembly build ('wasm'), the one browsers use.
 
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { ModelError, UsageError, printable } from './errors.mjs';
+import { ModelError, UsageError, printable, show } from './errors.mjs';
 import { loadBytes } from './sampler.mjs';
 import { openDirect } from './node-session.mjs';
+import { TilePool } from './node-pool.mjs';
 
 export * from './errors.mjs';
 export { Sampler, inspect, DEFAULT_TILE } from './sampler.mjs';
@@ -43,18 +45,25 @@ const BACKENDS = { cpu: 'onnxruntime-node', wasm: 'onnxruntime-web' };
 /**
  * Load a model file and return a Sampler (see sampler.mjs). `source`: a path, a file: or http(s)
  * URL, or the file's bytes; omitted: the shipped moons model. Options: backend ('cpu':
- * onnxruntime-node, 'wasm': onnxruntime-web), threads, tile, dataShape/xName/tName for files
- * without metadata, where (the name in messages), ort (an onnxruntime module to use instead).
+ * onnxruntime-node, 'wasm': onnxruntime-web), workers (threads a large request's rows are shared
+ * over on 'cpu', this one included, each with its own session: default every core; 1: this thread
+ * only; see node-pool.mjs), threads (onnxruntime's intra-op threads per session), tile,
+ * dataShape/xName/tName for files without metadata, where (the name in messages), ort (an
+ * onnxruntime module to use instead; then no workers).
  */
 export async function load(source = DEFAULT_MODEL, options = {}) {
-  const { backend = 'cpu', ort = null, where = null, threads = 1, ...rest } = options;
+  const { backend = 'cpu', ort = null, where = null, threads = 1, workers = availableParallelism(), ...rest } = options;
   if (!ort && !Object.hasOwn(BACKENDS, backend)) {
     throw new UsageError(`unknown backend ${printable(JSON.stringify(backend))}; in Node choose one of: ${Object.keys(BACKENDS).join(', ')}`);
   }
+  if (!(Number.isInteger(workers) && workers >= 1)) throw new UsageError(`workers must be a whole number >= 1, got ${show(workers)}`, { key: 'workers' });
   const runtime = ort ?? await import(BACKENDS[backend]);
   if (backend === 'wasm' && runtime.env?.wasm) runtime.env.wasm.numThreads = threads;
   const [bytes, name] = await readSource(source);
   // onnxruntime-node's own binding, without the public API's per-call hop (node-session.mjs)
-  const direct = !ort && backend === 'cpu' ? { open: async (b, o) => openDirect(b, o) ?? runtime.InferenceSession.create(b, o) } : {};
-  return loadBytes(runtime, bytes, { ...direct, ...rest, threads, backend, where: where ?? name });
+  const native = !ort && backend === 'cpu';
+  const direct = native ? { open: async (b, o) => openDirect(b, o) ?? runtime.InferenceSession.create(b, o) } : {};
+  const sampler = await loadBytes(runtime, bytes, { ...direct, ...rest, threads, backend, where: where ?? name });
+  if (native && workers > 1) sampler.pool = new TilePool(bytes, { ...rest, threads, where: where ?? name }, workers - 1);
+  return sampler;
 }

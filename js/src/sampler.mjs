@@ -7,6 +7,7 @@ import { UTF8_ERROR, readModel } from './onnx-proto.mjs';
 import { allowance, checkGraphMemory } from './preflight.mjs';
 import { loadFailure, runGraph, selfTest } from './session.mjs';
 import { openStage, throughStage } from './stage.mjs';
+import { maskRows } from './conditions.mjs';
 import { readSpec } from './contract.mjs';
 import { MAX_STEPS, SOLVERS, integrate } from './solvers.mjs';
 import { samplingRequest } from './request.mjs';
@@ -67,8 +68,14 @@ export class Sampler {
    * every row, or one per row) and `guidance` w (v_u + w (v_c - v_u)) for class-conditional
    * models; `timeoutMs` ends the request with TimedOut at the first graph call past it, and an
    * AbortSignal `signal` with Interrupted. Returns {data: Float32Array, dims: [n, ...dataShape], nfe}.
+   * In Node, a large request's rows are shared with worker threads (node-pool.mjs).
    */
   async sample(options = {}) {
+    return await this.pool?.sample(this, options) ?? this.sampleHere(options);
+  }
+
+  /** sample() on this thread. */
+  async sampleHere(options) {
     let staged = {};
     if (this.spec.stage.outputs && options && typeof options === 'object' && options.cond && typeof options.cond === 'object') {
       const guided = (options.guidance ?? 1) !== 1 && !this.spec.inputs.some((i) => i.role === 'guidance');
@@ -79,14 +86,7 @@ export class Sampler {
     const req = samplingRequest(this.spec, this.where, options, staged);
     const spec = req.spec, dim = spec.dim;
     const stop = this.stopper(req);
-    if (this.maxMemory != null) {
-      // the samples, plus one tile's state and solver stages
-      const tileRows = Math.min(this.tile > 0 ? this.tile : req.n, req.n);
-      const need = 4 * dim * (req.n + tileRows * ((SOLVERS[req.solver]?.c.length ?? 1) + 2));
-      if (need > this.maxMemory) {
-        throw new ResourceError(`${this.where}: ${req.n} samples need about ${need.toLocaleString('en-US')} bytes, more than maxMemory (${this.maxMemory.toLocaleString('en-US')})`, { key: 'n' });
-      }
-    }
+    this.checkMemory(req, 1);
     const x0 = req.noise ?? noiseRows(req.seed ?? newSeed(), 0, req.n, dim);
     const mask = spec.inputs.find((i) => i.role === 'mask');
     if (mask) maskRows(x0, req.inputs[mask.name].data, req.n, spec);
@@ -113,6 +113,17 @@ export class Sampler {
       calls = solved.nfe;
     }
     return { data: out, dims: [req.n, ...spec.dataShape], nfe: calls };
+  }
+
+  /** ResourceError where a request's samples, plus `tiles` tiles' state and solver stages at a
+   * time, would take more than maxMemory. */
+  checkMemory(req, tiles) {
+    if (this.maxMemory == null) return;
+    const tileRows = Math.min(this.tile > 0 ? this.tile : req.n, req.n);
+    const need = 4 * req.spec.dim * (req.n + tiles * tileRows * ((SOLVERS[req.solver]?.c.length ?? 1) + 2));
+    if (need > this.maxMemory) {
+      throw new ResourceError(`${this.where}: ${req.n} samples need about ${need.toLocaleString('en-US')} bytes, more than maxMemory (${this.maxMemory.toLocaleString('en-US')})`, { key: 'n' });
+    }
   }
 
   /** A check run before every graph call: the request's AbortSignal and its timeoutMs deadline
@@ -242,6 +253,7 @@ export class Sampler {
   }
 
   async release() {
+    this.pool?.close();
     await this.session.release?.();
   }
 }
@@ -277,19 +289,6 @@ export async function loadBytes(ort, bytes, { where = 'model', backend = 'cpu', 
   }
   await selfTest(ort, session, inputs, spec.selftest, where);
   return new Sampler(ort, session, spec, where, { tile, backend, maxMemory, allowLoops });
-}
-
-/** x [rows, *shape] *= mask [rows, *maskShape] (each mask dimension 1 or the data's), in place. */
-function maskRows(x, mask, rows, spec) {
-  const shape = spec.dataShape, mshape = spec.inputs.find((i) => i.role === 'mask').shape;
-  const dim = spec.dim, msize = mask.length / rows;
-  const index = new Array(shape.length).fill(0);
-  for (let i = 0; i < dim; i++) {
-    for (let d = shape.length - 1, rem = i; d >= 0; d--) { index[d] = rem % shape[d]; rem = Math.floor(rem / shape[d]); }
-    let m = 0;      // the mask element that row-major position i of a sample broadcasts from
-    for (let d = 0; d < shape.length; d++) m = m * mshape[d] + (mshape[d] === 1 ? 0 : index[d]);
-    for (let r = 0; r < rows; r++) x[r * dim + i] = Math.fround(x[r * dim + i] * mask[r * msize + m]);
-  }
 }
 
 export { MAX_STEPS };
