@@ -25,10 +25,12 @@ export function timeGrid(steps, t0 = 0, t1 = 1, schedule = null) {
 
 const fround = Math.fround;
 
-/** out += k * c in float32 (numpy: multiply(k, c, out=scratch); out += scratch). */
+/** out += k * c in float32 (numpy: multiply(k, c, out=scratch); out += scratch). The product of
+ * two float32s is exact in float64, so fround gives numpy's float32 product; the sum is rounded by
+ * the Float32Array store (float64 then float32 rounds a sum of two float32s as float32 does). */
 function axpy(out, k, c) {
-  const cf = fround(c);
-  for (let i = 0; i < out.length; i++) out[i] = fround(out[i] + fround(k[i] * cf));
+  const cf = fround(c), n = out.length;
+  for (let i = 0; i < n; i++) out[i] += fround(k[i] * cf);
 }
 
 /**
