@@ -8,7 +8,7 @@ network and any plain velocity ONNX file; an operator without a rule is named, n
 
 The network runs once on the B rows given (the primal); the K tangents of each row run as B*K
 rows through the tangent nodes, which see a per-row primal tensor repeated K times where a rule
-needs it (an Expand, cheap beside the network). So it costs one evaluation of the network plus K
+needs it (broadcast where it meets a tangent elementwise, jvp_broadcast.py; else an Expand). So it costs one evaluation of the network plus K
 tangent passes, and needs nothing of the graph but a dynamic batch axis.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fm_runtime.model.spec import NAMES
 
+from .jvp_broadcast import broadcast_repeats
 from .jvp_builder import Builder, attr
 from .jvp_rules import NO_TANGENT, RULES
 
@@ -117,7 +118,7 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
         dv_rows = b.op("Mul", rep(v), b.const(0.0))
     b.alias("v_out", v)
     b.op("Reshape", dv_rows, b.op("Shape", e_in), out="jv_out")
-    _repeated(b, per_row, e_in)
+    repeats = _repeated(b, per_row, e_in)
     b.nodes[:] = _topological(b.nodes)
     # outer names: identity nodes keep the graph's public names free of the internal ones
     b.nodes[:0] = [helper.make_node("Identity", [outer], [inner], name=f"in:{outer}") for outer, inner in
@@ -149,18 +150,21 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
     graph = helper.make_graph(b.nodes, "velocity_jvp", new_inputs, outputs, initializers)
     out = helper.make_model(graph, opset_imports=list(src.opset_import), ir_version=src.ir_version)
     out.producer_name, out.producer_version = src.producer_name, src.producer_version
+    broadcast_repeats(out, repeats, _topological)
     return out
 
 
-def _repeated(b: Builder, per_row: set, e_in: str) -> None:
+def _repeated(b: Builder, per_row: set, e_in: str) -> dict[str, str]:
     """Define every REP name the rules used: that per-row tensor with each row repeated K times
     (B*K rows, row b*K + k, like the tangents). Where its first axis is the batch (the symbol of
     x's first axis, and no other axis), by an Expand of the primal; else by running its producer
-    again on repeated inputs (shape arithmetic, the rare tensor whose rows sit on another axis)."""
+    again on repeated inputs (shape arithmetic, the rare tensor whose rows sit on another axis).
+    Returns the expanded ones, REP name -> primal name (jvp_broadcast.py drops the copies it can)."""
     producer = {o: n for n in b.nodes for o in n.output if o}
     defined = set(producer)
     batch_leading = (lambda name: b.primal(REP + name) is not None)      # noqa: E731
     todo = [i for n in b.nodes for i in n.input if i.startswith(REP) and i not in defined]
+    expanded = {}
     while todo:
         r = todo.pop()
         if r in defined:
@@ -172,6 +176,7 @@ def _repeated(b: Builder, per_row: set, e_in: str) -> None:
             grown = b.op("Expand", b.op("Unsqueeze", name, b.ints([1])),
                          b.op("Concat", b.op("Shape", e_in, end=2), rest, axis=0))
             b.op("Reshape", grown, b.op("Concat", b.ints([-1]), rest, axis=0), out=r)
+            expanded[r] = name
         elif node.op_type == "Shape" and batch_leading(node.input[0]) and attr(node, "start", 0) == 0 \
                 and attr(node, "end") is None:      # [B, ...] -> [B*K, ...] without the tensor itself
             rows = b.op("Mul", b.op("Shape", node.input[0], end=1), b.op("Shape", e_in, start=1, end=2))
@@ -186,6 +191,7 @@ def _repeated(b: Builder, per_row: set, e_in: str) -> None:
             defined_now = list(copy.output)
             todo.extend(i for i in copy.input if i.startswith(REP) and i not in defined)
         defined.update(defined_now)
+    return expanded
 
 
 def _topological(nodes: list) -> list:

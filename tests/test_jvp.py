@@ -137,3 +137,53 @@ def test_the_network_runs_once_per_row_and_only_tangents_run_per_probe():
     h = 1e-3
     fd = (_run(graph, x + h * e[:, 0], t, e)[0] - _run(graph, x - h * e[:, 0], t, e)[0]) / (2 * h)
     assert np.abs(fd - jv[:, 0]).max() <= 1e-2 * max(1.0, np.abs(fd).max())
+
+
+def _repeat_graph(uses: list[str]) -> onnx.ModelProto:
+    """a [B, 3] repeated K times as r [B*K, 3] (the Expand jvp.py writes; K from e [B, K, 3]),
+    d [B*K, 3] a tangent, and `uses` of r as outputs: "tangent" Mul(d, r), "const" Add(r, c) with c
+    [1, 3], "both" Mul(r, r)."""
+    from onnx import TensorProto, helper, numpy_helper
+    h = helper
+    nodes = [h.make_node("Shape", ["e"], ["bk"], end=2), h.make_node("Shape", ["a"], ["rest"], start=1),
+             h.make_node("Concat", ["bk", "rest"], ["to"], axis=0),
+             h.make_node("Unsqueeze", ["a", "one"], ["a1"]), h.make_node("Expand", ["a1", "to"], ["grown"]),
+             h.make_node("Concat", ["minus1", "rest"], ["flat"], axis=0), h.make_node("Reshape", ["grown", "flat"], ["r/a"])]
+    made = {"tangent": h.make_node("Mul", ["d", "r/a"], ["tangent"]), "const": h.make_node("Add", ["r/a", "c"], ["const"]),
+            "both": h.make_node("Mul", ["r/a", "r/a"], ["both"])}
+    nodes += [made[u] for u in uses]
+    f = TensorProto.FLOAT
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("a", f, ["B", 3]), h.make_tensor_value_info("e", f, ["B", "K", 3]),
+                                      h.make_tensor_value_info("d", f, ["BK", 3])],
+                         [h.make_tensor_value_info(u, f, ["BK", 3]) for u in uses],
+                         [numpy_helper.from_array(np.array([1], np.int64), "one"),
+                          numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
+                          numpy_helper.from_array(np.array([[1.0, 2.0, 3.0]], np.float32), "c")])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("uses,rewritten,copy_left", [
+    (["tangent"], 1, False),                      # the pattern alone: the copy goes
+    (["tangent", "const", "both"], 1, True),      # beside uses that need the copy
+    (["const", "both"], 0, True),                 # no use with a tangent: nothing to do
+])
+def test_repeated_tensors_broadcast_against_tangents(uses, rewritten, copy_left):
+    from export.jvp import _topological
+    from export.jvp_broadcast import broadcast_repeats
+    rng = np.random.default_rng(0)
+    feed = {"a": rng.standard_normal((2, 3)).astype(np.float32), "e": np.zeros((2, 4, 3), np.float32),
+            "d": rng.standard_normal((8, 3)).astype(np.float32)}
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+    model = _repeat_graph(uses)
+    before = run(model)
+    assert broadcast_repeats(model, {"r/a": "a"}, _topological) == rewritten
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert ("Expand" in ops) == copy_left, ops
+    assert {i.name for i in model.graph.initializer} <= {i for n in model.graph.node for i in n.input}
+    for got, want in zip(run(model), before):
+        np.testing.assert_array_equal(got, want)
+    if "tangent" in uses:       # row b*K + k of d times row b of a
+        np.testing.assert_array_equal(before[0], feed["d"] * np.repeat(feed["a"], 4, 0))
