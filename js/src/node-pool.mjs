@@ -8,7 +8,8 @@
 // MIN_SPLIT_VALUES state values, as in Python; each row's solve is independent, so the samples are
 // those of one thread. Requests with conditions (cond) stay on this thread. The workers start on
 // the first request large enough to share, which itself runs here; later ones share once they are
-// ready. They never keep the process alive, and release() ends them.
+// ready. Idle workers never keep the process alive (one still loading delays its exit by that
+// load, a fraction of a second), and release() ends them.
 
 import { Worker } from 'node:worker_threads';
 import * as errors from './errors.mjs';

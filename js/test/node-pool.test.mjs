@@ -1,6 +1,6 @@
 // A large request's rows shared over worker threads in Node (node-pool.mjs): the shares, the same
 // samples as one thread (noise, seeds, labels with guidance), a worker's errors as their own
-// classes, cancellation and deadlines reaching the workers, and workers that never keep a
+// classes, cancellation and deadlines reaching the workers, and idle workers that never keep a
 // process alive.
 
 import { test } from 'node:test';
@@ -94,7 +94,7 @@ test('an AbortSignal and timeoutMs stop the workers too', async () => {
   await s.release();
 });
 
-test('workers never keep a process alive', () => {
+test('idle workers never keep a process alive', () => {
   const run = (body) => spawnSync(process.execPath, ['--input-type=module', '-e',
     `import { load } from ${JSON.stringify(new URL('../src/node.mjs', import.meta.url).href)};\nconst s = await load();\n${body}`],
   { encoding: 'utf8', timeout: 60000 });
