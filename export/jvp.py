@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -83,6 +84,7 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
                   **{ren(n): f"{n}_in" for n in extras}}
     x_dims = types[ren(x_name)].tensor_type.shape.dim if ren(x_name) in types else []
     b = Builder(shapes={**types, **{REP + n: t for n, t in types.items()}}, rep=REP, rows_first=set(row_inputs),
+                ones={ren(n) for n in _all_ones(g)},
                 batch=x_dims[0].dim_param if x_dims else "")
     for inner, outer in row_inputs.items():
         if inner == ren(t_name) and t_rank != 1:
@@ -152,6 +154,13 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
     out.producer_name, out.producer_version = src.producer_name, src.producer_version
     broadcast_repeats(out, repeats, _topological)
     return out
+
+
+def _all_ones(g: onnx.GraphProto) -> list[str]:
+    """The graph's constant tensors (initializers, Constant nodes) whose every value is 1."""
+    named = [(t.name, t) for t in g.initializer]
+    named += [(n.output[0], a.t) for n in g.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    return [name for name, t in named if 0 < int(np.prod(t.dims)) <= 1 << 16 and np.all(numpy_helper.to_array(t) == 1)]
 
 
 def _repeated(b: Builder, per_row: set, e_in: str) -> dict[str, str]:

@@ -11,8 +11,10 @@ FLOATS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProt
 class Builder:
     """Emits nodes and constants with fresh names; holds the tangent of each tensor."""
 
-    def __init__(self, shapes: dict, batch: str = "", rows_first: set | None = None, rep: str = "r/"):
+    def __init__(self, shapes: dict, batch: str = "", rows_first: set | None = None, rep: str = "r/",
+                 ones: set | None = None):
         self.nodes: list = []
+        self.ones = set(ones or ())   # constant tensors of the graph whose every value is 1
         self.constants: dict[str, np.ndarray] = {}
         self.tangent: dict[str, str] = {}
         self.shapes = shapes          # tensor name -> onnx TypeProto, where shape inference knew it

@@ -239,6 +239,8 @@ def _instance_norm(b: Builder, node):
     if rank is None or b.tan(scale) or b.tan(node.input[2]):
         raise NotImplementedError("InstanceNormalization of unknown rank or with x-dependent scale")
     _, dxhat = _normalized(b, x, b.tan(x), b.ints(list(range(2, rank))), attr(node, "epsilon", 1e-5))
+    if scale in b.ones:         # GroupNorm as torch exports it: no pass over the tangents for a scale of 1
+        return [dxhat]
     return [b.op("Mul", dxhat, b.op("Unsqueeze", scale, b.ints(list(range(1, rank - 1)))))]
 
 

@@ -61,6 +61,11 @@ class Field(nn.Module):
 
 @pytest.mark.parametrize("body", [_activations, _Norms(), _structure], ids=["activations", "norms-attention", "structure"])
 def test_jvp_graph_matches_torch_autodiff(body):
+    _matches_torch(body)
+
+
+def _matches_torch(body) -> onnx.ModelProto:
+    """The divergence graph of Field(body), checked against torch.func.jvp in float64."""
     torch.manual_seed(0)
     field = Field(body).eval()
     proto = _to_onnx(VelocityAdapter(field), (8,))
@@ -77,6 +82,31 @@ def test_jvp_graph_matches_torch_autodiff(body):
                      .detach().numpy() for k in range(3)], 1)
     np.testing.assert_allclose(v, f64(xx, tt).detach().numpy(), atol=2e-5 * max(1, np.abs(v).max()))
     assert np.abs(jv - want).max() <= 2e-5 * max(1.0, np.abs(want).max())
+    return graph
+
+
+class _Image(nn.Module):
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, h):
+        return F.silu(self.norm(h.reshape(-1, 8, 2, 2))).reshape(-1, 32)
+
+
+@pytest.mark.parametrize("norm,unit", [(nn.GroupNorm(4, 8), True), (nn.InstanceNorm2d(8, affine=True), False)],
+                         ids=["groupnorm", "instancenorm"])
+def test_a_unit_normalisation_scale_costs_the_tangents_nothing(norm, unit):
+    """torch exports GroupNorm as InstanceNormalization with a scale of ones (its own weight comes
+    after): the tangents skip that multiply; a real scale (affine InstanceNorm) keeps it."""
+    with torch.no_grad():
+        for p in norm.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    graph = _matches_torch(_Image(norm))
+    scales = {n.input[1] for n in graph.graph.node if n.op_type == "InstanceNormalization"}
+    assert scales
+    scaled = [n for n in graph.graph.node if n.op_type == "Unsqueeze" and n.input[0] in scales]
+    assert (not scaled) == unit, [n.input for n in scaled]
 
 
 def test_uncovered_operators_are_named():
