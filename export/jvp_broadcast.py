@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .jvp_builder import live
+
 BROADCAST = {"Mul", "Add", "Sub", "Div"}
 
 
@@ -75,16 +77,11 @@ def broadcast_repeats(model: onnx.ModelProto, repeats: dict[str, str], order) ->
         nodes.append(n)
     if not count:
         return 0
-    outputs = {o.name for o in g.output}
-    while True:         # the copies nothing reads any more, and what only they read
-        read = {i for n in nodes for i in n.input} | outputs
-        kept = [n for n in nodes if any(o in read for o in n.output)]
-        if len(kept) == len(nodes):
-            break
-        nodes = kept
+    # the copies nothing reads any more, and what only they read
+    nodes = live(order(nodes), {o.name for o in g.output})
     read = {i for n in nodes for i in n.input}
     inits = [i for i in [*g.initializer, *consts] if i.name in read]
     del g.node[:], g.initializer[:]
-    g.node.extend(order(nodes))
+    g.node.extend(nodes)
     g.initializer.extend(inits)
     return count

@@ -3,7 +3,7 @@ known from shape inference, and the tangent of every tensor that has one."""
 from __future__ import annotations
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import AttributeProto, TensorProto, helper
 
 FLOATS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 
@@ -15,6 +15,7 @@ class Builder:
                  ones: set | None = None):
         self.nodes: list = []
         self.ones = set(ones or ())   # constant tensors of the graph whose every value is 1
+        self.made: dict = {}          # primal tensor name -> the node that computes it
         self.constants: dict[str, np.ndarray] = {}
         self.tangent: dict[str, str] = {}
         self.shapes = shapes          # tensor name -> onnx TypeProto, where shape inference knew it
@@ -102,6 +103,10 @@ class Builder:
         self.rows_first.add(name)
         return self.rep + name
 
+    def unrep(self, name: str) -> str:
+        """The primal name of a (possibly repeated) tensor name."""
+        return name[len(self.rep):] if name.startswith(self.rep) else name
+
     def tan(self, name: str) -> str | None:
         return self.tangent.get(name) if name else None
 
@@ -119,3 +124,24 @@ def add_all(b: Builder, terms: list[str]) -> str | None:
     for term in terms:
         out = term if out is None else b.op("Add", out, term)
     return out
+
+
+def _reads(node) -> set[str]:
+    """What a node reads: its inputs, and the outer names its subgraphs (If, Loop, Scan) read."""
+    names = set(node.input)
+    for a in node.attribute:
+        for g in [a.g] if a.type == AttributeProto.GRAPH else list(a.graphs):
+            for inner in g.node:
+                names |= _reads(inner)
+    return names
+
+
+def live(nodes: list, outputs: set[str]) -> list:
+    """The nodes (in topological order) that `outputs` depend on; the others computed what nothing
+    reads."""
+    needed, kept = set(outputs), []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.output):
+            kept.append(n)
+            needed |= _reads(n)
+    return kept[::-1]

@@ -12,6 +12,7 @@ import math
 from onnx import helper
 
 from .jvp_builder import FLOATS, Builder, add_all, attr
+from .jvp_norms import batch_norm, instance_norm, layer_norm
 
 # outputs carry no derivative (integer, boolean or piecewise-constant results)
 NO_TANGENT = {"Shape", "Size", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not",
@@ -53,6 +54,20 @@ def _multilinear(b: Builder, node, linear: tuple[int, ...], drop: tuple[int, ...
 
 def _matmul_like(b: Builder, node):
     return [add_all(b, _multilinear(b, node, tuple(range(len(node.input)))))]
+
+
+def _mul(b: Builder, node):
+    """Mul; x * Sigmoid(x) (SiLU as torch exports it) as one pointwise op: its product-rule tangent
+    dx s + x ds takes four passes over the tangents, dx (s + y (1 - s)) one."""
+    for x, s in (node.input, node.input[::-1]):
+        sig = b.made.get(b.unrep(s))
+        if sig is not None and sig.op_type == "Sigmoid" and sig.input[0] == b.unrep(x) and b.tan(x) and x != s:
+            y = node.output[0]
+            ps, py = b.primal(s), b.primal(y)
+            slope = (lambda s, y: b.op("Add", s, b.op("Mul", y, b.op("Sub", _c(b, 1.0, s), s))))   # noqa: E731
+            at = b.repeat(slope(ps, py)) if ps and py else slope(s, y)
+            return [b.op("Mul", b.tan(x), at)]
+    return _matmul_like(b, node)
 
 
 def _gemm(b: Builder, node):
@@ -201,58 +216,6 @@ def _softmax(b: Builder, node, log: bool = False):
     return [d if log else b.op("Mul", y, d)]
 
 
-def _normalized(b: Builder, x: str, dx: str, axes: str, eps: float):
-    """x_hat = (x - mean) / sqrt(var + eps) over `axes`, and its tangent
-    r (dxc - x_hat mean(x_hat dxc)) with r = 1/sqrt(var + eps), dxc = dx - mean(dx)."""
-    x = (px := b.primal(x)) or x         # the statistics once per row of the primal where it can be
-    xc = b.op("Sub", x, b.op("ReduceMean", x, axes, keepdims=1))
-    r = b.op("Reciprocal", b.op("Sqrt", b.op("Add", b.op("ReduceMean", b.op("Mul", xc, xc), axes, keepdims=1), b.const(eps, x))))
-    xhat = b.op("Mul", xc, r)
-    xhat, r = (b.repeat(xhat), b.repeat(r)) if px else (xhat, r)
-    dxc = b.op("Sub", dx, b.op("ReduceMean", dx, axes, keepdims=1))
-    proj = b.op("ReduceMean", b.op("Mul", xhat, dxc), axes, keepdims=1)
-    return xhat, b.op("Mul", r, b.op("Sub", dxc, b.op("Mul", xhat, proj)))
-
-
-def _layer_norm(b: Builder, node):
-    x, scale = node.input[:2]
-    bias = node.input[2] if len(node.input) > 2 else ""
-    axis = attr(node, "axis", -1)
-    rank = b.rank(x)
-    if axis >= 0 and rank is None:
-        raise NotImplementedError("LayerNormalization with a positive axis on a tensor of unknown rank")
-    first = axis if axis < 0 else axis - rank
-    axes = b.ints(list(range(first, 0)))
-    dx = b.tan(x) or b.zeros_like(x)
-    xhat, dxhat = _normalized(b, x, dx, axes, attr(node, "epsilon", 1e-5))
-    terms = [b.op("Mul", dxhat, scale)]
-    if b.tan(scale):
-        terms.append(b.op("Mul", xhat, b.tan(scale)))
-    if bias and b.tan(bias):
-        terms.append(b.fit(b.tan(bias), bias, node.output[0]))
-    return [add_all(b, terms)] + [None] * (len(node.output) - 1)
-
-
-def _instance_norm(b: Builder, node):
-    x, scale, _ = node.input
-    rank = b.rank(x)
-    if rank is None or b.tan(scale) or b.tan(node.input[2]):
-        raise NotImplementedError("InstanceNormalization of unknown rank or with x-dependent scale")
-    _, dxhat = _normalized(b, x, b.tan(x), b.ints(list(range(2, rank))), attr(node, "epsilon", 1e-5))
-    if scale in b.ones:         # GroupNorm as torch exports it: no pass over the tangents for a scale of 1
-        return [dxhat]
-    return [b.op("Mul", dxhat, b.op("Unsqueeze", scale, b.ints(list(range(1, rank - 1)))))]
-
-
-def _batch_norm(b: Builder, node):
-    x, scale, _, _, var = node.input[:5]
-    rank = b.rank(x)
-    if rank is None or attr(node, "training_mode", 0) or any(b.tan(i) for i in node.input[1:]):
-        raise NotImplementedError("BatchNormalization in training mode or of unknown rank")
-    gain = b.op("Div", scale, b.op("Sqrt", b.op("Add", var, b.const(attr(node, "epsilon", 1e-5), x))))
-    return [b.op("Mul", b.tan(x), b.op("Unsqueeze", gain, b.ints(list(range(1, rank - 1)))))]
-
-
 def _reduce_sum_square(b: Builder, node):
     x = node.input[0]
     twice = b.op("Mul", b.const(2.0, x), b.op("Mul", x, b.tan(x)))
@@ -267,15 +230,15 @@ RULES = {
         "Slice", "Gather", "GatherElements", "GatherND", "Split", "Pad", "ReduceSum", "ReduceMean",
         "CumSum", "DepthToSpace", "SpaceToDepth", "Resize", "Dropout")},
     "Cast": _cast,
-    "MatMul": _matmul_like, "Mul": _matmul_like, "Einsum": _matmul_like,
+    "MatMul": _matmul_like, "Mul": _mul, "Einsum": _matmul_like,
     "Gemm": _gemm, "Conv": _conv, "ConvTranspose": _conv,
     "Add": _add, "Sub": lambda b, n: _add(b, n, -1.0),
     "Sum": _variadic_sum, "Mean": lambda b, n: _variadic_sum(b, n, mean=True),
     "Neg": lambda b, n: [b.op("Neg", b.tan(n.input[0]))],
     "Div": _div, "Pow": _pow, "Clip": _clip, "Max": _max_min, "Min": _max_min, "Where": _where,
     "Concat": _concat, "Softmax": _softmax, "LogSoftmax": lambda b, n: _softmax(b, n, log=True),
-    "LayerNormalization": _layer_norm, "InstanceNormalization": _instance_norm,
-    "BatchNormalization": _batch_norm, "ReduceSumSquare": _reduce_sum_square,
+    "LayerNormalization": layer_norm, "InstanceNormalization": instance_norm,
+    "BatchNormalization": batch_norm, "ReduceSumSquare": _reduce_sum_square,
     "Relu": _pointwise(lambda b, n, x, y: b.op("Cast", b.op("Greater", x, _c(b, 0.0, x)), to=b.elem_type(x) or 1)),
     "LeakyRelu": _pointwise(lambda b, n, x, y: _where_gt0(b, x, _c(b, 1.0, x), _c(b, attr(n, "alpha", 0.01), x))),
     "Elu": _pointwise(lambda b, n, x, y: _where_gt0(b, x, _c(b, 1.0, x), b.op("Add", y, _c(b, attr(n, "alpha", 1.0), x)))),

@@ -217,3 +217,16 @@ def test_repeated_tensors_broadcast_against_tangents(uses, rewritten, copy_left)
         np.testing.assert_array_equal(got, want)
     if "tangent" in uses:       # row b*K + k of d times row b of a
         np.testing.assert_array_equal(before[0], feed["d"] * np.repeat(feed["a"], 4, 0))
+
+
+@pytest.mark.parametrize("body,fused", [(lambda h: F.silu(h) * 2, True), (lambda h: h * torch.sigmoid(2 * h), False)],
+                         ids=["silu", "x-sigmoid-2x"])
+def test_silu_is_one_multiply_of_the_tangents(body, fused, monkeypatch):
+    """x * Sigmoid(x), as torch exports SiLU, takes one multiply of the tangents by its slope, not
+    the product rule's four passes; x * Sigmoid(2x) is no SiLU and keeps the product rule."""
+    import export.jvp_rules as rules
+    graph = _matches_torch(body)
+    monkeypatch.setitem(rules.RULES, "Mul", rules._matmul_like)
+    product_rule = _matches_torch(body)
+    fewer = len(product_rule.graph.node) - len(graph.graph.node)
+    assert (fewer > 0) == fused, fewer
