@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from fm_runtime.model.spec import NAMES
 
 from .jvp_broadcast import broadcast_repeats
-from .jvp_builder import Builder, attr, live
+from .jvp_builder import Builder, attr, live, reads
 from .jvp_rules import NO_TANGENT, RULES
 
 PREFIX = "f/"                   # every tensor of the velocity graph is renamed into this namespace
@@ -151,7 +151,7 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
         copy.name = ren(init.name)
         initializers.append(copy)
     initializers += [numpy_helper.from_array(a, n) for n, a in b.constants.items()]
-    read = {i for n in b.nodes for i in n.input}
+    read = set().union(*map(reads, b.nodes))
     initializers = [i for i in initializers if i.name in read]
     graph = helper.make_graph(b.nodes, "velocity_jvp", new_inputs, outputs, initializers)
     out = helper.make_model(graph, opset_imports=list(src.opset_import), ir_version=src.ir_version)

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .jvp_builder import live
+from .jvp_builder import live, reads
 
 BROADCAST = {"Mul", "Add", "Sub", "Div"}
 
@@ -79,7 +79,7 @@ def broadcast_repeats(model: onnx.ModelProto, repeats: dict[str, str], order) ->
         return 0
     # the copies nothing reads any more, and what only they read
     nodes = live(order(nodes), {o.name for o in g.output})
-    read = {i for n in nodes for i in n.input}
+    read = set().union(*map(reads, nodes))
     inits = [i for i in [*g.initializer, *consts] if i.name in read]
     del g.node[:], g.initializer[:]
     g.node.extend(nodes)

@@ -126,13 +126,13 @@ def add_all(b: Builder, terms: list[str]) -> str | None:
     return out
 
 
-def _reads(node) -> set[str]:
+def reads(node) -> set[str]:
     """What a node reads: its inputs, and the outer names its subgraphs (If, Loop, Scan) read."""
     names = set(node.input)
     for a in node.attribute:
         for g in [a.g] if a.type == AttributeProto.GRAPH else list(a.graphs):
             for inner in g.node:
-                names |= _reads(inner)
+                names |= reads(inner)
     return names
 
 
@@ -143,5 +143,5 @@ def live(nodes: list, outputs: set[str]) -> list:
     for n in reversed(nodes):
         if any(o in needed for o in n.output):
             kept.append(n)
-            needed |= _reads(n)
+            needed |= reads(n)
     return kept[::-1]

@@ -230,3 +230,16 @@ def test_silu_is_one_multiply_of_the_tangents(body, fused, monkeypatch):
     product_rule = _matches_torch(body)
     fewer = len(product_rule.graph.node) - len(graph.graph.node)
     assert (fewer > 0) == fused, fewer
+
+
+def test_dead_nodes_go_and_what_a_subgraph_reads_stays():
+    """live() keeps what the outputs depend on, through the outer names an If branch reads."""
+    from onnx import helper as h
+
+    from export.jvp_builder import live
+    branch = h.make_graph([h.make_node("Identity", ["w"], ["b_out"])], "then", [], [h.make_tensor_value_info("b_out", 1, None)])
+    nodes = [h.make_node("Neg", ["x"], ["w"]),                        # read only inside the branch
+             h.make_node("Abs", ["x"], ["unused"]),                   # read by nothing
+             h.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch),
+             h.make_node("Exp", ["unused"], ["unused2"])]
+    assert [n.op_type for n in live(nodes, {"y"})] == ["Neg", "If"]
