@@ -93,7 +93,7 @@ def fold_time_columns(model: onnx.ModelProto) -> onnx.ModelProto:
     out.CopyFrom(model)
     nodes = [replaced.get(n.output[0], n) if n.output else n for n in out.graph.node]
     out.graph.initializer.extend(new_inits)
-    _drop_dead(out, nodes)
+    drop_dead(out, nodes)
     _skip_noop_reshapes(out)
     return out
 
@@ -117,20 +117,28 @@ def _skip_noop_reshapes(model: onnx.ModelProto) -> None:
     if alias:
         for n in model.graph.node:
             n.input[:] = [alias.get(i, i) for i in n.input]
-        _drop_dead(model, list(model.graph.node))
+        drop_dead(model, list(model.graph.node))
 
 
-def _drop_dead(model: onnx.ModelProto, nodes: list) -> None:
-    """Keep the nodes (in order) that the graph outputs depend on, and the initializers they read."""
+def reads(node) -> set[str]:
+    """What a node reads: its inputs, and the outer names its subgraphs (If, Loop, Scan) read."""
+    names = {i for i in node.input if i}
+    for a in node.attribute:
+        for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+            for inner in g.node:
+                names |= reads(inner)
+    return names
+
+
+def drop_dead(model: onnx.ModelProto, nodes: list) -> None:
+    """Make `nodes` (in topological order) the graph's, without those the graph outputs do not
+    depend on, and keep only the initializers the rest read."""
     needed = {o.name for o in model.graph.output}
     kept = []
     for n in reversed(nodes):
         if any(o in needed for o in n.output) or not n.output:
             kept.append(n)
-            needed.update(i for i in n.input if i)
-            for a in n.attribute:                       # names a subgraph reads from this scope
-                if a.type == onnx.AttributeProto.GRAPH:
-                    needed.update(i for sub in a.g.node for i in sub.input)
+            needed |= reads(n)
     del model.graph.node[:]
     model.graph.node.extend(reversed(kept))
     used = [i for i in model.graph.initializer if i.name in needed]

@@ -21,8 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fm_runtime.model.spec import NAMES
 
+from .fold import drop_dead
 from .jvp_broadcast import broadcast_repeats
-from .jvp_builder import Builder, attr, live, reads
+from .jvp_builder import Builder, attr
 from .jvp_rules import NO_TANGENT, RULES
 
 PREFIX = "f/"                   # every tensor of the velocity graph is renamed into this namespace
@@ -129,7 +130,6 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
                                          *((n, f"{n}_in") for n in extras)) if outer]
     b.nodes += [helper.make_node("Identity", ["v_out"], [NAMES.v], name="out:v"),
                 helper.make_node("Identity", ["jv_out"], [NAMES.jv], name="out:jv")]
-    b.nodes[:] = live(b.nodes, {NAMES.v, NAMES.jv})     # tangents a rule computed but did not use
     inputs = {i.name: i for i in g.input}
     x_type = inputs[x_name].type.tensor_type
     dims = ["batch"] + [d.dim_value or d.dim_param or None for d in x_type.shape.dim[1:]]
@@ -151,11 +151,10 @@ def divergence_graph(model: onnx.ModelProto, *, x_name: str, t_name: str, v_name
         copy.name = ren(init.name)
         initializers.append(copy)
     initializers += [numpy_helper.from_array(a, n) for n, a in b.constants.items()]
-    read = set().union(*map(reads, b.nodes))
-    initializers = [i for i in initializers if i.name in read]
     graph = helper.make_graph(b.nodes, "velocity_jvp", new_inputs, outputs, initializers)
     out = helper.make_model(graph, opset_imports=list(src.opset_import), ir_version=src.ir_version)
     out.producer_name, out.producer_version = src.producer_name, src.producer_version
+    drop_dead(out, list(out.graph.node))        # tangents a rule computed but did not use
     broadcast_repeats(out, repeats, _topological)
     return out
 

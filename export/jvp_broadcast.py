@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .jvp_builder import live, reads
+from .fold import drop_dead
 
 BROADCAST = {"Mul", "Add", "Sub", "Div"}
 
@@ -77,11 +77,6 @@ def broadcast_repeats(model: onnx.ModelProto, repeats: dict[str, str], order) ->
         nodes.append(n)
     if not count:
         return 0
-    # the copies nothing reads any more, and what only they read
-    nodes = live(order(nodes), {o.name for o in g.output})
-    read = set().union(*map(reads, nodes))
-    inits = [i for i in [*g.initializer, *consts] if i.name in read]
-    del g.node[:], g.initializer[:]
-    g.node.extend(nodes)
-    g.initializer.extend(inits)
+    g.initializer.extend(consts)
+    drop_dead(model, order(nodes))      # the copies nothing reads any more, and what only they read
     return count

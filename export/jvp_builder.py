@@ -3,7 +3,7 @@ known from shape inference, and the tangent of every tensor that has one."""
 from __future__ import annotations
 
 import numpy as np
-from onnx import AttributeProto, TensorProto, helper
+from onnx import TensorProto, helper
 
 FLOATS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 
@@ -124,24 +124,3 @@ def add_all(b: Builder, terms: list[str]) -> str | None:
     for term in terms:
         out = term if out is None else b.op("Add", out, term)
     return out
-
-
-def reads(node) -> set[str]:
-    """What a node reads: its inputs, and the outer names its subgraphs (If, Loop, Scan) read."""
-    names = set(node.input)
-    for a in node.attribute:
-        for g in [a.g] if a.type == AttributeProto.GRAPH else list(a.graphs):
-            for inner in g.node:
-                names |= reads(inner)
-    return names
-
-
-def live(nodes: list, outputs: set[str]) -> list:
-    """The nodes (in topological order) that `outputs` depend on; the others computed what nothing
-    reads."""
-    needed, kept = set(outputs), []
-    for n in reversed(nodes):
-        if any(o in needed for o in n.output):
-            kept.append(n)
-            needed |= reads(n)
-    return kept[::-1]

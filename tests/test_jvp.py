@@ -233,13 +233,20 @@ def test_silu_is_one_multiply_of_the_tangents(body, fused, monkeypatch):
 
 
 def test_dead_nodes_go_and_what_a_subgraph_reads_stays():
-    """live() keeps what the outputs depend on, through the outer names an If branch reads."""
+    """drop_dead keeps what the outputs depend on, through the outer names an If branch reads,
+    and the initializers those nodes read."""
     from onnx import helper as h
+    from onnx import numpy_helper
 
-    from export.jvp_builder import live
+    from export.fold import drop_dead
     branch = h.make_graph([h.make_node("Identity", ["w"], ["b_out"])], "then", [], [h.make_tensor_value_info("b_out", 1, None)])
-    nodes = [h.make_node("Neg", ["x"], ["w"]),                        # read only inside the branch
-             h.make_node("Abs", ["x"], ["unused"]),                   # read by nothing
+    nodes = [h.make_node("Add", ["x", "k"], ["w"]),                   # read only inside the branch
+             h.make_node("Mul", ["x", "k2"], ["unused"]),             # read by nothing
              h.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch),
              h.make_node("Exp", ["unused"], ["unused2"])]
-    assert [n.op_type for n in live(nodes, {"y"})] == ["Neg", "If"]
+    consts = [numpy_helper.from_array(np.ones(1, np.float32), name) for name in ("k", "k2")]
+    model = h.make_model(h.make_graph(nodes, "g", [h.make_tensor_value_info("x", 1, [1]), h.make_tensor_value_info("c", 9, [])],
+                                      [h.make_tensor_value_info("y", 1, None)], consts))
+    drop_dead(model, list(model.graph.node))
+    assert [n.op_type for n in model.graph.node] == ["Add", "If"]
+    assert [i.name for i in model.graph.initializer] == ["k"]
