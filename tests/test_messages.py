@@ -56,7 +56,7 @@ def test_info_lists_the_label_input_and_class_out_of_range_is_usage(conditional)
 @pytest.mark.parametrize("kwargs, words", [
     (dict(n=2.5), "whole number"), (dict(n=0), "whole number"), (dict(), "give n"),
     (dict(n=3, seed=-1), "seed must be"), (dict(n=3, steps=0), "steps must be"),
-    (dict(n=3, steps=2.0), "steps must be an integer"), (dict(n=3, solver="rk5"), "unknown solver"),
+    (dict(n=3, steps=2.0), "steps must be a whole number"), (dict(n=3, solver="rk5"), "unknown solver"),
     (dict(n=3, guidance=2.0), "needs labels"), (dict(n=3, labels=1), "not class-conditional"),
     (dict(n=3, divergence="maybe", return_logprob=True), "unknown divergence"),
 ])

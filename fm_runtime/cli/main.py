@@ -19,14 +19,14 @@ from .options import (
     cond_option,
     describe_logp,
     dims_option,
-    divergence_options,
-    guidance_options,
     load_conditions,
     model_arg,
     open_sampler,
     plain_model_options,
+    request_options,
     run_limits,
-    solve_options,
+    schedule_of,
+    times_option,
 )
 from .runner import run_cli
 from .sample import sample
@@ -60,17 +60,14 @@ cli.add_command(serve)
 @click.argument("paths", nargs=-1, metavar="[MODEL] DATA")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Write log p(x) of each row here (nats, float64 [n] .npy).")
-@solve_options("Solver steps from data (t = 1) back to noise (t = 0)")
+@request_options("logprob")
+@times_option
 @class_options
-@guidance_options
-@divergence_options
-@click.option("--probe-seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of the Hutchinson probes (row r uses default_rng([seed, r])).")
 @click.option("--provider", default="cpu", show_default=True, help="onnxruntime execution provider.")
 @cond_option
 @dims_option
 @run_limits
-def logprob(paths, out, steps, solver, label, labels, guidance, guidance_calls, guidance_interval, divergence, probes, probe_seed, provider, cond, dim):
+def logprob(paths, out, times, label, labels, provider, cond, dim, **asked):
     """Log-likelihood of each row of DATA (.npy [n, *shape]) under MODEL (default: the shipped
     moons model), by the instantaneous change of variables: the data is integrated back to noise
     while the divergence of the velocity is accumulated, log p(x) = log N(x_0) - int_0^1 div v dt.
@@ -95,16 +92,14 @@ def logprob(paths, out, steps, solver, label, labels, guidance, guidance_calls, 
     x = load_array(data, "data", kinds="f")
     y = load_array(labels, "labels", kinds="iu", dtype=np.int64) if labels else None
     sampler = open_sampler(model, provider)
-    check_conditioning(sampler, label, y, guidance, True, None)
+    check_conditioning(sampler, label, y, asked["guidance"], True, None)
+    asked["schedule"] = schedule_of(asked["schedule"], times)
     clock = time.perf_counter()
-    logp = sampler.log_prob(x, steps, solver, labels=label if y is None else y, guidance=guidance,
-                            divergence=divergence, probes=probes, probe_seed=probe_seed,
-                            cond=load_conditions(cond), dims=dim[1], guidance_interval=guidance_interval,
-                            guidance_calls=guidance_calls)
+    logp = sampler.log_prob(x, labels=label if y is None else y, cond=load_conditions(cond), dims=dim[1], **asked)
     if out:
         save_npy(out, logp)
     click.echo(f"{len(x):,} rows of shape {list(x.shape[1:])}: "
-               f"{describe_logp(sampler, logp, sampler.last_nfe, divergence, probes, x[0].size)}, {time.perf_counter() - clock:.2f} s"
+               f"{describe_logp(sampler, logp, sampler.last_nfe, asked['divergence'], asked['probes'], x[0].size)}, {time.perf_counter() - clock:.2f} s"
                + (f" -> {out}" if out else ""), err=True)
     if not out:
         click.echo("\n".join(f"{v:.6f}" for v in logp[:20]) + (f"\n... ({len(logp) - 20} more; use --out)"
@@ -199,7 +194,7 @@ def _bounds(b: dict) -> str:
 
 @cli.command()
 @model_arg
-@solve_options("Steps for a velocity model")
+@request_options("sample", only=("steps", "solver"))
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
               help="Batch size to time; repeat the option for several [default: 1, 256, 100000, or "
                    "fewer rows for large samples: at most 256 MiB of data].")

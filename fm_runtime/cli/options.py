@@ -7,15 +7,14 @@ import math
 import click
 import numpy as np
 
-from ..engine.request import METHODS
+from ..engine import options
 from ..engine.sampler import Sampler, load
 from ..errors import UsageError
 from ..model import control
 from ..model.contract import divergence_problem
-from ..solve.solvers import MAX_STEPS, SOLVERS
 from . import limits
 
-ADAPTIVE = sorted(m for m, d in METHODS.items() if d["kind"] == "adaptive")   # dopri5
+ADAPTIVE = [m for m, d in options.CONTRACT["solvers"]["methods"].items() if d["kind"] == "adaptive"]   # dopri5
 
 model_arg = click.argument("model", required=False, type=click.Path(dir_okay=True))
 
@@ -139,28 +138,47 @@ def threads_option(f):
                         help="Worker threads solving tiles of the batch in parallel [default: all cores].")(f)
 
 
-def solve_options(what: str = "Solver steps on the uniform grid 0 -> 1", adaptive: bool = False):
-    """--steps and --solver, defaulting to the model's (adaptive: dopri5 too, with --rtol/--atol)."""
+def request_options(op: str, only: tuple[str, ...] = ()):
+    """fm-run's options for operation `op` ("sample", "logprob"): one per option the declaration
+    (contract.json "options") offers on the command line, with its type, range, choices, default
+    and help; `only` keeps those named. The command receives each under its own name."""
     def add(f):
-        if adaptive:
-            f = click.option("--atol", type=float, help="dopri5: absolute tolerance [default: 1e-5].")(f)
-            f = click.option("--rtol", type=float, help="dopri5: relative tolerance [default: 1e-5].")(f)
-        f = click.option("--solver", type=click.Choice(sorted(SOLVERS) + (ADAPTIVE if adaptive else [])),
-                         help="Fixed-step solver [default: the model's, else midpoint]"
-                              + ("; dopri5: adaptive, to --rtol/--atol, its NFE reported." if adaptive else "."))(f)
-        return click.option("--steps", type=click.IntRange(1, MAX_STEPS),
-                            help=f"{what} [default: the model's, else 8].")(f)
+        for name, entry in reversed(list(options.offered("cli", op).items())):
+            if not only or name in only:
+                f = click.option("--" + name.replace("_", "-"), name, **_click_kwargs(name, entry))(f)
+        return f
     return add
 
 
-def schedule_options(f):
-    """--schedule and --times, read together by schedule_of."""
-    f = click.option("--times", metavar="T0,...,1",
-                     help="Explicit time grid 0,...,1 (strictly increasing; K+1 times make K steps).")(f)
-    return click.option("--schedule", metavar="NAME[:S]",
-                        help="Where the steps fall in time: uniform, shift:S (t' = S t / (1 + (S-1) t); S > 1: "
-                             "smaller steps near the data), sway:S (F5-TTS, -1 <= S <= 1.75; -1: smaller steps "
-                             "near the noise), cosine (smaller at both ends) [default: the model's, else uniform].")(f)
+def _click_kwargs(name: str, entry: dict) -> dict:
+    kind, default = entry["type"], entry.get("default")
+    lo, hi = options.bounds(name)
+    kw: dict = {"help": entry["help"], "default": default, "show_default": default is not None and kind != "boolean"}
+    if kind == "integer":
+        kw["type"] = click.IntRange(lo, hi)
+    elif kind == "number":
+        kw["type"] = click.FloatRange(lo, hi, min_open=bool(entry.get("exclusive_minimum")))
+    elif kind == "boolean":
+        kw.update(is_flag=True, default=bool(default))
+    elif options.choices(name) is not None:
+        kw["type"] = click.Choice(options.choices(name))
+    else:
+        kw.update(metavar={"interval": "A,B", "schedule": "NAME[:S]"}.get(kind, "TEXT"), callback=_checked)
+    return kw
+
+
+def _checked(ctx, param, value):
+    """A value whose form the declaration checks (an interval A,B), refused as click refuses."""
+    try:
+        return options.check(param.name, value)
+    except UsageError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def times_option(f):
+    """--times, an explicit grid read with --schedule by schedule_of."""
+    return click.option("--times", metavar="T0,...,1",
+                        help="Explicit time grid 0,...,1 (strictly increasing; K+1 times make K steps).")(f)
 
 
 def schedule_of(schedule: str | None, times: str | None):
@@ -175,43 +193,11 @@ def schedule_of(schedule: str | None, times: str | None):
 
 
 def class_options(f):
-    """--class, --labels and --guidance for class-conditional models."""
-    f = click.option("--guidance", type=float, default=1.0, show_default=True,
-                     help="Classifier-free guidance weight w: v = v_uncond + w (v_cond - v_uncond); 1 is the "
-                          "plain conditional model, 0 the unconditional one, > 1 sharper classes.")(f)
+    """--class and --labels for class-conditional models."""
     f = click.option("--labels", type=click.Path(dir_okay=False),
                      help="Class-conditional models: a .npy of n integer labels, one per row.")(f)
     return click.option("--class", "label", type=int,
                         help="Class-conditional models: the class of every row (see fm-run info for the classes).")(f)
-
-
-def guidance_options(f):
-    """--guidance-interval and --guidance-calls: where in t guidance applies and how it is called."""
-    f = click.option("--guidance-calls", type=click.Choice(["batched", "two"]), default="batched", show_default=True,
-                     help="How the two halves of guidance run: one call on 2n rows, or two calls of n rows (for "
-                          "graphs that cannot take 2n rows).")(f)
-    return click.option("--guidance-interval", metavar="A,B", callback=_interval,
-                        help="Guide only for A <= t <= B (t = 0 noise, 1 data), the conditional velocity elsewhere; "
-                             "default: all of [0, 1].")(f)
-
-
-def _interval(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        a, b = (float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not two times A,B (e.g. 0.2,0.8)") from None
-    return a, b
-
-
-def divergence_options(f):
-    f = click.option("--probes", type=click.IntRange(1, 1024), default=None,
-                     help="Hutchinson probes per row [default: one per 16 dimensions, 2 to 16]; with 2 or more the "
-                     "summary gives each estimate's standard error (the probes' spread).")(f)
-    return click.option("--divergence", type=click.Choice(["auto", "exact", "hutchinson"]), default="auto",
-                        show_default=True, help="exact: trace over all D directions; hutchinson: --probes random "
-                        "probes per row (unbiased, cheaper for high D); auto: exact up to 16 dimensions.")(f)
 
 
 def check_conditioning(sampler, label, labels, guidance, logprob, grid) -> None:

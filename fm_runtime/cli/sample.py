@@ -8,27 +8,25 @@ import time
 import click
 import numpy as np
 
-from ..engine import request
 from ..errors import NumericalError, ResourceError
 from ..solve.solvers import time_grid
 from . import limits
 from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
 from .options import (
+    ADAPTIVE,
     check_conditioning,
     class_options,
     cond_option,
     describe_logp,
-    divergence_options,
-    guidance_options,
     load_conditions,
     model_arg,
     open_sampler,
     plain_model_options,
+    request_options,
     run_limits,
     schedule_of,
-    schedule_options,
-    solve_options,
     threads_option,
+    times_option,
 )
 
 MAX_ROWS = 10**12                 # beyond this, -n is surely a typo
@@ -46,13 +44,11 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 
 @click.command()
 @model_arg
-@click.option("-n", "--num", "n", type=click.IntRange(min=1),
+@click.option("-n", "--num", "n", type=click.IntRange(1, MAX_ROWS),
               help="Number of samples [default: 1000; with --grid and a conditional model, "
                    "one row of --grid-cols per class] (ignored when --noise gives the starting points).")
-@solve_options(adaptive=True)
-@schedule_options
-@click.option("--seed", type=click.IntRange(min=0),
-              help="Seed for the starting noise; a random one (printed) if omitted.")
+@request_options("sample")
+@times_option
 @click.option("--noise", type=click.Path(dir_okay=False),
               help="Start from this .npy array [n, *shape] instead of drawing noise.")
 @click.option("--out", type=click.Path(dir_okay=False),
@@ -61,19 +57,14 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--shard", metavar="I/K",
               help="Produce only shard I of K (0-based) of the seeded run of -n rows: rows "
                    "[I*n//K, (I+1)*n//K). Concatenating shards 0..K-1 gives the full run.")
-@click.option("--keep-partial", is_flag=True,
-              help="If the solve turns NaN/Inf, still write the samples (those rows non-finite); "
-                   "the exit code is 5 either way.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress on stderr for long runs [default: when stderr is a terminal].")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Draw the 1x9 trajectory figure (noise -> data) to this PNG; needs the plot extra.")
 @class_options
-@guidance_options
-@click.option("--logprob", type=click.Path(dir_okay=False),
+@click.option("--logprob", "logprob_out", type=click.Path(dir_okay=False),
               help="Also write the log density of each sample (nats, float64 [n] .npy), computed in "
                    "the same forward solve; prints the mean in nats and bits per dimension.")
-@divergence_options
 @click.option("--grid", type=click.Path(dir_okay=False),
               help="Image models: write the samples as a PNG grid (one row per class for a "
                    "conditional model without --class/--labels).")
@@ -92,9 +83,8 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @cond_option
 @plain_model_options
 @run_limits
-def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, out, shard, keep_partial, progress, plot, label, labels,
-           guidance, guidance_calls, guidance_interval, logprob, divergence, probes, grid, grid_cols, grid_scale, provider, threads,
-           tile, cuda_graph, cond, dim, x_name, t_name):
+def sample(model, n, times, noise, out, shard, progress, plot, label, labels, logprob_out, grid, grid_cols, grid_scale,
+           provider, threads, tile, cuda_graph, cond, dim, x_name, t_name, **asked):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
 
     \b
@@ -114,69 +104,93 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
       fm-run sample digits.onnx --guidance 2 --grid digits.png       # one row per class
     """
     shard_ik = _parse_shard(shard)
-    schedule = schedule_of(schedule, times)
-    adaptive = request.METHODS.get(solver or "", {}).get("kind") == "adaptive"
-    if adaptive and (steps or schedule or plot or shard_ik or logprob):
-        raise click.UsageError("--solver dopri5 chooses its own steps: it takes --rtol/--atol, not --steps, "
-                               "--schedule/--times, --plot, --shard or --logprob")
-    if not adaptive and (rtol is not None or atol is not None):
-        raise click.UsageError("--rtol/--atol apply to --solver dopri5 only")
-    if label is not None and labels:
-        raise click.UsageError("give --class or --labels, not both")
-    if grid and (plot or shard_ik):
-        raise click.UsageError("--grid cannot be combined with --plot or --shard")
-    if logprob and (plot or shard_ik):
-        raise click.UsageError("--logprob cannot be combined with --plot or --shard")
-    if n is not None and n > MAX_ROWS:
-        raise click.BadParameter(f"{n} rows is more than this tool handles ({MAX_ROWS:.0e})", param_hint="-n")
-    if noise and shard_ik:
-        raise click.UsageError("--shard splits a seeded run; it does not apply to --noise")
-    if cuda_graph and provider.lower() not in ("cuda", "cudaexecutionprovider"):
-        raise click.UsageError("--cuda-graph needs --provider cuda")
-    _check_outputs(out=out, logprob=logprob, plot=plot, grid=grid)
-    if shard_ik and seed is None:
-        raise click.UsageError("--shard needs --seed: every shard must draw from the same seeded run")
+    asked["schedule"] = schedule_of(asked["schedule"], times)
+    _check_flags(asked, shard_ik, noise, out, logprob_out, plot, grid, label, labels, provider, cuda_graph)
     if plot:
         from .plot import require_matplotlib
         require_matplotlib()
     z = load_array(noise, "noise", kinds="f") if noise else None
     y = load_array(labels, "labels", kinds="iu", dtype=np.int64) if labels else None
     sampler = open_sampler(model, provider, dim, x_name, t_name, threads, tile, cuda_graph)
-    check_conditioning(sampler, label, y, guidance, logprob, grid)
+    check_conditioning(sampler, label, y, asked["guidance"], logprob_out, grid)
     if grid and sampler.num_classes and label is None and y is None:
         y = np.repeat(np.arange(sampler.num_classes), grid_cols)   # one row per class
-        if n is None and z is None:
-            n = len(y)
+        n = len(y) if n is None and z is None else n
     conditions = load_conditions(cond)
     per_row = [len(a) for k, a in conditions.items() if a.ndim == sampler.spec.row_rank(k) + 1]
     if z is None and n is None:
         n = per_row[0] if per_row else 1000
-    cond = {"labels": label if y is None else y, "guidance": guidance, "guidance_interval": guidance_interval,
-            "guidance_calls": guidance_calls}
     # the request, checked once with the model's defaults applied (UsageError, exit 2; InputError, exit 4)
-    req = sampler.request(None if z is not None else n, steps, solver, seed, z, schedule=schedule,
-                          trajectory=bool(plot), logprob=bool(logprob), keep_partial=keep_partial,
-                          divergence=divergence, probes=probes, cond=conditions, dims=dim[1], **cond,
-                          **({"rtol": rtol, "atol": atol} if adaptive else {}))
+    req = sampler.request(None if z is not None else n, noise=z, trajectory=bool(plot), logprob=bool(logprob_out),
+                          labels=label if y is None else y, cond=conditions, dims=dim[1], **asked)
+    if sampler.baked and plot:
+        raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
+    start, stop = _rows(req.n, shard_ik)
+    in_memory = bool(plot or logprob_out or grid or req.kind == "adaptive" or (z is not None and not out))
+    _check_memory(sampler, req, stop - start, out, in_memory, plot, grid)
+    clock = time.perf_counter()
+    try:
+        result, nonfinite = _run(sampler, req, out, start, stop, progress, logprob_out, in_memory)
+    except NumericalError as e:
+        raise NumericalError(f"{e}; nothing written (--keep-partial writes the samples anyway)") from None
+    elapsed = time.perf_counter() - clock     # sampling and writing, not drawing
+    if plot:
+        from .plot import trajectory_figure
+        trajectory_figure(plot, result.trajectory, time_grid(req.steps, schedule=req.schedule))
+    click.echo(_summary(sampler, req, result, shard_ik, start, stop, elapsed, out, plot, z is not None), err=True)
+    if nonfinite:
+        where = min(nonfinite)[2]
+        raise NumericalError(f"{sampler.path}: the solve produced NaN/Inf {where}; kept as asked "
+                             f"(--keep-partial){' in ' + out if out else ''}")
+    _show(sampler, req, None if result is None else result.samples, out, logprob_out, grid, grid_cols, grid_scale)
+
+
+def _check_flags(asked, shard_ik, noise, out, logprob_out, plot, grid, label, labels, provider, cuda_graph) -> None:
+    """Refuse the combinations of fm-run's own options that cannot work, before any work (the
+    request options are checked with the request)."""
+    if shard_ik and asked["solver"] in ADAPTIVE:
+        raise click.UsageError("--solver dopri5 solves all rows as one system; it takes no --shard")
+    if label is not None and labels:
+        raise click.UsageError("give --class or --labels, not both")
+    if grid and (plot or shard_ik):
+        raise click.UsageError("--grid cannot be combined with --plot or --shard")
+    if logprob_out and (plot or shard_ik):
+        raise click.UsageError("--logprob cannot be combined with --plot or --shard")
+    if noise and shard_ik:
+        raise click.UsageError("--shard splits a seeded run; it does not apply to --noise")
+    if cuda_graph and provider.lower() not in ("cuda", "cudaexecutionprovider"):
+        raise click.UsageError("--cuda-graph needs --provider cuda")
+    _check_outputs(out=out, logprob=logprob_out, plot=plot, grid=grid)
+    if shard_ik and asked["seed"] is None:
+        raise click.UsageError("--shard needs --seed: every shard must draw from the same seeded run")
+
+
+def _rows(n: int, shard_ik) -> tuple[int, int]:
+    """Rows [start, stop) of the run this command produces (a shard's, or all)."""
+    if not shard_ik:
+        return 0, n
+    i, k = shard_ik
+    start, stop = i * n // k, (i + 1) * n // k
+    if stop == start:
+        raise click.UsageError(f"--shard {i}/{k} of a {n:,}-row run has no rows; use at most {n} shards")
+    return start, stop
+
+
+def _check_memory(sampler, req, rows: int, out, in_memory: bool, plot, grid) -> None:
+    """Refuse, before any work, what cannot fit the memory budget (--max-memory) or the disk."""
+    adaptive = req.kind == "adaptive"
     most = limits.work_rows(4 * req.spec.dim, 10_000)
     if grid and req.n > most:
         raise click.UsageError(f"--grid draws every sample; {req.n:,} is too many for one "
                                f"picture of these images (at most {most:,})")
-    if sampler.baked and plot:
-        raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
-    n, steps, solver, schedule, seed = req.n, req.steps, req.solver, req.schedule, req.seed
-    start, stop = (shard_ik[0] * n // shard_ik[1], (shard_ik[0] + 1) * n // shard_ik[1]) if shard_ik else (0, n)
-    if stop == start:
-        raise click.UsageError(f"--shard {shard_ik[0]}/{shard_ik[1]} of a {n:,}-row run has no rows; use at most {n} shards")
-    rows = stop - start
     row_bytes = 4 * req.spec.dim
-    in_memory = bool(plot or logprob or grid or adaptive or (z is not None and not out))   # dopri5: one system
     if out:
         check_space(out, rows * row_bytes + 4096)
+    stages = 7 if adaptive else sampler.nfe(1, req.solver)
     need = limits.in_memory_bytes(rows, row_bytes, tile_rows=0 if adaptive else sampler.tiler.tile,
-                                  workers=sampler.tiler.workers, stages=7 if adaptive else sampler.nfe(1, solver),
-                                  trajectory_steps=steps if plot else 0, logprob=bool(logprob))
-    one = limits.in_memory_bytes(1, row_bytes, tile_rows=1, stages=7 if adaptive else sampler.nfe(1, solver))
+                                  workers=sampler.tiler.workers, stages=stages,
+                                  trajectory_steps=req.steps if plot else 0, logprob=req.logprob)
+    one = limits.in_memory_bytes(1, row_bytes, tile_rows=1, stages=stages)
     if one > limits.budget():
         bound = ", ".join(f"{k} = {v:,}" for k, v in dims_of(sampler.spec, req.spec).items())
         raise ResourceError(f"one sample of shape {list(req.spec.data_shape)}{' (' + bound + ')' if bound else ''} needs "
@@ -186,35 +200,30 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
         raise click.UsageError(f"{rows:,} samples need about {limits.describe(need)} in memory, more than "
                                f"the {limits.describe(limits.budget())} budget (--max-memory); write them with "
                                "--out (streamed in chunks)" + (" and drop --plot" if plot else ""))
-    clock = time.perf_counter()
-    try:
-        result, nonfinite = _run(sampler, req, out, start, stop, progress, logprob, in_memory)
-    except NumericalError as e:
-        raise NumericalError(f"{e}; nothing written (--keep-partial writes the samples anyway)") from None
-    elapsed = time.perf_counter() - clock     # sampling and writing, not drawing
-    x = result.samples if result is not None else None
-    if plot:
-        from .plot import trajectory_figure
-        trajectory_figure(plot, result.trajectory, time_grid(steps, schedule=schedule))
-    what = f"rows {start:,}..{stop - 1:,} of a {n:,}-row run" if shard_ik else f"{rows:,} samples"
-    steps_text = (f"rtol {req.tolerances['rtol']:g}, atol {req.tolerances['atol']:g}, {result.nfe} NFE" if adaptive else
-                  f"{steps} steps" + ("" if schedule.uniform else f" ({schedule})") + f", {sampler.nfe(steps, solver)} NFE")
-    click.echo(f"{what} of shape {list(req.spec.data_shape)}: {solver}, {steps_text}, "
-               f"{elapsed * 1e3:.1f} ms on {sampler.providers[0]}"
-               + (f", seed {seed}" if z is None else "")
-               + (f" -> {out}" if out else "") + (f", figure -> {plot}" if plot else "")
-               + _describe_conditioning(sampler, cond), err=True)
-    if nonfinite:
-        where = min(nonfinite)[2]
-        raise NumericalError(f"{sampler.path}: the solve produced NaN/Inf {where}; kept as asked "
-                             f"(--keep-partial){' in ' + out if out else ''}")
+
+
+def _summary(sampler, req, result, shard_ik, start, stop, elapsed, out, plot, given_noise: bool) -> str:
+    """The one line fm-run sample prints on stderr once the samples are made."""
+    what = f"rows {start:,}..{stop - 1:,} of a {req.n:,}-row run" if shard_ik else f"{stop - start:,} samples"
+    if req.kind == "adaptive":
+        steps = f"rtol {req.tolerances['rtol']:g}, atol {req.tolerances['atol']:g}, {result.nfe} NFE"
+    else:
+        steps = (f"{req.steps} steps" + ("" if req.schedule.uniform else f" ({req.schedule})")
+                 + f", {sampler.nfe(req.steps, req.solver)} NFE")
+    return (f"{what} of shape {list(req.spec.data_shape)}: {req.solver}, {steps}, "
+            f"{elapsed * 1e3:.1f} ms on {sampler.providers[0]}" + ("" if given_noise else f", seed {req.seed}")
+            + (f" -> {out}" if out else "") + (f", figure -> {plot}" if plot else "") + _describe_conditioning(req))
+
+
+def _show(sampler, req, x, out, logprob_out, grid, grid_cols, grid_scale) -> None:
+    """The samples as a PNG grid, a sketch in the terminal, or their mean and spread."""
     if grid:
         from .png import image_grid, write_png
-        rows = _row_labels(cond["labels"], len(x), grid_cols)
+        rows = _row_labels(req.labels, len(x), grid_cols)
         write_png(grid, image_grid(x, grid_cols, sampler.spec.value_range, grid_scale, row_labels=rows))
         click.echo(f"grid of {len(x)} images ({grid_cols} per row{', labelled by class' if rows else ''}) -> {grid}",
                    err=True)
-    elif not out and not logprob:
+    elif not out and not logprob_out:
         if x.ndim == 2 and x.shape[1] == 2:
             from .plot import ascii_scatter
             click.echo(ascii_scatter(x))
@@ -253,12 +262,12 @@ def dims_of(spec, bound) -> dict:
     return {d: b for d, b in zip(spec.data_shape, bound.data_shape) if isinstance(d, str)}
 
 
-def _describe_conditioning(sampler, cond) -> str:
-    labels = cond["labels"]
+def _describe_conditioning(req) -> str:
+    labels = req.options["labels"]
     if labels is None:
-        return f", guidance {cond['guidance']:g}" if cond["guidance"] != 1.0 else ""
+        return f", guidance {req.guidance:g}" if req.guidance != 1.0 else ""
     what = f"class {labels}" if np.ndim(labels) == 0 else f"labels over {len(np.unique(labels))} classes"
-    return f", {what}, guidance {cond['guidance']:g}"
+    return f", {what}, guidance {req.guidance:g}"
 
 
 def _run(sampler, req, out, start, stop, progress, logprob, in_memory):

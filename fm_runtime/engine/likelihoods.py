@@ -3,6 +3,8 @@ run()): the divergence graph the file carries, solved over tiles with the instan
 of variables."""
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import onnxruntime as ort
 
@@ -11,7 +13,7 @@ from ..model.contract import divergence_problem
 from ..model.control import guarded
 from ..model.session import open_divergence
 from ..solve.likelihood import probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
-from . import request
+from . import options, request
 from .velocity import jvp_fn
 
 
@@ -26,6 +28,10 @@ def valid_logpdf(z: np.ndarray, req: request.Request) -> np.ndarray:
     return logp + 0.5 * (req.spec.dim - valid) * np.log(2 * np.pi)
 
 
+LOG_PROB = options.signature("logprob", ("steps", "solver", "labels", "guidance"),
+                             first=(("x", inspect.Parameter.empty),))
+
+
 class Likelihoods:
     """Mixed into Sampler: uses its spec, path, tiler, providers, session options and the lazily
     opened divergence session (`_jvp_session` under `_jvp_lock`)."""
@@ -36,10 +42,7 @@ class Likelihoods:
         return getattr(self._last, "std_error", None)
 
     @guarded
-    def log_prob(self, x: np.ndarray, steps: int | None = None, solver: str | None = None, labels=None,
-                 guidance: float = 1.0, divergence: str = "auto", probes: int | None = None,
-                 probe_seed: int = 0, schedule=None, cond: dict | None = None, dims: dict | None = None,
-                 guidance_interval=None, guidance_calls: str = "batched") -> np.ndarray:
+    def log_prob(self, *args, **kwargs) -> np.ndarray:
         """log p1(x) in nats for data x [n, *shape], by integrating x back from t = 1 to noise at
         t = 0 with the divergence of the velocity: log N(x_0) - int_0^1 div v dt.
 
@@ -52,10 +55,9 @@ class Likelihoods:
         K >= 2 (NaN with one probe, which gives no spread). Conditional models: log p(x | label), or of the guided
         field with guidance != 1. `schedule`, `cond`, `dims` and the guidance options as in sample(); the schedule is
         visited backwards."""
-        cond, nulls = self.through_stage(cond, guidance)
-        req = request.likelihood_request(self.spec, self.path, x, steps, solver, labels, guidance, divergence,
-                                         probes, probe_seed, schedule, cond, dims, nulls, guidance_interval,
-                                         guidance_calls)
+        given = options.bind(LOG_PROB, args, kwargs)
+        x = given.pop("x")
+        req = request.resolve(self.spec, self.path, "logprob", given, x=x, stage=self.through_stage)
         z, integral, self._last.nfe = self._solve_divergence(req.start(), req, forward=False)
         return valid_logpdf(z, req) - integral
 
@@ -101,3 +103,5 @@ class Likelihoods:
                                                     self.allow_loops)
             return self._jvp_session
 
+
+Likelihoods.log_prob.__signature__ = LOG_PROB

@@ -1,7 +1,8 @@
-"""One request, built once: the model's defaults applied and every argument checked in one place,
-with the package's own errors: UsageError (exit 2) for values the caller chose, InputError (exit 4)
-for unusable arrays. Sampler.run, sample, sample_chunks and log_prob and fm-run all build a
-Request through `sampling_request` / `likelihood_request` and then only read it; the JavaScript
+"""One request, built once by `resolve`: the options checked against their declaration
+(options.py, contract.json "options"), the model's defaults applied and every rule that needs the
+model checked, with the package's own errors: UsageError (exit 2) for values the caller chose,
+InputError (exit 4) for unusable arrays. Sampler.run, sample, sample_chunks and log_prob, fm-run
+and the server all build a Request through `resolve` and then only read it; the JavaScript
 runtime mirrors it in js/src/request.mjs (samplingRequest)."""
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import numpy as np
 from ..definitions import CONTRACT
 from ..model.control import CancelToken
 from ..model.spec import ModelSpec
+from ..solve.adaptive import DEFAULT_ATOL, DEFAULT_RTOL
 from ..solve.likelihood import default_probes
 from ..solve.noise import new_seed, noise_rows
 from ..solve.schedules import Schedule, parse_schedule
-from ..solve.solvers import check_steps, get_solver
-from .conditions import bad_input, bind_inputs, null_rows, per_row, usage
+from . import options
+from .conditions import bad_input, bind_inputs, null_rows, per_row
+from .options import usage
 from .velocity import Conditioning
 
 METHODS = CONTRACT["solvers"]["methods"]
@@ -51,6 +54,7 @@ class Request:
     nulls: dict = field(default_factory=dict)    # guidance: the unconditional half's conditions, per row
     guidance_interval: tuple[float, float] = (0.0, 1.0)   # guidance applies for t in [a, b], else v_c
     guidance_calls: str = "batched"               # "batched": both halves in one call on 2n rows; "two"
+    options: dict = field(default_factory=dict)   # every declared option of the request, resolved
 
     def start(self, a: int = 0, b: int | None = None) -> np.ndarray:
         """Rows [a, b) of the request's starting points (float32; zero outside a mask)."""
@@ -74,79 +78,67 @@ class Request:
         return cond if a == 0 and b in (None, self.n) else cond.rows(a, self.n if b is None else b)
 
 
-def sampling_request(spec: ModelSpec, where: str, n=None, steps=None, solver=None, seed=None, noise=None, *,
-                     trajectory: bool = False, logprob: bool = False, keep_partial: bool = False, labels=None,
-                     guidance=1.0, divergence: str = "auto", probes: int | None = None, probe_seed: int = 0, schedule=None,
-                     rtol=None, atol=None, first: int = 0, cond=None, dims=None, cancel=None, nulls=None,
-                     guidance_interval=None, guidance_calls="batched") -> Request:
-    """A sampling request (Sampler.run's arguments), checked, with the model's defaults. cond:
-    the file's extra inputs by name (each [n, *shape], or [*shape] for every row); dims: sizes of
-    symbols that no input binds; cancel: a CancelToken that cancels this request; nulls: the
-    nulls the condition stage made (conditions.through_stage); guidance_interval (a, b): guide
-    only for a <= t <= b; guidance_calls: "batched" (one call on 2n rows) or "two"."""
-    if cancel is not None and not isinstance(cancel, CancelToken):
-        raise usage("cancel", f"cancel must be a fm_runtime.CancelToken, got {type(cancel).__name__}")
+def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first: int = 0, stage=None) -> Request:
+    """The one place a request is checked: `given` (options by name, as the caller passed them)
+    against the declaration (options.py: types, ranges, choices, defaults, the rules between
+    options), then what needs the model: its defaults, a schedule's own steps, what a baked file
+    can run, labels, the file's conditions and their symbols, the noise. op "sample" (Sampler.run's
+    options) or "logprob" (log_prob's; `x` the data rows). stage(cond, guidance) -> (cond, nulls)
+    runs the file's condition stage (Sampler.through_stage), once the options passed their checks;
+    first: the first row of the seeded stream."""
+    o = options.take(op, given)
     baked = spec.kind == "baked"
-    tolerances = check_adaptive(baked, solver, steps, schedule, trajectory, logprob, rtol, atol)
+    solver = o["solver"] or (spec.baked["solver"] if baked else spec.default_solver)
+    kind = METHODS[solver]["kind"]
+    options.check_rules(o, solver, kind)
     if baked:
-        check_baked(spec, where, steps, solver, trajectory, schedule)
-    if logprob and trajectory:
-        raise usage("logprob", "return_logprob and return_trajectory cannot be combined")
-    if tolerances is None:
-        schedule, steps = check_schedule(spec, schedule, steps)
-        steps, solver = check_grid(spec, steps, solver)
-    guidance = check_guidance(guidance, labels, spec)
-    if n is not None:
-        n = count(n)
-    bound, inputs, rows = bind_inputs(spec, where, cond, dims, noise, n)
-    if noise is not None:
-        noise = check_noise(bound.data_shape, noise, n)
-        n, seed = len(noise), None
-    elif n is None and rows is None:
-        raise usage("n", "give n (how many samples) or noise (the starting points)")
+        check_baked(spec, where, o["steps"], o["solver"], o.get("trajectory"), o["schedule"])
+    tolerances = None
+    if kind == "adaptive":
+        if op != "sample" or baked:
+            raise usage("solver", f"{solver} chooses its own steps: it samples a velocity model, it gives no "
+                                  "log-likelihoods and cannot run a baked file")
+        tolerances = {"rtol": o["rtol"] if o["rtol"] is not None else DEFAULT_RTOL,
+                      "atol": o["atol"] if o["atol"] is not None else DEFAULT_ATOL}
+        schedule, steps = None, None
     else:
-        n, seed = n or rows, new_seed() if seed is None else check_seed(seed)
-    kind = "baked" if baked else METHODS[solver]["kind"]
+        schedule, steps = check_schedule(spec, o["schedule"], o["steps"])
+        steps, solver = check_grid(spec, steps, solver)
+    guidance = o["guidance"]
+    check_guided(guidance, o["labels"], spec)
+    cond, nulls = stage(o["cond"], guidance) if stage is not None else (o["cond"], {})
+    bound, inputs, rows = bind_inputs(spec, where, cond, o["dims"], x if op == "logprob" else o["noise"],
+                                      o.get("n"), what="data" if op == "logprob" else "noise")
+    n, seed, start = rows_of(bound, op, o, x, rows)
     rows_in = per_row(inputs, n)
-    probes = default_probes(bound.dim) if probes is None else probes
-    return Request(n, kind, bound, solver, steps, schedule, tolerances, check_labels(spec, where, labels, n), guidance,
-                   seed, noise, first, trajectory, logprob, keep_partial, divergence, probes, probe_seed, rows_in,
-                   cancel, *guiding(bound, guidance, rows_in, nulls, n, guidance_interval, guidance_calls))
+    probes = default_probes(bound.dim) if o["probes"] is None else o["probes"]
+    null_in, interval, calls = guiding(bound, guidance, rows_in, nulls, n, o["guidance_interval"], o["guidance_calls"])
+    return Request(n, "baked" if baked else kind, bound, solver, steps, schedule, tolerances,
+                   check_labels(spec, where, o["labels"], n), guidance, seed, start, first,
+                   bool(o.get("trajectory")), op == "logprob" or bool(o.get("logprob")), bool(o.get("keep_partial")),
+                   o["divergence"], probes, o["probe_seed"], rows_in, o["cancel"], null_in, interval, calls, o)
 
 
-def likelihood_request(spec: ModelSpec, where: str, x, steps=None, solver=None, labels=None, guidance=1.0,
-                       divergence: str = "auto", probes: int | None = None, probe_seed: int = 0, schedule=None,
-                       cond=None, dims=None, nulls=None, guidance_interval=None, guidance_calls="batched") -> Request:
-    """A log-likelihood request (Sampler.log_prob's arguments): `x` are the data rows."""
-    schedule, steps = check_schedule(spec, schedule, steps)
-    steps, solver = check_grid(spec, steps, solver)
-    guidance = check_guidance(guidance, labels, spec)
-    bound, inputs, _ = bind_inputs(spec, where, cond, dims, x, None, what="data")
-    x1 = check_noise(bound.data_shape, x, what="data")
-    rows_in = per_row(inputs, len(x1))
-    nulls, interval, calls = guiding(bound, guidance, rows_in, nulls, len(x1), guidance_interval, guidance_calls)
-    return Request(len(x1), METHODS[solver]["kind"], bound, solver, steps, schedule, None,
-                   check_labels(spec, where, labels, len(x1)), guidance, noise=x1, logprob=True,
-                   divergence=divergence, probes=default_probes(bound.dim) if probes is None else probes,
-                   probe_seed=probe_seed, inputs=rows_in, nulls=nulls,
-                   guidance_interval=interval, guidance_calls=calls)
+def rows_of(bound: ModelSpec, op: str, o: dict, x, rows: int | None) -> tuple[int, int | None, np.ndarray | None]:
+    """(rows, seed, starting points) of a request: the data rows of a likelihood request; the noise
+    given; or n (or the rows its per-row conditions fix) rows of a seeded stream."""
+    if op == "logprob":
+        x1 = check_noise(bound.data_shape, x, what="data")
+        return len(x1), None, x1
+    n = o["n"]
+    if o["noise"] is not None:
+        noise = check_noise(bound.data_shape, o["noise"], n)
+        return len(noise), None, noise
+    if n is None and rows is None:
+        raise usage("n", "give n (how many samples) or noise (the starting points)")
+    return n or rows, new_seed() if o["seed"] is None else o["seed"], None
 
 
 def guiding(spec: ModelSpec, guidance: float, inputs: dict, staged, n: int, interval, calls) -> tuple:
     """(the unconditional half's conditions, the interval of t guidance applies on, how its two
-    halves are called) of a request, checked."""
-    if calls not in ("batched", "two"):
-        raise usage("guidance_calls", f"guidance_calls must be 'batched' (both halves in one call) or 'two', got {calls!r}")
-    if interval is None:
-        interval = (0.0, 1.0)
-    if isinstance(interval, (str, bytes)) or not hasattr(interval, "__len__") or len(interval) != 2 or \
-            not all(real(v) for v in interval):
-        raise usage("guidance_interval", f"guidance_interval must be two times (a, b), got {interval!r}")
-    a, b = (float(v) for v in interval)
-    if not 0.0 <= a <= b <= 1.0:
-        raise usage("guidance_interval", f"guidance_interval must satisfy 0 <= a <= b <= 1, got ({a:g}, {b:g})")
+    halves are called) of a request."""
     guided = guidance != 1.0 and spec.input("guidance") is None
-    return (null_rows(spec, inputs, staged or {}, n) if guided else {}), (a, b), calls
+    return (null_rows(spec, inputs, staged or {}, n) if guided else {}), interval or (0.0, 1.0), calls
 
 
 def check_baked(spec: ModelSpec, where: str, steps, solver, trajectory: bool, schedule=None) -> None:
@@ -163,33 +155,12 @@ def check_baked(spec: ModelSpec, where: str, steps, solver, trajectory: bool, sc
                          "no trajectory (use the velocity model for that)")
 
 
-def count(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise usage("n", f"n must be a whole number >= 1, got {n!r}")
-    return int(n)
-
-
-def check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-        raise usage("seed", f"seed must be a whole number in [0, 2**63), got {seed!r}")
-    return int(seed)
-
-
-def real(v) -> bool:
-    """A real number: int, float or a numpy scalar, not a bool or text."""
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-
-
-def check_guidance(guidance, labels=None, spec: ModelSpec | None = None) -> float:
-    if not real(guidance) and not (isinstance(guidance, np.ndarray) and guidance.ndim == 0 and real(guidance.item())):
-        raise usage("guidance", f"guidance must be a number, got {guidance!r}")
-    g = float(guidance)
-    if not np.isfinite(g) or abs(g) > 1e3:
-        raise usage("guidance", f"guidance must be a finite number of magnitude <= 1000, got {guidance}")
-    if g != 1.0 and labels is None and not (spec is not None and spec.guidable):
-        raise usage("guidance", f"guidance {g:g} needs labels (it weighs the conditional against the "
-                         "unconditional velocity)")
-    return g
+def check_guided(guidance: float, labels=None, spec: ModelSpec | None = None) -> None:
+    """Guidance other than 1 weighs the conditional velocity against the unconditional one: it
+    needs labels, or a file whose conditions declare nulls or that takes the weight itself."""
+    if guidance != 1.0 and labels is None and not (spec is not None and spec.guidable):
+        raise usage("guidance", f"guidance {guidance:g} needs labels (it weighs the conditional against the "
+                                "unconditional velocity)")
 
 
 def check_labels(spec: ModelSpec, where: str, labels, n: int) -> np.ndarray | None:
@@ -231,24 +202,6 @@ def check_noise(data_shape: tuple[int, ...], noise, n: int | None = None, what: 
 
 
 
-def check_adaptive(baked: bool, solver, steps, schedule, trajectory, logprob, rtol, atol) -> dict | None:
-    """{"rtol", "atol"} for a dopri5 request (None for a fixed-step one), refusing what it cannot do."""
-    from ..solve.adaptive import DEFAULT_ATOL, DEFAULT_RTOL, NAME, check_tolerances
-    if not isinstance(solver, str) or METHODS.get(solver, {}).get("kind") != "adaptive":
-        if rtol is not None or atol is not None:
-            raise usage("rtol", f"rtol/atol apply to the adaptive solver {NAME} only")
-        return None
-    if baked or steps is not None or schedule is not None or trajectory or logprob:
-        raise usage("solver", f"{NAME} chooses its own steps: it takes rtol/atol on a velocity model, not steps, a "
-                         "schedule, a trajectory or log-likelihoods")
-    tol = {"rtol": DEFAULT_RTOL if rtol is None else rtol, "atol": DEFAULT_ATOL if atol is None else atol}
-    try:
-        check_tolerances(float(tol["rtol"]), float(tol["atol"]))
-    except (TypeError, ValueError) as e:
-        raise usage("rtol", str(e)) from None
-    return {k: float(v) for k, v in tol.items()}
-
-
 def check_schedule(spec: ModelSpec, schedule, steps) -> tuple[Schedule, int | None]:
     """(schedule, steps) of a request: the model's default schedule when none is given; an
     explicit time grid fixes the steps (given steps must agree with it)."""
@@ -266,17 +219,6 @@ def check_schedule(spec: ModelSpec, schedule, steps) -> tuple[Schedule, int | No
 
 
 def check_grid(spec: ModelSpec, steps, solver) -> tuple[int, str]:
-    """(steps, solver) of a request, the model's defaults where not given."""
-    steps = spec.default_steps if steps is None else steps
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise usage("steps", f"steps must be an integer, got {steps!r}")
-    solver = solver or spec.default_solver
-    try:
-        get_solver(solver)
-    except ValueError as e:
-        raise usage("solver", str(e)) from None
-    try:
-        check_steps(int(steps))
-    except ValueError as e:
-        raise usage("steps", str(e)) from None
-    return int(steps), solver
+    """(steps, solver) of a request, the model's defaults where not given (both already checked
+    against their declarations)."""
+    return int(spec.default_steps if steps is None else steps), solver or spec.default_solver

@@ -6,6 +6,7 @@ a SampleResult; `sample()` and `log_prob()` return arrays, as most callers want.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from dataclasses import replace
@@ -15,12 +16,12 @@ import onnxruntime as ort
 
 from ..errors import InputError, UsageError
 from ..model.contract import ModelSpec
-from ..model.control import RUN, CancelToken, graph_errors, guarded, one_line, poll_stop
+from ..model.control import RUN, graph_errors, guarded, one_line, poll_stop
 from ..model.session import default_model_path, open_model, open_stage
 from ..solve.adaptive import dopri5
 from ..solve.noise import BLOCK, NoiseStream, new_seed, noise_rows
 from ..solve.solvers import get_solver, integrate
-from . import request
+from . import options, request
 from .backends import Watch, choose_backend
 from .conditions import through_stage
 from .likelihoods import Likelihoods, valid_logpdf
@@ -32,6 +33,7 @@ __all__ = ["Sampler", "SampleResult", "load", "default_model_path", "label_rows"
 # A run streamed to disk is solved in chunks of at most CHUNK_BYTES of samples (and CHUNK_ROWS
 # rows: 4 noise blocks, 2 MiB of 2-D samples), so memory is bounded for every data shape.
 CHUNK_ROWS, CHUNK_BYTES = 4 * BLOCK, 32 << 20
+_EMPTY = inspect.Parameter.empty
 
 
 def label_rows(labels, a: int, b: int):
@@ -89,23 +91,27 @@ class Sampler(Likelihoods):
             raise UsageError(f"{self.path} is a baked sampler; it has no velocity to evaluate")
         x = np.ascontiguousarray(x, dtype=np.float32)
         labels = request.check_labels(self.spec, self.path, labels, len(x))
-        return velocity_at(self.session, self.spec, x, t, Conditioning(labels, request.check_guidance(guidance, labels)))
+        guidance = options.check("guidance", guidance)
+        request.check_guided(guidance, labels)
+        return velocity_at(self.session, self.spec, x, t, Conditioning(labels, guidance))
 
     def noise(self, n: int, seed: int | None = None, start: int = 0) -> np.ndarray:
         """Rows [start, start + n) of the seeded standard-normal noise stream (see noise.py)."""
-        seed = new_seed() if seed is None else request.check_seed(seed)
-        return noise_rows(seed, start, start + request.count(n), self.data_shape)
+        seed = new_seed() if seed is None else options.check("seed", seed)
+        return noise_rows(seed, start, start + options.check("n", n), self.data_shape)
 
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)
 
-    def request(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
-                seed: int | None = None, noise: np.ndarray | None = None, **options) -> request.Request:
+    def request(self, *args, **kwargs) -> request.Request:
         """The checked Request that run() would solve (the model's defaults applied), without
         solving it: for callers that size or describe work first (fm-run does). A file with a
-        condition stage runs it here, once, when the request gives the stage's inputs."""
-        options["cond"], options["nulls"] = self.through_stage(options.get("cond"), options.get("guidance", 1.0))
-        return request.sampling_request(self.spec, self.path, n, steps, solver, seed, noise, **options)
+        condition stage runs it here, once, when the request gives the stage's inputs. Takes
+        run()'s arguments."""
+        return self._request(options.bind(_RUN, args, kwargs))
+
+    def _request(self, given: dict, first: int = 0) -> request.Request:
+        return request.resolve(self.spec, self.path, "sample", given, first=first, stage=self.through_stage)
 
     @guarded
     def through_stage(self, cond: dict | None, guidance=1.0) -> tuple[dict | None, dict]:
@@ -129,19 +135,9 @@ class Sampler(Likelihoods):
         return through_stage(self.spec, self.path, cond, run, guided) if self.spec.stage else (cond, {})
 
     @guarded
-    def run(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
-            seed: int | None = None, noise: np.ndarray | None = None, *, trajectory: bool = False,
-            logprob: bool = False, keep_partial: bool = False, labels=None, guidance: float = 1.0,
-            divergence: str = "auto", probes: int | None = None, probe_seed: int = 0, schedule=None,
-            rtol: float | None = None, atol: float | None = None, cond: dict | None = None,
-            dims: dict | None = None, cancel: CancelToken | None = None, guidance_interval=None,
-            guidance_calls: str = "batched") -> SampleResult:
+    def run(self, *args, **kwargs) -> SampleResult:
         """One sampling request; see sample() for the arguments. Safe to call from many threads."""
-        return self.solve(self.request(n, steps, solver, seed, noise, trajectory=trajectory, logprob=logprob,
-                                       keep_partial=keep_partial, labels=labels, guidance=guidance,
-                                       divergence=divergence, probes=probes, probe_seed=probe_seed,
-                                       schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims, cancel=cancel,
-                                       guidance_interval=guidance_interval, guidance_calls=guidance_calls))
+        return self.solve(self.request(*args, **kwargs))
 
     def solve(self, req: request.Request) -> SampleResult:
         """Solve a Request (from request()): by the solver's kind in the registry, with the
@@ -173,13 +169,7 @@ class Sampler(Likelihoods):
         self._last.nfe = result.nfe
         return result
 
-    def sample(self, n: int | None = None, steps: int | None = None, solver: str | None = None,
-               seed: int | None = None, noise: np.ndarray | None = None,
-               return_trajectory: bool = False, keep_partial: bool = False, labels=None,
-               guidance: float = 1.0, return_logprob: bool = False, divergence: str = "auto",
-               probes: int | None = None, probe_seed: int = 0, schedule=None, rtol: float | None = None,
-               atol: float | None = None, cond: dict | None = None, dims: dict | None = None,
-               cancel: CancelToken | None = None, guidance_interval=None, guidance_calls: str = "batched"):
+    def sample(self, *args, **kwargs):
         """Draw samples. Give `n` (with an optional `seed`) or a `noise` array [n, *shape].
 
         `schedule` places the steps in time (fm_runtime.solve.schedules): "uniform", "shift:S",
@@ -210,13 +200,11 @@ class Sampler(Likelihoods):
         NaN/Inf raises NumericalError naming the step and time, unless `keep_partial` is true:
         then the rows that blew up stay non-finite (run() reports where). Bad arguments raise
         UsageError, unusable noise InputError (both fm_runtime.FmError)."""
-        r = self.run(n, steps, solver, seed, noise, trajectory=return_trajectory, logprob=return_logprob,
-                     keep_partial=keep_partial, labels=labels, guidance=guidance, divergence=divergence,
-                     probes=probes, probe_seed=probe_seed, schedule=schedule, rtol=rtol, atol=atol, cond=cond, dims=dims,
-                     cancel=cancel, guidance_interval=guidance_interval, guidance_calls=guidance_calls)
-        if return_trajectory:
+        given = options.bind(_SAMPLE, args, kwargs)
+        r = self.solve(self._request(given))
+        if given.get("return_trajectory"):
             return r.samples, r.trajectory
-        return (r.samples, r.logprob) if return_logprob else r.samples
+        return (r.samples, r.logprob) if given.get("return_logprob") else r.samples
 
     def _solve(self, x0: np.ndarray, steps: int, solver: str, cond: Conditioning, watch: Watch, schedule=None,
                tile: int | None = None):
@@ -235,21 +223,21 @@ class Sampler(Likelihoods):
             return calls
         return out, self.tiler.map(run, bounds)[0]
 
-    def sample_chunks(self, start: int, stop: int, seed: int, steps: int | None = None,
-                      solver: str | None = None, chunk: int | None = None, keep_partial: bool = False,
-                      labels=None, guidance: float = 1.0, noise: np.ndarray | None = None, schedule=None,
-                      cond: dict | None = None, dims: dict | None = None, guidance_interval=None,
-                      guidance_calls: str = "batched"):
+    def sample_chunks(self, *args, **kwargs):
         """Rows [start, stop) of one seeded run (or of `noise`), solved and yielded chunk by chunk
         as (first_row, SampleResult): memory stays bounded whatever the number of rows. `labels`:
         one int, or an array indexed by the run's row numbers; so is each per-row array of `cond`.
         chunk: rows per chunk [default: CHUNK_BYTES of samples, at most CHUNK_ROWS]."""
-        cond = {k: label_rows(v, start, stop) if np.ndim(v) == self.spec.row_rank(k) + 1 else v for k, v in (cond or {}).items()}
-        req = self.request(stop - start, steps, solver, seed, None if noise is None else noise[start:stop],
-                           keep_partial=keep_partial, labels=label_rows(labels, start, stop), guidance=guidance,
-                           schedule=schedule, first=start, cond=cond, dims=dims,
-                           guidance_interval=guidance_interval, guidance_calls=guidance_calls)
-        yield from self.solve_chunks(req, chunk)
+        given = options.bind(_CHUNKS, args, kwargs)
+        start, stop, chunk = given.pop("start"), given.pop("stop"), given.pop("chunk", None)
+        given["cond"] = {k: label_rows(v, start, stop) if np.ndim(v) == self.spec.row_rank(k) + 1 else v
+                         for k, v in (given.get("cond") or {}).items()} or None
+        given["labels"] = label_rows(given.get("labels"), start, stop)
+        if given.get("noise") is not None:
+            given["noise"] = given["noise"][start:stop]
+        else:
+            given["n"] = stop - start
+        yield from self.solve_chunks(self._request(given, first=start), chunk)
 
     def solve_chunks(self, req: request.Request, chunk: int | None = None):
         """A Request (from request(), or its rows()) solved and yielded chunk by chunk as
@@ -260,6 +248,15 @@ class Sampler(Likelihoods):
             b = min(a + chunk, req.n)
             z = stream.take(b - a) if stream is not None else req.start(a, b)
             yield req.first + a, self.solve(replace(req.rows(a, b), noise=z, seed=None, first=0))
+
+
+_HEAD = ("n", "steps", "solver", "seed", "noise")
+_RUN = options.signature("sample", _HEAD)
+_SAMPLE = options.signature("sample", _HEAD, alias=True)
+_CHUNKS = options.signature("sample", ("seed", "steps", "solver"), first=(("start", _EMPTY), ("stop", _EMPTY)),
+                            extra=(("chunk", None),), omit=("n", "trajectory", "logprob", "cancel"))
+Sampler.request.__signature__ = Sampler.run.__signature__ = _RUN
+Sampler.sample.__signature__, Sampler.sample_chunks.__signature__ = _SAMPLE, _CHUNKS
 
 
 def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
