@@ -56,10 +56,19 @@ def real(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
+def text(bound) -> str:
+    """A bound as both runtimes write it: 2**63 for powers of two past 2**53, else 1000, 1e-12."""
+    if bound >= 2**53:
+        return f"2**{int(bound).bit_length() - 1}"
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
 def _whole(name: str, v):
     lo, hi = bounds(name)
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
-        raise usage(name, f"{name} must be a whole number in [{lo}, {hi:.6g}], got {show(v)}")
+    whole = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    if not whole or not (lo <= v and (v < hi if DECLARED[name].get("exclusive_maximum") else v <= hi)):
+        close = ")" if DECLARED[name].get("exclusive_maximum") else "]"
+        raise usage(name, f"{name} must be a whole number in [{text(lo)}, {text(hi)}{close}, got {show(v)}")
     return int(v)
 
 
@@ -71,8 +80,8 @@ def _number(name: str, v):
         raise usage(name, f"{name} must be a number, got {show(v)}")
     low_ok = lo is None or (float(v) > lo if DECLARED[name].get("exclusive_minimum") else float(v) >= lo)
     if not (math.isfinite(float(v)) and low_ok and (hi is None or float(v) <= hi)):
-        raise usage(name, f"{name} must be a finite number in [{lo:g}, {hi:g}], got {show(v)}" if hi is not None
-                    else f"{name} must be a finite number > {lo:g}, got {show(v)}")
+        raise usage(name, f"{name} must be a finite number in [{text(lo)}, {text(hi)}], got {show(v)}" if hi is not None
+                    else f"{name} must be a finite number > {text(lo)}, got {show(v)}")
     return float(v)
 
 
@@ -107,7 +116,7 @@ def _interval(name: str, v):
         raise usage(name, f"{name} must be two times (a, b), got {show(v)}")
     a, b = (float(p) for p in v)
     if not lo <= a <= b <= hi:
-        raise usage(name, f"{name} must satisfy {lo} <= a <= b <= {hi}, got ({a:g}, {b:g})")
+        raise usage(name, f"{name} must satisfy {text(lo)} <= a <= b <= {text(hi)}, got ({a:g}, {b:g})")
     return a, b
 
 

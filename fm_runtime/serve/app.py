@@ -61,9 +61,7 @@ class Model:
         noise, labels = tensors.pop("noise", None), tensors.pop("labels", None)
         self._check(params, None if noise is None else len(noise) if noise.ndim else 0)
         token = CancelToken()
-        req = self.sampler.request(params.pop("n", None), params.pop("steps", None), params.pop("solver", None),
-                                   params.pop("seed", None), noise, labels=labels, cond=tensors or None, cancel=token,
-                                   **params)
+        req = self.sampler.request(noise=noise, labels=labels, cond=tensors or None, cancel=token, **params)
         return Job(self.name, req.n * (2 if req.conditioning().guided(req.spec) else 1), req, token=token)
 
     def logprob_job(self, doc: dict, tensors: dict) -> Job:

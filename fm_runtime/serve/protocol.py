@@ -4,9 +4,10 @@ parameters turned into Sampler arguments, and the response's tensors written bac
 
 A file `moons.onnx` is served as model `moons`: optional FP32 input `noise` [n, *shape] (else
 parameters n and seed), INT64 `labels` [n] for class-conditional files, every condition under
-its own name; parameters steps, solver, schedule, guidance, guidance_interval, rtol, atol;
-output FP32 `samples`. A file with a divergence graph is also `moons-logprob`: FP32 input `x`,
-parameters steps, solver, divergence, probes, probe_seed, guidance, schedule; output FP32 `logprob` [n].
+its own name; the parameters the request options declare for the server (contract.json
+"options", listed in the model's metadata as request_parameters: n, seed, steps, solver,
+schedule, guidance, ...); output FP32 `samples`. A file with a divergence graph is also
+`moons-logprob`: FP32 input `x`, its parameters likewise; output FP32 `logprob` [n].
 """
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ import json
 
 import numpy as np
 
+from ..engine import options
 from ..errors import UsageError
 from ..model.spec import ModelSpec
 
 DTYPES = {"BOOL": "|b1", "INT8": "|i1", "UINT8": "|u1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
           "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
 NAMES = {"float32": "FP32", "int64": "INT64", "float64": "FP64", "int32": "INT32", "bool": "BOOL"}
-SAMPLE_PARAMS = {"n": int, "seed": int, "steps": int, "solver": str, "schedule": str, "guidance": float,
-                 "guidance_interval": str, "rtol": float, "atol": float}
-LOGPROB_PARAMS = {"steps": int, "solver": str, "schedule": str, "divergence": str, "probes": int,
-                  "probe_seed": int, "guidance": float}
+# the parameters each model takes: the request options the declaration offers the server
+# (contract.json "options"), each checked by the request's resolve once its JSON type is right
+JSON_TYPES = {"integer": int, "number": float, "string": str, "schedule": str, "interval": str}
+SAMPLE_PARAMS = {name: JSON_TYPES[e["type"]] for name, e in options.offered("serve", "sample").items()}
+LOGPROB_PARAMS = {name: JSON_TYPES[e["type"]] for name, e in options.offered("serve", "logprob").items()}
 # parameters that standard clients add on their own (Triton's reserved names): read or ignored
 CLIENT_PARAMS = {"binary_data_output", "timeout", "priority", "sequence_id", "sequence_start", "sequence_end",
                  "headers"}
@@ -65,7 +68,8 @@ def metadata(name: str, spec: ModelSpec, logprob: bool = False) -> dict:
                 "path": spec.prob_path, "format_version": spec.format_version, "baked": spec.baked,
                 "variant": spec.variant, "symbols": spec.symbols, "divergence": bool(spec.divergence)}
     return {"name": name, "versions": ["1"], "platform": "fm-runtime", "inputs": inputs, "outputs": outputs,
-            "parameters": {"contract": json.dumps(contract, default=str)}}
+            "parameters": {"contract": json.dumps(contract, default=str),
+                           "request_parameters": json.dumps(options.describe("serve", "logprob" if logprob else "sample"))}}
 
 
 def parse_infer(body: bytes, header_length: str | None) -> tuple[dict, dict[str, np.ndarray]]:
@@ -138,16 +142,10 @@ def parameters(doc: dict, allowed: dict) -> dict:
             raise UsageError(f"unknown parameter {key[:40]!r}; this model takes {', '.join(allowed)}")
         kind = allowed[key]
         ok = isinstance(value, str) if kind is str else (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or float(value).is_integer()))
+            isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int) or value.is_integer()))
         if not ok:
             raise UsageError(f"parameter {key}: {str(value)[:40]!r} is not a{'n integer' if kind is int else ' ' + kind.__name__}")
         out[key] = int(value) if kind is int else value
-    if "guidance_interval" in out:
-        parts = out["guidance_interval"].split(",")
-        try:
-            out["guidance_interval"] = tuple(float(p) for p in parts)
-        except ValueError:
-            raise UsageError(f"guidance_interval {out['guidance_interval'][:40]!r} is not A,B") from None
     return out
 
 

@@ -14,15 +14,7 @@ const isWhole = (v) => typeof v === 'number' && Number.isInteger(v);
  * for each condition with a null ({data [n x size], dims}), the interval of t guidance applies on,
  * and how its halves are called ("batched": one call on 2n rows, or "two"). */
 export function guiding(spec, guidance, inputs, staged, n, interval, calls) {
-  if (calls !== 'batched' && calls !== 'two') {
-    throw usage('guidanceCalls', `guidanceCalls must be 'batched' (both halves in one call) or 'two', got ${show(calls)}`);
-  }
-  interval ??= [0, 1];
-  if (!Array.isArray(interval) || interval.length !== 2 || !interval.every((v) => typeof v === 'number')) {
-    throw usage('guidanceInterval', `guidanceInterval must be two times [a, b], got ${show(interval)}`);
-  }
-  const [a, b] = interval;
-  if (!(a >= 0 && a <= b && b <= 1)) throw usage('guidanceInterval', `guidanceInterval must satisfy 0 <= a <= b <= 1, got (${a}, ${b})`);
+  const [a, b] = interval ?? [0, 1];     // both checked against their declarations (options.mjs)
   const nulls = {};
   if (guidance !== 1 && !spec.inputs.some((i) => i.role === 'guidance')) {
     for (const item of spec.inputs) {
