@@ -16,7 +16,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ..model.contract import ModelSpec
-from ..model.control import RUN, poll_stop
+from ..errors import Interrupted, ModelError
+from ..model.control import RUN, one_line, poll_stop
 from ..solve.solvers import get_solver, time_grid
 
 _F32 = np.float32
@@ -27,6 +28,18 @@ def device_of(provider: str) -> str:
     return {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda",
             "ROCMExecutionProvider": "cuda", "MIGraphXExecutionProvider": "cuda",
             "DmlExecutionProvider": "dml"}.get(provider, "cpu")
+
+
+def bound_run(session: ort.InferenceSession, io, options: ort.RunOptions) -> None:
+    """run_with_iobinding, whose failures are plain RuntimeErrors: a call ended by its options'
+    terminate flag raises the stop (or the request's cancel, which graph_errors names)."""
+    try:
+        session.run_with_iobinding(io, options)
+    except RuntimeError as e:
+        if not options.terminate:
+            raise ModelError(f"the graph failed while running on the device ({one_line(e)})") from None
+        poll_stop()
+        raise Interrupted("cancelled") from None
 
 
 class DeviceLoop:
@@ -45,22 +58,25 @@ class DeviceLoop:
     def _empty(self, shape) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), _F32, self.device, self.device_id)
 
-    def _velocity(self, x: ort.OrtValue, t: ort.OrtValue, out: ort.OrtValue) -> None:
+    def _velocity(self, x: ort.OrtValue, t: ort.OrtValue, out: ort.OrtValue, options: ort.RunOptions) -> None:
         io = self.session.io_binding()
         io.bind_ortvalue_input(self.spec.x_name, x)
         io.bind_ortvalue_input(self.spec.t_name, t)
         io.bind_ortvalue_output(self.spec.v_name, out)
-        self.session.run_with_iobinding(io, RUN)
+        bound_run(self.session, io, options)
 
-    def _axpy(self, x: ort.OrtValue, a: ort.OrtValue, k: ort.OrtValue, out: ort.OrtValue) -> None:
+    def _axpy(self, x: ort.OrtValue, a: ort.OrtValue, k: ort.OrtValue, out: ort.OrtValue, options: ort.RunOptions) -> None:
         io = self.axpy.io_binding()
         io.bind_ortvalue_input("X", x)
         io.bind_ortvalue_input("K", k)
         io.bind_ortvalue_input("A", a)
         io.bind_ortvalue_output("Y", out)
-        self.axpy.run_with_iobinding(io, RUN)
+        bound_run(self.axpy, io, options)
 
-    def solve(self, z: np.ndarray, steps: int, solver: str, schedule=None) -> tuple[np.ndarray, int]:
+    def solve(self, z: np.ndarray, steps: int, solver: str, schedule=None, options: ort.RunOptions = RUN,
+              poll=poll_stop) -> tuple[np.ndarray, int]:
+        """The solve of noise z; every graph call runs with `options` (the request's, so that its
+        cancel ends the call in progress), and `poll` raises between steps once it is stopped."""
         s = get_solver(solver)
         b = len(z)
         t_shape = (b,) if self.spec.t_rank == 1 else (b, 1)
@@ -69,6 +85,7 @@ class DeviceLoop:
         t_dev = {}
         coef = {}
         for i in range(steps):
+            poll()
             h = grid[i + 1] - grid[i]
             for c in s.c:
                 t = grid[i] + c * h
@@ -88,14 +105,15 @@ class DeviceLoop:
                 src, flip = x, 0
                 for m, a in enumerate(row):
                     if a:
-                        self._axpy(src, coef[h * a], k[m], stage[flip])
+                        self._axpy(src, coef[h * a], k[m], stage[flip], options)
                         src, flip = stage[flip], 1 - flip
-                self._velocity(src, t_dev[grid[i] + c * h], k[j])
+                self._velocity(src, t_dev[grid[i] + c * h], k[j], options)
                 calls += 1
             for j, w in enumerate(s.b):
                 if w:
-                    self._axpy(x, coef[h * w], k[j], x_next)
+                    self._axpy(x, coef[h * w], k[j], x_next, options)
                     x, x_next = x_next, x
+            poll()
         # copy: on the CPU provider .numpy() is a view of memory this loop is about to free
         return np.array(x.numpy(), copy=True), calls
 
@@ -108,7 +126,9 @@ class BoundGraphRunner:
         self.session, self.spec, self.device, self.device_id = session, spec, device, device_id
         self._bound: dict[int, tuple] = {}
 
-    def run(self, z: np.ndarray) -> np.ndarray:
+    def run(self, z: np.ndarray, options: ort.RunOptions | None = None) -> np.ndarray:
+        """The baked solve of z, its call run with `options` (the request's) and the graph id of
+        its batch size's buffers."""
         entry = self._bound.get(len(z))
         if entry is None:
             zin = ort.OrtValue.ortvalue_from_shape_and_type(list(z.shape), _F32, self.device, self.device_id)
@@ -116,11 +136,11 @@ class BoundGraphRunner:
             io = self.session.io_binding()
             io.bind_ortvalue_input(self.spec.z_name, zin)
             io.bind_ortvalue_output(self.spec.out_name, xout)
-            opts = ort.RunOptions()
-            opts.add_run_config_entry("gpu_graph_id", str(len(self._bound) + 1))
-            entry = self._bound[len(z)] = (zin, xout, io, opts)
-        zin, xout, io, opts = entry
+            entry = self._bound[len(z)] = (zin, xout, io, str(len(self._bound) + 1))
+        zin, xout, io, graph_id = entry
         poll_stop()
+        opts = options if options is not None else ort.RunOptions()
+        opts.add_run_config_entry("gpu_graph_id", graph_id)
         zin.update_inplace(np.ascontiguousarray(z, _F32))
-        self.session.run_with_iobinding(io, opts)
+        bound_run(self.session, io, opts)
         return np.array(xout.numpy(), copy=True)     # the buffer is reused by the next run

@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from ..errors import ModelError, NumericalError, UsageError
 from ..model.contract import divergence_problem
-from ..model.control import guarded
+from ..model.control import graph_errors, guarded
 from ..model.session import open_divergence
 from ..solve.likelihood import probe_vectors, resolve_method, solve_with_divergence, standard_normal_logpdf
 from . import options, request
@@ -58,7 +58,8 @@ class Likelihoods:
         given = options.bind(LOG_PROB, args, kwargs)
         x = given.pop("x")
         req = request.resolve(self.spec, self.path, "logprob", given, x=x, stage=self.through_stage)
-        z, integral, self._last.nfe = self._solve_divergence(req.start(), req, forward=False)
+        with graph_errors(self.path, cancel=req.cancel):
+            z, integral, self._last.nfe = self._solve_divergence(req.start(), req, forward=False)
         return valid_logpdf(z, req) - integral
 
     def _solve_divergence(self, x0, req: request.Request, forward: bool):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..definitions import CONTRACT
-from ..model.control import CancelToken
+from ..model.control import CancelToken, RunState
 from ..model.spec import ModelSpec
 from ..solve.adaptive import DEFAULT_ATOL, DEFAULT_RTOL
 from ..solve.likelihood import default_probes
@@ -55,6 +55,7 @@ class Request:
     guidance_interval: tuple[float, float] = (0.0, 1.0)   # guidance applies for t in [a, b], else v_c
     guidance_calls: str = "batched"               # "batched": both halves in one call on 2n rows; "two"
     options: dict = field(default_factory=dict)   # every declared option of the request, resolved
+    run: RunState = field(default_factory=RunState)   # the RunOptions of all its graph calls
 
     def start(self, a: int = 0, b: int | None = None) -> np.ndarray:
         """Rows [a, b) of the request's starting points (float32; zero outside a mask)."""
@@ -72,8 +73,7 @@ class Request:
 
     def conditioning(self, a: int = 0, b: int | None = None) -> Conditioning:
         """Labels, guidance and extra inputs of rows [a, b)."""
-        cond = Conditioning(self.labels, self.guidance, self.inputs, self.spec,
-                            None if self.cancel is None else self.cancel.options, self.nulls,
+        cond = Conditioning(self.labels, self.guidance, self.inputs, self.spec, self.run.options, self.nulls,
                             self.guidance_interval, self.guidance_calls)
         return cond if a == 0 and b in (None, self.n) else cond.rows(a, self.n if b is None else b)
 
@@ -83,7 +83,7 @@ def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first:
     against the declaration (options.py: types, ranges, choices, defaults, the rules between
     options), then what needs the model: its defaults, a schedule's own steps, what a baked file
     can run, labels, the file's conditions and their symbols, the noise. op "sample" (Sampler.run's
-    options) or "logprob" (log_prob's; `x` the data rows). stage(cond, guidance) -> (cond, nulls)
+    options) or "logprob" (log_prob's; `x` the data rows). stage(cond, guidance, run options) -> (cond, nulls)
     runs the file's condition stage (Sampler.through_stage), once the options passed their checks;
     first: the first row of the seeded stream."""
     o = options.take(op, given)
@@ -106,7 +106,8 @@ def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first:
         steps, solver = check_grid(spec, steps, solver)
     guidance = o["guidance"]
     check_guided(guidance, o["labels"], spec)
-    cond, nulls = stage(o["cond"], guidance) if stage is not None else (o["cond"], {})
+    run = RunState(o["cancel"])
+    cond, nulls = stage(o["cond"], guidance, run.options) if stage is not None else (o["cond"], {})
     bound, inputs, rows = bind_inputs(spec, where, cond, o["dims"], x if op == "logprob" else o["noise"],
                                       o.get("n"), what="data" if op == "logprob" else "noise")
     n, seed, start = rows_of(bound, op, o, x, rows)
@@ -116,7 +117,7 @@ def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first:
     return Request(n, "baked" if baked else kind, bound, solver, steps, schedule, tolerances,
                    check_labels(spec, where, o["labels"], n), guidance, seed, start, first,
                    bool(o.get("trajectory")), op == "logprob" or bool(o.get("logprob")), bool(o.get("keep_partial")),
-                   o["divergence"], probes, o["probe_seed"], rows_in, o["cancel"], null_in, interval, calls, o)
+                   o["divergence"], probes, o["probe_seed"], rows_in, o["cancel"], null_in, interval, calls, o, run)
 
 
 def rows_of(bound: ModelSpec, op: str, o: dict, x, rows: int | None) -> tuple[int, int | None, np.ndarray | None]:

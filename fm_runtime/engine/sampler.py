@@ -114,7 +114,7 @@ class Sampler(Likelihoods):
         return request.resolve(self.spec, self.path, "sample", given, first=first, stage=self.through_stage)
 
     @guarded
-    def through_stage(self, cond: dict | None, guidance=1.0) -> tuple[dict | None, dict]:
+    def through_stage(self, cond: dict | None, guidance=1.0, run_options=None) -> tuple[dict | None, dict]:
         """(the conditions with the condition stage's inputs replaced by its outputs, the nulls it
         made for guidance) (see conditions.through_stage); counts its runs in `stage_calls`."""
         def run(feed: dict) -> list:
@@ -124,7 +124,7 @@ class Sampler(Likelihoods):
                                                      self.allow_loops)
                 self.stage_calls += 1
             try:
-                return self._stage_session.run(self.spec.stage["outputs"], feed, RUN)
+                return self._stage_session.run(self.spec.stage["outputs"], feed, run_options or RUN)
             except Exception as e:      # it passed its self-test at load: the request's values failed it
                 poll_stop()
                 if not type(e).__module__.startswith("onnxruntime"):
@@ -148,7 +148,7 @@ class Sampler(Likelihoods):
     def _solve_request(self, req: request.Request) -> SampleResult:
         x0 = req.start()
         cond = req.conditioning()
-        watch = Watch(self.path, req.keep_partial, poll_stop if req.cancel is None else req.cancel.poll)
+        watch = Watch(self.path, req.keep_partial, req.run.poll)
         if req.kind == "adaptive":       # one system: the error norm, hence the steps, cover every row
             sol = dopri5(velocity_fn(self.session, self.spec, len(x0), cond), x0, **req.tolerances)
             watch.on_step(sol.accepted)(sol.x, sol.accepted, 1.0)

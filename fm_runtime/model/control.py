@@ -1,9 +1,9 @@
 """Stopping graph runs, and naming what went wrong inside one.
 
-Every onnxruntime call the runtime makes carries the RunOptions `RUN` (or, for the load-time
-self-test, options of its own with a time limit), so one `request_stop()` (Ctrl-C, SIGTERM,
---timeout) ends the calls in progress in every thread within milliseconds, even inside a long
-Loop, and every later call at once; the solver loops check `poll_stop()` between steps too. Errors
+Every onnxruntime call the runtime makes carries the RunOptions of its request's RunState (`RUN`
+outside a request; for the load-time self-test, options of its own with a time limit), so one
+`request_stop()` (Ctrl-C, SIGTERM, --timeout) ends the calls in progress in every thread within
+milliseconds, even inside a long Loop, and every later call at once; the solver loops check `poll_stop()` between steps too. Errors
 raised inside a run become the project's errors, each with its exit code.
 """
 from __future__ import annotations
@@ -36,16 +36,14 @@ class CancelToken:
     still stops every request, with or without a token. One token may serve several requests."""
 
     def __init__(self):
-        self.options = ort.RunOptions()
-        self.options.log_severity_level = 4
         self.cancelled = False
-        with _lock:
-            _tokens.add(self)
-            self.options.terminate = _reason is not None
+        self._states: "weakref.WeakSet[RunState]" = weakref.WeakSet()
 
     def cancel(self) -> None:
-        self.cancelled = True
-        self.options.terminate = True
+        with _lock:
+            self.cancelled = True
+            for state in self._states:
+                state.options.terminate = True
 
     def poll(self) -> None:
         """Raise if this token was cancelled or a process-wide stop was requested."""
@@ -54,7 +52,29 @@ class CancelToken:
             raise Interrupted("cancelled")
 
 
-_tokens: "weakref.WeakSet[CancelToken]" = weakref.WeakSet()
+class RunState:
+    """One request's graph calls: the RunOptions that every session.run of the request uses (the
+    host loop, the device loop, a baked graph, the condition stage, the divergence graph), so that
+    request_stop() or the request's CancelToken ends it within one graph call on any backend."""
+
+    def __init__(self, token: CancelToken | None = None):
+        self.token = token
+        self.options = ort.RunOptions()
+        self.options.log_severity_level = 4
+        with _lock:
+            _states.add(self)
+            self.options.terminate = _reason is not None or (token is not None and token.cancelled)
+            if token is not None:
+                token._states.add(self)
+
+    def poll(self) -> None:
+        """Raise if the request was cancelled or a process-wide stop was requested."""
+        if self.token is not None:
+            self.token.poll()
+        poll_stop()
+
+
+_states: "weakref.WeakSet[RunState]" = weakref.WeakSet()
 
 
 def one_line(e: BaseException) -> str:
@@ -74,8 +94,8 @@ def request_stop(reason: str = "interrupted", detail: str = "") -> None:
         RUN.terminate = True
         for opts in _extra:
             opts.terminate = True
-        for token in _tokens:
-            token.options.terminate = True
+        for state in _states:
+            state.options.terminate = True
 
 
 def reset() -> None:
@@ -84,8 +104,8 @@ def reset() -> None:
     with _lock:
         _reason, _deadline = None, None
         RUN.terminate = False
-        for token in _tokens:
-            token.options.terminate = token.cancelled
+        for state in _states:
+            state.options.terminate = state.token is not None and state.token.cancelled
 
 
 def stop_reason() -> str | None:

@@ -71,7 +71,7 @@ class Model:
             raise UsageError(f"{self.name}-logprob needs the input x [n, {', '.join(map(str, self.sampler.data_shape))}]")
         self._check(params, len(x) if x.ndim else 0)
         job = Job(self.name + "-logprob", len(x))
-        job.run = lambda: self.sampler.log_prob(x, labels=labels, cond=tensors or None, **params)
+        job.run = lambda: self.sampler.log_prob(x, labels=labels, cond=tensors or None, cancel=job.token, **params)
         return job
 
     def _check(self, params: dict, rows: int | None) -> None:
