@@ -10,7 +10,8 @@ here, once, with torch, onnx and the project's own training and export code:
   guidance); tiny_baked.onnx the same network baked as one heun:3 graph z -> x.
 - est.onnx: a conditioned network (tests/cond_nets.py's Estimator1D): extra inputs (a condition,
   a mask, a speaker vector), a symbol T, nulls for guidance.
-- plain.onnx: v = t - x with no fm.* metadata at all (a file from elsewhere), names state/time.
+- plain*.onnx: v = t - x with no fm.* metadata at all (a file from elsewhere): data width symbolic
+  and inputs state/time [B, 1]; fixed width 2 and inputs a/b [B]; width 1 and inputs p/q alike.
 - bad/*.onnx: files the runtime must refuse, each in its own way (test_robustness.py's table;
   those edited from a good file start from tiny.onnx's network exported without a divergence graph),
   and nan_half.onnx, a valid plain file whose velocity turns NaN past t = 0.55.
@@ -64,12 +65,11 @@ def nan_half() -> onnx.ModelProto:
                   [_vi("v", TensorProto.FLOAT, ["B", 2])], inits)
 
 
-def plain_linear() -> onnx.ModelProto:
-    """v(x, t) = t - x, no fm.* metadata; data width symbolic (D), t of shape [B, 1]. Exact flow
-    from t = 0: x(1) = (x0 + 1) / e."""
-    return _plain([helper.make_node("Sub", ["time", "state"], ["velocity"])],
-                  [_vi("state", TensorProto.FLOAT, ["B", "D"]), _vi("time", TensorProto.FLOAT, ["B", 1])],
-                  [_vi("velocity", TensorProto.FLOAT, ["B", "D"])])
+def plain_linear(dim="D", t_shape=("B", 1), names=("state", "time")) -> onnx.ModelProto:
+    """v(x, t) = t - x, no fm.* metadata. Exact flow from t = 0: x(1) = (x0 + 1) / e."""
+    return _plain([helper.make_node("Sub", [names[1], names[0]], ["velocity"])],
+                  [_vi(names[0], TensorProto.FLOAT, ["B", dim]), _vi(names[1], TensorProto.FLOAT, list(t_shape))],
+                  [_vi("velocity", TensorProto.FLOAT, ["B", dim])])
 
 
 def wrong_io(kind: str) -> onnx.ModelProto:
@@ -141,12 +141,15 @@ def build(out: Path) -> list[Path]:
     base = bad / "base.onnx"
     _save(nan_half(), out / "nan_half.onnx")
     _save(plain_linear(), out / "plain.onnx")
+    _save(plain_linear(dim=2, t_shape=("B",), names=("a", "b")), out / "plain_fixed.onnx")
+    _save(plain_linear(dim=1, t_shape=("B", 1), names=("p", "q")), out / "plain_ambiguous.onnx")
     for kind in ("three_inputs", "output_shape", "int_dtype", "custom_op"):
         _save(wrong_io(kind), bad / f"{kind}.onnx")
     _save(edited(base, format_version="7"), bad / "future_version.onnx")
     _save(edited(base, default_steps='"eight"'), bad / "wrong_type.onnx")
     _save(edited(base, data_shape="[3]"), bad / "disagrees.onnx")
     (bad / "bitflip.onnx").write_bytes(bit_flipped(base))
+    (bad / "external.data").unlink(missing_ok=True)       # onnx appends to an existing data file
     onnx.save_model(onnx.load(str(base)), str(bad / "external.onnx"), save_as_external_data=True,
                     location="external.data", size_threshold=0)
     base.unlink()
