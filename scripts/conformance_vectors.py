@@ -1,5 +1,5 @@
 """Write the shared conformance vectors in tests/conformance/ (JSON, checked in): what both
-runtimes, Python (tests/test_conformance.py) and JavaScript (js/test/conformance.test.mjs),
+runtimes, Python (tests/runtime/test_conformance.py) and JavaScript (js/test/conformance.test.mjs),
 must do with the same inputs. No torch is needed to read or run them.
 
 - metadata.json: fm.* metadata plus a graph's inputs and outputs -> the spec fields, or the

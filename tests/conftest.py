@@ -121,9 +121,13 @@ def start_cli(*args: str, cwd=None):
 def pytest_collection_finish(session):
     """A run whose tests call the console scripts starts the warm servers at once: they import and
     warm up beside the first tests instead of in front of the first call."""
-    if not _cold(None) and any("run_cli" in vars(item.module) for item in session.items
-                               if getattr(item, "module", None) is not None):
-        warm().prestart()
+    users = [item for item in session.items if "run_cli" in vars(getattr(item, "module", None) or object)]
+    if not _cold(None) and users:
+        # tests/runtime calls fm-run alone, and runs where torch is not installed: the torch
+        # server (fm-train, fm-export) starts only for a run with other tests that may call them
+        runtime = REPO / "tests" / "runtime"
+        torch_too = any(runtime not in Path(item.path).parents for item in users)
+        warm().prestart(("fm-run", "fm-train") if torch_too else ("fm-run",))
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -1,7 +1,6 @@
 """Model files written on purpose to lie: the runtime refuses their output instead of passing it on."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import fm_runtime
 from fm_runtime.model.contract import build_metadata, write_metadata
 from fuzz.hostile_files import loop, loop_inits, model
 
-from .conftest import busy_for, cli_argv, run_cli, start_cli, writing_into
+from .conftest import busy_for, cli_argv, run_cli, start_cli
 from .node_bridge import needs_node, node_sample
 
 
@@ -224,17 +223,6 @@ def test_in_memory_accounting_covers_the_measured_peak(tmp_path, n, solver, thre
     assert peak <= need < 2.5 * peak
 
 
-def test_runtime_writes_nothing_but_the_named_output(tmp_path):
-    home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir(), work.mkdir()
-    env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "TMPDIR": str(work)}
-    run_cli("fm-run", "sample", "-n", "100", "--seed", "0", "--out", "x.npy", cwd=work, env=env)
-    run_cli("fm-run", "logprob", "x.npy", "--out", "lp.npy", cwd=work, env=env)
-    run_cli("fm-run", "info", cwd=work, env=env)
-    assert list(home.rglob("*")) == []
-    assert sorted(p.name for p in work.iterdir()) == ["lp.npy", "x.npy"]
-
-
 @needs_node
 def test_a_velocity_of_the_wrong_size_is_refused_in_both_languages(tmp_path):
     """A graph whose output size depends on values (no static shape to check) and returns v [B, 4]
@@ -378,26 +366,6 @@ def test_both_readers_give_every_crafted_file_the_same_outcome(tmp_path):
         assert js[0] == kind, (name, kind, message, g)
         if name not in DECLARED_SHAPE:
             assert js[1] == message, (name, message, js[1])
-
-
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="unnamed temporary files are Linux's O_TMPFILE")
-def test_sigkill_leaves_no_temporary_file(tmp_path):
-    # the output is written to an unnamed file in its folder and linked in only when complete, so
-    # not even SIGKILL (which no handler sees) leaves a fragment behind
-    try:
-        os.close(os.open(tmp_path, os.O_TMPFILE | os.O_WRONLY, 0o600))
-    except (AttributeError, OSError):
-        pytest.skip("this file system has no unnamed files (O_TMPFILE): outputs use a named temporary there")
-    proc = subprocess.Popen(cli_argv("fm-run", "sample", "-n", "30000000", "--steps", "50", "--seed", "0",
-                                     "--out", str(tmp_path / "x.npy")), stderr=subprocess.DEVNULL)
-    try:
-        writing = writing_into(proc.pid, tmp_path)
-        assert writing and all(link.endswith("(deleted)") for link in writing), writing
-        assert list(tmp_path.iterdir()) == []
-    finally:
-        proc.kill()
-        proc.wait()
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_info_says_whether_a_file_samples(tmp_path):

@@ -1,9 +1,11 @@
-"""The exported model sampled by the runtime matches the torch-native sampler on the same noise."""
+"""The exported model sampled by the runtime matches the torch-native sampler on the same noise, and
+the runtime's solvers give on numpy arrays what they give on torch tensors."""
 import numpy as np
 import pytest
+import torch
 
 import fm_runtime
-from fm_runtime.solve.solvers import SOLVERS
+from fm_runtime.solve.solvers import SOLVERS, integrate
 from training.sample import sample as native_sample
 
 PARITY_ATOL = 1e-4
@@ -51,3 +53,12 @@ def test_batch_of_one_and_odd_sizes(trained):
     together = s.sample(noise=z)
     for i in range(3):
         assert np.abs(s.sample(noise=z[i:i + 1]) - together[i:i + 1]).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_numpy_and_torch_agree(name):
+    x0 = np.random.default_rng(0).standard_normal((5, 2)).astype(np.float32)
+    a = integrate(lambda x, t: np.tanh(x) * t - x, x0, 4, name).x
+    b = integrate(lambda x, t: torch.tanh(x) * t - x, torch.from_numpy(x0), 4, name).x.numpy()
+    assert a.dtype == np.float32
+    assert np.abs(a - b).max() < 1e-6

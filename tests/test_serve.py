@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -297,13 +296,6 @@ def test_sigterm_drains_every_accepted_request(files):
         np.testing.assert_allclose(np.reshape(body["outputs"][0]["data"], (2000, 2)), want, atol=1e-6)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{s.url}/v2/health/ready", timeout=2)
-
-
-def test_serve_without_the_extra_names_it(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    (tmp_path / "uvicorn.py").write_text("raise ImportError('no', name='uvicorn')\n")
-    p = run_cli("fm-run", "serve", env=env, check=False)
-    assert p.returncode == 2 and 'pip install "fm-runtime[serve]"' in p.stderr, p.stderr
 
 
 def test_refusals_at_start_are_the_clis(tmp_path):

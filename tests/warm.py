@@ -166,9 +166,10 @@ class Warm:
         self.ready: set[str] = set()
         self.calls = 0
 
-    def prestart(self) -> None:
-        """Start both servers now, without waiting: they import and warm up beside the first tests."""
-        for server in set(SERVER_OF.values()):
+    def prestart(self, tools=tuple(SERVER_OF)) -> None:
+        """Start the servers of `tools` now, without waiting: they import and warm up beside the
+        first tests."""
+        for server in {SERVER_OF[tool] for tool in tools}:
             self._launch(server)
 
     def _launch(self, server: str) -> None:

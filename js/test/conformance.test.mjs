@@ -1,5 +1,5 @@
 // The shared conformance vectors (tests/conformance/, written by scripts/conformance_vectors.py)
-// run against the JavaScript runtime; tests/test_conformance.py runs the same files against the
+// run against the JavaScript runtime; tests/runtime/test_conformance.py runs the same files against the
 // Python one. Refusals compare error class, key and field, not message text. No torch, no fixtures.
 
 import { test } from 'node:test';

@@ -1,80 +1,30 @@
 """Whatever the runtime is handed: a one-line error, a documented exit code, no traceback, no
 partial output. Each row of the tables is one way to get it wrong."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import fm_runtime
 
-from .conftest import run_cli, writing_into
+from .conftest import FIXTURES, TINY, run_cli, writing_into
 
 
 def nan_after_half_model(path):
-    """Plain velocity v = x * log(0.55 - t): finite until t passes 0.55, then NaN."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 2])
-    t = helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])
-    v = helper.make_tensor_value_info("v", TensorProto.FLOAT, ["B", 2])
-    nodes = [helper.make_node("Sub", ["c", "t"], ["d"]), helper.make_node("Log", ["d"], ["l"]),
-             helper.make_node("Unsqueeze", ["l", "axis"], ["l2"]), helper.make_node("Mul", ["x", "l2"], ["v"])]
-    inits = [numpy_helper.from_array(np.array(0.55, np.float32), "c"),
-             numpy_helper.from_array(np.array([1], np.int64), "axis")]
-    m = helper.make_model(helper.make_graph(nodes, "nan", [x, t], [v], inits),
-                          opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, str(path))
+    """Plain velocity v = x * log(0.55 - t): finite until t passes 0.55, then NaN (a committed
+    fixture, copied to `path`)."""
+    shutil.copyfile(FIXTURES / "nan_half.onnx", path)
     return path
 
 
-def edit_metadata(src, dst, **changes):
-    m = onnx.load(str(src))
-    meta = {p.key: p.value for p in m.metadata_props}
-    meta.update({"fm." + k: v for k, v in changes.items()})
-    del m.metadata_props[:]
-    for k, v in meta.items():
-        m.metadata_props.add(key=k, value=v)
-    onnx.save(m, str(dst))
-
-
-def flip_weight(src, dst):
-    """Flip a high exponent bit of one weight of the first 64 x 64 layer, leaving a valid file."""
-    data = bytearray(src.read_bytes())
-    m = onnx.load(str(src))
-    w = next(i for i in m.graph.initializer if list(i.dims) == [64, 64])
-    raw = numpy_helper.to_array(w).astype("<f4").tobytes()
-    at = data.find(raw)
-    assert at > 0
-    data[at + 4 * 10 + 3] ^= 0x40
-    dst.write_bytes(bytes(data))
-
-
-def wrong_io_model(path, kind):
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 2])
-    t = helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])
-    if kind == "three_inputs":
-        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 2])
-        v = helper.make_tensor_value_info("v", TensorProto.FLOAT, ["B", 2])
-        g = helper.make_graph([helper.make_node("Add", ["x", "y"], ["v"])], "g", [x, t, y], [v])
-    elif kind == "output_shape":
-        v = helper.make_tensor_value_info("v", TensorProto.FLOAT, ["B", 4])
-        g = helper.make_graph([helper.make_node("Concat", ["x", "x"], ["v"], axis=1)], "g", [x, t], [v])
-    else:  # int64 state
-        x = helper.make_tensor_value_info("x", TensorProto.INT64, ["B", 2])
-        v = helper.make_tensor_value_info("v", TensorProto.INT64, ["B", 2])
-        g = helper.make_graph([helper.make_node("Identity", ["x"], ["v"])], "g", [x, t], [v])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, str(path))
-
-
-def make_case(name, trained, d):
-    """Build the bad model file for case `name` in folder d; return its path."""
+def make_case(name, d):
+    """Put the bad model file for case `name` in folder d; return its path. The files that need
+    onnx to write are committed (tests/runtime/fixtures/bad, scripts/runtime_fixtures.py)."""
     p = d / f"{name}.onnx"
     if name == "missing":
         return p
@@ -85,28 +35,12 @@ def make_case(name, trained, d):
     elif name == "random":
         p.write_bytes(np.random.default_rng(0).bytes(4096))
     elif name == "truncated":
-        p.write_bytes(trained.onnx.read_bytes()[:20_000])
-    elif name == "bitflip":
-        flip_weight(trained.onnx, p)
-    elif name in ("three_inputs", "output_shape", "int_dtype"):
-        wrong_io_model(p, name)
-    elif name == "future_version":
-        edit_metadata(trained.onnx, p, format_version="7")
-    elif name == "wrong_type":
-        edit_metadata(trained.onnx, p, default_steps='"eight"')
-    elif name == "disagrees":
-        edit_metadata(trained.onnx, p, data_shape="[3]")
+        p.write_bytes(TINY.read_bytes()[:20_000])
     elif name == "external":
-        m = onnx.load(str(trained.onnx))
-        onnx.save_model(m, str(p), save_as_external_data=True, location=f"{name}.data", size_threshold=0)
-    elif name == "custom_op":
-        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 2])
-        t = helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])
-        v = helper.make_tensor_value_info("v", TensorProto.FLOAT, ["B", 2])
-        g = helper.make_graph([helper.make_node("Fancy", ["x", "t"], ["v"], domain="com.example")], "g", [x, t], [v])
-        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
-        m.ir_version = 8
-        onnx.save(m, str(p))
+        shutil.copyfile(FIXTURES / "bad" / "external.onnx", p)
+        shutil.copyfile(FIXTURES / "bad" / "external.data", d / "external.data")
+    else:
+        shutil.copyfile(FIXTURES / "bad" / f"{name}.onnx", p)
     return p
 
 
@@ -137,10 +71,10 @@ def assert_clean_failure(p, code, words, folder):
 
 
 @pytest.mark.parametrize("case", list(MODEL_CASES))
-def test_bad_model_files(trained, tmp_path, case):
+def test_bad_model_files(tmp_path, case):
     d = tmp_path / "models"
     d.mkdir()
-    path = make_case(case, trained, d)
+    path = make_case(case, d)
     out = tmp_path / "out"
     out.mkdir()
     for cmd in (["sample", str(path), "-n", "5", "--out", str(out / "x.npy")], ["info", str(path)]):

@@ -1,25 +1,19 @@
 """The metadata contract: plain ONNX files with user-supplied facts, and bad metadata refused."""
+import shutil
+
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 import fm_runtime
 from fm_runtime.errors import ModelError
 
-from .conftest import run_cli
+from .conftest import FIXTURES, TINY, run_cli, with_metadata
 
 
-def plain_linear_model(path, dim="D", t_shape=("B", 1), names=("state", "time")):
-    """v(x, t) = -x + t, no fm.* metadata. Exact flow: x(1) = (x0 + 1)/e (from t = 0)."""
-    x = helper.make_tensor_value_info(names[0], TensorProto.FLOAT, ["B", dim])
-    t = helper.make_tensor_value_info(names[1], TensorProto.FLOAT, list(t_shape))
-    v = helper.make_tensor_value_info("velocity", TensorProto.FLOAT, ["B", dim])
-    graph = helper.make_graph([helper.make_node("Sub", [names[1], names[0]], ["velocity"])],
-                              "plain", [x, t], [v])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+def plain_linear_model(path, fixture="plain"):
+    """v(x, t) = t - x, no fm.* metadata (tests/runtime/fixtures/plain*.onnx, copied to path).
+    Exact flow: x(1) = (x0 + 1)/e (from t = 0)."""
+    shutil.copyfile(FIXTURES / f"{fixture}.onnx", path)
     return path
 
 
@@ -43,33 +37,17 @@ def test_plain_onnx_with_dim_samples_the_exact_flow(tmp_path):
 
 
 def test_plain_onnx_with_fixed_shape_needs_nothing(tmp_path):
-    path = plain_linear_model(tmp_path / "p.onnx", dim=2, t_shape=("B",), names=("a", "b"))
+    path = plain_linear_model(tmp_path / "p.onnx", "plain_fixed")
     s = fm_runtime.load(path)
     assert s.data_shape == (2,) and (s.spec.x_name, s.spec.t_name) == ("a", "b")
 
 
 def test_plain_onnx_ambiguous_inputs_need_names(tmp_path):
-    path = plain_linear_model(tmp_path / "p.onnx", dim=1, t_shape=("B", 1), names=("p", "q"))
+    path = plain_linear_model(tmp_path / "p.onnx", "plain_ambiguous")
     with pytest.raises(ModelError, match="pass --x-name and --t-name"):
         fm_runtime.load(path)
     s = fm_runtime.load(path, x_name="p", t_name="q")
     assert s.data_shape == (1,)
-
-
-def with_metadata(src, dst, **changes):
-    m = onnx.load(str(src))
-    meta = {p.key: p.value for p in m.metadata_props}
-    for k, v in changes.items():
-        key = "fm." + k
-        if v is None:
-            meta.pop(key, None)
-        else:
-            meta[key] = v
-    del m.metadata_props[:]
-    for k, v in meta.items():
-        m.metadata_props.add(key=k, value=v)
-    onnx.save(m, str(dst))
-    return dst
 
 
 @pytest.mark.parametrize("changes, words", [
@@ -98,19 +76,19 @@ def with_metadata(src, dst, **changes):
     ({"default_solver": '"dopri"'}, "not a known solver"),
     ({"input_x": '"state"'}, "no input named 'state'"),
 ])
-def test_bad_metadata_is_refused_by_name(trained, tmp_path, changes, words):
-    path = with_metadata(trained.onnx, tmp_path / "m.onnx", **changes)
+def test_bad_metadata_is_refused_by_name(tmp_path, changes, words):
+    path = with_metadata(TINY, tmp_path / "m.onnx", **changes)
     with pytest.raises(ModelError) as e:
         fm_runtime.load(path)
     assert words in str(e.value) and str(path) in str(e.value)
 
 
-def test_metadata_stripped_model_still_samples_identically(trained, tmp_path):
-    m = onnx.load(str(trained.onnx))
-    del m.metadata_props[:]
-    onnx.save(m, str(tmp_path / "plain.onnx"))
-    a = fm_runtime.load(tmp_path / "plain.onnx").sample(20, seed=0)
-    assert np.array_equal(a, fm_runtime.load(trained.onnx).sample(20, seed=0))
+def test_metadata_stripped_model_still_samples_identically(tmp_path):
+    with_metadata(TINY, tmp_path / "plain.onnx", strip=True)
+    plain = fm_runtime.load(tmp_path / "plain.onnx")
+    assert plain.spec.format_version is None and not plain.spec.selftest
+    a = plain.sample(20, seed=0)
+    assert np.array_equal(a, fm_runtime.load(TINY).sample(20, seed=0))
 
 
 def test_not_a_model_files(tmp_path):

@@ -7,10 +7,12 @@ import numpy as np
 
 import fm_runtime
 
+from .conftest import TINY, TINY_COND
 
-def test_eight_threads_share_one_sampler(trained, conditional):
-    shared = fm_runtime.load(trained.onnx, threads=2, tile=64)
-    cond_shared = fm_runtime.load(conditional["moons"][1], threads=2, tile=64)
+
+def test_eight_threads_share_one_sampler():
+    shared = fm_runtime.load(TINY, threads=2, tile=64)
+    cond_shared = fm_runtime.load(TINY_COND, threads=2, tile=64)
     blowup = np.full((300, 2), 3e38, np.float32)          # the first matmul overflows to Inf
     jobs = []
     for i in range(8):
@@ -38,7 +40,7 @@ def test_eight_threads_share_one_sampler(trained, conditional):
     for t in threads:
         t.join()
     for i, (kind, kwargs) in enumerate(jobs):
-        private = fm_runtime.load(conditional["moons"][1] if kind == "cond" else trained.onnx, threads=1, tile=64)
+        private = fm_runtime.load(TINY_COND if kind == "cond" else TINY, threads=1, tile=64)
         want = private.run(**kwargs)
         results, last_nfe = got[i]
         assert last_nfe == want.nfe

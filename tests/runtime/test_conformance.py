@@ -2,7 +2,6 @@
 run against the Python runtime; js/test/conformance.test.mjs runs the same files against the
 JavaScript one. Refusals compare error class, key and field, not message text."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,8 @@ from fm_runtime.model.contract import read_spec
 from fm_runtime.solve.schedules import parse_schedule
 from fm_runtime.solve.solvers import integrate_inplace
 
-HERE = Path(__file__).parent / "conformance"
+from .conftest import CONFORMANCE as HERE
+from .conftest import REPO
 
 
 def vectors(name: str) -> list[dict]:
@@ -94,7 +94,7 @@ def test_a_new_key_touches_contract_json_alone(tmp_path):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     shutil.copytree(root / "fm_runtime", tmp_path / "fm_runtime", ignore=shutil.ignore_patterns("__pycache__", "*.onnx"))
     shutil.copytree(root / "js" / "src", tmp_path / "js" / "src")
     contract = json.loads((tmp_path / "fm_runtime" / "contract.json").read_text())
