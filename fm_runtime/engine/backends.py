@@ -69,7 +69,7 @@ class DeviceBackend(HostLoop):
         if self.spec.num_classes or self.spec.inputs:
             return super().solve(z, steps, solver, cond, watch, schedule)
         with self._lock:            # one set of device buffers
-            x, calls = self.loop.solve(z, steps, solver, schedule)
+            x, calls = self.loop.solve(z, steps, solver, schedule, cond.options or RUN, watch.poll)
         watch.on_step(steps, "in the device loop's output (sample on CPU to see the step)")(x, steps, 1.0)
         return x, calls
 
@@ -94,7 +94,7 @@ class BoundBakedGraph(BakedGraph):
 
     def _run(self, z, options=None):
         with self._lock:            # the bound buffers are shared per batch size
-            return self.runner.run(z)
+            return self.runner.run(z, options)
 
 
 def choose_backend(session: ort.InferenceSession, spec: ModelSpec, device_resident: bool):

@@ -12,7 +12,7 @@ import pytest
 import fm_runtime
 from fm_runtime.engine import options
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DUMMY = {"type": "integer", "minimum": 0, "maximum": 9, "default": 3, "help": "A made-up option for the test.",
          "python": ["sample"], "cli": ["sample"], "serve": ["sample"], "js": ["sample"]}
 
