@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import fm_runtime
-from fm_runtime.cli.png import image_grid, write_png
+from fm_runtime.tools.png import image_grid, write_png
 from training.data import digit_images, pixels_to_unit
 
 

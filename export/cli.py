@@ -5,10 +5,10 @@ import sys
 
 import click
 
-from fm_runtime.cli.io import check_writable, end_progress_line, progress_note
-from fm_runtime.cli.options import watched_limits
-from fm_runtime.cli.runner import run_cli
 from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS
+from fm_runtime.tools.io import check_writable, end_progress_line, progress_note
+from fm_runtime.tools.options import watched_limits
+from fm_runtime.tools.runner import run_cli
 
 _CALL_HELP = ("How the network is called: x,t | t,x | cat(x,t) | cat(t,x) | x=,t= (keywords; "
               "sample=x,timestep=t renames them); add y for labels, e.g. x,t,y.")

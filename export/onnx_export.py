@@ -21,11 +21,11 @@ import onnxruntime as ort
 import torch
 
 import fm_runtime
-from fm_runtime.cli.io import atomic_write
 from fm_runtime.model.contract import build_metadata, io_table, read_spec, write_metadata
 from fm_runtime.model.spec import NAMES
 from fm_runtime.solve.schedules import parse_schedule
 from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
+from fm_runtime.tools.io import atomic_write
 
 from . import variants
 from .adapters import VelocityAdapter, check_adapter

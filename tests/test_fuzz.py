@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import fm_runtime
 from export.onnx_export import export_model
 from fm_runtime.cli.main import cli
-from fm_runtime.cli.runner import run_cli
+from fm_runtime.tools.runner import run_cli
 from fuzz.fuzz_models import DOCUMENTED, fuzz
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fm_runtime
-from fm_runtime.cli.png import auto_scale, encode_png, image_grid
+from fm_runtime.tools.png import auto_scale, encode_png, image_grid
 from training.sample import sample as torch_sample
 
 from .conftest import run_cli

@@ -11,9 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # tier -> the fm_runtime subpackages it may import ("" is the top: errors, definitions)
+# (tools: what fm-run, fm-train and fm-export share, on solve and model only; the CLIs above it)
 TIERS = {"solve": {"", "solve"}, "model": {"", "solve", "model"}, "engine": {"", "solve", "model", "engine"},
-         "serve": {"", "solve", "model", "engine", "serve"},
-         "cli": {"", "solve", "model", "engine", "serve", "cli"}, "assets": set()}
+         "serve": {"", "solve", "model", "engine", "serve"}, "tools": {"", "solve", "model", "tools"},
+         "cli": {"", "solve", "model", "engine", "serve", "tools", "cli"}, "assets": set()}
 
 
 def modules() -> dict[str, Path]:

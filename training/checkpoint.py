@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from fm_runtime.cli.io import atomic_write
 from fm_runtime.errors import ModelError
+from fm_runtime.tools.io import atomic_write
 
 from .nets import build_network
 from .paths import PredictionToVelocity, build_path

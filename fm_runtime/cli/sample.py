@@ -11,8 +11,9 @@ import numpy as np
 from ..engine import request
 from ..errors import NumericalError, ResourceError
 from ..solve.solvers import time_grid
-from . import limits
-from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
+from ..tools import limits
+from ..tools.io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
+from ..tools.options import schedule_of
 from .options import (
     check_conditioning,
     class_options,
@@ -25,7 +26,6 @@ from .options import (
     open_sampler,
     plain_model_options,
     run_limits,
-    schedule_of,
     schedule_options,
     solve_options,
     threads_option,
@@ -137,7 +137,7 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
     if shard_ik and seed is None:
         raise click.UsageError("--shard needs --seed: every shard must draw from the same seeded run")
     if plot:
-        from .plot import require_matplotlib
+        from ..tools.plot import require_matplotlib
         require_matplotlib()
     z = load_array(noise, "noise", kinds="f") if noise else None
     y = load_array(labels, "labels", kinds="iu", dtype=np.int64) if labels else None
@@ -194,7 +194,7 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
     elapsed = time.perf_counter() - clock     # sampling and writing, not drawing
     x = result.samples if result is not None else None
     if plot:
-        from .plot import trajectory_figure
+        from ..tools.plot import trajectory_figure
         trajectory_figure(plot, result.trajectory, time_grid(steps, schedule=schedule))
     what = f"rows {start:,}..{stop - 1:,} of a {n:,}-row run" if shard_ik else f"{rows:,} samples"
     steps_text = (f"rtol {req.tolerances['rtol']:g}, atol {req.tolerances['atol']:g}, {result.nfe} NFE" if adaptive else
@@ -209,14 +209,14 @@ def sample(model, n, steps, solver, rtol, atol, schedule, times, seed, noise, ou
         raise NumericalError(f"{sampler.path}: the solve produced NaN/Inf {where}; kept as asked "
                              f"(--keep-partial){' in ' + out if out else ''}")
     if grid:
-        from .png import image_grid, write_png
+        from ..tools.png import image_grid, write_png
         rows = _row_labels(cond["labels"], len(x), grid_cols)
         write_png(grid, image_grid(x, grid_cols, sampler.spec.value_range, grid_scale, row_labels=rows))
         click.echo(f"grid of {len(x)} images ({grid_cols} per row{', labelled by class' if rows else ''}) -> {grid}",
                    err=True)
     elif not out and not logprob:
         if x.ndim == 2 and x.shape[1] == 2:
-            from .plot import ascii_scatter
+            from ..tools.plot import ascii_scatter
             click.echo(ascii_scatter(x))
         else:
             click.echo(f"mean {float(x.mean()):.4f}  std {float(x.std()):.4f} (use --out to keep them)")
