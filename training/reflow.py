@@ -28,7 +28,7 @@ from fm_runtime.solve.solvers import integrate
 
 from .checkpoint import load_checkpoint
 from .nets import build_network
-from .train import _progress
+from .progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _train(model: torch.nn.Module, steps: int, lr: float, ema: float, progress, 
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema)) if ema else None
     model.train()
     recent: list[float] = []
-    bar = _progress(steps, progress)
+    bar = progress_bar(steps, progress)
     for _ in range(steps):
         loss = loss_fn()
         opt.zero_grad(set_to_none=True)
