@@ -61,8 +61,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from export.onnx_export import export_model
     from training.checkpoint import save_checkpoint
+    from training.export_checkpoint import export_model
     from training.train import fit
 
     clock = time.process_time()

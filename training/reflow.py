@@ -56,7 +56,8 @@ def teacher_pairs(model: torch.nn.Module, config: dict, n: int, solver: str, ste
     if not runtime:
         return z, sample(model, z, steps, solver)
     import fm_runtime
-    from export.onnx_export import export_model
+
+    from .export_checkpoint import export_model
 
     with tempfile.TemporaryDirectory() as d:
         export_model(model, config, Path(d) / "teacher.onnx", divergence=False)
