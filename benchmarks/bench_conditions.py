@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fm_runtime  # noqa: E402
 from export.onnx_export import export_velocity  # noqa: E402
-from fm_runtime.cli.bench import median_seconds  # noqa: E402
+from fm_runtime.tools.bench import median_seconds  # noqa: E402
 from tests.cond_nets import export_token_decoder, make_estimator  # noqa: E402
 
 STEPS = 10

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import fm_runtime
-from fm_runtime.cli.png import image_grid, write_png
+from fm_runtime.tools.png import image_grid, write_png
 from training.data import digit_images, pixels_to_unit
 
 
@@ -61,8 +61,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from export.onnx_export import export_model
     from training.checkpoint import save_checkpoint
+    from training.export_checkpoint import export_model
     from training.train import fit
 
     clock = time.process_time()

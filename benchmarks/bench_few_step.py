@@ -73,7 +73,7 @@ def header(floor: float, what: str) -> str:
 def runtime_sampler(model, config, where: Path):
     """The model exported (no divergence graph) and loaded by the runtime."""
     import fm_runtime
-    from export.onnx_export import export_model
+    from training.export_checkpoint import export_model
     export_model(model, config, where, divergence=False)
     s = fm_runtime.load(where)
     return s, (lambda z, solver, steps, schedule: s.sample(noise=z, steps=steps, solver=solver, schedule=schedule))

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 import fm_runtime
-from export.onnx_export import export_model
 from training.data import LOG_DENSITY, fresh_data
+from training.export_checkpoint import export_model
 from training.sample import log_prob as torch_log_prob
 from training.train import fit
 

@@ -32,8 +32,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import fm_runtime
 from export import export_velocity
-from fm_runtime.cli.bench import matmul_gflops, median_seconds
 from fm_runtime.solve.solvers import integrate
+from fm_runtime.tools.bench import matmul_gflops, median_seconds
 from training.nets import VelocityDiT, VelocityUNet
 from training.sample import log_prob as torch_log_prob
 from training.sample import sample as torch_sample

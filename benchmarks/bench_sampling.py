@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 import fm_runtime
-from export.onnx_export import export_model
-from fm_runtime.cli.bench import matmul_gflops, median_seconds, mlp_flops_per_eval
+from fm_runtime.tools.bench import matmul_gflops, median_seconds, mlp_flops_per_eval
+from training.export_checkpoint import export_model
 from training.sample import sample as native_sample
 from training.train import fit
 

@@ -33,7 +33,7 @@ MOONS = "fm_runtime/assets/moons.onnx"
 
 
 def digits_file(folder: Path) -> str:
-    from export.onnx_export import export_model
+    from training.export_checkpoint import export_model
     from training.train import fit
     model, config = fit("digits", steps=2, net="unet", conditional=True, progress=False)
     path = folder / "digits.onnx"

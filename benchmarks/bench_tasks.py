@@ -80,7 +80,7 @@ def main() -> None:
         ckpt, onnx_file, picture = out / f"{task}.ckpt", out / f"{task}.onnx", out / f"{task}.png"
         reuse = args.reuse and onnx_file.exists()
         fit_s = None if reuse else cli("training.cli", "fit", "--data", task, "--out", str(ckpt))
-        export_s = None if reuse else cli("export.cli", str(ckpt), "--out", str(onnx_file))
+        export_s = None if reuse else cli("training.export_cli", str(ckpt), "--out", str(onnx_file))
         options = {"baseline": True} if task == "reach" else {}
         scores = SCORES[task](str(onnx_file), plot=str(picture), **options)
         from training.checkpoint import load_checkpoint

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 import fm_runtime
-from export.onnx_export import export_model
-from fm_runtime.cli.bench import median_seconds
+from fm_runtime.tools.bench import median_seconds
+from training.export_checkpoint import export_model
 from training.train import fit
 
 VARIANTS = [("fp32", None, "onnx"), ("fp16", None, "onnx"), ("fp32", "int8", "onnx"),

@@ -15,8 +15,8 @@ import argparse
 import numpy as np
 
 import fm_runtime
-from fm_runtime.cli.bench import median_seconds
 from fm_runtime.solve.solvers import SOLVERS
+from fm_runtime.tools.bench import median_seconds
 
 
 def main() -> None:

@@ -3,8 +3,7 @@
 Names are imported on first use, so that `fm-export --help` and `--add-divergence` work without torch."""
 from .errors import ExportError
 
-__all__ = ["OPSET", "ExportError", "ExportReport", "export_checkpoint", "export_model", "export_velocity",
-           "verify_against_torch"]
+__all__ = ["OPSET", "ExportError", "ExportReport", "export_velocity", "verify_against_torch"]
 
 
 def __getattr__(name: str):

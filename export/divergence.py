@@ -12,12 +12,12 @@ import onnx
 import onnxruntime as ort
 
 import fm_runtime
-from fm_runtime.cli.io import atomic_write
 from fm_runtime.errors import FmError
 from fm_runtime.model import control
 from fm_runtime.model.contract import build_metadata, io_table, read_spec, with_divergence, write_metadata
 from fm_runtime.model.session import one_line
 from fm_runtime.model.spec import NAMES
+from fm_runtime.tools.io import atomic_write
 
 from .checks import add_selftest, check_proto, example_inputs
 from .errors import ExportError

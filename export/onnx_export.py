@@ -21,11 +21,11 @@ import onnxruntime as ort
 import torch
 
 import fm_runtime
-from fm_runtime.cli.io import atomic_write
 from fm_runtime.model.contract import build_metadata, io_table, read_spec, write_metadata
 from fm_runtime.model.spec import NAMES
 from fm_runtime.solve.schedules import parse_schedule
 from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
+from fm_runtime.tools.io import atomic_write
 
 from . import variants
 from .adapters import VelocityAdapter, check_adapter
@@ -38,7 +38,7 @@ from .signature import Signature
 from .stage import export_stage, stage_inputs
 from .torch_onnx import export_program
 from .unroll import unroll, unrollable
-from .verify import _OUTPUTS, VERIFY_BATCHES, _feed, _jvp_reference, _structured, verify_against_torch
+from .verify import OUTPUT_NAMES, VERIFY_BATCHES, example_feed, jvp_reference, structured_shapes, verify_against_torch
 
 OPSET = 20                      # the opset every exported file declares
 
@@ -62,11 +62,11 @@ def _to_onnx(module: torch.nn.Module, data_shape: tuple[int, ...], kind: str = "
              num_classes: int = 0, sig: Signature | None = None) -> onnx.ModelProto:
     """torch -> ONNX (dynamo exporter), dynamic batch (and every symbol of `sig` dynamic, shared
     by the inputs that name it), weights inline; torch's failures become one ExportError line."""
-    feed, dynamic = _feed(data_shape, kind, 4, np.random.default_rng(0), num_classes, sig)
+    feed, dynamic = example_feed(data_shape, kind, 4, np.random.default_rng(0), num_classes, sig)
     inputs = {k: torch.from_numpy(v) for k, v in feed.items()}
     try:
         return export_program(module, tuple(inputs.values()), what="the network", input_names=list(inputs),
-                              output_names=_OUTPUTS[kind], dynamic_shapes=_structured(dynamic, kind),
+                              output_names=OUTPUT_NAMES[kind], dynamic_shapes=structured_shapes(dynamic, kind),
                               opset_version=OPSET)
     except ExportError as e:
         raise ExportError(f"{e}; a network that torch.export can trace with a dynamic batch exports") from None
@@ -84,9 +84,9 @@ def _divergence(velocity: onnx.ModelProto, adapter: VelocityAdapter, data_shape,
         return {"unsupported_ops": str(e).split(", ")}, f"none: no forward-mode rule for {e}"
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     proto = fast_elu(proto)
-    worst = verify_against_torch(_jvp_reference(adapter, bool(num_classes)), check_proto(proto), data_shape,
+    worst = verify_against_torch(jvp_reference(adapter, bool(num_classes)), check_proto(proto), data_shape,
                                  kind="jvp", num_classes=num_classes, one_time=one_time, sig=sig)
-    probe = _feed(data_shape, "jvp", 4, np.random.default_rng(1234), num_classes, sig)[0] if sig else None
+    probe = example_feed(data_shape, "jvp", 4, np.random.default_rng(1234), num_classes, sig)[0] if sig else None
     data = add_selftest(proto, data_shape, "jvp", num_classes, probe)
     return ({"onnx_base64": base64.b64encode(data).decode("ascii"), "input_e": NAMES.e, "output_jv": NAMES.jv,
              "max_abs_diff_vs_torch": worst}, f"yes (J.v graph, max |diff| vs torch autodiff {worst:.1e})")
@@ -204,7 +204,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
     stage(f"checking onnxruntime against torch at batch sizes {', '.join(map(str, VERIFY_BATCHES))}")
     worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes, one_time=one_time, sig=sig)
-    probe = _feed(data_shape, kind, 4, np.random.default_rng(1234), num_classes, sig)[0] if sig else None
+    probe = example_feed(data_shape, kind, 4, np.random.default_rng(1234), num_classes, sig)[0] if sig else None
     fp32 = add_selftest(proto, data_shape, kind, num_classes, probe)
     if (precision, quantize, fmt) != ("fp32", None, "onnx"):
         stage(f"making the {'/'.join(v for v in (precision, quantize, fmt) if v not in ('fp32', None, 'onnx'))} "
@@ -239,45 +239,3 @@ def _check_shape(data_shape) -> tuple[int, ...]:
         raise ExportError(f"data_shape must be the shape of one sample, positive integers like [2] or "
                           f"[1, 8, 8]; got {data_shape!r}")
     return tuple(int(s) for s in shape)
-
-
-_TRAINING_KEYS = ("dataset", "steps", "batch_size", "lr", "optimizer", "seed", "final_loss", "coupling",
-                  "prediction", "lr_schedule", "ema", "label_dropout")
-
-
-def export_model(model: torch.nn.Module, config: dict, out: str | Path, **kwargs) -> ExportReport:
-    """Export a network trained by fm-train with its checkpoint config (export_velocity's
-    keyword options apply)."""
-    from training.paths import PredictionToVelocity
-
-    missing = [k for k in ("data_shape", "path") if k not in config]
-    if missing:
-        raise ExportError(f"the checkpoint config has no {' or '.join(missing)}; for a network not "
-                          "trained by fm-train use export_velocity(net, out, data_shape=...)")
-    from training.data import DATASETS, fresh_data
-
-    if config.get("architecture", {}).get("type") == "task":       # a conditioned task (training.tasks)
-        from training.tasks import TASKS
-        task = TASKS[config["dataset"]]
-        return export_velocity(model.velocity.eval(), out, path=config["path"], architecture=config["architecture"],
-                               training={k: config[k] for k in _TRAINING_KEYS if k in config},
-                               **{**task.export_options(model), **kwargs})
-    inner = model.inner if isinstance(model, PredictionToVelocity) else model
-    classes = int(getattr(inner, "num_classes", 0))
-    dataset = config.get("dataset")
-    reduced = (kwargs.get("precision", "fp32"), kwargs.get("quantize"), kwargs.get("fmt", "onnx")) != ("fp32", None, "onnx")
-    if reduced and dataset in DATASETS and "reference_data" not in kwargs:
-        kwargs["reference_data"] = (fresh_data(dataset, variants.QUALITY_SAMPLES, 2024),
-                                    fresh_data(dataset, variants.QUALITY_SAMPLES, 2025))
-    return export_velocity(
-        model.eval(), out, data_shape=config["data_shape"], call="x,t,y" if classes else "x,t",
-        num_classes=classes, path=config["path"], architecture=config.get("architecture", {}),
-        training={k: config[k] for k in _TRAINING_KEYS if k in config},
-        value_range=config.get("value_range"), **kwargs)
-
-
-def export_checkpoint(checkpoint: str | Path, out: str | Path, **kwargs) -> ExportReport:
-    from training.checkpoint import load_checkpoint
-
-    model, config = load_checkpoint(checkpoint)
-    return export_model(model, config, out, **kwargs)

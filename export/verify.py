@@ -17,11 +17,11 @@ from .signature import Signature
 
 VERIFY_BATCHES = (1, 7, 256)    # batch sizes the export is checked at
 VERIFY_ATOL = 1e-4              # max |onnxruntime - torch| allowed, scaled by max(1, |v|)
-_OUTPUTS = {"velocity": [NAMES.v], "baked": [NAMES.samples], "jvp": [NAMES.v, NAMES.jv]}
+OUTPUT_NAMES = {"velocity": [NAMES.v], "baked": [NAMES.samples], "jvp": [NAMES.v, NAMES.jv]}
 
 
-def _feed(data_shape, kind: str, b: int, rng, num_classes: int, sig: Signature | None, which: int = 0,
-          one_time: bool = False):
+def example_feed(data_shape, kind: str, b: int, rng, num_classes: int, sig: Signature | None, which: int = 0,
+                 one_time: bool = False):
     """(example feed for b rows, torch.export's dynamic shapes for it): x, t[, y], then the extra
     inputs of `sig` at its `which`-th binding of the symbols."""
     sizes = sig.sizes(which) if sig else {}
@@ -37,7 +37,7 @@ def _feed(data_shape, kind: str, b: int, rng, num_classes: int, sig: Signature |
     return feed, dynamic
 
 
-def _structured(dynamic: dict, kind: str) -> tuple:
+def structured_shapes(dynamic: dict, kind: str) -> tuple:
     """The dynamic shapes in the structure of the module's arguments: (z,) for a baked sampler,
     (x, t, (y and the extra inputs...)) for the adapter's forward(x, t, *rest)."""
     shapes = list(dynamic.values())
@@ -46,10 +46,10 @@ def _structured(dynamic: dict, kind: str) -> tuple:
     return shapes[0], shapes[1], tuple(shapes[2:])
 
 
-def _jvp_reference(velocity: torch.nn.Module, labelled: bool = False):
+def jvp_reference(velocity: torch.nn.Module, labelled: bool = False):
     """(x, t, [y,] e[, extras...]) -> (v, J e) by torch's own forward-mode autodiff (reverse-over-
     reverse where a module does not support forward mode): what the divergence graph is checked
-    against (the feed order of _feed: labels before the tangents, extra inputs after them)."""
+    against (the feed order of example_feed: labels before the tangents, extra inputs after them)."""
     def run(x, t, *rest):
         y, e, extras = (rest[0], rest[1], rest[2:]) if labelled else (None, rest[0], rest[1:])
         before = ((y,) if y is not None else ()) + tuple(extras)
@@ -82,11 +82,11 @@ def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
     rng = np.random.default_rng(seed)
     worst = 0.0
     for which, b in enumerate(batches):
-        feed = _feed(data_shape, kind, b, rng, num_classes, sig, which, one_time)[0]
+        feed = example_feed(data_shape, kind, b, rng, num_classes, sig, which, one_time)[0]
         with torch.no_grad():
             refs = module(*(torch.from_numpy(v) for v in feed.values()))
         refs = [r.detach().numpy() for r in (refs if isinstance(refs, tuple) else (refs,))]
-        for name, got, ref in zip(_OUTPUTS[kind], sess.run(None, feed), refs):
+        for name, got, ref in zip(OUTPUT_NAMES[kind], sess.run(None, feed), refs):
             if got.shape != ref.shape:
                 raise ExportError(f"export check failed: onnxruntime output {name} has shape {list(got.shape)}, "
                                   f"torch {list(ref.shape)} at batch {b}")

@@ -61,7 +61,7 @@ def mutate(data: bytes, rng: np.random.Generator) -> bytes:
 def run_case(model_bytes: bytes, argv_tail: list[str]) -> tuple[int, str, bool]:
     """In a worker: write the model, run fm-run on it, report (exit code, stderr, output left)."""
     from fm_runtime.cli.main import cli
-    from fm_runtime.cli.runner import run_cli
+    from fm_runtime.tools.runner import run_cli
 
     with tempfile.TemporaryDirectory() as d:
         model = Path(d) / "m.onnx"

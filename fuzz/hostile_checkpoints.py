@@ -138,8 +138,8 @@ def _fm_train(argv):
 
 
 def _fm_export(argv):
-    from export.launch import main
-    main(argv)
+    from training.launch import export_main
+    export_main(argv)
 
 
 def argv_for(command: str, ckpt: str, work: Path) -> tuple:
@@ -156,8 +156,8 @@ def run_corpus(folder: Path) -> list[dict]:
     torch.set_num_threads(1)        # no thread pool in the parent: forks stay safe
     folder = folder.resolve()
     _, files = write_corpus(folder / "checkpoints")
-    import export.cli  # noqa: F401  imported once, before the forks
     import training.cli  # noqa: F401
+    import training.export_cli  # noqa: F401  imported once, before the forks
     results = []
     for f in files:
         for command in ("export", "sample", "resume"):

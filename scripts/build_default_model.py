@@ -12,8 +12,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from export.onnx_export import export_model
 from training.checkpoint import save_checkpoint
+from training.export_checkpoint import export_model
 from training.train import fit
 
 OUT = Path(__file__).resolve().parents[1] / "fm_runtime" / "assets" / "moons.onnx"

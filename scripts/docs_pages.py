@@ -41,9 +41,9 @@ Errors are one line on stderr, never a traceback (`FM_DEBUG=1` shows one for exi
 
 
 def commands():
-    from export.cli import cli as export_cli
     from fm_runtime.cli.main import cli as run_cli
     from training.cli import cli as train_cli
+    from training.export_cli import cli as export_cli
     return [("fm-run", run_cli, "numpy + onnxruntime: sample, inspect, measure and serve model files"),
             ("fm-train", train_cli, "torch: train, reflow, evaluate and score models (the train extra)"),
             ("fm-export", export_cli, "torch + onnx: write a verified model file (the train extra)")]

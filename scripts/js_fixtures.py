@@ -30,9 +30,9 @@ def build_models(out: Path) -> dict[str, Path]:
     non-uniform default schedule, and the shipped model."""
     import onnx
 
-    from export.onnx_export import export_checkpoint, export_model
     from fm_runtime.model.session import default_model_path
     from training.checkpoint import save_checkpoint
+    from training.export_checkpoint import export_checkpoint, export_model
     from training.train import fit
 
     quick = dict(steps=200, batch_size=256, lr=5e-3, lr_schedule="constant", ema=0.0, activation="elu", progress=False)

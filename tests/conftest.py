@@ -39,8 +39,8 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Trained:
-    from export.onnx_export import export_model
     from training.checkpoint import save_checkpoint
+    from training.export_checkpoint import export_model
     from training.train import fit
 
     d = tmp_path_factory.mktemp("moons")
@@ -55,8 +55,8 @@ def conditional(tmp_path_factory):
     """A conditional moons model and a conditional 8gaussians model, exported. 800 steps each put
     98% (moons) and 99% (8gaussians) of guided samples in the requested mode at guidance 1, for
     seeds 0 and 1 (test_conditional.py asks for 90% and 85%); 1500 steps gain about a point."""
-    from export.onnx_export import export_model
     from training.checkpoint import save_checkpoint
+    from training.export_checkpoint import export_model
     from training.train import fit
 
     d = tmp_path_factory.mktemp("cond")

@@ -69,9 +69,9 @@ def test_help_shows_an_example(cmd):
 def test_every_option_is_explained():
     import click
 
-    from export.cli import cli as export_cli
     from fm_runtime.cli.main import cli as run_cli_group
     from training.cli import cli as train_cli
+    from training.export_cli import cli as export_cli
 
     commands = [export_cli, *run_cli_group.commands.values(), *train_cli.commands.values()]
     assert len(commands) == 11     # fm-export; fm-run info, sample, logprob, bench, serve; fm-train fit, reflow, sample, eval, score

@@ -105,7 +105,8 @@ def test_label_errors(conditional, trained):
 
 
 def test_conditional_models_are_not_baked(conditional, tmp_path):
-    from export.onnx_export import ExportError, export_checkpoint
+    from export.onnx_export import ExportError
+    from training.export_checkpoint import export_checkpoint
     with pytest.raises(ExportError, match="class-conditional"):
         export_checkpoint(conditional["moons"][2], tmp_path / "b.onnx", bake="midpoint:4")
     assert not (tmp_path / "b.onnx").exists()

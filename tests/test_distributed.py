@@ -172,7 +172,7 @@ def _workers(parent: int) -> dict[int, int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds torchrun's workers in /proc")
 def test_a_killed_process_is_restarted_and_the_run_finishes_as_if_never_stopped(tmp_path, two_processes):
     import fm_runtime
-    from export.onnx_export import export_checkpoint
+    from training.export_checkpoint import export_checkpoint
 
     out = tmp_path / "m.ckpt"
     job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

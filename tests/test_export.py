@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import export.onnx_export as ox
-from export.onnx_export import OPSET, ExportError, export_model, verify_against_torch
+from export.onnx_export import OPSET, ExportError, verify_against_torch
+from training.export_checkpoint import export_model
 
 from .conftest import run_cli
 
@@ -65,7 +66,7 @@ def tampered(*args):
     w.CopyFrom(onnx.numpy_helper.from_array(a, w.name))
     return p
 ox._to_onnx = tampered
-from export.cli import main
+from training.export_cli import main
 sys.argv = ["fm-export", {str(trained.ckpt)!r}, "--out", {str(tmp_path / "x.onnx")!r}]
 main()
 '''

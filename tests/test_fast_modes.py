@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import fm_runtime
-from export.onnx_export import export_model
 from fm_runtime.solve.solvers import SOLVERS
+from training.export_checkpoint import export_model
 from training.sample import sample as native_sample
 
 from .conftest import run_cli

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from fm_runtime.cli.plot import trajectory_figure  # noqa: E402
+from fm_runtime.tools.plot import trajectory_figure  # noqa: E402
 from training.evaluate import nfe_figure  # noqa: E402
 
 

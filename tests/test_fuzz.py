@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fm_runtime
-from export.onnx_export import export_model
 from fm_runtime.cli.main import cli
-from fm_runtime.cli.runner import run_cli
+from fm_runtime.tools.runner import run_cli
 from fuzz.fuzz_models import DOCUMENTED, fuzz
+from training.export_checkpoint import export_model
 
 
 def test_mutated_model_files(trained, tmp_path):

@@ -208,8 +208,8 @@ def test_image_model_streams_in_bounded_memory(tmp_path):
 def test_in_memory_accounting_covers_the_measured_peak(tmp_path, n, solver, threads):
     """The in-memory refusal's accounting (limits.in_memory_bytes) is at least the peak measured,
     and not wildly above it."""
-    from fm_runtime.cli import limits
     from fm_runtime.engine.tiler import default_tile
+    from fm_runtime.tools import limits
     onnx.save(model(shape=(3, 32, 32)), str(tmp_path / "img.onnx"))
     dim = 3 * 32 * 32
     rc, err, peak = _peak_rss(["sample", "img.onnx", "-n", str(n), "--seed", "0", "--steps", "2", "--solver", solver,

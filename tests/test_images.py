@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fm_runtime
-from fm_runtime.cli.png import auto_scale, encode_png, image_grid
+from fm_runtime.tools.png import auto_scale, encode_png, image_grid
 from training.sample import sample as torch_sample
 
 from .conftest import run_cli
@@ -45,8 +45,8 @@ def test_image_grid_layout():
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    from export.onnx_export import export_model
     from training.checkpoint import save_checkpoint
+    from training.export_checkpoint import export_model
     from training.train import fit
 
     d = tmp_path_factory.mktemp("digits")
@@ -124,8 +124,8 @@ def test_grid_cli(digits, trained, tmp_path):
 def test_conv_network_round_trip(tmp_path):
     """The tiny conv net trains, exports (with the divergence graph differentiated from its ONNX
     graph) and samples and takes log-likelihoods in the runtime like torch."""
-    from export.onnx_export import export_model
     from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.export_checkpoint import export_model
     from training.sample import log_prob as torch_log_prob
     from training.train import fit
 

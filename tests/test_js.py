@@ -22,9 +22,9 @@ pytestmark = [
 def _fixtures(trained, conditional, fx: Path, digits: bool = False) -> None:
     """scripts/js_fixtures.py's fixtures for this run's models (and, for the demo page's image
     grid, a class-conditional digits model: its layout, not its quality, so 2 steps)."""
-    from export.onnx_export import export_checkpoint, export_model
     from fm_runtime.model.session import default_model_path
     from scripts.js_fixtures import FILE_SCHEDULE, write_fixtures
+    from training.export_checkpoint import export_checkpoint, export_model
     from training.train import fit
 
     fx.mkdir()

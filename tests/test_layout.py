@@ -11,9 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # tier -> the fm_runtime subpackages it may import ("" is the top: errors, definitions)
+# (tools: what fm-run, fm-train and fm-export share, on solve and model only; the CLIs above it)
 TIERS = {"solve": {"", "solve"}, "model": {"", "solve", "model"}, "engine": {"", "solve", "model", "engine"},
-         "serve": {"", "solve", "model", "engine", "serve"},
-         "cli": {"", "solve", "model", "engine", "serve", "cli"}, "assets": set()}
+         "serve": {"", "solve", "model", "engine", "serve"}, "tools": {"", "solve", "model", "tools"},
+         "cli": {"", "solve", "model", "engine", "serve", "tools", "cli"}, "assets": set()}
 
 
 def modules() -> dict[str, Path]:
@@ -25,19 +26,25 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def from_base(node: ast.ImportFrom, name: str, path: Path) -> str:
+    """The absolute module a `from ... import` statement of module `name` names."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    base = node.module or ""
+    if node.level:
+        parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join(parts + ([base] if base else []))
+    return base
+
+
 def imports(name: str, path: Path, known: dict) -> set[str]:
     """Modules of this project that `name` imports anywhere in its file (functions included)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         targets = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([base] if base else []))
+            base = from_base(node, name, path)
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         for t in targets:
             while t and t not in known:
@@ -65,6 +72,57 @@ def test_fm_runtime_tiers_import_only_downward():
                 if to not in TIERS[tier]:
                     wrong.append(f"{name} ({tier}/) imports {target} ({to}/)")
     assert not wrong, "\n".join(wrong)
+
+
+def test_torch_tools_import_no_cli_and_export_no_training():
+    """training/ and export/ take what the commands share from fm_runtime.tools, never from fm-run's
+    own package (fm_runtime.cli); export/ is the library training/ calls, so it never imports
+    training/ (checkpoint export and the fm-export command live in training/)."""
+    known = modules()
+    wrong = []
+    for name, path in known.items():
+        if not name.startswith(("training", "export")):
+            continue
+        for target in imports(name, path, known):
+            if target == "fm_runtime.cli" or target.startswith("fm_runtime.cli."):
+                wrong.append(f"{name} imports {target} (what the commands share is in fm_runtime.tools)")
+            elif name.split(".")[0] == "export" and target.split(".")[0] == "training":
+                wrong.append(f"{name} imports {target} (export/ never imports training/)")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_private_name_crosses_a_module():
+    """`from X import _name` between two modules of this project: a name shared on purpose is
+    public, or it moves to the module that uses it."""
+    known = modules()
+    wrong = []
+    for name, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = from_base(node, name, path)
+            if base.split(".")[0] not in ("fm_runtime", "training", "export") or base == name:
+                continue
+            wrong += [f"{name} imports {a.name} from {base}" for a in node.names
+                      if a.name.startswith("_") and not a.name.endswith("__")]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checkers_see_a_wrong_import(tmp_path, monkeypatch):
+    """The two tests above can fail: a torch tool reaching into fm_runtime.cli, export importing
+    training, and a private name taken from another module are each found."""
+    for pkg in ("fm_runtime", "fm_runtime/cli", "training", "export"):
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / "fm_runtime" / "cli" / "io.py").write_text("def _write():\n    pass\n")
+    (tmp_path / "training" / "a.py").write_text("from fm_runtime.cli.io import _write\n")
+    (tmp_path / "export" / "b.py").write_text("def f():\n    from training import a\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    with pytest.raises(AssertionError) as seen:
+        test_torch_tools_import_no_cli_and_export_no_training()
+    assert "training.a imports fm_runtime.cli.io" in str(seen.value) and "export.b imports training" in str(seen.value)
+    with pytest.raises(AssertionError, match="training.a imports _write from fm_runtime.cli.io"):
+        test_no_private_name_crosses_a_module()
 
 
 def test_no_import_cycles():

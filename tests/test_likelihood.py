@@ -62,7 +62,7 @@ def test_known_density_gaussian(tmp_path):
     true mean log density (minus the entropy) within 0.05 nats per dimension. (800 steps, seeds 0
     and 1: -0.003 nats/dim, per-point mean |diff| 0.09-0.10, correlation 0.994-0.995; 1500 steps
     halve the per-point error at twice the time.)"""
-    from export.onnx_export import export_model
+    from training.export_checkpoint import export_model
     from training.train import fit
 
     model, config = fit("gaussian", steps=800, batch_size=512, lr=3e-3, lr_schedule="cosine", ema=0.99,
@@ -94,7 +94,7 @@ def test_logprob_cli(trained, tmp_path):
 
 
 def test_files_without_divergence_graph_say_so(trained, tmp_path):
-    from export.onnx_export import export_model
+    from training.export_checkpoint import export_model
     export_model(trained.model, trained.config, tmp_path / "nodiv.onnx", divergence=False)
     export_model(trained.model, trained.config, tmp_path / "baked.onnx", bake="midpoint:4")
     x = fresh_data("moons", 10, 0)

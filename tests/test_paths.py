@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import fm_runtime
-from export.onnx_export import export_model
 from fm_runtime.solve.metrics import energy_distance
 from training.couplings import ot_pair
+from training.export_checkpoint import export_model
 from training.paths import PATHS, build_path
 from training.sample import sample as native_sample
 from training.train import fit

@@ -39,7 +39,7 @@ def test_runtime_matches_torch_on_every_schedule(trained, solver):
 
 
 def test_baked_schedule_and_file_default(trained, tmp_path):
-    from export.onnx_export import export_model
+    from training.export_checkpoint import export_model
 
     z = np.random.default_rng(2).standard_normal((257, 2), dtype=np.float32)
     export_model(trained.model, trained.config, tmp_path / "b.onnx", bake="heun:3", default_schedule="sway:-1")

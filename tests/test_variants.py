@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fm_runtime
-from export.onnx_export import export_model
+from training.export_checkpoint import export_model
 
 from .conftest import Built, run_cli
 

@@ -24,10 +24,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ENTRY = {"fm-run": "fm_runtime.cli.main", "fm-train": "training.cli", "fm-export": "export.cli"}
+ENTRY = {"fm-run": "fm_runtime.cli.main", "fm-train": "training.cli", "fm-export": "training.export_cli"}
 PRELOAD = {   # imported by the server before it forks; each tool's own entry module is added
     "fm-run": [],
-    "fm-train": ["torch", "onnx", "onnxruntime", "torch.onnx", "torch.export", "export.cli"],
+    "fm-train": ["torch", "onnx", "onnxruntime", "torch.onnx", "torch.export", "training.export_cli"],
 }
 SERVER_OF = {"fm-run": "fm-run", "fm-train": "fm-train", "fm-export": "fm-train"}
 _torch_threads = None       # torch's default, restored in each child of the torch server

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from fm_runtime.cli.io import atomic_write
 from fm_runtime.errors import ModelError
+from fm_runtime.tools.io import atomic_write
 
 from .nets import build_network
 from .paths import PredictionToVelocity, build_path
@@ -23,7 +23,7 @@ class CheckpointError(ModelError):
     """A checkpoint that cannot be used; the message says why."""
 
 
-def _network(model: torch.nn.Module) -> torch.nn.Module:
+def inner_network(model: torch.nn.Module) -> torch.nn.Module:
     """The trained network inside a prediction-to-velocity wrapper (or the model itself)."""
     return model.inner if isinstance(model, PredictionToVelocity) else model
 
@@ -33,7 +33,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
     """Weights plus a JSON-able config, written atomically; loads with weights_only=True.
     training_state (training.resume.capture) is kept beside them for --resume."""
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config,
-               "state_dict": {k: v.detach().cpu().contiguous() for k, v in _network(model).state_dict().items()}}
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in inner_network(model).state_dict().items()}}
     if training_state is not None:
         payload[STATE_KEY] = training_state
     buf = io.BytesIO()

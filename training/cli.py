@@ -10,12 +10,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from fm_runtime.cli.io import atomic_write, check_writable, load_array, save_npy
-from fm_runtime.cli.options import watched_limits
-from fm_runtime.cli.runner import run_cli
 from fm_runtime.errors import InputError
 from fm_runtime.solve.noise import noise_rows
 from fm_runtime.solve.solvers import MAX_STEPS, SOLVERS
+from fm_runtime.tools.io import atomic_write, check_writable, load_array, save_npy
+from fm_runtime.tools.options import watched_limits
+from fm_runtime.tools.runner import run_cli
 
 from .data import DATASETS, TASK_DATA
 from .recipe import Recipe
@@ -153,7 +153,7 @@ def sample(checkpoint, n, seed, noise, steps, solver, schedule, times, label, gu
       fm-train sample moons.ckpt -n 1000 --seed 0 --out native.npy
       fm-train sample moons.ckpt --noise z.npy --steps 2 --schedule shift:0.5 --out native.npy
     """
-    from fm_runtime.cli.options import schedule_of
+    from fm_runtime.tools.options import schedule_of
 
     from .checkpoint import load_checkpoint
     from .sample import sample as native_sample
@@ -265,7 +265,7 @@ def evaluate(model, n, repeats, solvers, max_nfe, json_out, plot):
         if path:
             check_writable(path)
     if plot:
-        from fm_runtime.cli.plot import require_matplotlib
+        from fm_runtime.tools.plot import require_matplotlib
         require_matplotlib()
     sample, info = sampler_for(model)
     if info["dataset"] not in DATASETS:

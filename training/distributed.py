@@ -186,7 +186,7 @@ def launch_fit(ctx, nproc: int, keeps: str | None) -> int:
     """fm-train fit's own command line in `nproc` processes (its --max-memory for each; its
     --timeout kept here, where it stops the whole job). Stopped, it says what the job left in
     `keeps` (the --checkpoint-every output) when a process wrote it during this run."""
-    from fm_runtime.cli import limits
+    from fm_runtime.tools import limits
     started = time.time()
     budget = [] if ctx.get_parameter_source("max_memory").name == "DEFAULT" else ["--max-memory", str(limits.budget())]
     try:

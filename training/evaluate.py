@@ -88,7 +88,7 @@ def nfe_figure(result: dict):
     what cannot be told from data (below two spreads of the floor's estimate); an entry at or
     below zero (the estimate is unbiased, so it can be) is drawn on the axis's floor as a hollow
     marker instead of vanishing from the log axis. The legend sits beside the axes, off the data."""
-    from fm_runtime.cli.plot import pyplot
+    from fm_runtime.tools.plot import pyplot
     plt = pyplot()
     band = 2 * result["floor_spread"]
     values = [r["energy_distance"] for r in result["rows"]]
@@ -117,8 +117,8 @@ def nfe_figure(result: dict):
 
 
 def plot_table(result: dict, path: str) -> None:
-    from fm_runtime.cli.io import atomic_write
-    from fm_runtime.cli.plot import pyplot
+    from fm_runtime.tools.io import atomic_write
+    from fm_runtime.tools.plot import pyplot
     fig = nfe_figure(result)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     pyplot().close(fig)

@@ -1,4 +1,5 @@
-"""The fm-train command's entry: when the train extra is missing, say so before importing torch."""
+"""The entries of fm-train and fm-export: when the train extra is missing, say so before importing
+torch (fm-export --add-divergence needs only onnx)."""
 from __future__ import annotations
 
 import importlib.util
@@ -24,4 +25,16 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr)
         sys.exit(2)
     from .cli import main as run
+    run(argv)
+
+
+def export_main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    needs = ("onnx",) if "--add-divergence" in args else ("onnx", "torch")
+    absent = missing(*needs)
+    if absent:
+        print(f"fm-export: error: fm-export needs the train extra ({', '.join(absent)} not installed); {HINT}",
+              file=sys.stderr)
+        sys.exit(2)
+    from .export_cli import main as run
     run(argv)

@@ -28,7 +28,7 @@ from fm_runtime.solve.solvers import integrate
 
 from .checkpoint import load_checkpoint
 from .nets import build_network
-from .train import _progress
+from .progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ def teacher_pairs(model: torch.nn.Module, config: dict, n: int, solver: str, ste
     if not runtime:
         return z, sample(model, z, steps, solver)
     import fm_runtime
-    from export.onnx_export import export_model
+
+    from .export_checkpoint import export_model
 
     with tempfile.TemporaryDirectory() as d:
         export_model(model, config, Path(d) / "teacher.onnx", divergence=False)
@@ -132,7 +133,7 @@ def _train(model: torch.nn.Module, steps: int, lr: float, ema: float, progress, 
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema)) if ema else None
     model.train()
     recent: list[float] = []
-    bar = _progress(steps, progress)
+    bar = progress_bar(steps, progress)
     for _ in range(steps):
         loss = loss_fn()
         opt.zero_grad(set_to_none=True)

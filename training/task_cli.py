@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from fm_runtime.cli.io import atomic_write, check_writable
 from fm_runtime.errors import InputError
+from fm_runtime.tools.io import atomic_write, check_writable
 
 from .recipe import Recipe
 
@@ -65,7 +65,7 @@ def score(model, n, baseline, plot, json_out):
         if path:
             check_writable(path)
     if plot:
-        from fm_runtime.cli.plot import require_matplotlib
+        from fm_runtime.tools.plot import require_matplotlib
         require_matplotlib()
     task = load(model).spec.training.get("dataset")
     if task not in SCORES:

@@ -15,11 +15,12 @@ from fm_runtime.model import control
 
 from . import distributed
 from . import resume as resume_state
-from .checkpoint import _network, save_checkpoint
+from .checkpoint import inner_network, save_checkpoint
 from .couplings import couple as pair_by
 from .data import DATASETS, NUM_CLASSES, VALUE_RANGE, sample_data
 from .nets import VelocityConv, VelocityDiT, VelocityMLP, VelocityUNet
 from .paths import PredictionToVelocity, build_path, cfm_loss
+from .progress import progress_bar
 from .recipe import Recipe
 from .streams import STREAMS, PerStepStream, SequentialStream
 
@@ -122,7 +123,7 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
             return config
 
         start = time.perf_counter()
-        bar = _progress(r.steps, progress if main else False, first)
+        bar = progress_bar(r.steps, progress if main else False, first)
         saved = None                # the step of the last checkpoint with training state written
         for step in range(first, r.steps):
             if _stop_requested(group):
@@ -201,7 +202,7 @@ def _config(model, prob_path, recipe: Recipe, dataset, data_shape, num_classes, 
             extra: dict) -> dict:
     r = recipe
     return {
-        "architecture": _network(model).config,
+        "architecture": inner_network(model).config,
         "path": prob_path.config(),
         "coupling": r.coupling,
         "prediction": r.prediction,
@@ -224,39 +225,3 @@ def _config(model, prob_path, recipe: Recipe, dataset, data_shape, num_classes, 
         "torch_version": str(torch.__version__),
         **extra,
     }
-
-
-def _progress(total: int, enabled: bool | None, initial: int = 0):
-    """A progress bar on a terminal; in a log (stderr not a terminal) one line every 10% of the
-    run or 30 s, whichever comes first; None when disabled (--no-progress)."""
-    import sys
-    if enabled is False:
-        return None
-    if enabled is None and not sys.stderr.isatty():
-        return _LineProgress(total, initial)
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc="training", unit="step", dynamic_ncols=True, leave=True)
-
-
-class _LineProgress:
-    """The progress bar's interface (update, set_postfix, close) as plain lines for logs."""
-
-    def __init__(self, total: int, initial: int = 0):
-        self.total, self.done, self.postfix = total, initial, ""
-        self.start = self.last = time.perf_counter()
-        self.next = initial + max(1, total // 10)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.done >= self.next or now - self.last >= 30 or self.done == self.total:
-            import sys
-            print(f"training: {self.done}/{self.total} steps ({100 * self.done / max(1, self.total):.0f}%), "
-                  f"{now - self.start:.0f} s{', ' + self.postfix if self.postfix else ''}", file=sys.stderr, flush=True)
-            self.last, self.next = now, self.done + max(1, self.total // 10)
-
-    def set_postfix(self, **values) -> None:
-        self.postfix = ", ".join(f"{k} {v}" for k, v in values.items())
-
-    def close(self) -> None:
-        pass

@@ -11,8 +11,9 @@ import numpy as np
 from .. import __version__
 from ..errors import FmError, printable
 from ..model.contract import describe_variant, divergence_problem
-from . import limits
-from .io import check_writable, load_array, save_npy
+from ..tools import limits
+from ..tools.io import check_writable, load_array, save_npy
+from ..tools.runner import run_cli
 from .options import (
     check_conditioning,
     class_options,
@@ -28,7 +29,6 @@ from .options import (
     schedule_of,
     times_option,
 )
-from .runner import run_cli
 from .sample import sample
 from .serve import serve
 
@@ -211,7 +211,7 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
       fm-run bench
       fm-run bench moons-mid8.onnx --batch 1 --batch 4096
     """
-    from .bench import bench_table, matmul_gflops, mlp_flops_per_eval
+    from ..tools.bench import bench_table, matmul_gflops, mlp_flops_per_eval
 
     probe = open_sampler(model, "cpu", dim, x_name, t_name)
     if probe.spec.inputs or probe.spec.symbolic:

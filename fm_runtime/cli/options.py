@@ -2,17 +2,15 @@
 loading, and the checks and descriptions that more than one command prints."""
 from __future__ import annotations
 
-import math
-
 import click
 import numpy as np
 
 from ..engine import options
 from ..engine.sampler import Sampler, load
 from ..errors import UsageError
-from ..model import control
 from ..model.contract import divergence_problem
-from . import limits
+from ..tools import limits
+from ..tools.options import budget_callback, timeout_option
 
 ADAPTIVE = [m for m, d in options.CONTRACT["solvers"]["methods"].items() if d["kind"] == "adaptive"]   # dopri5
 
@@ -70,7 +68,7 @@ def cond_option(f):
 
 def load_conditions(paths: dict[str, str]) -> dict:
     """The --cond files as arrays, their dtype kept (the request checks each against the file)."""
-    from .io import load_array
+    from ..tools.io import load_array
     return {name: load_array(path, f"condition {name}", kinds="fiu", dtype=None) for name, path in paths.items()}
 
 
@@ -86,50 +84,16 @@ def open_sampler(model, provider="cpu", dim=None, x_name=None, t_name=None, thre
 
 
 
-def _set_timeout(ctx, param, seconds):
-    if seconds is not None and not math.isfinite(seconds):
-        raise click.BadParameter(f"{seconds} is not a number of seconds (a finite number > 0)")
-    control.set_deadline(seconds)
-
-
-def _budget(apply):
-    """The --max-memory callback that hands the parsed size to `apply` (limits.apply_budget sets
-    a data limit, limits.watch_budget has the supervisor watch resident memory)."""
-    def callback(ctx, param, value):
-        try:
-            apply(limits.parse_size(value))
-        except UsageError as e:
-            raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
-    return callback
-
-
-def timeout_option(f):
-    """--timeout, applied as soon as it is parsed (a supervised run_cli watches it)."""
-    return click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-                        expose_value=False, callback=_set_timeout,
-                        help="Stop the run after this many seconds (exit code 124, nothing written).")(f)
-
-
 def run_limits(f):
     """--timeout and --max-memory, applied as soon as they are parsed (every fm-run command)."""
     f = click.option("--max-memory", metavar="SIZE", default=limits.DEFAULT_BUDGET, show_default=True,
-                     expose_value=False, callback=_budget(limits.apply_budget),
+                     expose_value=False, callback=budget_callback(limits.apply_budget),
                      help="Memory this run may use (e.g. 2G, 512M, 25% of RAM); beyond it the run "
                           "stops with exit code 9 instead of swapping.")(f)
     f = click.option("--allow-loops", is_flag=True, expose_value=False,
                      callback=lambda ctx, param, value: _TRUST.update(loops=value),
                      help="Run model files whose graphs hold a Loop with no fixed trip count (refused "
                           "by default: it may never end); only for files you trust.")(f)
-    return timeout_option(f)
-
-
-def watched_limits(f):
-    """--timeout and --max-memory for the torch tools (fm-train, fm-export): the budget is watched
-    (resident memory, every 20 ms) rather than set as a data limit, under which torch fails."""
-    f = click.option("--max-memory", metavar="SIZE", default=limits.DEFAULT_BUDGET, show_default=True,
-                     expose_value=False, callback=_budget(limits.watch_budget),
-                     help="Memory this run may use (e.g. 8G, 25% of RAM), checked every 20 ms; past it the "
-                          "run stops with exit code 9 and writes nothing.")(f)
     return timeout_option(f)
 
 
@@ -181,17 +145,6 @@ def times_option(f):
                         help="Explicit time grid 0,...,1 (strictly increasing; K+1 times make K steps).")(f)
 
 
-def schedule_of(schedule: str | None, times: str | None):
-    """The request's schedule from --schedule / --times (None: the model's default)."""
-    from ..solve.schedules import parse_schedule, parse_times
-    if schedule and times is not None:
-        raise click.UsageError("give --schedule or --times, not both")
-    try:
-        return parse_times(times) if times is not None else (parse_schedule(schedule) if schedule else None)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--times" if times is not None else "--schedule") from None
-
-
 def class_options(f):
     """--class and --labels for class-conditional models."""
     f = click.option("--labels", type=click.Path(dir_okay=False),
@@ -212,7 +165,7 @@ def check_conditioning(sampler, label, labels, guidance, logprob, grid) -> None:
     if problem:
         raise click.UsageError(problem)
     if grid:
-        from .png import is_image_shape
+        from ..tools.png import is_image_shape
         if not is_image_shape(sampler.data_shape):
             raise click.UsageError(f"--grid needs image data ([H, W] or [C, H, W]); this model's data "
                                    f"shape is {list(sampler.data_shape)}")

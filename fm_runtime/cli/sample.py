@@ -10,8 +10,9 @@ import numpy as np
 
 from ..errors import NumericalError, ResourceError
 from ..solve.solvers import time_grid
-from . import limits
-from .io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
+from ..tools import limits
+from ..tools.io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
+from ..tools.options import schedule_of
 from .options import (
     ADAPTIVE,
     check_conditioning,
@@ -24,7 +25,6 @@ from .options import (
     plain_model_options,
     request_options,
     run_limits,
-    schedule_of,
     threads_option,
     times_option,
 )
@@ -107,7 +107,7 @@ def sample(model, n, times, noise, out, shard, progress, plot, label, labels, lo
     asked["schedule"] = schedule_of(asked["schedule"], times)
     _check_flags(asked, shard_ik, noise, out, logprob_out, plot, grid, label, labels, provider, cuda_graph)
     if plot:
-        from .plot import require_matplotlib
+        from ..tools.plot import require_matplotlib
         require_matplotlib()
     z = load_array(noise, "noise", kinds="f") if noise else None
     y = load_array(labels, "labels", kinds="iu", dtype=np.int64) if labels else None
@@ -135,7 +135,7 @@ def sample(model, n, times, noise, out, shard, progress, plot, label, labels, lo
         raise NumericalError(f"{e}; nothing written (--keep-partial writes the samples anyway)") from None
     elapsed = time.perf_counter() - clock     # sampling and writing, not drawing
     if plot:
-        from .plot import trajectory_figure
+        from ..tools.plot import trajectory_figure
         trajectory_figure(plot, result.trajectory, time_grid(req.steps, schedule=req.schedule))
     click.echo(_summary(sampler, req, result, shard_ik, start, stop, elapsed, out, plot, z is not None), err=True)
     if nonfinite:
@@ -218,14 +218,14 @@ def _summary(sampler, req, result, shard_ik, start, stop, elapsed, out, plot, gi
 def _show(sampler, req, x, out, logprob_out, grid, grid_cols, grid_scale) -> None:
     """The samples as a PNG grid, a sketch in the terminal, or their mean and spread."""
     if grid:
-        from .png import image_grid, write_png
+        from ..tools.png import image_grid, write_png
         rows = _row_labels(req.labels, len(x), grid_cols)
         write_png(grid, image_grid(x, grid_cols, sampler.spec.value_range, grid_scale, row_labels=rows))
         click.echo(f"grid of {len(x)} images ({grid_cols} per row{', labelled by class' if rows else ''}) -> {grid}",
                    err=True)
     elif not out and not logprob_out:
         if x.ndim == 2 and x.shape[1] == 2:
-            from .plot import ascii_scatter
+            from ..tools.plot import ascii_scatter
             click.echo(ascii_scatter(x))
         else:
             click.echo(f"mean {float(x.mean()):.4f}  std {float(x.std()):.4f} (use --out to keep them)")

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from . import limits as budget
+from ..tools import limits as budget
 from .options import open_sampler
 
 CORES = os.cpu_count() or 1

@@ -15,8 +15,8 @@ from importlib import resources
 import numpy as np
 import onnxruntime as ort
 
-from ..model.contract import ModelSpec
 from ..errors import Interrupted, ModelError
+from ..model.contract import ModelSpec
 from ..model.control import RUN, one_line, poll_stop
 from ..solve.solvers import get_solver, time_grid
 

@@ -92,9 +92,9 @@ def test_a_failure_starts_its_own_line_after_a_progress_line(capsys, supervised)
     # then must not land after its percentage
     import click
 
-    from fm_runtime.cli.io import Progress
-    from fm_runtime.cli.runner import run_cli as run_command
     from fm_runtime.errors import FmError
+    from fm_runtime.tools.io import Progress
+    from fm_runtime.tools.runner import run_cli as run_command
 
     @click.command()
     def job():

@@ -216,7 +216,7 @@ def test_progress_is_reported_on_request(tmp_path):
 
 def test_outputs_get_ordinary_permissions(tmp_path):
     run_cli("fm-run", "sample", "-n", "10", "--seed", "0", "--out", str(tmp_path / "a.npy"))
-    from fm_runtime.cli.io import save_npy
+    from fm_runtime.tools.io import save_npy
     save_npy(tmp_path / "b.npy", np.zeros(3))
     mask = os.umask(0)
     os.umask(mask)

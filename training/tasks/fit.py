@@ -57,7 +57,7 @@ def loss_of(model: TaskModel, x1: torch.Tensor, request: dict, dropout: float, g
 def fit_task(name: str, recipe: Recipe, *, progress: bool | None = None, threads: int | None = None,
              out: str | None = None) -> tuple[TaskModel, dict]:
     """Train the task `name` (TASKS) by `recipe` (see task_recipe); write the checkpoint to `out`."""
-    from ..train import _progress
+    from ..progress import progress_bar
     task, r = TASKS[name], recipe
     if threads is not None:
         torch.set_num_threads(int(threads))
@@ -68,7 +68,7 @@ def fit_task(name: str, recipe: Recipe, *, progress: bool | None = None, threads
     opt = torch.optim.Adam(model.parameters(), lr=r.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, r.steps)
     averaged = {k: v.detach().clone() for k, v in model.state_dict().items()} if r.ema else None
-    bar, recent, start = _progress(r.steps, progress), [], time.perf_counter()
+    bar, recent, start = progress_bar(r.steps, progress), [], time.perf_counter()
     for step in range(r.steps):
         x1, request = task.draw(r.batch_size, rng)
         loss = loss_of(model, torch.from_numpy(x1), {k: torch.from_numpy(v) for k, v in request.items()},

@@ -87,7 +87,7 @@ def score_digits_text(path: str, n: int = 50, plot: str | None = None, seed: int
         out["guidance"][w] = {"hit_rate": float(np.mean(hits)), "worst": float(np.min(hits)),
                               "samples_per_s": 30 * n / took_all}
     if plot:
-        from fm_runtime.cli.png import image_grid, write_png
+        from fm_runtime.tools.png import image_grid, write_png
         rows = [s.sample(10, cond={"text": digits_text.encode([word])[0]}, guidance=3.0, seed=seed)
                 for word in digits_text.WORDS]
         write_png(plot, image_grid(np.concatenate(rows), 10, s.spec.value_range))

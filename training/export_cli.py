@@ -1,14 +1,17 @@
-"""fm-export: any velocity network -> one verified, self-describing ONNX file."""
+"""fm-export: any velocity network -> one verified, self-describing ONNX file.
+
+The command lives beside fm-train because it also takes fm-train checkpoints (export_checkpoint.py);
+export/ is the library it calls, and never imports training/."""
 from __future__ import annotations
 
 import sys
 
 import click
 
-from fm_runtime.cli.io import check_writable, end_progress_line, progress_note
-from fm_runtime.cli.options import watched_limits
-from fm_runtime.cli.runner import run_cli
 from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS
+from fm_runtime.tools.io import check_writable, end_progress_line, progress_note
+from fm_runtime.tools.options import watched_limits
+from fm_runtime.tools.runner import run_cli
 
 _CALL_HELP = ("How the network is called: x,t | t,x | cat(x,t) | cat(t,x) | x=,t= (keywords; "
               "sample=x,timestep=t renames them); add y for labels, e.g. x,t,y.")
@@ -149,11 +152,11 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
                 --input spks=float32[8] --call x,mask,mu,t,spks --null mu=zeros --null spks=zeros --out dec.onnx
       fm-run info moons.onnx
     """
-    from .sniff import sniff
+    from export.sniff import sniff
 
     check_writable(out)
     if bake:
-        from .bake import parse_bake
+        from export.bake import parse_bake
         try:
             parse_bake(bake)
         except ValueError as e:
@@ -190,8 +193,8 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
     if foreign:
         if data_shape is None:
             raise click.UsageError("--data-shape is required for a network trained elsewhere (e.g. 2, or 1,8,8)")
-        from .foreign import load_factory, load_program, load_weights
-        from .onnx_export import export_velocity
+        from export.foreign import load_factory, load_program, load_weights
+        from export.onnx_export import export_velocity
         net = load_factory(factory) if factory else load_program(source)
         took = load_weights(net, weights, weights_key) if weights else None
         what = (factory or source) + (f" with {weights}" + (f"[{took}]" if took else "") if weights else "")
@@ -206,7 +209,7 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
                             num_classes=num_classes, architecture={"type": "external", "source": factory or source},
                             path=_prob_path(prob_path), **variants, **extra)
     elif kind == "torch":
-        from .onnx_export import export_checkpoint
+        from .export_checkpoint import export_checkpoint
         what = source
         r = export_checkpoint(source, out, **variants)
     else:
@@ -243,7 +246,7 @@ def _add_divergence(source, out, kind, flag, data_shape, x_name, t_name):
                                f"{source}`, or add log-likelihoods with `fm-export --add-divergence {source} --out NEW.onnx`")
     if kind != "onnx":
         raise click.UsageError(f"--add-divergence takes a velocity .onnx file; {source} is not ONNX")
-    from .divergence import add_divergence
+    from export.divergence import add_divergence
     info = add_divergence(source, out, data_shape=data_shape, x_name=x_name, t_name=t_name)
     click.echo(f"added the divergence graph: {source} -> {out}; agreement with finite differences of the "
                f"velocity: median {info['median_rel_diff_vs_finite_differences']:.1e}, max "

@@ -1,4 +1,5 @@
-"""What one fm-run process may use: a memory budget the operating system enforces (--max-memory),
+"""What one process of the fm-* commands may use: a memory budget the operating system enforces
+(fm-run --max-memory; fm-train and fm-export watch it instead),
 and the sizes of work derived from it and from the model's data shape.
 
 The budget is the process's data limit (RLIMIT_DATA: heap and private mappings, which is where
