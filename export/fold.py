@@ -21,64 +21,17 @@ def _attrs(node) -> dict:
 def fold_time_columns(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with every foldable first-layer Gemm folded (the model itself when none is)."""
     g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    made = {o: n for n in g.node for o in n.output}
-    readers: dict[str, int] = {}
-    for n in g.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
-
-    def const(name):
-        if name in inits:
-            return numpy_helper.to_array(inits[name])
-        n = made.get(name)
-        if n is not None and n.op_type == "Constant" and "value" in _attrs(n):
-            return numpy_helper.to_array(_attrs(n)["value"])
-        return None
-
-    def row_constant(name):
-        """The value every row of this [B, 1] column holds, when it is a broadcast constant."""
-        n = made.get(name)
-        if n is not None and n.op_type == "Reshape":
-            shape = const(n.input[1])
-            if shape is None or list(shape) != [-1, 1]:
-                return None
-            n = made.get(n.input[0])
-        elif n is not None and n.op_type == "Unsqueeze":
-            n = made.get(n.input[0])
-        if n is None or n.op_type != "Expand":
-            return None
-        c = const(n.input[0])
-        return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
-
+    sources = _Sources(g)
     new_inits, replaced = [], {}
     weights: dict[tuple, str] = {}
     for n in g.node:
-        if n.op_type != "Gemm" or n.domain or n.input[0] not in made:
+        match = _foldable(n, sources)
+        if match is None:
             continue
-        cat, a = made[n.input[0]], _attrs(n)
-        if cat.op_type != "Concat" or readers.get(cat.output[0]) != 1 or a.get("transA", 0) \
-                or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or _attrs(cat).get("axis") not in (-1, 1):
-            continue
-        w = const(n.input[1])
-        b = const(n.input[2]) if len(n.input) > 2 and n.input[2] else None
-        if w is None or w.ndim != 2 or (b is not None and b.ndim > 1):
-            continue
-        w = w.T if a.get("transB", 0) else w              # [K, out]
-        values = [row_constant(i) for i in cat.input]
-        free = [j for j, v in enumerate(values) if v is None]
-        if len(free) != 1 or len(values) < 2:
-            continue
-        j = free[0]
-        width = w.shape[0] - (len(values) - 1)            # each constant block is one column
-        if width < 1:
-            continue
+        cat, w, b, values, j, width = match
         starts = np.cumsum([0] + [1 if k != j else width for k in range(len(values))])
         keep = np.arange(starts[j], starts[j] + width)
-        bias = (np.zeros(w.shape[1], w.dtype) if b is None else np.broadcast_to(b, (w.shape[1],)).astype(w.dtype)).copy()
-        for k, v in enumerate(values):
-            if k != j:
-                bias += np.float32(v) * w[starts[k]]
+        bias = _folded_bias(w, b, values, starts, j)
         key = (n.input[1], int(starts[j]), width)
         if key not in weights:
             weights[key] = f"fold/{n.input[1]}/{starts[j]}:{width}"
@@ -96,6 +49,77 @@ def fold_time_columns(model: onnx.ModelProto) -> onnx.ModelProto:
     drop_dead(out, nodes)
     _skip_noop_reshapes(out)
     return out
+
+
+class _Sources:
+    """Where a graph's values come from: its initializers, the node making each, how many nodes read each."""
+
+    def __init__(self, g: onnx.GraphProto):
+        self.inits = {i.name: i for i in g.initializer}
+        self.made = {o: n for n in g.node for o in n.output}
+        self.readers: dict[str, int] = {}
+        for n in g.node:
+            for i in n.input:
+                self.readers[i] = self.readers.get(i, 0) + 1
+
+    def const(self, name):
+        """The value of an initializer or Constant node; None for anything computed."""
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        n = self.made.get(name)
+        if n is not None and n.op_type == "Constant" and "value" in _attrs(n):
+            return numpy_helper.to_array(_attrs(n)["value"])
+        return None
+
+    def row_constant(self, name):
+        """The value every row of this [B, 1] column holds, when it is a broadcast constant."""
+        n = self.made.get(name)
+        if n is not None and n.op_type == "Reshape":
+            shape = self.const(n.input[1])
+            if shape is None or list(shape) != [-1, 1]:
+                return None
+            n = self.made.get(n.input[0])
+        elif n is not None and n.op_type == "Unsqueeze":
+            n = self.made.get(n.input[0])
+        if n is None or n.op_type != "Expand":
+            return None
+        c = self.const(n.input[0])
+        return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
+
+
+def _foldable(n, sources: _Sources) -> tuple | None:
+    """For a Gemm(Concat(blocks), W, b) whose Concat only it reads and whose blocks are all constant
+    columns but one (x): (the Concat, W as [K, out], b, each block's constant (None for x), x's
+    block index, its width). None for any other node."""
+    if n.op_type != "Gemm" or n.domain or n.input[0] not in sources.made:
+        return None
+    cat, a = sources.made[n.input[0]], _attrs(n)
+    if cat.op_type != "Concat" or sources.readers.get(cat.output[0]) != 1 or a.get("transA", 0) \
+            or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or _attrs(cat).get("axis") not in (-1, 1):
+        return None
+    w = sources.const(n.input[1])
+    b = sources.const(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+    if w is None or w.ndim != 2 or (b is not None and b.ndim > 1):
+        return None
+    w = w.T if a.get("transB", 0) else w              # [K, out]
+    values = [sources.row_constant(i) for i in cat.input]
+    free = [j for j, v in enumerate(values) if v is None]
+    if len(free) != 1 or len(values) < 2:
+        return None
+    j = free[0]
+    width = w.shape[0] - (len(values) - 1)            # each constant block is one column
+    if width < 1:
+        return None
+    return cat, w, b, values, j, width
+
+
+def _folded_bias(w: np.ndarray, b, values: list, starts, j: int) -> np.ndarray:
+    """b + the constant columns' contribution: each constant times its row of W."""
+    bias = (np.zeros(w.shape[1], w.dtype) if b is None else np.broadcast_to(b, (w.shape[1],)).astype(w.dtype)).copy()
+    for k, v in enumerate(values):
+        if k != j:
+            bias += np.float32(v) * w[starts[k]]
+    return bias
 
 
 def _skip_noop_reshapes(model: onnx.ModelProto) -> None:

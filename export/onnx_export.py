@@ -132,21 +132,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
             progress(f"{text} ({time_module() - clock:.0f} s)")
     if precision not in ("fp32", "fp16") or quantize not in (None, "int8") or fmt not in ("onnx", "ort"):
         raise ExportError(f"unsupported variant: precision={precision}, quantize={quantize}, format={fmt}")
-    sig, stage_items = None, stage_inputs(condition) if condition else []
-    if inputs or symbols or _names_symbols(data_shape):
-        sig = Signature.of(data_shape, inputs, symbols, nulls, extra_shapes=[i["shape"] for i in stage_items])
-        data_shape = sig.data_shape
-        if bake or num_classes:
-            raise ExportError("a conditioned export (inputs or symbols) is a velocity file: no --bake or class labels "
-                              "(the conditions are its inputs)")
-        staged = [i["name"] for i in sig.inputs if i.get("null") == "stage"]
-        if staged and (not condition or not set(staged) <= set(condition.get("outputs", ()))):
-            raise ExportError(f"null {staged[0]}: 'stage' takes the null from the condition stage, which does not make "
-                              f"{staged[0]!r}")
-    elif nulls or condition:
-        raise ExportError("nulls and a condition stage name inputs; declare them with inputs")
-    else:
-        data_shape = _check_shape(data_shape)
+    sig, stage_items, data_shape = _conditioning(data_shape, inputs, symbols, nulls, condition, bake, num_classes)
     if path is not None and (not isinstance(path, dict) or not isinstance(path.get("name"), str)):
         raise ExportError(f"path must be a dict with a name, e.g. {{'name': 'ot', 'sigma_min': 0.0}}; got {path!r}")
     adapter = VelocityAdapter(net, call, time, num_classes, tuple(sig.names) if sig else (),
@@ -162,23 +148,11 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     except ValueError as e:
         raise ExportError(f"schedule: {e}") from None
     if bake:
-        if num_classes:
-            raise ExportError("--bake is not available for class-conditional models (the label and "
-                              "guidance would have to be graph inputs of the unrolled solve); export "
-                              "the velocity model")
-        solver, steps = parse_bake(bake)
-        if schedule.steps not in (None, steps):
-            raise ExportError(f"the time grid has {schedule.steps} steps but --bake asks for {steps}")
-        kind, baked = "baked", {"solver": solver, "steps": steps}
-        module = BakedSampler(adapter, solver, steps, schedule).eval()
+        kind, (baked, module) = "baked", _baked(adapter, bake, num_classes, schedule)
     elif schedule.steps:
         default_steps = schedule.steps
     stage("tracing the network with torch.onnx")
-    if baked:       # the velocity graph once, unrolled in ONNX (tracing the whole solve: seconds per step)
-        proto = _to_onnx(adapter, data_shape, "velocity", num_classes, sig)
-        proto = unroll(proto, solver, steps, schedule) if unrollable(proto) else _to_onnx(module, data_shape, kind)
-    else:
-        proto = _to_onnx(module, data_shape, kind, num_classes, sig)
+    proto = _trace(adapter, module, data_shape, kind, num_classes, sig, baked, schedule)
     if divergence and not bake:
         stage("deriving the log-likelihood graph and checking it against torch autodiff")
     div_meta, div_text = (_divergence(proto, adapter, data_shape, num_classes, one_time, sig)
@@ -211,14 +185,69 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
               "variant and measuring it against float32")
     data, variant, ops_config, costly = variants.make_variant(proto, fp32, reference_data, data_shape, kind, num_classes,
                                                               precision, quantize, fmt, probe, sig, force)
+    _write(out, data, ops_config)
+    return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES, variant, div_text,
+                        time_module() - clock, _warnings(div_text, costly))
+
+
+def _conditioning(data_shape, inputs, symbols, nulls, condition, bake, num_classes) -> tuple:
+    """(signature, condition stage inputs, data shape): a conditioned export (inputs, symbols or a
+    data shape naming one) gets its Signature, checked against what a velocity file with those
+    inputs allows; a plain one only its data shape checked (signature None)."""
+    sig, stage_items = None, stage_inputs(condition) if condition else []
+    if inputs or symbols or _names_symbols(data_shape):
+        sig = Signature.of(data_shape, inputs, symbols, nulls, extra_shapes=[i["shape"] for i in stage_items])
+        data_shape = sig.data_shape
+        if bake or num_classes:
+            raise ExportError("a conditioned export (inputs or symbols) is a velocity file: no --bake or class labels "
+                              "(the conditions are its inputs)")
+        staged = [i["name"] for i in sig.inputs if i.get("null") == "stage"]
+        if staged and (not condition or not set(staged) <= set(condition.get("outputs", ()))):
+            raise ExportError(f"null {staged[0]}: 'stage' takes the null from the condition stage, which does not make "
+                              f"{staged[0]!r}")
+    elif nulls or condition:
+        raise ExportError("nulls and a condition stage name inputs; declare them with inputs")
+    else:
+        data_shape = _check_shape(data_shape)
+    return sig, stage_items, data_shape
+
+
+def _baked(adapter: VelocityAdapter, bake: str, num_classes: int, schedule) -> tuple[dict, torch.nn.Module]:
+    """A --bake "SOLVER:STEPS" request checked against the model and time grid: the fm.baked
+    metadata and the whole fixed-step solve as one module z -> x."""
+    if num_classes:
+        raise ExportError("--bake is not available for class-conditional models (the label and "
+                          "guidance would have to be graph inputs of the unrolled solve); export "
+                          "the velocity model")
+    solver, steps = parse_bake(bake)
+    if schedule.steps not in (None, steps):
+        raise ExportError(f"the time grid has {schedule.steps} steps but --bake asks for {steps}")
+    return {"solver": solver, "steps": steps}, BakedSampler(adapter, solver, steps, schedule).eval()
+
+
+def _trace(adapter: VelocityAdapter, module: torch.nn.Module, data_shape, kind: str, num_classes: int,
+           sig: Signature | None, baked: dict | None, schedule) -> onnx.ModelProto:
+    """The ONNX graph of what the file holds: the velocity network or, baked, the whole solve."""
+    if baked:       # the velocity graph once, unrolled in ONNX (tracing the whole solve: seconds per step)
+        proto = _to_onnx(adapter, data_shape, "velocity", num_classes, sig)
+        return (unroll(proto, baked["solver"], baked["steps"], schedule) if unrollable(proto)
+                else _to_onnx(module, data_shape, kind))
+    return _to_onnx(module, data_shape, kind, num_classes, sig)
+
+
+def _write(out, data: bytes, ops_config: str | None) -> None:
+    """The file and, for the ORT format, its required-operators config beside it, each written atomically."""
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
     if ops_config is not None:
         atomic_write(f"{out}.required_operators.config", lambda tmp: Path(tmp).write_text(ops_config))
+
+
+def _warnings(div_text: str, costly: str | None) -> list[str]:
+    """The report's warnings: log-likelihoods the file cannot give, a variant written over its quality budget."""
     notes = [f"log-likelihoods unavailable: {div_text[6:]}"] if div_text.startswith("none") else []
     if costly:
         notes.append(f"written with --force although {costly}")
-    return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES, variant, div_text,
-                        time_module() - clock, notes)
+    return notes
 
 
 def _names_symbols(data_shape) -> bool:

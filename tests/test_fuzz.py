@@ -34,44 +34,47 @@ ints = st.one_of(st.integers(-5, 5), st.integers(-(10**15), 10**15), st.sampled_
 words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789:/-._ ", max_size=12)
 
 
+def _option(name: str, values) -> st.SearchStrategy:
+    """`name VALUE`, the value drawn from `values`."""
+    return values.map(lambda v: [name, str(v)])
+
+
+def _sample_options(folder: Path) -> list:
+    """The optional parts of an `fm-run sample` command line, in the order drawn, each with valid,
+    edge and junk values."""
+    return [
+        # the solve
+        _option("-n", st.one_of(st.integers(-3, 3000), st.sampled_from([10**13, 10**20]))),
+        _option("--steps", st.one_of(st.integers(-3, 20), ints)),
+        _option("--solver", st.one_of(st.sampled_from(["euler", "midpoint", "heun", "rk4"]), words)),
+        _option("--seed", ints),
+        # where and how it runs
+        _option("--provider", st.one_of(st.sampled_from(["cpu", "cuda", "CPU"]), words)),
+        _option("--shard", st.one_of(st.sampled_from(["0/2", "1/2", "2/2", "0/0"]), words)),
+        _option("--tile", st.one_of(st.integers(-2, 5000), ints)),
+        _option("--threads", st.integers(-1, 9)),
+        # files read and written, and the flags
+        _option("--noise", st.sampled_from(["good.npy", "bad.npy", "nan.npy", "none.npy"]).map(lambda f: folder / f)),
+        _option("--out", st.sampled_from(["x.npy", "sub/x.npy", ""]).map(lambda f: folder / "out" / f)),
+        st.sampled_from(["--keep-partial", "--progress", "--cuda-graph", "--bogus"]).map(lambda flag: [flag]),
+        # labels and guidance
+        _option("--class", st.one_of(st.integers(-2, 12), ints)),
+        _option("--guidance", st.one_of(st.sampled_from(["0", "1", "2.5", "nan", "inf", "-1e9"]), words)),
+        _option("--labels", st.sampled_from(["labels.npy", "good.npy", "none.npy"]).map(lambda f: folder / f)),
+        # log-likelihoods and the image grid
+        _option("--logprob", st.sampled_from(["lp.npy", "sub/lp.npy"]).map(lambda f: folder / "out" / f)),
+        st.tuples(st.one_of(st.sampled_from(["exact", "hutchinson", "auto"]), words), st.integers(-1, 2000)).map(
+            lambda d: ["--divergence", d[0], "--probes", str(d[1])]),
+        st.just(["--grid", str(folder / "out" / "g.png")]),
+    ]
+
+
 @st.composite
 def command_lines(draw, folder: Path):
     args = ["sample"]
-    if draw(st.booleans()):
-        args += ["-n", str(draw(st.one_of(st.integers(-3, 3000), st.sampled_from([10**13, 10**20]))))]
-    if draw(st.booleans()):
-        args += ["--steps", str(draw(st.one_of(st.integers(-3, 20), ints)))]
-    if draw(st.booleans()):
-        args += ["--solver", draw(st.one_of(st.sampled_from(["euler", "midpoint", "heun", "rk4"]), words))]
-    if draw(st.booleans()):
-        args += ["--seed", str(draw(ints))]
-    if draw(st.booleans()):
-        args += ["--provider", draw(st.one_of(st.sampled_from(["cpu", "cuda", "CPU"]), words))]
-    if draw(st.booleans()):
-        args += ["--shard", draw(st.one_of(st.sampled_from(["0/2", "1/2", "2/2", "0/0"]), words))]
-    if draw(st.booleans()):
-        args += ["--tile", str(draw(st.one_of(st.integers(-2, 5000), ints)))]
-    if draw(st.booleans()):
-        args += ["--threads", str(draw(st.integers(-1, 9)))]
-    if draw(st.booleans()):
-        args += ["--noise", str(folder / draw(st.sampled_from(["good.npy", "bad.npy", "nan.npy", "none.npy"])))]
-    if draw(st.booleans()):
-        args += ["--out", str(folder / "out" / draw(st.sampled_from(["x.npy", "sub/x.npy", ""])))]
-    if draw(st.booleans()):
-        args += [draw(st.sampled_from(["--keep-partial", "--progress", "--cuda-graph", "--bogus"]))]
-    if draw(st.booleans()):
-        args += ["--class", str(draw(st.one_of(st.integers(-2, 12), ints)))]
-    if draw(st.booleans()):
-        args += ["--guidance", draw(st.one_of(st.sampled_from(["0", "1", "2.5", "nan", "inf", "-1e9"]), words))]
-    if draw(st.booleans()):
-        args += ["--labels", str(folder / draw(st.sampled_from(["labels.npy", "good.npy", "none.npy"])))]
-    if draw(st.booleans()):
-        args += ["--logprob", str(folder / "out" / draw(st.sampled_from(["lp.npy", "sub/lp.npy"])))]
-    if draw(st.booleans()):
-        args += ["--divergence", draw(st.one_of(st.sampled_from(["exact", "hutchinson", "auto"]), words)),
-                 "--probes", str(draw(st.integers(-1, 2000)))]
-    if draw(st.booleans()):
-        args += ["--grid", str(folder / "out" / "g.png")]
+    for part in _sample_options(folder):
+        if draw(st.booleans()):
+            args += draw(part)
     return args
 
 

@@ -155,18 +155,7 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
     from export.sniff import sniff
 
     check_writable(out)
-    if bake:
-        from export.bake import parse_bake
-        try:
-            parse_bake(bake)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--bake") from None
-    if schedule:
-        from fm_runtime.solve.schedules import parse_schedule
-        try:
-            parse_schedule(schedule)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--schedule") from None
+    _check_grid(bake, schedule)
     if bool(source) == bool(factory):
         raise click.UsageError("give one network: a SOURCE file (.ckpt, .pt2, or .onnx with --add-divergence) "
                                "or --module PKG.MOD:FACTORY")
@@ -200,11 +189,7 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
         what = (factory or source) + (f" with {weights}" + (f"[{took}]" if took else "") if weights else "")
         extra = dict(inputs=inputs, nulls=nulls, symbols=symbols, time_convention=time_convention,
                      time_scale=time_scale) if conditioned else {}
-        if condition_module or condition_inputs or condition_outputs:
-            if not (condition_module and condition_inputs and condition_outputs):
-                raise click.UsageError("a condition stage needs --condition-module, --condition-input and --condition-output")
-            extra["condition"] = {"module": load_factory(condition_module), "inputs": condition_inputs,
-                                  "outputs": list(condition_outputs)}
+        extra.update(_condition_stage(condition_module, condition_inputs, condition_outputs))
         r = export_velocity(net, out, data_shape=data_shape, call=call or "x,t", time=time_shape,
                             num_classes=num_classes, architecture={"type": "external", "source": factory or source},
                             path=_prob_path(prob_path), **variants, **extra)
@@ -215,6 +200,37 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
     else:
         raise click.UsageError(f"{source} is neither an fm-train checkpoint, a .pt2 program nor an ONNX file")
     end_progress_line()
+    _summary(r, what, bake, schedule)
+
+
+def _check_grid(bake: str | None, schedule: str | None) -> None:
+    """--bake and --schedule parsed before anything loads, each error naming its option."""
+    if bake:
+        from export.bake import parse_bake
+        try:
+            parse_bake(bake)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--bake") from None
+    if schedule:
+        from fm_runtime.solve.schedules import parse_schedule
+        try:
+            parse_schedule(schedule)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--schedule") from None
+
+
+def _condition_stage(module: str | None, inputs, outputs) -> dict:
+    """export_velocity's condition option from --condition-module/-input/-output, all three or none ({})."""
+    if not (module or inputs or outputs):
+        return {}
+    if not (module and inputs and outputs):
+        raise click.UsageError("a condition stage needs --condition-module, --condition-input and --condition-output")
+    from export.foreign import load_factory
+    return {"condition": {"module": load_factory(module), "inputs": inputs, "outputs": list(outputs)}}
+
+
+def _summary(r, what: str, bake: str | None, schedule: str | None) -> None:
+    """What was written, the checks' results and any warnings, on stderr."""
     kind_text = f"baked {bake}{' ' + schedule if schedule else ''} sampler" if bake else "velocity model"
     click.echo(f"exported {kind_text} {what} -> {r.path}: {r.size_bytes / 1024:.1f} KiB, opset {r.opset}, "
                f"onnxruntime vs torch max |diff| {r.max_abs_diff:.2e} at batch sizes "

@@ -55,6 +55,67 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
     recipe = (replace(recipe or Recipe(), **options) if options else (recipe or Recipe())).validate()
     r = recipe
     prob_path = build_path({"name": r.path, "sigma_min": r.sigma_min} if r.path == "ot" else {"name": r.path})
+    num_classes = _check_arguments(dataset, r, checkpoint_every, stream)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    data_shape = _data_shape(dataset, r.net)
+    with distributed.process_group() as group:
+        rank, world = (group.rank, group.world_size) if group else (0, 1)
+        device, main = group.device if group else torch.device("cpu"), rank == 0
+        state = _resume_state(group, out, resume, recipe)
+        kind = _stream_kind(state, stream, group, world)
+        draws = (dataset, r.batch_size, num_classes, r.label_dropout, r.time_sampling, prob_path.t_max)
+        data = PerStepStream(r.seed, rank, world, *draws) if kind == "per-step" else SequentialStream(r.seed, *draws)
+        torch.manual_seed(r.seed)
+        model = _build_network(r.net, data_shape, r.width, r.depth, r.activation, num_classes).to(device)
+        opt, sched, averaged = _optimiser(model, r)
+        first, recent, seconds = 0, [], 0.0
+        if state is not None:
+            resume_state.restore(state, model, averaged, opt, sched, data)
+            first, recent, seconds = state["step"], list(state["recent"]), state["seconds"]
+        trainee = group.wrap(model) if group else model
+        # under torchrun the named coupling pairs the whole global batch, as one process would
+        couple = (distributed.ot_over_processes(functools.partial(pair_by, r.coupling))
+                  if group and r.coupling != "independent" else r.coupling)
+
+        def loss_at(step: int) -> torch.Tensor:
+            b = data.draw(step)
+            x1, y, x0, t = (v if v is None else v.to(device) for v in (b.x1, b.y, b.x0, b.t))
+            return cfm_loss(trainee, prob_path, x1, None, couple, r.time_sampling, r.prediction, y, x0=x0, t=t)
+
+        def save(done: int, with_state: bool) -> dict:
+            losses.flush()
+            config = _config(model, prob_path, recipe, dataset, data_shape, num_classes, done, round(losses.mean(), 6),
+                             round(seconds + time.perf_counter() - start, 2),
+                             {} if kind == "sequential" else {"data_stream": kind, "processes": world})
+            if main and out is not None:
+                kept = resume_state.capture(done, model, averaged, opt, sched, data, recent, config["train_seconds"],
+                                            recipe.to_dict(), world, distributed.run_id()) if with_state else None
+                save_checkpoint(out, averaged.module if averaged is not None else model, config, kept)
+            return config
+
+        start = time.perf_counter()
+        bar = progress_bar(r.steps, progress if main else False, first)
+        losses = _Losses(group, resume_state.LossLog(loss_log, first) if loss_log and main else None, recent, bar)
+        saved = None                # the step of the last checkpoint with training state written
+        for step in range(first, r.steps):
+            if _stop_requested(group):
+                raise _stopped(step, r.steps, out if main else None, saved)
+            loss = loss_at(step)
+            _update(model, loss, opt, sched, averaged, r.grad_clip)
+            losses.record(loss, flush=step % 50 == 0 or step == r.steps - 1)
+            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < r.steps:
+                _checkpoint(save, step + 1, r.steps, out if main else None, saved)
+                saved = step + 1
+        if bar is not None:
+            bar.close()
+        config = save(r.steps, bool(checkpoint_every))
+        losses.close()
+    return _trained_model(model, averaged, prob_path, r.prediction), config
+
+
+def _check_arguments(dataset: str, r: Recipe, checkpoint_every: int, stream: str | None) -> int:
+    """The arguments' errors before anything runs; returns the number of classes trained on (0: unconditional)."""
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
     if checkpoint_every < 0:
@@ -65,107 +126,113 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
                          f"{', '.join(NUM_CLASSES)}")
     if stream not in (None, *STREAMS):
         raise ValueError(f"unknown stream {stream!r}; choose one of: {', '.join(STREAMS)}")
-    if threads is not None:
-        torch.set_num_threads(int(threads))
+    return num_classes
+
+
+def _data_shape(dataset: str, net: str) -> tuple[int, ...]:
+    """The shape of one example of `dataset`, checked against the network: the image networks need [C, H, W]."""
     data_shape = sample_data(dataset, 2, np.random.default_rng(0)).shape[1:]
-    if r.net in ("conv", "unet", "dit") and len(data_shape) != 3:
-        raise ValueError(f"--net {r.net} is for images [C, H, W]; {dataset} has data shape {list(data_shape)}")
-    with distributed.process_group() as group:
-        rank, world = (group.rank, group.world_size) if group else (0, 1)
-        device, main = group.device if group else torch.device("cpu"), rank == 0
-        state, source = (resume_state.restarted(out), out) if group else (None, None)
-        if state is None and resume:
-            state, source = resume_state.read(resume), resume
-        if state is not None:
-            resume_state.check_compatible(state, recipe.to_dict(), str(source))
-        kind = state["stream"]["kind"] if state else stream or ("per-step" if group else "sequential")
-        if kind == "sequential" and world > 1:
-            raise UsageError("the sequential data stream is for one process; several train on the per-step stream")
-        draws = (dataset, r.batch_size, num_classes, r.label_dropout, r.time_sampling, prob_path.t_max)
-        data = PerStepStream(r.seed, rank, world, *draws) if kind == "per-step" else SequentialStream(r.seed, *draws)
-        torch.manual_seed(r.seed)
-        model = _build_network(r.net, data_shape, r.width, r.depth, r.activation, num_classes).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=r.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, r.steps) if r.lr_schedule == "cosine" else None
-        averaged = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(r.ema)) if r.ema else None
-        first, recent, seconds = 0, [], 0.0
-        if state is not None:
-            resume_state.restore(state, model, averaged, opt, sched, data)
-            first, recent, seconds = state["step"], list(state["recent"]), state["seconds"]
-        trainee = group.wrap(model) if group else model
-        # under torchrun the named coupling pairs the whole global batch, as one process would
-        couple = (distributed.ot_over_processes(functools.partial(pair_by, r.coupling))
-                  if group and r.coupling != "independent" else r.coupling)
-        log = resume_state.LossLog(loss_log, first) if loss_log and main else None
-        pending: list[torch.Tensor] = []
+    if net in ("conv", "unet", "dit") and len(data_shape) != 3:
+        raise ValueError(f"--net {net} is for images [C, H, W]; {dataset} has data shape {list(data_shape)}")
+    return data_shape
 
-        def flush() -> None:         # the global loss of the steps since the last flush (one all-reduce)
-            if pending:
-                values = (group.mean(torch.stack(pending)) if group else torch.stack(pending)).tolist()
-                if log is not None:
-                    log.write(values)
-                recent.extend(values)
-                del recent[:-100], pending[:]
 
-        def config_at(done: int) -> dict:
-            return _config(model, prob_path, recipe, dataset, data_shape, num_classes, done,
-                           round(sum(recent) / len(recent), 6), round(seconds + time.perf_counter() - start, 2),
-                           {} if kind == "sequential" else {"data_stream": kind, "processes": world})
+def _resume_state(group, out, resume, recipe: Recipe) -> dict | None:
+    """The training state to continue from, checked against the recipe: under torchrun a restarted
+    process's own last checkpoint at `out`, else the `resume` checkpoint; None for a fresh run."""
+    state, source = (resume_state.restarted(out), out) if group else (None, None)
+    if state is None and resume:
+        state, source = resume_state.read(resume), resume
+    if state is not None:
+        resume_state.check_compatible(state, recipe.to_dict(), str(source))
+    return state
 
-        def save(done: int, with_state: bool) -> dict:
-            flush()
-            config = config_at(done)
-            if main and out is not None:
-                kept = resume_state.capture(done, model, averaged, opt, sched, data, recent, config["train_seconds"],
-                                            recipe.to_dict(), world, distributed.run_id()) if with_state else None
-                save_checkpoint(out, averaged.module if averaged is not None else model, config, kept)
-            return config
 
-        start = time.perf_counter()
-        bar = progress_bar(r.steps, progress if main else False, first)
-        saved = None                # the step of the last checkpoint with training state written
-        for step in range(first, r.steps):
-            if _stop_requested(group):
-                raise _stopped(step, r.steps, out if main else None, saved)
-            b = data.draw(step)
-            x1, y, x0, t = (v if v is None else v.to(device) for v in (b.x1, b.y, b.x0, b.t))
-            loss = cfm_loss(trainee, prob_path, x1, None, couple, r.time_sampling, r.prediction, y, x0=x0, t=t)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if r.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
-            opt.step()
-            if sched is not None:
-                sched.step()
-            if averaged is not None:
-                averaged.update_parameters(model)
-            pending.append(loss.detach())
-            if bar is not None:
-                bar.update(1)
-            if step % 50 == 0 or step == r.steps - 1:
-                flush()
-                if bar is not None:
-                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
-            if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < r.steps:
-                try:
-                    save(step + 1, True)
-                except FmError:             # stopped while writing: the checkpoint before stays
-                    if control.stop_reason() is None:
-                        raise
-                    raise _stopped(step + 1, r.steps, out if main else None, saved) from None
-                saved = step + 1
-        if bar is not None:
-            bar.close()
-        config = save(r.steps, bool(checkpoint_every))
-        if log is not None:
-            log.close()
+def _stream_kind(state: dict | None, stream: str | None, group, world: int) -> str:
+    """The data stream: the resumed run's, else the one asked for, else per-step under torchrun and sequential alone."""
+    kind = state["stream"]["kind"] if state else stream or ("per-step" if group else "sequential")
+    if kind == "sequential" and world > 1:
+        raise UsageError("the sequential data stream is for one process; several train on the per-step stream")
+    return kind
+
+
+def _optimiser(model: torch.nn.Module, r: Recipe):
+    """Adam, the learning-rate schedule (None: constant) and the moving average of the weights (None without ema)."""
+    opt = torch.optim.Adam(model.parameters(), lr=r.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, r.steps) if r.lr_schedule == "cosine" else None
+    averaged = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(r.ema)) if r.ema else None
+    return opt, sched, averaged
+
+
+def _update(model: torch.nn.Module, loss: torch.Tensor, opt, sched, averaged, grad_clip: float) -> None:
+    """One optimiser step on `loss`: gradients (clipped to norm `grad_clip` when > 0), Adam, the
+    schedule and the moving average."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    if sched is not None:
+        sched.step()
+    if averaged is not None:
+        averaged.update_parameters(model)
+
+
+class _Losses:
+    """The loss of each step, kept as tensors until a flush takes the global loss of the steps since
+    the last one (one all-reduce), writes it to the loss log and keeps the last 100 values (`recent`),
+    whose mean the progress bar shows and the checkpoint config records."""
+
+    def __init__(self, group, log, recent: list[float], bar):
+        self.group, self.log, self.recent, self.bar = group, log, recent, bar
+        self.pending: list[torch.Tensor] = []
+
+    def record(self, loss: torch.Tensor, flush: bool) -> None:
+        self.pending.append(loss.detach())
+        if self.bar is not None:
+            self.bar.update(1)
+        if flush:
+            self.flush()
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{self.mean():.4f}")
+
+    def flush(self) -> None:
+        if self.pending:
+            values = (self.group.mean(torch.stack(self.pending)) if self.group else torch.stack(self.pending)).tolist()
+            if self.log is not None:
+                self.log.write(values)
+            self.recent.extend(values)
+            del self.recent[:-100], self.pending[:]
+
+    def mean(self) -> float:
+        return sum(self.recent) / len(self.recent)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+
+def _checkpoint(save, done: int, steps: int, out, saved: int | None) -> None:
+    """The checkpoint every --checkpoint-every steps, with the training state; a stop while it is
+    written ends the run and leaves the checkpoint before."""
+    try:
+        save(done, True)
+    except FmError:
+        if control.stop_reason() is None:
+            raise
+        raise _stopped(done, steps, out, saved) from None
+
+
+def _trained_model(model: torch.nn.Module, averaged, prob_path, prediction: str) -> torch.nn.Module:
+    """The model fit returns: on the CPU, the moving average's weights when kept, and a velocity
+    network whatever the prediction trained."""
     if averaged is not None:
         model.load_state_dict(averaged.module.state_dict())
     model = model.cpu().eval()
-    if r.prediction != "velocity":
-        model = PredictionToVelocity(model, prob_path, r.prediction).eval()
-    return model, config
+    if prediction != "velocity":
+        model = PredictionToVelocity(model, prob_path, prediction).eval()
+    return model
 
 
 def _stop_requested(group) -> bool:

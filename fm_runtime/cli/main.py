@@ -13,6 +13,7 @@ from ..errors import FmError, printable
 from ..model.contract import describe_variant, divergence_problem
 from ..tools import limits
 from ..tools.io import check_writable, load_array, save_npy
+from ..tools.options import schedule_of
 from ..tools.runner import run_cli
 from .options import (
     check_conditioning,
@@ -26,7 +27,6 @@ from .options import (
     plain_model_options,
     request_options,
     run_limits,
-    schedule_of,
     times_option,
 )
 from .sample import sample

@@ -126,35 +126,69 @@ class _Bounds:
 
 def _infer(n: wire.Node, b: _Bounds):
     """(shape, itemsize, value) of n's first output, or None when this module cannot bound it."""
-    ins = [i for i in n.inputs]
-    known = [i in b.shape for i in ins if i]
-    first = b.shape.get(ins[0]) if ins and ins[0] else None
-    size = b.size.get(ins[0], 4) if ins else 4
-    vals = [b.value.get(i) for i in ins]
     if n.op == "Constant":
-        t = n.attrs.get("value")
-        if isinstance(t, wire.Tensor):
-            return tuple(max(d, 0) for d in t.dims), _itemsize(t.dtype), t.value
-        for key in ("value_ints", "value_floats"):
-            if isinstance(n.attrs.get(key), list):
-                v = np.array(n.attrs[key], dtype=np.int64 if key == "value_ints" else np.float32)
-                return v.shape, v.itemsize, v
-        if isinstance(n.attrs.get("value_int"), int):
-            return (), 8, np.array(n.attrs["value_int"], dtype=np.int64)
-        return None
+        return _constant(n)
+    o = _Operands(n, b)
+    if n.op in UNARY or n.op in BINARY or n.op == "Cast":
+        return _elementwise(n, b, o)
+    if n.op in ("Concat", "Shape", "Unsqueeze", "Squeeze"):
+        return _rearranged(n, b, o)
+    if n.op in ("ConstantOfShape", "Expand", "Tile", "Range", "Resize"):
+        return _sized_by_values(n, b, o)
+    if n.op in ("Gemm", "MatMul"):
+        return _product(n, b, o)
+    return None
+
+
+class _Operands:
+    """What the bounds know of a node's inputs: the names, whether every named one has a shape,
+    the first one's shape (None: unknown) and item size, and their small values (None: unknown)."""
+
+    def __init__(self, n: wire.Node, b: _Bounds):
+        self.ins = [i for i in n.inputs]
+        self.known = all(i in b.shape for i in self.ins if i)
+        self.first = b.shape.get(self.ins[0]) if self.ins and self.ins[0] else None
+        self.size = b.size.get(self.ins[0], 4) if self.ins else 4
+        self.vals = [b.value.get(i) for i in self.ins]
+
+
+def _constant(n: wire.Node):
+    """A Constant node's tensor, from whichever value attribute it holds."""
+    t = n.attrs.get("value")
+    if isinstance(t, wire.Tensor):
+        return tuple(max(d, 0) for d in t.dims), _itemsize(t.dtype), t.value
+    for key in ("value_ints", "value_floats"):
+        if isinstance(n.attrs.get(key), list):
+            v = np.array(n.attrs[key], dtype=np.int64 if key == "value_ints" else np.float32)
+            return v.shape, v.itemsize, v
+    if isinstance(n.attrs.get("value_int"), int):
+        return (), 8, np.array(n.attrs["value_int"], dtype=np.int64)
+    return None
+
+
+def _elementwise(n: wire.Node, b: _Bounds, o: _Operands):
+    """Unary ops and Cast keep their input's shape; binary ops broadcast theirs (Add, Sub, Mul, Max
+    and Min of known values computed, as Identity and Cast pass theirs on)."""
+    ins, first, vals = o.ins, o.first, o.vals
     if n.op in UNARY and first is not None:
-        return first, size, vals[0] if n.op == "Identity" else None
+        return first, o.size, vals[0] if n.op == "Identity" else None
     if n.op == "Cast" and first is not None:
         to = n.attrs.get("to", 1)
         v = vals[0].astype(wire.DTYPES[to][0]) if vals[0] is not None and wire.DTYPES.get(to, (None,))[0] else None
         return first, _itemsize(to), v
-    if n.op in BINARY and ins and all(known):
+    if n.op in BINARY and ins and o.known:
         shape = _broadcast(*(b.shape[i] for i in ins if i))
         v = None
         if n.op in NUMPY and all(x is not None for x in vals):
             v = NUMPY[n.op](*vals)
         return shape, max(b.size[i] for i in ins if i), v
-    if n.op == "Concat" and ins and all(known):
+    return None
+
+
+def _rearranged(n: wire.Node, b: _Bounds, o: _Operands):
+    """Ops whose output shape their inputs' shapes give: Concat, Shape (of a constant), Unsqueeze, Squeeze."""
+    ins, first, size, vals = o.ins, o.first, o.size, o.vals
+    if n.op == "Concat" and ins and o.known:
         shapes = [b.shape[i] for i in ins if i]
         rank = len(shapes[0])
         if rank == 0 or any(len(s) != rank for s in shapes):
@@ -178,6 +212,13 @@ def _infer(n: wire.Node, b: _Bounds):
         else:
             shape = [d for k, d in enumerate(shape) if k not in {a % max(len(shape), 1) for a in axes}]
         return tuple(shape), size, vals[0].reshape(shape) if vals[0] is not None else None
+    return None
+
+
+def _sized_by_values(n: wire.Node, b: _Bounds, o: _Operands):
+    """Ops whose output size input values give, the ones a tiny file can blow up with:
+    ConstantOfShape, Expand, Tile, Range, Resize."""
+    ins, first, size, vals = o.ins, o.first, o.size, o.vals
     if n.op == "ConstantOfShape":
         shape = b.ints(ins[0]) if ins else None
         t = n.attrs.get("value")
@@ -202,14 +243,17 @@ def _infer(n: wire.Node, b: _Bounds):
             return tuple(max(d, 0) for d in sizes), size, None
         if scales is not None and scales.size == len(first) and np.isfinite(scales).all():
             return tuple(int(np.floor(d * max(float(s), 0.0))) for d, s in zip(first, scales.reshape(-1))), size, None
-        return None
-    if n.op == "Gemm" and len(ins) > 1 and all(i in b.shape for i in ins[:2]):
+    return None
+
+
+def _product(n: wire.Node, b: _Bounds, o: _Operands):
+    """Gemm and MatMul: rows of the first operand by columns of the second (batch dimensions broadcast)."""
+    ins, size = o.ins, o.size
+    if len(ins) > 1 and all(i in b.shape for i in ins[:2]):
         a, c = b.shape[ins[0]], b.shape[ins[1]]
-        if len(a) == 2 and len(c) == 2:
+        if n.op == "Gemm" and len(a) == 2 and len(c) == 2:
             return (a[1] if n.attrs.get("transA") else a[0], c[0] if n.attrs.get("transB") else c[1]), size, None
-    if n.op == "MatMul" and len(ins) > 1 and all(i in b.shape for i in ins[:2]):
-        a, c = b.shape[ins[0]], b.shape[ins[1]]
-        if len(a) >= 1 and len(c) >= 2:
+        if n.op == "MatMul" and len(a) >= 1 and len(c) >= 2:
             return (*_broadcast(a[:-2], c[:-2]), *(a[-2:-1] if len(a) > 1 else ()), c[-1]), size, None
     return None
 

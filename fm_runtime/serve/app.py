@@ -105,13 +105,6 @@ def build_app(models: dict, limits: Limits, access_log: bool = True) -> Starlett
     metrics = Metrics()
     served = {name: Model(name, s, limits, metrics) for name, s in models.items()}
 
-    def lookup(name: str) -> tuple[Model, bool]:
-        logprob = name.endswith("-logprob") and name[:-8] in served and served[name[:-8]].densities is not None
-        model = served.get(name[:-8] if logprob else name)
-        if model is None:
-            raise LookupError(name)
-        return model, logprob
-
     async def server_meta(request):
         return JSONResponse({"name": "fm-runtime", "version": __version__, "extensions": ["binary_tensor_data"]})
 
@@ -123,14 +116,14 @@ def build_app(models: dict, limits: Limits, access_log: bool = True) -> Starlett
 
     async def model_meta(request):
         try:
-            model, logprob = lookup(request.path_params["name"])
+            model, logprob = _lookup(served, request.path_params["name"])
         except LookupError:
             return JSONResponse({"error": f"no model {printable(request.path_params['name'])[:80]!r}"}, 404)
         return JSONResponse(protocol.metadata(request.path_params["name"], model.sampler.spec, logprob))
 
     async def model_ready(request):
         try:
-            lookup(request.path_params["name"])
+            _lookup(served, request.path_params["name"])
         except LookupError:
             return Response(status_code=404)
         return Response(status_code=503 if app.state.draining else 200)
@@ -141,7 +134,7 @@ def build_app(models: dict, limits: Limits, access_log: bool = True) -> Starlett
     async def infer(request: Request):
         name = request.path_params["name"]
         try:
-            model, logprob = lookup(name)
+            model, logprob = _lookup(served, name)
         except LookupError:
             return JSONResponse({"error": f"no model {printable(name)[:80]!r}"}, 404)
         if app.state.draining:
@@ -149,20 +142,7 @@ def build_app(models: dict, limits: Limits, access_log: bool = True) -> Starlett
         label = name
         clock = asyncio.get_running_loop().time
         start = clock()
-        try:
-            body = await _read(request, limits.max_body)
-            doc, tensors = protocol.parse_infer(body, request.headers.get("inference-header-content-length"))
-            make = model.logprob_job if logprob else model.sample_job
-            # a condition stage runs while the request is built: off the event loop
-            job = await asyncio.to_thread(make, doc, tensors) if model.sampler.spec.stage else make(doc, tensors)
-            runner = model.densities if logprob else model.runner
-            result = await _finish(runner.submit(job), job, request, _timeout(doc, limits.timeout))
-            out = {"logprob": result} if logprob else {"samples": result.samples}
-            data, headers = protocol.encode(name, doc, out, protocol.binary_outputs(doc))
-            metrics.rows.labels(label).inc(len(next(iter(out.values()))))
-            response = Response(data, headers=headers)
-        except Exception as e:
-            response = error_response(e)
+        response = await _inference(request, name, model, logprob, limits, metrics)
         metrics.requests.labels(label, str(response.status_code)).inc()
         metrics.latency.labels(label).observe(clock() - start)
         return response
@@ -178,6 +158,36 @@ def build_app(models: dict, limits: Limits, access_log: bool = True) -> Starlett
     if access_log:
         app.add_middleware(AccessLog)
     return app
+
+
+def _lookup(served: dict, name: str) -> tuple[Model, bool]:
+    """The model a route names, and whether the name is its log-density endpoint (NAME-logprob,
+    for a model that has one); LookupError for any other name."""
+    logprob = name.endswith("-logprob") and name[:-8] in served and served[name[:-8]].densities is not None
+    model = served.get(name[:-8] if logprob else name)
+    if model is None:
+        raise LookupError(name)
+    return model, logprob
+
+
+async def _inference(request: Request, name: str, model: Model, logprob: bool, limits: Limits,
+                     metrics: Metrics) -> Response:
+    """One inference request run: the body read and parsed, the job run by the model's runner
+    (samples or log densities), the outputs encoded; any error as its status and one line."""
+    try:
+        body = await _read(request, limits.max_body)
+        doc, tensors = protocol.parse_infer(body, request.headers.get("inference-header-content-length"))
+        make = model.logprob_job if logprob else model.sample_job
+        # a condition stage runs while the request is built: off the event loop
+        job = await asyncio.to_thread(make, doc, tensors) if model.sampler.spec.stage else make(doc, tensors)
+        runner = model.densities if logprob else model.runner
+        result = await _finish(runner.submit(job), job, request, _timeout(doc, limits.timeout))
+        out = {"logprob": result} if logprob else {"samples": result.samples}
+        data, headers = protocol.encode(name, doc, out, protocol.binary_outputs(doc))
+        metrics.rows.labels(name).inc(len(next(iter(out.values()))))
+        return Response(data, headers=headers)
+    except Exception as e:
+        return error_response(e)
 
 
 async def _read(request: Request, limit: int) -> bytes:
