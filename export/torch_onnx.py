@@ -51,6 +51,9 @@ def _reused_registry():
             registry.from_torchlib = classmethod(build)
 
 
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+
+
 def export_program(module: torch.nn.Module, args: tuple, *, what: str, **options) -> onnx.ModelProto:
     """torch -> ONNX with the dynamo exporter (weights inline), its logging and prints silenced;
     torch's failures become one ExportError line naming `what`."""
@@ -61,4 +64,22 @@ def export_program(module: torch.nn.Module, args: tuple, *, what: str, **options
             program = torch.onnx.export(module, args, dynamo=True, external_data=False, verbose=False, **options)
     except Exception as e:
         raise ExportError(f"torch.onnx could not export {what} ({type(e).__name__}: {one_line(e)})") from None
-    return program.model_proto
+    return without_stack_traces(program.model_proto)
+
+
+def without_stack_traces(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without the exporter's per-node Python stack traces: they hold the absolute paths
+    of the exporting machine's source files, which a shipped file should not carry, and which made
+    the same network give different bytes from different checkouts."""
+    def strip(nodes) -> None:
+        for node in nodes:
+            kept = [p for p in node.metadata_props if p.key != STACK_TRACE]
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    strip(sub.node)
+    strip(model.graph.node)
+    for function in model.functions:
+        strip(function.node)
+    return model

@@ -115,7 +115,8 @@ def bit_flipped(src: Path) -> bytes:
 def tiny_models(out: Path) -> None:
     import torch
 
-    from export.onnx_export import export_model, export_velocity
+    from export.onnx_export import export_velocity
+    from training.export_checkpoint import export_model
     from training.train import fit
 
     sys.path.insert(0, str(REPO))

@@ -8,96 +8,115 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..definitions import CONTRACT
-from ..errors import InputError, ModelError, ResourceError, UsageError
+from ..errors import ModelError, ResourceError
 from ..model.schema import MAX_DIM, MAX_SYMBOL
 from ..model.spec import ModelSpec
+from .options import bad_input, usage
 
 STAGE_KEY = CONTRACT["prefix"] + "condition_stage"
 
 
-def usage(key: str, message: str = "", field: str | None = None) -> UsageError:
-    """A refused request argument: `key` names it (n, steps, cond, ...), `field` what inside it."""
-    return UsageError(message, key=key, field=field)
-
-
-def bad_input(key: str, message: str = "", field: str | None = None) -> InputError:
-    """An unusable array of a request (noise, data, a condition)."""
-    return InputError(message, key=key, field=field)
-
-
 def bind_inputs(spec: ModelSpec, where: str, cond, dims, noise, n: int | None, what: str = "noise"):
     """(the spec with its symbols bound, the extra inputs {name: (array of its dtype, whether it
-    has the batch axis)}, the rows they fix or None): every input the file declares given (a mask may be left out: all ones), none
-    it does not, each of its declared dtype and rank with or without the batch axis, finite;
-    every symbol bound once, from the inputs, the noise and `dims`, all agreeing and within the
-    file's bounds."""
+    has the batch axis)}, the rows they fix or None): every input the file declares given (a mask
+    may be left out: all ones), none it does not, each of its declared dtype and rank with or
+    without the batch axis, finite; every symbol bound once, from the inputs, the noise and
+    `dims`, all agreeing and within the file's bounds."""
     cond, dims = mapping(cond, "cond"), mapping(dims, "dims")
     if not spec.inputs and not spec.symbolic:
         if cond or dims:
             raise usage("cond" if cond else "dims", f"{where} declares no conditions or symbols; it takes no "
-                             f"{'cond' if cond else 'dims'} ({', '.join(cond or dims)})")
+                                                    f"{'cond' if cond else 'dims'} ({', '.join(cond or dims)})")
         return spec, {}, None
-    declared = {i["name"]: i for i in spec.inputs}
-    unknown = sorted(set(cond) - set(declared))
-    if unknown:
-        raise usage("cond", field=unknown[0], message=f"{where} has no input {unknown[0]!r}; its conditions are "
-                         f"{', '.join(declared) or 'none'}")
-    missing = [k for k, i in declared.items() if k not in cond and i["role"] not in ("mask", "guidance")]
-    if missing:
-        raise usage("cond", field=missing[0], message=f"{where} needs the condition {missing[0]!r} ({_describe(declared[missing[0]])})")
-    bound: dict[str, tuple[int, str]] = {}
-    for name, size in dims.items():
-        if name not in spec.symbols:
-            raise usage("dims", field=name, message=f"{where} has no symbol {name!r}; its symbols are {', '.join(spec.symbols) or 'none'}")
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-            raise usage("dims", field=name, message=f"dims {name} must be a whole number, got {size!r}")
-        bound[name] = (int(size), "dims")
+    declared = _declared(spec, where, cond)
+    symbols = Symbols(spec, where, dims, what)
     arrays, rows = {}, None
-
-    def bind(shape, decl, source, name):
-        for got, want in zip(shape, decl):
-            if isinstance(want, str):
-                if want in bound and bound[want][0] != got:
-                    raise usage("dims", field=want, message=f"the symbols disagree: {bound[want][1]} gives {want} = {bound[want][0]}, "
-                                     f"{source} gives {want} = {got}")
-                bound.setdefault(want, (int(got), source))
-            elif got != want:
-                raise bad_input("cond" if name else what, field=name, message=f"{source} has shape {list(shape)}, expected {list(decl)}")
-
     for name, value in cond.items():
-        item = declared[name]
-        arr, decl = _as_array(item, value), item["shape"]
-        if arr.ndim == len(decl) + 1:
-            rows = _agree_rows(rows, len(arr), name)
-            bind(arr.shape[1:], decl, f"condition {name!r}", name)
-        elif arr.ndim == len(decl):
-            bind(arr.shape, decl, f"condition {name!r}", name)
-        else:
-            raise bad_input("cond", field=name, message=f"condition {name!r} has shape {list(arr.shape)}; expected [{_dims(decl)}] for every "
-                             f"row or [n, {_dims(decl)}] per row")
-        arrays[name] = (arr, arr.ndim == len(decl) + 1)
-    if noise is not None:
-        shape = np.shape(noise)
-        if len(shape) == 1 + len(spec.data_shape):
-            bind(shape[1:], spec.data_shape, what, None)
+        arrays[name], batch = symbols.condition(declared[name], value)
+        rows = _agree_rows(rows, batch, name) if batch is not None else rows
+    if noise is not None and len(np.shape(noise)) == 1 + len(spec.data_shape):
+        symbols.bind(np.shape(noise)[1:], spec.data_shape, what, None)
     if rows == 0:
         raise usage("cond", "the per-row conditions have no rows (give at least one)")
     if n is not None and rows is not None and n != rows:
         raise usage("n", f"n = {n} but the per-row conditions have {rows} rows")
-    for name in spec.symbols:
-        if name in bound:
-            _check_size(spec, where, name, bound[name][0])
-        elif name in spec.data_shape or any(name in i["shape"] for i in spec.inputs):
-            raise usage("dims", field=name, message=f"nothing binds the symbol {name}: give dims={{'{name}': ...}} (fm-run: --dim {name}=N)")
-    spec = spec.bind({k: v[0] for k, v in bound.items()})
-    for shape in (spec.data_shape, *(i["shape"] for i in spec.inputs)):
-        if int(np.prod(shape, dtype=np.float64)) > MAX_DIM:
-            raise ResourceError(f"{where}: with {', '.join(f'{k} = {v[0]:,}' for k, v in bound.items())} one row has "
-                                f"{int(np.prod(shape, dtype=np.float64)):,} values; this runtime takes at most {MAX_DIM:,}")
+    spec = symbols.bound_spec()
     for item in spec.inputs:          # a mask left out: every position valid
         if item["role"] == "mask" and item["name"] not in arrays:
             arrays[item["name"]] = (np.ones(item["shape"], np.float32), False)
     return spec, arrays, rows
+
+
+def _declared(spec: ModelSpec, where: str, cond: dict) -> dict[str, dict]:
+    """The file's inputs by name, once the request's conditions name only those and leave out
+    none but a mask or a guidance input."""
+    declared = {i["name"]: i for i in spec.inputs}
+    unknown = sorted(set(cond) - set(declared))
+    if unknown:
+        raise usage("cond", field=unknown[0], message=f"{where} has no input {unknown[0]!r}; its conditions are "
+                                                      f"{', '.join(declared) or 'none'}")
+    missing = [k for k, i in declared.items() if k not in cond and i["role"] not in ("mask", "guidance")]
+    if missing:
+        raise usage("cond", field=missing[0], message=f"{where} needs the condition {missing[0]!r} "
+                                                      f"({_describe(declared[missing[0]])})")
+    return declared
+
+
+class Symbols:
+    """The sizes a request binds to the file's symbols, each with where it came from (dims, a
+    condition, the noise): bound once, every later source agreeing."""
+
+    def __init__(self, spec: ModelSpec, where: str, dims: dict, what: str):
+        self.spec, self.where, self.what = spec, where, what
+        self.bound: dict[str, tuple[int, str]] = {}
+        for name, size in dims.items():
+            if name not in spec.symbols:
+                raise usage("dims", field=name, message=f"{where} has no symbol {name!r}; its symbols are "
+                                                        f"{', '.join(spec.symbols) or 'none'}")
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+                raise usage("dims", field=name, message=f"dims {name} must be a whole number, got {size!r}")
+            self.bound[name] = (int(size), "dims")
+
+    def bind(self, shape, decl, source: str, name: str | None) -> None:
+        """Bind the symbols of `decl` to the sizes of `shape` (fixed sizes must match)."""
+        for got, want in zip(shape, decl):
+            if isinstance(want, str):
+                if want in self.bound and self.bound[want][0] != got:
+                    raise usage("dims", field=want, message=f"the symbols disagree: {self.bound[want][1]} gives {want} = "
+                                                            f"{self.bound[want][0]}, {source} gives {want} = {got}")
+                self.bound.setdefault(want, (int(got), source))
+            elif got != want:
+                raise bad_input("cond" if name else self.what, field=name,
+                                message=f"{source} has shape {list(shape)}, expected {list(decl)}")
+
+    def condition(self, item: dict, value) -> tuple[tuple[np.ndarray, bool], int | None]:
+        """((the condition as an array of its dtype, whether it has the batch axis), its rows or
+        None), its symbols bound."""
+        name, arr, decl = item["name"], _as_array(item, value), item["shape"]
+        if arr.ndim not in (len(decl), len(decl) + 1):
+            raise bad_input("cond", field=name, message=f"condition {name!r} has shape {list(arr.shape)}; expected "
+                                                        f"[{_dims(decl)}] for every row or [n, {_dims(decl)}] per row")
+        batched = arr.ndim == len(decl) + 1
+        self.bind(arr.shape[1:] if batched else arr.shape, decl, f"condition {name!r}", name)
+        return (arr, batched), len(arr) if batched else None
+
+    def bound_spec(self) -> ModelSpec:
+        """The spec with every symbol bound, each within the file's bounds and every row within
+        the runtime's size limit."""
+        spec, where = self.spec, self.where
+        for name in spec.symbols:
+            if name in self.bound:
+                _check_size(spec, where, name, self.bound[name][0])
+            elif name in spec.data_shape or any(name in i["shape"] for i in spec.inputs):
+                raise usage("dims", field=name, message=f"nothing binds the symbol {name}: give dims={{'{name}': ...}} "
+                                                        f"(fm-run: --dim {name}=N)")
+        bound = spec.bind({k: v[0] for k, v in self.bound.items()})
+        for shape in (bound.data_shape, *(i["shape"] for i in bound.inputs)):
+            size = int(np.prod(shape, dtype=np.float64))
+            if size > MAX_DIM:
+                raise ResourceError(f"{where}: with {', '.join(f'{k} = {v[0]:,}' for k, v in self.bound.items())} one "
+                                    f"row has {size:,} values; this runtime takes at most {MAX_DIM:,}")
+        return bound
 
 
 def mapping(value, key: str) -> dict:
@@ -174,8 +193,24 @@ def through_stage(spec: ModelSpec, where: str, cond: dict | None, run, guided: b
     if both:
         raise usage("cond", f"{where}: {both[0]!r} comes from the condition stage; give the stage's inputs "
                     f"({', '.join(names)}) or {both[0]!r}, not both", both[0])
+    feed, batched, rows = _stage_feed(spec, where, cond)
+    with_nulls = guided and bool(staged_nulls)
+    if with_nulls:
+        feed = {k: np.concatenate([v, np.zeros_like(v)]) for k, v in feed.items()}
+    made = {k: v for k, v in cond.items() if k not in names}
+    nulls = {}
+    for name, out in _stage_outputs(spec, where, run(feed), 2 * rows if with_nulls else rows):
+        made[name] = out[:rows] if batched else out[0]
+        if with_nulls and name in staged_nulls:
+            nulls[name] = out[rows:] if batched else out[rows]
+    return made, nulls
+
+
+def _stage_feed(spec: ModelSpec, where: str, cond: dict) -> tuple[dict, bool, int]:
+    """(the condition stage's feed, whether its inputs have the batch axis, the rows they give):
+    each input of its dtype and rank, its symbols within the file's bounds, all agreeing."""
     feed, batched = {}, None
-    for item in stage["inputs"]:
+    for item in spec.stage["inputs"]:
         name, arr = item["name"], _as_array(item, cond[item["name"]])
         has_rows = arr.ndim == len(item["shape"]) + 1
         if not has_rows and arr.ndim != len(item["shape"]):
@@ -197,23 +232,19 @@ def through_stage(spec: ModelSpec, where: str, cond: dict | None, run, guided: b
     rows = counts.pop()
     if rows == 0:
         raise usage("cond", "the condition stage's inputs have no rows (give at least one)")
-    with_nulls = guided and bool(staged_nulls)
-    if with_nulls:
-        feed = {k: np.concatenate([v, np.zeros_like(v)]) for k, v in feed.items()}
-    outputs = run(feed)
-    made = {k: v for k, v in cond.items() if k not in names}
-    nulls = {}
+    return feed, bool(batched), rows
+
+
+def _stage_outputs(spec: ModelSpec, where: str, outputs, rows: int):
+    """(name, output) of each of the stage's outputs, refused unless of its declared dtype and
+    rank with `rows` rows."""
     declared = {i["name"]: i for i in spec.inputs}
-    for name, out in zip(stage["outputs"], outputs):
+    for name, out in zip(spec.stage["outputs"], outputs):
         item, out = declared[name], np.asarray(out)
-        want = 2 * rows if with_nulls else rows
-        if out.ndim != len(item["shape"]) + 1 or out.shape[0] != want or out.dtype != np.dtype(item["dtype"]):
-            raise ModelError(f"{where}: the condition stage returned {name} as {out.dtype} {list(out.shape)} for {want} "
-                             f"rows; fm.inputs declares {item['dtype']} [{want}, {_dims(item['shape'])}]", key=STAGE_KEY)
-        made[name] = out[:rows] if batched else out[0]
-        if with_nulls and name in staged_nulls:
-            nulls[name] = out[rows:] if batched else out[rows]
-    return made, nulls
+        if out.ndim != len(item["shape"]) + 1 or out.shape[0] != rows or out.dtype != np.dtype(item["dtype"]):
+            raise ModelError(f"{where}: the condition stage returned {name} as {out.dtype} {list(out.shape)} for {rows} "
+                             f"rows; fm.inputs declares {item['dtype']} [{rows}, {_dims(item['shape'])}]", key=STAGE_KEY)
+        yield name, out
 
 
 def null_rows(spec: ModelSpec, inputs: dict, staged: dict, n: int) -> dict:

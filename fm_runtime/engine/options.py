@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..definitions import CONTRACT
-from ..errors import UsageError, show
+from ..errors import InputError, UsageError, show
 from ..model.control import CancelToken
 
 DECLARED: dict[str, dict[str, Any]] = CONTRACT["options"]["declared"]
@@ -47,8 +47,14 @@ def offered(surface: str, op: str) -> dict[str, dict[str, Any]]:
     return {name: entry for name, entry in DECLARED.items() if op in entry.get(surface, ())}
 
 
-def usage(key: str, message: str, field: str | None = None) -> UsageError:
+def usage(key: str, message: str = "", field: str | None = None) -> UsageError:
+    """A refused request argument: `key` names it (n, steps, cond, ...), `field` what inside it."""
     return UsageError(message, key=key, field=field)
+
+
+def bad_input(key: str, message: str = "", field: str | None = None) -> InputError:
+    """An unusable array of a request (noise, data, a condition)."""
+    return InputError(message, key=key, field=field)
 
 
 def real(v) -> bool:

@@ -18,8 +18,8 @@ from ..solve.likelihood import default_probes
 from ..solve.noise import new_seed, noise_rows
 from ..solve.schedules import Schedule, parse_schedule
 from . import options
-from .conditions import bad_input, bind_inputs, null_rows, per_row
-from .options import usage
+from .conditions import bind_inputs, null_rows, per_row
+from .options import bad_input, usage
 from .velocity import Conditioning
 
 METHODS = CONTRACT["solvers"]["methods"]
