@@ -4,11 +4,13 @@
 - docs/cli.md: every command's --help, as the tools print it, and the exit codes (errors.py);
 - docs/benchmarks.md: each script in benchmarks/, with the text at its head (what it measures and
   the command that reproduces it);
-- docs/index.md: the site's front page, README.md with its links made relative to docs/.
+- docs/index.md: the site's front page, README.md with its links made relative to docs/;
+- docs/options.md: every request option as contract.json declares it, and where it is offered.
 """
 from __future__ import annotations
 
 import ast
+import json
 import re
 import sys
 from pathlib import Path
@@ -96,7 +98,38 @@ def index_page() -> str:
     return text
 
 
-PAGES = {"cli.md": cli_page, "benchmarks.md": benchmarks_page, "index.md": index_page}
+def options_page() -> str:
+    from fm_runtime.engine import options
+    from fm_runtime.engine.options import text
+    lines = ["# Request options", "",
+             "Every option of a sampling or likelihood request, declared once in `fm_runtime/contract.json`",
+             '("options"): the Python API\'s keywords (`Sampler.sample`, `run`, `request`, `sample_chunks`,',
+             "`log_prob`), fm-run's options (`--name-with-dashes`), the server's parameters (listed in each",
+             "model's metadata as `request_parameters`) and the JavaScript request (`camelCase`) are built from",
+             "it, and one `resolve` checks a request against it (`scripts/docs_pages.py` writes this page).",
+             "Where an option is offered: **s** sampling, **l** log-likelihoods.", "",
+             "| option | type | default | values | Python | fm-run | server | JavaScript | what it does |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, entry in options.DECLARED.items():
+        lo, hi = options.bounds(name)
+        if options.choices(name) is not None:
+            values = ", ".join(options.choices(name))
+        elif lo is not None:
+            close = ")" if entry.get("exclusive_maximum") else "]"
+            values = f"[{text(lo)}, {text(hi)}{close}" if hi is not None else f"> {text(lo)}"
+        else:
+            values = ""
+        where = ["".join(op[0] for op in entry[s]) or "-" for s in ("python", "cli", "serve", "js")]
+        default = "" if entry.get("default") is None else f"`{json.dumps(entry['default'])}`"
+        shown = f"`{name}`" + (f" (`{entry['alias']}` in sample())" if "alias" in entry else "")
+        lines.append(f"| {shown} | {entry['type']} | {default} | {values} | {' | '.join(where)} | {entry['help']} |")
+    rules = [f"`{n}` and `{o}` cannot be combined" for n, e in options.DECLARED.items() for o in e.get("conflicts", ())]
+    rules += [f"`{n}` applies to {', '.join(e['solver_kinds'])} solvers only" for n, e in options.DECLARED.items()
+              if "solver_kinds" in e]
+    return "\n".join(lines + ["", "Rules between options: " + "; ".join(rules) + "."]) + "\n"
+
+
+PAGES = {"cli.md": cli_page, "benchmarks.md": benchmarks_page, "index.md": index_page, "options.md": options_page}
 
 if __name__ == "__main__":
     for name, make in PAGES.items():
