@@ -5,8 +5,9 @@
 - BakedGraph: the file is the whole solve, one call;
 - BoundBakedGraph: a baked file run through fixed device buffers (CUDA graphs).
 
-All share `solve(z, steps, solver, cond, watch, schedule) -> (x, network evaluations)` (a baked
-graph has its schedule built in). A Watch belongs to
+All share `solve(z, req, cond, watch) -> (x, network evaluations)`: the rows z of the Request req
+(its steps, solver and schedule; a baked graph has them built in), conditioned on cond (those
+rows' labels, inputs and run options). A Watch belongs to
 one request and sees every step the backend exposes, so NaN/Inf are reported where they arose.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..model.contract import ModelSpec
 from ..model.control import RUN, poll_stop
 from ..solve.solvers import integrate_inplace
 from .device import BoundGraphRunner, DeviceLoop, device_of
+from .request import Request
 from .velocity import Conditioning, velocity_fn
 
 
@@ -52,9 +54,9 @@ class HostLoop:
     def __init__(self, session: ort.InferenceSession, spec: ModelSpec):
         self.session, self.spec = session, spec
 
-    def solve(self, z, steps: int, solver: str, cond: Conditioning, watch: Watch, schedule=None):
+    def solve(self, z, req: Request, cond: Conditioning, watch: Watch):
         f = velocity_fn(self.session, self.spec, len(z), cond)
-        return integrate_inplace(f, z, steps, solver, watch.on_step(steps), schedule)
+        return integrate_inplace(f, z, req.steps, req.solver, watch.on_step(req.steps), req.schedule)
 
 
 class DeviceBackend(HostLoop):
@@ -65,12 +67,12 @@ class DeviceBackend(HostLoop):
         super().__init__(session, spec)
         self.loop, self._lock = DeviceLoop(session, spec, device), threading.Lock()
 
-    def solve(self, z, steps, solver, cond, watch, schedule=None):
+    def solve(self, z, req, cond, watch):
         if self.spec.num_classes or self.spec.inputs:
-            return super().solve(z, steps, solver, cond, watch, schedule)
+            return super().solve(z, req, cond, watch)
         with self._lock:            # one set of device buffers
-            x, calls = self.loop.solve(z, steps, solver, schedule, cond.options or RUN, watch.poll)
-        watch.on_step(steps, "in the device loop's output (sample on CPU to see the step)")(x, steps, 1.0)
+            x, calls = self.loop.solve(z, req.steps, req.solver, req.schedule, cond.options or RUN, watch.poll)
+        watch.on_step(req.steps, "in the device loop's output (sample on CPU to see the step)")(x, req.steps, 1.0)
         return x, calls
 
 
@@ -81,9 +83,9 @@ class BakedGraph:
     def _run(self, z, options=None):
         return self.session.run([self.spec.out_name], {self.spec.z_name: z}, options or RUN)[0]
 
-    def solve(self, z, steps, solver, cond, watch, schedule=None):
+    def solve(self, z, req, cond, watch):
         x = self._run(z, cond.options)
-        watch.on_step(steps, "in the baked graph's output (sample the velocity model to see the step)")(x, steps, 1.0)
+        watch.on_step(req.steps, "in the baked graph's output (sample the velocity model to see the step)")(x, req.steps, 1.0)
         return x, self.spec.baked["nfe"]
 
 

@@ -163,8 +163,7 @@ class Sampler:
                 watch.on_step(req.steps)(state, i, sol.times[i])
             result = SampleResult(sol.x, sol.nfe, trajectory=np.stack(sol.trajectory))
         else:
-            result = SampleResult(*self._solve(x0, req.steps, req.solver, cond, watch, req.schedule,
-                                               default_tile(req.spec.dim) if self.auto_tile else None))
+            result = SampleResult(*self._solve(x0, req, cond, watch, default_tile(req.spec.dim) if self.auto_tile else None))
         result.nonfinite = watch.nonfinite
         self._last.nfe = result.nfe
         return result
@@ -206,19 +205,18 @@ class Sampler:
             return r.samples, r.trajectory
         return (r.samples, r.logprob) if given.get("return_logprob") else r.samples
 
-    def _solve(self, x0: np.ndarray, steps: int, solver: str, cond: Conditioning, watch: Watch, schedule=None,
-               tile: int | None = None):
-        """Solve in tiles, each tile one independent solve on the backend."""
-        spec = cond.spec or self.spec
+    def _solve(self, x0: np.ndarray, req: request.Request, cond: Conditioning, watch: Watch, tile: int | None = None):
+        """Solve in tiles, each tile one independent solve of the request on the backend."""
+        spec = req.spec
         bounds = self.tiler.bounds(len(x0), tile, spec.dim)
         if len(bounds) == 1:
-            x, calls = self.backend.solve(x0, steps, solver, cond, watch, schedule)
+            x, calls = self.backend.solve(x0, req, cond, watch)
             return checked(spec, x, len(x0), "samples"), calls
         out = np.empty_like(x0)
 
         def run(ab: tuple[int, int]) -> int:
             a, b = ab
-            x, calls = self.backend.solve(x0[a:b], steps, solver, cond.rows(a, b), watch, schedule)
+            x, calls = self.backend.solve(x0[a:b], req, cond.rows(a, b), watch)
             out[a:b] = checked(spec, x, b - a, "samples")
             return calls
         return out, self.tiler.map(run, bounds)[0]
