@@ -222,7 +222,7 @@ const RULES = CONTRACT.rules ?? [];
 /** The value at 'key' or 'key.field' in a file's values (decoded as Python does; null when it is not there). */
 function at(values, path) {
   const [key, ...fields] = path.split('.');
-  let value = values[key] ?? null;
+  let value = Object.hasOwn(values, key) ? values[key] : null;
   for (const f of fields) value = isDict(value) && value.has(f) ? value.get(f) : null;
   return value;
 }
