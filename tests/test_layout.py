@@ -181,6 +181,9 @@ def test_contract_doc_tables_match_contract_json():
         assert (said == want) if want else said.startswith(("no", "with")), f"fm.{key}: doc says {said!r}"
     for name in contract["solvers"]["methods"]:
         assert f"`{name}`" in doc, f"solver {name} is not in docs/contract.md"
+    rules = doc[doc.index("| rule |"):doc.index("\n\n", doc.index("| rule |"))]
+    documented_rules = [json.loads(row.split("`")[1]) for row in rules.splitlines()[2:]]
+    assert documented_rules == contract["rules"], "docs/contract.md's rules table is not contract.json's rules"
 
 
 def test_layout_page_names_every_module():

@@ -7,24 +7,21 @@ the key names.
 """
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
 from ..definitions import CONTRACT, KEYS
 from ..errors import ModelError, show
 from ..solve.schedules import parse_schedule
-from ..solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe
+from ..solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, nfe
 from . import schema
 from .extra_inputs import read_conditions, read_nulls, read_stage, refuse
 from .graph_io import check_graph, io_table, plain_spec
 from .spec import NAMES, ModelSpec
 
-# A file declares the lowest version whose features it uses (each key's "since" in contract.json:
-# 2 class labels, 3 a time schedule other than uniform).
 FORMAT_VERSION: int = CONTRACT["format_version"]
 PREFIX: str = CONTRACT["prefix"]
-KINDS: tuple[str, ...] = tuple(CONTRACT["kinds"])
-PREDICTIONS: tuple[str, ...] = tuple(CONTRACT["predictions"])
 __all__ = ["FORMAT_VERSION", "ModelSpec", "build_metadata", "read_spec", "read_selftest", "with_divergence", "put_metadata",
            "write_metadata", "divergence_problem", "describe_variant", "io_table"]
 
@@ -43,6 +40,7 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
     default_schedule: the time schedule (schedules.py) used when none is asked for, or for a
     baked file the one it was built with; other than uniform, the file declares version 3.
     inputs / symbols: named extra inputs and the symbols of their shapes (version 4);
+    fm.format_version is the lowest version whose keys the file uses (lowest_version);
     null_values {name: array}: the nulls stored in the file; stage: the condition stage."""
     schedule = parse_schedule(default_schedule)
     names = ({"input_z": NAMES.z, "output_x": NAMES.samples, "baked": {**baked, "nfe": nfe(baked["solver"], baked["steps"])}}
@@ -51,18 +49,16 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
         default_solver, default_steps = baked["solver"], baked["steps"]
     default_steps = schedule.steps or default_steps
     values = {
-        "format_version": 1, "kind": "baked" if baked else "velocity",
+        "kind": "baked" if baked else "velocity",
         "data_shape": [s if isinstance(s, str) else int(s) for s in data_shape], **names, "prediction": prediction, "path": path,
         "default_solver": default_solver, "default_steps": int(default_steps),
         "default_schedule": str(schedule),
         "training": training or {}, "architecture": architecture or {}, "producer": producer or {},
     }
     if num_classes:
-        values.update(format_version=2, num_classes=int(num_classes), null_class=int(num_classes), input_y=NAMES.y)
-    if not schedule.uniform:
-        values["format_version"] = 3
+        values.update(num_classes=int(num_classes), null_class=int(num_classes), input_y=NAMES.y)
     if inputs or symbols:
-        values.update(format_version=4, inputs=[dict(i, shape=list(i["shape"])) for i in inputs or []],
+        values.update(inputs=[dict(i, shape=list(i["shape"])) for i in inputs or []],
                       symbols=symbols or {})
     if null_values:
         values["null_values"] = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in null_values.items()}
@@ -72,7 +68,14 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
         values["value_range"] = [float(v) for v in value_range]
     if divergence:
         values["divergence"] = divergence
-    return {PREFIX + k: json.dumps(v) for k, v in values.items()}
+    return {PREFIX + k: json.dumps(v) for k, v in {"format_version": lowest_version(values), **values}.items()}
+
+
+def lowest_version(values: dict[str, Any]) -> int:
+    """The contract version a file with these values declares: the lowest whose features it uses,
+    each key's "since" unless it holds its default (which a reader that ignores it assumes)."""
+    return max((KEYS[k]["since"] for k, v in values.items() if "default" not in KEYS[k] or v != KEYS[k]["default"]),
+               default=1)
 
 
 def read_selftest(where: str, metadata: dict[str, str]) -> dict:
@@ -113,9 +116,10 @@ def write_metadata(props, metadata: dict[str, str]) -> None:
         props.add(key=k, value=v)
 
 
-def _decode(where: str, metadata: dict[str, str], kind: str) -> dict[str, Any]:
+def _decode(where: str, metadata: dict[str, str], kind: str, version: int) -> dict[str, Any]:
     """Every contract key the file has, decoded and checked against its schema (which fixes its
-    JSON type); a key its kind requires must be there."""
+    JSON type); a key its kind requires must be there, and a key newer than the file's version
+    must hold its default (what a reader of that version, which ignores the key, assumes)."""
     out: dict[str, Any] = {}
     for key, entry in KEYS.items():
         raw = metadata.get(PREFIX + key)
@@ -124,18 +128,78 @@ def _decode(where: str, metadata: dict[str, str], kind: str) -> dict[str, Any]:
                 raise refuse(where, key, f"metadata key {PREFIX + key} is missing")
             continue
         out[key] = _value(where, key, raw)
+        if entry["since"] > version and ("default" not in entry or out[key] != entry["default"]):
+            raise refuse(where, key, f"{PREFIX}{key} needs contract version {entry['since']}; the file declares "
+                         f"{version}", None)
     return out
+
+
+def _with_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """The file's values with each absent key's contract.json "default" (or "default_from": the
+    value of another key)."""
+    out = {**{k: copy.deepcopy(e["default"]) for k, e in KEYS.items() if "default" in e}, **values}
+    out.update({k: out.get(e["default_from"]) for k, e in KEYS.items() if "default_from" in e and k not in values})
+    return out
+
+
+def _derived(where: str, m: dict[str, Any], kind: str) -> None:
+    """The rules that need code rather than contract.json's data: a baked file's solve is its
+    default solver and steps, and its NFE is what that solve costs.
+    mirrors: js/src/contract.mjs derived()."""
+    if kind != "baked":
+        return
+    baked = m["baked"]
+    solver, steps = baked["solver"], baked["steps"]
+    if baked.setdefault("nfe", nfe(solver, steps)) != nfe(solver, steps):
+        raise refuse(where, "baked", f"fm.baked says {baked['nfe']} NFE, but {solver}:{steps} takes "
+                     f"{nfe(solver, steps)}", "nfe")
+    m["default_solver"], m["default_steps"] = solver, steps
+
+
+def _decode_version(where: str, metadata: dict[str, str]) -> int:
+    if PREFIX + "format_version" not in metadata:
+        raise refuse(where, "format_version", "metadata has fm.* keys but no fm.format_version")
+    version, problem = schema.decode("format_version", metadata[PREFIX + "format_version"])
+    if problem:
+        raise refuse(where, "format_version", "fm.format_version must be a positive integer, "
+                     f"got {show(metadata[PREFIX + 'format_version'])}")
+    if version > FORMAT_VERSION:
+        raise refuse(where, "format_version", f"contract version {version} is newer than this runtime "
+                     f"understands ({FORMAT_VERSION}); upgrade fm-runtime")
+    return version
 
 
 def _decode_kind(where: str, metadata: dict[str, str]) -> str:
     raw = metadata.get(PREFIX + "kind")
     if raw is None:
         raise refuse(where, "kind", f"metadata key {PREFIX}kind is missing")
-    kind, problem = schema.decode("kind", raw)
-    kind = raw if problem else kind
-    if kind not in KINDS:
-        raise refuse(where, "kind", f"fm.kind {show(kind)} is not one of {', '.join(KINDS)}")
-    return kind
+    return _value(where, "kind", raw)
+
+
+def _read_declared(where: str, metadata: dict[str, str], x_name: str | None, t_name: str | None) -> ModelSpec:
+    """The spec of a file with fm.* metadata: each key's schema, the contract's rules between keys
+    (contract.json "rules") and the few that need code (_derived), then the extra inputs."""
+    version = _decode_version(where, metadata)
+    kind = _decode_kind(where, metadata)
+    m = _with_defaults(_decode(where, metadata, kind, version))
+    _derived(where, m, kind)
+    broken = schema.rule_problem(m)
+    if broken:
+        raise refuse(where, broken[0], broken[2], broken[1])
+    shape, classes = m["data_shape"], m["num_classes"]
+    extra, symbols = read_conditions(where, m, shape, kind, {NAMES.y if classes else None, m["input_x"], m["input_t"]})
+    stage = read_stage(where, m["condition_stage"], extra, symbols)
+    nulls = read_nulls(where, m["null_values"], extra, stage)
+    vr = m["value_range"]
+    return ModelSpec(tuple(shape), x_name or m["input_x"], t_name or m["input_t"], m["output_v"], kind=kind,
+                     z_name=m["input_z"], out_name=m["output_x"], baked=m["baked"], selftest=m["selftest"],
+                     variant=m["variant"], prediction=m["prediction"], prob_path=m["path"],
+                     default_solver=m["default_solver"], default_steps=m["default_steps"],
+                     default_schedule=str(parse_schedule(m["default_schedule"])), training=m["training"],
+                     architecture=m["architecture"], producer=m["producer"], format_version=version,
+                     num_classes=classes, null_class=m["null_class"], y_name=m["input_y"],
+                     value_range=tuple(vr) if vr else None, divergence=m["divergence"], inputs=extra,
+                     symbols=symbols, stage=stage, null_values=nulls)
 
 
 def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict, *,
@@ -146,76 +210,11 @@ def read_spec(where: str, metadata: dict[str, str], inputs: dict, outputs: dict,
     `inputs`/`outputs` map names to (onnx type string, shape list with None/str for dynamic dims),
     as onnxruntime reports them. Keyword overrides stand in for missing metadata.
     """
-    has_fm = any(k.startswith(PREFIX) for k in metadata)
-    if has_fm:
-        if PREFIX + "format_version" not in metadata:
-            raise refuse(where, "format_version", "metadata has fm.* keys but no fm.format_version")
-        version, problem = schema.decode("format_version", metadata[PREFIX + "format_version"])
-        if problem:
-            raise refuse(where, "format_version", "fm.format_version must be a positive integer, "
-                          f"got {show(metadata[PREFIX + 'format_version'])}")
-        if version > FORMAT_VERSION:
-            raise refuse(where, "format_version", f"contract version {version} is newer than this runtime "
-                          f"understands ({FORMAT_VERSION}); upgrade fm-runtime")
-        kind = _decode_kind(where, metadata)
-        m = _decode(where, metadata, kind)
-        if m["prediction"] not in PREDICTIONS:
-            raise refuse(where, "prediction", f"fm.prediction {show(m['prediction'])} is not supported "
-                          f"(supported: {', '.join(PREDICTIONS)})")
-        shape = m["data_shape"]
-        solver = m.get("default_solver", DEFAULT_SOLVER)
-        if solver not in SOLVERS:
-            raise refuse(where, "default_solver", f"fm.default_solver {show(solver)} is not a known solver")
-        steps = m.get("default_steps", DEFAULT_STEPS)
-        if not 1 <= steps <= MAX_STEPS:
-            raise refuse(where, "default_steps", f"fm.default_steps must be between 1 and {MAX_STEPS}, got {steps}")
-        baked = m.get("baked", {})
-        if kind == "baked":
-            if baked.get("solver") not in SOLVERS or not 1 <= baked.get("steps", 0) <= MAX_STEPS:
-                raise refuse(where, "baked", f"fm.baked must name a known solver and 1 to {MAX_STEPS} steps",
-                              "solver" if baked.get("solver") not in SOLVERS else "steps")
-            solver, steps = baked["solver"], baked["steps"]
-            if baked.setdefault("nfe", nfe(solver, steps)) != nfe(solver, steps):
-                raise refuse(where, "baked", f"fm.baked says {baked['nfe']} NFE, but {solver}:{steps} takes "
-                              f"{nfe(solver, steps)}", "nfe")
-        try:
-            schedule = parse_schedule(m.get("default_schedule", "uniform"))
-        except ValueError as e:
-            raise refuse(where, "default_schedule", f"fm.default_schedule: {e}") from None
-        if schedule.steps not in (None, steps):
-            raise refuse(where, "default_schedule",
-                          f"fm.default_schedule has {schedule.steps} steps but the file's steps are {steps}")
-        classes = m.get("num_classes", 0)
-        if classes < 0 or (classes and m.get("null_class", classes) not in range(classes + 1)):
-            raise refuse(where, "null_class", "fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, "
-                          f"got {classes} and {m.get('null_class')}")
-        div = m.get("divergence", {})
-        if div and not (isinstance(div.get("onnx_base64"), str) or (
-                isinstance(div.get("unsupported_ops"), list) and all(isinstance(o, str) for o in div["unsupported_ops"]))):
-            raise refuse(where, "divergence", "fm.divergence must hold onnx_base64 (a string) or unsupported_ops "
-                          "(a list of operator names)")
-        vr = m.get("value_range")
-        if vr is not None and (len(vr) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                       for v in vr) or not vr[0] < vr[1]):
-            raise refuse(where, "value_range", f"fm.value_range must be [low, high] with low < high, got {show(vr)}")
-        extra, symbols = read_conditions(where, m, shape, kind, {NAMES.y if classes else None,
-                                                               m.get("input_x", NAMES.x), m.get("input_t", NAMES.t)})
-        stage = read_stage(where, m.get("condition_stage", {}), extra, symbols)
-        nulls = read_nulls(where, m.get("null_values", {}), extra, stage)
-        spec = ModelSpec(tuple(shape), x_name or m.get("input_x", NAMES.x), t_name or m.get("input_t", NAMES.t),
-                         m.get("output_v", NAMES.v), kind=kind, z_name=m.get("input_z", NAMES.z),
-                         out_name=m.get("output_x", NAMES.samples), baked=baked, selftest=m.get("selftest", {}),
-                         variant=m.get("variant", {}), prediction=m["prediction"], prob_path=m["path"],
-                         default_solver=solver, default_steps=steps, default_schedule=str(schedule),
-                         training=m.get("training", {}), architecture=m.get("architecture", {}),
-                         producer=m.get("producer", {}), format_version=version,
-                         num_classes=classes, null_class=m.get("null_class", classes),
-                         y_name=m.get("input_y", NAMES.y), value_range=tuple(vr) if vr else None,
-                         divergence=m.get("divergence", {}), inputs=extra, symbols=symbols, stage=stage,
-                         null_values=nulls)
+    if any(k.startswith(PREFIX) for k in metadata):
+        spec = _read_declared(where, metadata, x_name, t_name)
         if data_shape is not None and not spec.symbolic and tuple(data_shape) != spec.data_shape:
             raise refuse(where, "data_shape", f"the file declares data shape {list(spec.data_shape)}, "
-                          f"not {list(data_shape)}")
+                         f"not {list(data_shape)}")
     else:
         spec = plain_spec(where, inputs, outputs, data_shape, x_name, t_name)
     check_graph(where, spec, inputs, outputs)

@@ -13,7 +13,7 @@ from . import schema
 PREFIX = CONTRACT["prefix"]
 
 
-def refuse(where: str, key: str, what: str, field: str = "") -> ModelError:
+def refuse(where: str, key: str, what: str, field: str | None = "") -> ModelError:
     """A metadata value that fits its schema but not the rest of the file or this runtime."""
     return ModelError(f"{where}: {what}", key=PREFIX + key, field=field)
 

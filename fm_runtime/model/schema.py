@@ -5,11 +5,21 @@ have) is refused with one line naming the key and the field, never met later as 
 js/src/schema.mjs interprets the same file with the same messages.
 
 Schema forms (a small JSON-Schema subset): "type" string | integer | number | object | array |
-null, or a list of them; "minimum"/"maximum" for integers; "enum" for strings; "properties"
-(checked in order) and "required" for objects, other fields checked against "values" when given,
-else allowed and bounded as free-form info; "items" and "maxItems" for arrays; "format" for the
-checks a type cannot say: name, data_shape and shape (sizes or symbols such as T, bound per
-request), tensor, tensors, base64. A key without a schema is free-form info.
+null, or a list of them; "minimum"/"maximum" for integers (a number, or a dotted path into
+contract.json such as "solvers.max_steps"); "enum" for strings (a list, or a dotted path to a list
+or to an object whose keys are the choices, "enum_where" keeping the entries whose fields match);
+"properties" (checked in order), "required" and "one_of" (a non-empty object holds at least one
+of these) for objects, other fields checked against "values" when given, else allowed and bounded
+as free-form info; "items", "minItems", "maxItems" and "increasing" (each item greater than the
+one before) for arrays; "format" for the checks a type cannot say: name, data_shape and shape
+(sizes or symbols such as T, bound per request), tensor, tensors, base64, schedule. A key without
+a schema is free-form info.
+
+Rules between keys are data too (contract.json "rules", checked by `rule_problem` once every key
+has its value or its default): {"key": K, "at_most" | "at_least": OTHER, "when": W} compares two
+numbers (K and OTHER may name a field, "architecture.width"; the rule applies when both are there
+and, with "when", W's value is not 0, empty or null); {"key": K, "steps_agree_with": OTHER}: a
+schedule that fixes its own number of steps has OTHER's.
 """
 from __future__ import annotations
 
@@ -18,7 +28,8 @@ import math
 import re
 from typing import Any
 
-from ..definitions import KEYS, LIMITS
+from ..definitions import CONTRACT, KEYS, LIMITS
+from ..solve.schedules import parse_schedule
 
 MAX_RANK = LIMITS["max_rank"]             # data dimensions (numpy holds 64 with batch and time axes)
 MAX_SIDE = LIMITS["max_side"]
@@ -140,58 +151,108 @@ def _info(v) -> str | None:
     return None
 
 
+def _schedule(v) -> str | None:
+    """A time schedule (solve/schedules.py) this runtime can build."""
+    if not isinstance(v, str) or len(v) > MAX_TEXT:
+        return f"must be a schedule (text such as uniform or shift:3), got {_show(v)}"
+    try:
+        parse_schedule(v)
+    except ValueError as e:
+        return f"is not a schedule this runtime can build: {e}"
+    return None
+
+
 FORMATS = {"name": _name, "data_shape": _data_shape, "shape": _shape, "tensor": _tensor, "tensors": _tensors,
-           "base64": _base64}
+           "base64": _base64, "schedule": _schedule}
 _TYPE_OK = {"string": lambda v: isinstance(v, str), "null": lambda v: v is None,
             "integer": _is_int, "number": lambda v: _number(v) is None,
             "object": lambda v: isinstance(v, dict), "array": lambda v: isinstance(v, list)}
 _TYPE_WORD = {"string": "text", "null": "null", "integer": "an integer", "object": "an object", "array": "a list"}
 
 
+def lookup(path: str):
+    """The value at a dotted path into contract.json ("solvers.max_steps")."""
+    value = CONTRACT
+    for part in path.split("."):
+        value = value[part]
+    return value
+
+
+def _bound(b):
+    return lookup(b) if isinstance(b, str) else b
+
+
+def choices(schema: dict) -> list[str]:
+    """The strings an "enum" allows: its list, or the keys of the object it names (those whose
+    fields match "enum_where")."""
+    found = lookup(schema["enum"]) if isinstance(schema["enum"], str) else schema["enum"]
+    if isinstance(found, dict):
+        where = schema.get("enum_where", {})
+        return [k for k, v in found.items() if all(v.get(f) == want for f, want in where.items())]
+    return list(found)
+
+
+def _text_problem(value: str, schema: dict) -> str | None:
+    if len(value) > MAX_TEXT:
+        return f"holds a text of {len(value):,} characters (at most {MAX_TEXT})"
+    if "enum" in schema and value not in choices(schema):
+        return f"must be one of {', '.join(choices(schema))}, got {_show(value)}"
+    return None
+
+
+def _list_problem(value: list, schema: dict, field: str) -> tuple[str, str] | None:
+    if len(value) > schema.get("maxItems", len(value)):
+        return field, f"holds {len(value):,} items (at most {schema['maxItems']})"
+    for i, item in enumerate(value):
+        found = _problem(item, schema["items"], f"{field}[{i}]")
+        if found:
+            return found
+    if len(value) < schema.get("minItems", 0):
+        return field, f"holds {len(value):,} items (at least {schema['minItems']}), got {_show(value)}"
+    if schema.get("increasing") and any(a >= b for a, b in zip(value, value[1:])):
+        return field, f"must be increasing (each item greater than the one before), got {_show(value)}"
+    return None
+
+
+def _object_problem(value: dict, schema: dict, field: str) -> tuple[str, str] | None:
+    properties, required = schema.get("properties", {}), schema.get("required", ())
+    for name, sub in properties.items():
+        if name in value:
+            found = _problem(value[name], sub, f"{field}.{name}")
+        else:
+            found = (f"{field}.{name}", "is missing") if name in required else None
+        if found:
+            return found
+    one_of = schema.get("one_of", ())
+    if value and one_of and not any(name in value for name in one_of):
+        return field, f"must hold {' or '.join(one_of)}, got {_show(value)}"
+    for name, item in value.items():     # fields the schema does not name: "values", or described only
+        if name in properties:
+            continue
+        found = _problem(item, schema["values"], f"{field}.{name}") if "values" in schema else _info(item)
+        if isinstance(found, tuple):
+            return found
+        if found:
+            return f"{field}.{name}", found
+    return None
+
+
 def _problem(value, schema: dict, field: str) -> tuple[str, str] | None:
     """(field path, what is wrong) for the first mismatch, or None."""
-    if "format" in schema:
-        found = FORMATS[schema["format"]](value)
-        return (field, found) if found else None
-    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-    if types == ["number"]:
-        found = _number(value)
-        return (field, found) if found else None
-    if types == ["integer"]:
-        found = _integer(value, schema["minimum"], schema["maximum"])
+    types = [schema["format"]] if "format" in schema else \
+        schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    if "format" in schema or types in (["number"], ["integer"]):
+        found = FORMATS[schema["format"]](value) if "format" in schema else _number(value) if types == ["number"] \
+            else _integer(value, _bound(schema["minimum"]), _bound(schema["maximum"]))
         return (field, found) if found else None
     if not any(_TYPE_OK[t](value) for t in types):
         return field, f"must be {' or '.join(_TYPE_WORD[t] for t in types)}, got {_show(value)}"
-    if isinstance(value, str) and len(value) > MAX_TEXT:
-        return field, f"holds a text of {len(value):,} characters (at most {MAX_TEXT})"
-    if isinstance(value, str) and "enum" in schema and value not in schema["enum"]:
-        return field, f"must be one of {', '.join(schema['enum'])}, got {_show(value)}"
+    if isinstance(value, str):
+        found = _text_problem(value, schema)
+        return (field, found) if found else None
     if isinstance(value, list):
-        if len(value) > schema.get("maxItems", len(value)):
-            return field, f"holds {len(value):,} items (at most {schema['maxItems']})"
-        for i, item in enumerate(value):
-            found = _problem(item, schema["items"], f"{field}[{i}]")
-            if found:
-                return found
-    if isinstance(value, dict):
-        properties, required = schema.get("properties", {}), schema.get("required", ())
-        for name, sub in properties.items():
-            if name not in value:
-                if name in required:
-                    return f"{field}.{name}", "is missing"
-                continue
-            found = _problem(value[name], sub, f"{field}.{name}")
-            if found:
-                return found
-        for name, item in value.items():     # fields the schema does not name: "values", or described only
-            if name in properties:
-                continue
-            found = _problem(item, schema["values"], f"{field}.{name}") if "values" in schema else _info(item)
-            if isinstance(found, tuple):
-                return found
-            if found:
-                return f"{field}.{name}", found
-    return None
+        return _list_problem(value, schema, field)
+    return _object_problem(value, schema, field) if isinstance(value, dict) else None
 
 
 def decode(key: str, raw: str) -> tuple[Any, tuple[str, str] | None]:
@@ -229,3 +290,43 @@ def check(key: str, value) -> str | None:
     """What is wrong with `value` for contract key `key`, as text (None: nothing)."""
     found = problem(key, value)
     return describe(found) if found else None
+
+
+RULES: list[dict] = CONTRACT.get("rules", [])
+
+
+def _at(values: dict, path: str):
+    """The value at "key" or "key.field" in a file's values (None when it is not there)."""
+    key, *fields = path.split(".")
+    value = values.get(key)
+    for name in fields:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
+
+
+def _rule_text(rule: dict, value, other) -> str | None:
+    """What is wrong with `value` under one rule, against the value `other` it names."""
+    if "at_most" in rule and value > other:
+        return f"must be at most fm.{rule['at_most']} ({_show(other)}), got {_show(value)}"
+    if "at_least" in rule and value < other:
+        return f"must be at least fm.{rule['at_least']} ({_show(other)}), got {_show(value)}"
+    if "steps_agree_with" in rule and parse_schedule(value).steps not in (None, other):
+        return (f"fixes {parse_schedule(value).steps} steps, but the file's steps (fm.{rule['steps_agree_with']}) "
+                f"are {_show(other)}")
+    return None
+
+
+def rule_problem(values: dict) -> tuple[str, str, str] | None:
+    """(key, field, what is wrong) for the first of contract.json's "rules" that `values` (every
+    key's value or default, each already fitting its schema) break; None: they keep them all.
+    js/src/schema.mjs ruleProblem reads the same rules."""
+    for rule in RULES:
+        other_path = rule.get("at_most") or rule.get("at_least") or rule.get("steps_agree_with")
+        value, other = _at(values, rule["key"]), _at(values, other_path)
+        if value is None or other is None or ("when" in rule and not _at(values, rule["when"])):
+            continue
+        found = _rule_text(rule, value, other)
+        if found:
+            key, _, field = rule["key"].partition(".")
+            return key, field, f"fm.{rule['key']} {found}"
+    return None

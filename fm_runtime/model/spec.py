@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..definitions import CONTRACT
-from ..solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
+from ..definitions import CONTRACT, KEYS
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,9 @@ class ModelSpec:
     variant: dict[str, Any] = field(default_factory=dict)   # {"precision", "quantize", "format", "vs_fp32"}
     prediction: str = "velocity"
     prob_path: dict[str, Any] = field(default_factory=lambda: {"name": "unknown"})   # fm.path: the probability path
-    default_solver: str = DEFAULT_SOLVER
-    default_steps: int = DEFAULT_STEPS
-    default_schedule: str = "uniform"   # schedules.py; a baked file's is the one it was built with
+    default_solver: str = KEYS["default_solver"]["default"]     # contract.json: a key's default
+    default_steps: int = KEYS["default_steps"]["default"]
+    default_schedule: str = KEYS["default_schedule"]["default"]  # schedules.py; a baked file's: the one it was built with
     training: dict[str, Any] = field(default_factory=dict)
     architecture: dict[str, Any] = field(default_factory=dict)
     producer: dict[str, Any] = field(default_factory=dict)

@@ -3,21 +3,18 @@
 // those of fm_runtime/model/contract.py and graph_io.py.
 
 import { ModelError, printable, show } from './errors.mjs';
-import { DEFAULT_SOLVER, DEFAULT_STEPS, MAX_STEPS, SOLVERS, nfe } from './solvers.mjs';
+import { nfe } from './solvers.mjs';
 import { CONTRACT, KEYS } from './definitions.mjs';
-import { decode, describe } from './schema.mjs';
-import { dumps, plain } from './pyjson.mjs';
+import { decode, describe, ruleProblem } from './schema.mjs';
+import { loads, plain } from './pyjson.mjs';
 import { parseSchedule } from './schedules.mjs';
 import { conditions, refuse } from './extra-inputs.mjs';
 
 export const FORMAT_VERSION = CONTRACT.format_version;
 const PREFIX = CONTRACT.prefix;
-const KINDS = CONTRACT.kinds;
-const PREDICTIONS = CONTRACT.predictions;
 export const NAMES = CONTRACT.graph_names;
 
 const isInt = (v) => typeof v === 'number' && Number.isInteger(v);
-const known = (solver) => typeof solver === 'string' && Object.hasOwn(SOLVERS, solver);
 
 /** One key's value, its size, JSON and shape checked (schema.mjs), as Python decodes it. */
 function value(where, key, raw) {
@@ -27,9 +24,10 @@ function value(where, key, raw) {
 }
 
 
-// Each key's schema fixes its JSON type, so decoding is the whole check here. Returns the values as
-// plain JavaScript (for the spec) and as Python decoded them (for exact comparisons and messages).
-function decodeAll(where, metadata, kind) {
+// Each key's schema fixes its JSON type, so decoding is the whole check here; a key newer than the
+// file's version must hold its default. Returns the values as plain JavaScript (for the spec) and as
+// Python decoded them (for exact comparisons and messages).
+function decodeAll(where, metadata, kind, version) {
   const out = {}, py = {};
   for (const [key, entry] of Object.entries(KEYS)) {
     const raw = metadata[PREFIX + key];
@@ -39,8 +37,77 @@ function decodeAll(where, metadata, kind) {
     }
     py[key] = value(where, key, raw);
     out[key] = plain(py[key]);
+    if (entry.since > version && !(Object.hasOwn(entry, 'default') && JSON.stringify(out[key]) === JSON.stringify(entry.default))) {
+      throw refuse(where, key, `${PREFIX}${key} needs contract version ${entry.since}; the file declares ${version}`, null);
+    }
   }
   return [out, py];
+}
+
+/** Both forms of the file's values with each absent key's contract.json "default" (or "default_from"). */
+function withDefaults(m, py) {
+  for (const [key, entry] of Object.entries(KEYS)) {
+    if (Object.hasOwn(m, key) || !Object.hasOwn(entry, 'default')) continue;
+    py[key] = loads(JSON.stringify(entry.default));
+    m[key] = plain(py[key]);
+  }
+  for (const [key, entry] of Object.entries(KEYS)) {
+    if (Object.hasOwn(m, key) || entry.default_from === undefined) continue;
+    [m[key], py[key]] = [m[entry.default_from] ?? null, py[entry.default_from] ?? null];
+  }
+}
+
+/**
+ * The rules that need code rather than contract.json's data: a baked file's solve is its default
+ * solver and steps, and its NFE is what that solve costs. mirrors: fm_runtime/model/contract.py _derived.
+ */
+function derived(where, m, py, kind) {
+  if (kind !== 'baked') return;
+  const baked = m.baked, [solver, steps] = [baked.solver, baked.steps];
+  baked.nfe ??= nfe(solver, steps);
+  if (baked.nfe !== nfe(solver, steps)) {
+    throw refuse(where, 'baked', `fm.baked says ${baked.nfe} NFE, but ${solver}:${steps} takes ${nfe(solver, steps)}`, 'nfe');
+  }
+  [m.default_solver, m.default_steps, py.default_solver, py.default_steps] = [solver, steps, py.baked.get('solver'), py.baked.get('steps')];
+}
+
+function decodeVersion(where, metadata) {
+  if (!(PREFIX + 'format_version' in metadata)) throw refuse(where, 'format_version', 'metadata has fm.* keys but no fm.format_version');
+  const raw = metadata[PREFIX + 'format_version'];
+  const [version, problem] = decode('format_version', raw);
+  if (problem) throw refuse(where, 'format_version', `fm.format_version must be a positive integer, got ${show(raw)}`);
+  if (version > FORMAT_VERSION) {
+    throw refuse(where, 'format_version', `contract version ${version} is newer than this runtime understands (${FORMAT_VERSION}); upgrade fm-runtime`);
+  }
+  return Number(version);
+}
+
+function decodeKind(where, metadata) {
+  const raw = metadata[PREFIX + 'kind'];
+  if (raw === undefined) throw refuse(where, 'kind', `metadata key ${PREFIX}kind is missing`);
+  return value(where, 'kind', raw);
+}
+
+/** The spec of a file with fm.* metadata, as fm_runtime/model/contract.py _read_declared. */
+function readDeclared(where, metadata, xName, tName) {
+  const version = decodeVersion(where, metadata);
+  const kind = decodeKind(where, metadata);
+  const [m, py] = decodeAll(where, metadata, kind, version);
+  withDefaults(m, py);
+  derived(where, m, py, kind);
+  const broken = ruleProblem(py);
+  if (broken) throw refuse(where, broken[0], broken[2], broken[1]);
+  const shape = m.data_shape, classes = m.num_classes;
+  const [inputs, symbols, stage, nullValues] = conditions(where, m, py, shape, kind,
+    new Set([classes ? NAMES.y : null, m.input_x, m.input_t]));
+  return baseSpec({
+    dataShape: shape, xName: xName ?? m.input_x, tName: tName ?? m.input_t, vName: m.output_v, kind,
+    zName: m.input_z, outName: m.output_x, baked: m.baked, selftest: m.selftest, variant: m.variant,
+    prediction: m.prediction, probPath: m.path, defaultSolver: m.default_solver, defaultSteps: m.default_steps,
+    defaultSchedule: String(parseSchedule(m.default_schedule)), training: m.training, architecture: m.architecture,
+    producer: m.producer, formatVersion: version, numClasses: classes, nullClass: m.null_class, yName: m.input_y,
+    valueRange: m.value_range, divergence: m.divergence, inputs, symbols, stage, nullValues,
+  });
 }
 
 function graphIo(where, name, ios, role) {
@@ -80,13 +147,15 @@ function plainSpec(where, inputs, outputs, dataShape, xName, tName) {
   return baseSpec({ dataShape: [...dataShape], xName, tName, vName: outNames[0] });
 }
 
+const DEFAULTS = Object.fromEntries(Object.entries(KEYS).filter(([, e]) => Object.hasOwn(e, 'default')).map(([k, e]) => [k, e.default]));
+
 function baseSpec(fields) {
   return {
     dataShape: [], xName: NAMES.x, tName: NAMES.t, vName: NAMES.v, tRank: 1, kind: 'velocity',
     zName: NAMES.z, outName: NAMES.samples, baked: {}, selftest: {}, variant: {}, prediction: 'velocity',
-    probPath: { name: 'unknown' }, defaultSolver: DEFAULT_SOLVER, defaultSteps: DEFAULT_STEPS,
-    defaultSchedule: 'uniform', training: {},
-    architecture: {}, producer: {}, formatVersion: null, numClasses: 0, nullClass: 0, yName: NAMES.y,
+    probPath: { name: 'unknown' }, defaultSolver: DEFAULTS.default_solver, defaultSteps: DEFAULTS.default_steps,
+    defaultSchedule: DEFAULTS.default_schedule, training: {},
+    architecture: {}, producer: {}, formatVersion: null, numClasses: DEFAULTS.num_classes, nullClass: 0, yName: NAMES.y,
     valueRange: null, divergence: {}, inputs: [], symbols: {}, stage: {}, nullValues: {}, ...fields,
   };
 }
@@ -99,73 +168,9 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
   if (typeof dataShape === 'number') dataShape = [dataShape];
   let spec;
   if (Object.keys(metadata).some((k) => k.startsWith(PREFIX))) {
-    if (!(PREFIX + 'format_version' in metadata)) throw refuse(where, 'format_version', 'metadata has fm.* keys but no fm.format_version');
-    const rawVersion = metadata[PREFIX + 'format_version'];
-    const [pyVersion, versionProblem] = decode('format_version', rawVersion);
-    if (versionProblem) throw refuse(where, 'format_version', `fm.format_version must be a positive integer, got ${show(rawVersion)}`);
-    const version = Number(pyVersion);
-    if (version > FORMAT_VERSION) {
-      throw refuse(where, 'format_version', `contract version ${pyVersion} is newer than this runtime understands (${FORMAT_VERSION}); upgrade fm-runtime`);
-    }
-    const rawKind = metadata[PREFIX + 'kind'];
-    if (rawKind === undefined) throw refuse(where, 'kind', `metadata key ${PREFIX}kind is missing`);
-    const [decodedKind, kindProblem] = decode('kind', rawKind);
-    const kind = kindProblem ? rawKind : decodedKind;
-    if (!KINDS.includes(kind)) throw refuse(where, 'kind', `fm.kind ${show(kind)} is not one of ${KINDS.join(', ')}`);
-    const [m, py] = decodeAll(where, metadata, kind);
-    if (!PREDICTIONS.includes(m.prediction)) {
-      throw refuse(where, 'prediction', `fm.prediction ${show(m.prediction)} is not supported (supported: ${PREDICTIONS.join(', ')})`);
-    }
-    const shape = m.data_shape;
-    let solver = m.default_solver ?? DEFAULT_SOLVER;
-    if (!known(solver)) throw refuse(where, 'default_solver', `fm.default_solver ${show(solver)} is not a known solver`);
-    let steps = m.default_steps ?? DEFAULT_STEPS;
-    if (!(steps >= 1 && steps <= MAX_STEPS)) throw refuse(where, 'default_steps', `fm.default_steps must be between 1 and ${MAX_STEPS}, got ${steps}`);
-    const baked = m.baked ?? {};
-    if (kind === 'baked') {
-      if (!known(baked.solver) || !(baked.steps >= 1 && baked.steps <= MAX_STEPS)) {
-        throw refuse(where, 'baked', `fm.baked must name a known solver and 1 to ${MAX_STEPS} steps`, known(baked.solver) ? 'steps' : 'solver');
-      }
-      [solver, steps] = [baked.solver, baked.steps];
-      baked.nfe ??= nfe(solver, steps);
-      if (baked.nfe !== nfe(solver, steps)) {
-        throw refuse(where, 'baked', `fm.baked says ${baked.nfe} NFE, but ${solver}:${steps} takes ${nfe(solver, steps)}`, 'nfe');
-      }
-    }
-    let schedule;
-    try {
-      schedule = parseSchedule(m.default_schedule ?? 'uniform');
-    } catch (e) {
-      throw refuse(where, 'default_schedule', `fm.default_schedule: ${e.message}`);
-    }
-    if (schedule.steps !== null && schedule.steps !== steps) {
-      throw refuse(where, 'default_schedule', `fm.default_schedule has ${schedule.steps} steps but the file's steps are ${steps}`);
-    }
-    const classes = m.num_classes ?? 0;
-    const nullClass = m.null_class ?? classes;
-    if (classes && !(nullClass >= 0 && nullClass <= classes)) {
-      throw refuse(where, 'null_class', `fm.num_classes must be >= 0 and fm.null_class one of 0..num_classes, got ${classes} and ${nullClass}`);
-    }
-    const [inputs, symbols, stage, nullValues] = conditions(where, m, py, shape, kind,
-      new Set([classes ? NAMES.y : null, m.input_x ?? NAMES.x, m.input_t ?? NAMES.t]));
-    const div = m.divergence ?? {};
-    if (Object.keys(div).length && !(typeof div.onnx_base64 === 'string' || Array.isArray(div.unsupported_ops))) {
-      throw refuse(where, 'divergence', `fm.divergence must hold onnx_base64 (a string) or unsupported_ops (a list of operator names)`);
-    }
-    const vr = m.value_range ?? null;     // its items are finite numbers (the schema); compared exactly
-    if (vr !== null && !(vr.length === 2 && py.value_range[0] < py.value_range[1])) {
-      throw refuse(where, 'value_range', `fm.value_range must be [low, high] with low < high, got ${dumps(py.value_range)}`);
-    }
-    spec = baseSpec({
-      dataShape: shape, xName: xName ?? m.input_x ?? NAMES.x, tName: tName ?? m.input_t ?? NAMES.t,
-      vName: m.output_v ?? NAMES.v, kind, zName: m.input_z ?? NAMES.z, outName: m.output_x ?? NAMES.samples,
-      baked, selftest: m.selftest ?? {}, variant: m.variant ?? {}, prediction: m.prediction, probPath: m.path,
-      defaultSolver: solver, defaultSteps: steps, defaultSchedule: String(schedule), training: m.training ?? {}, architecture: m.architecture ?? {},
-      producer: m.producer ?? {}, formatVersion: version, numClasses: classes, nullClass,
-      yName: m.input_y ?? NAMES.y, valueRange: vr, divergence: div, inputs, symbols, stage, nullValues,
-    });
-    if (dataShape != null && !symbolic(spec) && dataShape.join(',') !== shape.join(',')) {
-      throw refuse(where, 'data_shape', `the file declares data shape ${show(shape)}, not ${show(dataShape)}`);
+    spec = readDeclared(where, metadata, xName, tName);
+    if (dataShape != null && !symbolic(spec) && dataShape.join(',') !== spec.dataShape.join(',')) {
+      throw refuse(where, 'data_shape', `the file declares data shape ${show(spec.dataShape)}, not ${show(dataShape)}`);
     }
   } else {
     spec = plainSpec(where, inputs, outputs, dataShape, xName, tName);

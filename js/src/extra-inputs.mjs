@@ -49,7 +49,7 @@ export function conditions(where, m, py, shape, kind, taken) {
   for (const role of ['mask', 'guidance']) {
     if (inputs.filter((item) => item.role === role).length > 1) throw refuse(where, 'inputs', `fm.inputs has more than one ${role} input`);
   }
-  const stage = m.condition_stage ?? null;
+  const stage = Object.keys(m.condition_stage ?? {}).length ? m.condition_stage : null;     // {}: none, as absent
   if (stage) {     // fm.condition_stage: it provides declared inputs; its own inputs are new names
     const declared = inputs.map((item) => item.name);
     stage.outputs.forEach((name, i) => {

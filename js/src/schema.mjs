@@ -1,10 +1,11 @@
 // The shape of every contract value, checked before the sampler uses it: an interpreter of the
 // schemas in fm_runtime/contract.json, the same file and the same messages as the Python runtime's
-// fm_runtime/model/schema.py (see there for the schema forms). Values are decoded as Python decodes
-// them (pyjson.mjs: BigInt integers, Number floats, Map objects).
+// fm_runtime/model/schema.py (see there for the schema forms and the rules between keys). Values
+// are decoded as Python decodes them (pyjson.mjs: BigInt integers, Number floats, Map objects).
 
-import { KEYS, LIMITS } from './definitions.mjs';
+import { CONTRACT, KEYS, LIMITS } from './definitions.mjs';
 import { JsonError, TooDeep, dumps, floatRepr, loads, pyLen } from './pyjson.mjs';
+import { parseSchedule } from './schedules.mjs';
 
 const MAX_RANK = LIMITS.max_rank;              // data dimensions
 const MAX_SIDE = BigInt(LIMITS.max_side);
@@ -91,66 +92,96 @@ function tensors(v) {
   return null;
 }
 
-const FORMATS = { name, data_shape: dataShape, shape, tensor, tensors, base64: blob };
+/** A time schedule (schedules.mjs) this runtime can build. */
+function schedule(v) {
+  if (typeof v !== 'string' || tooLong(v)) return `must be a schedule (text such as uniform or shift:3), got ${show(v)}`;
+  try {
+    parseSchedule(v);
+  } catch (e) {
+    return `is not a schedule this runtime can build: ${e.message}`;
+  }
+  return null;
+}
+
+const FORMATS = { name, data_shape: dataShape, shape, tensor, tensors, base64: blob, schedule };
 const TYPE_OK = {
   string: (v) => typeof v === 'string', null: (v) => v === null, integer: isInt, number: (v) => number(v) === null,
   object: isDict, array: Array.isArray,
 };
 const TYPE_WORD = { string: 'text', null: 'null', integer: 'an integer', object: 'an object', array: 'a list' };
 
+/** The value at a dotted path into contract.json ('solvers.max_steps'). */
+export const lookup = (path) => path.split('.').reduce((v, part) => v[part], CONTRACT);
+const bound = (b) => BigInt(typeof b === 'string' ? lookup(b) : b);
+
+/** The strings an "enum" allows: its list, or the keys of the object it names (those whose fields match "enum_where"). */
+export function choices(schema) {
+  const found = typeof schema.enum === 'string' ? lookup(schema.enum) : schema.enum;
+  if (Array.isArray(found)) return found;
+  const where = Object.entries(schema.enum_where ?? {});
+  return Object.keys(found).filter((k) => where.every(([f, want]) => found[k][f] === want));
+}
+
+function stringProblem(value, schema) {
+  if (tooLong(value)) return textProblem(value);
+  if (schema.enum !== undefined && !choices(schema).includes(value)) return `must be one of ${choices(schema).join(', ')}, got ${show(value)}`;
+  return null;
+}
+
+function listProblem(value, schema, field) {
+  if (schema.maxItems !== undefined && value.length > schema.maxItems) {
+    return [field, `holds ${commas(value.length)} items (at most ${schema.maxItems})`];
+  }
+  for (let i = 0; i < value.length; i++) {
+    const found = problemAt(value[i], schema.items, `${field}[${i}]`);
+    if (found) return found;
+  }
+  if (value.length < (schema.minItems ?? 0)) return [field, `holds ${commas(value.length)} items (at least ${schema.minItems}), got ${show(value)}`];
+  if (schema.increasing && value.some((v, i) => i > 0 && value[i - 1] >= v)) {
+    return [field, `must be increasing (each item greater than the one before), got ${show(value)}`];
+  }
+  return null;
+}
+
+function objectProblem(value, schema, field) {
+  const properties = schema.properties ?? {}, required = schema.required ?? [], oneOf = schema.one_of ?? [];
+  for (const [fname, sub] of Object.entries(properties)) {
+    const found = value.has(fname) ? problemAt(value.get(fname), sub, `${field}.${fname}`)
+      : required.includes(fname) ? [`${field}.${fname}`, 'is missing'] : null;
+    if (found) return found;
+  }
+  if (value.size && oneOf.length && !oneOf.some((n) => value.has(n))) return [field, `must hold ${oneOf.join(' or ')}, got ${show(value)}`];
+  for (const [key, item] of value) {        // fields the schema does not name: "values", or described only
+    if (Object.hasOwn(properties, key)) continue;
+    if (schema.values !== undefined) {
+      const found = problemAt(item, schema.values, `${field}.${key}`);
+      if (found) return found;
+      continue;
+    }
+    const found = info(item);
+    if (found) return [`${field}.${key}`, found];
+  }
+  return null;
+}
+
 /** [field path, what is wrong] for the first mismatch, or null. */
 function problemAt(value, schema, field) {
-  if (schema.format !== undefined) {
-    const found = FORMATS[schema.format](value);
-    return found ? [field, found] : null;
-  }
-  const types = Array.isArray(schema.type) ? schema.type : [schema.type];
-  if (types.length === 1 && types[0] === 'number') {
-    const found = number(value);
-    return found ? [field, found] : null;
-  }
-  if (types.length === 1 && types[0] === 'integer') {
-    const found = count(BigInt(schema.minimum), BigInt(schema.maximum))(value);
+  const types = schema.format !== undefined ? [schema.format] : Array.isArray(schema.type) ? schema.type : [schema.type];
+  const only = types.length === 1 ? types[0] : null;
+  if (schema.format !== undefined || only === 'number' || only === 'integer') {
+    const found = schema.format !== undefined ? FORMATS[schema.format](value) : only === 'number' ? number(value)
+      : count(bound(schema.minimum), bound(schema.maximum))(value);
     return found ? [field, found] : null;
   }
   if (!types.some((t) => TYPE_OK[t](value))) {
     return [field, `must be ${types.map((t) => TYPE_WORD[t]).join(' or ')}, got ${show(value)}`];
   }
-  if (typeof value === 'string' && tooLong(value)) return [field, textProblem(value)];
-  if (typeof value === 'string' && schema.enum && !schema.enum.includes(value)) {
-    return [field, `must be one of ${schema.enum.join(', ')}, got ${show(value)}`];
+  if (typeof value === 'string') {
+    const found = stringProblem(value, schema);
+    return found ? [field, found] : null;
   }
-  if (Array.isArray(value)) {
-    if (schema.maxItems !== undefined && value.length > schema.maxItems) {
-      return [field, `holds ${commas(value.length)} items (at most ${schema.maxItems})`];
-    }
-    for (let i = 0; i < value.length; i++) {
-      const found = problemAt(value[i], schema.items, `${field}[${i}]`);
-      if (found) return found;
-    }
-  }
-  if (isDict(value)) {
-    const properties = schema.properties ?? {}, required = schema.required ?? [];
-    for (const [fname, sub] of Object.entries(properties)) {
-      if (!value.has(fname)) {
-        if (required.includes(fname)) return [`${field}.${fname}`, 'is missing'];
-        continue;
-      }
-      const found = problemAt(value.get(fname), sub, `${field}.${fname}`);
-      if (found) return found;
-    }
-    for (const [key, item] of value) {        // fields the schema does not name: "values", or described only
-      if (Object.hasOwn(properties, key)) continue;
-      if (schema.values !== undefined) {
-        const found = problemAt(item, schema.values, `${field}.${key}`);
-        if (found) return found;
-        continue;
-      }
-      const found = info(item);
-      if (found) return [`${field}.${key}`, found];
-    }
-  }
-  return null;
+  if (Array.isArray(value)) return listProblem(value, schema, field);
+  return isDict(value) ? objectProblem(value, schema, field) : null;
 }
 
 /** [field, what is wrong] with `value` for contract key `key` (field '' is the value itself), or null. */
@@ -184,4 +215,48 @@ export function decode(key, raw) {
     throw e;
   }
   return [value, problem(key, value)];
+}
+
+const RULES = CONTRACT.rules ?? [];
+
+/** The value at 'key' or 'key.field' in a file's values (decoded as Python does; null when it is not there). */
+function at(values, path) {
+  const [key, ...fields] = path.split('.');
+  let value = Object.hasOwn(values, key) ? values[key] : null;
+  for (const f of fields) value = isDict(value) && value.has(f) ? value.get(f) : null;
+  return value;
+}
+
+/** Python's truth of a value: not 0, empty or null. */
+const truthy = (v) => !(v === null || v === false || v === 0 || v === 0n || v === '' || (Array.isArray(v) && !v.length) || (isDict(v) && !v.size));
+
+/** What is wrong with `value` under one rule, against the value `other` it names. */
+function ruleText(rule, value, other) {
+  if (rule.at_most !== undefined && value > other) return `must be at most fm.${rule.at_most} (${show(other)}), got ${show(value)}`;
+  if (rule.at_least !== undefined && value < other) return `must be at least fm.${rule.at_least} (${show(other)}), got ${show(value)}`;
+  if (rule.steps_agree_with !== undefined) {
+    const steps = parseSchedule(value).steps;
+    if (steps !== null && BigInt(steps) !== BigInt(other)) {
+      return `fixes ${steps} steps, but the file's steps (fm.${rule.steps_agree_with}) are ${show(other)}`;
+    }
+  }
+  return null;
+}
+
+/**
+ * [key, field, what is wrong] for the first of contract.json's "rules" that `values` (every key's value
+ * or default, decoded as Python does, each fitting its schema) break; null: they keep them all.
+ * The same rules as fm_runtime/model/schema.py rule_problem.
+ */
+export function ruleProblem(values) {
+  for (const rule of RULES) {
+    const value = at(values, rule.key), other = at(values, rule.at_most ?? rule.at_least ?? rule.steps_agree_with);
+    if (value === null || other === null || (rule.when !== undefined && !truthy(at(values, rule.when)))) continue;
+    const found = ruleText(rule, value, other);
+    if (found) {
+      const [key, ...field] = rule.key.split('.');
+      return [key, field.join('.'), `fm.${rule.key} ${found}`];
+    }
+  }
+  return null;
 }

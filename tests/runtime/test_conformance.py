@@ -103,7 +103,8 @@ def test_a_new_key_touches_contract_json_alone(tmp_path):
     (tmp_path / "fm_runtime" / "contract.json").write_text(json.dumps(contract))
     base = vectors("metadata")[0]
     cases = [None, '{"rows": 3}', '{"rows": 9}', '{"cols": 1}']
-    metas = [{**base["metadata"], **({} if raw is None else {"fm.made_up_limit": raw})} for raw in cases]
+    metas = [{**base["metadata"], "fm.format_version": "3", **({} if raw is None else {"fm.made_up_limit": raw})}
+             for raw in cases]     # a file using a key declares the version that key came in
     io = json.dumps({"inputs": base["inputs"], "outputs": base["outputs"], "metas": metas})
     want = [None, None, ["fm.made_up_limit", "rows"], ["fm.made_up_limit", "rows"]]
 

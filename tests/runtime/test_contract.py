@@ -70,10 +70,10 @@ def test_plain_onnx_ambiguous_inputs_need_names(tmp_path):
     ({"training": '"' + "a" * (2 << 20) + '"'}, "more than the 1,048,576 this key may hold"),
     ({"data_shape": "[3]"}, "data shape is [3]"),
     ({"data_shape": "[0]"}, "positive integers"),
-    ({"kind": '"classifier"'}, "fm.kind 'classifier'"),
+    ({"kind": '"classifier"'}, 'fm.kind must be one of velocity, baked, got "classifier"'),
     ({"path": None}, "fm.path is missing"),
     ({"default_steps": "{"}, "not valid JSON"),
-    ({"default_solver": '"dopri"'}, "not a known solver"),
+    ({"default_solver": '"dopri"'}, "fm.default_solver must be one of euler, midpoint, heun, rk4"),
     ({"input_x": '"state"'}, "no input named 'state'"),
 ])
 def test_bad_metadata_is_refused_by_name(tmp_path, changes, words):
