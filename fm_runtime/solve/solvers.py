@@ -34,8 +34,8 @@ SOLVERS: dict[str, Solver] = {
     name: Solver(name, m["evals_per_step"], m["order"], tuple(m["c"]), tuple(tuple(r) for r in m["a"]), tuple(m["b"]))
     for name, m in _REGISTRY["methods"].items() if m["kind"] == "fixed"
 }
-DEFAULT_SOLVER: str = _REGISTRY["default"]
-DEFAULT_STEPS: int = _REGISTRY["default_steps"]
+DEFAULT_SOLVER: str = CONTRACT["keys"]["default_solver"]["default"]     # a file's defaults when it names none
+DEFAULT_STEPS: int = CONTRACT["keys"]["default_steps"]["default"]
 MAX_STEPS: int = _REGISTRY["max_steps"]      # far past any useful fixed-step count; beyond it a typo would run for days
 
 

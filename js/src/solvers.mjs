@@ -10,8 +10,8 @@ const REGISTRY = CONTRACT.solvers;
 /** The fixed-step methods of contract.json's solver registry (dopri5, kind "adaptive", is Python-only). */
 export const SOLVERS = Object.fromEntries(Object.entries(REGISTRY.methods).filter(([, m]) => m.kind === 'fixed')
   .map(([name, m]) => [name, { name, evalsPerStep: m.evals_per_step, order: m.order, c: m.c, a: m.a, b: m.b }]));
-export const DEFAULT_SOLVER = REGISTRY.default;
-export const DEFAULT_STEPS = REGISTRY.default_steps;
+export const DEFAULT_SOLVER = CONTRACT.keys.default_solver.default;     // a file's defaults when it names none
+export const DEFAULT_STEPS = CONTRACT.keys.default_steps.default;
 export const MAX_STEPS = REGISTRY.max_steps;
 
 export function nfe(solver, steps) {
