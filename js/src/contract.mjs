@@ -19,6 +19,7 @@ export const NAMES = CONTRACT.graph_names;
 const isInt = (v) => typeof v === 'number' && Number.isInteger(v);
 const known = (solver) => typeof solver === 'string' && Object.hasOwn(SOLVERS, solver);
 
+// mirrors: fm_runtime/model/contract.py (_value)
 /** One key's value, its size, JSON and shape checked (schema.mjs), as Python decodes it. */
 function value(where, key, raw) {
   const [v, problem] = decode(key, raw);
@@ -27,6 +28,7 @@ function value(where, key, raw) {
 }
 
 
+// mirrors: fm_runtime/model/contract.py (_decode)
 // Each key's schema fixes its JSON type, so decoding is the whole check here. Returns the values as
 // plain JavaScript (for the spec) and as Python decoded them (for exact comparisons and messages).
 function decodeAll(where, metadata, kind) {
@@ -43,6 +45,7 @@ function decodeAll(where, metadata, kind) {
   return [out, py];
 }
 
+// mirrors: fm_runtime/model/graph_io.py (_graph_io)
 function graphIo(where, name, ios, role) {
   if (!(name in ios)) {
     throw new ModelError(`${where}: the graph has no ${role} named ${show(name)} (it has: ${Object.keys(ios).map(printable).join(', ') || 'none'})`, { field: name });
@@ -50,6 +53,7 @@ function graphIo(where, name, ios, role) {
   return ios[name];
 }
 
+// mirrors: fm_runtime/model/graph_io.py (plain_spec)
 /** A velocity ONNX with no fm.* metadata: what the graph shows, the rest from the options. */
 function plainSpec(where, inputs, outputs, dataShape, xName, tName) {
   const names = Object.keys(inputs);
@@ -91,6 +95,7 @@ function baseSpec(fields) {
   };
 }
 
+// mirrors: fm_runtime/model/contract.py (read_spec)
 /**
  * The model's spec from its metadata (string -> string) and its graph's inputs/outputs
  * ({name: {type, shape}}), with options {dataShape, xName, tName} standing in for missing metadata.
@@ -175,9 +180,11 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
   return spec;
 }
 
+// mirrors: fm_runtime/model/spec.py (ModelSpec.symbolic)
 /** Whether shapes name symbols that each request binds (bindSpec gives the concrete spec). */
 export const symbolic = (spec) => [...spec.dataShape, ...spec.inputs.flatMap((i) => i.shape)].some((d) => typeof d === 'string');
 
+// mirrors: fm_runtime/model/spec.py (ModelSpec.bind)
 /** The spec with every symbol replaced by its size in `dims`. */
 export function bindSpec(spec, dims) {
   if (!symbolic(spec)) return spec;
@@ -189,6 +196,7 @@ export function bindSpec(spec, dims) {
 
 const DTYPES = CONTRACT.input_dtypes;
 
+// mirrors: fm_runtime/model/graph_io.py (_check_shape)
 function checkShape(where, role, name, shape, dataShape) {
   const want = dataShape.length + 1;
   if (shape.length !== want) {
@@ -207,6 +215,7 @@ function checkTypes(where, what, pairs) {
   }
 }
 
+// mirrors: fm_runtime/model/graph_io.py (check_graph, _check_baked_graph, _check_velocity_graph)
 function checkGraph(where, spec, inputs, outputs) {
   if (spec.kind === 'baked') {
     const z = graphIo(where, spec.zName, inputs, 'input'), x = graphIo(where, spec.outName, outputs, 'output');
