@@ -6,10 +6,13 @@ import { InputError, ResourceError, UsageError, show } from './errors.mjs';
 import { bindSpec, symbolic } from './contract.mjs';
 import { CONTRACT } from './definitions.mjs';
 
+// mirrors: fm_runtime/engine/options.py (usage)
 const usage = (key, message, field = null) => new UsageError(message, { key, field });
+// mirrors: fm_runtime/engine/options.py (bad_input)
 const badInput = (key, message, field = null) => new InputError(message, { key, field });
 const isWhole = (v) => typeof v === 'number' && Number.isInteger(v);
 
+// mirrors: fm_runtime/engine/request.py (guiding)
 /** {nulls, interval, calls} of a request, as Python's guiding: what the unconditional half feeds
  * for each condition with a null ({data [n x size], dims}), the interval of t guidance applies on,
  * and how its halves are called ("batched": one call on 2n rows, or "two"). */
@@ -46,6 +49,7 @@ function broadcastRows({ data, dims: from }, dims, n) {
   return out;
 }
 
+// mirrors: fm_runtime/engine/conditions.py (bind_inputs)
 /** [the spec with its symbols bound, {name: {data, dims, batched}}, rows the per-row inputs fix or
  * null], as Python's bind_inputs: every declared input given (a mask may be left out: all ones),
  * none it does not declare, of its dtype and rank with or without the batch axis, finite; every
@@ -125,6 +129,7 @@ export function bindInputs(spec, where, cond, dims, n) {
   return [spec2, arrays, rows];
 }
 
+// mirrors: fm_runtime/engine/conditions.py (_as_array)
 /** [data as the item's dtype (Float32Array, finite; BigInt64Array), its dims] of a condition
  * {data: a typed array or array of numbers, dims: its shape}. */
 export function asArray(item, value) {
@@ -148,6 +153,7 @@ export function asArray(item, value) {
   return [BigInt64Array.from(value.data, (v) => BigInt(v)), shape];
 }
 
+// mirrors: fm_runtime/engine/conditions.py (_check_size)
 /** A symbol's size within the file's bounds for it. */
 export function checkSize(spec, where, name, size) {
   const bounds = spec.symbols[name], low = bounds.min ?? 1, high = bounds.max ?? CONTRACT.limits.max_symbol, step = bounds.multiple_of ?? 1;
@@ -156,6 +162,7 @@ export function checkSize(spec, where, name, size) {
   }
 }
 
+// mirrors: fm_runtime/engine/conditions.py (per_row)
 /** Each input as {data [n x size], dims}: one given without the batch axis repeats for every row. */
 export function perRow(arrays, n) {
   const out = {};

@@ -16,6 +16,7 @@ export const NAMES = CONTRACT.graph_names;
 
 const isInt = (v) => typeof v === 'number' && Number.isInteger(v);
 
+// mirrors: fm_runtime/model/contract.py (_value)
 /** One key's value, its size, JSON and shape checked (schema.mjs), as Python decodes it. */
 function value(where, key, raw) {
   const [v, problem] = decode(key, raw);
@@ -24,6 +25,7 @@ function value(where, key, raw) {
 }
 
 
+// mirrors: fm_runtime/model/contract.py (_decode)
 // Each key's schema fixes its JSON type, so decoding is the whole check here; a key newer than the
 // file's version must hold its default. Returns the values as plain JavaScript (for the spec) and as
 // Python decoded them (for exact comparisons and messages).
@@ -44,6 +46,7 @@ function decodeAll(where, metadata, kind, version) {
   return [out, py];
 }
 
+// mirrors: fm_runtime/model/contract.py (_with_defaults)
 /** Both forms of the file's values with each absent key's contract.json "default" (or "default_from"). */
 function withDefaults(m, py) {
   for (const [key, entry] of Object.entries(KEYS)) {
@@ -57,9 +60,10 @@ function withDefaults(m, py) {
   }
 }
 
+// mirrors: fm_runtime/model/contract.py (_derived)
 /**
  * The rules that need code rather than contract.json's data: a baked file's solve is its default
- * solver and steps, and its NFE is what that solve costs. mirrors: fm_runtime/model/contract.py _derived.
+ * solver and steps, and its NFE is what that solve costs.
  */
 function derived(where, m, py, kind) {
   if (kind !== 'baked') return;
@@ -71,6 +75,7 @@ function derived(where, m, py, kind) {
   [m.default_solver, m.default_steps, py.default_solver, py.default_steps] = [solver, steps, py.baked.get('solver'), py.baked.get('steps')];
 }
 
+// mirrors: fm_runtime/model/contract.py (_decode_version)
 function decodeVersion(where, metadata) {
   if (!(PREFIX + 'format_version' in metadata)) throw refuse(where, 'format_version', 'metadata has fm.* keys but no fm.format_version');
   const raw = metadata[PREFIX + 'format_version'];
@@ -82,12 +87,14 @@ function decodeVersion(where, metadata) {
   return Number(version);
 }
 
+// mirrors: fm_runtime/model/contract.py (_decode_kind)
 function decodeKind(where, metadata) {
   const raw = metadata[PREFIX + 'kind'];
   if (raw === undefined) throw refuse(where, 'kind', `metadata key ${PREFIX}kind is missing`);
   return value(where, 'kind', raw);
 }
 
+// mirrors: fm_runtime/model/contract.py (_read_declared)
 /** The spec of a file with fm.* metadata, as fm_runtime/model/contract.py _read_declared. */
 function readDeclared(where, metadata, xName, tName) {
   const version = decodeVersion(where, metadata);
@@ -110,6 +117,7 @@ function readDeclared(where, metadata, xName, tName) {
   });
 }
 
+// mirrors: fm_runtime/model/graph_io.py (_graph_io)
 function graphIo(where, name, ios, role) {
   if (!(name in ios)) {
     throw new ModelError(`${where}: the graph has no ${role} named ${show(name)} (it has: ${Object.keys(ios).map(printable).join(', ') || 'none'})`, { field: name });
@@ -117,6 +125,7 @@ function graphIo(where, name, ios, role) {
   return ios[name];
 }
 
+// mirrors: fm_runtime/model/graph_io.py (plain_spec)
 /** A velocity ONNX with no fm.* metadata: what the graph shows, the rest from the options. */
 function plainSpec(where, inputs, outputs, dataShape, xName, tName) {
   const names = Object.keys(inputs);
@@ -160,6 +169,7 @@ function baseSpec(fields) {
   };
 }
 
+// mirrors: fm_runtime/model/contract.py (read_spec)
 /**
  * The model's spec from its metadata (string -> string) and its graph's inputs/outputs
  * ({name: {type, shape}}), with options {dataShape, xName, tName} standing in for missing metadata.
@@ -180,9 +190,11 @@ export function readSpec(where, metadata, inputs, outputs, { dataShape = null, x
   return spec;
 }
 
+// mirrors: fm_runtime/model/spec.py (ModelSpec.symbolic)
 /** Whether shapes name symbols that each request binds (bindSpec gives the concrete spec). */
 export const symbolic = (spec) => [...spec.dataShape, ...spec.inputs.flatMap((i) => i.shape)].some((d) => typeof d === 'string');
 
+// mirrors: fm_runtime/model/spec.py (ModelSpec.bind)
 /** The spec with every symbol replaced by its size in `dims`. */
 export function bindSpec(spec, dims) {
   if (!symbolic(spec)) return spec;
@@ -194,6 +206,7 @@ export function bindSpec(spec, dims) {
 
 const DTYPES = CONTRACT.input_dtypes;
 
+// mirrors: fm_runtime/model/graph_io.py (_check_shape)
 function checkShape(where, role, name, shape, dataShape) {
   const want = dataShape.length + 1;
   if (shape.length !== want) {
@@ -212,6 +225,7 @@ function checkTypes(where, what, pairs) {
   }
 }
 
+// mirrors: fm_runtime/model/graph_io.py (check_graph, _check_baked_graph, _check_velocity_graph)
 function checkGraph(where, spec, inputs, outputs) {
   if (spec.kind === 'baked') {
     const z = graphIo(where, spec.zName, inputs, 'input'), x = graphIo(where, spec.outName, outputs, 'output');

@@ -41,12 +41,14 @@ TimedOut.prototype.exitCode = 124;
 export class Interrupted extends FmError {}
 Interrupted.prototype.exitCode = 130;
 
+// mirrors: fm_runtime/errors.py (printable)
 /** Text from a model file, safe to show: control characters escaped, one line. */
 export function printable(text) {
   return String(text).replace(/[\u0000-\u001f\u007f-\u009f]/g,
     (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'));
 }
 
+// mirrors: fm_runtime/errors.py (show)
 /** A value as Python's repr() writes it (strings in single quotes, None, True), so messages read
  * the same as the Python runtime's; cut at 60 characters like its raw[:60]. */
 export function show(value) {

@@ -8,11 +8,13 @@ import { isSymbol } from './schema.mjs';
 
 const PREFIX = CONTRACT.prefix;
 
+// mirrors: fm_runtime/model/extra_inputs.py (refuse)
 /** A metadata value that fits its schema but not the rest of the file or this runtime. */
 export const refuse = (where, key, what, field = '') => new ModelError(`${where}: ${what}`, { key: PREFIX + key, field });
 
 const MAX_SYMBOL = CONTRACT.limits.max_symbol;
 
+// mirrors: fm_runtime/model/extra_inputs.py (read_conditions)
 /** fm.inputs and fm.symbols (contract version 4) beyond their schema, as Python's _conditions. */
 export function conditions(where, m, py, shape, kind, taken) {
   const symbols = m.symbols ?? {}, inputs = m.inputs ?? [];
@@ -77,6 +79,7 @@ export function conditions(where, m, py, shape, kind, taken) {
   return [inputs, symbols, stage ?? {}, nullValues];
 }
 
+// mirrors: fm_runtime/model/schema.py (nested_shape)
 /** The shape of a nested array of numbers, or null when it is ragged or deeper than max_rank. */
 function nestedShape(v) {
   const shape = [];
@@ -89,6 +92,7 @@ function nestedShape(v) {
   return level.some((a) => Array.isArray(a)) ? null : shape;
 }
 
+// mirrors: fm_runtime/model/extra_inputs.py (read_nulls)
 /** fm.null_values beyond its schema, as Python's read_nulls: {name: {data, dims}} for every input
  * whose null is "stored", shaped as the input with 1 for each symbol. */
 function storedNulls(where, stored, inputs) {

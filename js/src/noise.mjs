@@ -133,11 +133,13 @@ function standardNormalF(g) {
   }
 }
 
+// mirrors: fm_runtime/solve/noise.py (new_seed)
 /** A fresh random seed (Python's fm-run reports its own the same way: an integer below 2^63). */
 export function newSeed() {
   return Math.floor(Math.random() * 2 ** 52);
 }
 
+// mirrors: fm_runtime/solve/noise.py (noise_rows)
 /** Rows [start, stop) of the noise for `seed` (an integer >= 0, Number or BigInt), each row
  * `dim` float32 values, as one Float32Array: the values of Python's noise_rows. */
 export function noiseRows(seed, start, stop, dim) {

@@ -9,24 +9,30 @@ import { CONTRACT } from './definitions.mjs';
 export const DECLARED = CONTRACT.options.declared;
 
 export const camel = (name) => name.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+// mirrors: fm_runtime/engine/options.py (usage)
 /** A refused option, named as JavaScript spells it. */
 const usage = (name, message) => new UsageError(message, { key: camel(name), field: null });
 
+// mirrors: fm_runtime/engine/options.py (lookup)
 /** A number or a list as declared, or the value a dotted path names in contract.json. */
 function lookup(value) {
   if (typeof value !== 'string') return value;
   return value.split('.').reduce((node, part) => node[part], CONTRACT);
 }
 
+// mirrors: fm_runtime/engine/options.py (offered)
 /** The options `surface` offers for operation `op`: [[JavaScript name, declared name, entry]]. */
 export function offered(surface, op) {
   return Object.entries(DECLARED).filter(([, e]) => (e[surface] ?? []).includes(op)).map(([name, e]) => [camel(name), name, e]);
 }
 
+// mirrors: fm_runtime/engine/options.py (real)
 const real = (v) => typeof v === 'number';
+// mirrors: fm_runtime/engine/options.py (text)
 /** A bound as both runtimes write it: 2**63 for powers of two past 2**53, else 1000, 1e-12. */
 const text = (b) => (b >= 2 ** 53 ? `2**${Math.round(Math.log2(b))}` : String(b));
 
+// mirrors: fm_runtime/engine/options.py (_whole)
 function whole(name, e, v) {
   const lo = lookup(e.minimum); const hi = lookup(e.maximum);
   const ok = (Number.isSafeInteger(v) || typeof v === 'bigint') && v >= lo && (e.exclusive_maximum ? v < hi : v <= hi);
@@ -34,6 +40,7 @@ function whole(name, e, v) {
   return v;
 }
 
+// mirrors: fm_runtime/engine/options.py (_number)
 function number(name, e, v) {
   const lo = lookup(e.minimum); const hi = lookup(e.maximum);
   if (!real(v)) throw usage(name, `${camel(name)} must be a number, got ${show(v)}`);
@@ -54,6 +61,7 @@ function describeChoices(choices) {
   return Object.entries(kinds).map(([k, c]) => `${c.join(', ')} (${words[k] ?? k})`).join(', ');
 }
 
+// mirrors: fm_runtime/engine/options.py (_string)
 function string(name, e, v) {
   const choices = lookup(e.enum);
   const allowed = choices == null ? null : Array.isArray(choices) ? choices : Object.keys(choices);
@@ -63,6 +71,7 @@ function string(name, e, v) {
   return v;
 }
 
+// mirrors: fm_runtime/engine/options.py (_interval)
 function interval(name, e, v) {
   const lo = lookup(e.minimum); const hi = lookup(e.maximum);
   if (typeof v === 'string') v = v.split(',').map(Number);
@@ -72,11 +81,13 @@ function interval(name, e, v) {
   return [a, b];
 }
 
+// mirrors: fm_runtime/engine/options.py (_boolean)
 function boolean(name, e, v) {
   if (typeof v !== 'boolean') throw usage(name, `${camel(name)} must be true or false, got ${show(v)}`);
   return v;
 }
 
+// mirrors: fm_runtime/engine/options.py (_token)
 function signal(name, e, v) {
   if (!(typeof v === 'object' && typeof v.aborted === 'boolean')) throw usage(name, `${camel(name)} must be an AbortSignal, got ${show(v)}`);
   return v;
@@ -84,6 +95,7 @@ function signal(name, e, v) {
 
 const CHECKS = { integer: whole, number, string, interval, boolean, signal };
 
+// mirrors: fm_runtime/engine/options.py (check)
 /** One option's value checked against its declaration (null/undefined: not given). */
 export function check(name, value) {
   if (value == null) return null;
@@ -91,6 +103,7 @@ export function check(name, value) {
   return test ? test(name, DECLARED[name], value) : value;
 }
 
+// mirrors: fm_runtime/engine/options.py (take)
 /** Every option of `op` in JavaScript, by declared name: the given ones (JavaScript names)
  * checked, the others at their declared defaults; unknown names refused. */
 export function take(op, given) {
@@ -107,8 +120,10 @@ export function take(op, given) {
   return out;
 }
 
+// mirrors: fm_runtime/engine/options.py (given)
 const given = (name, value) => value != null && value !== (DECLARED[name].default ?? null);
 
+// mirrors: fm_runtime/engine/options.py (check_rules)
 /** The declared rules between options: conflicts, and options that apply to some solver kinds only. */
 export function checkRules(opts, solver, solverKind) {
   for (const [name, value] of Object.entries(opts)) {

@@ -19,7 +19,9 @@ const BINARY = new Set(['Add', 'Sub', 'Mul', 'Div', 'Pow', 'Max', 'Min', 'Equal'
   'GreaterOrEqual', 'And', 'Or', 'Xor', 'Mod', 'Where', 'Sum', 'Mean', 'BitShift', 'PRelu']);
 const ARITH = { Add: (a, b) => a + b, Sub: (a, b) => a - b, Mul: (a, b) => a * b, Max: Math.max, Min: Math.min };
 
+// mirrors: fm_runtime/model/preflight.py (_itemsize)
 const item = (dtype) => ITEM[dtype] ?? 4;
+// mirrors: fm_runtime/model/preflight.py (_count)
 const count = (shape) => shape.reduce((a, d) => a * Math.max(d, 0), 1);
 
 function signedVarints(r, range) {       // packed int64s, exact for |v| < 2**53 (shapes, repeats)
@@ -121,12 +123,14 @@ function readGraphs(bytes) {
   return graphs;
 }
 
+// mirrors: fm_runtime/model/preflight.py (_broadcast)
 function broadcast(...shapes) {
   const rank = Math.max(...shapes.map((s) => s.length));
   const padded = shapes.map((s) => [...Array(rank - s.length).fill(1), ...s]);
   return Array.from({ length: rank }, (_, k) => Math.max(...padded.map((s) => s[k])));
 }
 
+// mirrors: fm_runtime/model/preflight.py (_infer)
 /** [shape, itemsize, value] of node n's first output, or null when it cannot be bounded. */
 function infer(n, b) {
   const ins = n.inputs, first = ins[0] ? b.shape.get(ins[0]) : undefined, size = b.size.get(ins[0]) ?? 4;
@@ -206,6 +210,7 @@ function infer(n, b) {
   return null;
 }
 
+// mirrors: fm_runtime/model/preflight.py (_describe)
 function describe(bytes) {
   for (const [unit, scale] of [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]]) {
     if (bytes >= scale) return `${(bytes / scale).toLocaleString('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 })} ${unit}`;
@@ -213,9 +218,11 @@ function describe(bytes) {
   return `${bytes} bytes`;
 }
 
+// mirrors: fm_runtime/model/preflight.py (allowance)
 /** Bytes the static parts of a graph in a file of this size may take. */
 export const allowance = (fileBytes) => Math.max(LIMITS.static_bytes_floor, LIMITS.static_bytes_per_file_byte * fileBytes);
 
+// mirrors: fm_runtime/model/preflight.py (_check_loops)
 /**
  * Every Loop (at any depth) must run a trip count the file fixes, nested loops together at most
  * limits.max_loop_trips times (If and Scan end by themselves): as preflight.py's _check_loops.
@@ -245,6 +252,7 @@ function checkLoops(g, where, outer, trips) {
   }
 }
 
+// mirrors: fm_runtime/model/preflight.py (check_graph_memory, _check)
 /**
  * Throw ResourceError when the model in `bytes` is bound to take more than `allowed` bytes, or
  * ModelError when it holds a Loop the file does not bound (unless allowLoops).

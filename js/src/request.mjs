@@ -16,6 +16,7 @@ const usage = (key, message, field = null) => new UsageError(message, { key, fie
 const badInput = (key, message, field = null) => new InputError(message, { key, field });
 
 
+// mirrors: fm_runtime/engine/request.py (check_schedule)
 /** [schedule, steps] of a request: the model's default schedule when none is given; an explicit
  * time grid fixes the steps (given steps must agree with it). */
 function checkSchedule(spec, schedule, steps) {
@@ -43,6 +44,7 @@ function checkGuided(guidance, labels, spec) {
   }
 }
 
+// mirrors: fm_runtime/engine/request.py (check_noise)
 function checkNoise(spec, noise, n) {
   if (!(noise instanceof Float32Array || noise instanceof Float64Array || Array.isArray(noise))) {
     throw badInput('noise', `noise must be a Float32Array (n x ${spec.dim} values, row-major), got ${noise?.constructor?.name ?? typeof noise}`);
@@ -61,6 +63,7 @@ function checkNoise(spec, noise, n) {
   return x;
 }
 
+// mirrors: fm_runtime/engine/request.py (check_labels)
 function checkLabels(spec, where, labels, n) {
   if (labels == null) return null;
   if (!spec.numClasses) throw usage('labels', `${where} is not class-conditional; it takes no labels`);

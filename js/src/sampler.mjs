@@ -138,6 +138,7 @@ export class Sampler {
     };
   }
 
+  // mirrors: fm_runtime/engine/backends.py (Watch.on_step)
   watch(steps, rows) {
     return (x, step, t) => {
       for (let i = 0; i < x.length; i++) {
@@ -175,6 +176,7 @@ export class Sampler {
       { key: 'cond', field: Object.keys(feed)[0] });
   }
 
+  // mirrors: fm_runtime/engine/velocity.py (velocity_fn, halves)
   /** v(x, t) for `batch` rows; labels, extra inputs, guidance and a mask as one wrapper
    * (fm_runtime/engine/velocity.py): guidance replaces the label and every condition declared with
    * a null by its null (guide.nulls) in a second half of the batch (or a second call, guide.calls
@@ -233,6 +235,7 @@ export class Sampler {
     };
   }
 
+  // mirrors: fm_runtime/engine/velocity.py (_call)
   rawVelocity(spec, rows, fixed, combine) {
     const { ort, session } = this;
     const tb = new Float32Array(rows);

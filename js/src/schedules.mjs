@@ -23,6 +23,7 @@ export function pyRepr(v) {
   return s.includes('.') ? s : `${s}.0`;
 }
 
+// mirrors: fm_runtime/solve/schedules.py (_num)
 const num = (v) => { const s = pyRepr(v); return s.endsWith('.0') ? s.slice(0, -2) : s; };
 
 const FLOAT = /^[+-]?(?:(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d(?:_?\d)*)?|inf(?:inity)?|nan)$/i;
@@ -54,6 +55,7 @@ export class Schedule {
     Object.freeze(this);
   }
 
+  // mirrors: fm_runtime/solve/schedules.py (Schedule.__str__)
   toString() {
     if (this.name === 'times') return 'times:' + this.times.map(num).join(',');
     return this.value === null ? this.name : `${this.name}:${num(this.value)}`;
@@ -64,6 +66,7 @@ export class Schedule {
 
   get uniform() { return this.name === 'uniform'; }
 
+  // mirrors: fm_runtime/solve/schedules.py (Schedule.at)
   /** The schedule's time for uniform time u in [0, 1] (not for explicit grids). */
   at(u) {
     const s = this.value;
@@ -73,6 +76,7 @@ export class Schedule {
     return u;
   }
 
+  // mirrors: fm_runtime/solve/schedules.py (Schedule.grid)
   /** The steps + 1 times from t0 to t1 (float64, exact ends); a backward solve steps through the
    * forward grid of [t1, t0] in reverse. */
   grid(steps, t0 = 0, t1 = 1) {
@@ -94,6 +98,7 @@ export class Schedule {
 
 export const UNIFORM = new Schedule();
 
+// mirrors: fm_runtime/solve/schedules.py (parse_schedule)
 /**
  * A Schedule from null (uniform), a Schedule, a string ("uniform", "shift:3", "sway:-1",
  * "cosine", "times:0,0.5,1") or an array of times. Throws Error naming what is wrong, with
@@ -137,6 +142,7 @@ export function parseSchedule(spec) {
   throw new Error(`unknown schedule ${show(spec)}; choose uniform, shift:S, sway:S, cosine, or explicit times 0,...,1`);
 }
 
+// mirrors: fm_runtime/solve/schedules.py (parse_times)
 /** An explicit grid from "0,0.1,...,1". */
 export function parseTimes(text) {
   try {       // as Python's: the grid's own refusals read inside this message too
@@ -146,6 +152,7 @@ export function parseTimes(text) {
   }
 }
 
+// mirrors: fm_runtime/solve/schedules.py (_explicit)
 function explicit(times) {
   if (!(times.length >= 2 && times.length <= MAX_TIMES)) {
     throw new Error(`an explicit time grid needs 2 to ${MAX_TIMES} times, got ${times.length}`);

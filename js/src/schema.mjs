@@ -16,12 +16,15 @@ const DEFAULT_MAX_BYTES = LIMITS.max_bytes;
 const MAX_NAME = LIMITS.max_name;
 
 const isDict = (v) => v instanceof Map;
+// mirrors: fm_runtime/model/schema.py (_is_int)
 const isInt = (v) => typeof v === 'bigint';
 /** Python's f"{n:,}". */
 const commas = (n) => String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 const tooLong = (s) => s.length > MAX_TEXT && pyLen(s) > MAX_TEXT;
+// mirrors: fm_runtime/model/schema.py (_text_problem)
 const textProblem = (s) => `holds a text of ${commas(pyLen(s))} characters (at most ${MAX_TEXT})`;
 
+// mirrors: fm_runtime/model/schema.py (_show)
 /** A value as the Python runtime shows it in messages: JSON, cut at 60 characters. */
 export function show(v) {
   let text;
@@ -35,18 +38,23 @@ export function show(v) {
 }
 
 const MAX_FLOAT_INT = 2n ** BigInt(LIMITS.max_float_int_log2);   // integers beyond this do not fit a float64
+// mirrors: fm_runtime/model/schema.py (_number)
 const number = (v) => ((isInt(v) && (v < 0n ? -v : v) <= MAX_FLOAT_INT) || (typeof v === 'number' && Number.isFinite(v)) ? null
   : `must be a finite number, got ${show(v)}`);
 
+// mirrors: fm_runtime/model/schema.py (_name)
 const name = (v) => (typeof v === 'string' && v.length > 0 && pyLen(v) <= MAX_NAME ? null
   : `must be a graph input/output name (text, 1-${MAX_NAME} characters), got ${show(v)}`);
 
+// mirrors: fm_runtime/model/schema.py (_integer)
 const count = (low, high) => (v) => (isInt(v) && low <= v && v <= high ? null
   : `must be an integer from ${low} to ${high}, got ${show(v)}`);
 
+// mirrors: fm_runtime/model/schema.py (is_symbol)
 /** A dimension named by a symbol (T, L, ...) that each request binds. */
 export const isSymbol = (v) => typeof v === 'string' && /^[A-Za-z_][A-Za-z0-9_]{0,31}$/.test(v);
 
+// mirrors: fm_runtime/model/schema.py (_shape_of)
 function shapeOf(v, low) {
   if (!Array.isArray(v) || v.length < low || v.length > MAX_RANK || v.some((s) => !isSymbol(s) && count(1n, MAX_SIDE)(s))) {
     return `must be a list of ${low} to ${MAX_RANK} positive integers or symbols (like T), got ${show(v)}`;
@@ -54,9 +62,12 @@ function shapeOf(v, low) {
   const prod = v.filter((s) => !isSymbol(s)).reduce((a, b) => a * b, 1n);
   return prod > MAX_DIM ? `declares ${commas(prod)} values per sample; this runtime takes at most ${commas(MAX_DIM)}` : null;
 }
+// mirrors: fm_runtime/model/schema.py (_data_shape)
 const dataShape = (v) => shapeOf(v, 1);
+// mirrors: fm_runtime/model/schema.py (_shape)
 const shape = (v) => shapeOf(v, 0);
 
+// mirrors: fm_runtime/model/schema.py (_tensor)
 /** A nested list of numbers (a self-test array), walked in the Python runtime's order. */
 function tensor(v) {
   const stack = [v];
@@ -68,6 +79,7 @@ function tensor(v) {
   return null;
 }
 
+// mirrors: fm_runtime/model/schema.py (_info)
 /** Free-form description (training, producer, ...): JSON of bounded nesting and text. */
 function info(v) {
   const stack = [[v, 0]];
@@ -81,8 +93,10 @@ function info(v) {
   return null;
 }
 
+// mirrors: fm_runtime/model/schema.py (_base64)
 const blob = (v) => (typeof v === 'string' ? null : `must be text (base64), got ${show(v)}`);
 
+// mirrors: fm_runtime/model/schema.py (_tensors)
 function tensors(v) {
   if (!isDict(v) || !v.size) return `must map input names to arrays, got ${show(v)}`;
   for (const [k, a] of v) {
@@ -92,6 +106,7 @@ function tensors(v) {
   return null;
 }
 
+// mirrors: fm_runtime/model/schema.py (_schedule)
 /** A time schedule (schedules.mjs) this runtime can build. */
 function schedule(v) {
   if (typeof v !== 'string' || tooLong(v)) return `must be a schedule (text such as uniform or shift:3), got ${show(v)}`;
@@ -110,10 +125,13 @@ const TYPE_OK = {
 };
 const TYPE_WORD = { string: 'text', null: 'null', integer: 'an integer', object: 'an object', array: 'a list' };
 
+// mirrors: fm_runtime/model/schema.py (lookup)
 /** The value at a dotted path into contract.json ('solvers.max_steps'). */
 export const lookup = (path) => path.split('.').reduce((v, part) => v[part], CONTRACT);
+// mirrors: fm_runtime/model/schema.py (_bound)
 const bound = (b) => BigInt(typeof b === 'string' ? lookup(b) : b);
 
+// mirrors: fm_runtime/model/schema.py (choices)
 /** The strings an "enum" allows: its list, or the keys of the object it names (those whose fields match "enum_where"). */
 export function choices(schema) {
   const found = typeof schema.enum === 'string' ? lookup(schema.enum) : schema.enum;
@@ -128,6 +146,7 @@ function stringProblem(value, schema) {
   return null;
 }
 
+// mirrors: fm_runtime/model/schema.py (_list_problem)
 function listProblem(value, schema, field) {
   if (schema.maxItems !== undefined && value.length > schema.maxItems) {
     return [field, `holds ${commas(value.length)} items (at most ${schema.maxItems})`];
@@ -143,6 +162,7 @@ function listProblem(value, schema, field) {
   return null;
 }
 
+// mirrors: fm_runtime/model/schema.py (_object_problem)
 function objectProblem(value, schema, field) {
   const properties = schema.properties ?? {}, required = schema.required ?? [], oneOf = schema.one_of ?? [];
   for (const [fname, sub] of Object.entries(properties)) {
@@ -164,6 +184,7 @@ function objectProblem(value, schema, field) {
   return null;
 }
 
+// mirrors: fm_runtime/model/schema.py (_problem)
 /** [field path, what is wrong] for the first mismatch, or null. */
 function problemAt(value, schema, field) {
   const types = schema.format !== undefined ? [schema.format] : Array.isArray(schema.type) ? schema.type : [schema.type];
@@ -184,6 +205,7 @@ function problemAt(value, schema, field) {
   return isDict(value) ? objectProblem(value, schema, field) : null;
 }
 
+// mirrors: fm_runtime/model/schema.py (problem)
 /** [field, what is wrong] with `value` for contract key `key` (field '' is the value itself), or null. */
 export function problem(key, value) {
   const schema = Object.hasOwn(KEYS, key) ? KEYS[key].schema : undefined;
@@ -192,15 +214,18 @@ export function problem(key, value) {
   return [found[0].replace(/^\.+/, ''), found[1]];
 }
 
+// mirrors: fm_runtime/model/schema.py (describe)
 /** A problem as the one line of text it is reported in. */
 export const describe = ([field, what]) => (field ? `${field} ${what}` : what);
 
+// mirrors: fm_runtime/model/schema.py (check)
 /** What is wrong with `value` for contract key `key`, as text (null: nothing). */
 export function check(key, value) {
   const found = problem(key, value);
   return found ? describe(found) : null;
 }
 
+// mirrors: fm_runtime/model/schema.py (decode)
 /** [value, [field, problem] or null] for one key's raw metadata text: size, JSON and shape checked. */
 export function decode(key, raw) {
   const limit = (Object.hasOwn(KEYS, key) && KEYS[key].max_bytes) || DEFAULT_MAX_BYTES;
@@ -219,6 +244,7 @@ export function decode(key, raw) {
 
 const RULES = CONTRACT.rules ?? [];
 
+// mirrors: fm_runtime/model/schema.py (_at)
 /** The value at 'key' or 'key.field' in a file's values (decoded as Python does; null when it is not there). */
 function at(values, path) {
   const [key, ...fields] = path.split('.');
@@ -230,6 +256,7 @@ function at(values, path) {
 /** Python's truth of a value: not 0, empty or null. */
 const truthy = (v) => !(v === null || v === false || v === 0 || v === 0n || v === '' || (Array.isArray(v) && !v.length) || (isDict(v) && !v.size));
 
+// mirrors: fm_runtime/model/schema.py (_rule_text)
 /** What is wrong with `value` under one rule, against the value `other` it names. */
 function ruleText(rule, value, other) {
   if (rule.at_most !== undefined && value > other) return `must be at most fm.${rule.at_most} (${show(other)}), got ${show(value)}`;
@@ -243,6 +270,7 @@ function ruleText(rule, value, other) {
   return null;
 }
 
+// mirrors: fm_runtime/model/schema.py (rule_problem)
 /**
  * [key, field, what is wrong] for the first of contract.json's "rules" that `values` (every key's value
  * or default, decoded as Python does, each fitting its schema) break; null: they keep them all.

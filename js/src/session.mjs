@@ -3,6 +3,7 @@
 
 import { ModelError, printable } from './errors.mjs';
 
+// mirrors: fm_runtime/model/session.py (load_failure)
 export function loadFailure(where, e) {
   const msg = String(e?.message ?? e).split(/\s+/).join(' ').slice(0, 300);
   const low = msg.toLowerCase();
@@ -24,6 +25,7 @@ function tensorFromRows(ort, rows, type) {
   return new ort.Tensor(type === 'tensor(int64)' ? 'int64' : 'float32', data, dims);
 }
 
+// mirrors: fm_runtime/model/session.py (self_test)
 /** Run the probe the exporter recorded (fm.selftest) and compare, as fm_runtime/model/session.py does. */
 export async function selfTest(ort, session, inputs, probe, where) {
   if (!probe || !Object.keys(probe).length) return;

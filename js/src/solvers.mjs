@@ -14,10 +14,12 @@ export const DEFAULT_SOLVER = CONTRACT.keys.default_solver.default;     // a fil
 export const DEFAULT_STEPS = CONTRACT.keys.default_steps.default;
 export const MAX_STEPS = REGISTRY.max_steps;
 
+// mirrors: fm_runtime/solve/solvers.py (nfe)
 export function nfe(solver, steps) {
   return SOLVERS[solver].evalsPerStep * steps;
 }
 
+// mirrors: fm_runtime/solve/solvers.py (time_grid)
 /** The grid t0 = t_0, ..., t_steps = t1 of a schedule (null: uniform), in float64 (exact ends). */
 export function timeGrid(steps, t0 = 0, t1 = 1, schedule = null) {
   return parseSchedule(schedule).grid(steps, t0, t1);
@@ -33,6 +35,7 @@ function axpy(out, k, c) {
   for (let i = 0; i < n; i++) out[i] += fround(k[i] * cf);
 }
 
+// mirrors: fm_runtime/solve/solvers.py (integrate_inplace, stepping, tableau_step)
 /**
  * Solve dx/dt = f(x, t) from 0 to 1 in `steps` steps on the grid of `schedule` (schedules.mjs;
  * null: uniform), updating a copy of x0 (a

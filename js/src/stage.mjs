@@ -8,6 +8,7 @@ import { checkGraphMemory } from './preflight.mjs';
 import { asArray, checkSize } from './conditions.mjs';
 import { loadFailure, selfTest } from './session.mjs';
 
+// mirrors: fm_runtime/model/session.py (open_stage)
 /** The stage's onnxruntime session, its own self-test passed. */
 export async function openStage(ort, spec, where, sessionOptions = {}, allowLoops = false) {
   const at = `${where} (condition stage graph)`;
@@ -42,6 +43,7 @@ export async function openStage(ort, spec, where, sessionOptions = {}, allowLoop
 
 const usage = (message, field) => new UsageError(message, { key: 'cond', field });
 
+// mirrors: fm_runtime/engine/conditions.py (through_stage)
 /**
  * [the request's conditions with the stage's inputs replaced by its outputs, the nulls it made]:
  * `run(feed) -> {name: ort.Tensor}` runs the stage once for the whole request. Inputs without the

@@ -60,10 +60,11 @@ def _cancelled_within(run, token, wait: float = 0.3) -> float:
     return caught["at"] - at
 
 
-@pytest.mark.parametrize("backend", ["host loop", "device loop", "log-likelihood"])
+@pytest.mark.parametrize("backend", ["log-likelihood"])
 def test_a_token_stops_every_backend_within_one_graph_call(backend):
-    """The request's own RunOptions reach every graph call: the device loop (run here on the CPU
-    provider, as on a GPU) and the divergence graph stop inside the call in progress."""
+    """The request's own RunOptions reach every graph call: the divergence graph stops inside the
+    call in progress. (Sampling on each backend, the device loop included, is cancelled in
+    test_backends.py's shared body.)"""
     token = fm_runtime.CancelToken()
     s = fm_runtime.load(threads=1, tile=0, device_resident=backend == "device loop")
     assert type(s.backend).__name__ == ("DeviceBackend" if backend == "device loop" else "HostLoop")
