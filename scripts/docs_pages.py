@@ -51,8 +51,11 @@ def commands():
             ("fm-export", export_cli, "torch + onnx: write a verified model file (the train extra)")]
 
 
-def help_text(cmd: click.Command, path: str) -> str:
-    ctx = click.Context(cmd, info_name=path, terminal_width=100, max_content_width=100)
+def help_text(cmd: click.Command, path: str, settings: dict) -> str:
+    """cmd's --help under its tool's context settings (help_option_names: -h, --help), as the tool
+    prints it: click caches each command's help option when the command first runs, so a page
+    made without them would also depend on what ran before it in the process."""
+    ctx = click.Context(cmd, info_name=path, terminal_width=100, max_content_width=100, **settings)
     return cmd.get_help(ctx)
 
 
@@ -60,10 +63,11 @@ def cli_page() -> str:
     lines = ["# Command-line reference", "",
              "Every command's `--help`, as the installed tools print it (`scripts/docs_pages.py` writes this page).", ""]
     for name, cli, what in commands():
-        lines += [f"## {name}", "", what + ".", "", "```text", help_text(cli, name), "```", ""]
+        lines += [f"## {name}", "", what + ".", "", "```text", help_text(cli, name, cli.context_settings), "```", ""]
         if isinstance(cli, click.Group):
             for sub in sorted(cli.commands):
-                lines += [f"### {name} {sub}", "", "```text", help_text(cli.commands[sub], f"{name} {sub}"), "```", ""]
+                lines += [f"### {name} {sub}", "", "```text", help_text(cli.commands[sub], f"{name} {sub}", cli.context_settings),
+                          "```", ""]
     return "\n".join(lines) + "\n" + EXIT_CODES
 
 

@@ -1,3 +1,27 @@
+"""Fixtures shared by both suites, and the ways the tests run the console scripts.
+
+run_cli runs fm-run, fm-train or fm-export inside the test process, through its main() (the
+project's runner, supervised as the console script is), with its output, exit code, working
+directory and environment as a process would have them and its process-wide state put back
+afterwards (tests/inproc.py lists that state). That is most calls: a command's behaviour.
+
+What a command does to its process needs a process, a fresh interpreter (run_process,
+start_process, or subprocess with cli_argv):
+- signals (SIGTERM, SIGINT, SIGKILL): they go to a pid, and the handlers and the exit status on
+  one are the process's (test_hostile: fm-train on SIGTERM, a Loop stopped by SIGTERM/SIGINT;
+  runtime/test_robustness: an interrupted write; runtime/test_hostile: SIGKILL mid-write;
+  test_serve: the server's drain);
+- --timeout with a real deadline: a run that does not stop within the supervisor's grace period
+  is ended with os._exit, which would end the test session (test_hostile: fm-run, fm-train and
+  fm-train --nproc; test_export: fm-export);
+- memory: --max-memory is a data limit (RLIMIT_DATA) on fm-run's process and a watch of the
+  torch tools' resident memory, neither of which may apply to the test process; peak memory is
+  a process's own (test_hostile: the budget's data limit, the torch tools' watched budget, the
+  peak-RSS and memory-bomb checks);
+- environment read when an interpreter starts (PYTHONPATH, OMP_*, MKL_*: runtime/test_serve,
+  test_conditions' --module export; run_cli refuses them), and what an import must not pull in
+  (test_no_torch, runtime/test_runtime_only).
+"""
 import os
 import subprocess
 import sys
@@ -70,69 +94,45 @@ def conditional(tmp_path_factory):
     return out
 
 
+ENTRY = {"fm-run": "fm_runtime.cli.main", "fm-train": "training.cli", "fm-export": "training.export_cli"}
+CLI_TIMEOUT = 300
+
+
 def cli_argv(tool: str, *args: str) -> list[str]:
     """The command line that runs console script `tool` (fm-run, fm-train, fm-export) through the
     current interpreter, so the tests use this checkout's code."""
-    from .warm import ENTRY
-    module = ENTRY[tool]
-    return [sys.executable, "-c", f"import sys; from {module} import main; sys.argv[0] = {tool!r}; main()", *args]
-
-
-_warm = None
-
-
-def _cold(env: dict | None) -> bool:
-    """Fresh interpreters when asked (FM_TEST_COLD=1), or when the environment would change how
-    one starts (what the warm server has already read)."""
-    return bool(os.environ.get("FM_TEST_COLD")) or any(k.startswith(("PYTHON", "OMP_", "MKL_")) for k in env or {})
-
-
-def warm():
-    global _warm
-    from .warm import Warm
-    _warm = _warm or Warm()
-    return _warm
+    return [sys.executable, "-c", f"import sys; from {ENTRY[tool]} import main; sys.argv[0] = {tool!r}; main()", *args]
 
 
 def run_cli(*args: str, cwd=None, env=None, check=True) -> subprocess.CompletedProcess:
-    """Run a console script (fm-run, fm-train, fm-export) as a process of its own, forked from a
-    warm interpreter that has already imported it (tests/warm.py: the same process a fresh
-    interpreter gives, minus seconds of imports); FM_TEST_COLD=1 starts a fresh interpreter for
-    each instead."""
-    full_env = dict(os.environ, **(env or {}))
-    if _cold(env):
-        p = subprocess.run(cli_argv(*args), capture_output=True, text=True,
-                           cwd=cwd, env=full_env, timeout=300)
-    else:
-        p = warm().run(args[0], args[1:], cwd=cwd, env=full_env, timeout=300)
+    """Run a console script (fm-run, fm-train, fm-export) inside this process, as its main() runs
+    it (through fm_runtime.tools.runner.run_cli), with what a process of its own would give a
+    test: exit code, stdout and stderr (file descriptors 1 and 2, so output written below Python
+    and by child processes is caught too), working directory `cwd` and `env` over os.environ,
+    and every piece of process-wide state the command sets put back afterwards (tests/inproc.py).
+    What needs a process of its own runs with run_process / start_process instead."""
+    from .inproc import call
+    if any(k.startswith(("PYTHON", "OMP_", "MKL_")) for k in env or {}):
+        raise ValueError(f"{sorted(env)}: read when an interpreter starts; use run_process")
+    p = call(ENTRY[args[0]], list(args), cwd=cwd, env=env)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
     return p
 
 
-def start_cli(*args: str, cwd=None):
-    """A console script started and left running, as subprocess.Popen with its output captured
+def run_process(*args: str, cwd=None, env=None, check=True) -> subprocess.CompletedProcess:
+    """run_cli's command in a fresh interpreter of its own (see the module docstring for when)."""
+    p = subprocess.run(cli_argv(*args), capture_output=True, text=True, cwd=cwd,
+                       env=dict(os.environ, **(env or {})), timeout=CLI_TIMEOUT)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+    return p
+
+
+def start_process(*args: str, cwd=None) -> subprocess.Popen:
+    """A console script started in a fresh interpreter and left running, its output captured
     (text): .pid, .send_signal(s), .communicate(timeout) -> (stdout, stderr), .returncode."""
-    if _cold(None):
-        return subprocess.Popen(cli_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, text=True)
-    return warm().start(args[0], args[1:], cwd=cwd)
-
-
-def pytest_collection_finish(session):
-    """A run whose tests call the console scripts starts the warm servers at once: they import and
-    warm up beside the first tests instead of in front of the first call."""
-    users = [item for item in session.items if "run_cli" in vars(getattr(item, "module", None) or object)]
-    if not _cold(None) and users:
-        # tests/runtime calls fm-run alone, and runs where torch is not installed: the torch
-        # server (fm-train, fm-export) starts only for a run with other tests that may call them
-        runtime = REPO / "tests" / "runtime"
-        torch_too = any(runtime not in Path(item.path).parents for item in users)
-        warm().prestart(("fm-run", "fm-train") if torch_too else ("fm-run",))
-
-
-def pytest_sessionfinish(session, exitstatus):
-    if _warm is not None:
-        _warm.close()
+    return subprocess.Popen(cli_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, text=True)
 
 
 def moons_data(n: int, seed: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from export.onnx_export import export_velocity
 from fm_runtime.solve.solvers import SOLVERS, tableau_step, time_grid
 
 from . import cond_nets
-from .conftest import run_cli
+from .conftest import run_cli, run_process
 from .node_bridge import needs_node, node_sample
 
 TOL = 1e-4
@@ -265,15 +265,16 @@ def test_export_cli_with_inputs(tmp_path):
     import sys
     from pathlib import Path
     env = {"PYTHONPATH": str(Path(cond_nets.__file__).parent) + ":" + ":".join(sys.path)}
-    run_cli("fm-export", "--module", "cond_nets:make_estimator", "--data-shape", "4,T", "--input", "mu=float32[4,T]",
-            "--input", "mask=float32[1,T]:mask", "--input", "spks=float32[3]", "--call", "x,mask,mu,t,spks",
-            "--null", "mu=zeros", "--null", "spks=zeros", "--symbol", "T=4:256:4", "--out", str(tmp_path / "e.onnx"),
-            env=env)
+    run_process("fm-export", "--module", "cond_nets:make_estimator", "--data-shape", "4,T", "--input",
+                "mu=float32[4,T]", "--input", "mask=float32[1,T]:mask", "--input", "spks=float32[3]", "--call",
+                "x,mask,mu,t,spks", "--null", "mu=zeros", "--null", "spks=zeros", "--symbol", "T=4:256:4",
+                "--out", str(tmp_path / "e.onnx"), env=env)
     s = fm_runtime.load(tmp_path / "e.onnx")
     assert s.spec.symbols == {"T": {"min": 4, "max": 256, "multiple_of": 4}}
     assert [i["name"] for i in s.spec.inputs] == ["mu", "mask", "spks"]
-    p = run_cli("fm-export", "--module", "cond_nets:make_estimator", "--data-shape", "4,T", "--input", "mu=float32[4,T]",
-                "--call", "x,mask,mu,t,spks", "--out", str(tmp_path / "f.onnx"), env=env, check=False)
+    p = run_process("fm-export", "--module", "cond_nets:make_estimator", "--data-shape", "4,T", "--input",
+                    "mu=float32[4,T]", "--call", "x,mask,mu,t,spks", "--out", str(tmp_path / "f.onnx"), env=env,
+                    check=False)
     assert p.returncode == 8 and "cannot read 'mask'" in p.stderr and not (tmp_path / "f.onnx").exists()
 
 

@@ -10,7 +10,7 @@ import export.onnx_export as ox
 from export.onnx_export import OPSET, ExportError, verify_against_torch
 from training.export_checkpoint import export_model
 
-from .conftest import run_cli
+from .conftest import run_cli, run_process
 
 
 def test_exported_file_is_self_contained(trained):
@@ -130,7 +130,7 @@ def test_fm_export_stops_at_its_timeout_and_writes_nothing(trained, tmp_path, ho
     # supervised as fm-run is: the deadline ends the export or the divergence check with exit 124,
     # one line, and no file (atomic_write will not rename a file into place after a stop)
     args = [str(trained.ckpt)] if how == "checkpoint" else ["--add-divergence", str(trained.onnx)]
-    p = run_cli("fm-export", *args, "--out", str(tmp_path / "m.onnx"), "--timeout", "0.05", check=False)
+    p = run_process("fm-export", *args, "--out", str(tmp_path / "m.onnx"), "--timeout", "0.05", check=False)
     assert p.returncode == 124 and p.stderr == "fm-export: stopped after --timeout 0.05 s; nothing written\n", p.stderr
     assert list(tmp_path.iterdir()) == []
     p = run_cli("fm-export", *args, "--out", str(tmp_path / "m.onnx"), "--timeout", "inf", check=False)

@@ -16,7 +16,7 @@ import fm_runtime
 from fm_runtime.model.contract import build_metadata, write_metadata
 from fuzz.hostile_files import loop, loop_inits, model
 
-from .conftest import busy_for, cli_argv, run_cli, start_cli
+from .conftest import busy_for, cli_argv, run_cli, run_process, start_process
 from .node_bridge import needs_node, node_sample
 
 
@@ -144,8 +144,8 @@ def test_a_loop_the_file_does_not_bound_is_refused_unless_trusted(tmp_path):
 def test_timeout_ends_a_run_with_its_own_code(tmp_path):
     _never_ending(tmp_path / "loop.onnx")
     clock = time.monotonic()
-    p = run_cli("fm-run", "sample", str(tmp_path / "loop.onnx"), "-n", "8", "--out", str(tmp_path / "x.npy"),
-                "--timeout", "1", "--allow-loops", check=False)
+    p = run_process("fm-run", "sample", str(tmp_path / "loop.onnx"), "-n", "8", "--out", str(tmp_path / "x.npy"),
+                    "--timeout", "1", "--allow-loops", check=False)
     assert p.returncode == 124 and "stopped after --timeout 1 s" in p.stderr and time.monotonic() - clock < 15
     assert sorted(q.name for q in tmp_path.iterdir()) == ["loop.onnx"]
 
@@ -282,6 +282,40 @@ def test_a_memory_bomb_is_refused_before_it_allocates(tmp_path, name):
     assert sorted(q.name for q in tmp_path.iterdir()) == sorted(["peak", f"{name}.onnx"])
 
 
+def _grows_at_run_time(path) -> None:
+    """v = x tiled 10^8 times along its last axis, the count computed from t's values (so no
+    static shape tells the loader): 800 MB a row, allocated inside onnxruntime's first call."""
+    T, h = TensorProto, helper
+    nodes = [h.make_node("Mul", ["t", "zero"], ["t0"]), h.make_node("ReduceMax", ["t0"], ["m"], keepdims=0),
+             h.make_node("Add", ["m", "big"], ["m2"]), h.make_node("Cast", ["m2"], ["k"], to=T.INT64),
+             h.make_node("Reshape", ["k", "one"], ["k1"]), h.make_node("Concat", ["one", "k1"], ["reps"], axis=0),
+             h.make_node("Tile", ["x", "reps"], ["v"])]
+    graph = h.make_graph(nodes, "grows", [h.make_tensor_value_info("x", T.FLOAT, ["B", 2]),
+                                          h.make_tensor_value_info("t", T.FLOAT, ["B"])],
+                         [h.make_tensor_value_info("v", T.FLOAT, ["B", "D"])],
+                         [h.make_tensor("one", T.INT64, [1], [1]), h.make_tensor("zero", T.FLOAT, [], [0.0]),
+                          h.make_tensor("big", T.FLOAT, [], [1e8])])
+    m = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+    write_metadata(m.metadata_props, build_metadata(data_shape=[2], path={"name": "ot"}))
+    onnx.save(m, path)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the budget is RLIMIT_DATA, enforced as Linux does")
+def test_the_memory_budget_limits_the_real_process(tmp_path):
+    """fm-run's --max-memory is a data limit on its process (the in-process runner of the tests
+    records the budget without setting it): an allocation past it fails inside onnxruntime, and
+    the run ends with exit 9; under the default budget the same graph allocates and is refused for
+    its output's shape instead."""
+    _grows_at_run_time(tmp_path / "grows.onnx")
+    args = ("fm-run", "sample", str(tmp_path / "grows.onnx"), "-n", "2", "--steps", "1", "--out", str(tmp_path / "x.npy"))
+    p = run_process(*args, "--max-memory", "512M", check=False)
+    assert p.returncode == 9 and "more memory than the budget allows" in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1
+    p = run_process(*args, check=False)
+    assert p.returncode == 3 and "returned v of shape" in p.stderr, p.stderr
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["grows.onnx"]
+
+
 @needs_node
 def test_both_readers_refuse_every_bomb_the_same_way(tmp_path):
     # the JavaScript reader checks the same bounds (js/src/preflight.mjs) with the same message
@@ -390,8 +424,8 @@ TRAIN = ("fit", "--width", "16", "--depth", "2", "--batch-size", "32", "--lr-sch
 
 def test_fm_train_stops_on_sigterm_and_keeps_its_last_checkpoint(tmp_path):
     out, log = tmp_path / "m.ckpt", tmp_path / "loss.csv"
-    proc = start_cli("fm-train", *TRAIN, "--steps", "1000000", "--checkpoint-every", "20",
-                     "--loss-log", str(log), "--out", str(out))
+    proc = start_process("fm-train", *TRAIN, "--steps", "1000000", "--checkpoint-every", "20",
+                         "--loss-log", str(log), "--out", str(out))
     deadline = time.monotonic() + 120
     # training, past its first checkpoints: the loss rows of a step reach the log just before its
     # checkpoint is written, so a row past step 80 means the step-60 checkpoint is complete
@@ -413,8 +447,8 @@ def test_fm_train_stops_on_sigterm_and_keeps_its_last_checkpoint(tmp_path):
 
 @pytest.mark.slow      # the same stop as SIGTERM's above, from the deadline
 def test_fm_train_stops_at_its_timeout_with_nothing_half_written(tmp_path):
-    p = run_cli("fm-train", *TRAIN, "--steps", "1000000", "--out", str(tmp_path / "m.ckpt"), "--timeout", "1",
-                check=False)
+    p = run_process("fm-train", *TRAIN, "--steps", "1000000", "--out", str(tmp_path / "m.ckpt"), "--timeout", "1",
+                    check=False)
     assert p.returncode == 124 and p.stderr.startswith("fm-train: stopped after --timeout 1 s"), p.stderr
     assert p.stderr.count("\n") == 1 and p.stderr.strip().endswith("nothing written")
     assert list(tmp_path.iterdir()) == []
@@ -426,7 +460,7 @@ def test_the_torch_tools_stop_past_their_memory_budget(tmp_path, trained, tool):
     # fm-train and fm-export watch their resident memory instead: importing torch alone is past 300M
     args = (*TRAIN, "--steps", "300", "--out", str(tmp_path / "m.ckpt")) if tool == "fm-train" \
         else (str(trained.ckpt), "--out", str(tmp_path / "m.onnx"))
-    p = run_cli(tool, *args, "--max-memory", "300M", check=False)
+    p = run_process(tool, *args, "--max-memory", "300M", check=False)
     assert p.returncode == 9 and p.stderr.count("\n") == 1, p.stderr
     assert "more than its 300 MiB budget (--max-memory); nothing written" in p.stderr
     assert list(tmp_path.iterdir()) == []      # (every other test runs these tools under the default budget)

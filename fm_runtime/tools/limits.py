@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 
 from ..errors import UsageError
 
@@ -24,6 +25,7 @@ BASE_BYTES = 100 << 20          # Python, numpy and onnxruntime (measured: 66 Mi
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _applied: int | None = None
 _watched: int | None = None
+_hosted = False                 # commands run inside a host process (hosted()): its memory is not theirs
 
 
 def physical_memory() -> int:
@@ -50,9 +52,29 @@ def parse_size(text: str, what: str = "--max-memory", minimum: int = MIN_BUDGET)
     return size
 
 
+@contextmanager
+def hosted():
+    """Run fm-* commands inside this process, as a test harness does: each command's --max-memory
+    still sizes its work and refuses requests past it (budget()), but sets no data limit and
+    watches no resident memory, since both would measure and limit the host (a data limit cannot
+    even be raised again). A real fm-* process never enters this: its budget is enforced. The
+    budget a command applied is forgotten at the end."""
+    global _hosted, _applied, _watched
+    before = _hosted, _applied, _watched
+    _hosted = True
+    try:
+        yield
+    finally:
+        _hosted, _applied, _watched = before
+
+
 def apply_budget(nbytes: int) -> int:
-    """Limit this process's memory to `nbytes` (never above a limit already set); returns it."""
+    """Limit this process's memory to `nbytes` (never above a limit already set); returns it.
+    Inside hosted(), the budget is recorded but no limit is set."""
     global _applied
+    if _hosted:
+        _applied = nbytes
+        return nbytes
     try:
         import resource
         _, hard = resource.getrlimit(resource.RLIMIT_DATA)
@@ -68,9 +90,10 @@ def apply_budget(nbytes: int) -> int:
 def watch_budget(nbytes: int) -> int:
     """The budget of a process that cannot run under a data limit (torch fails its own
     allocations there: fm-train, fm-export): the supervisor compares the process's resident
-    memory with it every 20 ms and stops the run past it (exit code 9)."""
+    memory with it every 20 ms and stops the run past it (exit code 9). Inside hosted(), the
+    budget is recorded but not watched."""
     global _applied, _watched
-    _applied = _watched = nbytes
+    _applied, _watched = nbytes, None if _hosted else nbytes
     return nbytes
 
 

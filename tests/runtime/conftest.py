@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO, busy_for, cli_argv, run_cli, start_cli, writing_into  # noqa: F401
+from ..conftest import REPO, busy_for, cli_argv, run_cli, run_process, start_process, writing_into  # noqa: F401
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CONFORMANCE = REPO / "tests" / "conformance"
