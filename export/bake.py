@@ -24,8 +24,9 @@ from fm_runtime.solve.solvers import get_solver, integrate
 
 
 def parse_bake(spec: str) -> tuple[str, int]:
-    """'midpoint:8' -> ('midpoint', 8)."""
+    """'midpoint:8' -> ('midpoint', 8); a flow map's 'map:4' is 'jump:4' (four jumps)."""
     solver, _, steps = spec.partition(":")
+    solver = "jump" if solver == "map" else solver
     get_solver(solver)
     if not steps.isdigit() or not 1 <= int(steps) <= 1000:
         raise ValueError(f"--bake wants SOLVER:STEPS with 1 <= STEPS <= 1000 (the graph holds every "
@@ -41,8 +42,12 @@ class BakedSampler(nn.Module):
         super().__init__()
         self.velocity, self.solver, self.steps, self.schedule = velocity, solver, steps, schedule
 
-    def at_time(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        return self.velocity(x, torch.full((x.shape[0],), t, dtype=x.dtype))
+    def at_time(self, x: torch.Tensor, t) -> torch.Tensor:
+        """v(x, t); on a flow map u(x, s, t) for a jump's (s, t), u(x, t, t) for one time."""
+        if not getattr(self.velocity, "flow_map", False):
+            return self.velocity(x, torch.full((x.shape[0],), t, dtype=x.dtype))
+        s, t = t if isinstance(t, tuple) else (t, t)
+        return self.velocity(x, torch.full((x.shape[0],), t, dtype=x.dtype), torch.full((x.shape[0],), s, dtype=x.dtype))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return integrate(self.at_time, z, self.steps, self.solver, schedule=self.schedule).x

@@ -16,7 +16,8 @@ _MAX_PROTO = 2**31 - 1          # protobuf limit: beyond it ONNX needs external 
 
 def example_inputs(data_shape: tuple[int, ...], kind: str, b: int, rng: np.random.Generator,
                    num_classes: int = 0, probes: int = 3, one_time: bool = False) -> dict:
-    """Random graph inputs for batch b: z for a baked sampler; (x, t) for a velocity graph, plus
+    """Random graph inputs for batch b: z for a baked sampler; (x, t) for a velocity graph, (x, t,
+    s) for a flow map ("map": s at or before t, some rows s = t), plus
     labels y (every class and the "no label" id) for a conditional one; plus K = `probes`
     tangent vectors e [b, K, *shape] for the Jacobian-vector-product graph ("jvp"). one_time:
     every row at the same t (networks that take t as one scalar)."""
@@ -27,6 +28,9 @@ def example_inputs(data_shape: tuple[int, ...], kind: str, b: int, rng: np.rando
     if not one_time:
         t[:2] = [0.0, 1.0][:b]
     feed = {NAMES.x: x, NAMES.t: t}
+    if kind == "map":
+        feed[NAMES.s] = (t * rng.random(b)).astype(np.float32) if not one_time else np.full(b, t[0] * rng.random(), np.float32)
+        feed[NAMES.s][1::3] = t[1::3]
     if num_classes:
         feed[NAMES.y] = (np.arange(b) % (num_classes + 1)).astype(np.int64)
     if kind == "jvp":

@@ -24,7 +24,7 @@ import fm_runtime
 from fm_runtime.model.contract import build_metadata, io_table, read_spec, write_metadata
 from fm_runtime.model.spec import NAMES
 from fm_runtime.solve.schedules import parse_schedule
-from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
+from fm_runtime.solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS, get_solver
 from fm_runtime.tools.io import atomic_write
 
 from . import variants
@@ -32,6 +32,7 @@ from .adapters import VelocityAdapter, check_adapter
 from .bake import BakedSampler, fast_elu, parse_bake
 from .checks import add_selftest, check_proto
 from .errors import ExportError
+from .flowmap import Diagonal, diagonal
 from .fold import fold_time_columns
 from .jvp import divergence_graph
 from .signature import Signature
@@ -96,7 +97,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
                     time: str = "B", num_classes: int = 0, path: dict | None = None,
                     inputs: dict | list | None = None, symbols: dict | None = None, nulls: dict | None = None,
                     time_convention: str = "noise-at-0", time_scale: float = 1.0, condition: dict | None = None,
-                    default_solver: str = DEFAULT_SOLVER, default_steps: int = DEFAULT_STEPS,
+                    default_solver: str | None = None, default_steps: int | None = None,
                     default_schedule=None, bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
                     fmt: str = "onnx", divergence: bool = True, training: dict | None = None,
                     architecture: dict | None = None, value_range: list | None = None,
@@ -124,7 +125,11 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     nets trained with noise at t = 1 and/or scaled time. condition {"module", "inputs": {"tokens":
     "int64[L]"}, "outputs": ["mu", ...]}: a condition stage, run once per request, that makes those
     inputs from what a request gives. progress(text) is told each stage as it starts (large
-    networks take minutes). Raises ExportError (exit code 8) with one line."""
+    networks take minutes). A call naming two times (s and t, or d = t - s: export.adapters) makes a
+    flow-map file (contract version 5): the graph takes s beside t and returns the average velocity
+    u(x, s, t); its default solver is jump:1 (one evaluation per sample), and its divergence graph is
+    that of u(x, t, t). default_solver / default_steps: the file's (None: jump:1 for a flow map,
+    else midpoint:8). Raises ExportError (exit code 8) with one line."""
     clock = time_module()
 
     def stage(text: str) -> None:
@@ -142,24 +147,27 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     else:
         check_adapter(adapter, data_shape)
     one_time = time == "scalar"
-    kind, baked, module = "velocity", None, adapter
+    kind, baked, module = "map" if adapter.flow_map else "velocity", None, adapter
+    default_solver = default_solver or ("jump" if adapter.flow_map else DEFAULT_SOLVER)
+    default_steps = default_steps or (1 if adapter.flow_map else DEFAULT_STEPS)
     try:
         schedule = parse_schedule(default_schedule)
     except ValueError as e:
         raise ExportError(f"schedule: {e}") from None
     if bake:
-        kind, (baked, module) = "baked", _baked(adapter, bake, num_classes, schedule)
+        (baked, module), kind = _baked(adapter, bake, num_classes, schedule), "baked"
     elif schedule.steps:
         default_steps = schedule.steps
     stage("tracing the network with torch.onnx")
     proto = _trace(adapter, module, data_shape, kind, num_classes, sig, baked, schedule)
+    velocity_proto, velocity_net = (diagonal(proto), Diagonal(adapter)) if kind == "map" else (proto, adapter)
     if divergence and not bake:
         stage("deriving the log-likelihood graph and checking it against torch autodiff")
-    div_meta, div_text = (_divergence(proto, adapter, data_shape, num_classes, one_time, sig)
+    div_meta, div_text = (_divergence(velocity_proto, velocity_net, data_shape, num_classes, one_time, sig)
                           if divergence and not bake else (None, "no (baked)" if bake else "no"))
     proto = fold_time_columns(fast_elu(proto))      # a baked graph's constant t columns
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
-    what = f"baked {bake} sampler" if bake else "velocity model"
+    what = f"baked {bake} sampler" if bake else ("flow map" if kind == "map" else "velocity model")
     proto.doc_string = f"flow-matching {what} ({(training or {}).get('dataset', 'unknown data')}); see fm.* metadata"
     if condition:
         stage("exporting the condition stage")
@@ -167,7 +175,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         data_shape=data_shape, path=path or {"name": "unknown"}, prediction="velocity",
         default_solver=default_solver, default_steps=default_steps, default_schedule=schedule, training=training,
         architecture=architecture, baked=baked, num_classes=num_classes, value_range=value_range,
-        divergence=div_meta, producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),
+        divergence=div_meta, input_s=NAMES.s if kind == "map" else None, producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),
                                        "onnx": onnx.__version__, "opset": OPSET},
         **(sig.metadata() if sig else {}),
         stage=export_stage(condition, stage_items, sig, OPSET) if condition else None)
@@ -220,6 +228,9 @@ def _baked(adapter: VelocityAdapter, bake: str, num_classes: int, schedule) -> t
                           "guidance would have to be graph inputs of the unrolled solve); export "
                           "the velocity model")
     solver, steps = parse_bake(bake)
+    if get_solver(solver).evaluates == "map" and not adapter.flow_map:
+        raise ExportError(f"--bake {bake}: {solver} jumps with a flow map; this network's call names one time (a "
+                          "velocity); bake euler, midpoint, heun or rk4")
     if schedule.steps not in (None, steps):
         raise ExportError(f"the time grid has {schedule.steps} steps but --bake asks for {steps}")
     return {"solver": solver, "steps": steps}, BakedSampler(adapter, solver, steps, schedule).eval()
@@ -229,7 +240,7 @@ def _trace(adapter: VelocityAdapter, module: torch.nn.Module, data_shape, kind: 
            sig: Signature | None, baked: dict | None, schedule) -> onnx.ModelProto:
     """The ONNX graph of what the file holds: the velocity network or, baked, the whole solve."""
     if baked:       # the velocity graph once, unrolled in ONNX (tracing the whole solve: seconds per step)
-        proto = _to_onnx(adapter, data_shape, "velocity", num_classes, sig)
+        proto = _to_onnx(adapter, data_shape, "map" if adapter.flow_map else "velocity", num_classes, sig)
         return (unroll(proto, baked["solver"], baked["steps"], schedule) if unrollable(proto)
                 else _to_onnx(module, data_shape, kind))
     return _to_onnx(module, data_shape, kind, num_classes, sig)

@@ -36,10 +36,13 @@ class _Graph:
         self.consts.append(numpy_helper.from_array(np.array(value, np.float32), name))
         return name
 
-    def velocity_at(self, x: str, t: float) -> str:
-        """The velocity graph's nodes, renamed for this evaluation, reading x and t [B] = t."""
+    def velocity_at(self, x: str, t) -> str:
+        """The velocity graph's nodes, renamed for this evaluation, reading x and t [B] = t (a flow
+        map: s and t [B] from a jump's (s, t), or s = t for one time)."""
         k, self.evals = self.evals, self.evals + 1
+        s, t = (float(t[0]), float(t[1])) if isinstance(t, tuple) else (float(t), float(t))
         names = {NAMES.x: x, NAMES.t: self.node("Expand", [self.const(t), self.batch])}
+        names[NAMES.s] = names[NAMES.t] if s == t else self.node("Expand", [self.const(s), self.batch])
 
         def name(n: str) -> str:
             return n if not n or n in self.weights else names.setdefault(n, f"e{k}/{n}")
@@ -70,7 +73,8 @@ def unrollable(velocity: onnx.ModelProto) -> bool:
     """Whether the velocity graph can be copied per evaluation: inputs x and t only, output v,
     no subgraphs (whose outer names would need renaming too) and no local functions."""
     g = velocity.graph
-    return ([i.name for i in g.input if i.name not in {w.name for w in g.initializer}] == [NAMES.x, NAMES.t]
+    return ([i.name for i in g.input if i.name not in {w.name for w in g.initializer}] in ([NAMES.x, NAMES.t],
+                                                                                       [NAMES.x, NAMES.t, NAMES.s])
             and [o.name for o in g.output] == [NAMES.v] and not velocity.functions
             and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                         for n in g.node for a in n.attribute))
@@ -79,7 +83,7 @@ def unrollable(velocity: onnx.ModelProto) -> bool:
 def unroll(velocity: onnx.ModelProto, solver: str, steps: int, schedule=None) -> onnx.ModelProto:
     """The baked graph z -> x of `steps` steps of `solver` on the grid of `schedule`."""
     g = _Graph(velocity)
-    x = integrate(lambda s, t: _Tensor(g, g.velocity_at(s.name, float(t))), _Tensor(g, NAMES.z), steps, solver,
+    x = integrate(lambda s, t: _Tensor(g, g.velocity_at(s.name, t)), _Tensor(g, NAMES.z), steps, solver,
                   schedule=schedule).x
     g.nodes.append(helper.make_node("Identity", [x.name], [NAMES.samples], name="bake/out"))
     src = velocity.graph

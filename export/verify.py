@@ -17,7 +17,7 @@ from .signature import Signature
 
 VERIFY_BATCHES = (1, 7, 256)    # batch sizes the export is checked at
 VERIFY_ATOL = 1e-4              # max |onnxruntime - torch| allowed, scaled by max(1, |v|)
-OUTPUT_NAMES = {"velocity": [NAMES.v], "baked": [NAMES.samples], "jvp": [NAMES.v, NAMES.jv]}
+OUTPUT_NAMES = {"velocity": [NAMES.v], "map": [NAMES.v], "baked": [NAMES.samples], "jvp": [NAMES.v, NAMES.jv]}
 
 
 def example_feed(data_shape, kind: str, b: int, rng, num_classes: int, sig: Signature | None, which: int = 0,

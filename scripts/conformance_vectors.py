@@ -7,7 +7,8 @@ must do with the same inputs. No torch is needed to read or run them.
   The expectations are written here by hand, case by case.
 - schedules.json: a schedule and a step count -> its float64 time grid, or a refusal.
 - tableaus.json: every fixed-step solver on dx/dt = t - x (float32) -> the float32 state,
-  bit for bit.
+  bit for bit; the flow-map solver (jump) on the stand-in map u(x, s, t) = (s + t) - x.
+- metadata.json also holds flow-map files (fm.input_s, contract version 5).
 - noise.json: the seeded noise stream (solve/noise.py): seed, rows [start, stop), row size ->
   the float32 values, bit for bit; seeds past 2**32 and 2**53, rows in a later block, a start
   in mid-block.
@@ -37,6 +38,9 @@ BAKED_IO = ({"z": {"type": "tensor(float)", "shape": ["batch", 2]}}, {"x": {"typ
 BASE = build_metadata(data_shape=[2], path={"name": "ot", "sigma_min": 0.0})
 LABELLED = build_metadata(data_shape=[2], path={"name": "ot"}, num_classes=3)
 BAKED = build_metadata(data_shape=[2], path={"name": "ot"}, baked={"solver": "heun", "steps": 4})
+MAP_IO = ({**VELOCITY_IO[0], "s": {"type": "tensor(float)", "shape": ["batch"]}}, VELOCITY_IO[1])
+MAP = build_metadata(data_shape=[2], path={"name": "ot"}, input_s="s", default_solver="jump", default_steps=1)
+BAKED_MAP = build_metadata(data_shape=[2], path={"name": "ot"}, baked={"solver": "jump", "steps": 2})
 COND_INPUTS = [{"name": "mu", "dtype": "float32", "shape": [4, "T"], "role": "condition", "null": "zeros"},
                {"name": "mask", "dtype": "float32", "shape": [1, "T"], "role": "mask"},
                {"name": "spks", "dtype": "float32", "shape": [3], "role": "condition", "null": "zeros"}]
@@ -91,6 +95,23 @@ def metadata_cases() -> list[dict]:
         case("a file's own defaults", {"default_solver": '"rk4"', "default_steps": "3", "default_schedule": '"shift:3"',
                                        "format_version": "3"},
              spec={"default_solver": "rk4", "default_steps": 3, "default_schedule": "shift:3", "format_version": 3}),
+        case("a flow-map file", base=MAP, io=MAP_IO,
+             spec={"kind": "velocity", "s_name": "s", "default_solver": "jump", "default_steps": 1, "format_version": 5}),
+        case("a flow map read as a velocity file's other solvers", {"default_solver": '"rk4"'}, base=MAP, io=MAP_IO,
+             spec={"s_name": "s", "default_solver": "rk4"}),
+        case("a baked flow map", base=BAKED_MAP, io=BAKED_IO,
+             spec={"kind": "baked", "default_solver": "jump", "default_steps": 2, "s_name": None}),
+        case("a flow map in a version 4 file", {"format_version": "4"}, base=MAP, io=MAP_IO, error="ModelError",
+             key="fm.input_s", field=None),
+        case("jump as a velocity file's default", {"default_solver": '"jump"', "format_version": "5"}, error="ModelError",
+             key="fm.default_solver", field=""),
+        case("a start-time input name of a number", {"input_s": "3"}, base=MAP, io=MAP_IO, error="ModelError",
+             key="fm.input_s", field=""),
+        case("a start-time input the graph lacks", base=MAP, io=VELOCITY_IO, error="ModelError", key=None, field="s"),
+        case("a start-time input of int64", base=MAP, io=({**VELOCITY_IO[0], "s": {"type": "tensor(int64)", "shape": ["batch"]}},
+                                                         VELOCITY_IO[1]), error="ModelError", key=None, field="s"),
+        case("a start-time input named t", {"input_s": '"t"'}, base=MAP, io=VELOCITY_IO, error="ModelError", key=None,
+             field="t"),
         case("t as [batch, 1]", io=({**VELOCITY_IO[0], "t": {"type": "tensor(float)", "shape": ["batch", 1]}}, VELOCITY_IO[1]),
              spec={"t_rank": 2}),
         case("an unknown key is ignored", {"made_up_key": '{"anything": [1, 2]}'}, spec={"kind": "velocity"}),
@@ -292,11 +313,15 @@ def tableau_cases() -> list[dict]:
     def field(x, t):
         return np.float32(t) - x
 
+    def flow_map(x, st):        # a jump's (s, t): the stand-in map u = (s + t) - x, in float32
+        return np.float32(np.float32(st[0]) + np.float32(st[1])) - x
+
     out = []
     for solver in SOLVERS:
+        kind = "s + t - x" if SOLVERS[solver].evaluates == "map" else "t - x"
         for steps, schedule in [(1, None), (3, None), (4, "shift:3")]:
-            x, nfe = integrate_inplace(field, x0.copy(), steps, solver, schedule=schedule)
-            out.append({"solver": solver, "steps": steps, "schedule": schedule, "field": "t - x",
+            x, nfe = integrate_inplace(flow_map if kind != "t - x" else field, x0.copy(), steps, solver, schedule=schedule)
+            out.append({"solver": solver, "steps": steps, "schedule": schedule, "field": kind,
                         "x0": [float(v) for v in x0], "x": [float(v) for v in x], "nfe": nfe})
     return out
 
@@ -344,6 +369,7 @@ def request_cases() -> list[dict]:
         refused("steps of a fraction", "moons", {"n": 2, "steps": 2.5}, "UsageError", "steps"),
         refused("steps past the limit", "moons", {"n": 2, "steps": 100001}, "UsageError", "steps"),
         refused("an unknown solver", "moons", {"n": 2, "solver": "rk45"}, "UsageError", "solver"),
+        refused("jump on a velocity model", "moons", {"n": 2, "solver": "jump"}, "UsageError", "solver"),
         refused("an unknown schedule", "moons", {"n": 2, "schedule": "warp:2"}, "UsageError", "schedule"),
         refused("a time grid of other steps", "moons", {"n": 2, "steps": 3, "schedule": "times:0,1"}, "UsageError", "schedule"),
         refused("guidance without labels", "moons", {"n": 2, "guidance": 2}, "UsageError", "guidance"),

@@ -58,10 +58,13 @@ class DeviceLoop:
     def _empty(self, shape) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), _F32, self.device, self.device_id)
 
-    def _velocity(self, x: ort.OrtValue, t: ort.OrtValue, out: ort.OrtValue, options: ort.RunOptions) -> None:
+    def _velocity(self, x: ort.OrtValue, times: tuple, out: ort.OrtValue, options: ort.RunOptions) -> None:
+        """out = v(x, t), or on a flow map u(x, s, t), with times (s, t) already on the device."""
         io = self.session.io_binding()
         io.bind_ortvalue_input(self.spec.x_name, x)
-        io.bind_ortvalue_input(self.spec.t_name, t)
+        io.bind_ortvalue_input(self.spec.t_name, times[1])
+        if self.spec.s_name:
+            io.bind_ortvalue_input(self.spec.s_name, times[0])
         io.bind_ortvalue_output(self.spec.v_name, out)
         bound_run(self.session, io, options)
 
@@ -88,9 +91,9 @@ class DeviceLoop:
             poll()
             h = grid[i + 1] - grid[i]
             for c in s.c:
-                t = grid[i] + c * h
-                if t not in t_dev:
-                    t_dev[t] = self._upload(np.full(t_shape, t, _F32))
+                for t in _pair(s.at(grid[i], c, h)):
+                    if t not in t_dev:
+                        t_dev[t] = self._upload(np.full(t_shape, t, _F32))
             for v in [h * a for row in s.a for a in row if a] + [h * w for w in s.b if w]:
                 if v not in coef:
                     coef[v] = self._upload(np.array(v, _F32))
@@ -107,7 +110,7 @@ class DeviceLoop:
                     if a:
                         self._axpy(src, coef[h * a], k[m], stage[flip], options)
                         src, flip = stage[flip], 1 - flip
-                self._velocity(src, t_dev[grid[i] + c * h], k[j], options)
+                self._velocity(src, tuple(t_dev[t] for t in _pair(s.at(grid[i], c, h))), k[j], options)
                 calls += 1
             for j, w in enumerate(s.b):
                 if w:
@@ -116,6 +119,11 @@ class DeviceLoop:
             poll()
         # copy: on the CPU provider .numpy() is a view of memory this loop is about to free
         return np.array(x.numpy(), copy=True), calls
+
+
+def _pair(at) -> tuple[float, float]:
+    """A stage's (s, t): a flow map's jump, or one time twice (the velocity u(x, t, t))."""
+    return at if isinstance(at, tuple) else (at, at)
 
 
 class BoundGraphRunner:

@@ -106,8 +106,8 @@ def describe_choices(name: str) -> str:
         return ", ".join(enum)
     kinds: dict[str, list[str]] = {}
     for choice, entry in enum.items():
-        kinds.setdefault(entry.get("kind", ""), []).append(choice)
-    words = {"fixed": "fixed steps"}
+        kinds.setdefault("map" if entry.get("evaluates") == "map" else entry.get("kind", ""), []).append(choice)
+    words = {"fixed": "fixed steps", "map": "flow-map files"}
     return ", ".join(f"{', '.join(c)} ({words.get(k, k)})" for k, c in kinds.items())
 
 

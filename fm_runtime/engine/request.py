@@ -17,6 +17,7 @@ from ..solve.adaptive import DEFAULT_ATOL, DEFAULT_RTOL
 from ..solve.likelihood import default_probes
 from ..solve.noise import new_seed, noise_rows
 from ..solve.schedules import Schedule, parse_schedule
+from ..solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 from . import options
 from .conditions import bind_inputs, null_rows, per_row
 from .options import bad_input, usage
@@ -89,6 +90,8 @@ def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first:
     o = options.take(op, given)
     baked = spec.kind == "baked"
     solver = o["solver"] or (spec.baked["solver"] if baked else spec.default_solver)
+    logprob = op == "logprob" or bool(o.get("logprob"))
+    solver, instead = map_solver(spec, where, o["solver"], solver, logprob)
     kind = METHODS[solver]["kind"]
     options.check_rules(o, solver, kind)
     if baked:
@@ -103,7 +106,7 @@ def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first:
         schedule, steps = None, None
     else:
         schedule, steps = check_schedule(spec, o["schedule"], o["steps"])
-        steps, solver = check_grid(spec, steps, solver)
+        steps, solver = check_grid(spec, DEFAULT_STEPS if steps is None and instead else steps, solver)
     guidance = o["guidance"]
     check_guided(guidance, o["labels"], spec)
     run = RunState(o["cancel"])
@@ -116,8 +119,26 @@ def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first:
     null_in, interval, calls = guiding(bound, guidance, rows_in, nulls, n, o["guidance_interval"], o["guidance_calls"])
     return Request(n, "baked" if baked else kind, bound, solver, steps, schedule, tolerances,
                    check_labels(spec, where, o["labels"], n), guidance, seed, start, first,
-                   bool(o.get("trajectory")), op == "logprob" or bool(o.get("logprob")), bool(o.get("keep_partial")),
+                   bool(o.get("trajectory")), logprob, bool(o.get("keep_partial")),
                    o["divergence"], probes, o["probe_seed"], rows_in, o["cancel"], null_in, interval, calls, o, run)
+
+
+def map_solver(spec: ModelSpec, where: str, given: str | None, solver: str, logprob: bool) -> tuple[str, bool]:
+    """(the solver, whether it stands in for the file's default): a method that evaluates a flow map
+    (jump) needs a flow-map file; log-likelihoods need the instantaneous velocity u(x, t, t), so a
+    flow-map file's default jump gives way to the contract's default solver and steps there."""
+    if spec.kind == "baked" or METHODS[solver].get("evaluates") != "map":
+        return solver, False
+    if not spec.flow_map:
+        velocity = ", ".join(k for k, m in METHODS.items() if m.get("evaluates") != "map")
+        raise usage("solver", f"{solver} jumps with a flow map u(x, s, t); {where} is a velocity model (no "
+                              f"fm.input_s): use one of {velocity}")
+    if not logprob:
+        return solver, False
+    if given:
+        raise usage("solver", f"{solver} gives no log-likelihoods (they follow the instantaneous velocity u(x, t, t) "
+                              f"and its divergence): give a velocity solver such as {DEFAULT_SOLVER}, or none")
+    return DEFAULT_SOLVER, True
 
 
 def rows_of(bound: ModelSpec, op: str, o: dict, x, rows: int | None) -> tuple[int, int | None, np.ndarray | None]:

@@ -63,7 +63,8 @@ class Sampler:
 
     def __repr__(self) -> str:
         what = (f"baked {self.spec.baked['solver']}:{self.spec.baked['steps']}" if self.baked
-                else f"velocity, {self.spec.default_solver} {self.spec.default_steps} steps")
+                else f"{'flow map' if self.spec.flow_map else 'velocity'}, {self.spec.default_solver} "
+                     f"{self.spec.default_steps} steps")
         classes = f", {self.num_classes} classes" if self.num_classes else ""
         return f"Sampler({self.path!r}: {what}, data shape {list(self.data_shape)}{classes}, {self.providers[0]})"
 
@@ -86,9 +87,15 @@ class Sampler:
 
     @guarded
     def velocity(self, x: np.ndarray, t: float | np.ndarray, labels=None, guidance: float = 1.0) -> np.ndarray:
-        """v(x, t) for a batch x [B, *shape]; t a scalar or [B] array; labels and guidance as in sample()."""
+        """v(x, t) for a batch x [B, *shape]; t a scalar or [B] array; labels and guidance as in sample().
+        A flow-map file (spec.flow_map) also takes t as a pair (s, t) of those: the average
+        velocity u(x, s, t) of the jump from s to t (one time: u(x, t, t), the instantaneous one)."""
         if self.baked:
             raise UsageError(f"{self.path} is a baked sampler; it has no velocity to evaluate")
+        if isinstance(t, (tuple, list)) and not (self.spec.flow_map and len(t) == 2):
+            raise UsageError(f"{self.path}: t is one time, or a pair (s, t) for a flow-map file; "
+                             f"{'this file is a velocity model' if not self.spec.flow_map else 'got ' + str(len(t)) + ' times'}")
+        t = tuple(t) if isinstance(t, (tuple, list)) else t
         x = np.ascontiguousarray(x, dtype=np.float32)
         labels = request.check_labels(self.spec, self.path, labels, len(x))
         guidance = options.check("guidance", guidance)

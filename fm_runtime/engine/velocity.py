@@ -1,6 +1,9 @@
 """The model's velocity as numpy callables, v(x, t) and (v, J e)(x, t, e), with class labels and
 classifier-free guidance applied as one wrapper around the graph call (the solvers never see
-them). Each callable owns its buffers, so callables made for parallel tiles share nothing."""
+them). Each callable owns its buffers, so callables made for parallel tiles share nothing.
+On a flow-map file (spec.s_name) the same callables take t as one time, the instantaneous
+velocity u(x, t, t), or as a pair (s, t), the jump's average velocity u(x, s, t); guidance
+combines the jumps like velocities, and its interval looks at the jump's start."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -110,7 +113,7 @@ def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond
     if cond.guided(spec) and cond.interval != (0.0, 1.0):
         inside, outside, (a, b) = velocity_fn(session, spec, batch, replace(cond, interval=(0.0, 1.0))), \
             velocity_fn(session, spec, batch, cond.plain()), cond.interval
-        return lambda x, t: inside(x, t) if a <= t <= b else outside(x, t)
+        return lambda x, t: inside(x, t) if a <= start(t) <= b else outside(x, t)
     if cond.guided(spec) and cond.calls == "two":
         fixed, empty = halves(spec, batch, cond)
         mask = spec.input("mask")
@@ -127,23 +130,47 @@ def velocity_fn(session: ort.InferenceSession, spec: ModelSpec, batch: int, cond
     return _call(session, spec, batch, fixed, combine, cond.options, rows, mask)
 
 
+def start(t) -> float:
+    """The time a stage starts at: t, or s of a flow map's (s, t)."""
+    return t[0] if isinstance(t, tuple) else t
+
+
+def clock(spec: ModelSpec, rows: int):
+    """fill(t) -> the time entries of one call's feed, in buffers of its own: t alone, or on a flow
+    map s and t (s = t for one time, the instantaneous velocity; a pair (s, t) for a jump). Each
+    time is a scalar for every row or an array of one per row."""
+    shape = (rows,) if spec.t_rank == 1 else (rows, 1)
+    tb, t_name = np.empty(shape, np.float32), spec.t_name
+    if spec.s_name is None:
+        def fill(t) -> dict:
+            tb[...] = np.reshape(t, (-1,) + shape[1:]) if np.ndim(t) else t
+            return {t_name: tb}
+        return fill
+    sb, s_name = np.empty(shape, np.float32), spec.s_name
+
+    def fill_map(t) -> dict:
+        s, end = t if isinstance(t, tuple) else (t, t)
+        sb[...] = np.reshape(s, (-1,) + shape[1:]) if np.ndim(s) else s
+        tb[...] = np.reshape(end, (-1,) + shape[1:]) if np.ndim(end) else end
+        return {s_name: sb, t_name: tb}
+    return fill_map
+
+
 def _call(session, spec: ModelSpec, batch: int, fixed: dict, combine, options, rows: int | None = None, mask=None):
     """x, t -> the graph's v with `fixed` fed beside them (both halves of guidance when `combine`)."""
     rows, opts = rows or batch, options or RUN
-    tb = np.empty((rows,) if spec.t_rank == 1 else (rows, 1), np.float32)
-    run, names, x_name, t_name = session.run, [spec.v_name], spec.x_name, spec.t_name
+    fill = clock(spec, rows)
+    run, names, x_name = session.run, [spec.v_name], spec.x_name
     if combine is None:
         def f(x: np.ndarray, t: float) -> np.ndarray:
-            tb.fill(t)
-            return checked(spec, run(names, {x_name: x, t_name: tb, **fixed}, opts)[0], len(x))
+            return checked(spec, run(names, {x_name: x, **fill(t), **fixed}, opts)[0], len(x))
         return f if mask is None else _masked(f, mask)
     both = np.empty((rows, *spec.data_shape), np.float32)
 
     def guided(x: np.ndarray, t: float) -> np.ndarray:
-        tb.fill(t)
         both[:batch] = x
         both[batch:] = x
-        return combine(checked(spec, run(names, {x_name: both, t_name: tb, **fixed}, opts)[0], rows))
+        return combine(checked(spec, run(names, {x_name: both, **fill(t), **fixed}, opts)[0], rows))
     return guided if mask is None else _masked(guided, mask)
 
 
@@ -156,13 +183,16 @@ def _masked(f, mask: np.ndarray):
 
 
 def velocity_at(session: ort.InferenceSession, spec: ModelSpec, x: np.ndarray, t, cond: Conditioning) -> np.ndarray:
-    """v(x, t) for one batch with t a scalar or one time per row."""
+    """v(x, t) for one batch with t a scalar or one time per row; on a flow map t may also be a
+    pair (s, t) of those, the jump's u(x, s, t)."""
     spec = cond.spec or spec
     rows, fixed, combine, mask = _feed(spec, len(x), cond)
-    tb = np.empty((rows,) if spec.t_rank == 1 else (rows, 1), np.float32)
-    tb[...] = np.reshape(np.tile(np.ravel(t), rows // len(x)), tb.shape) if np.ndim(t) else t
+
+    def tiled(a):
+        return np.tile(np.ravel(a), rows // len(x)) if np.ndim(a) else a
+    times = clock(spec, rows)(tuple(map(tiled, t)) if isinstance(t, tuple) else tiled(t))
     xs = x if rows == len(x) else np.concatenate([x, x])
-    out = checked(spec, session.run([spec.v_name], {spec.x_name: xs, spec.t_name: tb, **fixed}, cond.options or RUN)[0],
+    out = checked(spec, session.run([spec.v_name], {spec.x_name: xs, **times, **fixed}, cond.options or RUN)[0],
                   rows)
     out = out if combine is None else combine(out)
     return out if mask is None else out * mask

@@ -32,7 +32,8 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
                    producer: dict | None = None, baked: dict | None = None, num_classes: int = 0,
                    value_range: list | None = None, divergence: dict | None = None,
                    inputs: list[dict] | None = None, symbols: dict | None = None, stage: dict | None = None,
-                   null_values: dict | None = None, graph_names: tuple[str, str, str] = (NAMES.x, NAMES.t, NAMES.v)) -> dict[str, str]:
+                   null_values: dict | None = None, graph_names: tuple[str, str, str] = (NAMES.x, NAMES.t, NAMES.v),
+                   input_s: str | None = None) -> dict[str, str]:
     """The fm.* metadata_props of a model file (values JSON-encoded). With `baked`
     ({"solver", "steps"}) the file is a baked sampler with input z and output x. num_classes > 0:
     the velocity graph takes labels y, id num_classes meaning "no label" (contract version 2).
@@ -41,7 +42,8 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
     baked file the one it was built with; other than uniform, the file declares version 3.
     inputs / symbols: named extra inputs and the symbols of their shapes (version 4);
     fm.format_version is the lowest version whose keys the file uses (lowest_version);
-    null_values {name: array}: the nulls stored in the file; stage: the condition stage."""
+    null_values {name: array}: the nulls stored in the file; stage: the condition stage;
+    input_s: a flow map's start-time input (version 5; the graph returns u(x, s, t))."""
     schedule = parse_schedule(default_schedule)
     names = ({"input_z": NAMES.z, "output_x": NAMES.samples, "baked": {**baked, "nfe": nfe(baked["solver"], baked["steps"])}}
              if baked else dict(zip(("input_x", "input_t", "output_v"), graph_names)))
@@ -64,6 +66,8 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
         values["null_values"] = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in null_values.items()}
     if stage:
         values["condition_stage"] = stage
+    if input_s and not baked:
+        values["input_s"] = input_s
     if value_range:
         values["value_range"] = [float(v) for v in value_range]
     if divergence:
@@ -187,11 +191,13 @@ def _read_declared(where: str, metadata: dict[str, str], x_name: str | None, t_n
     if broken:
         raise refuse(where, broken[0], broken[2], broken[1])
     shape, classes = m["data_shape"], m["num_classes"]
-    extra, symbols = read_conditions(where, m, shape, kind, {NAMES.y if classes else None, m["input_x"], m["input_t"]})
+    extra, symbols = read_conditions(where, m, shape, kind, {NAMES.y if classes else None, m["input_x"], m["input_t"],
+                                                             m["input_s"]})
     stage = read_stage(where, m["condition_stage"], extra, symbols)
     nulls = read_nulls(where, m["null_values"], extra, stage)
     vr = m["value_range"]
     return ModelSpec(tuple(shape), x_name or m["input_x"], t_name or m["input_t"], m["output_v"], kind=kind,
+                     s_name=m["input_s"] if kind == "velocity" else None,
                      z_name=m["input_z"], out_name=m["output_x"], baked=m["baked"], selftest=m["selftest"],
                      variant=m["variant"], prediction=m["prediction"], prob_path=m["path"],
                      default_solver=m["default_solver"], default_steps=m["default_steps"],

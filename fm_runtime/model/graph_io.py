@@ -99,8 +99,15 @@ def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: di
                             ("output", spec.v_name, v_type)):
         if typ != "tensor(float)":
             raise ModelError(f"{where}: {role} {name!r} is {typ}; a velocity model uses float32 (tensor(float))", field=name)
-    fed = (spec.x_name, spec.t_name) + ((spec.y_name,) if spec.num_classes else ()) + \
-        tuple(i["name"] for i in spec.inputs)
+    fed = (spec.x_name, spec.t_name) + ((spec.s_name,) if spec.s_name else ()) + \
+        ((spec.y_name,) if spec.num_classes else ()) + tuple(i["name"] for i in spec.inputs)
+    if spec.s_name in (spec.x_name, spec.t_name):
+        raise ModelError(f"{where}: fm.input_s names {spec.s_name!r}, the graph's x or t", field=spec.s_name)
+    if spec.s_name:             # a flow map's start time: float32 shaped like t
+        s_type, s_shape = _graph_io(where, spec.s_name, inputs, "input")
+        if s_type != t_type or len(s_shape) != len(t_shape):
+            raise ModelError(f"{where}: the flow map's start-time input {spec.s_name!r} is {s_type} {s_shape}; "
+                             f"expected it shaped like {spec.t_name!r} ({t_type} {t_shape})", field=spec.s_name)
     for item in spec.inputs:          # contract version 4: [batch, *shape] of the declared dtype
         typ, shape = _graph_io(where, item["name"], inputs, "input")
         if typ != DTYPES[item["dtype"]] or len(shape) != 1 + len(item["shape"]) or any(

@@ -19,7 +19,9 @@ Rules between keys are data too (contract.json "rules", checked by `rule_problem
 has its value or its default): {"key": K, "at_most" | "at_least": OTHER, "when": W} compares two
 numbers (K and OTHER may name a field, "architecture.width"; the rule applies when both are there
 and, with "when", W's value is not 0, empty or null); {"key": K, "steps_agree_with": OTHER}: a
-schedule that fixes its own number of steps has OTHER's.
+schedule that fixes its own number of steps has OTHER's; {"key": K, "needs": OTHER, "kinds": [...],
+"when_in": ENUM}: in a file of those kinds, a value of K among ENUM's choices (an "enum" form) needs
+OTHER set (a flow-map solver as the default needs the flow map's start-time input).
 """
 from __future__ import annotations
 
@@ -321,6 +323,12 @@ def rule_problem(values: dict) -> tuple[str, str, str] | None:
     key's value or default, each already fitting its schema) break; None: they keep them all.
     js/src/schema.mjs ruleProblem reads the same rules."""
     for rule in RULES:
+        if "needs" in rule:
+            value = _at(values, rule["key"])
+            if values.get("kind") in rule["kinds"] and value in choices(rule["when_in"]) and \
+                    _at(values, rule["needs"]) is None:
+                return rule["key"], "", f"fm.{rule['key']} {_show(value)} needs fm.{rule['needs']}, which this file does not set"
+            continue
         other_path = rule.get("at_most") or rule.get("at_least") or rule.get("steps_agree_with")
         value, other = _at(values, rule["key"]), _at(values, other_path)
         if value is None or other is None or ("when" in rule and not _at(values, rule["when"])):

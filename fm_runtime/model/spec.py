@@ -14,7 +14,8 @@ class GraphNames:
     declare others (fm.input_*), except in the divergence graph, whose names are always these."""
 
     x: str          # velocity graph: state input
-    t: str          # velocity graph: time input
+    t: str          # velocity graph: time input (a flow map's end time)
+    s: str          # flow-map graph: start-time input
     v: str          # velocity graph: velocity output
     y: str          # velocity graph: class labels
     z: str          # baked graph: noise input
@@ -34,7 +35,8 @@ class ModelSpec:
     x_name: str = NAMES.x
     t_name: str = NAMES.t
     v_name: str = NAMES.v
-    t_rank: int = 1                     # t fed as [B] (1) or [B, 1] (2)
+    t_rank: int = 1                     # t fed as [B] (1) or [B, 1] (2); a flow map's s likewise
+    s_name: str | None = None           # a flow map's start-time input (contract version 5); None: a velocity file
     kind: str = "velocity"              # or "baked": the graph is the whole solve, z -> x
     z_name: str = NAMES.z
     out_name: str = NAMES.samples
@@ -66,6 +68,11 @@ class ModelSpec:
     stage: dict[str, Any] = field(default_factory=dict)
     # the nulls stored in the file (fm.null_values): {name: array shaped as the input, 1 per symbol}
     null_values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def flow_map(self) -> bool:
+        """Whether the graph is a flow map u(x, s, t) (fm.input_s) rather than a velocity v(x, t)."""
+        return self.s_name is not None
 
     @property
     def symbolic(self) -> bool:

@@ -4,6 +4,11 @@ drives numpy arrays in the runtime and torch tensors in the training package's r
 and baked exports), `integrate_inplace` (the runtime's host loop, preallocated buffers) and the
 device loop (device.py, the same updates as Y = X + A K on the device). The hand-written rules
 live in tests/test_solvers.py as oracles. Time runs from noise (t = 0) to data (t = 1).
+
+A method that `evaluates` "map" (jump) runs on a flow map u(x, s, t) instead of a velocity: each
+stage asks f for u from its time to the step's end, f(x, (t + c h, t + h)) (a pair of times where
+a velocity method passes one), so jump's Euler tableau is x += h u(x, t, t + h), exact for an exact
+map. A velocity method on a flow map evaluates u(x, t, t), the instantaneous velocity.
 """
 from __future__ import annotations
 
@@ -26,12 +31,18 @@ class Solver:
     c: tuple[float, ...]
     a: tuple[tuple[float, ...], ...]
     b: tuple[float, ...]
+    evaluates: str = "velocity"     # or "map": each stage is f(x, (t + c h, t + h)), a flow map's jump
+
+    def at(self, t: float, c: float, h: float):
+        """What a stage passes f for time: t + c h, or for a map method (t + c h, t + h)."""
+        return (t + c * h, t + h) if self.evaluates == "map" else t + c * h
 
 
 _REGISTRY = CONTRACT["solvers"]
 # The fixed-step methods of contract.json's solver registry (dopri5, kind "adaptive", is adaptive.py)
 SOLVERS: dict[str, Solver] = {
-    name: Solver(name, m["evals_per_step"], m["order"], tuple(m["c"]), tuple(tuple(r) for r in m["a"]), tuple(m["b"]))
+    name: Solver(name, m["evals_per_step"], m["order"], tuple(m["c"]), tuple(tuple(r) for r in m["a"]), tuple(m["b"]),
+                 m.get("evaluates", "velocity"))
     for name, m in _REGISTRY["methods"].items() if m["kind"] == "fixed"
 }
 DEFAULT_SOLVER: str = CONTRACT["keys"]["default_solver"]["default"]     # a file's defaults when it names none
@@ -44,8 +55,10 @@ def get_solver(name: str) -> Solver:
         return SOLVERS[name]
     except KeyError:
         adaptive = [k for k, m in _REGISTRY["methods"].items() if m.get("kind") == "adaptive"]
-        raise ValueError(f"unknown solver {name!r}; choose one of: {', '.join(SOLVERS)} (fixed steps), "
-                         f"{', '.join(adaptive)} (adaptive)") from None
+        fixed = [k for k, s in SOLVERS.items() if s.evaluates == "velocity"]
+        maps = [k for k, s in SOLVERS.items() if s.evaluates == "map"]
+        raise ValueError(f"unknown solver {name!r}; choose one of: {', '.join(fixed)} (fixed steps), "
+                         f"{', '.join(adaptive)} (adaptive), {', '.join(maps)} (flow-map files)") from None
 
 
 def nfe(solver: str, steps: int) -> int:
@@ -72,7 +85,7 @@ def tableau_step(s: Solver, f: Velocity, x, t: float, h: float):
         for kk, a in zip(k, aj):
             if a:
                 stage = stage + (h * a) * kk
-        k.append(f(stage, t + cj * h))
+        k.append(f(stage, s.at(t, cj, h)))
     for kk, b in zip(k, s.b):
         if b:
             x = x + (h * b) * kk
@@ -153,7 +166,7 @@ def stepping(x0, steps: int, solver: str = DEFAULT_SOLVER, on_step=None, schedul
                         np.multiply(kk, h * a, out=scratch)
                         stage_x += scratch
                 src = stage_x
-            k[j] = yield src, t + cj * h
+            k[j] = yield src, s.at(t, cj, h)
             calls += 1
         for kk, b in zip(k, s.b):
             if b:

@@ -106,9 +106,10 @@ function readDeclared(where, metadata, xName, tName) {
   if (broken) throw refuse(where, broken[0], broken[2], broken[1]);
   const shape = m.data_shape, classes = m.num_classes;
   const [inputs, symbols, stage, nullValues] = conditions(where, m, py, shape, kind,
-    new Set([classes ? NAMES.y : null, m.input_x, m.input_t]));
+    new Set([classes ? NAMES.y : null, m.input_x, m.input_t, m.input_s]));
   return baseSpec({
     dataShape: shape, xName: xName ?? m.input_x, tName: tName ?? m.input_t, vName: m.output_v, kind,
+    sName: kind === 'velocity' ? m.input_s : null,
     zName: m.input_z, outName: m.output_x, baked: m.baked, selftest: m.selftest, variant: m.variant,
     prediction: m.prediction, probPath: m.path, defaultSolver: m.default_solver, defaultSteps: m.default_steps,
     defaultSchedule: String(parseSchedule(m.default_schedule)), training: m.training, architecture: m.architecture,
@@ -160,7 +161,7 @@ const DEFAULTS = Object.fromEntries(Object.entries(KEYS).filter(([, e]) => Objec
 
 function baseSpec(fields) {
   return {
-    dataShape: [], xName: NAMES.x, tName: NAMES.t, vName: NAMES.v, tRank: 1, kind: 'velocity',
+    dataShape: [], xName: NAMES.x, tName: NAMES.t, vName: NAMES.v, tRank: 1, kind: 'velocity', sName: null,
     zName: NAMES.z, outName: NAMES.samples, baked: {}, selftest: {}, variant: {}, prediction: 'velocity',
     probPath: { name: 'unknown' }, defaultSolver: DEFAULTS.default_solver, defaultSteps: DEFAULTS.default_steps,
     defaultSchedule: DEFAULTS.default_schedule, training: {},
@@ -239,7 +240,16 @@ function checkGraph(where, spec, inputs, outputs) {
   const x = graphIo(where, spec.xName, inputs, 'input'), t = graphIo(where, spec.tName, inputs, 'input');
   const v = graphIo(where, spec.vName, outputs, 'output');
   checkTypes(where, 'velocity model', [['input', spec.xName, x.type], ['input', spec.tName, t.type], ['output', spec.vName, v.type]]);
-  const fed = [spec.xName, spec.tName, ...spec.inputs.map((i) => i.name)];
+  const fed = [spec.xName, spec.tName, ...(spec.sName ? [spec.sName] : []), ...spec.inputs.map((i) => i.name)];
+  if (spec.sName === spec.xName || spec.sName === spec.tName) {
+    throw new ModelError(`${where}: fm.input_s names ${show(spec.sName)}, the graph's x or t`, { field: spec.sName });
+  }
+  if (spec.sName) {     // a flow map's start time: float32 shaped like t
+    const s = graphIo(where, spec.sName, inputs, 'input');
+    if (s.type !== t.type || s.shape.length !== t.shape.length) {
+      throw new ModelError(`${where}: the flow map's start-time input ${show(spec.sName)} is ${s.type} ${show(s.shape)}; expected it shaped like ${show(spec.tName)} (${t.type} ${show(t.shape)})`, { field: spec.sName });
+    }
+  }
   for (const item of spec.inputs) {     // contract version 4: [batch, *shape] of the declared dtype
     const g = graphIo(where, item.name, inputs, 'input');
     if (g.type !== DTYPES[item.dtype] || g.shape.length !== 1 + item.shape.length

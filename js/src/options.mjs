@@ -56,8 +56,8 @@ function number(name, e, v) {
 function describeChoices(choices) {
   if (Array.isArray(choices)) return choices.join(', ');
   const kinds = {};
-  for (const [choice, entry] of Object.entries(choices)) (kinds[entry.kind ?? ''] ??= []).push(choice);
-  const words = { fixed: 'fixed steps' };
+  for (const [choice, entry] of Object.entries(choices)) (kinds[entry.evaluates === 'map' ? 'map' : entry.kind ?? ''] ??= []).push(choice);
+  const words = { fixed: 'fixed steps', map: 'flow-map files' };
   return Object.entries(kinds).map(([k, c]) => `${c.join(', ')} (${words[k] ?? k})`).join(', ');
 }
 

@@ -82,6 +82,16 @@ function checkLabels(spec, where, labels, n) {
   return one ? new BigInt64Array(n).fill(BigInt(labels)) : BigInt64Array.from(list, (v) => BigInt(v));
 }
 
+// mirrors: fm_runtime/engine/request.py (map_solver)
+/** A method that evaluates a flow map (jump) needs a flow-map file (fm.input_s). The JavaScript
+ * sampler gives no log-likelihoods, so Python's other rule here (log p needs u(x, t, t)) has no twin. */
+function mapSolver(spec, where, solver) {
+  const methods = CONTRACT.solvers.methods;
+  if (spec.kind === 'baked' || methods[solver].evaluates !== 'map' || spec.sName) return;
+  const velocity = Object.keys(methods).filter((k) => methods[k].evaluates !== 'map').join(', ');
+  throw usage('solver', `${solver} jumps with a flow map u(x, s, t); ${where} is a velocity model (no fm.input_s): use one of ${velocity}`);
+}
+
 /** A request {n, steps, solver, schedule, noise, labels, guidance, seed, ...} (the options contract.json
  * declares for JavaScript), checked: the Request {n, kind, solver, steps, schedule (a Schedule), labels
  * (BigInt64Array [n] or null), guidance, seed, noise (Float32Array or null), ...}; kind is the solver's
@@ -92,6 +102,7 @@ export function samplingRequest(spec, where, options, staged = {}) {
   const o = take('sample', options);
   let { n, steps, solver, schedule, noise } = o;
   solver ??= spec.kind === 'baked' ? spec.baked.solver : spec.defaultSolver;
+  mapSolver(spec, where, solver);
   const kind = CONTRACT.solvers.methods[solver].kind;
   checkRules(o, solver, kind);
   if (kind === 'adaptive') {

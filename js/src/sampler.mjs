@@ -190,7 +190,8 @@ export class Sampler {
     const plain = () => this.velocityFn(batch, labels, { guidance: 1 }, inputs, spec);
     if (guided && (interval[0] > 0 || interval[1] < 1)) {
       const inside = this.velocityFn(batch, labels, { guidance, nulls, calls }, inputs, spec), outside = plain();
-      return (x, t) => (t >= interval[0] && t <= interval[1] ? inside(x, t) : outside(x, t));
+      const start = (t) => (Array.isArray(t) ? t[0] : t);       // a flow map's jump [s, t]: guided by where it starts
+      return (x, t) => (start(t) >= interval[0] && start(t) <= interval[1] ? inside(x, t) : outside(x, t));
     }
     const extra = { ...inputs };
     if (scale) extra[scale.name] = { data: new Float32Array(batch).fill(guidance), dims: [] };
@@ -236,17 +237,22 @@ export class Sampler {
   }
 
   // mirrors: fm_runtime/engine/velocity.py (_call)
+  /** The graph's v(x, t); on a flow-map file (spec.sName) t is one time, u(x, t, t), or a jump's pair [s, t]. */
   rawVelocity(spec, rows, fixed, combine) {
     const { ort, session } = this;
-    const tb = new Float32Array(rows);
-    const tTensor = new ort.Tensor('float32', tb, spec.tRank === 1 ? [rows] : [rows, 1]);
+    const tDims = spec.tRank === 1 ? [rows] : [rows, 1];
+    const tb = new Float32Array(rows), sb = new Float32Array(rows);
+    const times = { [spec.tName]: new ort.Tensor('float32', tb, tDims) };
+    if (spec.sName) times[spec.sName] = new ort.Tensor('float32', sb, tDims);
     const xDims = [rows, ...spec.dataShape];
     const both = combine ? new Float32Array(rows * spec.dim) : null;
     return async (x, t) => {
-      tb.fill(t);
+      const [s, end] = Array.isArray(t) ? t : [t, t];
+      tb.fill(end);
+      sb.fill(s);
       let xs = x;
       if (both) { both.set(x); both.set(x, x.length); xs = both; }
-      const out = (await runGraph(session, { [spec.xName]: new ort.Tensor('float32', xs, xDims), [spec.tName]: tTensor, ...fixed },
+      const out = (await runGraph(session, { [spec.xName]: new ort.Tensor('float32', xs, xDims), ...times, ...fixed },
         [spec.vName], this.where))[spec.vName];
       if (out.dims.join(',') !== xDims.join(',')) {     // as Python's checked(): never broadcast a lying graph's output
         throw new ModelError(`${this.where}: the graph returned v of shape [${out.dims.join(', ')}] for ${rows} rows of shape [${spec.dataShape.join(', ')}]; refusing its output`);

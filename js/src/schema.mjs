@@ -278,6 +278,13 @@ function ruleText(rule, value, other) {
  */
 export function ruleProblem(values) {
   for (const rule of RULES) {
+    if (rule.needs !== undefined) {
+      const value = at(values, rule.key);
+      if (rule.kinds.includes(at(values, 'kind')) && choices(rule.when_in).includes(value) && at(values, rule.needs) === null) {
+        return [rule.key, '', `fm.${rule.key} ${show(value)} needs fm.${rule.needs}, which this file does not set`];
+      }
+      continue;
+    }
     const value = at(values, rule.key), other = at(values, rule.at_most ?? rule.at_least ?? rule.steps_agree_with);
     if (value === null || other === null || (rule.when !== undefined && !truthy(at(values, rule.when)))) continue;
     const found = ruleText(rule, value, other);

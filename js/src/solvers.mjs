@@ -9,7 +9,8 @@ import { parseSchedule } from './schedules.mjs';
 const REGISTRY = CONTRACT.solvers;
 /** The fixed-step methods of contract.json's solver registry (dopri5, kind "adaptive", is Python-only). */
 export const SOLVERS = Object.fromEntries(Object.entries(REGISTRY.methods).filter(([, m]) => m.kind === 'fixed')
-  .map(([name, m]) => [name, { name, evalsPerStep: m.evals_per_step, order: m.order, c: m.c, a: m.a, b: m.b }]));
+  .map(([name, m]) => [name, { name, evalsPerStep: m.evals_per_step, order: m.order, c: m.c, a: m.a, b: m.b,
+    evaluates: m.evaluates ?? 'velocity' }]));
 export const DEFAULT_SOLVER = CONTRACT.keys.default_solver.default;     // a file's defaults when it names none
 export const DEFAULT_STEPS = CONTRACT.keys.default_steps.default;
 export const MAX_STEPS = REGISTRY.max_steps;
@@ -40,6 +41,8 @@ function axpy(out, k, c) {
  * Solve dx/dt = f(x, t) from 0 to 1 in `steps` steps on the grid of `schedule` (schedules.mjs;
  * null: uniform), updating a copy of x0 (a
  * Float32Array) in place. f(x, t) returns a Float32Array (or a promise of one) of x's length.
+ * A method that evaluates a flow map (jump) passes t as the pair [t + c h, t + h]: the map's jump
+ * from the stage's time to the step's end.
  * onStep(x, step, t), if given, is called after every step (step counts from 1). Returns {x, nfe}.
  */
 export async function integrate(f, x0, steps, solver = DEFAULT_SOLVER, onStep = null, schedule = null) {
@@ -58,7 +61,7 @@ export async function integrate(f, x0, steps, solver = DEFAULT_SOLVER, onStep = 
         s.a[j].forEach((a, m) => { if (a) axpy(stage, k[m], h * a); });
         src = stage;
       }
-      k[j] = await f(src, t + s.c[j] * h);
+      k[j] = await f(src, s.evaluates === 'map' ? [t + s.c[j] * h, t + h] : t + s.c[j] * h);
       calls++;
     }
     s.b.forEach((b, m) => { if (b) axpy(x, k[m], h * b); });

@@ -51,7 +51,7 @@ def test_plain_onnx_ambiguous_inputs_need_names(tmp_path):
 
 
 @pytest.mark.parametrize("changes, words", [
-    ({"format_version": "5"}, "contract version 5 is newer"),
+    ({"format_version": "6"}, "contract version 6 is newer"),
     ({"format_version": '"one"'}, "fm.format_version must be a positive integer"),
     ({"data_shape": '"2"'}, "fm.data_shape must be a list"),
     ({"data_shape": "[100000, 100000]"}, "10,000,000,000 values per sample"),

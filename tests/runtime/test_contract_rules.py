@@ -108,8 +108,9 @@ def test_defaults_come_from_contract_json(tmp_path):
 def test_every_rule_names_contract_keys():
     """Each rule of contract.json compares keys the contract declares, with one verb."""
     from fm_runtime.definitions import CONTRACT, KEYS
-    verbs = {"at_most", "at_least", "steps_agree_with"}
+    verbs = {"at_most", "at_least", "steps_agree_with", "needs"}
     for rule in CONTRACT["rules"]:
-        assert len(verbs & set(rule)) == 1 and set(rule) <= verbs | {"key", "when"}, rule
+        assert len(verbs & set(rule)) == 1 and set(rule) <= verbs | {"key", "when", "kinds", "when_in"}, rule
+        assert ("needs" in rule) == ("kinds" in rule) == ("when_in" in rule), rule
         for path in [rule["key"], rule.get("when", rule["key"]), *(rule[v] for v in verbs & set(rule))]:
             assert path.split(".")[0] in KEYS, (rule, path)

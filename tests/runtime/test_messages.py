@@ -79,7 +79,7 @@ def test_rough_edges_a_newcomer_hit(tmp_path):
         p = run_cli("fm-run", "sample", "--noise", str(tmp_path / bad), check=False)
         line = one_line(p)
         assert p.returncode == 4 and ("never loads" in line or "not in .npy format" in line) and "allow_pickle" not in line, line
-    with pytest.raises(fm_runtime.UsageError, match="euler, midpoint, heun, rk4 \\(fixed steps\\), dopri5 \\(adaptive\\)"):
+    with pytest.raises(fm_runtime.UsageError, match="euler, midpoint, heun, rk4 \\(fixed steps\\), jump \\(flow-map files\\), dopri5 \\(adaptive\\)"):
         fm_runtime.load().sample(2, solver="rk45")
     r = fm_runtime.load().run(3, seed=0, logprob=True)        # its repr shows shapes, not every value
     assert repr(r) == f"SampleResult(samples=float32[3, 2], nfe={r.nfe}, trajectory=None, logprob={r.logprob.dtype}[3], " \

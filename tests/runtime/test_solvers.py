@@ -44,7 +44,45 @@ def exact(x0, t=1.0):
     return t - 1 + (x0 + 1) * np.exp(-t)
 
 
-@pytest.mark.parametrize("name", sorted(SOLVERS))
+VELOCITY = {k: s for k, s in SOLVERS.items() if s.evaluates == "velocity"}   # the flow-map solver: below
+
+
+def exact_map(x, st):
+    """The exact flow map of f: the average velocity (x(t) - x(s)) / (t - s), f itself at s = t."""
+    s, t = st
+    if s == t:
+        return f(x, s)
+    end = t - 1 + (x - s + 1) * np.exp(-(t - s))
+    return (end - x) / (t - s)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 8])
+def test_jump_with_an_exact_map_is_exact_at_any_steps(steps):
+    x0 = np.array([0.5, -2.0, 3.0])
+    sol = integrate(exact_map, x0, steps, "jump", trajectory=True)
+    np.testing.assert_allclose(sol.x, exact(x0), rtol=1e-13, atol=1e-13)
+    assert sol.nfe == nfe("jump", steps) == steps and len(sol.trajectory) == steps + 1
+    inplace, calls = integrate_inplace(lambda x, st: exact_map(x, st).astype(np.float32), x0.astype(np.float32),
+                                       steps, "jump", schedule="shift:3")
+    np.testing.assert_allclose(inplace, exact(x0), rtol=1e-5, atol=1e-5)
+    assert calls == steps
+
+
+def test_jump_asks_for_each_step_from_its_start_to_its_end():
+    seen = []
+    integrate(lambda x, st: seen.append(st) or x, np.zeros(2), 4, "jump", schedule="shift:3")
+    grid = time_grid(4, schedule="shift:3")
+    assert seen == list(zip(grid[:-1], grid[1:]))
+
+
+def test_jump_on_the_map_of_a_velocity_is_euler():
+    """u(x, s, t) = v(x, s) (a map that learnt nothing but the velocity) jumps as Euler steps do."""
+    x0 = np.array([0.5, -2.0, 3.0])
+    jumped = integrate(lambda x, st: f(x, st[0]), x0, 5, "jump").x
+    assert np.array_equal(jumped, integrate(f, x0, 5, "euler").x)
+
+
+@pytest.mark.parametrize("name", sorted(VELOCITY))
 def test_order_of_accuracy(name):
     x0 = np.array([0.5, -2.0, 3.0])
     errs = [np.abs(integrate(f, x0, s, name).x - exact(x0)).max() for s in (8, 16, 32)]
@@ -52,7 +90,7 @@ def test_order_of_accuracy(name):
     assert np.allclose(orders, SOLVERS[name].order, atol=0.15), (name, orders)
 
 
-@pytest.mark.parametrize("name", sorted(SOLVERS))
+@pytest.mark.parametrize("name", sorted(VELOCITY))
 @pytest.mark.parametrize("steps", [1, 4, 8])
 def test_nfe_counted_and_trajectory(name, steps):
     x0 = np.zeros(3)
@@ -76,7 +114,7 @@ def test_time_grid_is_uniform_with_exact_ends():
     assert np.allclose(np.diff(g), 0.125)
 
 
-@pytest.mark.parametrize("name", sorted(SOLVERS))
+@pytest.mark.parametrize("name", sorted(VELOCITY))
 @pytest.mark.parametrize("steps", [1, 3, 8])
 def test_inplace_tableau_loop_matches_step_functions(name, steps):
     from fm_runtime.solve.solvers import integrate_inplace
@@ -99,7 +137,7 @@ def test_noise_stream_ranges_are_consistent():
     assert abs(full.mean()) < 0.01 and abs(full.std() - 1) < 0.01
 
 
-@pytest.mark.parametrize("name", sorted(SOLVERS))
+@pytest.mark.parametrize("name", sorted(VELOCITY))
 def test_tableau_stepper_equals_the_hand_written_rule(name):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((3, 3))
