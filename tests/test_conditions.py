@@ -13,7 +13,7 @@ import torch
 
 import fm_runtime
 from export.onnx_export import export_velocity
-from fm_runtime.solve.solvers import SOLVERS, tableau_step, time_grid
+from fm_runtime.solve.solvers import SOLVERS, VELOCITY_SOLVERS, tableau_step, time_grid
 
 from . import cond_nets
 from .conftest import run_cli, run_process
@@ -77,7 +77,7 @@ def est_field(net, cond, guidance=1.0):
     return f
 
 
-@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("solver", sorted(VELOCITY_SOLVERS))
 def test_estimator_matches_torch_at_three_lengths_from_one_file(files, solver):
     net, path = files["est"]
     s = fm_runtime.load(path)
@@ -357,7 +357,7 @@ def test_a_condition_stage_runs_once_per_request(tmp_path):
         mu, mask = (a.numpy() for a in stage(torch.from_numpy(tokens)))
     z = np.random.default_rng(0).standard_normal((2, 4, 10)).astype(np.float32)
     calls = 0
-    for solver in sorted(SOLVERS):
+    for solver in sorted(VELOCITY_SOLVERS):
         for w in (1.0, 2.0):
             got = s.sample(noise=z, cond={"tokens": tokens, "spks": spks}, solver=solver, steps=3, guidance=w)
             calls += 1

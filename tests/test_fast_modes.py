@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fm_runtime
-from fm_runtime.solve.solvers import SOLVERS
+from fm_runtime.solve.solvers import SOLVERS, VELOCITY_SOLVERS
 from training.export_checkpoint import export_model
 from training.sample import sample as native_sample
 
@@ -20,7 +20,7 @@ MODES = [dict(tile=0, threads=1), dict(tile=1024, threads=1), dict(tile=1024, th
 def baked(trained, tmp_path_factory):
     d = tmp_path_factory.mktemp("baked")
     files = {}
-    for solver in sorted(SOLVERS):
+    for solver in sorted(VELOCITY_SOLVERS):
         steps = 8 if solver == "midpoint" else 3
         files[solver, steps] = d / f"{solver}{steps}.onnx"
         export_model(trained.model, trained.config, files[solver, steps], bake=f"{solver}:{steps}")
@@ -56,7 +56,7 @@ def test_baked_graph_folds_each_steps_time_into_the_first_layer(trained, baked):
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(f"{k}{v}" for k, v in m.items()))
-@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("solver", sorted(VELOCITY_SOLVERS))
 def test_velocity_loop_matches_torch(trained, noise, mode, solver):
     s = fm_runtime.load(trained.onnx, **mode)
     got = s.sample(noise=noise, steps=4, solver=solver)
@@ -104,7 +104,7 @@ def test_bench_command_times_every_mode(baked):
     assert max(per_row) / min(per_row) < 1.05, lines
 
 
-@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("solver", sorted(VELOCITY_SOLVERS))
 def test_device_resident_loop_matches_torch(trained, noise, solver):
     # the accelerator code path (state, stages, t and coefficients as OrtValues, updates by the
     # shipped axpy graph through IOBinding), run here on the CPU provider

@@ -10,7 +10,7 @@ import fm_runtime
 from fm_runtime.errors import ModelError, UsageError
 from fm_runtime.model.contract import FORMAT_VERSION
 from fm_runtime.solve.schedules import SWAY_MAX
-from fm_runtime.solve.solvers import SOLVERS
+from fm_runtime.solve.solvers import SOLVERS, VELOCITY_SOLVERS
 from tests.conftest import run_cli
 from training.sample import log_prob as torch_log_prob
 from training.sample import sample as torch_sample
@@ -20,7 +20,7 @@ EXPLICIT = [0.0, 0.05, 0.2, 0.55, 1.0]
 ALL = NAMED + ["times:" + ",".join(map(str, EXPLICIT))]
 
 
-@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("solver", sorted(VELOCITY_SOLVERS))
 def test_runtime_matches_torch_on_every_schedule(trained, solver):
     s = fm_runtime.load(trained.onnx)
     z = np.random.default_rng(1).standard_normal((300, 2), dtype=np.float32)

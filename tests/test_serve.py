@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 from fm_runtime import load  # noqa: E402
 from fm_runtime.serve.jobs import Job, RequestBatcher  # noqa: E402
 from fm_runtime.serve.scheduler import StepScheduler  # noqa: E402
-from fm_runtime.solve.solvers import SOLVERS  # noqa: E402
+from fm_runtime.solve.solvers import SOLVERS, VELOCITY_SOLVERS  # noqa: E402
 
 from . import cond_nets  # noqa: E402
 from .conftest import cli_argv, run_cli  # noqa: E402
@@ -75,7 +75,7 @@ def requests_for(name: str, solver: str) -> list[dict]:
             dict(n=2, seed=3, cond=tokens(8, 2), guidance=1.5, **steps(5))]
 
 
-@pytest.mark.parametrize("solver", [*SOLVERS, "dopri5"])
+@pytest.mark.parametrize("solver", [*VELOCITY_SOLVERS, "dopri5"])
 def test_merged_rows_equal_solo_rows_for_every_solver(files, solver):
     for name, path in files.items():
         if name == "baked":

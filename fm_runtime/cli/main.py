@@ -125,6 +125,9 @@ def info(model, as_json, dim, x_name, t_name):
     trial = _trial(s)
     inputs = ({"z": spec.z_name} if s.baked else
               {"x": spec.x_name, "t": spec.t_name + ("[B,1]" if spec.t_rank == 2 else "[B]")})
+    if spec.flow_map:
+        inputs = {"x": inputs["x"], "s": spec.s_name + inputs["t"][len(spec.t_name):] + " (start time)",
+                  "t": inputs["t"] + " (end time)"}
     if spec.num_classes and not s.baked:
         inputs["y"] = f"{spec.y_name}[B] int64"
     staged = spec.stage.get("outputs", [])
@@ -136,7 +139,8 @@ def info(model, as_json, dim, x_name, t_name):
     d = {
         "file": s.path, "contract_version": spec.format_version,
         "kind": spec.kind + (f" ({spec.baked['solver']}:{spec.baked['steps']}, {spec.baked['nfe']} NFE in one call)"
-                             if s.baked else ""),
+                             if s.baked else " (a flow map: u(x, s, t) jumps from s to t in one evaluation)"
+                             if spec.flow_map else ""),
         "data_shape": list(spec.data_shape),
         **({"symbols": {k: _bounds(b) for k, b in spec.symbols.items()}} if spec.symbols else {}),
         "inputs": inputs,

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from ..errors import NumericalError, ResourceError
-from ..solve.solvers import time_grid
+from ..solve.solvers import SOLVERS, time_grid
 from ..tools import limits
 from ..tools.io import NpyStream, Progress, check_space, check_writable, load_array, save_npy
 from ..tools.options import schedule_of
@@ -208,7 +208,8 @@ def _summary(sampler, req, result, shard_ik, start, stop, elapsed, out, plot, gi
     if req.kind == "adaptive":
         steps = f"rtol {req.tolerances['rtol']:g}, atol {req.tolerances['atol']:g}, {result.nfe} NFE"
     else:
-        steps = (f"{req.steps} steps" + ("" if req.schedule.uniform else f" ({req.schedule})")
+        unit = "jump" if SOLVERS[req.solver].evaluates == "map" else "step"
+        steps = (f"{req.steps} {unit}{'s' if req.steps != 1 else ''}" + ("" if req.schedule.uniform else f" ({req.schedule})")
                  + f", {sampler.nfe(req.steps, req.solver)} NFE")
     return (f"{what} of shape {list(req.spec.data_shape)}: {req.solver}, {steps}, "
             f"{elapsed * 1e3:.1f} ms on {sampler.providers[0]}" + ("" if given_noise else f", seed {req.seed}")

@@ -8,7 +8,8 @@ thread collects the pending (x, t) of all active requests, feeds them to the gra
 its rows of the result and advances it. Requests join at the next stage boundary and leave
 when their own solve ends, so different step counts, solvers, schedules, labels and guidance
 weights share calls, and a request's samples are its solo solve's (the same arithmetic on the
-same rows; only the graph's batch differs).
+same rows; only the graph's batch differs). A flow-map file's jumps ask for (x, (s, t)): each row
+gets its own s as well, so jumps merge with each other and with velocity stages (s = t).
 
 Requests admitted at the same boundary with the same solve settings (jobs.merge_key) start as
 one cohort: one generator over their concatenated rows, as request-level batching would solve
@@ -24,7 +25,7 @@ import numpy as np
 from ..engine.backends import Watch
 from ..engine.result import SampleResult
 from ..engine.tiler import Tiler
-from ..engine.velocity import checked, halves
+from ..engine.velocity import checked, halves, start
 from ..errors import FmError, Interrupted, NumericalError
 from ..model.control import RUN, graph_errors
 from ..solve.adaptive import dopri5_steps
@@ -57,8 +58,8 @@ class Active:
         # rows with the same feed layout can share a call (a bound symbol changes it)
         self.layout = (tuple(req.spec.data_shape),) + tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in self.fixed.items()))
 
-    def guided(self, t: float) -> bool:
-        return self.empty is not None and self.interval[0] <= t <= self.interval[1]
+    def guided(self, t) -> bool:
+        return self.empty is not None and self.interval[0] <= start(t) <= self.interval[1]
 
     def rows(self) -> int:
         return 2 * self.n if self.guided(self.ask[1]) else self.n
@@ -193,7 +194,7 @@ class StepScheduler(Queued):
     def _call(self, group: list[Active]) -> None:
         """One graph call for every request of the group, then each one advanced."""
         spec = group[0].spec
-        xs, ts, feeds = [], [], []
+        xs, ts, ss, feeds = [], [], [], []
         for a in group:
             x, t = a.ask
             if a.guided(t):
@@ -202,10 +203,13 @@ class StepScheduler(Queued):
             else:
                 xs.append(x)
                 feeds.append(a.fixed)
-            ts.append(np.full(a.rows(), t, np.float32))
+            ts.append(np.full(a.rows(), t[1] if isinstance(t, tuple) else t, np.float32))
+            ss.append(np.full(a.rows(), start(t), np.float32))
         rows = sum(len(x) for x in xs)
-        tb = np.concatenate(ts)
+        tb, sb = np.concatenate(ts), np.concatenate(ss)
         feed = {spec.x_name: np.concatenate(xs), spec.t_name: tb if spec.t_rank == 1 else tb[:, None]}
+        if spec.s_name:
+            feed[spec.s_name] = sb if spec.t_rank == 1 else sb[:, None]
         for name in feeds[0]:
             feed[name] = np.concatenate([f[name] for f in feeds])
         try:

@@ -45,6 +45,8 @@ SOLVERS: dict[str, Solver] = {
                  m.get("evaluates", "velocity"))
     for name, m in _REGISTRY["methods"].items() if m["kind"] == "fixed"
 }
+# the methods that evaluate a velocity (every solver but jump, which needs a flow-map file)
+VELOCITY_SOLVERS: dict[str, Solver] = {k: s for k, s in SOLVERS.items() if s.evaluates == "velocity"}
 DEFAULT_SOLVER: str = CONTRACT["keys"]["default_solver"]["default"]     # a file's defaults when it names none
 DEFAULT_STEPS: int = CONTRACT["keys"]["default_steps"]["default"]
 MAX_STEPS: int = _REGISTRY["max_steps"]      # far past any useful fixed-step count; beyond it a typo would run for days
