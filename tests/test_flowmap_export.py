@@ -14,6 +14,7 @@ from export.errors import ExportError
 from export.onnx_export import export_velocity
 from fm_runtime.solve.solvers import integrate, time_grid
 from tests.cond_nets import Estimator1D
+from tests.node_bridge import needs_node, node_sample
 from training.sample import exact_divergence
 
 
@@ -259,3 +260,31 @@ def test_calls_that_name_the_times_wrongly_are_refused(call):
     from export.adapters import parse_call
     with pytest.raises(ExportError, match="exactly once"):
         parse_call(call)
+
+
+@needs_node
+def test_node_samples_a_flow_map_bit_for_bit_as_python(tiny, tmp_path):
+    """The same file, noise, jumps (and velocity steps on u(x, t, t), labels and guidance) in Node:
+    the very same float32 samples."""
+    _, path, _ = tiny
+    labelled = tmp_path / "labelled.onnx"
+    export_velocity(TinyMap(classes=3).eval(), labelled, data_shape=[2], call="x,s,t,y", num_classes=3)
+    z = noise(16)
+    plain = [dict(noise=z), dict(noise=z, steps=4, schedule="shift:3"), dict(noise=z, steps=3, solver="midpoint")]
+    guided = [dict(noise=z, steps=2, labels=[1] * 16, guidance=2.5)]
+    got = node_sample(tmp_path, [(path, plain), (labelled, guided)])
+    want = [fm_runtime.load(path).sample(**r) for r in plain] + [fm_runtime.load(labelled).sample(**r) for r in guided]
+    for (js, _), py in zip(got, want):
+        assert np.array_equal(js, py)
+
+
+@pytest.mark.parametrize("variant", [dict(precision="fp16"), dict(quantize="int8")])
+def test_reduced_flow_maps_go_through_the_quality_budget(tiny, tmp_path, variant):
+    net, path, _ = tiny
+    out = tmp_path / "small.onnx"
+    report = export_velocity(net, out, data_shape=[2], call="x,s,t", **variant)
+    cost = report.variant["vs_fp32"]
+    s = fm_runtime.load(out)
+    assert s.spec.flow_map and s.nfe() == 1 and cost["mean_dev"] < 0.02 * cost["scale"]
+    z = noise()
+    np.testing.assert_allclose(s.sample(noise=z), fm_runtime.load(path).sample(noise=z), atol=0.05)

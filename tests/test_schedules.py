@@ -10,7 +10,7 @@ import fm_runtime
 from fm_runtime.errors import ModelError, UsageError
 from fm_runtime.model.contract import FORMAT_VERSION
 from fm_runtime.solve.schedules import SWAY_MAX
-from fm_runtime.solve.solvers import SOLVERS, VELOCITY_SOLVERS
+from fm_runtime.solve.solvers import VELOCITY_SOLVERS
 from tests.conftest import run_cli
 from training.sample import log_prob as torch_log_prob
 from training.sample import sample as torch_sample

@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 from fm_runtime import load  # noqa: E402
 from fm_runtime.serve.jobs import Job, RequestBatcher  # noqa: E402
 from fm_runtime.serve.scheduler import StepScheduler  # noqa: E402
-from fm_runtime.solve.solvers import SOLVERS, VELOCITY_SOLVERS  # noqa: E402
+from fm_runtime.solve.solvers import VELOCITY_SOLVERS  # noqa: E402
 
 from . import cond_nets  # noqa: E402
 from .conftest import cli_argv, run_cli  # noqa: E402
@@ -43,6 +43,39 @@ class Labelled(torch.nn.Module):
 
     def forward(self, x, t, y):
         return self.net(torch.cat([x, t[:, None], self.emb(y)], 1))
+
+
+class LabelledMap(torch.nn.Module):
+    """A tiny class-conditional flow map u(x, s, t, y) (3 classes, id 3 = no label)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.emb = torch.nn.Embedding(4, 8)
+        self.net = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+
+    def forward(self, x, s, t, y):
+        return self.net(torch.cat([x, s[:, None], t[:, None], self.emb(y)], 1))
+
+
+def test_jumps_of_different_requests_share_calls_and_equal_their_solo_solves(tmp_path):
+    """A flow-map file's jumps (each row its own s and t) merge with each other and with the
+    velocity stages (s = t) of other requests on the same file."""
+    from export.onnx_export import export_velocity
+    path = tmp_path / "map.onnx"
+    export_velocity(LabelledMap().eval(), path, data_shape=2, call="x,s,t,y", num_classes=3, divergence=False)
+    sampler = load(path, tile=0)
+    cases = [dict(n=3, seed=1, labels=0), dict(n=5, seed=2, steps=4, labels=[0, 1, 2, 0, 1], guidance=2.0),
+             dict(n=2, seed=3, steps=3, schedule="shift:3", labels=2, guidance=3.0, guidance_interval=(0.3, 1.0)),
+             dict(n=4, seed=4, solver="midpoint", steps=2, labels=1), dict(n=3, seed=5, labels=2)]
+    runner = StepScheduler(sampler.session)
+    futures = [runner.submit(Job("map", 1, sampler.request(**c))) for c in cases]
+    for c, f in zip(cases, futures):
+        got, want = f.result(60), sampler.run(**c)
+        np.testing.assert_allclose(got.samples, want.samples, atol=1e-6, err_msg=str(c))
+        assert got.nfe == want.nfe == sampler.nfe(c.get("steps"), c.get("solver"))
+    assert runner.calls < sum(sampler.nfe(c.get("steps"), c.get("solver")) for c in cases)
+    runner.close(10)
 
 
 @pytest.fixture(scope="module")
