@@ -38,12 +38,12 @@ METHODS = ("distill", "meanflow")
 class MapRecipe:
     """How a map is trained; per-dataset defaults in DEFAULTS (measured in
     benchmarks/bench_flowmap_training.py)."""
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 2048
-    lr: float = 1e-3                # Adam with cosine decay to 0
+    lr: float = 2e-3                # Adam with cosine decay to 0
     teacher_steps: int = 16         # midpoint steps of the teacher's trajectories (a multiple of 4)
-    pool: int = 32                  # chunks of batch_size trajectories kept
-    refresh: int = 2                # one chunk redrawn every `refresh` steps
+    pool: int = 16                  # chunks of batch_size trajectories kept
+    refresh: int = 8                # one chunk redrawn every `refresh` steps
     jump_share: float = 0.4         # rows on the jumps of a 1-, 2- or 4-jump sampler
     diagonal_share: float = 0.2     # rows at s = t, regressed onto the teacher's velocity
     seed: int = 0
