@@ -256,7 +256,8 @@ def distill(teacher_path: str | Path, recipe: MapRecipe | None = None, *, progre
     student = map_from_teacher(teacher, tconfig).train()
     kind = _kind(tconfig, teacher)
     start = time.perf_counter()
-    pool = [_teacher_chunk(teacher, kind, r.batch_size, r.teacher_steps, rng, gen) for _ in range(r.pool)]
+    chunks = max(1, min(r.pool, r.steps // r.refresh))       # a short run keeps only the chunks it can use
+    pool = [_teacher_chunk(teacher, kind, r.batch_size, r.teacher_steps, rng, gen) for _ in range(chunks)]
     teacher_seconds = time.perf_counter() - start
     opt = torch.optim.Adam(kind.trained(student), lr=r.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, r.steps)
@@ -264,9 +265,9 @@ def distill(teacher_path: str | Path, recipe: MapRecipe | None = None, *, progre
     for step in range(r.steps):
         if step and step % r.refresh == 0:
             clock = time.perf_counter()
-            pool[(step // r.refresh) % r.pool] = _teacher_chunk(teacher, kind, r.batch_size, r.teacher_steps, rng, gen)
+            pool[(step // r.refresh) % chunks] = _teacher_chunk(teacher, kind, r.batch_size, r.teacher_steps, rng, gen)
             teacher_seconds += time.perf_counter() - clock
-        chunk = pool[int(torch.randint(0, r.pool, (1,), generator=gen))]
+        chunk = pool[int(torch.randint(0, chunks, (1,), generator=gen))]
         loss = distill_loss(student, kind, chunk, r.teacher_steps, r, gen)
         _step(opt, sched, loss)
         recent = (recent + [loss.item()])[-100:]
@@ -320,11 +321,15 @@ def meanflow_loss(model, kind, x1: torch.Tensor, cond, diagonal_share: float, ge
     s = torch.where(torch.rand(n, generator=gen) < diagonal_share, t, s)
     view = (-1, *[1] * (x1.dim() - 1))
     xs = (1 - s.reshape(view)) * x0 + s.reshape(view) * x1
-    v = x1 - x0
-    u, du_ds = torch.func.jvp(lambda x, s_, t_: kind.average(model, x, s_, t_, cond), (xs, s, t),
-                              (v, torch.ones_like(s), torch.zeros_like(t)))
-    target = (v + (t - s).reshape(view) * du_ds).detach()
+    u, target = meanflow_target(lambda x, s_, t_: kind.average(model, x, s_, t_, cond), xs, s, t, x1 - x0)
     return _masked_mse((u - target) ** 2, mask)
+
+
+def meanflow_target(average, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, v: torch.Tensor):
+    """(u(x, s, t), its MeanFlow target v + (t - s) du/ds, held constant): du/ds is the derivative
+    along the trajectory through x at s, forward mode with tangent (v, 1, 0) on (x, s, t)."""
+    u, du_ds = torch.func.jvp(average, (x, s, t), (v, torch.ones_like(s), torch.zeros_like(t)))
+    return u, (v + (t - s).reshape(-1, *[1] * (x.dim() - 1)) * du_ds).detach()
 
 
 def fresh_map(dataset: str, width: int, depth: int, activation: str = "silu", conditional: bool = False):
