@@ -56,11 +56,12 @@ class MapRecipe:
         return self
 
 
+_TASK = dict(lr=5e-4, pool=32, refresh=16, jump_share=0.6, diagonal_share=0.1)
 DEFAULTS = {
-    "reach": dict(steps=3000, batch_size=256, lr=5e-4, pool=32, refresh=4),
-    "tts": dict(steps=1500, batch_size=64, lr=5e-4, pool=32, refresh=4),
-    "digits-text": dict(steps=2000, batch_size=256, lr=5e-4, pool=32, refresh=4),
-    "digits": dict(steps=2000, batch_size=256, lr=5e-4, pool=32, refresh=4),
+    "reach": dict(_TASK, steps=4000, batch_size=256),
+    "tts": dict(_TASK, steps=2000, batch_size=64),
+    "digits-text": dict(_TASK, steps=2000, batch_size=256),
+    "digits": dict(_TASK, steps=2000, batch_size=256),
 }
 
 
