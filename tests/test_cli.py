@@ -74,7 +74,7 @@ def test_every_option_is_explained():
     from training.export_cli import cli as export_cli
 
     commands = [export_cli, *run_cli_group.commands.values(), *train_cli.commands.values()]
-    assert len(commands) == 11     # fm-export; fm-run info, sample, logprob, bench, serve; fm-train fit, reflow, sample, eval, score
+    assert len(commands) == 12     # fm-export; fm-run info, sample, logprob, bench, serve; fm-train fit, reflow, sample, eval, score, distill
     for command in commands:
         for param in command.params:
             if isinstance(param, click.Option) and param.name != "help":

@@ -18,6 +18,7 @@ from fm_runtime.tools.options import watched_limits
 from fm_runtime.tools.runner import run_cli
 
 from .data import DATASETS, TASK_DATA
+from .map_cli import MAP_METHODS, MODELS, distill, fit_map
 from .recipe import Recipe
 from .task_cli import fit_task, score
 
@@ -51,6 +52,7 @@ def cli():
     Examples:
       fm-train fit --data moons --steps 10000 --out moons.ckpt
       fm-train reflow moons.ckpt --out moons-reflow.ckpt
+      fm-train distill moons.ckpt --out moons-map.ckpt
       fm-train sample moons.ckpt --noise z.npy --steps 8 --solver midpoint --out native.npy
     """
 
@@ -80,8 +82,19 @@ def cli():
               help="Continue the run saved in this checkpoint (written with --checkpoint-every) with the "
                    "same options; with --lr-schedule constant, --steps may be larger.")
 @click.option("--loss-log", type=click.Path(dir_okay=False), help="Write the loss of every step as CSV.")
+@click.option("--model", "model_kind", type=click.Choice(MODELS), default="velocity", show_default=True,
+              help="velocity: a velocity network, solved in steps. flow-map: a flow map u(x, s, t) sampled in "
+                   "one or a few jumps: a velocity teacher trained by this recipe, then distilled (fm-train distill).")
+@click.option("--map-method", type=click.Choice(MAP_METHODS), default="distill", show_default=True,
+              help="With --model flow-map: distill (teacher, then distillation; measured best) or meanflow "
+                   "(from scratch by MeanFlow's identity, with this recipe's steps, batch and lr).")
+@click.option("--teacher-out", type=click.Path(dir_okay=False),
+              help="With --model flow-map: also keep the velocity teacher's checkpoint here.")
+@click.option("--map-steps", type=click.IntRange(min=1),
+              help="With --model flow-map --map-method distill: distillation steps [default: fm-train distill's].")
 @click.pass_context
-def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, loss_log, **options):
+def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, loss_log, model_kind, map_method,
+        teacher_out, map_steps, **options):
     """Train with the conditional flow-matching loss. The defaults are the recipe measured best on
     moons (benchmarks/bench_recipes.py): the tutorial's network size with SiLU, batch 2048, lr 3e-3
     with cosine decay, EMA 0.999, about a CPU minute. The tutorial's own recipe is
@@ -97,11 +110,19 @@ def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, l
       fm-train fit --data moons --conditional --out moons-cond.ckpt
       fm-train fit --data digits --conditional --width 512 --activation silu --out digits.ckpt
       fm-train fit --data moons --nproc 2 --checkpoint-every 1000 --out moons.ckpt
+      fm-train fit --data reach --model flow-map --teacher-out reach.ckpt --out reach-map.ckpt
     """
     from . import distributed
     from .train import fit as train_fit
 
     check_writable(out)
+    if model_kind == "flow-map":
+        if nproc or checkpoint_every or resume or loss_log:
+            raise click.UsageError("--model flow-map trains in one process without --nproc, --checkpoint-every, "
+                                   "--resume or --loss-log")
+        return fit_map(ctx, dataset, out, map_method, teacher_out, progress, threads, map_steps)
+    if teacher_out or map_steps or map_method != "distill":
+        raise click.UsageError("--teacher-out, --map-steps and --map-method go with --model flow-map")
     if dataset in TASK_DATA:
         return fit_task(ctx, dataset, out, progress, threads, nproc or checkpoint_every or resume or loss_log)
     recipe = Recipe(**options)
@@ -137,7 +158,7 @@ def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, l
 @click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=8, show_default=True,
               help="Solver steps on the uniform grid 0 -> 1.")
 @click.option("--solver", type=click.Choice(sorted(SOLVERS)), default="midpoint", show_default=True,
-              help="Fixed-step solver.")
+              help="Fixed-step solver (a flow-map checkpoint always jumps: --steps jumps).")
 @click.option("--schedule", metavar="NAME[:S]", help="Time schedule, as in fm-run sample [default: uniform].")
 @click.option("--times", metavar="T0,...,1", help="Explicit time grid, as in fm-run sample.")
 @click.option("--class", "label", type=int, help="Class-conditional checkpoints: the class of every sample.")
@@ -152,10 +173,12 @@ def sample(checkpoint, n, seed, noise, steps, solver, schedule, times, label, gu
       fm-train sample moons.ckpt --noise z.npy --steps 8 --solver midpoint --out native.npy
       fm-train sample moons.ckpt -n 1000 --seed 0 --out native.npy
       fm-train sample moons.ckpt --noise z.npy --steps 2 --schedule shift:0.5 --out native.npy
+      fm-train sample moons-map.ckpt --noise z.npy --steps 1 --out jumped.npy
     """
     from fm_runtime.tools.options import schedule_of
 
     from .checkpoint import load_checkpoint
+    from .sample import jump_sample
     from .sample import sample as native_sample
 
     check_writable(out)
@@ -177,8 +200,12 @@ def sample(checkpoint, n, seed, noise, steps, solver, schedule, times, label, gu
         raise InputError(f"--class {label} is out of range for this checkpoint ("
                          + (f"classes 0..{classes - 1}, {classes} = no label)" if classes else "not class-conditional)"))
     start = time.perf_counter()
-    x = native_sample(model, z, steps, solver, labels=None if label is None else np.full(len(z), label),
-                      guidance=guidance, schedule=grid)
+    labels = None if label is None else np.full(len(z), label)
+    if config.get("model") == "flow-map":       # a flow map jumps: x <- x + (t - s) u(x, s, t)
+        solver = "jump"
+        x = jump_sample(model, z, steps, labels=labels, guidance=guidance, schedule=grid)
+    else:
+        x = native_sample(model, z, steps, solver, labels=labels, guidance=guidance, schedule=grid)
     save_npy(out, x)
     click.echo(f"{len(x)} samples: {solver}, {steps} steps in {(time.perf_counter() - start) * 1e3:.1f} ms "
                f"(torch) -> {out}", err=True)
@@ -273,6 +300,8 @@ def evaluate(model, n, repeats, solvers, max_nfe, json_out, plot):
     nfes = [2**k for k in range(max_nfe.bit_length()) if 2**k <= max_nfe]
     if info["baked"]:
         nfes, solvers = [info["baked"]["nfe"]], [info["baked"]["solver"]]
+    elif info.get("flow_map"):
+        solvers = ["jump"]
     result = nfe_table(sample, info["dataset"], n, nfes, list(solvers) or None, repeats=repeats)
     click.echo(format_table(result))
     if json_out:
@@ -282,6 +311,7 @@ def evaluate(model, n, repeats, solvers, max_nfe, json_out, plot):
 
 
 cli.add_command(score)
+cli.add_command(distill)
 
 
 def main(argv: list[str] | None = None) -> None:

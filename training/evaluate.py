@@ -16,14 +16,16 @@ NFES = (1, 2, 4, 8, 16, 32, 64)
 
 def sampler_for(model_path: str | Path) -> tuple[Callable, dict]:
     """(sample(noise, steps, solver) -> samples, info) for a checkpoint (torch reference
-    sampler) or a model file (the runtime)."""
+    sampler; a flow map: jump_sample, info["flow_map"] true) or a model file (the runtime)."""
     p = Path(model_path)
     if p.suffix in (".ckpt", ".pt", ".pth"):
         from .checkpoint import load_checkpoint
-        from .sample import sample
+        from .sample import jump_sample, sample
         model, config = load_checkpoint(p)
-        return (lambda z, steps, solver: sample(model, z, steps, solver)), {
-            "dataset": config["dataset"], "data_shape": config["data_shape"], "baked": None}
+        info = {"dataset": config["dataset"], "data_shape": config["data_shape"], "baked": None}
+        if config.get("model") == "flow-map":       # jumps; the table's solver is "jump"
+            return (lambda z, steps, solver: jump_sample(model, z, steps)), {**info, "flow_map": True}
+        return (lambda z, steps, solver: sample(model, z, steps, solver)), info
     import fm_runtime
     s = fm_runtime.load(p)
     info = {"dataset": s.spec.training.get("dataset"), "data_shape": list(s.data_shape),
@@ -56,7 +58,7 @@ def nfe_table(sample: Callable, dataset: str, n: int = 5000, nfes=NFES, solvers=
     floor_sw = float(np.mean([sliced_wasserstein(f, d) for _, d, f in draws]))
     rows = []
     for solver in solvers:
-        per = SOLVERS[solver].evals_per_step
+        per = SOLVERS[solver].evals_per_step if solver in SOLVERS else 1      # "jump": one per jump
         for nfe in nfes:
             if nfe % per:
                 continue

@@ -228,9 +228,53 @@ class VelocityDiT(nn.Module):
         return out.reshape(b, h // p, w // p, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(x.shape)
 
 
+GAP_FEATURES = 32      # sinusoidal features of a flow map's gap t - s
+
+
+def gap_features(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What a flow map sees of the gap t - s [B] -> [B, GAP_FEATURES]."""
+    return time_embedding(t.reshape(-1) - s.reshape(-1), GAP_FEATURES)
+
+
+def zero_linear(d_in: int, d_out: int) -> nn.Linear:
+    """A linear layer that starts at zero: a flow map's gap path, so the map starts as its velocity net."""
+    layer = nn.Linear(d_in, d_out)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class FlowMapMLP(VelocityMLP):
+    """A flow map u(x, s, t[, y]): the average velocity from time s to t, so that
+    x_t = x_s + (t - s) u(x_s, s, t). It is VelocityMLP on (x, s) plus a path from the gap t - s
+    (gap_features, through a zero-initialised linear layer) into the first hidden layer: with
+    VelocityMLP's weights copied in it starts as that velocity net, u(x, s, t) = v(x, s), and
+    u(x, t, t) is the instantaneous velocity whatever it learns."""
+
+    flow_map = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gap = zero_linear(GAP_FEATURES, self.config["width"])
+        self.config["flow_map"] = True
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        h = (self.net[0](torch.cat([s.reshape(-1, 1).to(x.dtype), flat], dim=-1)) + self.class_bias(y, x.shape[0])
+             + self.gap(gap_features(s, t)).to(x.dtype))
+        for layer in list(self.net)[1:]:
+            h = layer(h)
+        return h.reshape(x.shape)
+
+
 def build_network(config: dict) -> nn.Module:
     """Rebuild a network from the architecture dict a checkpoint stores."""
     kind = config.get("type")
+    if config.get("flow_map"):
+        if kind != "mlp":
+            raise ValueError(f"flow maps are built on mlp networks, not {kind!r}")
+        return FlowMapMLP(config["dim"], config["width"], config["depth"], config["activation"],
+                          config.get("num_classes", 0), config.get("data_shape"))
     if kind == "mlp":
         return VelocityMLP(config["dim"], config["width"], config["depth"], config["activation"],
                            config.get("num_classes", 0), config.get("data_shape"))

@@ -45,35 +45,37 @@ def fit_task(ctx, dataset: str, out: str, progress, threads: int, extras) -> Non
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the scores as JSON.")
 def score(model, n, baseline, plot, json_out):
     """Score a conditioned task's model file (fm-train fit --data reach|tts|digits-text, then
-    fm-export) with its task metric, sampling it with fm_runtime on held-out requests: reach,
-    success and left share at 1, 2, 4, 10 NFE; tts, token and speaker accuracy and frame error at
-    guidance 1 and 2 for three lengths; digits-text, a classifier's hit rate per prompt at
-    guidance 1 and 3.
+    fm-export) with its task metric, sampling it with fm_runtime on held-out requests (a .ckpt
+    checkpoint: in torch): reach, success and left share at 1, 2, 4, 10 NFE; tts, token and
+    speaker accuracy and frame error at guidance 1 and 2 for three lengths; digits-text, a
+    classifier's hit rate per prompt at guidance 1 and 3. A flow map (fit --model flow-map,
+    distill) is scored at 1, 2 and 4 jumps.
 
     \b
     Examples:
       fm-train score reach.onnx --baseline --plot reach.png
       fm-train score tts.onnx --plot tts.png
       fm-train score digits-text.onnx --plot prompts.png --json scores.json
+      fm-train score reach-map.ckpt
     """
     import json
 
-    from fm_runtime import load
-
+    from .tasks.native import open_sampler
     from .tasks.score import SCORES
+    from .tasks.score import score as score_model
     for path in (json_out, plot):
         if path:
             check_writable(path)
     if plot:
         from fm_runtime.tools.plot import require_matplotlib
         require_matplotlib()
-    task = load(model).spec.training.get("dataset")
+    task = open_sampler(model).spec.training.get("dataset")
     if task not in SCORES:
         raise InputError(f"{model}: trained on {task!r}, not a task fm-train score knows ({', '.join(SCORES)})")
     if baseline and task != "reach":
         raise click.UsageError("--baseline applies to reach models")
     options = {"n": n} if n else {}
-    result = SCORES[task](model, plot=plot, **options, **({"baseline": True} if baseline else {}))
+    result = score_model(model, plot=plot, **options, **({"baseline": True} if baseline else {}))
     click.echo(json.dumps(result, indent=1))
     if json_out:
         atomic_write(json_out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))

@@ -35,6 +35,34 @@ class TaskModel(nn.Module):
         return self.velocity(x=x, t=t, **conds)
 
 
+class _FlowMapForward:
+    """A task's flow map: its velocity module is u(x, s, t, **conds), the average velocity from s to t."""
+
+    flow_map = True
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, conds: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.velocity(x=x, s=s, t=t, **conds)
+
+
+_MAP_CLASSES: dict[type, type] = {}
+
+
+def model_class(cls: type, architecture: dict) -> type:
+    """cls, or its flow-map twin (forward(x, s, t, conds)) when the architecture is a flow map."""
+    if not architecture.get("flow_map"):
+        return cls
+    if cls not in _MAP_CLASSES:
+        _MAP_CLASSES[cls] = type(cls.__name__ + "Map", (_FlowMapForward, cls), {})
+    return _MAP_CLASSES[cls]
+
+
+def map_call(call: str) -> str:
+    """A task's call string with the flow map's start time s placed just before t ("x,t,obs" -> "x,s,t,obs")."""
+    names = call.split(",")
+    at = names.index("t")
+    return ",".join(names[:at] + ["s"] + names[at:])
+
+
 @dataclass(frozen=True)
 class Task:
     """A conditioned task. draw(n, rng) -> (x1 [n, *shape] float32, request {name: array}) draws
@@ -60,10 +88,13 @@ class Task:
     about: str = ""
 
     def export_options(self, model: TaskModel) -> dict:
-        """export_velocity's keyword options for this task's trained model."""
-        options = dict(data_shape=self.data_shape, inputs=self.inputs, call=self.call, nulls=self.nulls,
-                       symbols=self.symbols, value_range=self.value_range, default_steps=self.default_steps,
-                       default_solver=self.default_solver)
+        """export_velocity's keyword options for this task's trained model (a flow map: the call
+        with s before t, and one jump by default)."""
+        is_map = getattr(model, "flow_map", False)
+        options = dict(data_shape=self.data_shape, inputs=self.inputs, call=map_call(self.call) if is_map else self.call,
+                       nulls=self.nulls, symbols=self.symbols, value_range=self.value_range,
+                       default_steps=1 if is_map else self.default_steps,
+                       default_solver="jump" if is_map else self.default_solver)
         if self.stage_inputs:
             options["condition"] = {"module": model.stage, "inputs": self.stage_inputs, "outputs": list(self.stage_outputs)}
         return options

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ..data import digit_images, pixels_to_unit
-from ..nets import time_embedding
-from .base import Task, TaskModel, mlp
+from ..nets import GAP_FEATURES, gap_features, time_embedding, zero_linear
+from .base import Task, TaskModel, mlp, model_class
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 EMBED, MAX_BYTES = 64, 32
@@ -75,6 +75,20 @@ class PromptMLP(nn.Module):
         return self.body(h).reshape(x.shape)
 
 
+class PromptMLPMap(PromptMLP):
+    """The flow map u(x, s, t, prompt): PromptMLP at (x, s) plus a zero-initialised path from the
+    gap t - s into its first layer (it starts as the velocity net it copies)."""
+
+    def __init__(self, width: int, depth: int):
+        super().__init__(width, depth)
+        self.gap = zero_linear(GAP_FEATURES, width)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.silu(self.inp(x.flatten(1)) + self.cond(torch.cat([time_embedding(s, 64), prompt], 1))
+                               + self.gap(gap_features(s, t)))
+        return self.body(h).reshape(x.shape)
+
+
 class PromptModel(TaskModel):
     def conditions(self, request, drop):
         text = request["text"] * (~drop)[:, None].to(request["text"].dtype)      # dropped rows: the empty prompt
@@ -82,7 +96,9 @@ class PromptModel(TaskModel):
 
 
 def build(architecture: dict) -> TaskModel:
-    return PromptModel(PromptMLP(architecture["width"], architecture["depth"]), TextEncoder(), architecture)
+    net = PromptMLPMap if architecture.get("flow_map") else PromptMLP
+    return model_class(PromptModel, architecture)(net(architecture["width"], architecture["depth"]), TextEncoder(),
+                                                  architecture)
 
 
 def classifier():

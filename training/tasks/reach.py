@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nets import time_embedding
-from .base import Task, TaskModel, mlp
+from ..nets import GAP_FEATURES, gap_features, time_embedding, zero_linear
+from .base import Task, TaskModel, mlp, model_class
 
 WAYPOINTS = 16
 OBS = 7
@@ -102,6 +102,11 @@ class ActionExpert(nn.Module):
         self.register_buffer("progress", torch.arange(1, WAYPOINTS + 1, dtype=torch.float32) / WAYPOINTS)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        h, frame = self.features(x, t, obs)
+        return self.to_velocity(x, t, self.net(h), frame)
+
+    def features(self, x: torch.Tensor, t: torch.Tensor, obs: torch.Tensor):
+        """(the MLP's input, (base, along, across): the straight line and its directions)."""
         start, goal, centre, radius = obs[:, 0:2], obs[:, 2:4], obs[:, 4:6], obs[:, 6:7]
         span = goal - start
         length = span.norm(dim=1, keepdim=True)
@@ -113,10 +118,30 @@ class ActionExpert(nn.Module):
         h = torch.cat([(rel * along_dir[:, None]).sum(-1), (rel * across_dir[:, None]).sum(-1),
                        (c * along_dir).sum(1, keepdim=True) / length, (c * across_dir).sum(1, keepdim=True), radius,
                        length, time_embedding(t, 64)], 1)
-        out = self.net(h)
+        return h, (base, along_dir, across_dir)
+
+    @staticmethod
+    def to_velocity(x: torch.Tensor, t: torch.Tensor, out: torch.Tensor, frame) -> torch.Tensor:
+        """(x1_hat - x) / max(1 - t, T_FLOOR), x1_hat put back from the line's frame."""
+        base, along_dir, across_dir = frame
         along, across = out[:, :WAYPOINTS], out[:, WAYPOINTS:]
         x1 = base + along[..., None] * along_dir[:, None] + across[..., None] * across_dir[:, None]
         return (x1 - x) / (1.0 - t).clamp(min=T_FLOOR)[:, None, None]
+
+
+class ActionExpertMap(ActionExpert):
+    """The action expert as a flow map u(x, s, t, obs): it predicts the clean chunk x1_hat from
+    (x, s) as the velocity net does, plus a zero-initialised path from the gap t - s into its
+    first layer, and u = (x1_hat - x) / max(1 - s, T_FLOOR); so a jump to t = 1 lands on x1_hat."""
+
+    def __init__(self, width: int, depth: int):
+        super().__init__(width, depth)
+        self.gap = zero_linear(GAP_FEATURES, width)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        h, frame = self.features(x, s, obs)
+        out = self.net[1:](self.net[0](h) + self.gap(gap_features(s, t)))
+        return self.to_velocity(x, s, out, frame)
 
 
 class ReachModel(TaskModel):
@@ -153,7 +178,8 @@ def fit_regression(steps: int, batch_size: int, lr: float, width: int, depth: in
 
 
 def build(architecture: dict) -> TaskModel:
-    return ReachModel(ActionExpert(architecture["width"], architecture["depth"]), None, architecture)
+    net = ActionExpertMap if architecture.get("flow_map") else ActionExpert
+    return model_class(ReachModel, architecture)(net(architecture["width"], architecture["depth"]), None, architecture)
 
 
 def plot(path: str, obs: np.ndarray, paths: np.ndarray, title: str = "") -> None:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nets import time_embedding
-from .base import Task, TaskModel, mlp
+from ..nets import GAP_FEATURES, gap_features, time_embedding, zero_linear
+from .base import Task, TaskModel, mlp, model_class
 
 CHANNELS, VOCAB, SPEAKERS, FRAMES_PER_TOKEN = 16, 12, 4, 4
 _LANG = np.random.default_rng(2024)
@@ -129,7 +129,10 @@ class Decoder(nn.Module):
         self.out = nn.Conv1d(w, CHANNELS, 3, padding=1)
 
     def forward(self, x, mask, mu, t, spk):
-        c = self.cond(torch.cat([time_embedding(t, 64), spk], 1))
+        return self.body(x, mask, mu, self.cond(torch.cat([time_embedding(t, 64), spk], 1)))
+
+    def body(self, x, mask, mu, c):
+        """The U-Net under the conditioning vector c [B, 4 width]."""
         m1, m2, m3 = mask, mask[:, :, ::2], mask[:, :, ::4]
         h1 = self.down1(self.inp(torch.cat([x, mu], 1)) * m1, c, m1)
         h2 = self.down2(_halve(h1), c, m2)
@@ -137,6 +140,19 @@ class Decoder(nn.Module):
         u2 = self.up2(torch.cat([h3.repeat_interleave(2, -1), h2], 1), c, m2)
         u1 = self.up1(torch.cat([u2.repeat_interleave(2, -1), h1], 1), c, m1)
         return self.out(u1) * mask
+
+
+class DecoderMap(Decoder):
+    """The flow map u(x, mask, mu, s, t, spk): the decoder at (x, s) with a zero-initialised path
+    from the gap t - s added to its conditioning vector (it starts as the velocity net it copies)."""
+
+    def __init__(self, width: int):
+        super().__init__(width)
+        self.gap = zero_linear(GAP_FEATURES, 4 * width)
+
+    def forward(self, x, mask, mu, s, t, spk):
+        c = self.cond(torch.cat([time_embedding(s, 64), spk], 1)) + self.gap(gap_features(s, t))
+        return self.body(x, mask, mu, c)
 
 
 def _halve(h: torch.Tensor) -> torch.Tensor:
@@ -154,7 +170,8 @@ class TTSModel(TaskModel):
 
 
 def build(architecture: dict) -> TaskModel:
-    return TTSModel(Decoder(architecture["width"]), TextStage(), architecture)
+    net = DecoderMap if architecture.get("flow_map") else Decoder
+    return model_class(TTSModel, architecture)(net(architecture["width"]), TextStage(), architecture)
 
 
 def plot(path: str, mel: np.ndarray, template: np.ndarray, title: str = "") -> None:
