@@ -55,6 +55,7 @@ class ExportReport:
     divergence: str = "none"            # what the file offers for log-likelihoods, in words
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    flow_map: bool = False              # the graph is a flow map u(x, s, t) (or, baked, jumps of one)
 
 
 
@@ -195,7 +196,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
                                                               precision, quantize, fmt, probe, sig, force)
     _write(out, data, ops_config)
     return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES, variant, div_text,
-                        time_module() - clock, _warnings(div_text, costly))
+                        time_module() - clock, _warnings(div_text, costly), adapter.flow_map)
 
 
 def _conditioning(data_shape, inputs, symbols, nulls, condition, bake, num_classes) -> tuple:

@@ -7,7 +7,8 @@ here, once, with torch, onnx and the project's own training and export code:
 
 - tiny.onnx: a moons MLP (width 16, depth 2, 200 Adam steps), exported as fm-train's models are,
   with its self-test and divergence graph; tiny_cond.onnx the same with class labels (2 classes,
-  guidance); tiny_baked.onnx the same network baked as one heun:3 graph z -> x.
+  guidance); tiny_baked.onnx the same network baked as one heun:3 graph z -> x; tiny_map.onnx a
+  flow map distilled from it (300 steps), sampled with one jump by default (contract version 5).
 - est.onnx: a conditioned network (tests/cond_nets.py's Estimator1D): extra inputs (a condition,
   a mask, a speaker vector), a symbol T, nulls for guidance.
 - plain*.onnx: v = t - x with no fm.* metadata at all (a file from elsewhere): data width symbolic
@@ -116,7 +117,9 @@ def tiny_models(out: Path) -> None:
     import torch
 
     from export.onnx_export import export_velocity
+    from training.checkpoint import save_checkpoint
     from training.export_checkpoint import export_model
+    from training.flowmap import MapRecipe, distill
     from training.train import fit
 
     sys.path.insert(0, str(REPO))
@@ -127,6 +130,11 @@ def tiny_models(out: Path) -> None:
     export_model(model, config, out / "tiny.onnx")
     export_model(model, config, out / "tiny_baked.onnx", bake="heun:3")
     export_model(model, config, out / "bad" / "base.onnx", divergence=False)   # what bad/ files start from
+    save_checkpoint(out / "teacher.ckpt", model, config)
+    flow_map, map_config = distill(out / "teacher.ckpt", MapRecipe(steps=300, batch_size=256, teacher_steps=8, pool=4),
+                                   progress=False)
+    (out / "teacher.ckpt").unlink()
+    export_model(flow_map, map_config, out / "tiny_map.onnx")
     model, config = fit("moons", conditional=True, **TINY)
     export_model(model, config, out / "tiny_cond.onnx")
     torch.manual_seed(0)

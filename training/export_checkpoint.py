@@ -39,8 +39,9 @@ def export_model(model: torch.nn.Module, config: dict, out: str | Path, **kwargs
     if reduced and dataset in DATASETS and "reference_data" not in kwargs:
         kwargs["reference_data"] = (fresh_data(dataset, variants.QUALITY_SAMPLES, 2024),
                                     fresh_data(dataset, variants.QUALITY_SAMPLES, 2025))
+    times = "x,s,t" if getattr(inner, "flow_map", False) else "x,t"     # a flow map: u(x, s, t[, y])
     return export_velocity(
-        model.eval(), out, data_shape=config["data_shape"], call="x,t,y" if classes else "x,t",
+        model.eval(), out, data_shape=config["data_shape"], call=times + ",y" if classes else times,
         num_classes=classes, path=config["path"], architecture=config.get("architecture", {}),
         training={k: config[k] for k in _TRAINING_KEYS if k in config},
         value_range=config.get("value_range"), **kwargs)

@@ -14,7 +14,9 @@ from fm_runtime.tools.options import watched_limits
 from fm_runtime.tools.runner import run_cli
 
 _CALL_HELP = ("How the network is called: x,t | t,x | cat(x,t) | cat(t,x) | x=,t= (keywords; "
-              "sample=x,timestep=t renames them); add y for labels, e.g. x,t,y.")
+              "sample=x,timestep=t renames them); add y for labels, e.g. x,t,y. A flow map names two times: "
+              "x,s,t (start, end), x,s,d (a shortcut model's (t, d), d = t - s); MeanFlow's u(z, r, t) is x,t,s "
+              "with --time-convention noise-at-1.")
 
 
 def _shape(ctx, param, value):
@@ -101,16 +103,17 @@ def _symbols(ctx, param, values):
 @click.option("--t-name", help="With --add-divergence on a plain ONNX: the input that is t.")
 @click.option("--default-solver", type=click.Choice(sorted(SOLVERS)),
               help=f"Solver fm-run uses for this model when none is given [default: {DEFAULT_SOLVER}; a task "
-                   "model's own, euler].")
+                   "model's own, euler; a flow map's, jump].")
 @click.option("--default-steps", type=click.IntRange(1, MAX_STEPS),
               help=f"Steps fm-run uses for this model when none are given [default: {DEFAULT_STEPS}; a task "
-                   "model's own, 10].")
+                   "model's own, 10; a flow map's, 1].")
 @click.option("--schedule", metavar="NAME[:S]",
               help="Time schedule fm-run uses for this model when none is given (uniform, shift:S, sway:S, "
                    "cosine, or times:0,...,1); with --bake, the grid baked into the graph [default: uniform].")
 @click.option("--bake", metavar="SOLVER:STEPS",
               help="Write a baked sampler instead: the whole fixed-step solve (e.g. midpoint:8) "
-                   "unrolled into one graph, noise z -> samples x, run with a single call.")
+                   "unrolled into one graph, noise z -> samples x, run with a single call; a flow map's "
+                   "jump:K (or map:K) unrolls K jumps.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16: weights and compute in half precision where onnxruntime supports it; "
                    "inputs and outputs stay float32.")
@@ -231,7 +234,8 @@ def _condition_stage(module: str | None, inputs, outputs) -> dict:
 
 def _summary(r, what: str, bake: str | None, schedule: str | None) -> None:
     """What was written, the checks' results and any warnings, on stderr."""
-    kind_text = f"baked {bake}{' ' + schedule if schedule else ''} sampler" if bake else "velocity model"
+    kind_text = (f"baked {bake}{' ' + schedule if schedule else ''} sampler" if bake else
+                 "flow map (one evaluation per jump)" if r.flow_map else "velocity model")
     click.echo(f"exported {kind_text} {what} -> {r.path}: {r.size_bytes / 1024:.1f} KiB, opset {r.opset}, "
                f"onnxruntime vs torch max |diff| {r.max_abs_diff:.2e} at batch sizes "
                f"{', '.join(map(str, r.batches))}; log-likelihoods: {r.divergence}; {r.seconds:.1f} s", err=True)

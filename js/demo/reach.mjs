@@ -212,7 +212,8 @@ async function loadModel(source, name) {
     throw e;
   }
   const sp = state.sampler.spec, t = sp.training ?? {};
-  $('model').textContent = `${name}: ${sp.defaultSolver}, ${sp.defaultSteps} steps${t.dataset ? ` · trained on ${t.dataset}${t.steps ? ` (${t.steps} steps)` : ''}` : ''}`;
+  const unit = `${sp.sName ? 'jump' : 'step'}${sp.defaultSteps === 1 ? '' : 's'}`;     // a flow map jumps: one evaluation each
+  $('model').textContent = `${name}: ${sp.sName ? 'flow map, ' : ''}${sp.defaultSolver}, ${sp.defaultSteps} ${unit}${t.dataset ? ` · trained on ${t.dataset}${t.steps ? ` (${t.steps} steps)` : ''}` : ''}`;
   $('noise').disabled = false;
   await kick();
 }

@@ -89,3 +89,25 @@ def test_conditioned_file_declares_its_inputs_and_symbols():
     z, cond = _est_request(8)
     with pytest.raises(fm_runtime.UsageError, match="mu"):
         s.sample(noise=z, cond={"mask": cond["mask"], "spks": cond["spks"]}, steps=2)
+
+
+def test_a_distilled_flow_map_jumps_in_one_evaluation_where_its_teacher_needs_many():
+    """tiny_map.onnx, distilled from tiny.onnx's network: one jump lands where the teacher's
+    16-evaluation solve does, far nearer than the teacher's own single Euler step; velocity
+    solvers and log-likelihoods run on its u(x, t, t)."""
+    from fm_runtime.solve.metrics import energy_distance
+    flow_map, teacher = fm_runtime.load(FIXTURES / "tiny_map.onnx"), fm_runtime.load(TINY)
+    assert flow_map.spec.flow_map and flow_map.spec.format_version == 5 and flow_map.nfe() == 1
+    z = np.random.default_rng(5).standard_normal((2000, 2)).astype(np.float32)
+    reference = teacher.sample(noise=z, steps=8, solver="midpoint")
+    jumped = flow_map.sample(noise=z)
+    assert flow_map.last_nfe == 1
+    euler = teacher.sample(noise=z, steps=1, solver="euler")
+    assert energy_distance(jumped, reference) < 0.1 * energy_distance(euler, reference)
+    assert np.abs(flow_map.sample(noise=z, steps=2) - reference).mean() < 0.1
+    ode = flow_map.sample(noise=z, steps=8, solver="midpoint")       # u(x, t, t): the teacher's field, learnt
+    assert np.abs(ode - reference).mean() < 0.1
+    lp_map, lp_teacher = flow_map.log_prob(reference[:200]), teacher.log_prob(reference[:200])
+    assert flow_map.last_nfe == 16 and abs(lp_map.mean() - lp_teacher.mean()) < 0.1
+    with pytest.raises(fm_runtime.UsageError, match="jumps with a flow map"):
+        teacher.sample(noise=z, solver="jump")
