@@ -52,7 +52,7 @@ def score_reach(path: str, n: int = 1000, plot: str | None = None, baseline: boo
 
 def _is_map(s) -> bool:
     """Whether a sampler (a checkpoint's or a model file's) is a flow map."""
-    return bool(getattr(s, "flow_map", False)) or s.spec.training.get("model") == "flow-map"
+    return bool(getattr(s, "flow_map", False) or getattr(s.spec, "flow_map", False))
 
 
 def score_tts(path: str, n: int = 200, plot: str | None = None, seed: int = 0, steps: int | None = None) -> dict:
