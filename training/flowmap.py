@@ -28,7 +28,7 @@ import torch
 
 from .checkpoint import CheckpointError, inner_network, load_checkpoint, save_checkpoint
 from .data import DATASETS, NUM_CLASSES, sample_labelled
-from .nets import FlowMapMLP
+from .nets import FlowMapMLP, build_network
 from .progress import progress_bar
 
 METHODS = ("distill", "meanflow")
@@ -150,8 +150,12 @@ def map_architecture(architecture: dict) -> dict:
 def map_from_teacher(teacher: torch.nn.Module, config: dict) -> torch.nn.Module:
     """The flow map of a velocity model, starting as it: its weights copied in, the gap path at zero,
     so u(x, s, t) = v(x, s) until trained."""
-    from .checkpoint import _build
-    student = _build(map_architecture(config["architecture"]))
+    arch = map_architecture(config["architecture"])
+    if arch["type"] == "task":
+        from .tasks import build_model
+        student = build_model(arch)
+    else:
+        student = build_network(arch)
     missing, unexpected = student.load_state_dict(inner_network(teacher).state_dict(), strict=False)
     if unexpected or any(".gap." not in "." + k for k in missing):
         raise CheckpointError(f"the map does not hold the teacher's weights (missing {missing}, unexpected {unexpected})")
