@@ -105,7 +105,7 @@ def tts(ckpt: Path, reuse: bool) -> dict:
 
 def meanflow_part(ckpt: Path, reuse: bool) -> dict:
     out = {}
-    model, config = meanflow("moons", steps=3000, batch_size=1024, lr=2e-3, out=ckpt / "moons-meanflow.ckpt")
+    model, config = meanflow("moons", steps=8000, batch_size=1024, lr=1e-3, out=ckpt / "moons-meanflow.ckpt")
     m = nfe_table(lambda z, k, s: jump_sample(model, z, k), "moons", N, [1, 2, 4], ["euler"], repeats=DRAWS)
     out["moons"] = {"jumps": {r["nfe"]: r["energy_distance"] for r in m["rows"]}, "floor": m["floor_energy_distance"],
                     "seconds": config["flow_map"]["seconds"]}
