@@ -13,8 +13,11 @@ Two ways to train one:
 - meanflow: from scratch on data, by MeanFlow's identity written in this repository's time
   (0 = noise, 1 = data, the map evaluated at its start x_s): d/ds [(t - s) u(x_s, s, t)] = -v(x_s, s)
   along a trajectory gives u = v + (t - s) du/ds, du/ds the forward-mode derivative with tangent
-  (v, 1, 0) on (x, s, t) (torch.func.jvp); the target is held constant (stop-gradient) and v is
-  the conditional velocity x1 - x0 of the straight path.
+  (v, 1, 0) on (x, s, t) (torch.func.jvp); the target is held constant (stop-gradient), v is
+  the conditional velocity x1 - x0 of the straight path, 75% of the rows sit at s = t (plain flow
+  matching) and each row's error is weighed by MeanFlow's adaptive weight. (MeanFlow's own
+  paper writes the same identity as u = v - (t - r) du/dt, tangent (v, 0, 1), for its time that
+  runs from data at 0 to noise at 1 and its map evaluated at the later time.)
 """
 from __future__ import annotations
 
