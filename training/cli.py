@@ -188,6 +188,9 @@ def sample(checkpoint, n, seed, noise, steps, solver, schedule, times, label, gu
             raise click.BadParameter(f"--times makes {grid.steps} steps, not {steps}", param_hint="--steps")
         steps = grid.steps
     model, config = load_checkpoint(checkpoint)
+    if config["architecture"].get("type") == "task":
+        raise InputError(f"{checkpoint}: a {config['dataset']} task checkpoint takes conditions: score it with "
+                         "fm-train score, or export it and sample with fm-run sample --cond")
     shape = tuple(config["data_shape"])
     if noise:
         z = load_array(noise, "noise", kinds="f")

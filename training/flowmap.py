@@ -13,8 +13,11 @@ Two ways to train one:
 - meanflow: from scratch on data, by MeanFlow's identity written in this repository's time
   (0 = noise, 1 = data, the map evaluated at its start x_s): d/ds [(t - s) u(x_s, s, t)] = -v(x_s, s)
   along a trajectory gives u = v + (t - s) du/ds, du/ds the forward-mode derivative with tangent
-  (v, 1, 0) on (x, s, t) (torch.func.jvp); the target is held constant (stop-gradient) and v is
-  the conditional velocity x1 - x0 of the straight path.
+  (v, 1, 0) on (x, s, t) (torch.func.jvp); the target is held constant (stop-gradient), v is
+  the conditional velocity x1 - x0 of the straight path, 75% of the rows sit at s = t (plain flow
+  matching) and each row's error is weighed by MeanFlow's adaptive weight. (MeanFlow's own
+  paper writes the same identity as u = v - (t - r) du/dt, tangent (v, 0, 1), for its time that
+  runs from data at 0 to noise at 1 and its map evaluated at the later time.)
 """
 from __future__ import annotations
 
@@ -327,7 +330,12 @@ def meanflow_loss(model, kind, x1: torch.Tensor, cond, diagonal_share: float, ge
     view = (-1, *[1] * (x1.dim() - 1))
     xs = (1 - s.reshape(view)) * x0 + s.reshape(view) * x1
     u, target = meanflow_target(lambda x, s_, t_: kind.average(model, x, s_, t_, cond), xs, s, t, x1 - x0)
-    return _masked_mse((u - target) ** 2, mask)
+    err = (u - target) ** 2
+    # MeanFlow's adaptive weight (power 1): each row's error over its own size, held constant;
+    # without it the target, which holds the net's own derivative, runs away
+    full = err if mask is None else err * torch.broadcast_to(mask, err.shape)
+    per_row = full.flatten(1).sum(1) / (1 if mask is None else torch.broadcast_to(mask, err.shape).flatten(1).sum(1).clamp(min=1))
+    return (per_row / (per_row.detach() + 1e-3)).mean()
 
 
 def meanflow_target(average, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, v: torch.Tensor):
@@ -358,7 +366,7 @@ def fresh_map(dataset: str, width: int, depth: int, activation: str = "silu", co
 
 
 def meanflow(dataset: str, steps: int = 3000, batch_size: int = 2048, lr: float = 1e-3, width: int = 64,
-             depth: int = 3, activation: str = "silu", conditional: bool = False, diagonal_share: float = 0.25,
+             depth: int = 3, activation: str = "silu", conditional: bool = False, diagonal_share: float = 0.75,
              seed: int = 0, *, progress: bool | None = None, threads: int | None = None,
              out: str | Path | None = None) -> tuple[torch.nn.Module, dict]:
     """Train a flow map from scratch with MeanFlow (see meanflow_loss); Adam with cosine decay."""

@@ -232,8 +232,12 @@ GAP_FEATURES = 32      # sinusoidal features of a flow map's gap t - s
 
 
 def gap_features(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """What a flow map sees of the gap t - s [B] -> [B, GAP_FEATURES]."""
-    return time_embedding(t.reshape(-1) - s.reshape(-1), GAP_FEATURES)
+    """What a flow map sees of the gap t - s [B] -> [B, GAP_FEATURES]: sines and cosines at
+    frequencies 1 .. 64, low enough that du/ds stays moderate (MeanFlow trains on it)."""
+    half = GAP_FEATURES // 2
+    freqs = torch.exp(math.log(64.0) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - 1))
+    angles = (t.reshape(-1, 1) - s.reshape(-1, 1)).float() * freqs
+    return torch.cat([torch.sin(angles), torch.cos(angles)], -1)
 
 
 def zero_linear(d_in: int, d_out: int) -> nn.Linear:
