@@ -79,6 +79,26 @@ def latency(files: dict, batch: int, reps: int) -> dict:
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
+def graph_call(files: dict, batch: int, reps: int) -> dict:
+    """Median seconds of one bare graph call (session.run, no request handling) per sampler, interleaved:
+    what one evaluation costs the network itself."""
+    obs = reach.observations(batch, np.random.default_rng(1))
+    feeds = {}
+    for name, (s, _) in files.items():
+        feed = {s.spec.x_name: np.zeros((batch, *s.spec.data_shape), np.float32), s.spec.t_name: np.ones(batch, np.float32),
+                "obs": obs}
+        if s.spec.s_name:
+            feed[s.spec.s_name] = np.zeros(batch, np.float32)
+        feeds[name] = feed
+    times: dict[str, list[float]] = {name: [] for name in files}
+    for _ in range(reps + 10):
+        for name, (s, _) in files.items():
+            clock = time.perf_counter()
+            s.session.run(None, feeds[name])
+            times[name].append(time.perf_counter() - clock)
+    return {name: float(np.median(t[10:])) for name, t in times.items()}
+
+
 def success(s, kw: dict) -> dict:
     obs = reach.observations(1000, np.random.default_rng(HELD_OUT_SEED))
     return reach.metrics(s.sample(cond={"obs": obs}, seed=0, **kw), obs)
@@ -123,17 +143,22 @@ def main() -> None:
         result = {"machine": machine(), "rows": []}
         quality = {name: success(s, kw) for name, (s, kw) in files.items()}
         for batch, reps in ((1, 300), (64, 60)):
-            med = latency(files, batch, reps)
+            med, graph = latency(files, batch, reps), graph_call(files, batch, reps)
             base = med["velocity, 10 Euler"]
-            for name in files:
+            for name, (s, kw) in files.items():
+                evals = s.nfe(kw.get("steps"), kw.get("solver"))
                 row = {"batch": batch, "model": name, "ms": med[name] * 1e3, "samples_per_s": batch / med[name],
-                       "speedup_vs_10": base / med[name], **quality[name]}
+                       "speedup_vs_10": base / med[name], "nfe": evals, "graph_ms": graph[name] * evals * 1e3,
+                       **quality[name]}
                 result["rows"].append(row)
         result["training"] = training_speed(teacher_ckpt, args.train_steps)
-    print(f"{'batch':>5}  {'model':<20} {'ms/request':>10} {'samples/s':>10} {'vs 10 evals':>11} {'success':>8} {'left':>6}")
+    print(f"{'batch':>5}  {'model':<20} {'NFE':>3} {'ms/request':>10} {'of it graph':>11} {'samples/s':>10} "
+          f"{'vs 10 evals':>11} {'success':>8} {'left':>6}")
     for r in result["rows"]:
-        print(f"{r['batch']:>5}  {r['model']:<20} {r['ms']:>10.3f} {r['samples_per_s']:>10.0f} {r['speedup_vs_10']:>10.2f}x "
-              f"{r['success']:>8.1%} {r['left']:>6.1%}")
+        print(f"{r['batch']:>5}  {r['model']:<20} {r['nfe']:>3} {r['ms']:>10.3f} {r['graph_ms']:>11.3f} {r['samples_per_s']:>10.0f} "
+              f"{r['speedup_vs_10']:>10.2f}x {r['success']:>8.1%} {r['left']:>6.1%}")
+    print("(of it graph: NFE x one bare session.run of the network at that batch; the rest is the runtime's "
+          "per-request work: options, noise, conditions, the solver loop)")
     t = result["training"]
     print(f"training, {args.train_steps} steps each: velocity {t['velocity_s_per_step'] * 1e3:.1f} ms/step, "
           f"map distillation {t['map_s_per_step'] * 1e3:.1f} ms/step ({t['ratio']:.2f}x)")
