@@ -5,6 +5,7 @@ velocity, which catches a wrong rule (errors of order 1) while allowing float32 
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,19 @@ from .jvp import divergence_graph
 
 FD_STEP = 1e-2          # finite-difference step, relative to max(1, |x|)
 FD_MEDIAN_RTOL = 1e-2   # a median relative deviation above this means the transform is wrong
+
+
+def diagonal(proto: onnx.ModelProto, s_name: str = NAMES.s, t_name: str = NAMES.t) -> onnx.ModelProto:
+    """A flow-map graph u(x, s, t) with its start-time input removed and fed from t: the velocity
+    v(x, t) = u(x, t, t), from which a flow map's divergence graph is derived."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    g = out.graph
+    kept = [i for i in g.input if i.name != s_name]
+    del g.input[:]
+    g.input.extend(kept)
+    g.node.insert(0, onnx.helper.make_node("Identity", [t_name], [s_name], name="flow_map/s_is_t"))
+    return out
 
 
 def finite_difference_check(velocity: bytes, jvp: bytes, data_shape, spec, seed: int = 0) -> dict:
@@ -71,8 +85,11 @@ def add_divergence(src: str | Path, out: str | Path, *, data_shape=None, x_name:
                          spec.variant.get("format", "onnx")) != ("fp32", None, "onnx"):
         raise ExportError(f"{where} is a reduced-precision or ORT-format variant; add the divergence to the "
                           "float32 .onnx file")
+    velocity = model
+    if spec.flow_map:           # a flow map: the divergence of its velocity u(x, t, t)
+        velocity, spec = diagonal(model, spec.s_name, spec.t_name), replace(spec, s_name=None)
     try:
-        proto = divergence_graph(model, x_name=spec.x_name, t_name=spec.t_name, v_name=spec.v_name,
+        proto = divergence_graph(velocity, x_name=spec.x_name, t_name=spec.t_name, v_name=spec.v_name,
                                  y_name=spec.y_name if spec.num_classes else None, t_rank=spec.t_rank)
     except NotImplementedError as e:
         raise ExportError(f"{where}: no forward-mode rule for {e}; log-likelihoods are not available for "
@@ -80,7 +97,7 @@ def add_divergence(src: str | Path, out: str | Path, *, data_shape=None, x_name:
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     data = check_proto(proto)
     try:
-        check = finite_difference_check(model.SerializeToString(), data, spec.data_shape, spec)
+        check = finite_difference_check(velocity.SerializeToString(), data, spec.data_shape, spec)
         data = add_selftest(onnx.load_from_string(data), spec.data_shape, "jvp", spec.num_classes)
     except (FmError, KeyboardInterrupt):
         raise

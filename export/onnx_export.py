@@ -31,8 +31,9 @@ from . import variants
 from .adapters import VelocityAdapter, check_adapter
 from .bake import BakedSampler, fast_elu, parse_bake
 from .checks import add_selftest, check_proto
+from .divergence import diagonal
 from .errors import ExportError
-from .flowmap import Diagonal, diagonal
+from .flowmap import Diagonal
 from .fold import fold_time_columns
 from .jvp import divergence_graph
 from .signature import Signature

@@ -270,7 +270,8 @@ def test_node_samples_a_flow_map_bit_for_bit_as_python(tiny, tmp_path):
     labelled = tmp_path / "labelled.onnx"
     export_velocity(TinyMap(classes=3).eval(), labelled, data_shape=[2], call="x,s,t,y", num_classes=3)
     z = noise(16)
-    plain = [dict(noise=z), dict(noise=z, steps=4, schedule="shift:3"), dict(noise=z, steps=3, solver="midpoint")]
+    plain = [dict(noise=z), dict(noise=z, steps=4, schedule="shift:3"), dict(noise=z, steps=3, solver="midpoint"),
+             dict(noise=z, solver="heun")]          # no steps: the contract's 8, not the file's one jump
     guided = [dict(noise=z, steps=2, labels=[1] * 16, guidance=2.5)]
     got = node_sample(tmp_path, [(path, plain), (labelled, guided)])
     want = [fm_runtime.load(path).sample(**r) for r in plain] + [fm_runtime.load(labelled).sample(**r) for r in guided]
@@ -288,3 +289,46 @@ def test_reduced_flow_maps_go_through_the_quality_budget(tiny, tmp_path, variant
     assert s.spec.flow_map and s.nfe() == 1 and cost["mean_dev"] < 0.02 * cost["scale"]
     z = noise()
     np.testing.assert_allclose(s.sample(noise=z), fm_runtime.load(path).sample(noise=z), atol=0.05)
+
+
+def test_a_velocity_solver_named_without_steps_takes_the_contracts_steps_not_the_files_jump(tiny):
+    """A flow map's default steps count jumps (1); `solver="midpoint"` alone is the contract's
+    midpoint:8 on u(x, t, t), in sampling, likelihoods and the NFE a sampler reports."""
+    _, path, _ = tiny
+    s, z = fm_runtime.load(path), noise(8)
+    np.testing.assert_array_equal(s.sample(noise=z, solver="midpoint"), s.sample(noise=z, solver="midpoint", steps=8))
+    assert s.last_nfe == 16 and s.nfe(solver="rk4") == 32 and s.nfe() == 1 and s.nfe(3) == 3
+    s.log_prob(z, solver="heun")
+    assert s.last_nfe == 16
+    with pytest.raises(fm_runtime.UsageError, match="velocity model"):
+        fm_runtime.load().nfe(solver="jump")
+
+
+def test_times_per_row_as_a_list_are_not_a_jump(tiny):
+    """Only a tuple is (s, t): a list gives one time per row, as an array does (velocity files too)."""
+    _, path, _ = tiny
+    s, z = fm_runtime.load(path), noise(2)
+    np.testing.assert_array_equal(s.velocity(z, [0.2, 0.6]), s.velocity(z, np.array([0.2, 0.6], np.float32)))
+    assert not np.allclose(s.velocity(z, [0.2, 0.6]), s.velocity(z, (0.2, 0.6)))
+    moons = fm_runtime.load()
+    np.testing.assert_array_equal(moons.velocity(z, [0.1, 0.9]), moons.velocity(z, np.array([0.1, 0.9])))
+
+
+def test_add_divergence_on_a_flow_map_file_gives_the_log_p_of_its_export(tiny, tmp_path):
+    """fm-export --add-divergence (no torch) on a map file without its divergence graph: the graph
+    of u(x, t, t), and the same log-likelihoods as the export's own."""
+    import onnx
+
+    from export.divergence import add_divergence
+    _, path, _ = tiny
+    bare = onnx.load(str(path))
+    kept = [p for p in bare.metadata_props if p.key != "fm.divergence"]
+    del bare.metadata_props[:]
+    bare.metadata_props.extend(kept)
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(fm_runtime.ModelError, match="add-divergence"):
+        fm_runtime.load(tmp_path / "bare.onnx").log_prob(noise(4))
+    add_divergence(tmp_path / "bare.onnx", tmp_path / "div.onnx")
+    x = noise(32, seed=9)
+    np.testing.assert_allclose(fm_runtime.load(tmp_path / "div.onnx").log_prob(x), fm_runtime.load(path).log_prob(x),
+                               atol=1e-5)

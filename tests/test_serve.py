@@ -194,7 +194,9 @@ def test_tritonclient_reads_metadata_samples_and_densities_equal_to_fm_run(serve
     assert json.loads(meta["parameters"]["contract"])["default_steps"] == 8
     assert [i["name"] for i in c.get_model_metadata("decoder")["inputs"]] == ["noise", "spks", "tokens"]
 
-    got = c.infer("moons", [], parameters={"n": 300, "seed": 7, "steps": 8, "solver": "midpoint"}).as_numpy("samples")
+    answer = c.infer("moons", [], parameters={"n": 300, "seed": 7, "steps": 8, "solver": "midpoint"})
+    got = answer.as_numpy("samples")
+    assert answer.get_response()["parameters"]["nfe"] == 16
     run_cli("fm-run", "sample", MOONS, "-n", "300", "--seed", "7", "--steps", "8", "--solver", "midpoint",
             "--out", str(tmp_path / "s.npy"))
     np.testing.assert_allclose(got, np.load(tmp_path / "s.npy"), atol=1e-6)
@@ -232,6 +234,7 @@ def test_tritonclient_reads_metadata_samples_and_densities_equal_to_fm_run(serve
 
 @pytest.mark.parametrize("doc, status, words", [
     ({"inputs": [], "parameters": {"n": 2, "solver": "nope"}}, 400, "unknown solver"),
+    ({"inputs": [], "parameters": {"n": 2, "solver": "jump"}}, 400, "is a velocity model"),
     ({"inputs": [], "parameters": {"n": 2, "stepz": 3}}, 400, "unknown parameter 'stepz'"),
     ({"inputs": [], "parameters": {"n": 2, "steps": 5000}}, 400, "at most 1000"),
     ({"inputs": [], "parameters": {"n": 10**6}}, 413, "at most 65536"),

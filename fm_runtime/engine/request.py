@@ -91,7 +91,7 @@ def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first:
     baked = spec.kind == "baked"
     solver = o["solver"] or (spec.baked["solver"] if baked else spec.default_solver)
     logprob = op == "logprob" or bool(o.get("logprob"))
-    solver, instead = map_solver(spec, where, o["solver"], solver, logprob)
+    solver, default_steps = map_solver(spec, where, o["solver"], solver, logprob=logprob)
     kind = METHODS[solver]["kind"]
     options.check_rules(o, solver, kind)
     if baked:
@@ -106,7 +106,7 @@ def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first:
         schedule, steps = None, None
     else:
         schedule, steps = check_schedule(spec, o["schedule"], o["steps"])
-        steps, solver = check_grid(spec, DEFAULT_STEPS if steps is None and instead else steps, solver)
+        steps, solver = check_grid(spec, default_steps if steps is None else steps, solver)
     guidance = o["guidance"]
     check_guided(guidance, o["labels"], spec)
     run = RunState(o["cancel"])
@@ -123,22 +123,29 @@ def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first:
                    o["divergence"], probes, o["probe_seed"], rows_in, o["cancel"], null_in, interval, calls, o, run)
 
 
-def map_solver(spec: ModelSpec, where: str, given: str | None, solver: str, logprob: bool) -> tuple[str, bool]:
-    """(the solver, whether it stands in for the file's default): a method that evaluates a flow map
-    (jump) needs a flow-map file; log-likelihoods need the instantaneous velocity u(x, t, t), so a
-    flow-map file's default jump gives way to the contract's default solver and steps there."""
-    if spec.kind == "baked" or METHODS[solver].get("evaluates") != "map":
-        return solver, False
-    if not spec.flow_map:
-        velocity = ", ".join(k for k, m in METHODS.items() if m.get("evaluates") != "map")
-        raise usage("solver", f"{solver} jumps with a flow map u(x, s, t); {where} is a velocity model (no "
-                              f"fm.input_s): use one of {velocity}")
-    if not logprob:
-        return solver, False
-    if given:
-        raise usage("solver", f"{solver} gives no log-likelihoods (they follow the instantaneous velocity u(x, t, t) "
-                              f"and its divergence): give a velocity solver such as {DEFAULT_SOLVER}, or none")
-    return DEFAULT_SOLVER, True
+def map_solver(spec: ModelSpec, where: str, given: str | None, solver: str, steps: int | None = None, *,
+               logprob: bool = False) -> tuple[str, int | None]:
+    """(the solver, the steps when none are given) under the flow-map rules: a method that
+    evaluates a flow map (jump) needs a flow-map file; log-likelihoods need the instantaneous
+    velocity u(x, t, t), so there a flow map's default jump gives way to the contract's default
+    solver; and a velocity solver on a flow map whose steps are counted in jumps takes the
+    contract's default steps, not the file's jumps. mirrors: js/src/request.mjs mapSolver."""
+    if spec.kind == "baked":
+        return solver, steps if steps is not None else spec.default_steps
+    if METHODS[solver].get("evaluates") == "map":
+        if not spec.flow_map:
+            velocity = ", ".join(k for k, m in METHODS.items() if m.get("evaluates") != "map")
+            raise usage("solver", f"{solver} jumps with a flow map u(x, s, t); {where} is a velocity model (no "
+                                  f"fm.input_s): use one of {velocity}")
+        if not logprob:
+            return solver, steps if steps is not None else spec.default_steps
+        if given:
+            raise usage("solver", f"{solver} gives no log-likelihoods (they follow the instantaneous velocity "
+                                  f"u(x, t, t) and its divergence): give a velocity solver such as {DEFAULT_SOLVER}, "
+                                  "or none")
+        solver = DEFAULT_SOLVER
+    jumps = spec.flow_map and METHODS[spec.default_solver].get("evaluates") == "map"
+    return solver, steps if steps is not None else DEFAULT_STEPS if jumps else spec.default_steps
 
 
 def rows_of(bound: ModelSpec, op: str, o: dict, x, rows: int | None) -> tuple[int, int | None, np.ndarray | None]:

@@ -88,14 +88,15 @@ class Sampler:
     @guarded
     def velocity(self, x: np.ndarray, t: float | np.ndarray, labels=None, guidance: float = 1.0) -> np.ndarray:
         """v(x, t) for a batch x [B, *shape]; t a scalar or [B] array; labels and guidance as in sample().
-        A flow-map file (spec.flow_map) also takes t as a pair (s, t) of those: the average
-        velocity u(x, s, t) of the jump from s to t (one time: u(x, t, t), the instantaneous one)."""
+        A flow-map file (spec.flow_map) also takes t as a tuple (s, t) of those: the average
+        velocity u(x, s, t) of the jump from s to t (one time: u(x, t, t), the instantaneous one);
+        a list is times per row, as an array is."""
         if self.baked:
             raise UsageError(f"{self.path} is a baked sampler; it has no velocity to evaluate")
-        if isinstance(t, (tuple, list)) and not (self.spec.flow_map and len(t) == 2):
-            raise UsageError(f"{self.path}: t is one time, or a pair (s, t) for a flow-map file; "
-                             f"{'this file is a velocity model' if not self.spec.flow_map else 'got ' + str(len(t)) + ' times'}")
-        t = tuple(t) if isinstance(t, (tuple, list)) else t
+        if isinstance(t, tuple) and not (self.spec.flow_map and len(t) == 2):
+            raise UsageError(f"{self.path}: t is one time or one per row, or a tuple (s, t) of those for a flow-map "
+                             f"file; {'this file is a velocity model' if not self.spec.flow_map else f'got {len(t)} times'}")
+        t = tuple(t) if isinstance(t, tuple) else t
         x = np.ascontiguousarray(x, dtype=np.float32)
         labels = request.check_labels(self.spec, self.path, labels, len(x))
         guidance = options.check("guidance", guidance)
@@ -108,7 +109,9 @@ class Sampler:
         return noise_rows(seed, start, start + options.check("n", n), self.data_shape)
 
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
-        return get_solver(solver or self.spec.default_solver).evals_per_step * (steps or self.spec.default_steps)
+        """Network evaluations per row of a fixed-step solve (the file's defaults where not given)."""
+        solver, steps = request.map_solver(self.spec, self.path, solver, solver or self.spec.default_solver, steps)
+        return get_solver(solver).evals_per_step * steps
 
     def request(self, *args, **kwargs) -> request.Request:
         """The checked Request that run() would solve (the model's defaults applied), without

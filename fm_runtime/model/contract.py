@@ -77,9 +77,11 @@ def build_metadata(*, data_shape, path: dict, prediction: str = "velocity",
 
 def lowest_version(values: dict[str, Any]) -> int:
     """The contract version a file with these values declares: the lowest whose features it uses,
-    each key's "since" unless it holds its default (which a reader that ignores it assumes)."""
-    return max((KEYS[k]["since"] for k, v in values.items() if "default" not in KEYS[k] or v != KEYS[k]["default"]),
-               default=1)
+    each key's "since" unless it holds its default (which a reader that ignores it assumes), and
+    its solver's "since" (a baked jump file needs a reader that knows jump)."""
+    solver = CONTRACT["solvers"]["methods"].get(values.get("default_solver"), {})
+    return max([KEYS[k]["since"] for k, v in values.items() if "default" not in KEYS[k] or v != KEYS[k]["default"]]
+               + [solver.get("since", 1)])
 
 
 def read_selftest(where: str, metadata: dict[str, str]) -> dict:

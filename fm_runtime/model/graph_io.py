@@ -105,7 +105,8 @@ def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: di
         raise ModelError(f"{where}: fm.input_s names {spec.s_name!r}, the graph's x or t", field=spec.s_name)
     if spec.s_name:             # a flow map's start time: float32 shaped like t
         s_type, s_shape = _graph_io(where, spec.s_name, inputs, "input")
-        if s_type != t_type or len(s_shape) != len(t_shape):
+        if s_type != t_type or len(s_shape) != len(t_shape) or any(
+                isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(s_shape[1:], t_shape[1:])):
             raise ModelError(f"{where}: the flow map's start-time input {spec.s_name!r} is {s_type} {s_shape}; "
                              f"expected it shaped like {spec.t_name!r} ({t_type} {t_shape})", field=spec.s_name)
     for item in spec.inputs:          # contract version 4: [batch, *shape] of the declared dtype

@@ -183,7 +183,7 @@ async def _inference(request: Request, name: str, model: Model, logprob: bool, l
         runner = model.densities if logprob else model.runner
         result = await _finish(runner.submit(job), job, request, _timeout(doc, limits.timeout))
         out = {"logprob": result} if logprob else {"samples": result.samples}
-        data, headers = protocol.encode(name, doc, out, protocol.binary_outputs(doc))
+        data, headers = protocol.encode(name, doc, out, protocol.binary_outputs(doc), None if logprob else result.nfe)
         metrics.rows.labels(name).inc(len(next(iter(out.values()))))
         return Response(data, headers=headers)
     except Exception as e:

@@ -66,7 +66,8 @@ def metadata(name: str, spec: ModelSpec, logprob: bool = False) -> dict:
                 "default_solver": spec.default_solver, "default_steps": spec.default_steps,
                 "default_schedule": spec.default_schedule, "prediction": spec.prediction,
                 "path": spec.prob_path, "format_version": spec.format_version, "baked": spec.baked,
-                "variant": spec.variant, "symbols": spec.symbols, "divergence": bool(spec.divergence)}
+                "variant": spec.variant, "symbols": spec.symbols, "divergence": bool(spec.divergence),
+                "flow_map": spec.flow_map, "input_s": spec.s_name}
     return {"name": name, "versions": ["1"], "platform": "fm-runtime", "inputs": inputs, "outputs": outputs,
             "parameters": {"contract": json.dumps(contract, default=str),
                            "request_parameters": json.dumps(options.describe("serve", "logprob" if logprob else "sample"))}}
@@ -157,9 +158,12 @@ def binary_outputs(doc: dict) -> bool:
     return bool((doc.get("parameters") or {}).get("binary_data_output"))
 
 
-def encode(model: str, doc: dict, outputs: dict[str, np.ndarray], binary: bool) -> tuple[bytes, dict]:
-    """The infer response's body and headers."""
+def encode(model: str, doc: dict, outputs: dict[str, np.ndarray], binary: bool, nfe: int | None = None) -> tuple[bytes, dict]:
+    """The infer response's body and headers; `nfe`, the network evaluations per row, goes in the
+    response's parameters."""
     head = {"model_name": model, "model_version": "1", "outputs": []}
+    if nfe is not None:
+        head["parameters"] = {"nfe": int(nfe)}
     if isinstance(doc.get("id"), str):
         head["id"] = doc["id"]
     chunks = []

@@ -246,7 +246,8 @@ function checkGraph(where, spec, inputs, outputs) {
   }
   if (spec.sName) {     // a flow map's start time: float32 shaped like t
     const s = graphIo(where, spec.sName, inputs, 'input');
-    if (s.type !== t.type || s.shape.length !== t.shape.length) {
+    if (s.type !== t.type || s.shape.length !== t.shape.length
+        || s.shape.slice(1).some((d, j) => isInt(d) && isInt(t.shape[j + 1]) && d !== t.shape[j + 1])) {
       throw new ModelError(`${where}: the flow map's start-time input ${show(spec.sName)} is ${s.type} ${show(s.shape)}; expected it shaped like ${show(spec.tName)} (${t.type} ${show(t.shape)})`, { field: spec.sName });
     }
   }

@@ -6,7 +6,7 @@
 import { InputError, UsageError, show } from './errors.mjs';
 import { bindInputs, guiding, perRow } from './conditions.mjs';
 import { CONTRACT } from './definitions.mjs';
-import { SOLVERS } from './solvers.mjs';
+import { DEFAULT_STEPS, SOLVERS } from './solvers.mjs';
 import { parseSchedule } from './schedules.mjs';
 import { checkRules, take } from './options.mjs';
 
@@ -83,13 +83,19 @@ function checkLabels(spec, where, labels, n) {
 }
 
 // mirrors: fm_runtime/engine/request.py (map_solver)
-/** A method that evaluates a flow map (jump) needs a flow-map file (fm.input_s). The JavaScript
- * sampler gives no log-likelihoods, so Python's other rule here (log p needs u(x, t, t)) has no twin. */
-function mapSolver(spec, where, solver) {
+/** The steps of a request that gives none, under the flow-map rules: a method that evaluates a flow
+ * map (jump) needs a flow-map file (fm.input_s), and a velocity solver on a flow map whose steps are
+ * counted in jumps takes the contract's default steps, not the file's jumps. The JavaScript sampler
+ * gives no log-likelihoods, so Python's rule for those (log p needs u(x, t, t)) has no twin. */
+export function mapSolver(spec, where, solver, steps = null) {
   const methods = CONTRACT.solvers.methods;
-  if (spec.kind === 'baked' || methods[solver].evaluates !== 'map' || spec.sName) return;
-  const velocity = Object.keys(methods).filter((k) => methods[k].evaluates !== 'map').join(', ');
-  throw usage('solver', `${solver} jumps with a flow map u(x, s, t); ${where} is a velocity model (no fm.input_s): use one of ${velocity}`);
+  if (spec.kind !== 'baked' && methods[solver].evaluates === 'map' && !spec.sName) {
+    const velocity = Object.keys(methods).filter((k) => methods[k].evaluates !== 'map').join(', ');
+    throw usage('solver', `${solver} jumps with a flow map u(x, s, t); ${where} is a velocity model (no fm.input_s): use one of ${velocity}`);
+  }
+  if (steps != null) return steps;
+  const jumps = spec.kind !== 'baked' && spec.sName && methods[spec.defaultSolver].evaluates === 'map' && methods[solver].evaluates !== 'map';
+  return jumps ? DEFAULT_STEPS : spec.defaultSteps;
 }
 
 /** A request {n, steps, solver, schedule, noise, labels, guidance, seed, ...} (the options contract.json
@@ -102,7 +108,7 @@ export function samplingRequest(spec, where, options, staged = {}) {
   const o = take('sample', options);
   let { n, steps, solver, schedule, noise } = o;
   solver ??= spec.kind === 'baked' ? spec.baked.solver : spec.defaultSolver;
-  mapSolver(spec, where, solver);
+  const defaultSteps = mapSolver(spec, where, solver);
   const kind = CONTRACT.solvers.methods[solver].kind;
   checkRules(o, solver, kind);
   if (kind === 'adaptive') {
@@ -118,7 +124,7 @@ export function samplingRequest(spec, where, options, staged = {}) {
     }
   }
   [schedule, steps] = checkSchedule(spec, schedule, steps);
-  steps ??= spec.defaultSteps;
+  steps ??= defaultSteps;
   const { guidance, labels, seed } = o;
   checkGuided(guidance, labels, spec);
   const [bound, inputs, rows] = bindInputs(spec, where, o.cond, o.dims, n);

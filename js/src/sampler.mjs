@@ -10,7 +10,7 @@ import { openStage, throughStage } from './stage.mjs';
 import { maskRows } from './conditions.mjs';
 import { readSpec } from './contract.mjs';
 import { MAX_STEPS, SOLVERS, integrate } from './solvers.mjs';
-import { samplingRequest } from './request.mjs';
+import { mapSolver, samplingRequest } from './request.mjs';
 import { newSeed, noiseRows } from './noise.mjs';
 
 export const DEFAULT_TILE = 2048;
@@ -42,14 +42,16 @@ export class Sampler {
   get dataShape() { return [...this.spec.dataShape]; }
   get numClasses() { return this.spec.numClasses; }
 
-  /** Network evaluations per row of a solve (the model's defaults where not given). */
+  /** Network evaluations per row of a solve (the model's defaults where not given).
+   * mirrors: fm_runtime/engine/sampler.py (Sampler.nfe) */
   nfe(steps, solver) {
-    return SOLVERS[solver ?? this.spec.defaultSolver].evalsPerStep * (steps ?? this.spec.defaultSteps);
+    solver ??= this.spec.defaultSolver;
+    return SOLVERS[solver].evalsPerStep * mapSolver(this.spec, this.where, solver, steps);
   }
 
   toString() {
     const what = this.baked ? `baked ${this.spec.baked.solver}:${this.spec.baked.steps}`
-      : `velocity, ${this.spec.defaultSolver} ${this.spec.defaultSteps} steps`;
+      : `${this.spec.sName ? 'flow map' : 'velocity'}, ${this.spec.defaultSolver} ${this.spec.defaultSteps} steps`;
     const classes = this.numClasses ? `, ${this.numClasses} classes` : '';
     return `Sampler(${printable(this.where)}: ${what}, data shape [${this.spec.dataShape.join(', ')}]${classes}, ${this.backend})`;
   }
