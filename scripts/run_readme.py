@@ -27,7 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 PAGES = [README] + [REPO / "docs" / f"{name}.md" for name in
-                    ("performance", "training", "few-step", "conditioning", "deploy", "javascript", "serve")]
+                    ("performance", "training", "few-step", "flow-maps", "conditioning", "deploy", "javascript",
+                     "serve")]
 SKIP = (re.compile(r"--provider\s+cuda|--cuda-graph"), re.compile(r"python -m pytest"))
 
 
