@@ -42,8 +42,8 @@ export class Sampler {
   get dataShape() { return [...this.spec.dataShape]; }
   get numClasses() { return this.spec.numClasses; }
 
-  /** Network evaluations per row of a solve (the model's defaults where not given).
-   * mirrors: fm_runtime/engine/sampler.py (Sampler.nfe) */
+  /** Network evaluations per row of a solve (the model's defaults where not given; the steps
+   * under the flow-map rules of mapSolver, as Python's Sampler.nfe). */
   nfe(steps, solver) {
     solver ??= this.spec.defaultSolver;
     return SOLVERS[solver].evalsPerStep * mapSolver(this.spec, this.where, solver, steps);
