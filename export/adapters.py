@@ -27,44 +27,50 @@ from fm_runtime.model.session import one_line
 from .errors import ExportError
 
 TIMES = ("B", "B,1", "scalar")
-_ITEM = re.compile(r"^(?:(?P<cat>cat\((?P<a>[xt]),(?P<b>[xt])\))|(?P<key>[A-Za-z_]\w*)=(?P<val>[xstdy]?)|(?P<pos>[xstdy]))$")
+_CAT = re.compile(r"^cat\((?P<a>[xt]),(?P<b>[xt])\)$")
+_KEYWORD = re.compile(r"^(?P<key>[A-Za-z_]\w*)=(?P<val>[^=]*)$")
+_CONSTANT = re.compile(r"^(True|False|-?\d+|-?(\d+\.\d*|\.\d+|\d+)(e-?\d+)?)$")
 _LETTERS = ("x", "s", "t", "d", "y")
+
+
+def _argument(item: str, extras: tuple[str, ...], call: str) -> tuple[str | None, str]:
+    """One argument of a call: (keyword or None, what it passes): a letter (x, t, y; a flow map's
+    s, d), "cat(x,t)", "@NAME" (a declared input) or "#VALUE" (a constant: True, False, a number)."""
+    m = _CAT.match(item)
+    if m:
+        if m["a"] == m["b"]:
+            raise ExportError(f"call {call!r}: cannot read {item!r}; cat() joins x and t")
+        return None, item
+    key, value = None, item
+    m = _KEYWORD.match(item)
+    if m:
+        key, value = m["key"], m["val"] or m["key"]        # KEY= is short for KEY=KEY
+    if value in extras:
+        return key, "@" + value
+    if value in _LETTERS:
+        return key, value
+    if key is not None and _CONSTANT.match(value):
+        return key, "#" + value
+    raise ExportError(f"call {call!r}: cannot read {item!r}; each argument is x, t, y (a flow map's s, d), "
+                      f"cat(x,t), cat(t,x), a declared input{' (' + ', '.join(extras) + ')' if extras else ''}, or "
+                      "KEYWORD=one of those (KEYWORD= is short for KEYWORD=KEYWORD) or KEYWORD=a constant "
+                      "(True, False, a number: return_dict=False)")
 
 
 def parse_call(call: str, extras: tuple[str, ...] = ()) -> list[tuple[str | None, str]]:
     """'x,t,y' -> [(None, 'x'), (None, 't'), (None, 'y')]; 'cat(x,t)' -> [(None, 'cat(x,t)')];
     'sample=x,timestep=t' -> [('sample', 'x'), ('timestep', 't')]; the names of declared extra
-    inputs (`extras`, e.g. mu, mask) go where the network takes them. Raises ExportError."""
+    inputs (`extras`, e.g. mu, mask) go where the network takes them, positionally or by keyword
+    (mu, mu=mu, mu=, cond=mu); constants by keyword (return_dict=False). Raises ExportError."""
     text = call.replace(" ", "")
-    for name in extras:               # an extra input by name: positional, or KEYWORD=name
-        text = re.sub(rf"(?<![\w=]){re.escape(name)}(?![\w(])", f"@{name}", text)
-        text = re.sub(rf"=(?:@)?{re.escape(name)}(?![\w(])", f"=@{name}", text)
     items = re.findall(r"cat\([^)]*\)|[^,]+", text)
     if not items or ",".join(items) != text:
         raise ExportError(f"call {call!r} is not an argument list like 'x,t', 't,x', 'cat(x,t)' or 'x=,t='")
-    parsed: list[tuple[str | None, str]] = []
-    for item in items:
-        extra = re.match(r"^(?:(?P<key>[A-Za-z_]\w*)=)?@(?P<name>\w+)$", item)
-        if extra:
-            parsed.append((extra["key"], "@" + extra["name"]))
-            continue
-        m = _ITEM.match(item)
-        if not m or (m["cat"] and m["a"] == m["b"]):
-            raise ExportError(f"call {call!r}: cannot read {item!r}; each argument is x, t, y, cat(x,t), "
-                              "cat(t,x) or KEYWORD=x|t|y (x= is short for x=x); a flow map's times s, t, d")
-        if m["cat"]:
-            parsed.append((None, f"cat({m['a']},{m['b']})"))
-        elif m["key"]:
-            parsed.append((m["key"], m["val"] or m["key"]))
-        else:
-            parsed.append((None, m["pos"]))
-        if parsed[-1][1] not in _LETTERS and not parsed[-1][1].startswith("cat("):
-            raise ExportError(f"call {call!r}: keyword {item!r} must name x, t or y (e.g. {m['key']}=x), or a "
-                              "flow map's s or d")
+    parsed = [_argument(item, tuple(extras), call) for item in items]
     given = [v[1:] for _, v in parsed if v.startswith("@")]
     if sorted(given) != sorted(extras):
         raise ExportError(f"call {call!r} must pass every declared input exactly once ({', '.join(extras)})")
-    seen = "".join(v if not v.startswith("cat(") else v[4] + v[6] for _, v in parsed if not v.startswith("@"))
+    seen = "".join(v if not v.startswith("cat(") else v[4] + v[6] for _, v in parsed if v[0] not in "@#")
     times = sorted(seen.replace("y", "").replace("x", ""))
     if seen.count("x") != 1 or times not in (["t"], ["s", "t"], ["d", "s"], ["d", "t"]) or seen.count("y") > 1:
         raise ExportError(f"call {call!r} must pass x and t exactly once (and y at most once); a flow map "
@@ -98,6 +104,7 @@ class VelocityAdapter(nn.Module):
         self.net, self.time, self.num_classes = net, time, int(num_classes)
         self.extras, self.flip, self.scale = tuple(extras), time_convention == "noise-at-1", float(time_scale)
         self.custom = call if callable(call) else None
+        self.output_field = ""          # where the network's output holds the velocity (check_adapter)
         if self.custom is not None and extras:
             raise ExportError("a call function takes (net, x, t, y); with extra inputs give call as a list of names")
         self.args = [] if callable(call) else parse_call(call, self.extras)
@@ -115,12 +122,20 @@ class VelocityAdapter(nn.Module):
             y = torch.full((x.shape[0],), self.num_classes, dtype=torch.int64)
         if self.flip:
             t, s = 1.0 - t, 1.0 - s
-        if self.scale != 1.0:
-            t, s = t * self.scale, s * self.scale
-        if self.custom is not None:
-            return self.custom(self.net, x, t, y)
-        v = self._call(x, t, y, extras, s)
+        v = self.native(x, t, y, extras, s)
         return -v if self.flip else v
+
+    def native(self, x, t, y, extras=(), s=None) -> torch.Tensor:
+        """The network's own output at its own time t (s) in [0, 1] (time_scale applied here): what
+        a loop in the network's convention integrates (noise-at-1: dx/dσ = native, σ from 1 to 0),
+        taken out of a tuple, a ModelOutput's .sample or a one-tensor dict (tensor_of)."""
+        return tensor_of(self.raw(x, t, y, extras, s))[0]
+
+    def raw(self, x, t, y, extras=(), s=None):
+        """What the network returns, as it returns it, at its own time (time_scale applied here)."""
+        if self.scale != 1.0:
+            t, s = t * self.scale, (None if s is None else s * self.scale)
+        return self.custom(self.net, x, t, y) if self.custom is not None else self._call(x, t, y, extras, s)
 
     def _call(self, x, t, y, extras, s=None):
         def shaped(a):
@@ -130,7 +145,10 @@ class VelocityAdapter(nn.Module):
             values.update(s=shaped(s), d=shaped(s - t if self.flip else t - s))
         pos, kw = [], {}
         for key, what in self.args:
-            if what.startswith("cat("):
+            if what.startswith("#"):           # a constant keyword: return_dict=False
+                value = {"True": True, "False": False}.get(what[1:]) if what[1:] in ("True", "False") else \
+                    (int(what[1:]) if re.fullmatch(r"-?\d+", what[1:]) else float(what[1:]))
+            elif what.startswith("cat("):
                 col = t.reshape(-1, 1).to(x.dtype)
                 flat = x.reshape(x.shape[0], -1)
                 value = torch.cat([flat, col] if what[4] == "x" else [col, flat], -1)
@@ -147,6 +165,23 @@ class VelocityAdapter(nn.Module):
         return v
 
 
+def tensor_of(out) -> tuple:
+    """(the tensor a network's output holds, where it was): the tensor itself (""), the first of a
+    tuple or list ("[0]"), a ModelOutput's or dataclass's .sample (".sample", diffusers), or the one
+    tensor of a dict ("['name']"); anything else is returned as it is, for check_adapter to refuse."""
+    if isinstance(out, torch.Tensor):
+        return out, ""
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0], "[0]"
+    if isinstance(getattr(out, "sample", None), torch.Tensor):
+        return out.sample, ".sample"
+    if isinstance(out, dict):
+        tensors = [k for k, v in out.items() if isinstance(v, torch.Tensor)]
+        if len(tensors) == 1:
+            return out[tensors[0]], f"[{tensors[0]!r}]"
+    return out, ""
+
+
 def check_adapter(adapter: VelocityAdapter, data_shape: tuple[int, ...], extras: dict | None = None) -> None:
     """Call the adapted network once on a small batch (extras: example extra inputs for 3 rows,
     numpy); turn what goes wrong into ExportError."""
@@ -159,14 +194,17 @@ def check_adapter(adapter: VelocityAdapter, data_shape: tuple[int, ...], extras:
     try:
         with torch.no_grad():
             v = adapter(x, t, *rest)
+            extras_in = rest[(1 if adapter.flow_map else 0) + (1 if c else 0):]
+            adapter.output_field = tensor_of(adapter.raw(x, t, y, extras_in, t * 0.5 if adapter.flow_map else None))[1]
     except Exception as e:
         hint = (f"; labels {y.tolist()} were passed: a conditional network must also accept id {c} as "
                 "\"no label\"" if c else "")
         raise ExportError(f"calling the network as {_describe(adapter)} on x {list(x.shape)} failed: "
                           f"{type(e).__name__}: {one_line(e)} (check --call, --time and --data-shape{hint})") from None
     if not isinstance(v, torch.Tensor):
-        raise ExportError(f"the network returned {type(v).__name__}, not a tensor; wrap it with a call "
-                          "function that returns the velocity tensor")
+        raise ExportError(f"the network returned {type(v).__name__}, which holds no tensor this export can take "
+                          "(a tensor, a tuple's first, .sample, a dict's one tensor); pass a keyword that makes it "
+                          "return one (--call ...,return_dict=False) or give a call function")
     if tuple(v.shape) != tuple(x.shape):
         raise ExportError(f"the network returned shape {list(v.shape)} for x of shape {list(x.shape)}; "
                           "a velocity has the shape of x (check --data-shape and --call)")

@@ -40,7 +40,15 @@ from .signature import Signature
 from .stage import export_stage, stage_inputs
 from .torch_onnx import export_program
 from .unroll import unroll, unrollable
-from .verify import OUTPUT_NAMES, VERIFY_BATCHES, example_feed, jvp_reference, structured_shapes, verify_against_torch
+from .verify import (
+    OUTPUT_NAMES,
+    VERIFY_BATCHES,
+    check_convention,
+    example_feed,
+    jvp_reference,
+    structured_shapes,
+    verify_against_torch,
+)
 
 OPSET = 20                      # the opset every exported file declares
 
@@ -57,6 +65,7 @@ class ExportReport:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     flow_map: bool = False              # the graph is a flow map u(x, s, t) (or, baked, jumps of one)
+    output_field: str = ""              # where the network's output held the velocity: "", "[0]", ".sample", "['key']"
 
 
 
@@ -188,6 +197,8 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
     stage(f"checking onnxruntime against torch at batch sizes {', '.join(map(str, VERIFY_BATCHES))}")
     worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes, one_time=one_time, sig=sig)
+    if kind == "velocity" and (adapter.flip or adapter.custom is not None or adapter.scale != 1.0):
+        check_convention(adapter, data, data_shape, num_classes, sig)
     probe = example_feed(data_shape, kind, 4, np.random.default_rng(1234), num_classes, sig)[0] if sig else None
     fp32 = add_selftest(proto, data_shape, kind, num_classes, probe)
     if (precision, quantize, fmt) != ("fp32", None, "onnx"):
@@ -197,7 +208,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
                                                               precision, quantize, fmt, probe, sig, force)
     _write(out, data, ops_config)
     return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES, variant, div_text,
-                        time_module() - clock, _warnings(div_text, costly), adapter.flow_map)
+                        time_module() - clock, _warnings(div_text, costly), adapter.flow_map, adapter.output_field)
 
 
 def _conditioning(data_shape, inputs, symbols, nulls, condition, bake, num_classes) -> tuple:

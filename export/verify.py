@@ -96,3 +96,35 @@ def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
                 raise ExportError(f"export check failed: onnxruntime and torch differ by {float(diff.max()):.3g} "
                                   f"(allowed {atol:g}) in output {name} at batch {b}; no file written")
     return worst
+
+
+CONVENTION_STEPS = 4            # Euler steps of the convention check
+
+
+def check_convention(adapter, onnx_bytes: bytes, data_shape, num_classes: int = 0, sig: Signature | None = None,
+                     atol: float = VERIFY_ATOL) -> float:
+    """The file's velocity integrated by this project's loop (t = 0 noise to 1) against the user's
+    network integrated in its own convention, the same Euler steps on the same noise: with noise
+    at 1, x <- x - h net(x, σ) from σ = 1 to 0 (time_scale applied), the output taken as the
+    network returns it. Unlike verify_against_torch, which checks the graph against the adapter
+    it was traced from, this checks the adapter's time flip and sign against the network itself:
+    a file that would integrate the wrong way cannot pass. Returns the largest difference."""
+    feed = example_feed(data_shape, "velocity", 8, np.random.default_rng(7), num_classes, sig)[0]
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    y = torch.from_numpy(feed[NAMES.y]) if num_classes else None
+    extras = tuple(torch.from_numpy(v) for k, v in feed.items() if k not in (NAMES.x, NAMES.t, NAMES.y))
+    ours = theirs = feed[NAMES.x]
+    h = 1.0 / CONVENTION_STEPS
+    with torch.no_grad():
+        for i in range(CONVENTION_STEPS):
+            t = np.full(len(ours), i * h, np.float32)
+            ours = ours + h * sess.run([NAMES.v], {**feed, NAMES.x: ours, NAMES.t: t})[0]
+            own = torch.from_numpy(1.0 - t if adapter.flip else t)      # the network's own time at this step
+            v = adapter.native(torch.from_numpy(theirs), own, y, extras).numpy()
+            theirs = theirs - h * v if adapter.flip else theirs + h * v
+    diff = float(np.abs(ours - theirs).max())
+    if diff > atol * max(1.0, float(np.abs(theirs).max())):
+        raise ExportError(f"export check failed: the file's velocity, integrated from noise at t = 0, ends {diff:.3g} "
+                          "away from the network integrated in its own time convention "
+                          f"({'noise at 1: x <- x - h net(x, sigma)' if adapter.flip else 'noise at 0'}); no file written")
+    return diff

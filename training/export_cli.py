@@ -14,7 +14,9 @@ from fm_runtime.tools.options import watched_limits
 from fm_runtime.tools.runner import run_cli
 
 _CALL_HELP = ("How the network is called: x,t | t,x | cat(x,t) | cat(t,x) | x=,t= (keywords; "
-              "sample=x,timestep=t renames them); add y for labels, e.g. x,t,y. A flow map names two times: "
+              "sample=x,timestep=t renames them); add y for labels, e.g. x,t,y; an --input by its name, "
+              "positionally or as KEYWORD=NAME (mu=, mu=mu); a constant keyword such as return_dict=False "
+              "(diffusers: hidden_states=x,timestep=t,encoder_hidden_states=,return_dict=False). A flow map names two times: "
               "x,s,t (start, end), x,s,d (a shortcut model's (t, d), d = t - s); MeanFlow's u(z, r, t) is x,t,s "
               "with --time-convention noise-at-1.")
 
@@ -239,6 +241,8 @@ def _summary(r, what: str, bake: str | None, schedule: str | None) -> None:
     click.echo(f"exported {kind_text} {what} -> {r.path}: {r.size_bytes / 1024:.1f} KiB, opset {r.opset}, "
                f"onnxruntime vs torch max |diff| {r.max_abs_diff:.2e} at batch sizes "
                f"{', '.join(map(str, r.batches))}; log-likelihoods: {r.divergence}; {r.seconds:.1f} s", err=True)
+    if r.output_field:
+        click.echo(f"the network's output held the velocity as {r.output_field} (taken from there)", err=True)
     for note in r.warnings:
         click.echo(f"warning: {note}", err=True)
     if r.variant and "vs_fp32" in r.variant:
