@@ -1,0 +1,51 @@
+"""Networks from other people's libraries, exported as they are (no wrapper, no renames) and
+sampled by the runtime against the library's own sampling loop on the same noise. The libraries
+are optional test dependencies (tests/peers.txt, installed without their dependencies); each test says so when one is missing."""
+import numpy as np
+import pytest
+import torch
+
+import fm_runtime
+from export.onnx_export import export_velocity
+
+CALLS = {"[0]": "hidden_states=x,timestep=t,encoder_hidden_states=,pooled_projections=,return_dict=False",
+         ".sample": "hidden_states=x,timestep=t,encoder_hidden_states=,pooled_projections="}
+
+
+@pytest.fixture(scope="module", params=sorted(CALLS))
+def sd3(tmp_path_factory, request):
+    """A tiny, seeded diffusers SD3 transformer and its file, exported from the call string alone:
+    keywords, noise at 1 and timestep = 1000 sigma; the velocity from the tuple return_dict=False
+    gives, or from the Transformer2DModelOutput it returns by default."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed (tests/peers.txt)")
+    torch.manual_seed(0)
+    net = diffusers.SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=8, out_channels=4).eval()
+    path = tmp_path_factory.mktemp("sd3") / "sd3.onnx"
+    report = export_velocity(
+        net, path, data_shape=[4, 8, 8], time_convention="noise-at-1", time_scale=1000.0, divergence=False,
+        call=CALLS[request.param],
+        inputs={"encoder_hidden_states": "float32[5,16]", "pooled_projections": "float32[8]"})
+    return diffusers, net, path, report, request.param
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_sd3_transformer_as_it_is_equals_the_schedulers_own_loop(sd3, steps):
+    diffusers, net, path, report, field = sd3
+    assert report.output_field == field
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    text = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    pooled = rng.standard_normal((2, 8)).astype(np.float32)
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=1.0)
+    scheduler.set_timesteps(sigmas=[1.0 - i / steps for i in range(steps)])
+    x = torch.from_numpy(z)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            v = net(hidden_states=x, timestep=t.expand(len(x)), encoder_hidden_states=torch.from_numpy(text),
+                    pooled_projections=torch.from_numpy(pooled), return_dict=False)[0]
+            x = scheduler.step(v, t, x, return_dict=False)[0]
+    got = fm_runtime.load(path).sample(noise=z, steps=steps, solver="euler",
+                                       cond={"encoder_hidden_states": text, "pooled_projections": pooled})
+    np.testing.assert_allclose(got, x.numpy(), atol=1e-4)
