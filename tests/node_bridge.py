@@ -30,6 +30,7 @@ for (const job of jobs) {
   }
   for (const r of job.requests) {
     const req = { ...r, cond: r.cond && Object.fromEntries(Object.entries(r.cond).map(([k, v]) => [k, typed(v)])) };
+    if (r.nullCond) req.nullCond = Object.fromEntries(Object.entries(r.nullCond).map(([k, v]) => [k, typed(v)]));
     if (r.noise) req.noise = Float32Array.from(r.noise.data);
     if (!r.cond) delete req.cond;
     try {
@@ -56,7 +57,7 @@ def node_sample(tmp_path: Path, jobs: list[tuple], timing: bool = False) -> list
     noise and the conditions. Returns (samples, condition-stage calls so far) or {"error", "key",
     "message"} per request; with `timing`, (None, calls, milliseconds the sample() call took)."""
     payload = [{"path": str(p), "timing": timing, "options": more[0] if more else {},
-                "requests": [{k: ({c: arg(a) for c, a in v.items()} if k == "cond" else
+                "requests": [{k: ({c: arg(a) for c, a in v.items()} if k in ("cond", "nullCond") else
                                   arg(v) if k == "noise" else v) for k, v in r.items()} for r in reqs]}
                for p, reqs, *more in jobs]
     (tmp_path / "jobs.json").write_text(json.dumps(payload))

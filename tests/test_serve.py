@@ -231,6 +231,13 @@ def test_tritonclient_reads_metadata_samples_and_densities_equal_to_fm_run(serve
     want = load(files["decoder"]).sample(2, seed=1, cond=cond, guidance=2.0)
     np.testing.assert_allclose(out, want, atol=1e-6)
 
+    # a negative prompt: the input null:tokens is the unconditional half's tokens
+    negative = http_client.InferInput("null:tokens", [6], "INT64")
+    negative.set_data_from_numpy(np.array([2, 2, 5, 0, 0, 1]))
+    out = c.infer("decoder", inputs + [negative], parameters={"n": 2, "seed": 1, "guidance": 2.0}).as_numpy("samples")
+    want = load(files["decoder"]).sample(2, seed=1, cond=cond, guidance=2.0, null_cond={"tokens": np.array([2, 2, 5, 0, 0, 1])})
+    np.testing.assert_allclose(out, want, atol=1e-6)
+
 
 @pytest.mark.parametrize("doc, status, words", [
     ({"inputs": [], "parameters": {"n": 2, "solver": "nope"}}, 400, "unknown solver"),

@@ -67,7 +67,7 @@ cli.add_command(serve)
 @cond_option
 @dims_option
 @run_limits
-def logprob(paths, out, times, label, labels, provider, cond, dim, **asked):
+def logprob(paths, out, times, label, labels, provider, cond, null_cond, dim, **asked):
     """Log-likelihood of each row of DATA (.npy [n, *shape]) under MODEL (default: the shipped
     moons model), by the instantaneous change of variables: the data is integrated back to noise
     while the divergence of the velocity is accumulated, log p(x) = log N(x_0) - int_0^1 div v dt.
@@ -92,10 +92,11 @@ def logprob(paths, out, times, label, labels, provider, cond, dim, **asked):
     x = load_array(data, "data", kinds="f")
     y = load_array(labels, "labels", kinds="iu", dtype=np.int64) if labels else None
     sampler = open_sampler(model, provider)
-    check_conditioning(sampler, label, y, asked["guidance"], True, None)
+    check_conditioning(sampler, label, y, asked["guidance"], True, None, null_cond)
     asked["schedule"] = schedule_of(asked["schedule"], times)
     clock = time.perf_counter()
-    logp = sampler.log_prob(x, labels=label if y is None else y, cond=load_conditions(cond), dims=dim[1], **asked)
+    logp = sampler.log_prob(x, labels=label if y is None else y, cond=load_conditions(cond), dims=dim[1],
+                            null_cond=load_conditions(null_cond) or None, **asked)
     if out:
         save_npy(out, logp)
     click.echo(f"{len(x):,} rows of shape {list(x.shape[1:])}: "

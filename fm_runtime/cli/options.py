@@ -61,6 +61,10 @@ def _conds(ctx, param, values) -> dict[str, str]:
 
 
 def cond_option(f):
+    f = click.option("--null-cond", "null_cond", multiple=True, callback=_conds, metavar="NAME=FILE.npy",
+                     help="Guidance against a negative prompt: what the unconditional half takes for this condition "
+                          "instead of the file's null (the condition stage's inputs go through it, e.g. "
+                          "--null-cond text=negative.npy). Needs --guidance other than 1. Repeatable.")(f)
     return click.option("--cond", multiple=True, callback=_conds, metavar="NAME=FILE.npy",
                         help="A condition input of the file (fm-run info lists them) from a .npy: [n, *shape] "
                              "per row or [*shape] for every row. Repeatable.")(f)
@@ -153,12 +157,12 @@ def class_options(f):
                         help="Class-conditional models: the class of every row (see fm-run info for the classes).")(f)
 
 
-def check_conditioning(sampler, label, labels, guidance, logprob, grid) -> None:
+def check_conditioning(sampler, label, labels, guidance, logprob, grid, null_cond=None) -> None:
     """Refuse, before any work, class options a model cannot take and outputs it cannot make."""
     if (label is not None or labels is not None) and not sampler.num_classes:
         raise click.UsageError(f"{sampler.path} is not class-conditional; --class/--labels do not apply")
     if guidance != 1.0 and label is None and labels is None and not (grid and sampler.num_classes) \
-            and not sampler.spec.guidable:
+            and not sampler.spec.guidable and not null_cond:
         raise click.UsageError("--guidance needs --class or --labels (or --grid with a conditional model, "
                                "which draws every class)")
     problem = logprob and divergence_problem(sampler.spec, sampler.path)

@@ -84,7 +84,7 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @plain_model_options
 @run_limits
 def sample(model, n, times, noise, out, shard, progress, plot, label, labels, logprob_out, grid, grid_cols, grid_scale,
-           provider, threads, tile, cuda_graph, cond, dim, x_name, t_name, **asked):
+           provider, threads, tile, cuda_graph, cond, null_cond, dim, x_name, t_name, **asked):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
 
     \b
@@ -112,7 +112,7 @@ def sample(model, n, times, noise, out, shard, progress, plot, label, labels, lo
     z = load_array(noise, "noise", kinds="f") if noise else None
     y = load_array(labels, "labels", kinds="iu", dtype=np.int64) if labels else None
     sampler = open_sampler(model, provider, dim, x_name, t_name, threads, tile, cuda_graph)
-    check_conditioning(sampler, label, y, asked["guidance"], logprob_out, grid)
+    check_conditioning(sampler, label, y, asked["guidance"], logprob_out, grid, null_cond)
     if grid and sampler.num_classes and label is None and y is None:
         y = np.repeat(np.arange(sampler.num_classes), grid_cols)   # one row per class
         n = len(y) if n is None and z is None else n
@@ -122,7 +122,8 @@ def sample(model, n, times, noise, out, shard, progress, plot, label, labels, lo
         n = per_row[0] if per_row else 1000
     # the request, checked once with the model's defaults applied (UsageError, exit 2; InputError, exit 4)
     req = sampler.request(None if z is not None else n, noise=z, trajectory=bool(plot), logprob=bool(logprob_out),
-                          labels=label if y is None else y, cond=conditions, dims=dim[1], **asked)
+                          labels=label if y is None else y, cond=conditions, dims=dim[1],
+                          null_cond=load_conditions(null_cond) or None, **asked)
     if sampler.baked and plot:
         raise click.UsageError("--plot needs the trajectory; a baked sampler returns final samples only")
     start, stop = _rows(req.n, shard_ik)

@@ -247,6 +247,28 @@ def _stage_outputs(spec: ModelSpec, where: str, outputs, rows: int):
         yield name, out
 
 
+def given_nulls(spec: ModelSpec, where: str, given: dict, inputs: dict, n: int) -> dict:
+    """A request's own nulls (null_cond: a negative prompt's conditions, after the condition stage
+    when it gave the stage's inputs) as [n, *shape]: each names a condition of the file and has
+    the request's shape for it, per row or for every row."""
+    out = {}
+    for name, value in given.items():
+        item = next((i for i in spec.inputs if i["name"] == name and i["role"] == "condition"), None)
+        if item is None:
+            conditions = [i["name"] for i in spec.inputs if i["role"] == "condition"]
+            raise usage("null_cond", f"{where}: null_cond names {name!r}, which is not a condition of this file "
+                        f"({', '.join(conditions) or 'it has none'})", name)
+        arr, want = _as_array(item, value), inputs[name].shape[1:]
+        if arr.shape == want:
+            arr = np.broadcast_to(arr, (n, *want))
+        if arr.shape != (n, *want):
+            raise bad_input("null_cond", f"{where}: the null of {name!r} has shape {list(arr.shape)}; the request's "
+                            f"{name!r} is [{n}, {', '.join(map(str, want))}] (or give one row: "
+                            f"[{', '.join(map(str, want))}])", name)
+        out[name] = arr
+    return out
+
+
 def null_rows(spec: ModelSpec, inputs: dict, staged: dict, n: int) -> dict:
     """What the unconditional half of a guided call feeds for each condition with a null, as
     [n, *shape] (views where they broadcast): zeros, the file's stored null (broadcast along its

@@ -19,7 +19,7 @@ from ..solve.noise import new_seed, noise_rows
 from ..solve.schedules import Schedule, parse_schedule
 from ..solve.solvers import DEFAULT_SOLVER, DEFAULT_STEPS
 from . import options
-from .conditions import bind_inputs, null_rows, per_row
+from .conditions import bind_inputs, given_nulls, mapping, null_rows, per_row
 from .options import bad_input, usage
 from .velocity import Conditioning
 
@@ -108,15 +108,17 @@ def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first:
         schedule, steps = check_schedule(spec, o["schedule"], o["steps"])
         steps, solver = check_grid(spec, default_steps if steps is None else steps, solver)
     guidance = o["guidance"]
-    check_guided(guidance, o["labels"], spec)
+    check_guided(guidance, o["labels"], spec, o["null_cond"])
     run = RunState(o["cancel"])
     cond, nulls = stage(o["cond"], guidance, run.options) if stage is not None else (o["cond"], {})
+    negative = negative_prompt(spec, o["null_cond"], guidance, lambda c: stage(c, 1.0, run.options)[0] if stage else c)
     bound, inputs, rows = bind_inputs(spec, where, cond, o["dims"], x if op == "logprob" else o["noise"],
                                       o.get("n"), what="data" if op == "logprob" else "noise")
     n, seed, start = rows_of(bound, op, o, x, rows)
     rows_in = per_row(inputs, n)
     probes = default_probes(bound.dim) if o["probes"] is None else o["probes"]
     null_in, interval, calls = guiding(bound, guidance, rows_in, nulls, n, o["guidance_interval"], o["guidance_calls"])
+    null_in.update(given_nulls(bound, where, negative, rows_in, n))
     return Request(n, "baked" if baked else kind, bound, solver, steps, schedule, tolerances,
                    check_labels(spec, where, o["labels"], n), guidance, seed, start, first,
                    bool(o.get("trajectory")), logprob, bool(o.get("keep_partial")),
@@ -163,6 +165,20 @@ def rows_of(bound: ModelSpec, op: str, o: dict, x, rows: int | None) -> tuple[in
     return n or rows, new_seed() if o["seed"] is None else o["seed"], None
 
 
+def negative_prompt(spec: ModelSpec, given, guidance: float, through_stage) -> dict:
+    """A request's null_cond (the negative prompt) as the file's conditions: the condition stage's
+    inputs among them go through the stage (`through_stage(cond) -> cond`)."""
+    given = mapping(given, "null_cond") if given is not None else {}
+    if given and (guidance == 1.0 or spec.input("guidance") is not None):
+        raise usage("null_cond", "null_cond is what guidance weighs the conditions against; it needs guidance other "
+                                 "than 1 (and a file that does not take the weight as an input)")
+    stage_inputs = {i["name"] for i in spec.stage.get("inputs", ())}
+    if not stage_inputs & set(given):
+        return given
+    conditions = {i["name"] for i in spec.inputs if i["role"] == "condition"}
+    return {k: v for k, v in through_stage(given).items() if k in conditions}     # not the stage's mask
+
+
 def guiding(spec: ModelSpec, guidance: float, inputs: dict, staged, n: int, interval, calls) -> tuple:
     """(the unconditional half's conditions, the interval of t guidance applies on, how its two
     halves are called) of a request."""
@@ -184,10 +200,11 @@ def check_baked(spec: ModelSpec, where: str, steps, solver, trajectory: bool, sc
                          "no trajectory (use the velocity model for that)")
 
 
-def check_guided(guidance: float, labels=None, spec: ModelSpec | None = None) -> None:
+def check_guided(guidance: float, labels=None, spec: ModelSpec | None = None, null_cond=None) -> None:
     """Guidance other than 1 weighs the conditional velocity against the unconditional one: it
-    needs labels, or a file whose conditions declare nulls or that takes the weight itself."""
-    if guidance != 1.0 and labels is None and not (spec is not None and spec.guidable):
+    needs labels, or a file whose conditions declare nulls or that takes the weight itself, or
+    the request's own nulls (null_cond)."""
+    if guidance != 1.0 and labels is None and not null_cond and not (spec is not None and spec.guidable):
         raise usage("guidance", f"guidance {guidance:g} needs labels (it weighs the conditional against the "
                                 "unconditional velocity)")
 

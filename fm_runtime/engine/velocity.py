@@ -45,7 +45,7 @@ class Conditioning:
     def guided(self, spec: ModelSpec) -> bool:
         """Whether guidance needs an unconditional half (a guidance input takes w itself)."""
         return self.guidance != 1.0 and spec.input("guidance") is None and (
-            self.labels is not None or any(i.get("null") for i in spec.inputs))
+            self.labels is not None or any(i.get("null") for i in spec.inputs) or bool(self.nulls))
 
     def plain(self) -> "Conditioning":
         """The conditional velocity alone (outside the guidance interval)."""
@@ -65,7 +65,7 @@ def halves(spec: ModelSpec, batch: int, cond: Conditioning) -> tuple[dict, dict 
         fixed[spec.y_name] = null if cond.labels is None else cond.labels
     if not cond.guided(spec):
         return fixed, None
-    nulls = {i["name"] for i in spec.inputs if i.get("null")}
+    nulls = {i["name"] for i in spec.inputs if i.get("null")} | set(cond.nulls)
     empty = {k: np.ascontiguousarray(cond.nulls[k]) if k in cond.nulls else np.zeros_like(fixed[k]) for k in nulls}
     return fixed, {**fixed, **empty, **({spec.y_name: null} if null is not None else {})}
 

@@ -61,7 +61,9 @@ class Model:
         noise, labels = tensors.pop("noise", None), tensors.pop("labels", None)
         self._check(params, None if noise is None else len(noise) if noise.ndim else 0)
         token = CancelToken()
-        req = self.sampler.request(noise=noise, labels=labels, cond=tensors or None, cancel=token, **params)
+        negative = protocol.null_inputs(tensors)
+        req = self.sampler.request(noise=noise, labels=labels, cond=tensors or None, cancel=token, null_cond=negative,
+                                   **params)
         return Job(self.name, req.n * (2 if req.conditioning().guided(req.spec) else 1), req, token=token)
 
     def logprob_job(self, doc: dict, tensors: dict) -> Job:
@@ -71,7 +73,9 @@ class Model:
             raise UsageError(f"{self.name}-logprob needs the input x [n, {', '.join(map(str, self.sampler.data_shape))}]")
         self._check(params, len(x) if x.ndim else 0)
         job = Job(self.name + "-logprob", len(x))
-        job.run = lambda: self.sampler.log_prob(x, labels=labels, cond=tensors or None, cancel=job.token, **params)
+        negative = protocol.null_inputs(tensors)
+        job.run = lambda: self.sampler.log_prob(x, labels=labels, cond=tensors or None, cancel=job.token,
+                                                null_cond=negative, **params)
         return job
 
     def _check(self, params: dict, rows: int | None) -> None:

@@ -100,7 +100,8 @@ def merge_key(req) -> tuple:
         return ("adaptive", id(req))
     return (req.kind, req.solver, req.steps, repr(req.schedule), tuple(sorted((req.tolerances or {}).items())),
             req.guidance, req.guidance_interval, req.guidance_calls, req.labels is None,
-            tuple(req.spec.data_shape), tuple(sorted((k, v.shape[1:]) for k, v in req.inputs.items())))
+            tuple(req.spec.data_shape), tuple(sorted((k, v.shape[1:]) for k, v in req.inputs.items())),
+            tuple(sorted(req.nulls)))
 
 
 def merged(reqs: list) -> object:

@@ -44,6 +44,15 @@ def request_inputs(spec: ModelSpec) -> list[dict]:
     return given + list(spec.stage.get("inputs", ())) if spec.stage else given
 
 
+NULL_PREFIX = "null:"       # an input named null:NAME is the negative prompt's NAME (the request's null_cond)
+
+
+def null_inputs(tensors: dict) -> dict | None:
+    """The inputs named null:NAME, taken out of `tensors`, as null_cond {NAME: array} (None: none)."""
+    names = [k for k in tensors if k.startswith(NULL_PREFIX)]
+    return {k[len(NULL_PREFIX):]: tensors.pop(k) for k in names} or None
+
+
 def _shape(shape) -> list[int]:
     return [-1] + [d if isinstance(d, int) else -1 for d in shape]
 

@@ -36,6 +36,28 @@ export function guiding(spec, guidance, inputs, staged, n, interval, calls) {
   return { nulls, interval: [a, b], calls };
 }
 
+// mirrors: fm_runtime/engine/conditions.py (given_nulls)
+/** A request's own nulls (nullCond: a negative prompt's conditions, after the condition stage when
+ * it gave the stage's inputs) as {data [n x size], dims}: each names a condition of the file and
+ * has the request's shape for it, per row or for every row. */
+export function givenNulls(spec, where, given, inputs, n) {
+  const out = {};
+  for (const [name, value] of Object.entries(given ?? {})) {
+    const item = spec.inputs.find((i) => i.name === name && i.role === 'condition');
+    if (!item) {
+      const conditions = spec.inputs.filter((i) => i.role === 'condition').map((i) => i.name).join(', ');
+      throw usage('nullCond', `${where}: nullCond names ${show(name)}, which is not a condition of this file (${conditions || 'it has none'})`, name);
+    }
+    const [data, shape] = asArray(item, value), want = inputs[name].dims;
+    const one = shape.join(',') === want.join(',');
+    if (!one && !(shape.length === want.length + 1 && shape[0] === n && shape.slice(1).join(',') === want.join(','))) {
+      throw badInput('nullCond', `${where}: the null of ${show(name)} has shape [${shape.join(', ')}]; the request's ${show(name)} is [${n}, ${want.join(', ')}] (or give one row: [${want.join(', ')}])`, name);
+    }
+    out[name] = perRow({ [name]: { data, dims: want, batched: !one } }, n)[name];
+  }
+  return out;
+}
+
 /** {data, dims} (each dimension 1 or the target's) repeated to n rows of shape `dims`. */
 function broadcastRows({ data, dims: from }, dims, n) {
   const size = dims.reduce((p, d) => p * d, 1), out = new data.constructor(n * size);

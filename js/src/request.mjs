@@ -4,7 +4,7 @@
 // InputError for noise.
 
 import { InputError, UsageError, show } from './errors.mjs';
-import { bindInputs, guiding, perRow } from './conditions.mjs';
+import { bindInputs, givenNulls, guiding, perRow } from './conditions.mjs';
 import { CONTRACT } from './definitions.mjs';
 import { DEFAULT_STEPS, SOLVERS } from './solvers.mjs';
 import { parseSchedule } from './schedules.mjs';
@@ -37,9 +37,9 @@ function checkSchedule(spec, schedule, steps) {
 }
 
 // mirrors: fm_runtime/engine/request.py (check_guided)
-function checkGuided(guidance, labels, spec) {
+function checkGuided(guidance, labels, spec, nullCond = null) {
   const guidable = spec.inputs.some((i) => i.null || i.role === 'guidance');
-  if (guidance !== 1 && labels == null && !guidable) {
+  if (guidance !== 1 && labels == null && !guidable && !(nullCond && Object.keys(nullCond).length)) {
     throw usage('guidance', `guidance ${guidance} needs labels (it weighs the conditional against the unconditional velocity)`);
   }
 }
@@ -80,6 +80,16 @@ function checkLabels(spec, where, labels, n) {
     throw usage('labels', `label ${bad} is out of range: this model has classes 0..${spec.numClasses - 1} (and ${spec.nullClass} for no label)`);
   }
   return one ? new BigInt64Array(n).fill(BigInt(labels)) : BigInt64Array.from(list, (v) => BigInt(v));
+}
+
+// mirrors: fm_runtime/engine/request.py (negative_prompt)
+/** A request's nullCond (the negative prompt), already through the condition stage where it gave
+ * the stage's inputs (Sampler.sampleHere): refused unless guidance weighs it. */
+function negativePrompt(spec, given, guidance) {
+  if (given && Object.keys(given).length && (guidance === 1 || spec.inputs.some((i) => i.role === 'guidance'))) {
+    throw usage('nullCond', 'nullCond is what guidance weighs the conditions against; it needs guidance other than 1 (and a file that does not take the weight as an input)');
+  }
+  return given ?? {};
 }
 
 // mirrors: fm_runtime/engine/request.py (map_solver)
@@ -126,7 +136,8 @@ export function samplingRequest(spec, where, options, staged = {}) {
   [schedule, steps] = checkSchedule(spec, schedule, steps);
   steps ??= defaultSteps;
   const { guidance, labels, seed } = o;
-  checkGuided(guidance, labels, spec);
+  checkGuided(guidance, labels, spec, o.null_cond);
+  const negative = negativePrompt(spec, o.null_cond, guidance);
   const [bound, inputs, rows] = bindInputs(spec, where, o.cond, o.dims, n);
   if (noise != null) {
     noise = checkNoise(bound, noise, n);
@@ -138,7 +149,8 @@ export function samplingRequest(spec, where, options, staged = {}) {
     n ??= rows;
   }
   const rowsIn = perRow(inputs, n);
+  const guide = guiding(bound, guidance, rowsIn, staged, n, o.guidance_interval, o.guidance_calls);
+  Object.assign(guide.nulls, givenNulls(bound, where, negative, rowsIn, n));
   return { n, kind: spec.kind === 'baked' ? 'baked' : kind, spec: bound, solver, steps, schedule, labels: checkLabels(spec, where, labels, n),
-    guidance, seed, noise, timeoutMs: o.timeout_ms, signal: o.signal, inputs: rowsIn, options: o,
-    ...guiding(bound, guidance, rowsIn, staged, n, o.guidance_interval, o.guidance_calls) };
+    guidance, seed, noise, timeoutMs: o.timeout_ms, signal: o.signal, inputs: rowsIn, options: o, ...guide };
 }

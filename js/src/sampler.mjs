@@ -85,6 +85,13 @@ export class Sampler {
       [cond, staged] = await throughStage(this.ort, this.spec, this.where, options.cond, (feed) => this.runStage(feed), guided);
       options = { ...options, cond };
     }
+    const stageInputs = (this.spec.stage.inputs ?? []).map((i) => i.name);
+    if (options?.nullCond && typeof options.nullCond === 'object' && stageInputs.some((k) => k in options.nullCond)) {
+      // a negative prompt given as the stage's inputs: through the stage, its conditions kept (not its mask)
+      const [made] = await throughStage(this.ort, this.spec, this.where, options.nullCond, (feed) => this.runStage(feed), false);
+      const conditions = new Set(this.spec.inputs.filter((i) => i.role === 'condition').map((i) => i.name));
+      options = { ...options, nullCond: Object.fromEntries(Object.entries(made).filter(([k]) => conditions.has(k))) };
+    }
     const req = samplingRequest(this.spec, this.where, options, staged);
     const spec = req.spec, dim = spec.dim;
     const stop = this.stopper(req);
@@ -188,7 +195,7 @@ export class Sampler {
     const { guidance = 1, nulls = {}, interval = [0, 1], calls = 'batched' } = typeof guide === 'number' ? { guidance: guide } : guide;
     const scale = spec.inputs.find((i) => i.role === 'guidance');
     const mask = spec.inputs.find((i) => i.role === 'mask');
-    const guided = guidance !== 1 && !scale && (labels != null || spec.inputs.some((i) => i.null));
+    const guided = guidance !== 1 && !scale && (labels != null || spec.inputs.some((i) => i.null) || Object.keys(nulls).length > 0);
     const plain = () => this.velocityFn(batch, labels, { guidance: 1 }, inputs, spec);
     if (guided && (interval[0] > 0 || interval[1] < 1)) {
       const inside = this.velocityFn(batch, labels, { guidance, nulls, calls }, inputs, spec), outside = plain();
@@ -197,7 +204,7 @@ export class Sampler {
     }
     const extra = { ...inputs };
     if (scale) extra[scale.name] = { data: new Float32Array(batch).fill(guidance), dims: [] };
-    const empty = guided ? { ...extra, ...Object.fromEntries(spec.inputs.filter((i) => i.null).map((i) => [i.name, nulls[i.name]
+    const empty = guided ? { ...extra, ...Object.fromEntries(spec.inputs.filter((i) => i.null || nulls[i.name]).map((i) => [i.name, nulls[i.name]
       ?? { data: new extra[i.name].data.constructor(extra[i.name].data.length), dims: extra[i.name].dims }])) } : null;
     const two = guided && calls === 'two';
     const halves = guided && !two ? [extra, empty] : [two ? empty : extra];

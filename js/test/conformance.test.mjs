@@ -68,7 +68,9 @@ test('requests: the same refusals (class, key, field)', async () => {
   for (const c of vectors('requests')) {
     const request = Object.fromEntries(Object.entries(c.request).map(([k, v]) => [camel(k), v]));
     if (request.noise) request.noise = array(request.noise);
-    if (request.cond) request.cond = Object.fromEntries(Object.entries(request.cond).map(([k, v]) => [k, { data: array(v), dims: v.dims }]));
+    for (const key of ['cond', 'nullCond']) {
+      if (request[key]) request[key] = Object.fromEntries(Object.entries(request[key]).map(([k, v]) => [k, { data: array(v), dims: v.dims }]));
+    }
     await assert.rejects(models[c.model].sample(request), (e) => {
       assert.ok(e instanceof errors[c.expect.error], `${c.name}: ${e}`);
       assert.deepEqual([e.key, e.field], [camel(c.expect.key), c.expect.field], `${c.name}: ${e.message}`);

@@ -68,8 +68,9 @@ def test_requests(case):
     request = dict(case["request"])
     if "noise" in request:
         request["noise"] = _array(request["noise"])
-    if "cond" in request:
-        request["cond"] = {k: _array(v) for k, v in request["cond"].items()}
+    for key in ("cond", "null_cond"):
+        if key in request:
+            request[key] = {k: _array(v) for k, v in request[key].items()}
     expect = case["expect"]
     with pytest.raises(getattr(fm_runtime, expect["error"])) as e:
         s.sample(**request)

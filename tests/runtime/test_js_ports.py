@@ -69,8 +69,6 @@ def _load_mirrors():
 
 mirrors = _load_mirrors()
 UNCOVERED = {
-    "js/src/contract.mjs#bindSpec -> fm_runtime/model/spec.py#ModelSpec.bind",
-    "js/src/conditions.mjs#guiding -> fm_runtime/engine/request.py#guiding",
     "js/src/errors.mjs#printable -> fm_runtime/errors.py#printable",
     "js/src/noise.mjs#newSeed -> fm_runtime/solve/noise.py#new_seed",
     "js/src/options.mjs#boolean -> fm_runtime/engine/options.py#_boolean",
