@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 import fm_runtime
-from fm_runtime.solve.solvers import SOLVERS
+from fm_runtime.solve.solvers import VELOCITY_SOLVERS
 from fm_runtime.tools.bench import median_seconds
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     dev = fm_runtime.load(args.velocity, provider=args.provider)
     print("providers:", dev.providers)
     z = np.random.default_rng(0).standard_normal((4096, *cpu.data_shape), dtype=np.float32)
-    for solver in sorted(SOLVERS):
+    for solver in sorted(VELOCITY_SOLVERS):
         d = np.abs(dev.sample(noise=z, steps=4, solver=solver) - cpu.sample(noise=z, steps=4, solver=solver)).max()
         print(f"velocity loop {solver:8s} 4 steps: max |{args.provider} - cpu| = {d:.2e}")
     if cpu.spec.divergence:

@@ -12,7 +12,7 @@ import numpy as np
 
 from fm_runtime.errors import InputError
 from fm_runtime.solve.noise import noise_rows
-from fm_runtime.solve.solvers import MAX_STEPS, SOLVERS
+from fm_runtime.solve.solvers import MAX_STEPS, VELOCITY_SOLVERS
 from fm_runtime.tools.io import atomic_write, check_writable, load_array, save_npy
 from fm_runtime.tools.options import watched_limits
 from fm_runtime.tools.runner import run_cli
@@ -157,7 +157,7 @@ def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, l
 @click.option("--noise", type=click.Path(dir_okay=False), help="Start from this .npy noise [n, *shape].")
 @click.option("--steps", type=click.IntRange(1, MAX_STEPS), default=8, show_default=True,
               help="Solver steps on the uniform grid 0 -> 1.")
-@click.option("--solver", type=click.Choice(sorted(SOLVERS)), default="midpoint", show_default=True,
+@click.option("--solver", type=click.Choice(sorted(VELOCITY_SOLVERS)), default="midpoint", show_default=True,
               help="Fixed-step solver (a flow-map checkpoint always jumps: --steps jumps).")
 @click.option("--schedule", metavar="NAME[:S]", help="Time schedule, as in fm-run sample [default: uniform].")
 @click.option("--times", metavar="T0,...,1", help="Explicit time grid, as in fm-run sample.")
@@ -250,7 +250,7 @@ def reflow(teacher, out, pairs, steps, lr, teacher_steps, distil, seed, progress
     check_writable(out)
     if distil:
         solver, _, n = distil.partition(":")
-        if solver not in SOLVERS or not n.isdigit() or not 1 <= int(n) <= 16:
+        if solver not in VELOCITY_SOLVERS or not n.isdigit() or not 1 <= int(n) <= 16:
             raise click.BadParameter(f"expected SOLVER:STEPS with 1 <= STEPS <= 16, e.g. midpoint:1; got {distil!r}",
                                      param_hint="--distil")
     recipe = ReflowRecipe(pairs=pairs, steps=steps, lr=lr, teacher_steps=teacher_steps, distil=distil, seed=seed)
@@ -270,8 +270,8 @@ def reflow(teacher, out, pairs, steps, lr, teacher_steps, distil, seed, progress
               help="Samples per draw (and data points to compare with).")
 @click.option("--repeats", type=click.IntRange(1, 10), default=2, show_default=True,
               help="Independent noise/data draws averaged per cell.")
-@click.option("--solver", "solvers", type=click.Choice(sorted(SOLVERS)), multiple=True,
-              help="Solvers to tabulate; repeat for several [default: all].")
+@click.option("--solver", "solvers", type=click.Choice(sorted(VELOCITY_SOLVERS)), multiple=True,
+              help="Solvers to tabulate; repeat for several [default: all; a flow map: its jumps].")
 @click.option("--max-nfe", type=click.IntRange(1, 1024), default=64, show_default=True,
               help="Largest number of network evaluations in the table (powers of two from 1).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the table as JSON.")
