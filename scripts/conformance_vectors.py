@@ -294,9 +294,10 @@ def metadata_cases() -> list[dict]:
 def schedule_cases() -> list[dict]:
     out = []
     for spec, steps in [("uniform", 4), ("shift:3", 4), ("shift:0.25", 5), ("sway:-1", 6), ("sway:1.75", 3),
-                        ("cosine", 7), ("times:0,0.1,0.5,1", 3), ("uniform", 1)]:
+                        ("cosine", 7), ("times:0,0.1,0.5,1", 3), ("uniform", 1),
+                        ("times:0,0.5,0.9999999999999999", 2), ("times:1e-9,0.5,0.99999994", 2)]:
         out.append({"schedule": spec, "steps": steps, "grid": parse_schedule(spec).grid(steps, 0.0, 1.0)})
-    for spec in ["shift:0", "shift:-2", "shift:1e7", "shift:1e-320", "shift:5e-7", "sway:2", "sway:-1.5", "times:0,0.5,0.4,1", "times:0.1,1",
+    for spec in ["shift:0", "shift:-2", "shift:1e7", "shift:1e-320", "shift:5e-7", "sway:2", "sway:-1.5", "times:0,0.5,0.4,1", "times:0.1,1", "times:0,0.5,0.99999",
                  "times:0", "warp:2", "cosine:2", "shift", "shift:nan", ""]:
         out.append({"schedule": spec, "error": "ValueError"})
     return out

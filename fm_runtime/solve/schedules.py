@@ -27,6 +27,7 @@ SHIFT_MAX: float = _BOUNDS["shift_max"]
 SWAY_MIN: float = _BOUNDS["sway_min"]
 SWAY_MAX: float = _BOUNDS["sway_max"]    # 1 / (pi / 2 - 1): above it sway's grid is no longer increasing
 MAX_TIMES: int = _BOUNDS["max_times"]
+END_TOLERANCE: float = _BOUNDS["end_tolerance"]     # an explicit grid's ends this close to 0 and 1 are 0 and 1
 
 
 def _num(v: float) -> str:
@@ -92,9 +93,10 @@ def parse_schedule(spec) -> Schedule:
         return spec
     if not isinstance(spec, str):
         try:
-            return _explicit([float(t) for t in spec])
+            times = [float(t) for t in spec]
         except (TypeError, ValueError) as e:
             raise ValueError(f"a time grid must be a sequence of numbers: {e}") from None
+        return _explicit(times)
     name, colon, arg = spec.strip().partition(":")
     if name == "times":
         return parse_times(arg)
@@ -127,8 +129,12 @@ def parse_times(text: str) -> Schedule:
 
 
 def _explicit(times: list[float]) -> Schedule:
+    """mirrors: js/src/schedules.mjs explicit. Ends within END_TOLERANCE of 0 and 1 (a grid computed
+    in float64 or float32, 0.9999999999999999) are taken as 0 and 1."""
     if not 2 <= len(times) <= MAX_TIMES:
         raise ValueError(f"an explicit time grid needs 2 to {MAX_TIMES} times, got {len(times)}")
+    if abs(times[0]) <= END_TOLERANCE and abs(times[-1] - 1.0) <= END_TOLERANCE:
+        times = [0.0, *times[1:-1], 1.0]
     if times[0] != 0.0 or times[-1] != 1.0:
         raise ValueError(f"an explicit time grid runs from 0 to 1, got {_num(times[0])} ... {_num(times[-1])}")
     if not all(math.isfinite(t) for t in times) or any(b <= a for a, b in zip(times, times[1:])):

@@ -10,6 +10,7 @@ const BOUNDS = CONTRACT.schedules;
 const SHIFT_MAX = BOUNDS.shift_max, SWAY_MIN = BOUNDS.sway_min;
 export const SWAY_MAX = BOUNDS.sway_max;      // 1 / (pi / 2 - 1): above it sway's grid is no longer increasing
 export const MAX_TIMES = BOUNDS.max_times;
+const END_TOLERANCE = BOUNDS.end_tolerance;
 
 /** A float as Python's repr() writes it (1e-05, 1e+16, 3.0, inf, nan). */
 export function pyRepr(v) {
@@ -108,14 +109,16 @@ export function parseSchedule(spec) {
   if (spec === null || spec === undefined) return UNIFORM;
   if (spec instanceof Schedule) return spec;
   if (typeof spec !== 'string') {
+    let times;
     try {
       if (!(Array.isArray(spec) || ArrayBuffer.isView(spec))) {
         throw new Error(`'${typeof spec === 'number' ? (Number.isInteger(spec) ? 'int' : 'float') : PY_TYPE(spec)}' object is not iterable`);
       }
-      return explicit(Array.from(spec, toFloat));
+      times = Array.from(spec, toFloat);
     } catch (e) {
       throw new Error(`a time grid must be a sequence of numbers: ${e.message}`);
     }
+    return explicit(times);
   }
   const trimmed = spec.trim(), at = trimmed.indexOf(':');
   const name = at < 0 ? trimmed : trimmed.slice(0, at), colon = at >= 0, arg = at < 0 ? '' : trimmed.slice(at + 1);
@@ -156,6 +159,9 @@ export function parseTimes(text) {
 function explicit(times) {
   if (!(times.length >= 2 && times.length <= MAX_TIMES)) {
     throw new Error(`an explicit time grid needs 2 to ${MAX_TIMES} times, got ${times.length}`);
+  }
+  if (Math.abs(times[0]) <= END_TOLERANCE && Math.abs(times[times.length - 1] - 1) <= END_TOLERANCE) {
+    times = [0, ...times.slice(1, -1), 1];      // a computed grid's ends (0.9999999999999999) are 0 and 1
   }
   if (times[0] !== 0 || times[times.length - 1] !== 1) {
     throw new Error(`an explicit time grid runs from 0 to 1, got ${num(times[0])} ... ${num(times[times.length - 1])}`);
