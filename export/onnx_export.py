@@ -153,6 +153,8 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         raise ExportError(f"path must be a dict with a name, e.g. {{'name': 'ot', 'sigma_min': 0.0}}; got {path!r}")
     adapter = VelocityAdapter(net, call, time, num_classes, tuple(sig.names) if sig else (),
                               time_convention, time_scale).eval()
+    # where the network came from, for fm-run info (fm-export --module names its factory instead)
+    architecture = architecture or {"type": "external", "source": f"{type(net).__module__}:{type(net).__qualname__}"}
     if sig:
         check_adapter(adapter, sig.concrete(data_shape, sig.sizes()), sig.examples(3, np.random.default_rng(0), sig.sizes()))
     else:

@@ -5,6 +5,7 @@ export/ is the library it calls, and never imports training/."""
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
@@ -157,6 +158,7 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
                 --input spks=float32[8] --call x,mask,mu,t,spks --null mu=zeros --null spks=zeros --out dec.onnx
       fm-run info moons.onnx
     """
+    started = time.perf_counter()       # torch, the network and its weights load after this, before the export's clock
     from export.sniff import sniff
 
     check_writable(out)
@@ -205,7 +207,7 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
     else:
         raise click.UsageError(f"{source} is neither an fm-train checkpoint, a .pt2 program nor an ONNX file")
     end_progress_line()
-    _summary(r, what, bake, schedule)
+    _summary(r, what, bake, schedule, time.perf_counter() - started)
 
 
 def _check_grid(bake: str | None, schedule: str | None) -> None:
@@ -234,13 +236,14 @@ def _condition_stage(module: str | None, inputs, outputs) -> dict:
     return {"condition": {"module": load_factory(module), "inputs": inputs, "outputs": list(outputs)}}
 
 
-def _summary(r, what: str, bake: str | None, schedule: str | None) -> None:
+def _summary(r, what: str, bake: str | None, schedule: str | None, total: float) -> None:
     """What was written, the checks' results and any warnings, on stderr."""
     kind_text = (f"baked {bake}{' ' + schedule if schedule else ''} sampler" if bake else
                  "flow map (one evaluation per jump)" if r.flow_map else "velocity model")
     click.echo(f"exported {kind_text} {what} -> {r.path}: {r.size_bytes / 1024:.1f} KiB, opset {r.opset}, "
                f"onnxruntime vs torch max |diff| {r.max_abs_diff:.2e} at batch sizes "
-               f"{', '.join(map(str, r.batches))}; log-likelihoods: {r.divergence}; {r.seconds:.1f} s", err=True)
+               f"{', '.join(map(str, r.batches))}; log-likelihoods: {r.divergence}; {r.seconds:.1f} s "
+               f"({total:.1f} s with loading torch and the network)", err=True)
     if r.output_field:
         click.echo(f"the network's output held the velocity as {r.output_field} (taken from there)", err=True)
     for note in r.warnings:
