@@ -173,6 +173,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         default_steps = schedule.steps
     stage("tracing the network with torch.onnx")
     proto = _trace(adapter, module, data_shape, kind, num_classes, sig, baked, schedule)
+    _check_symbols(proto, data_shape, sig)
     velocity_proto, velocity_net = (diagonal(proto), Diagonal(adapter)) if kind == "map" else (proto, adapter)
     if divergence and not bake:
         stage("deriving the log-likelihood graph and checking it against torch autodiff")
@@ -259,6 +260,24 @@ def _trace(adapter: VelocityAdapter, module: torch.nn.Module, data_shape, kind: 
         return (unroll(proto, baked["solver"], baked["steps"], schedule) if unrollable(proto)
                 else _to_onnx(module, data_shape, kind))
     return _to_onnx(module, data_shape, kind, num_classes, sig)
+
+
+def _check_symbols(proto: onnx.ModelProto, data_shape, sig: Signature | None) -> None:
+    """Refuse a graph in which torch.export fixed a symbol (T) to the example's size, before any
+    check runs it at another size: the network turned that size into a Python number."""
+    if sig is None:
+        return
+    declared = {NAMES.x: list(data_shape), **{i["name"]: list(i["shape"]) for i in sig.inputs}}
+    for inp in proto.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        for axis, symbol in enumerate(declared.get(inp.name, ()), start=1):
+            if isinstance(symbol, str) and axis < len(dims) and dims[axis].HasField("dim_value"):
+                raise ExportError(
+                    f"torch.export fixed the symbol {symbol} to {dims[axis].dim_value} (the example's size) in input "
+                    f"{inp.name!r}: the network turns that size into a Python number (int(x.shape[-1]), range(T), a "
+                    f"size in Python arithmetic), so the graph would serve one {symbol} only. Keep sizes as tensors "
+                    f"(torch.arange(x.shape[-1]) without int()), or export one file per size (a number for {symbol} "
+                    "in --data-shape and --input); nothing written")
 
 
 def _write(out, data: bytes, ops_config: str | None) -> None:

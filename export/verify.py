@@ -86,7 +86,15 @@ def verify_against_torch(module, onnx_bytes: bytes, data_shape: tuple[int, ...],
         with torch.no_grad():
             refs = module(*(torch.from_numpy(v) for v in feed.values()))
         refs = [r.detach().numpy() for r in (refs if isinstance(refs, tuple) else (refs,))]
-        for name, got, ref in zip(OUTPUT_NAMES[kind], sess.run(None, feed), refs):
+        try:
+            outputs = sess.run(None, feed)
+        except Exception as e:      # onnxruntime: a size fixed inside the graph that torch ran at this one
+            sizes = ", ".join(f"{k} = {v}" for k, v in (sig.sizes(which) if sig else {}).items())
+            raise ExportError(f"export check failed: the graph fails at batch {b}{' with ' + sizes if sizes else ''} "
+                              f"where torch runs ({one_line(e)[:200]}): the network fixes a size the file declares "
+                              "variable (a shape turned into a Python number while tracing); export one file per "
+                              "size, or keep sizes as tensors; no file written") from None
+        for name, got, ref in zip(OUTPUT_NAMES[kind], outputs, refs):
             if got.shape != ref.shape:
                 raise ExportError(f"export check failed: onnxruntime output {name} has shape {list(got.shape)}, "
                                   f"torch {list(ref.shape)} at batch {b}")

@@ -121,3 +121,28 @@ def test_an_input_passed_under_its_own_name(tmp_path, call):
                    2.0 if "scale" in call else 1.0).numpy()
     got = fm_runtime.load(path).session.run(["v"], {"x": x, "t": np.full(3, 0.5, np.float32), "mu": mu})[0]
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+class IntLength(nn.Module):
+    """A network that turns its length into a Python int (as F5-TTS's DiT does with int(seq_len))."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x, t, mu):
+        length = int(x.shape[-1])
+        h = x + mu + torch.arange(length, dtype=x.dtype) / length + t[:, None, None]
+        return self.lin(h.transpose(1, 2)).transpose(1, 2)
+
+
+def test_a_size_the_network_fixes_is_refused_naming_the_symbol(tmp_path):
+    """torch.export fixes T to the example's size; the export says so (exit 8 from fm-export) before
+    onnxruntime fails on another size, and writes nothing; one file per size still exports."""
+    with pytest.raises(ExportError, match="fixed the symbol T"):
+        export_velocity(IntLength().eval(), tmp_path / "t.onnx", data_shape="4,T", call="x,t,mu",
+                        inputs={"mu": "float32[4,T]"}, symbols={"T": {"min": 2, "max": 64}}, divergence=False)
+    assert not (tmp_path / "t.onnx").exists()
+    export_velocity(IntLength().eval(), tmp_path / "t8.onnx", data_shape=[4, 8], call="x,t,mu",
+                    inputs={"mu": "float32[4,8]"}, divergence=False)
+    assert fm_runtime.load(tmp_path / "t8.onnx").sample(2, seed=0, cond={"mu": np.zeros((4, 8), np.float32)}).shape == (2, 4, 8)
