@@ -49,3 +49,43 @@ def test_sd3_transformer_as_it_is_equals_the_schedulers_own_loop(sd3, steps):
     got = fm_runtime.load(path).sample(noise=z, steps=steps, solver="euler",
                                        cond={"encoder_hidden_states": text, "pooled_projections": pooled})
     np.testing.assert_allclose(got, x.numpy(), atol=1e-4)
+
+
+def test_flux_transformer_as_it_is_equals_the_schedulers_own_loop(tmp_path):
+    """A tiny, seeded diffusers Flux transformer: the position ids as static inputs, its guidance
+    embedding as the file's guidance input (the request's weight goes in, no second half), noise at
+    1 and the timestep as sigma; against FluxPipeline's loop (FlowMatchEulerDiscreteScheduler with
+    the same sigmas, timestep = sigma, guidance = the weight)."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed (tests/peers.txt)")
+    torch.manual_seed(0)
+    net = diffusers.FluxTransformer2DModel(
+        patch_size=1, in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=16, pooled_projection_dim=8, guidance_embeds=True, axes_dims_rope=(2, 2, 4)).eval()
+    S, L = 16, 5
+    img_ids = np.zeros((S, 3), np.float32)
+    img_ids[:, 1], img_ids[:, 2] = np.arange(S) // 4, np.arange(S) % 4
+    txt_ids = np.zeros((L, 3), np.float32)
+    path = tmp_path / "flux.onnx"
+    export_velocity(net, path, data_shape=[S, 8], time_convention="noise-at-1", divergence=False,
+                    call="hidden_states=x,timestep=t,encoder_hidden_states=,pooled_projections=,img_ids=,txt_ids=,"
+                         "guidance=,return_dict=False",
+                    inputs={"encoder_hidden_states": f"float32[{L},16]", "pooled_projections": "float32[8]",
+                            "img_ids": f"float32[{S},3]:static", "txt_ids": f"float32[{L},3]:static",
+                            "guidance": "float32[]:guidance"})
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2, S, 8)).astype(np.float32)
+    text, pooled = rng.standard_normal((2, L, 16)).astype(np.float32), rng.standard_normal((2, 8)).astype(np.float32)
+    steps, w = 4, 3.5
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=1.0)
+    scheduler.set_timesteps(sigmas=[1.0 - i / steps for i in range(steps)])
+    x = torch.from_numpy(z)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            v = net(hidden_states=x, timestep=(t / 1000).expand(2), guidance=torch.full((2,), w),
+                    encoder_hidden_states=torch.from_numpy(text), pooled_projections=torch.from_numpy(pooled),
+                    img_ids=torch.from_numpy(img_ids), txt_ids=torch.from_numpy(txt_ids), return_dict=False)[0]
+            x = scheduler.step(v, t, x, return_dict=False)[0]
+    got = fm_runtime.load(path).sample(noise=z, steps=steps, solver="euler", guidance=w,
+                                       cond={"encoder_hidden_states": text, "pooled_projections": pooled,
+                                             "img_ids": img_ids, "txt_ids": txt_ids})
+    np.testing.assert_allclose(got, x.numpy(), atol=1e-4)
