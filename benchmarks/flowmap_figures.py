@@ -44,18 +44,8 @@ def moons(axes, velocity, flow_map) -> None:
 def reach_paths(axes, velocity, flow_map) -> None:
     obs = reach.observations(1, np.random.default_rng(7))[0]
     cond = {"obs": np.repeat(obs[None], 32, 0)}
-    start, goal, centre, radius = obs[0:2], obs[2:4], obs[4:6], obs[6]
     for ax, paths in zip(axes, (velocity.sample(cond=cond, seed=0, steps=10, solver="euler"), flow_map.sample(cond=cond, seed=0))):
-        ax.add_patch(plt.Circle(centre, radius, color="0.75", zorder=0))
-        left = reach.passes_left(paths, cond["obs"])
-        for p, is_left in zip(paths, left):
-            line = np.concatenate([start[None], p])
-            ax.plot(line[:, 0], line[:, 1], "-", lw=0.8, alpha=0.6, color="tab:blue" if is_left else "tab:orange")
-        ax.plot(*start, "ko")
-        ax.plot(*goal, "r*", ms=12)
-        ax.set_aspect("equal")
-        ax.set_xlim(-1.2, 1.2)
-        ax.set_ylim(-1.2, 1.2)
+        reach.draw_paths(ax, obs, paths)
 
 
 def digits(axes, velocity, flow_map, guidance: float = 3.0) -> None:

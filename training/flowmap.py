@@ -75,7 +75,20 @@ def default_recipe(dataset: str, **explicit) -> MapRecipe:
 
 # ---- the two kinds of models: plain networks (labels) and tasks (conditions from a stage) ----
 
-class _Plain:
+class _Kind:
+    """What the two kinds share: the teacher's velocity and the map's jump, each called with the
+    condition as the model takes it (labels, or the conditions dict)."""
+
+    @staticmethod
+    def velocity(model, x, t, cond):
+        return model(x, t, cond)
+
+    @staticmethod
+    def average(model, x, s, t, cond):
+        return model(x, s, t, cond)
+
+
+class _Plain(_Kind):
     """A plain network v(x, t, y) / u(x, s, t, y); the condition is the label tensor (or None)."""
 
     def __init__(self, config: dict):
@@ -97,19 +110,11 @@ class _Plain:
         return None
 
     @staticmethod
-    def velocity(model, x, t, cond):
-        return model(x, t, cond)
-
-    @staticmethod
-    def average(model, x, s, t, cond):
-        return model(x, s, t, cond)
-
-    @staticmethod
     def trained(model) -> list:
         return list(model.parameters())
 
 
-class _Tasked:
+class _Tasked(_Kind):
     """A task model (training.tasks): conditions from its stage, with the dropout share on nulls."""
 
     def __init__(self, config: dict, mask_name: str | None):
@@ -125,14 +130,6 @@ class _Tasked:
 
     def mask(self, conds):
         return conds.get(self.mask_name) if self.mask_name else None
-
-    @staticmethod
-    def velocity(model, x, t, conds):
-        return model(x, t, conds)
-
-    @staticmethod
-    def average(model, x, s, t, conds):
-        return model(x, s, t, conds)
 
     @staticmethod
     def trained(model) -> list:

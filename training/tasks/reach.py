@@ -182,14 +182,11 @@ def build(architecture: dict) -> TaskModel:
     return model_class(ReachModel, architecture)(net(architecture["width"], architecture["depth"]), None, architecture)
 
 
-def plot(path: str, obs: np.ndarray, paths: np.ndarray, title: str = "") -> None:
-    """Sampled paths (one observation's) over the obstacle, drawn as polylines from the start:
-    blue passes left, orange right."""
-    import matplotlib
-    matplotlib.use("Agg")
+def draw_paths(ax, obs: np.ndarray, paths: np.ndarray) -> None:
+    """One observation's sampled paths on matplotlib axes: the obstacle, each path from the start
+    (blue passes left, orange right), the start and the goal."""
     import matplotlib.pyplot as plt
     start, goal, centre, radius = obs[0:2], obs[2:4], obs[4:6], obs[6]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     ax.add_patch(plt.Circle(centre, radius, color="0.75", zorder=0))
     left = passes_left(paths, np.repeat(obs[None], len(paths), 0))
     for p, is_left in zip(paths, left):
@@ -200,6 +197,16 @@ def plot(path: str, obs: np.ndarray, paths: np.ndarray, title: str = "") -> None
     ax.set_aspect("equal")
     ax.set_xlim(-1.2, 1.2)
     ax.set_ylim(-1.2, 1.2)
+
+
+def plot(path: str, obs: np.ndarray, paths: np.ndarray, title: str = "") -> None:
+    """Sampled paths (one observation's) over the obstacle, drawn as polylines from the start:
+    blue passes left, orange right."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    draw_paths(ax, obs, paths)
     ax.set_title(title or f"{len(paths)} sampled paths around the obstacle")
     fig.tight_layout()
     fig.savefig(path)
