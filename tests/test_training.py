@@ -107,3 +107,20 @@ def test_bad_checkpoints_are_refused(tmp_path):
         with pytest.raises(CheckpointError, match=words[name]):
             load_checkpoint(tmp_path / name)
         assert time.perf_counter() - start < 5         # refused before building (depth 10^7 took minutes)
+
+
+@pytest.mark.parametrize("option", [("--ema", "nan"), ("--lr", "inf"), ("--lr", "nan"), ("--grad-clip", "inf")])
+def test_options_that_would_poison_the_weights_are_refused_before_training(tmp_path, option):
+    from .conftest import run_cli
+    p = run_cli("fm-train", "fit", "--data", "moons", "--steps", "5", *option, "--out", str(tmp_path / "m.ckpt"),
+                check=False)
+    assert p.returncode == 2 and "finite" in p.stderr and not (tmp_path / "m.ckpt").exists()
+
+
+def test_a_loss_that_turns_nan_stops_training_and_writes_nothing(tmp_path):
+    """A learning rate that diverges: exit 5 (NumericalError) naming the step, no checkpoint of NaN
+    weights written."""
+    from fm_runtime.errors import NumericalError
+    with pytest.raises(NumericalError, match="NaN or infinite; nothing written"):
+        fit("moons", steps=120, batch_size=64, lr=1e6, ema=0.0, out=tmp_path / "m.ckpt", progress=False)
+    assert not (tmp_path / "m.ckpt").exists()

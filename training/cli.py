@@ -1,6 +1,7 @@
 """fm-train: train flow-matching models and sample them with the torch reference sampler."""
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -40,8 +41,16 @@ def recipe_options(f):
             kind = click.IntRange(m["low"], m["high"], min_open=m["low_open"], max_open=m["high_open"])
         else:
             kind = click.FloatRange(m["low"], m["high"], min_open=m["low_open"], max_open=m["high_open"])
-        f = click.option(flag, spec.name, type=kind, default=spec.default, show_default=True, help=m["help"])(f)
+        f = click.option(flag, spec.name, type=kind, default=spec.default, show_default=True, help=m["help"],
+                         callback=_finite if spec.type == "float" else None)(f)
     return f
+
+
+def _finite(ctx, param, value):
+    """A float option's value, refused when NaN or infinite (a range check lets NaN through)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

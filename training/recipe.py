@@ -11,6 +11,7 @@ tutorial's recipe (TUTORIAL_RECIPE: lr 1e-2 constant, batch 256, ELU, no EMA).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from .couplings import COUPLINGS
@@ -82,6 +83,8 @@ class Recipe:
             if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))
                                                or (f.type == "int" and not isinstance(value, int))):
                 raise ValueError(f"{f.name} must be {'an integer' if f.type == 'int' else 'a number'}, got {value!r}")
+            if f.type == "float" and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value}")
             if m["choices"] is not None and value not in m["choices"]:
                 raise ValueError(f"unknown {f.name} {value!r}; choose one of: {', '.join(m['choices'])}")
             low_bad = m["low"] is not None and (value <= m["low"] if m["low_open"] else value < m["low"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fm_runtime.errors import FmError, UsageError
+from fm_runtime.errors import FmError, NumericalError, UsageError
 from fm_runtime.model import control
 
 from . import distributed
@@ -103,7 +103,10 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
                 raise _stopped(step, r.steps, out if main else None, saved)
             loss = loss_at(step)
             _update(model, loss, opt, sched, averaged, r.grad_clip)
-            losses.record(loss, flush=step % 50 == 0 or step == r.steps - 1)
+            flush = step % 50 == 0 or step == r.steps - 1
+            losses.record(loss, flush=flush)
+            if flush:
+                _check_finite(losses.recent[-1], averaged.module if averaged is not None else model, step + 1)
             if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < r.steps:
                 _checkpoint(save, step + 1, r.steps, out if main else None, saved)
                 saved = step + 1
@@ -112,6 +115,16 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
         config = save(r.steps, bool(checkpoint_every))
         losses.close()
     return _trained_model(model, averaged, prob_path, r.prediction), config
+
+
+def _check_finite(loss: float, model: torch.nn.Module, step: int) -> None:
+    """Stop (NumericalError, exit 5; no checkpoint written) once the loss or a weight that would be
+    saved is NaN or infinite: a checkpoint of such weights samples nothing but NaN."""
+    bad = "the loss" if not math.isfinite(loss) else next(
+        (f"weight {name}" for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad:
+        raise NumericalError(f"training stopped at step {step}: {bad} is NaN or infinite; nothing written (try a lower "
+                             "--lr, --grad-clip, or --ema 0)")
 
 
 def _check_arguments(dataset: str, r: Recipe, checkpoint_every: int, stream: str | None) -> int:
