@@ -156,9 +156,11 @@ class Server:
                 time.sleep(0.2)
         raise AssertionError("fm-run serve did not become ready")
 
-    def post(self, model: str, doc: dict, timeout: float = 60) -> tuple[int, dict]:
+    def post(self, model: str, doc: dict | str, timeout: float = 60) -> tuple[int, dict]:
+        """POST an infer request: `doc` as JSON, or a string sent as it is."""
         conn = http.client.HTTPConnection(self.url, timeout=timeout)
-        conn.request("POST", f"/v2/models/{model}/infer", json.dumps(doc), {"content-type": "application/json"})
+        conn.request("POST", f"/v2/models/{model}/infer", doc if isinstance(doc, str) else json.dumps(doc),
+                     {"content-type": "application/json"})
         r = conn.getresponse()
         body = r.read()
         conn.close()
@@ -249,6 +251,11 @@ def test_tritonclient_reads_metadata_samples_and_densities_equal_to_fm_run(serve
     ({"inputs": [{"name": "noise", "datatype": "FP32", "shape": [2, 2], "data": [1.0]}]}, 400, "1 values for shape"),
     ({"inputs": [{"name": "noise", "datatype": "TEXT", "shape": [1], "data": [1]}]}, 400, "datatype"),
     ({"inputs": [], "parameters": {"n": 2, "seed": "zero"}}, 400, "not an integer"),
+    ({"inputs": [{"name": "noise", "datatype": "FP32", "shape": [65536, 65536, 65536, 65536], "data": []}]}, 400,
+     "0 values for shape"),
+    ({"inputs": [{"name": "noise", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}] * 2}, 400, "given twice"),
+    ({"inputs": [{"name": "labels", "datatype": "INT64", "shape": [1], "data": [1.7]}]}, 400, "whole numbers"),
+    ("[" * 100_000 + "]" * 100_000, 400, "nested too deep"),
 ])
 def test_bad_requests_get_their_status_and_one_line(server, doc, status, words):
     got, body = server.post("moons", doc)

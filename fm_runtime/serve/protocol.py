@@ -12,6 +12,7 @@ schedule, guidance, ...); output FP32 `samples`. A file with a divergence graph 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
@@ -97,12 +98,16 @@ def parse_infer(body: bytes, header_length: str | None) -> tuple[dict, dict[str,
         doc = json.loads(json_part)
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"the request body is not JSON ({str(e)[:80]})") from None
+    except RecursionError:
+        raise UsageError("the request body's JSON is nested too deep") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs", []), list):
         raise UsageError('the request must be a JSON object with a list "inputs"')
     tensors, at = {}, 0
     for item in doc.get("inputs", []):
         arr, used = _tensor(item, binary, at)
         at += used
+        if item["name"] in tensors:
+            raise UsageError(f"input {item['name'][:40]!r} is given twice")
         tensors[item["name"]] = arr
     if at != len(binary):
         raise UsageError(f"the body has {len(binary) - at} bytes of binary data that no input claims")
@@ -118,7 +123,7 @@ def _tensor(item, binary: bytes, at: int) -> tuple[np.ndarray, int]:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31
                                               for d in shape) or len(shape) > 8:
         raise UsageError(f"input {name!r}: shape must be a list of at most 8 sizes >= 0")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)        # Python's integers: a product past int64 must not wrap to a small size
     params = item.get("parameters") or {}
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is not None:
@@ -131,9 +136,13 @@ def _tensor(item, binary: bytes, at: int) -> tuple[np.ndarray, int]:
     if data is None:
         raise UsageError(f"input {name!r} has neither data nor binary_data_size")
     try:
-        arr = np.asarray(data, dtype=DTYPES[dtype])
+        raw = np.asarray(data)
+        if raw.dtype.kind not in "iuf" or (dtype == "INT64" and raw.dtype.kind == "f" and not np.all(raw == np.round(raw))):
+            raise ValueError
+        arr = raw.astype(DTYPES[dtype])
     except (TypeError, ValueError, OverflowError):
-        raise UsageError(f"input {name!r}: data is not a list of {dtype} numbers") from None
+        raise UsageError(f"input {name!r}: data is not a list of {dtype} numbers"
+                         + (" (whole numbers)" if dtype == "INT64" else "")) from None
     if arr.size != count:
         raise UsageError(f"input {name!r}: {arr.size} values for shape {shape}")
     return arr.reshape(shape), 0
