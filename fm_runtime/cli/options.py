@@ -2,6 +2,8 @@
 loading, and the checks and descriptions that more than one command prints."""
 from __future__ import annotations
 
+import math
+
 import click
 import numpy as np
 
@@ -46,6 +48,16 @@ def plain_model_options(f):
     f = click.option("--t-name", help="Name of the time input, for a plain ONNX without metadata.")(f)
     f = click.option("--x-name", help="Name of the state input, for a plain ONNX without metadata.")(f)
     return dims_option(f)
+
+
+class FiniteRange(click.FloatRange):
+    """A float range that also refuses NaN and infinities (click's range lets NaN through)."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return value
 
 
 def _conds(ctx, param, values) -> dict[str, str]:
@@ -125,7 +137,7 @@ def _click_kwargs(name: str, entry: dict) -> dict:
     if kind == "integer":
         kw["type"] = click.IntRange(lo, hi)
     elif kind == "number":
-        kw["type"] = click.FloatRange(lo, hi, min_open=bool(entry.get("exclusive_minimum")))
+        kw["type"] = FiniteRange(lo, hi, min_open=bool(entry.get("exclusive_minimum")))
     elif kind == "boolean":
         kw.update(is_flag=True, default=bool(default))
     elif options.choices(name) is not None:

@@ -11,7 +11,7 @@ import click
 
 from ..errors import UsageError
 from ..tools import limits as budget
-from .options import open_sampler
+from .options import FiniteRange, open_sampler
 
 CORES = os.cpu_count() or 1
 
@@ -45,7 +45,7 @@ def _size(ctx, param, value):
                    "into one solve (waiting up to --max-delay-ms for more); none: each request alone.")
 @click.option("--max-batch-rows", type=click.IntRange(1, 1 << 20), default=8192, show_default=True,
               help="Rows of one network call (step) or one merged solve (request); larger requests run alone.")
-@click.option("--max-delay-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True,
+@click.option("--max-delay-ms", type=FiniteRange(0, 1000), default=2.0, show_default=True,
               help="Request-level batching: how long the first waiting request waits for others.")
 @click.option("--max-queue", type=click.IntRange(1, 1 << 20), default=256, show_default=True,
               help="Requests that may wait per model; beyond it the answer is 429 with Retry-After.")
@@ -55,12 +55,12 @@ def _size(ctx, param, value):
               help="Bytes one request body may have (413 beyond).")
 @click.option("--max-steps", type=click.IntRange(1, 100000), default=1000, show_default=True,
               help="Solver steps one request may ask for (400 beyond).")
-@click.option("--request-timeout", type=click.FloatRange(0, 86400, min_open=True), default=60.0, show_default=True,
+@click.option("--request-timeout", type=FiniteRange(0, 86400, min_open=True), default=60.0, show_default=True,
               metavar="SECONDS", help="Time one request may take; then it is cancelled and answered 408.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=CORES, show_default=True,
               help="Worker threads, each running single-threaded graph calls: the parts of a slow merged "
                    "call (step), the tiles of a solve (request, as fm-run sample does), requests at once (none).")
-@click.option("--grace", type=click.FloatRange(0, 3600), default=30.0, show_default=True, metavar="SECONDS",
+@click.option("--grace", type=FiniteRange(0, 3600), default=30.0, show_default=True, metavar="SECONDS",
               help="On SIGTERM: stop accepting, finish the requests in flight within this time, exit 0.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One JSON line per HTTP request on stderr.")

@@ -108,3 +108,11 @@ def test_a_failure_starts_its_own_line_after_a_progress_line(capsys, supervised)
     assert "\rsampling  40.0%" in err
     assert err.startswith("\rsampling  40.0%") and err.endswith(" s \nfm-run: stopped after --timeout 1 s; nothing written\n"), \
         repr(err)
+
+
+@pytest.mark.parametrize("args", [("serve", "--grace", "nan"), ("sample", "-n", "2", "--guidance", "nan"),
+                                  ("serve", "--request-timeout", "inf")])
+def test_nan_and_infinite_seconds_and_weights_are_refused_by_name(args):
+    """A float range lets NaN through; fm-run's float options refuse it (exit 2, the option named)."""
+    p = run_cli("fm-run", *args[:1], "fm_runtime/assets/moons.onnx", *args[1:], check=False)
+    assert p.returncode == 2 and args[-2] in p.stderr and ("finite" in p.stderr or "range" in p.stderr), p.stderr
