@@ -109,12 +109,14 @@ def test_bad_checkpoints_are_refused(tmp_path):
         assert time.perf_counter() - start < 5         # refused before building (depth 10^7 took minutes)
 
 
-@pytest.mark.parametrize("option", [("--ema", "nan"), ("--lr", "inf"), ("--lr", "nan"), ("--grad-clip", "inf")])
-def test_options_that_would_poison_the_weights_are_refused_before_training(tmp_path, option):
+@pytest.mark.parametrize("option, words", [(("--ema", "nan"), "finite"), (("--lr", "inf"), "finite"), (("--lr", "nan"), "finite"),
+                                           (("--grad-clip", "inf"), "finite"), (("--seed", "-1"), "range"),
+                                           (("--seed", "1" + "0" * 29), "range")])
+def test_options_that_would_poison_the_weights_are_refused_before_training(tmp_path, option, words):
     from .conftest import run_cli
     p = run_cli("fm-train", "fit", "--data", "moons", "--steps", "5", *option, "--out", str(tmp_path / "m.ckpt"),
                 check=False)
-    assert p.returncode == 2 and "finite" in p.stderr and not (tmp_path / "m.ckpt").exists()
+    assert p.returncode == 2 and words in p.stderr and option[0] in p.stderr and not (tmp_path / "m.ckpt").exists()
 
 
 def test_a_loss_that_turns_nan_stops_training_and_writes_nothing(tmp_path):

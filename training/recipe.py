@@ -35,7 +35,8 @@ class Recipe:
     steps: int = option(10_000, "Optimiser steps.", low=1)
     batch_size: int = option(2048, "Data points per step (fresh data every step).", low=1)
     lr: float = option(3e-3, "Adam learning rate.", low=0, low_open=True)
-    seed: int = option(0, "Seed for initialisation, data, noise and times; same seed, same model.")
+    seed: int = option(0, "Seed for initialisation, data, noise and times; same seed, same model.",
+                       low=0, high=2**63, high_open=True)
     width: int = option(64, "Hidden layer width (mlp, conv), base channels (unet) or token width (dit).", low=1)
     depth: int = option(3, "Number of hidden layers (mlp, conv) or transformer blocks (dit).", low=1)
     activation: str = option("silu", "Activation after each hidden layer.", choices=tuple(ACTIVATIONS))
