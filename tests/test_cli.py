@@ -115,3 +115,16 @@ def test_text_from_a_model_file_never_reaches_the_terminal_raw(trained, tmp_path
     onnx.save(m, str(tmp_path / "esc2.onnx"))
     p = run_cli("fm-run", "info", str(tmp_path / "esc2.onnx"))
     assert "\x1b" not in p.stdout and "\x07" not in p.stdout and "pwned" in p.stdout
+
+
+@pytest.mark.parametrize("command", ["score", "eval"])
+def test_a_training_record_that_is_not_text_is_refused_by_score_and_eval(tmp_path, command):
+    """fm.training is free-form: a dataset that is a list or an object is a one-line refusal."""
+    import onnx
+    m = onnx.load("tests/runtime/fixtures/tiny.onnx")
+    for p in m.metadata_props:
+        if p.key == "fm.training":
+            p.value = json.dumps({**json.loads(p.value), "dataset": ["moons"]})
+    onnx.save(m, str(tmp_path / "odd.onnx"))
+    p = run_cli("fm-train", command, str(tmp_path / "odd.onnx"), check=False)
+    assert p.returncode in (2, 4) and "internal error" not in p.stderr and "trained on" in p.stderr, p.stderr

@@ -28,7 +28,8 @@ def sampler_for(model_path: str | Path) -> tuple[Callable, dict]:
         return (lambda z, steps, solver: sample(model, z, steps, solver)), info
     import fm_runtime
     s = fm_runtime.load(p)
-    info = {"dataset": s.spec.training.get("dataset"), "data_shape": list(s.data_shape),
+    dataset = s.spec.training.get("dataset")         # fm.training is free-form: a name only if it is text
+    info = {"dataset": dataset if isinstance(dataset, str) else None, "data_shape": list(s.data_shape),
             "baked": s.spec.baked or None}
     if s.baked:
         return (lambda z, steps, solver: s.sample(noise=z)), info

@@ -70,7 +70,7 @@ def score(model, n, baseline, plot, json_out):
         from fm_runtime.tools.plot import require_matplotlib
         require_matplotlib()
     task = open_sampler(model).spec.training.get("dataset")
-    if task not in SCORES:
+    if not isinstance(task, str) or task not in SCORES:     # fm.training is free-form: anything may be there
         raise InputError(f"{model}: trained on {task!r}, not a task fm-train score knows ({', '.join(SCORES)})")
     if baseline and task != "reach":
         raise click.UsageError("--baseline applies to reach models")
