@@ -89,3 +89,30 @@ def test_flux_transformer_as_it_is_equals_the_schedulers_own_loop(tmp_path):
                                        cond={"encoder_hidden_states": text, "pooled_projections": pooled,
                                              "img_ids": img_ids, "txt_ids": txt_ids})
     np.testing.assert_allclose(got, x.numpy(), atol=1e-4)
+
+
+def test_sd3_with_guidance_against_a_negative_prompt_equals_the_pipelines_cfg(sd3):
+    """SD3's classifier-free guidance: the negative prompt's embeddings as the request's null_cond
+    (the file declares no nulls), v = v_neg + w (v_pos - v_neg) at every step, as StableDiffusion3Pipeline
+    computes it on the batch [negative, positive]."""
+    diffusers, net, path, _, _ = sd3
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    text, pooled = rng.standard_normal((2, 5, 16)).astype(np.float32), rng.standard_normal((2, 8)).astype(np.float32)
+    neg_text, neg_pooled = rng.standard_normal((5, 16)).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    steps, w = 3, 4.5
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=1.0)
+    scheduler.set_timesteps(sigmas=[1.0 - i / steps for i in range(steps)])
+    x = torch.from_numpy(z)
+    both_text = torch.cat([torch.from_numpy(neg_text).expand(2, 5, 16), torch.from_numpy(text)])
+    both_pooled = torch.cat([torch.from_numpy(neg_pooled).expand(2, 8), torch.from_numpy(pooled)])
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            v = net(hidden_states=torch.cat([x, x]), timestep=t.expand(4), encoder_hidden_states=both_text,
+                    pooled_projections=both_pooled, return_dict=False)[0]
+            v_neg, v_pos = v.chunk(2)
+            x = scheduler.step(v_neg + w * (v_pos - v_neg), t, x, return_dict=False)[0]
+    got = fm_runtime.load(path).sample(noise=z, steps=steps, solver="euler", guidance=w,
+                                       cond={"encoder_hidden_states": text, "pooled_projections": pooled},
+                                       null_cond={"encoder_hidden_states": neg_text, "pooled_projections": neg_pooled})
+    np.testing.assert_allclose(got, x.numpy(), atol=1e-4)
