@@ -1,5 +1,6 @@
 """Command-line round trip: fm-train fit -> fm-export -> fm-run info -> fm-run sample -> plot."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -128,3 +129,22 @@ def test_a_training_record_that_is_not_text_is_refused_by_score_and_eval(tmp_pat
     onnx.save(m, str(tmp_path / "odd.onnx"))
     p = run_cli("fm-train", command, str(tmp_path / "odd.onnx"), check=False)
     assert p.returncode in (2, 4) and "internal error" not in p.stderr and "trained on" in p.stderr, p.stderr
+
+
+def test_hints_that_lead_somewhere(tmp_path):
+    """Each wrong door names the right one: a model file given to fm-train, a foreign checkpoint
+    given to fm-export, a stage file sampled without the stage's inputs, an output nowhere writable."""
+    import torch
+
+    from . import cond_nets
+    p = run_cli("fm-train", "sample", "fm_runtime/assets/moons.onnx", "--out", str(tmp_path / "x.npy"), check=False)
+    assert p.returncode != 0 and "fm-run sample" in p.stderr and "weights_only" not in p.stderr
+    torch.save({"w": torch.zeros(2)}, tmp_path / "theirs.pt")
+    p = run_cli("fm-export", str(tmp_path / "theirs.pt"), "--out", str(tmp_path / "m.onnx"), check=False)
+    assert p.returncode != 0 and "--module" in p.stderr and "--weights" in p.stderr
+    cond_nets.export_token_decoder(tmp_path / "dec.onnx", t_max=64, l_max=32)
+    p = run_cli("fm-run", "sample", str(tmp_path / "dec.onnx"), "-n", "2", "--out", str(tmp_path / "y.npy"), check=False)
+    assert p.returncode == 2 and "needs tokens (int64 [L])" in p.stderr, p.stderr
+    if os.path.isdir("/proc"):
+        p = run_cli("fm-run", "sample", "-n", "5", "--out", "/proc/x.npy", check=False)
+        assert p.returncode == 7 and "nothing can be written in /proc" in p.stderr, p.stderr

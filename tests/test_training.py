@@ -97,7 +97,7 @@ def test_bad_checkpoints_are_refused(tmp_path):
         "deep.ckpt": lambda p: save_checkpoint(p, model, {**config, "architecture": {**config["architecture"], "depth": 10**7}}),
         "huge.ckpt": lambda p: save_checkpoint(p, model, {**config, "data_shape": [10**6, 10**6]}),
     }
-    words = {"junk.ckpt": "not a readable checkpoint", "other.ckpt": "not an fm-runtime checkpoint",
+    words = {"junk.ckpt": "not a readable checkpoint", "other.ckpt": "not an fm-train checkpoint",
              "nokey.ckpt": "missing 'path'", "badtype.ckpt": "'steps' has the wrong type",
              "mismatch.ckpt": "does not match its architecture", "deep.ckpt": "'depth' is 10000000: not a size",
              "huge.ckpt": "data_shape .* is not the shape of one sample"}

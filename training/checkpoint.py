@@ -99,13 +99,18 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found" if not p.exists() else f"{p}: not a file")
+    if p.suffix.lower() in (".onnx", ".ort"):
+        raise CheckpointError(f"{p}: a model file, not a training checkpoint; sample it with fm-run sample {p} "
+                              f"(fm-run info {p} describes it)")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__}: "
                               f"{' '.join(str(e).split())[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{p}: not an fm-runtime checkpoint")
+        raise CheckpointError(f"{p}: not an fm-train checkpoint; for a network trained elsewhere give its code and "
+                              f"these weights: fm-export --module PKG.MODULE:FACTORY --weights {p} --data-shape SHAPE "
+                              "--out model.onnx (docs/deploy.md)")
     if payload.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{p}: checkpoint version {payload.get('version')!r} is not supported "
                               f"(this version reads {CHECKPOINT_VERSION})")

@@ -56,6 +56,12 @@ def _declared(spec: ModelSpec, where: str, cond: dict) -> dict[str, dict]:
         raise usage("cond", field=unknown[0], message=f"{where} has no input {unknown[0]!r}; its conditions are "
                                                       f"{', '.join(declared) or 'none'}")
     missing = [k for k, i in declared.items() if k not in cond and i["role"] not in ("mask", "guidance")]
+    staged = spec.stage.get("outputs", ()) if spec.stage else ()
+    if missing and missing[0] in staged:        # what the request gives is the stage's inputs
+        inputs = ", ".join(f"{i['name']} ({i['dtype']} [{', '.join(map(str, i['shape']))}])" for i in spec.stage["inputs"])
+        raise usage("cond", field=missing[0], message=f"{where} needs {inputs}: its condition stage makes "
+                                                      f"{missing[0]!r} from them (or give {missing[0]!r} itself, "
+                                                      f"{_describe(declared[missing[0]])})")
     if missing:
         raise usage("cond", field=missing[0], message=f"{where} needs the condition {missing[0]!r} "
                                                       f"({_describe(declared[missing[0]])})")

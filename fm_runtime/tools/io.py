@@ -180,9 +180,16 @@ def check_space(path: str | os.PathLike, nbytes: int) -> None:
     """Refuse before any work when the output's file system cannot hold `nbytes` more."""
     import shutil
     p = Path(path)
-    free = shutil.disk_usage(p.parent if str(p.parent) else ".").free
+    folder = p.parent if str(p.parent) else Path(".")
+    free = shutil.disk_usage(folder).free
     if nbytes > free:
-        raise OutputError(f"{p}: needs {nbytes / 1e9:.2f} GB but only {free / 1e9:.2f} GB is free there")
+        if free == 0 or not os.access(folder, os.W_OK):
+            raise OutputError(f"{p}: nothing can be written in {folder} ({'no space is free there' if free == 0 else 'not writable'})")
+        raise OutputError(f"{p}: needs {_size(nbytes)} but only {_size(free)} is free there")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes:,} bytes"
 
 
 _progress_line_open = False     # a progress line is on stderr without its newline

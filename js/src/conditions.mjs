@@ -93,7 +93,12 @@ export function bindInputs(spec, where, cond, dims, n) {
   const unknown = Object.keys(cond).filter((k) => !Object.hasOwn(declared, k)).sort();
   if (unknown.length) throw usage('cond', `${where} has no input ${show(unknown[0])}; its conditions are ${Object.keys(declared).join(', ') || 'none'}`, unknown[0]);
   const missing = spec.inputs.filter((i) => !Object.hasOwn(cond, i.name) && i.role !== 'mask' && i.role !== 'guidance');
-  if (missing.length) throw usage('cond', `${where} needs the condition ${show(missing[0].name)} (${missing[0].dtype} [${missing[0].shape.join(', ')}], role ${missing[0].role})`, missing[0].name);
+  const about = (i) => `${i.dtype} [${i.shape.join(', ')}], role ${i.role}`;
+  if (missing.length && (spec.stage.outputs ?? []).includes(missing[0].name)) {     // what the request gives is the stage's inputs
+    const inputs = spec.stage.inputs.map((i) => `${i.name} (${i.dtype} [${i.shape.join(', ')}])`).join(', ');
+    throw usage('cond', `${where} needs ${inputs}: its condition stage makes ${show(missing[0].name)} from them (or give ${show(missing[0].name)} itself, ${about(missing[0])})`, missing[0].name);
+  }
+  if (missing.length) throw usage('cond', `${where} needs the condition ${show(missing[0].name)} (${about(missing[0])})`, missing[0].name);
   const bound = {};
   for (const [name, size] of Object.entries(dims)) {
     if (!Object.hasOwn(spec.symbols, name)) throw usage('dims', `${where} has no symbol ${show(name)}; its symbols are ${Object.keys(spec.symbols).join(', ') || 'none'}`, name);
