@@ -126,3 +126,15 @@ def test_a_loss_that_turns_nan_stops_training_and_writes_nothing(tmp_path):
     with pytest.raises(NumericalError, match="NaN or infinite; nothing written"):
         fit("moons", steps=120, batch_size=64, lr=1e6, ema=0.0, out=tmp_path / "m.ckpt", progress=False)
     assert not (tmp_path / "m.ckpt").exists()
+
+
+def test_no_trainer_can_write_a_checkpoint_of_nan_weights(tmp_path):
+    """save_checkpoint, which every trainer (fit, the tasks, distill, MeanFlow, reflow) writes through,
+    refuses weights that are not finite and leaves no file."""
+    from fm_runtime.errors import NumericalError
+    model, config = fit("moons", steps=3, batch_size=64, progress=False)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(NumericalError, match="NaN or infinite; nothing written"):
+        save_checkpoint(tmp_path / "m.ckpt", model, config)
+    assert not (tmp_path / "m.ckpt").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from fm_runtime.errors import ModelError
+from fm_runtime.errors import ModelError, NumericalError
 from fm_runtime.tools.io import atomic_write
 
 from .nets import build_network
@@ -32,8 +32,12 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict,
                     training_state: dict | None = None) -> None:
     """Weights plus a JSON-able config, written atomically; loads with weights_only=True.
     training_state (training.resume.capture) is kept beside them for --resume."""
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config,
-               "state_dict": {k: v.detach().cpu().contiguous() for k, v in inner_network(model).state_dict().items()}}
+    state = {k: v.detach().cpu().contiguous() for k, v in inner_network(model).state_dict().items()}
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:     # every trainer saves through here: no checkpoint of weights that sample only NaN
+        raise NumericalError(f"{path}: weight {bad} is NaN or infinite; nothing written (the training diverged: try a "
+                             "lower learning rate)")
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config, "state_dict": state}
     if training_state is not None:
         payload[STATE_KEY] = training_state
     buf = io.BytesIO()
