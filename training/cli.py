@@ -1,7 +1,6 @@
 """fm-train: train flow-matching models and sample them with the torch reference sampler."""
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -15,7 +14,7 @@ from fm_runtime.errors import InputError
 from fm_runtime.solve.noise import noise_rows
 from fm_runtime.solve.solvers import MAX_STEPS, VELOCITY_SOLVERS
 from fm_runtime.tools.io import atomic_write, check_writable, load_array, save_npy
-from fm_runtime.tools.options import watched_limits
+from fm_runtime.tools.options import FiniteRange, watched_limits
 from fm_runtime.tools.runner import run_cli
 
 from .data import DATASETS, TASK_DATA
@@ -35,22 +34,12 @@ def recipe_options(f):
             continue
         if m["choices"] is not None:
             kind = click.Choice(list(m["choices"]))
-        elif m["low"] is None and m["high"] is None:
-            kind = int if spec.type == "int" else float
         elif spec.type == "int":
-            kind = click.IntRange(m["low"], m["high"], min_open=m["low_open"], max_open=m["high_open"])
-        else:
-            kind = click.FloatRange(m["low"], m["high"], min_open=m["low_open"], max_open=m["high_open"])
-        f = click.option(flag, spec.name, type=kind, default=spec.default, show_default=True, help=m["help"],
-                         callback=_finite if spec.type == "float" else None)(f)
+            kind = int if m["low"] is None and m["high"] is None else click.IntRange(m["low"], m["high"], min_open=m["low_open"], max_open=m["high_open"])
+        else:       # finite too: a range lets NaN through
+            kind = FiniteRange(m["low"], m["high"], min_open=m["low_open"], max_open=m["high_open"])
+        f = click.option(flag, spec.name, type=kind, default=spec.default, show_default=True, help=m["help"])(f)
     return f
-
-
-def _finite(ctx, param, value):
-    """A float option's value, refused when NaN or infinite (a range check lets NaN through)."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"must be a finite number, got {value}")
-    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,8 +2,6 @@
 loading, and the checks and descriptions that more than one command prints."""
 from __future__ import annotations
 
-import math
-
 import click
 import numpy as np
 
@@ -12,7 +10,7 @@ from ..engine.sampler import Sampler, load
 from ..errors import UsageError
 from ..model.contract import divergence_problem
 from ..tools import limits
-from ..tools.options import budget_callback, timeout_option
+from ..tools.options import FiniteRange, budget_callback, timeout_option
 
 ADAPTIVE = [m for m, d in options.CONTRACT["solvers"]["methods"].items() if d["kind"] == "adaptive"]   # dopri5
 
@@ -48,16 +46,6 @@ def plain_model_options(f):
     f = click.option("--t-name", help="Name of the time input, for a plain ONNX without metadata.")(f)
     f = click.option("--x-name", help="Name of the state input, for a plain ONNX without metadata.")(f)
     return dims_option(f)
-
-
-class FiniteRange(click.FloatRange):
-    """A float range that also refuses NaN and infinities (click's range lets NaN through)."""
-
-    def convert(self, value, param, ctx):
-        value = super().convert(value, param, ctx)
-        if not math.isfinite(value):
-            self.fail(f"{value} is not a finite number", param, ctx)
-        return value
 
 
 def _conds(ctx, param, values) -> dict[str, str]:

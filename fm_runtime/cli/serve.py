@@ -11,7 +11,8 @@ import click
 
 from ..errors import UsageError
 from ..tools import limits as budget
-from .options import FiniteRange, open_sampler
+from ..tools.options import FiniteRange
+from .options import open_sampler
 
 CORES = os.cpu_count() or 1
 

@@ -11,6 +11,16 @@ from ..model import control
 from . import limits
 
 
+class FiniteRange(click.FloatRange):
+    """A float range that also refuses NaN and infinities (click's range lets NaN through)."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return value
+
+
 def _set_timeout(ctx, param, seconds):
     if seconds is not None and not math.isfinite(seconds):
         raise click.BadParameter(f"{seconds} is not a number of seconds (a finite number > 0)")
