@@ -106,7 +106,7 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
             flush = step % 50 == 0 or step == r.steps - 1
             losses.record(loss, flush=flush)
             if flush:
-                _check_finite(losses.recent[-1], averaged.module if averaged is not None else model, step + 1)
+                _check_finite(losses.recent[-1], step + 1)
             if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < r.steps:
                 _checkpoint(save, step + 1, r.steps, out if main else None, saved)
                 saved = step + 1
@@ -117,14 +117,12 @@ def fit(dataset: str = "moons", recipe: Recipe | None = None, *, progress: bool 
     return _trained_model(model, averaged, prob_path, r.prediction), config
 
 
-def _check_finite(loss: float, model: torch.nn.Module, step: int) -> None:
-    """Stop (NumericalError, exit 5; no checkpoint written) once the loss or a weight that would be
-    saved is NaN or infinite: a checkpoint of such weights samples nothing but NaN."""
-    bad = "the loss" if not math.isfinite(loss) else next(
-        (f"weight {name}" for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
-    if bad:
-        raise NumericalError(f"training stopped at step {step}: {bad} is NaN or infinite; nothing written (try a lower "
-                             "--lr, --grad-clip, or --ema 0)")
+def _check_finite(loss: float, step: int) -> None:
+    """Stop (NumericalError, exit 5; nothing written) once the loss is NaN or infinite: weights that
+    turn so make the next loss so, and save_checkpoint refuses any that would be written."""
+    if not math.isfinite(loss):
+        raise NumericalError(f"training stopped at step {step}: the loss is NaN or infinite; nothing written (try a "
+                             "lower --lr, --grad-clip, or --ema 0)")
 
 
 def _check_arguments(dataset: str, r: Recipe, checkpoint_every: int, stream: str | None) -> int:
