@@ -35,22 +35,39 @@ def parse_bake(spec: str) -> tuple[str, int]:
 
 
 class BakedSampler(nn.Module):
-    """z [B, *shape] -> x [B, *shape] by `steps` steps of `solver` on velocity(x, t [B]) on the
-    grid of `schedule` (fm_runtime.solve.schedules; None: uniform), unrolled at trace time."""
+    """z [B, *shape] (, the conditions, the guidance weight w [B]) -> x [B, *shape] by `steps`
+    steps of `solver` on velocity(x, t [B], *conditions) on the grid of `schedule`
+    (fm_runtime.solve.schedules; None: uniform), unrolled at trace time. `guide`
+    (export.unroll.Guide): the conditions in order, and with guidance the nulls: each evaluation
+    is then v_u + w (v_c - v_u). A mask zeroes the noise and every velocity outside it."""
 
-    def __init__(self, velocity: nn.Module, solver: str, steps: int, schedule=None):
+    def __init__(self, velocity: nn.Module, solver: str, steps: int, schedule=None, guide=None):
         super().__init__()
-        self.velocity, self.solver, self.steps, self.schedule = velocity, solver, steps, schedule
+        self.velocity, self.solver, self.steps, self.schedule, self.guide = velocity, solver, steps, schedule, guide
 
-    def at_time(self, x: torch.Tensor, t) -> torch.Tensor:
+    def at_time(self, x: torch.Tensor, t, extras=()) -> torch.Tensor:
         """v(x, t); on a flow map u(x, s, t) for a jump's (s, t), u(x, t, t) for one time."""
         if not getattr(self.velocity, "flow_map", False):
-            return self.velocity(x, torch.full((x.shape[0],), t, dtype=x.dtype))
+            return self.velocity(x, torch.full((x.shape[0],), t, dtype=x.dtype), *extras)
         s, t = t if isinstance(t, tuple) else (t, t)
-        return self.velocity(x, torch.full((x.shape[0],), t, dtype=x.dtype), torch.full((x.shape[0],), s, dtype=x.dtype))
+        return self.velocity(x, torch.full((x.shape[0],), t, dtype=x.dtype), torch.full((x.shape[0],), s, dtype=x.dtype),
+                             *extras)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return integrate(self.at_time, z, self.steps, self.solver, schedule=self.schedule).x
+    def forward(self, z: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        g = self.guide
+        extras, w = (rest[:-1], rest[-1]) if g is not None and g.scale else (rest, None)
+        mask = next((e for e, i in zip(extras, g.inputs) if i["role"] == "mask"), None) if g is not None else None
+        nulls = None if w is None else tuple(
+            e if i["name"] not in g.nulls else torch.zeros_like(e) if g.nulls[i["name"]] is None
+            else torch.as_tensor(g.nulls[i["name"]]).expand_as(e) for e, i in zip(extras, g.inputs))
+
+        def v(x, t):
+            out = self.at_time(x, t, extras)
+            if w is not None:
+                vu = self.at_time(x, t, nulls)
+                out = vu + w.reshape(-1, *[1] * (x.dim() - 1)) * (out - vu)
+            return out if mask is None else out * mask
+        return integrate(v, z if mask is None else z * mask, self.steps, self.solver, schedule=self.schedule).x
 
 
 def fast_elu(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -10,7 +10,7 @@ file also carries the divergence graph for log-likelihoods, made from the export
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from time import perf_counter as time_module
 from typing import Callable
@@ -39,7 +39,7 @@ from .jvp import divergence_graph
 from .signature import Signature
 from .stage import export_stage, stage_inputs
 from .torch_onnx import export_program
-from .unroll import unroll, unrollable
+from .unroll import Guide, unroll, unrollable
 from .verify import (
     OUTPUT_NAMES,
     VERIFY_BATCHES,
@@ -109,7 +109,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
                     inputs: dict | list | None = None, symbols: dict | None = None, nulls: dict | None = None,
                     time_convention: str = "noise-at-0", time_scale: float = 1.0, condition: dict | None = None,
                     default_solver: str | None = None, default_steps: int | None = None,
-                    default_schedule=None, bake: str | None = None, precision: str = "fp32", quantize: str | None = None,
+                    default_schedule=None, bake: str | None = None, bake_guidance: bool = False, precision: str = "fp32", quantize: str | None = None,
                     fmt: str = "onnx", divergence: bool = True, training: dict | None = None,
                     architecture: dict | None = None, value_range: list | None = None,
                     reference_data: tuple[np.ndarray, np.ndarray] | None = None, force: bool = False,
@@ -121,7 +121,10 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     callable (net, x, t, y) -> v). num_classes > 0: labels 0..C-1, and C meaning "no label".
     path: optional metadata of the probability path it was trained on. bake="SOLVER:STEPS": the
     whole fixed-step solve as one graph z -> x instead, on the time grid of default_schedule
-    (fm_runtime.solve.schedules; for a velocity file, the schedule fm-run uses when none is given). precision="fp16", quantize="int8",
+    (fm_runtime.solve.schedules; for a velocity file, the schedule fm-run uses when none is given); a
+    conditioned network's baked graph takes its inputs under their own names beside z, and with
+    bake_guidance also guidance_scale (w per row), guiding against the declared nulls (zeros or
+    stored) in every evaluation. precision="fp16", quantize="int8",
     fmt="ort": smaller variants, each measured against the float32 export (and, given
     reference_data = two independent draws of real data, for quality too); a variant over its
     quality budget (export.variants.over_budget) is refused unless `force`. divergence: add the
@@ -167,13 +170,15 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         schedule = parse_schedule(default_schedule)
     except ValueError as e:
         raise ExportError(f"schedule: {e}") from None
+    file_sig, guide = sig, None         # what the file declares: a baked file's nulls are inside its graph
     if bake:
-        (baked, module), kind = _baked(adapter, bake, num_classes, schedule), "baked"
+        (baked, module, guide, file_sig), kind = _baked(adapter, bake, num_classes, schedule, sig, bake_guidance), "baked"
+    elif bake_guidance:
+        raise ExportError("bake_guidance (--bake-guidance) bakes guidance into a baked sampler; give bake too")
     elif schedule.steps:
         default_steps = schedule.steps
     stage("tracing the network with torch.onnx")
-    proto = _trace(adapter, module, data_shape, kind, num_classes, sig, baked, schedule)
-    _check_symbols(proto, data_shape, sig)
+    proto, traced = _trace(adapter, module, data_shape, kind, num_classes, sig, baked, schedule, guide)
     velocity_proto, velocity_net = (diagonal(proto), Diagonal(adapter)) if kind == "map" else (proto, adapter)
     if divergence and not bake:
         stage("deriving the log-likelihood graph and checking it against torch autodiff")
@@ -191,7 +196,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         architecture=architecture, baked=baked, num_classes=num_classes, value_range=value_range,
         divergence=div_meta, input_s=NAMES.s if kind == "map" else None, producer={"fm_runtime": fm_runtime.__version__, "torch": str(torch.__version__),
                                        "onnx": onnx.__version__, "opset": OPSET},
-        **(sig.metadata() if sig else {}),
+        **(file_sig.metadata() if file_sig else {}),
         stage=export_stage(condition, stage_items, sig, OPSET) if condition else None)
     write_metadata(proto.metadata_props, meta)
     data = check_proto(proto)
@@ -199,16 +204,17 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     read_spec(str(out), dict(sess.get_modelmeta().custom_metadata_map),
               io_table(sess.get_inputs()), io_table(sess.get_outputs()))
     stage(f"checking onnxruntime against torch at batch sizes {', '.join(map(str, VERIFY_BATCHES))}")
-    worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes, one_time=one_time, sig=sig)
-    if kind == "velocity" and (adapter.flip or adapter.custom is not None or adapter.scale != 1.0):
-        check_convention(adapter, data, data_shape, num_classes, sig)
-    probe = example_feed(data_shape, kind, 4, np.random.default_rng(1234), num_classes, sig)[0] if sig else None
+    worst = verify_against_torch(module, data, data_shape, kind=kind, num_classes=num_classes, one_time=one_time,
+                                 sig=file_sig)
+    if kind != "map" and traced is not None and (adapter.flip or adapter.custom is not None or adapter.scale != 1.0):
+        check_convention(adapter, traced.SerializeToString(), data_shape, num_classes, sig)
+    probe = example_feed(data_shape, kind, 4, np.random.default_rng(1234), num_classes, file_sig)[0] if sig else None
     fp32 = add_selftest(proto, data_shape, kind, num_classes, probe)
     if (precision, quantize, fmt) != ("fp32", None, "onnx"):
         stage(f"making the {'/'.join(v for v in (precision, quantize, fmt) if v not in ('fp32', None, 'onnx'))} "
               "variant and measuring it against float32")
     data, variant, ops_config, costly = variants.make_variant(proto, fp32, reference_data, data_shape, kind, num_classes,
-                                                              precision, quantize, fmt, probe, sig, force)
+                                                              precision, quantize, fmt, probe, file_sig, force)
     _write(out, data, ops_config)
     return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES, variant, div_text,
                         time_module() - clock, _warnings(div_text, costly), adapter.flow_map, adapter.output_field)
@@ -222,9 +228,9 @@ def _conditioning(data_shape, inputs, symbols, nulls, condition, bake, num_class
     if inputs or symbols or _names_symbols(data_shape):
         sig = Signature.of(data_shape, inputs, symbols, nulls, extra_shapes=[i["shape"] for i in stage_items])
         data_shape = sig.data_shape
-        if bake or num_classes:
-            raise ExportError("a conditioned export (inputs or symbols) is a velocity file: no --bake or class labels "
-                              "(the conditions are its inputs)")
+        if num_classes:
+            raise ExportError("a conditioned export (inputs or symbols) takes no class labels (the conditions are its "
+                              "inputs)")
         staged = [i["name"] for i in sig.inputs if i.get("null") == "stage"]
         if staged and (not condition or not set(staged) <= set(condition.get("outputs", ()))):
             raise ExportError(f"null {staged[0]}: 'stage' takes the null from the condition stage, which does not make "
@@ -236,9 +242,11 @@ def _conditioning(data_shape, inputs, symbols, nulls, condition, bake, num_class
     return sig, stage_items, data_shape
 
 
-def _baked(adapter: VelocityAdapter, bake: str, num_classes: int, schedule) -> tuple[dict, torch.nn.Module]:
+def _baked(adapter: VelocityAdapter, bake: str, num_classes: int, schedule, sig: Signature | None,
+           guided: bool) -> tuple[dict, torch.nn.Module, Guide | None, Signature | None]:
     """A --bake "SOLVER:STEPS" request checked against the model and time grid: the fm.baked
-    metadata and the whole fixed-step solve as one module z -> x."""
+    metadata, the whole fixed-step solve as one module z (, conditions, w) -> x, what its graph
+    feeds each evaluation and the signature the baked file declares (see _guide)."""
     if num_classes:
         raise ExportError("--bake is not available for class-conditional models (the label and "
                           "guidance would have to be graph inputs of the unrolled solve); export "
@@ -249,17 +257,54 @@ def _baked(adapter: VelocityAdapter, bake: str, num_classes: int, schedule) -> t
                           "velocity); bake euler, midpoint, heun or rk4")
     if schedule.steps not in (None, steps):
         raise ExportError(f"the time grid has {schedule.steps} steps but --bake asks for {steps}")
-    return {"solver": solver, "steps": steps}, BakedSampler(adapter, solver, steps, schedule).eval()
+    if guided and not sig:
+        raise ExportError("--bake-guidance guides the conditions against their nulls; this network declares no "
+                          "conditions (--input NAME=... with --null NAME=zeros)")
+    guide, file_sig = _guide(sig, guided) if sig else (None, None)
+    return {"solver": solver, "steps": steps}, BakedSampler(adapter, solver, steps, schedule, guide).eval(), guide, file_sig
+
+
+GUIDANCE_INPUT = "guidance_scale"       # the guidance weight of a baked file that guides (one per row)
+
+
+def _guide(sig: Signature, guided: bool) -> tuple[Guide, Signature]:
+    """(what each evaluation of a baked conditioned graph feeds, the signature its file declares):
+    the network's inputs without their nulls (the runtime cannot guide around a baked graph), and
+    with guidance the weight input, the nulls going inside the graph."""
+    inputs = [{k: v for k, v in i.items() if k != "null"} for i in sig.inputs]
+    if not guided:
+        return Guide(sig.inputs), replace(sig, inputs=inputs, null_values={})
+    nulled = [i for i in sig.inputs if i.get("null")]
+    if not nulled or any(i["role"] == "guidance" for i in sig.inputs) or GUIDANCE_INPUT in sig.names:
+        raise ExportError("--bake-guidance needs conditions that declare nulls (--null NAME=zeros) and a network that "
+                          f"does not take the guidance weight itself (a guidance input, or one named {GUIDANCE_INPUT})")
+    staged = [i["name"] for i in nulled if i["null"] == "stage"]
+    if staged:
+        raise ExportError(f"--bake-guidance: the null of {staged[0]!r} comes from the condition stage, which runs outside "
+                          "the baked graph; declare its null zeros or stored, or bake without guidance")
+    weight = {"name": GUIDANCE_INPUT, "dtype": "float32", "shape": (), "role": "guidance"}
+    return (Guide(sig.inputs, GUIDANCE_INPUT, {i["name"]: sig.null_values.get(i["name"]) for i in nulled}),
+            replace(sig, inputs=[*inputs, weight], null_values={}))
 
 
 def _trace(adapter: VelocityAdapter, module: torch.nn.Module, data_shape, kind: str, num_classes: int,
-           sig: Signature | None, baked: dict | None, schedule) -> onnx.ModelProto:
-    """The ONNX graph of what the file holds: the velocity network or, baked, the whole solve."""
-    if baked:       # the velocity graph once, unrolled in ONNX (tracing the whole solve: seconds per step)
-        proto = _to_onnx(adapter, data_shape, "map" if adapter.flow_map else "velocity", num_classes, sig)
-        return (unroll(proto, baked["solver"], baked["steps"], schedule) if unrollable(proto)
-                else _to_onnx(module, data_shape, kind))
-    return _to_onnx(module, data_shape, kind, num_classes, sig)
+           sig: Signature | None, baked: dict | None, schedule, guide: Guide | None) -> tuple:
+    """(the ONNX graph of what the file holds: the velocity network or, baked, the whole solve;
+    the velocity graph it was made from, None where the solve was traced whole), each symbol
+    checked to have stayed a symbol."""
+    if not baked:
+        proto = _to_onnx(module, data_shape, kind, num_classes, sig)
+        _check_symbols(proto, data_shape, sig)
+        return proto, proto
+    # the velocity graph once, unrolled in ONNX (tracing the whole solve: seconds per step)
+    proto = _to_onnx(adapter, data_shape, "map" if adapter.flow_map else "velocity", num_classes, sig)
+    _check_symbols(proto, data_shape, sig)
+    if unrollable(proto, tuple(sig.names) if sig else ()):
+        return unroll(proto, baked["solver"], baked["steps"], schedule, guide), proto
+    if sig:
+        raise ExportError("the velocity graph holds subgraphs or local functions, which a conditioned baked graph "
+                          "cannot copy per step; export the velocity file (without --bake)")
+    return _to_onnx(module, data_shape, kind), None
 
 
 def _check_symbols(proto: onnx.ModelProto, data_shape, sig: Signature | None) -> None:

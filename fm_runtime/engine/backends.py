@@ -23,7 +23,7 @@ from ..model.control import RUN, poll_stop
 from ..solve.solvers import integrate_inplace
 from .device import BoundGraphRunner, DeviceLoop, device_of
 from .request import Request
-from .velocity import Conditioning, velocity_fn
+from .velocity import Conditioning, halves, velocity_fn
 
 
 class Watch:
@@ -77,14 +77,17 @@ class DeviceBackend(HostLoop):
 
 
 class BakedGraph:
+    """A baked file's one call: the noise and, in a conditioned file, its inputs (the guidance
+    weight among them) as the host loop would feed one evaluation."""
+
     def __init__(self, session: ort.InferenceSession, spec: ModelSpec):
         self.session, self.spec = session, spec
 
-    def _run(self, z, options=None):
-        return self.session.run([self.spec.out_name], {self.spec.z_name: z}, options or RUN)[0]
+    def _run(self, z, options=None, fixed=None):
+        return self.session.run([self.spec.out_name], {self.spec.z_name: z, **(fixed or {})}, options or RUN)[0]
 
     def solve(self, z, req, cond, watch):
-        x = self._run(z, cond.options)
+        x = self._run(z, cond.options, halves(cond.spec or self.spec, len(z), cond)[0] if self.spec.inputs else None)
         watch.on_step(req.steps, "in the baked graph's output (sample the velocity model to see the step)")(x, req.steps, 1.0)
         return x, self.spec.baked["nfe"]
 
@@ -94,7 +97,9 @@ class BoundBakedGraph(BakedGraph):
         super().__init__(session, spec)
         self.runner, self._lock = BoundGraphRunner(session, spec, device), threading.Lock()
 
-    def _run(self, z, options=None):
+    def _run(self, z, options=None, fixed=None):
+        if fixed:                   # the bound buffers hold z only: conditioned files run as given
+            return super()._run(z, options, fixed)
         with self._lock:            # the bound buffers are shared per batch size
             return self.runner.run(z, options)
 

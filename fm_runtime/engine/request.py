@@ -96,6 +96,7 @@ def resolve(spec: ModelSpec, where: str, op: str, given: dict, *, x=None, first:
     options.check_rules(o, solver, kind)
     if baked:
         check_baked(spec, where, o["steps"], o["solver"], o.get("trajectory"), o["schedule"])
+        check_baked_guidance(spec, where, o["guidance_interval"], o["null_cond"])
     tolerances = None
     if kind == "adaptive":
         if op != "sample" or baked:
@@ -200,10 +201,23 @@ def check_baked(spec: ModelSpec, where: str, steps, solver, trajectory: bool, sc
                          "no trajectory (use the velocity model for that)")
 
 
+def check_baked_guidance(spec: ModelSpec, where: str, interval, null_cond) -> None:
+    """A baked file guides, if at all, on every step against the nulls built into its graph."""
+    if interval is not None:
+        raise usage("guidance_interval", f"{where} is a baked sampler: its graph guides on every step (sample the "
+                                         "velocity file to guide on an interval)")
+    if null_cond:
+        raise usage("null_cond", f"{where} is a baked sampler: its graph guides against the nulls built into it "
+                                 "(sample the velocity file to guide against a negative prompt)")
+
+
 def check_guided(guidance: float, labels=None, spec: ModelSpec | None = None, null_cond=None) -> None:
     """Guidance other than 1 weighs the conditional velocity against the unconditional one: it
     needs labels, or a file whose conditions declare nulls or that takes the weight itself, or
     the request's own nulls (null_cond)."""
+    if guidance != 1.0 and spec is not None and spec.kind == "baked" and spec.inputs and not spec.guidable:
+        raise usage("guidance", f"guidance {guidance:g}: this baked file was written without guidance (it has no "
+                                "guidance input); export it with --bake-guidance, or sample the velocity file")
     if guidance != 1.0 and labels is None and not null_cond and not (spec is not None and spec.guidable):
         raise usage("guidance", f"guidance {guidance:g} needs labels (it weighs the conditional against the "
                                 "unconditional velocity)")

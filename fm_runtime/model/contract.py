@@ -193,8 +193,8 @@ def _read_declared(where: str, metadata: dict[str, str], x_name: str | None, t_n
     if broken:
         raise refuse(where, broken[0], broken[2], broken[1])
     shape, classes = m["data_shape"], m["num_classes"]
-    extra, symbols = read_conditions(where, m, shape, kind, {NAMES.y if classes else None, m["input_x"], m["input_t"],
-                                                             m["input_s"]})
+    taken = {m["input_z"]} if kind == "baked" else {NAMES.y if classes else None, m["input_x"], m["input_t"], m["input_s"]}
+    extra, symbols = read_conditions(where, m, shape, kind, taken)
     stage = read_stage(where, m["condition_stage"], extra, symbols)
     nulls = read_nulls(where, m["null_values"], extra, stage)
     vr = m["value_range"]

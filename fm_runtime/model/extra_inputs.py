@@ -20,11 +20,12 @@ def refuse(where: str, key: str, what: str, field: str | None = "") -> ModelErro
 
 def read_conditions(where: str, m: dict, shape: list, kind: str, taken: set) -> tuple[tuple, dict]:
     """fm.inputs and fm.symbols (contract version 4), beyond their schema: names unique and apart
-    from x, t and y; every symbol declared, with min <= max; a null only for a condition; a mask
+    from x, t and y (a baked file's: z); none with a null in a baked file; every symbol declared, with min <= max; a null only for a condition; a mask
     float32 and shaped to broadcast over the data; a guidance input one float32 per row."""
     symbols, inputs = m.get("symbols", {}), m.get("inputs", [])
-    if kind == "baked" and (inputs or any(isinstance(d, str) for d in shape)):
-        raise refuse(where, "inputs", "a baked file takes no extra inputs or symbolic shapes")
+    if kind == "baked" and (any("null" in i for i in inputs) or m.get("null_values")):
+        raise refuse(where, "inputs", "a baked file guides inside its graph (its guidance input takes the weight); its "
+                                      "conditions declare no nulls", "null")
     for name, bounds in symbols.items():
         if not schema.is_symbol(name):
             raise refuse(where, "symbols", f"fm.symbols names {name!r}, which is not a symbol (letters, digits, _)", name)

@@ -83,11 +83,22 @@ def _check_baked_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict)
     for role, name, typ in (("input", spec.z_name, z_type), ("output", spec.out_name, x_type)):
         if typ != "tensor(float)":
             raise ModelError(f"{where}: {role} {name!r} is {typ}; a baked sampler uses float32 (tensor(float))", field=name)
-    extra = [n for n in inputs if n != spec.z_name]
+    extra = [n for n in inputs if n not in {spec.z_name, *(i["name"] for i in spec.inputs)}]
     if extra:
         raise ModelError(f"{where}: the graph has inputs this runtime does not feed: {', '.join(extra)}", field=extra[0])
+    _check_declared(where, spec, inputs)
     _check_shape(where, "input", spec.z_name, z_shape, spec.data_shape)
     _check_shape(where, "output", spec.out_name, x_shape, spec.data_shape)
+
+
+def _check_declared(where: str, spec: ModelSpec, inputs: dict) -> None:
+    """Every input fm.inputs declares (contract version 4) is a graph input [batch, *shape] of its dtype."""
+    for item in spec.inputs:
+        typ, shape = _graph_io(where, item["name"], inputs, "input")
+        if typ != DTYPES[item["dtype"]] or len(shape) != 1 + len(item["shape"]) or any(
+                isinstance(g, int) and isinstance(d, int) and g != d for g, d in zip(shape[1:], item["shape"])):
+            raise ModelError(f"{where}: input {item['name']!r} is {typ} {shape}; fm.inputs declares "
+                             f"{item['dtype']} [batch, {', '.join(map(str, item['shape']))}]", field=item["name"])
 
 
 def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: dict) -> None:
@@ -109,12 +120,7 @@ def _check_velocity_graph(where: str, spec: ModelSpec, inputs: dict, outputs: di
                 isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(s_shape[1:], t_shape[1:])):
             raise ModelError(f"{where}: the flow map's start-time input {spec.s_name!r} is {s_type} {s_shape}; "
                              f"expected it shaped like {spec.t_name!r} ({t_type} {t_shape})", field=spec.s_name)
-    for item in spec.inputs:          # contract version 4: [batch, *shape] of the declared dtype
-        typ, shape = _graph_io(where, item["name"], inputs, "input")
-        if typ != DTYPES[item["dtype"]] or len(shape) != 1 + len(item["shape"]) or any(
-                isinstance(g, int) and isinstance(d, int) and g != d for g, d in zip(shape[1:], item["shape"])):
-            raise ModelError(f"{where}: input {item['name']!r} is {typ} {shape}; fm.inputs declares "
-                             f"{item['dtype']} [batch, {', '.join(map(str, item['shape']))}]", field=item["name"])
+    _check_declared(where, spec, inputs)
     if spec.num_classes:
         y_type, y_shape = _graph_io(where, spec.y_name, inputs, "input")
         if y_type != "tensor(int64)" or len(y_shape) != 1:
