@@ -52,6 +52,13 @@ COND_IO = ({"x": {"type": "tensor(float)", "shape": ["batch", 4, "T"]}, "t": {"t
             "spks": {"type": "tensor(float)", "shape": ["batch", 3]}},
            {"v": {"type": "tensor(float)", "shape": ["batch", 4, "T"]}})
 
+BAKED_COND_INPUTS = [{k: v for k, v in i.items() if k != "null"} for i in COND_INPUTS] + [
+    {"name": "guidance_scale", "dtype": "float32", "shape": [], "role": "guidance"}]
+BAKED_COND = build_metadata(data_shape=[4, "T"], path={"name": "ot"}, baked={"solver": "midpoint", "steps": 4},
+                            inputs=BAKED_COND_INPUTS, symbols={"T": {"min": 4, "max": 512, "multiple_of": 4}})
+BAKED_COND_IO = ({"z": COND_IO[0]["x"], **{k: v for k, v in COND_IO[0].items() if k not in ("x", "t")},
+                  "guidance_scale": {"type": "tensor(float)", "shape": ["batch"]}}, {"x": COND_IO[1]["v"]})
+
 
 def stage_with(**change) -> str:
     """An fm.condition_stage for the conditioned file (tokens [L] -> mu, mask), with fields changed
@@ -99,6 +106,16 @@ def metadata_cases() -> list[dict]:
              spec={"kind": "velocity", "s_name": "s", "default_solver": "jump", "default_steps": 1, "format_version": 5}),
         case("a flow map read as a velocity file's other solvers", {"default_solver": '"rk4"'}, base=MAP, io=MAP_IO,
              spec={"s_name": "s", "default_solver": "rk4"}),
+        case("a baked conditioned file", base=BAKED_COND, io=BAKED_COND_IO,
+             spec={"kind": "baked", "format_version": 4, "data_shape": [4, "T"], "default_steps": 4}),
+        case("a baked conditioned file that declares a null", {"inputs": json.dumps(
+            [{**BAKED_COND_INPUTS[0], "null": "zeros"}, *BAKED_COND_INPUTS[1:]])}, base=BAKED_COND, io=BAKED_COND_IO,
+             error="ModelError", key="fm.inputs", field="null"),
+        case("a baked conditioned file that hides an input", {"inputs": json.dumps(BAKED_COND_INPUTS[1:])},
+             base=BAKED_COND, io=BAKED_COND_IO, error="ModelError", key=None, field="mu"),
+        case("a baked conditioned file whose input is another dtype", {"inputs": json.dumps(
+            [{**BAKED_COND_INPUTS[0], "dtype": "int64"}, *BAKED_COND_INPUTS[1:]])}, base=BAKED_COND, io=BAKED_COND_IO,
+             error="ModelError", key=None, field="mu"),
         case("a baked flow map", base=BAKED_MAP, io=BAKED_IO,
              spec={"kind": "baked", "default_solver": "jump", "default_steps": 2, "s_name": None}),
         case("a flow map in a version 4 file", {"format_version": "4"}, base=MAP, io=MAP_IO, error="ModelError",

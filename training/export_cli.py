@@ -116,7 +116,12 @@ def _symbols(ctx, param, values):
 @click.option("--bake", metavar="SOLVER:STEPS",
               help="Write a baked sampler instead: the whole fixed-step solve (e.g. midpoint:8) "
                    "unrolled into one graph, noise z -> samples x, run with a single call; a flow map's "
-                   "jump:K (or map:K) unrolls K jumps.")
+                   "jump:K (or map:K) unrolls K jumps. A conditioned network's baked graph also takes its "
+                   "inputs under their own names (fm-run info prints the exact feed).")
+@click.option("--bake-guidance", is_flag=True,
+              help="With --bake of a conditioned network: classifier-free guidance inside the graph, against the "
+                   "declared nulls (zeros or stored), with the weight as one more input, guidance_scale [B] "
+                   "(each evaluation then runs 2B rows).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16: weights and compute in half precision where onnxruntime supports it; "
                    "inputs and outputs stay float32.")
@@ -135,7 +140,7 @@ def _symbols(ctx, param, values):
 def cli(source, out, factory, weights, weights_key, prob_path, data_shape, inputs, nulls, symbols, condition_module,
         condition_inputs, condition_outputs, time_convention, time_scale,
         call, time_shape, num_classes, add_divergence, x_name, t_name, default_solver, default_steps, schedule, bake,
-        precision, quantize, fmt, force, progress):
+        bake_guidance, precision, quantize, fmt, force, progress):
     """Export a velocity network to ONNX with the fm.* metadata contract (docs/contract.md),
     after checking it: onnx.checker, then onnxruntime against torch on random inputs at batch
     sizes 1, 7 and 256 (and the log-likelihood graph against torch autodiff). On any mismatch
@@ -153,6 +158,7 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
       fm-export moons.ckpt --precision fp16 --out moons-fp16.onnx
       fm-export --module mynets:make_mlp --weights mlp.pt --data-shape 2 --call "cat(x,t)" --out mlp.onnx
       fm-export --module mynets:make_unet --weights unet.pt --data-shape 1,8,8 --call t,x --out unet.onnx
+      fm-export tts.ckpt --bake midpoint:8 --bake-guidance --out tts-baked.onnx
       fm-export --add-divergence plain.onnx --out plain-lp.onnx
       fm-export --module tts:make_decoder --data-shape 16,T --input mu=float32[16,T] --input mask=float32[1,T]:mask \\
                 --input spks=float32[8] --call x,mask,mu,t,spks --null mu=zeros --null spks=zeros --out dec.onnx
@@ -183,7 +189,9 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
     terminal = sys.stderr.isatty()
     report = (lambda text: progress_note(f"fm-export: {text}", terminal)) if (terminal if progress is None else progress) \
         else None
-    variants = dict(default_schedule=schedule, bake=bake, precision=precision, quantize=quantize, fmt=fmt, force=force,
+    if bake_guidance and not bake:
+        raise click.UsageError("--bake-guidance puts guidance inside a baked graph; give --bake SOLVER:STEPS too")
+    variants = dict(default_schedule=schedule, bake=bake, bake_guidance=bake_guidance, precision=precision, quantize=quantize, fmt=fmt, force=force,
                     progress=report,
                     **{k: v for k, v in (("default_solver", default_solver), ("default_steps", default_steps)) if v})
     if foreign:

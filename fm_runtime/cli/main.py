@@ -124,7 +124,7 @@ def info(model, as_json, dim, x_name, t_name):
     s = open_sampler(model, "cpu", dim, x_name, t_name)
     spec = s.spec
     trial = _trial(s)
-    inputs = ({"z": spec.z_name} if s.baked else
+    inputs = ({"z": f"{spec.z_name} float32[B, {_dims(spec.data_shape)}]"} if s.baked else
               {"x": spec.x_name, "t": spec.t_name + ("[B,1]" if spec.t_rank == 2 else "[B]")})
     if spec.flow_map:
         inputs = {"x": inputs["x"], "s": spec.s_name + inputs["t"][len(spec.t_name):] + " (start time)",
@@ -135,7 +135,7 @@ def info(model, as_json, dim, x_name, t_name):
     for item in spec.inputs:      # contract version 4: what --cond gives (or the runtime makes)
         made = {"mask": ", all ones when not given", "guidance": ", the --guidance weight"}.get(item["role"], "")
         made += ", or from the condition stage" if item["name"] in staged else ""
-        inputs[item["name"]] = (f"{item['dtype']}[B, {', '.join(map(str, item['shape']))}] {item['role']}"
+        inputs[item["name"]] = (f"{item['dtype']}[{_dims(('B', *item['shape']))}] {item['role']}"
                                 + (f", null {item['null']}" if item.get("null") else "") + made)
     d = {
         "file": s.path, "contract_version": spec.format_version,
@@ -145,6 +145,7 @@ def info(model, as_json, dim, x_name, t_name):
         "data_shape": list(spec.data_shape),
         **({"symbols": {k: _bounds(b) for k, b in spec.symbols.items()}} if spec.symbols else {}),
         "inputs": inputs,
+        **({"feed": _feed(spec)} if s.baked else {}),
         **({"condition_stage": ", ".join(f"{i['name']} {i['dtype']}[{', '.join(map(str, i['shape']))}]"
                                          for i in spec.stage["inputs"]) + f" -> {', '.join(staged)}, once per request"}
            if spec.stage else {}),
@@ -154,7 +155,8 @@ def info(model, as_json, dim, x_name, t_name):
         "default_nfe": s.nfe(), "variant": describe_variant(spec.variant), "training": spec.training,
         "architecture": spec.architecture,
         "classes": (f"{spec.num_classes} (labels 0..{spec.num_classes - 1}; {spec.null_class} = no label, "
-                    "classifier-free guidance)") if spec.num_classes else "none (unconditional)",
+                    "classifier-free guidance)") if spec.num_classes else
+                   "none (conditioned by its inputs)" if spec.inputs else "none (unconditional)",
         "log_likelihood": (f"no: {divergence_problem(spec, s.path)}" if divergence_problem(spec, s.path)
                            else "yes (divergence graph inside)"),
         "producer": spec.producer,
@@ -189,6 +191,20 @@ def _trial(s) -> tuple[str, FmError | None]:
     except FmError as e:
         return f"no: {e}", e
     return f"yes (3 rows at its defaults, {s.nfe()} NFE, {(time.perf_counter() - clock) * 1e3:.1f} ms)", None
+
+
+def _dims(shape) -> str:
+    return ", ".join(map(str, shape))
+
+
+def _feed(spec) -> str:
+    """A baked file's one call as any onnxruntime binding makes it: every input name, dtype and
+    shape, and the output."""
+    names = [f"{spec.z_name} float32[{_dims(('B', *spec.data_shape))}]"]
+    names += [f"{i['name']} {i['dtype']}[{_dims(('B', *i['shape']))}]" for i in spec.inputs]
+    stage = " (after the condition stage)" if spec.stage else ""
+    return (f"session.run({spec.out_name!r}, {{{'; '.join(names)}}}){stage} -> {spec.out_name} "
+            f"float32[{_dims(('B', *spec.data_shape))}]; B any, symbols within their bounds")
 
 
 def _bounds(b: dict) -> str:

@@ -105,8 +105,8 @@ function readDeclared(where, metadata, xName, tName) {
   const broken = ruleProblem(py);
   if (broken) throw refuse(where, broken[0], broken[2], broken[1]);
   const shape = m.data_shape, classes = m.num_classes;
-  const [inputs, symbols, stage, nullValues] = conditions(where, m, py, shape, kind,
-    new Set([classes ? NAMES.y : null, m.input_x, m.input_t, m.input_s]));
+  const taken = kind === 'baked' ? [m.input_z] : [classes ? NAMES.y : null, m.input_x, m.input_t, m.input_s];
+  const [inputs, symbols, stage, nullValues] = conditions(where, m, py, shape, kind, new Set(taken));
   return baseSpec({
     dataShape: shape, xName: xName ?? m.input_x, tName: tName ?? m.input_t, vName: m.output_v, kind,
     sName: kind === 'velocity' ? m.input_s : null,
@@ -226,13 +226,27 @@ function checkTypes(where, what, pairs) {
   }
 }
 
+// mirrors: fm_runtime/model/graph_io.py (_check_declared)
+/** Every input fm.inputs declares (contract version 4) is a graph input [batch, *shape] of its dtype. */
+function checkDeclared(where, spec, inputs) {
+  for (const item of spec.inputs) {
+    const g = graphIo(where, item.name, inputs, 'input');
+    if (g.type !== DTYPES[item.dtype] || g.shape.length !== 1 + item.shape.length
+        || g.shape.slice(1).some((d, j) => isInt(d) && isInt(item.shape[j]) && d !== item.shape[j])) {
+      throw new ModelError(`${where}: input ${show(item.name)} is ${g.type} ${show(g.shape)}; fm.inputs declares ${item.dtype} [batch, ${item.shape.join(', ')}]`, { field: item.name });
+    }
+  }
+}
+
 // mirrors: fm_runtime/model/graph_io.py (check_graph, _check_baked_graph, _check_velocity_graph)
 function checkGraph(where, spec, inputs, outputs) {
   if (spec.kind === 'baked') {
     const z = graphIo(where, spec.zName, inputs, 'input'), x = graphIo(where, spec.outName, outputs, 'output');
     checkTypes(where, 'baked sampler', [['input', spec.zName, z.type], ['output', spec.outName, x.type]]);
-    const extra = Object.keys(inputs).filter((n) => n !== spec.zName);
+    const fed = new Set([spec.zName, ...spec.inputs.map((i) => i.name)]);
+    const extra = Object.keys(inputs).filter((n) => !fed.has(n));
     if (extra.length) throw new ModelError(`${where}: the graph has inputs this runtime does not feed: ${extra.map(printable).join(', ')}`, { field: extra[0] });
+    checkDeclared(where, spec, inputs);
     checkShape(where, 'input', spec.zName, z.shape, spec.dataShape);
     checkShape(where, 'output', spec.outName, x.shape, spec.dataShape);
     return;
@@ -251,13 +265,7 @@ function checkGraph(where, spec, inputs, outputs) {
       throw new ModelError(`${where}: the flow map's start-time input ${show(spec.sName)} is ${s.type} ${show(s.shape)}; expected it shaped like ${show(spec.tName)} (${t.type} ${show(t.shape)})`, { field: spec.sName });
     }
   }
-  for (const item of spec.inputs) {     // contract version 4: [batch, *shape] of the declared dtype
-    const g = graphIo(where, item.name, inputs, 'input');
-    if (g.type !== DTYPES[item.dtype] || g.shape.length !== 1 + item.shape.length
-        || g.shape.slice(1).some((d, j) => isInt(d) && isInt(item.shape[j]) && d !== item.shape[j])) {
-      throw new ModelError(`${where}: input ${show(item.name)} is ${g.type} ${show(g.shape)}; fm.inputs declares ${item.dtype} [batch, ${item.shape.join(', ')}]`, { field: item.name });
-    }
-  }
+  checkDeclared(where, spec, inputs);
   if (spec.numClasses) {
     const y = graphIo(where, spec.yName, inputs, 'input');
     if (y.type !== 'tensor(int64)' || y.shape.length !== 1) {

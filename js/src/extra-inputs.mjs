@@ -18,8 +18,8 @@ const MAX_SYMBOL = CONTRACT.limits.max_symbol;
 /** fm.inputs and fm.symbols (contract version 4) beyond their schema, as Python's _conditions. */
 export function conditions(where, m, py, shape, kind, taken) {
   const symbols = m.symbols ?? {}, inputs = m.inputs ?? [];
-  if (kind === 'baked' && (inputs.length || shape.some((d) => typeof d === 'string'))) {
-    throw refuse(where, 'inputs', 'a baked file takes no extra inputs or symbolic shapes');
+  if (kind === 'baked' && (inputs.some((i) => 'null' in i) || Object.keys(m.null_values ?? {}).length)) {
+    throw refuse(where, 'inputs', 'a baked file guides inside its graph (its guidance input takes the weight); its conditions declare no nulls', 'null');
   }
   for (const [name, bounds] of Object.entries(symbols)) {
     if (!isSymbol(name)) throw refuse(where, 'symbols', `fm.symbols names ${show(name)}, which is not a symbol (letters, digits, _)`, name);

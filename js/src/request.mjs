@@ -36,9 +36,23 @@ function checkSchedule(spec, schedule, steps) {
   return [s, steps];
 }
 
+// mirrors: fm_runtime/engine/request.py (check_baked_guidance)
+/** A baked file guides, if at all, on every step against the nulls built into its graph. */
+function checkBakedGuidance(where, interval, nullCond) {
+  if (interval != null) {
+    throw usage('guidanceInterval', `${where} is a baked sampler: its graph guides on every step (sample the velocity file to guide on an interval)`);
+  }
+  if (nullCond && Object.keys(nullCond).length) {
+    throw usage('nullCond', `${where} is a baked sampler: its graph guides against the nulls built into it (sample the velocity file to guide against a negative prompt)`);
+  }
+}
+
 // mirrors: fm_runtime/engine/request.py (check_guided)
 function checkGuided(guidance, labels, spec, nullCond = null) {
   const guidable = spec.inputs.some((i) => i.null || i.role === 'guidance');
+  if (guidance !== 1 && spec.kind === 'baked' && spec.inputs.length && !guidable) {
+    throw usage('guidance', `guidance ${guidance}: this baked file was written without guidance (it has no guidance input); export it with --bake-guidance, or sample the velocity file`);
+  }
   if (guidance !== 1 && labels == null && !guidable && !(nullCond && Object.keys(nullCond).length)) {
     throw usage('guidance', `guidance ${guidance} needs labels (it weighs the conditional against the unconditional velocity)`);
   }
@@ -132,6 +146,7 @@ export function samplingRequest(spec, where, options, staged = {}) {
     if ((steps != null && steps !== b.steps) || (o.solver != null && o.solver !== b.solver)) {
       throw usage('solver', `${where} is a baked ${b.solver}:${b.steps} sampler; it cannot run ${o.solver ?? b.solver}:${steps ?? b.steps} (export another --bake)`);
     }
+    checkBakedGuidance(where, o.guidance_interval, o.null_cond);
   }
   [schedule, steps] = checkSchedule(spec, schedule, steps);
   steps ??= defaultSteps;

@@ -113,7 +113,7 @@ export class Sampler {
       const guide = { guidance: req.guidance, nulls: slice(req.nulls), interval: req.interval, calls: req.calls };
       stop();
       const v = this.baked ? null : this.velocityFn(b - a, labels, guide, slice(req.inputs), spec);
-      const solved = this.baked ? await this.runBaked(z, b - a)
+      const solved = this.baked ? await this.runBaked(z, b - a, slice(req.inputs), req.guidance, spec)
         : await integrate(async (x, t) => { stop(); return v(x, t); }, z, req.steps, req.solver, this.watch(req.steps, b - a), req.schedule);
       if (solved.x.length !== z.length) {
         throw new ModelError(`${this.where}: the graph returned ${solved.x.length} values for ${b - a} rows of shape [${spec.dataShape.join(', ')}]; refusing its output`);
@@ -163,9 +163,18 @@ export class Sampler {
     };
   }
 
-  async runBaked(z, rows) {
-    const { ort, spec } = this;
-    const res = await this.session.run({ [spec.zName]: new ort.Tensor('float32', z, [rows, ...spec.dataShape]) });
+  // mirrors: fm_runtime/engine/backends.py (BakedGraph)
+  /** A baked file's one call: the noise and, in a conditioned file, its inputs (the guidance
+   * weight among them) as one evaluation of the velocity loop would feed them. */
+  async runBaked(z, rows, inputs = {}, guidance = 1, spec = this.spec) {
+    const { ort } = this;
+    const scale = spec.inputs.find((i) => i.role === 'guidance');
+    const extra = { ...inputs, ...(scale ? { [scale.name]: { data: new Float32Array(rows).fill(guidance), dims: [] } } : {}) };
+    const feed = { [spec.zName]: new ort.Tensor('float32', z, [rows, ...spec.dataShape]) };
+    for (const [name, v] of Object.entries(extra)) {
+      feed[name] = new ort.Tensor(v.data instanceof BigInt64Array ? 'int64' : 'float32', v.data, [rows, ...v.dims]);
+    }
+    const res = await this.session.run(feed);
     const { data: x, dims } = res[spec.outName];
     if (dims.join(',') !== [rows, ...spec.dataShape].join(',')) {     // as Python's checked()
       throw new ModelError(`${this.where}: the graph returned samples of shape [${dims.join(', ')}] for ${rows} rows of shape [${spec.dataShape.join(', ')}]; refusing its output`);

@@ -86,6 +86,10 @@ DIRECT = {
     "js/src/sampler.mjs#Sampler.rawVelocity -> fm_runtime/engine/velocity.py#_call": "test_backends.py (samples)",
     "js/src/schema.mjs#check -> fm_runtime/model/schema.py#check": "test_schema_checks_and_load_failures_read_the_same",
     "js/src/session.mjs#loadFailure -> fm_runtime/model/session.py#load_failure": "test_schema_checks_and_load_failures_read_the_same",
+    "js/src/sampler.mjs#Sampler.runBaked -> fm_runtime/engine/backends.py#BakedGraph":
+        "test_baked_conditioned.py (samples of a baked conditioned file)",
+    "js/src/request.mjs#checkBakedGuidance -> fm_runtime/engine/request.py#check_baked_guidance":
+        "test_baked_conditioned.py (refusals)",
 }
 
 
