@@ -10,8 +10,8 @@ export { Sampler, inspect, DEFAULT_TILE } from './sampler.mjs';
 export { SOLVERS, DEFAULT_SOLVER, DEFAULT_STEPS } from './solvers.mjs';
 export { Schedule, parseSchedule } from './schedules.mjs';
 
-/** The moons model shipped in the Python package, relative to this module. */
-export const DEFAULT_MODEL = new URL('../../fm_runtime/assets/moons.onnx', import.meta.url).href;
+/** The moons model shipped in the Python package, copied beside this module (scripts/shared-files.mjs). */
+export const DEFAULT_MODEL = new URL('./moons.onnx', import.meta.url).href;
 
 async function readSource(source) {
   if (source instanceof Uint8Array) return [source, 'model'];

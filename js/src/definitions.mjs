@@ -1,8 +1,9 @@
 // The contract as data: fm_runtime/contract.json, the same file the Python runtime reads (keys and
-// their schemas, which kinds require them, limits, graph names, solver tableaus, schedule bounds).
-// In a page it is fetched from the same server as this module (js/serve.mjs serves the repository).
+// their schemas, which kinds require them, limits, graph names, solver tableaus, schedule bounds),
+// copied here as src/contract.json by `npm ci` in js/ (scripts/shared-files.mjs) so that the npm
+// package carries it. In a page it is fetched from the same server as this module.
 
-import CONTRACT from '../../fm_runtime/contract.json' with { type: 'json' };
+import CONTRACT from './contract.json' with { type: 'json' };
 
 export { CONTRACT };
 export const LIMITS = CONTRACT.limits;

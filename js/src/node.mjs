@@ -14,8 +14,8 @@ export { Sampler, inspect, DEFAULT_TILE } from './sampler.mjs';
 export { SOLVERS, DEFAULT_SOLVER, DEFAULT_STEPS } from './solvers.mjs';
 export { Schedule, parseSchedule } from './schedules.mjs';
 
-/** The moons model shipped in the Python package (fm_runtime/assets/moons.onnx). */
-export const DEFAULT_MODEL = fileURLToPath(new URL('../../fm_runtime/assets/moons.onnx', import.meta.url));
+/** The moons model shipped in the Python package (fm_runtime/assets/moons.onnx), copied beside this module (scripts/shared-files.mjs). */
+export const DEFAULT_MODEL = fileURLToPath(new URL('./moons.onnx', import.meta.url));
 
 async function readSource(source) {
   if (source instanceof Uint8Array) return [source, 'model'];
