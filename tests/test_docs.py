@@ -64,3 +64,12 @@ def test_every_quoted_figure_names_the_command_that_measures_it():
                 unsourced.append(f"{page.name} {head or '(top)'}: {FIGURE.findall(prose)[:4]}")
     assert not missing, f"commands name scripts that do not exist: {missing}"
     assert not unsourced, f"figures quoted with no command that produces them: {unsourced}"
+
+
+def test_the_python_api_pages_first_block_runs_as_pasted(tmp_path):
+    """docs/python-api.md's first block, written to a file and run in an empty folder, as a reader would."""
+    text = (REPO / "docs" / "python-api.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
+    (tmp_path / "example.py").write_text(block)
+    p = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]

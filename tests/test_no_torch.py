@@ -15,7 +15,7 @@ def test_torch_side_without_torch_says_which_extra(entry, args):
     body = BLOCK.replace('"training", "export", ', "") + f"from training.launch import {entry}; {entry}({args!r})"
     p = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
-    assert "fm-runtime[train]" in p.stderr and "Traceback" not in p.stderr
+    assert "pip install '.[train]'" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
 
 

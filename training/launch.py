@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-HINT = ("install it with: pip install torch==2.13.0 && pip install 'fm-runtime[train]' "
+HINT = ("install it in the fm-runtime checkout with: pip install torch==2.13.0 && pip install '.[train]' "
         "(torch first, so that pip takes its CPU build)")
 
 

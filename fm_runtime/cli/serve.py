@@ -76,7 +76,7 @@ def serve(models, host, port, batching, max_batch_rows, max_delay_ms, max_queue,
     steps, solver, schedule, guidance (optional input noise; labels; conditions by name) returns
     FP32 samples, the same as fm-run sample with the same arguments. Files with a divergence graph
     are also NAME-logprob (input x, output logprob). GET /v2/health/ready, /v2/models/NAME for
-    metadata, /metrics for Prometheus. Needs the serve extra: pip install "fm-runtime[serve]".
+    metadata, /metrics for Prometheus. Needs the serve extra: pip install ".[serve]" in the fm-runtime checkout.
 
     \b
     Examples:
@@ -88,7 +88,7 @@ def serve(models, host, port, batching, max_batch_rows, max_delay_ms, max_queue,
 
         from ..serve.app import Limits, build_app
     except ImportError as e:
-        raise UsageError(f'fm-run serve needs the serve extra ({e.name} is missing): pip install "fm-runtime[serve]"') from None
+        raise UsageError(f'fm-run serve needs the serve extra ({e.name} is missing): in the fm-runtime checkout, pip install ".[serve]"') from None
     samplers = {}
     for path in models or (None,):
         # single-threaded graph calls, parallel over --threads workers: tiles of a solve as fm-run

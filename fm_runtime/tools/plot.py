@@ -6,7 +6,7 @@ import numpy as np
 from ..errors import FmError
 from .io import atomic_write
 
-INSTALL_HINT = "plotting needs matplotlib: pip install 'fm-runtime[plot]'"
+INSTALL_HINT = "plotting needs matplotlib: in the fm-runtime checkout, pip install '.[plot]'"
 
 
 def require_matplotlib():

@@ -66,7 +66,7 @@ from fm_runtime.cli.main import main
 main()
 ''')
     assert p.returncode == 2
-    assert "pip install 'fm-runtime[plot]'" in p.stderr
+    assert "pip install '.[plot]'" in p.stderr
     assert "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "t.png").exists()
