@@ -60,7 +60,7 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option("--progress/--no-progress", default=None,
               help="Progress on stderr for long runs [default: when stderr is a terminal].")
 @click.option("--plot", type=click.Path(dir_okay=False),
-              help="Draw the 1x9 trajectory figure (noise -> data) to this PNG; needs the plot extra.")
+              help="Draw the trajectory from noise to data (up to 9 panels, 3x3) to this PNG; needs the plot extra.")
 @class_options
 @click.option("--logprob", "logprob_out", type=click.Path(dir_okay=False),
               help="Also write the log density of each sample (nats, float64 [n] .npy), computed in "
@@ -198,7 +198,7 @@ def _check_memory(sampler, req, rows: int, out, in_memory: bool, plot, grid) -> 
                             f"about {limits.describe(one)}, more than the {limits.describe(limits.budget())} budget "
                             "(--max-memory); nothing sampled")
     if (in_memory or not out) and need > limits.budget():
-        raise click.UsageError(f"{rows:,} samples need about {limits.describe(need)} in memory, more than "
+        raise ResourceError(f"{rows:,} samples need about {limits.describe(need)} in memory, more than "
                                f"the {limits.describe(limits.budget())} budget (--max-memory); write them with "
                                "--out (streamed in chunks)" + (" and drop --plot" if plot else ""))
 

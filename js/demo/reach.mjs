@@ -2,7 +2,7 @@
 // obstacle centre (x, y), radius and samples chunks of 16 waypoints [16, 2]. Drag the start, the
 // goal or the obstacle (pointer events) or move the radius slider; after each change (debounced,
 // one sample call in flight at most) the page samples 32 paths on onnxruntime-web (wasm) and
-// redraws them. ?model=URL names the file (default: reach.onnx next to this page).
+// redraws them. ?model=URL names the file (default: reach.onnx next to this page; /reach.onnx: the served root's).
 //
 // For tests and the console, window.fmReach = {
 //   ready:    a Promise, settled after the first model load and draw (rejects if loading fails),
@@ -207,6 +207,11 @@ async function loadModel(source, name) {
     $('model').textContent = `${name}: not loaded`;
     state.message = 'no model loaded: choose a model file';
     showError(e);
+    if (/not found/.test(e.message ?? '')) {     // the usual first visit: nothing trained yet, or a path off the served root
+      $('error').textContent += ' — train and export the reach model first (fm-train fit --data reach --out reach.ckpt && '
+        + 'fm-export reach.ckpt --out reach.onnx, in the repository folder), then open reach.html?model=/reach.onnx '
+        + '(a path from the folder js/serve.mjs serves), or choose the file above';
+    }
     setStats([]);
     draw();
     throw e;

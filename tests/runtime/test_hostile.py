@@ -64,5 +64,5 @@ def test_commands_run_in_process_leave_the_process_as_they_found_it(tmp_path):
     assert limits.budget() == limits.parse_size(limits.DEFAULT_BUDGET) and limits.over_watched_budget() is None
     # the budget still refuses work past it, as in a real run
     p = run_cli("fm-run", "sample", str(TINY), "-n", "100000000", "--max-memory", "300M", cwd=tmp_path, check=False)
-    assert p.returncode == 2 and "more than the 300 MiB budget (--max-memory)" in p.stderr, p.stderr
+    assert p.returncode == 9 and "more than the 300 MiB budget (--max-memory)" in p.stderr, p.stderr
     assert resource.getrlimit(resource.RLIMIT_DATA) == before[0]
