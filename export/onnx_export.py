@@ -35,6 +35,7 @@ from .divergence import diagonal
 from .errors import ExportError
 from .flowmap import Diagonal
 from .fold import fold_time_columns
+from .ids import id_ranges
 from .jvp import divergence_graph
 from .signature import Signature
 from .stage import export_stage, stage_inputs
@@ -179,6 +180,10 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         default_steps = schedule.steps
     stage("tracing the network with torch.onnx")
     proto, traced = _trace(adapter, module, data_shape, kind, num_classes, sig, baked, schedule, guide)
+    if file_sig and traced is not None:      # ids an embedding takes: the readers refuse others
+        ranges = id_ranges(traced, {i["name"] for i in file_sig.inputs if i["dtype"] == "int64"})
+        file_sig = replace(file_sig, inputs=[dict(i, range=ranges[i["name"]]) if i["name"] in ranges else i
+                                             for i in file_sig.inputs])
     velocity_proto, velocity_net = (diagonal(proto), Diagonal(adapter)) if kind == "map" else (proto, adapter)
     if divergence and not bake:
         stage("deriving the log-likelihood graph and checking it against torch autodiff")

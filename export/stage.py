@@ -12,6 +12,7 @@ import torch
 
 from .checks import add_selftest, check_proto
 from .errors import ExportError
+from .ids import id_ranges
 from .signature import Signature, parse_input
 from .torch_onnx import export_program
 
@@ -62,5 +63,7 @@ def export_stage(condition: dict, items: list[dict], sig: Signature, opset: int)
                 raise ExportError(f"export check failed: the condition stage's output {name} differs between "
                                   "onnxruntime and torch; no file written")
     data = add_selftest(proto, (), "stage", probe=feed(2, 0))
+    ranges = id_ranges(proto, {i["name"] for i in items if i["dtype"] == "int64"})
     return {"onnx_base64": base64.b64encode(data).decode("ascii"),
-            "inputs": [dict(i, shape=list(i["shape"])) for i in items], "outputs": outputs}
+            "inputs": [dict(i, shape=list(i["shape"]), **({"range": ranges[i["name"]]} if i["name"] in ranges else {}))
+                       for i in items], "outputs": outputs}

@@ -236,6 +236,13 @@ def metadata_cases() -> list[dict]:
              error="ModelError", key="fm.symbols", field="T.min"),
         case("a symbol of another spelling", {"symbols": '{"T": {}, "2T": {}}'}, base=COND, io=COND_IO,
              error="ModelError", key="fm.symbols", field="2T"),
+        case("a range on a float32 input", {"inputs": inputs_with(0, range=[0, 9])}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.inputs", field="[0].range"),
+        case("a range whose low is above its high", {"condition_stage": stage_with(
+            inputs=[{"name": "tokens", "dtype": "int64", "shape": ["L"], "range": [9, 0]}])}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.condition_stage", field="inputs[0].range"),
+        case("a range of three numbers", {"inputs": inputs_with(0, range=[0, 1, 2])}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.inputs", field="[0].range"),
         case("an unknown role", {"inputs": inputs_with(0, role="context")}, base=COND, io=COND_IO,
              error="ModelError", key="fm.inputs", field="[0].role"),
         case("an input without a dtype", {"inputs": inputs_with(2, dtype=None)}, base=COND, io=COND_IO,

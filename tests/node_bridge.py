@@ -17,7 +17,8 @@ SCRIPT = """
 import { readFileSync } from 'node:fs';
 import { load } from %(node)s;
 const jobs = JSON.parse(readFileSync(%(jobs)s, 'utf8'));
-const typed = (v) => (v && v.dims && v.int ? { data: BigInt64Array.from(v.data, BigInt), dims: v.dims }
+const typed = (v) => (v && v.dims && v.uint ? { data: BigUint64Array.from(v.data, BigInt), dims: v.dims }
+  : v && v.dims && v.int ? { data: BigInt64Array.from(v.data, BigInt), dims: v.dims }
   : v && v.dims ? { data: Float32Array.from(v.data), dims: v.dims } : v);
 const out = [];
 for (const job of jobs) {
@@ -49,6 +50,8 @@ console.log(JSON.stringify(out));
 
 def arg(a: np.ndarray) -> dict:
     a = np.asarray(a)
+    if a.dtype.kind == "u":          # as decimal strings: JSON numbers past 2^53 would lose digits
+        return {"data": [str(v) for v in a.ravel().tolist()], "dims": list(a.shape), "int": True, "uint": True}
     return {"data": a.ravel().tolist(), "dims": list(a.shape), "int": a.dtype.kind in "iu"}
 
 

@@ -121,14 +121,21 @@ def test_bad_requests_are_refused_alike(tts, tmp_path):
                 {"cond": {"mu": np.zeros((0, 4, 8), np.float32), "spks": SPKS}},                 # no rows
                 {"n": 2, "cond": {"tokens": TOKENS.astype(np.float32), "spks": SPKS}},           # ids as floats
                 {"n": 2, "cond": {"tokens": TOKENS, "spks": SPKS}, "guidance": 2.0, "guidanceInterval": [0, 1, 1]},
-                {"n": 2, "cond": {"tokens": TOKENS + 1000, "spks": SPKS}}]                       # ids past the vocabulary
+                {"n": 2, "cond": {"tokens": TOKENS + 1000, "spks": SPKS}},                       # ids past the vocabulary
+                {"n": 2, "cond": {"tokens": -TOKENS, "spks": SPKS}},                             # negative ids
+                {"n": 2, "cond": {"tokens": np.full((2, 3), 2**64 - 1, np.uint64), "spks": SPKS}}]   # past int64
     py_requests = [dict(r) for r in requests]
     py_requests[3]["guidance_interval"] = py_requests[3].pop("guidanceInterval")
     py, _ = refusals(path, py_requests, tmp_path, node=False)
     js = [r["error"] if isinstance(r, dict) else None for r in node_sample(tmp_path, [(path, requests)])]
     # the stage passed its self-test at load, so its failure on token ids past its vocabulary is
     # the request's (InputError, exit 4; HTTP 400 from fm-run serve), not the file's
-    assert py == js == ["UsageError", "UsageError", "InputError", "UsageError", "InputError"], (py, js)
+    assert py == js == ["UsageError", "UsageError", "InputError", "UsageError", "InputError", "InputError",
+                        "InputError"], (py, js)
+    # the range comes from the stage's embedding table, at export: a negative id (which onnxruntime
+    # would read from the table's end) is refused before anything runs
+    low, high = next(i for i in fm_runtime.load(path).spec.stage["inputs"] if i["name"] == "tokens")["range"]
+    assert low == 0 and high >= TOKENS.max()
     s = fm_runtime.load(path)
     for bad in ([1, 2], "tokens", ("tokens",)):
         with pytest.raises(fm_runtime.UsageError, match="cond must be a dict"):

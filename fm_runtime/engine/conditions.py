@@ -146,9 +146,16 @@ def _as_array(item: dict, value) -> np.ndarray:
     if arr.dtype.kind not in ("fiu" if floats else "iu") or arr.dtype == bool:
         raise bad_input("cond", field=name, message=f"condition {name!r} must be {item['dtype']} "
                         f"{'numbers' if floats else 'integers'}, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise bad_input("cond", field=name, message=f"condition {name!r} holds {int(arr.max())}, past int64")
     arr = arr.astype(np.float32 if floats else np.int64, copy=False)
     if floats and not np.isfinite(arr).all():
         raise bad_input("cond", field=name, message=f"condition {name!r} contains NaN or Inf")
+    if "range" in item and arr.size:
+        (low, high), bad = item["range"], arr[(arr < item["range"][0]) | (arr > item["range"][1])]
+        if bad.size:
+            raise bad_input("cond", field=name, message=f"condition {name!r} holds the id {int(bad[0])}; this file takes "
+                                                        f"{low}..{high}")
     return arr
 
 

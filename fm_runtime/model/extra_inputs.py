@@ -18,6 +18,13 @@ def refuse(where: str, key: str, what: str, field: str | None = "") -> ModelErro
     return ModelError(f"{where}: {what}", key=PREFIX + key, field=field)
 
 
+def check_range(where: str, key: str, item: dict, field: str) -> None:
+    """An input's declared range of ids: an int64 input's, low <= high."""
+    if "range" in item and (item["dtype"] != "int64" or item["range"][0] > item["range"][1]):
+        raise refuse(where, key, f"{item['name']!r} declares the range {item['range']}: only an int64 input has one, "
+                                 "[low, high] with low <= high", field + ".range")
+
+
 def read_conditions(where: str, m: dict, shape: list, kind: str, taken: set) -> tuple[tuple, dict]:
     """fm.inputs and fm.symbols (contract version 4), beyond their schema: names unique and apart
     from x, t and y (a baked file's: z); none with a null in a baked file; every symbol declared, with min <= max; a null only for a condition; a mask
@@ -46,6 +53,7 @@ def read_conditions(where: str, m: dict, shape: list, kind: str, taken: set) -> 
                 d != 1 and d != s for d, s in zip(item["shape"], shape))):
             raise refuse(where, "inputs", f"fm.inputs {item['name']!r}: a mask is float32 with the data's rank, each "
                           f"dimension 1 or the data's ({list(shape)}), got {item['dtype']} {item['shape']}", field + ".shape")
+        check_range(where, "inputs", item, field)
         if item["role"] == "guidance" and (item["dtype"] != "float32" or item["shape"]):
             raise refuse(where, "inputs", f"fm.inputs {item['name']!r}: a guidance input is one float32 per row "
                           "(shape [])", field + ".shape")
@@ -109,6 +117,7 @@ def read_stage(where: str, stage: dict, inputs: tuple, symbols: dict) -> dict:
         if item["name"] in declared or [j["name"] for j in stage["inputs"]].index(item["name"]) != i:
             raise refuse(where, "condition_stage", f"fm.condition_stage input {item['name']!r} is named twice "
                           "(or as an input of fm.inputs)", f"inputs[{i}].name")
+        check_range(where, "condition_stage", item, f"inputs[{i}]")
         unknown = [d for d in item["shape"] if isinstance(d, str) and d not in symbols]
         if unknown:
             raise refuse(where, "condition_stage", f"fm.condition_stage input {item['name']!r} uses {unknown[0]}, "

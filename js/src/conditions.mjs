@@ -177,7 +177,14 @@ export function asArray(item, value) {
       || !Array.from(value.data).every((v) => typeof v === 'bigint' || Number.isInteger(v))) {
     throw badInput('cond', `${source} must be int64 integers, got ${value.data.constructor.name}`, name);
   }
-  return [BigInt64Array.from(value.data, (v) => BigInt(v)), shape];
+  const past = Array.from(value.data, (v) => BigInt(v)).find((v) => v > 2n ** 63n - 1n || v < -(2n ** 63n));
+  if (past !== undefined) throw badInput('cond', `${source} holds ${past}, past int64`, name);
+  const data = BigInt64Array.from(value.data, (v) => BigInt(v));
+  if (item.range) {
+    const [low, high] = item.range, bad = data.find((v) => v < BigInt(low) || v > BigInt(high));
+    if (bad !== undefined) throw badInput('cond', `${source} holds the id ${bad}; this file takes ${low}..${high}`, name);
+  }
+  return [data, shape];
 }
 
 // mirrors: fm_runtime/engine/conditions.py (_check_size)

@@ -14,6 +14,14 @@ export const refuse = (where, key, what, field = '') => new ModelError(`${where}
 
 const MAX_SYMBOL = CONTRACT.limits.max_symbol;
 
+// mirrors: fm_runtime/model/extra_inputs.py (check_range)
+/** An input's declared range of ids: an int64 input's, low <= high. */
+function checkRange(where, key, item, field) {
+  if ('range' in item && (item.dtype !== 'int64' || item.range[0] > item.range[1])) {
+    throw refuse(where, key, `${show(item.name)} declares the range ${show(item.range)}: only an int64 input has one, [low, high] with low <= high`, `${field}.range`);
+  }
+}
+
 // mirrors: fm_runtime/model/extra_inputs.py (read_conditions)
 /** fm.inputs and fm.symbols (contract version 4) beyond their schema, as Python's _conditions. */
 export function conditions(where, m, py, shape, kind, taken) {
@@ -44,6 +52,7 @@ export function conditions(where, m, py, shape, kind, taken) {
         || item.shape.some((d, j) => d !== 1 && d !== shape[j]))) {
       throw refuse(where, 'inputs', `fm.inputs ${show(item.name)}: a mask is float32 with the data's rank, each dimension 1 or the data's`, `${field}.shape`);
     }
+    checkRange(where, 'inputs', item, field);
     if (item.role === 'guidance' && (item.dtype !== 'float32' || item.shape.length)) {
       throw refuse(where, 'inputs', `fm.inputs ${show(item.name)}: a guidance input is one float32 per row (shape [])`, `${field}.shape`);
     }
@@ -63,6 +72,7 @@ export function conditions(where, m, py, shape, kind, taken) {
       if (declared.includes(item.name) || stage.inputs.findIndex((j) => j.name === item.name) !== i) {
         throw refuse(where, 'condition_stage', `fm.condition_stage input ${show(item.name)} is named twice (or as an input of fm.inputs)`, `inputs[${i}].name`);
       }
+      checkRange(where, 'condition_stage', item, `inputs[${i}]`);
       const unknown = item.shape.filter((d) => typeof d === 'string' && !Object.hasOwn(symbols, d));
       if (unknown.length) throw refuse(where, 'condition_stage', `fm.condition_stage input ${show(item.name)} uses ${unknown[0]}, which fm.symbols does not declare`, `inputs[${i}].shape`);
     });

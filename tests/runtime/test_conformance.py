@@ -103,6 +103,7 @@ def test_a_new_key_touches_contract_json_alone(tmp_path):
     contract["keys"]["made_up_limit"] = {"since": 3, "required_for": [], "schema": {
         "type": "object", "properties": {"rows": {"type": "integer", "minimum": 1, "maximum": 5}}, "required": ["rows"]}}
     (tmp_path / "fm_runtime" / "contract.json").write_text(json.dumps(contract))
+    (tmp_path / "js" / "src" / "contract.json").write_text(json.dumps(contract))    # the JS package's copy (npm's prepare)
     base = vectors("metadata")[0]
     cases = [None, '{"rows": 3}', '{"rows": 9}', '{"cols": 1}']
     metas = [{**base["metadata"], "fm.format_version": "3", **({} if raw is None else {"fm.made_up_limit": raw})}

@@ -45,6 +45,7 @@ def copy_of_the_readers(root, change=None):
     if change:
         change(contract)
     path.write_text(json.dumps(contract))
+    (root / "js" / "src" / "contract.json").write_text(path.read_text())    # the JS package's copy (npm's prepare)
     return root
 
 

@@ -28,6 +28,7 @@ def copy(tmp_path_factory) -> Path:
     contract = json.loads((tmp / "fm_runtime" / "contract.json").read_text())
     contract["options"]["declared"]["dummy"] = DUMMY
     (tmp / "fm_runtime" / "contract.json").write_text(json.dumps(contract))
+    (tmp / "js" / "src" / "contract.json").write_text(json.dumps(contract))    # the JS package's copy (npm's prepare)
     return tmp
 
 

@@ -100,7 +100,7 @@ OPTION_CASES = [
     (["--steps", "1000000000000000"], 2, "--steps"),
     (["-n", "0"], 2, "-n"),
     (["-n", "10000000000000"], 2, "is not in the range 1<=x<=1000000000000"),
-    (["-n", "100000000000"], 2, "in memory, more than the"),
+    (["-n", "100000000000"], 9, "in memory, more than the"),
     (["-n", "100000000000", "--out", "{tmp}/x.npy"], 7, "GB is free"),
     (["--solver", "dopri"], 2, "--solver"),
     (["--solver", "dopri5", "--steps", "4"], 2, "dopri5 chooses its own steps"),
