@@ -241,6 +241,8 @@ def metadata_cases() -> list[dict]:
         case("a range whose low is above its high", {"condition_stage": stage_with(
             inputs=[{"name": "tokens", "dtype": "int64", "shape": ["L"], "range": [9, 0]}])}, base=COND, io=COND_IO,
              error="ModelError", key="fm.condition_stage", field="inputs[0].range"),
+        case("a condition stage with no inputs", {"condition_stage": stage_with(inputs=[])}, base=COND, io=COND_IO,
+             error="ModelError", key="fm.condition_stage", field="inputs"),
         case("a range of three numbers", {"inputs": inputs_with(0, range=[0, 1, 2])}, base=COND, io=COND_IO,
              error="ModelError", key="fm.inputs", field="[0].range"),
         case("an unknown role", {"inputs": inputs_with(0, role="context")}, base=COND, io=COND_IO,

@@ -186,3 +186,12 @@ def test_lenient_base64_in_the_stage_is_refused_in_both(tts, tmp_path):
         path = with_stage(tts, f"b64-{name}.onnx", text)
         py, js = refusals(path, [{"cond": {"tokens": TOKENS, "spks": SPKS}, "seed": 0}], tmp_path)
         assert py == js == ["ModelError"], (name, py, js)
+
+
+@pytest.mark.parametrize("text", ["AAAA", "!!!"])
+def test_fm_run_info_refuses_a_stage_that_sample_refuses(tts, text):
+    """info opens the condition stage as sample would: garbage or not base64 is exit 3 in both."""
+    from .conftest import run_cli
+    path = with_stage(tts, f"info-{len(text)}.onnx", text)
+    info = run_cli("fm-run", "info", str(path), check=False)
+    assert info.returncode == 3 and "condition_stage" in info.stdout + info.stderr, info.stderr

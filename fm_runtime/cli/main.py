@@ -183,6 +183,10 @@ def _trial(s) -> tuple[str, FmError | None]:
     probe, and a graph can pass it yet fail at another batch size). A failure is reported in the
     table and raised after it, so `fm-run info` exits with the code `fm-run sample` would."""
     if s.spec.inputs or s.spec.symbolic:
+        try:
+            s.stage_session()           # a stage that cannot load fails here, as sample would
+        except FmError as e:
+            return f"no: {e}", e
         return "not tried (needs its conditions: fm-run sample --cond)", None
     import time
     clock = time.perf_counter()

@@ -124,14 +124,22 @@ class Sampler:
         return request.resolve(self.spec, self.path, "sample", given, first=first, stage=self.through_stage)
 
     @guarded
+    def stage_session(self) -> ort.InferenceSession | None:
+        """The condition stage's session (None: the file has no stage), opened and self-tested on
+        first use: a stage that cannot load raises ModelError here."""
+        with self._jvp_lock:
+            if self._stage_session is None and self.spec.stage:
+                self._stage_session = open_stage(self.spec, self.path, self.providers, self.session_options,
+                                                 self.allow_loops)
+            return self._stage_session
+
+    @guarded
     def through_stage(self, cond: dict | None, guidance=1.0, run_options=None) -> tuple[dict | None, dict]:
         """(the conditions with the condition stage's inputs replaced by its outputs, the nulls it
         made for guidance) (see conditions.through_stage); counts its runs in `stage_calls`."""
         def run(feed: dict) -> list:
+            self.stage_session()
             with self._jvp_lock:
-                if self._stage_session is None:
-                    self._stage_session = open_stage(self.spec, self.path, self.providers, self.session_options,
-                                                     self.allow_loops)
                 self.stage_calls += 1
             try:
                 return self._stage_session.run(self.spec.stage["outputs"], feed, run_options or RUN)
