@@ -21,9 +21,10 @@ def _dims(ctx, param, values) -> tuple[int | None, dict[str, int]]:
     """--dim N (a plain file's data dimension) and --dim NAME=N (a symbol's size), repeatable."""
     plain, symbols = None, {}
     for value in values:
-        name, _, size = value.rpartition("=")
-        if not size.isascii() or not size.isdigit() or int(size) < 1 or len(size) > 9 or (name and not name.isidentifier()):
-            raise click.BadParameter(f"{value!r} is not N or NAME=N (a positive size, e.g. 2 or T=50)")
+        name, eq, size = value.rpartition("=")
+        if not size.isascii() or not size.isdigit() or len(size) > 9 or int(size) < 1 or (eq and not name.isidentifier()):
+            shown = value if len(value) <= 40 else value[:40] + f"... ({len(value):,} characters)"
+            raise click.BadParameter(f"{shown!r} is not N or NAME=N (a positive size, e.g. 2 or T=50)")
         if not name:
             if plain is not None:
                 raise click.BadParameter("give the data dimension once")

@@ -99,6 +99,8 @@ OPTION_CASES = [
     (["--steps", "-3"], 2, "--steps"),
     (["--steps", "1000000000000000"], 2, "--steps"),
     (["-n", "0"], 2, "-n"),
+    (["--dim", "=4"], 2, "is not N or NAME=N"),
+    (["--dim", "T=" + "9" * 5000], 2, "(5,002 characters)' is not N or NAME=N"),
     (["-n", "10000000000000"], 2, "is not in the range 1<=x<=1000000000000"),
     (["-n", "100000000000"], 9, "in memory, more than the"),
     (["-n", "100000000000", "--out", "{tmp}/x.npy"], 7, "GB is free"),
