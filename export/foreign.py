@@ -30,6 +30,8 @@ def load_factory(spec: str) -> torch.nn.Module:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(mod_name)
+    except SystemExit as e:
+        raise ExportError(f"--module {spec}: importing {mod_name} called sys.exit({e.code!r}); nothing written") from None
     except Exception as e:
         raise ExportError(f"--module {spec}: cannot import {mod_name} ({_one_line(e)}); run from the folder "
                           "that holds it or add that folder to PYTHONPATH") from None
@@ -40,6 +42,8 @@ def load_factory(spec: str) -> torch.nn.Module:
         return target
     try:
         net = target()
+    except SystemExit as e:
+        raise ExportError(f"--module {spec}: {attr}() called sys.exit({e.code!r}); nothing written") from None
     except Exception as e:
         raise ExportError(f"--module {spec}: calling {attr}() failed ({_one_line(e)}); the factory must "
                           "build the network with no arguments") from None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fm_runtime.definitions import CONTRACT
-from fm_runtime.model.schema import is_symbol
+from fm_runtime.model.schema import MAX_DIM, is_symbol
 
 from .errors import ExportError
 
@@ -28,12 +28,17 @@ def parse_shape(text, what: str = "data shape", low: int = 1) -> tuple:
             if not is_symbol(s):
                 raise ExportError(f"{what}: {s!r} is neither a size nor a symbol (letters, digits, _)")
             out.append(s)
-        elif isinstance(s, bool) or int(s) < 1:
-            raise ExportError(f"{what}: sizes are positive integers, got {s!r}")
+        elif isinstance(s, bool) or len(str(s)) > 10 or int(s) < 1 or int(s) > MAX_DIM:
+            shown = str(s) if len(str(s)) <= 20 else f"{str(s)[:20]}... ({len(str(s)):,} digits)"
+            raise ExportError(f"{what}: sizes are positive integers up to {MAX_DIM:,}, got {shown}")
         else:
             out.append(int(s))
     if len(out) < low:
         raise ExportError(f"{what} is empty; give sizes or symbols like 16,T")
+    fixed = int(np.prod([d for d in out if isinstance(d, int)], dtype=np.float64))
+    if fixed > MAX_DIM:
+        raise ExportError(f"{what}: {list(out)} holds {fixed:,} values per row before any symbol; the runtime takes at "
+                          f"most {MAX_DIM:,}")
     return tuple(out)
 
 

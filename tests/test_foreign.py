@@ -191,6 +191,11 @@ def make_wide():
 
 def broken():
     raise ValueError("no config")
+
+
+def quits():
+    import sys
+    sys.exit(0)
 '''
 
 
@@ -215,6 +220,10 @@ def test_cli_exports_a_module_with_weights_and_adds_divergence(tmp_path):
         (["--module", "mynets:make_mlp"], 2, "--data-shape is required"),
         (["--module", "mynets:make_mlp", "--data-shape", "2", "--call", "x,q"], 8, "cannot read 'q'"),
         (["m.onnx"], 2, "fm-run sample m.onnx"),
+        (["--module", "mynets:quits", "--data-shape", "2"], 8, "quits() called sys.exit(0); nothing written"),
+        (["--module", "mynets:make_mlp", "--data-shape", "2", "--input", "mu=float32[1000000000]"], 8,
+         "sizes are positive integers up to 268,435,456, got 1000000000"),
+        (["--module", "mynets:make_mlp", "--data-shape", "9" * 5000], 2, "(5,000 digits)"),
     ]:
         p = run_cli("fm-export", *bad, "--out", "bad.onnx", cwd=tmp_path, check=False)
         assert p.returncode == code and words in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

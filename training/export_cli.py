@@ -25,11 +25,13 @@ _CALL_HELP = ("How the network is called: x,t | t,x | cat(x,t) | cat(t,x) | x=,t
 def _shape(ctx, param, value):
     if value is None:
         return None
-    items = [s.strip() for s in value.replace("x", ",").split(",")]
-    if not items or not all(s.isdigit() and int(s) >= 1 or (s.isidentifier() and s.isascii()) for s in items):
-        raise click.BadParameter(f"one sample's shape as positive integers or symbols, e.g. 2, 1,8,8 or 16,T; "
-                                 f"got {value!r}")
-    return tuple(int(s) if s.isdigit() else s for s in items)
+    from export.errors import ExportError
+    from export.signature import parse_shape
+    try:
+        return parse_shape(value)
+    except ExportError as e:
+        raise click.BadParameter(f"one sample's shape as positive integers or symbols, e.g. 2, 1,8,8 or 16,T ({e})") \
+            from None
 
 
 def _pairs(what: str, example: str):
