@@ -103,10 +103,14 @@ class Sampler:
         request.check_guided(guidance, labels)
         return velocity_at(self.session, self.spec, x, t, Conditioning(labels, guidance))
 
+    @guarded
     def noise(self, n: int, seed: int | None = None, start: int = 0) -> np.ndarray:
         """Rows [start, start + n) of the seeded standard-normal noise stream (see noise.py)."""
         seed = new_seed() if seed is None else options.check("seed", seed)
-        return noise_rows(seed, start, start + options.check("n", n), self.data_shape)
+        if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+            raise UsageError(f"start must be a whole number >= 0 (the first row of the stream), got {start!r}",
+                             key="start")
+        return noise_rows(seed, int(start), int(start) + options.check("n", n), self.data_shape)
 
     def nfe(self, steps: int | None = None, solver: str | None = None) -> int:
         """Network evaluations per row of a fixed-step solve (the file's defaults where not given)."""

@@ -17,6 +17,8 @@ export { Schedule, parseSchedule } from './schedules.mjs';
 /** The moons model shipped in the Python package (fm_runtime/assets/moons.onnx), copied beside this module (scripts/shared-files.mjs). */
 export const DEFAULT_MODEL = fileURLToPath(new URL('./moons.onnx', import.meta.url));
 
+const MAX_WORKERS = 256;     // worker threads of one sampler
+
 async function readSource(source) {
   if (source instanceof Uint8Array) return [source, 'model'];
   if (source instanceof ArrayBuffer) return [new Uint8Array(source), 'model'];
@@ -56,7 +58,9 @@ export async function load(source = DEFAULT_MODEL, options = {}) {
   if (!ort && !Object.hasOwn(BACKENDS, backend)) {
     throw new UsageError(`unknown backend ${printable(JSON.stringify(backend))}; in Node choose one of: ${Object.keys(BACKENDS).join(', ')}`);
   }
-  if (!(Number.isInteger(workers) && workers >= 1)) throw new UsageError(`workers must be a whole number >= 1, got ${show(workers)}`, { key: 'workers' });
+  if (!(Number.isInteger(workers) && workers >= 1 && workers <= MAX_WORKERS)) {     // each holds a session of the file
+    throw new UsageError(`workers must be a whole number in 1..${MAX_WORKERS}, got ${show(workers)}`, { key: 'workers' });
+  }
   const runtime = ort ?? await import(BACKENDS[backend]);
   if (backend === 'wasm' && runtime.env?.wasm) runtime.env.wasm.numThreads = threads;
   const [bytes, name] = await readSource(source);

@@ -12,8 +12,10 @@ import { readSpec } from './contract.mjs';
 import { MAX_STEPS, SOLVERS, integrate } from './solvers.mjs';
 import { mapSolver, samplingRequest } from './request.mjs';
 import { newSeed, noiseRows } from './noise.mjs';
+import { check } from './options.mjs';
 
 export const DEFAULT_TILE = 2048;
+const MAX_ARRAY = 2 ** 31 - 1;      // values of one Float32Array this sampler allocates (8 GiB)
 
 /** The contract of a model file's bytes, read and checked before onnxruntime sees them. */
 export function inspect(bytes, where = 'model', options = {}) {
@@ -59,7 +61,18 @@ export class Sampler {
   /** Rows [start, start + n) of the seeded noise stream: the same values as Python's
    * sampler.noise(n, seed, start) (the contract's stream, fm_runtime/solve/noise.py). */
   noise(n, seed = 0, start = 0) {
+    check('seed', seed);
+    check('n', n);
+    if (!(Number.isSafeInteger(start) && start >= 0)) throw new UsageError(`start must be a whole number >= 0 (the first row of the stream), got ${show(start)}`, { key: 'start' });
+    this.checkArray(n);
     return noiseRows(seed, start, start + n, this.spec.dim);
+  }
+
+  /** ResourceError where n rows of this file's data would not fit one JavaScript typed array. */
+  checkArray(n, dim = this.spec.dim) {
+    if (n * dim > MAX_ARRAY) {
+      throw new ResourceError(`${this.where}: ${n.toLocaleString('en-US')} rows of ${dim.toLocaleString('en-US')} values are more than one JavaScript array holds (${MAX_ARRAY.toLocaleString('en-US')} values); use fewer rows`, { key: 'n' });
+    }
   }
 
   /**
@@ -96,6 +109,7 @@ export class Sampler {
     const spec = req.spec, dim = spec.dim;
     const stop = this.stopper(req);
     this.checkMemory(req, 1);
+    this.checkArray(req.n, dim);
     const x0 = req.noise ?? noiseRows(req.seed ?? newSeed(), 0, req.n, dim);
     const mask = spec.inputs.find((i) => i.role === 'mask');
     if (mask) maskRows(x0, req.inputs[mask.name].data, req.n, spec);

@@ -48,3 +48,15 @@ test('maxMemory refuses a request that needs more, before it draws anything', as
   assert.equal((await s.sample({ n: 1000, seed: 0 })).dims[0], 1000);
   await assert.rejects(s.sample({ n: 2_000_000, seed: 0 }), (e) => e instanceof ResourceError && e.key === 'n' && /maxMemory/.test(e.message));
 });
+
+test('the entry points check what they are given as sample() does', async () => {
+  const s = await load(DEFAULT_MODEL);
+  for (const [call, key] of [[() => s.noise(2, -1), 'seed'], [() => s.noise(2, 2n ** 64n), 'seed'], [() => s.noise(2, 1.5), 'seed'],
+    [() => s.noise(2, 0, -1), 'start'], [() => s.noise(0), 'n']]) {
+    assert.throws(call, (e) => e instanceof UsageError && e.key === key, String(call));
+  }
+  assert.throws(() => s.noise(1e12), (e) => e instanceof ResourceError && e.key === 'n');
+  await assert.rejects(s.sample({ n: 1e12 }), (e) => e instanceof ResourceError && e.key === 'n');
+  assert.deepEqual(s.noise(3, 5n), s.noise(3, 5));                      // a BigInt seed is the same seed
+  await assert.rejects(load(DEFAULT_MODEL, { workers: 1e6 }), (e) => e instanceof UsageError && e.key === 'workers');
+});

@@ -224,3 +224,14 @@ def test_outputs_get_ordinary_permissions(tmp_path):
     os.umask(mask)
     for name in ("a.npy", "b.npy"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_noise_checks_its_arguments_as_sample_does():
+    s = fm_runtime.load()
+    for args, key in [((2, -1), "seed"), ((2, 1.5), "seed"), ((2, 0, -5), "start"), ((0,), "n")]:
+        with pytest.raises(fm_runtime.UsageError) as e:
+            s.noise(*args)
+        assert e.value.key == key, str(e.value)
+    with pytest.raises(fm_runtime.ResourceError):       # 7 TiB: the budget's refusal, not numpy's MemoryError
+        s.noise(10**12)
+    np.testing.assert_array_equal(s.noise(3, 7, start=2), s.noise(5, 7)[2:])
