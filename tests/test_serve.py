@@ -358,3 +358,52 @@ def test_refusals_at_start_are_the_clis(tmp_path):
         taken.listen()
         p = run_cli("fm-run", "serve", "--port", str(taken.getsockname()[1]), check=False)
     assert p.returncode == 2 and "cannot listen on 127.0.0.1" in p.stderr, p.stderr
+
+
+def test_the_memory_budget_admits_requests_by_their_working_memory(files):
+    """A request whose working memory alone is over --max-memory is 413 before any work; one that
+    would take the requests in flight past it is 429 (retry); what a request held is given back."""
+    s = Server(MOONS, "--max-memory", "300M", "--max-rows", "100000000", "--batching", "none", "--threads", "1")
+    try:
+        status, body = s.post("moons", {"inputs": [], "parameters": {"n": 5_000_000, "seed": 0}})
+        assert status == 413 and "--max-memory" in body["error"], body
+        results = []
+        first = threading.Thread(target=lambda: results.append(
+            s.post("moons", {"inputs": [], "parameters": {"n": 700_000, "steps": 10, "seed": 0}}, timeout=120)))
+        first.start()
+        end = time.monotonic() + 30
+        while not s.metric("fm_serve_active_requests") + s.metric("fm_serve_queue_depth") and time.monotonic() < end:
+            time.sleep(0.02)
+        status, body = s.post("moons", {"inputs": [], "parameters": {"n": 700_000, "steps": 2, "seed": 1}})
+        assert status == 429 and "memory budget" in body["error"], body
+        first.join(120)
+        assert results[0][0] == 200
+        assert s.post("moons", {"inputs": [], "parameters": {"n": 700_000, "steps": 2, "seed": 1}})[0] == 200
+    finally:
+        assert s.stop() == 0
+
+
+@pytest.mark.slow
+def test_sigterm_past_grace_cancels_what_still_runs(files):
+    """Requests that cannot finish within --grace are cancelled and answered 503; the server exits 0
+    within the grace, its graph calls ended rather than left running."""
+    s = Server(MOONS, "--grace", "1", "--batching", "none", "--threads", "2")
+    results = []
+    work = {"inputs": [], "parameters": {"n": 60000, "steps": 1000, "seed": 1}}      # half a minute of work each
+    threads = [threading.Thread(target=lambda: results.append(s.post("moons", work, timeout=120))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    end = time.monotonic() + 30
+    while s.metric("fm_serve_active_requests") + s.metric("fm_serve_queue_depth") < 2 and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    clock = time.monotonic()
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(30) == 0
+    took = time.monotonic() - clock
+    for t in threads:
+        t.join(30)
+    assert took < 5, took
+    assert [status for status, _ in results] == [503, 503], results
+    assert all("--grace" in body["error"] for _, body in results)
+    s.stop()

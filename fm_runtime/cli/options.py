@@ -89,12 +89,16 @@ def open_sampler(model, provider="cpu", dim=None, x_name=None, t_name=None, thre
 
 
 
+def memory_option(help_text: str):
+    """--max-memory SIZE, applied as soon as it is parsed (fm_runtime.tools.limits.budget())."""
+    return click.option("--max-memory", metavar="SIZE", default=limits.DEFAULT_BUDGET, show_default=True,
+                        expose_value=False, callback=budget_callback(limits.apply_budget), help=help_text)
+
+
 def run_limits(f):
     """--timeout and --max-memory, applied as soon as they are parsed (every fm-run command)."""
-    f = click.option("--max-memory", metavar="SIZE", default=limits.DEFAULT_BUDGET, show_default=True,
-                     expose_value=False, callback=budget_callback(limits.apply_budget),
-                     help="Memory this run may use (e.g. 2G, 512M, 25% of RAM); beyond it the run "
-                          "stops with exit code 9 instead of swapping.")(f)
+    f = memory_option("Memory this run may use (e.g. 2G, 512M, 25% of RAM); beyond it the run "
+                      "stops with exit code 9 instead of swapping.")(f)
     f = click.option("--allow-loops", is_flag=True, expose_value=False,
                      callback=lambda ctx, param, value: _TRUST.update(loops=value),
                      help="Run model files whose graphs hold a Loop with no fixed trip count (refused "

@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ import click
 from ..errors import UsageError
 from ..tools import limits as budget
 from ..tools.options import FiniteRange
-from .options import open_sampler
+from .options import memory_option, open_sampler
 
 CORES = os.cpu_count() or 1
 
@@ -62,7 +63,10 @@ def _size(ctx, param, value):
               help="Worker threads, each running single-threaded graph calls: the parts of a slow merged "
                    "call (step), the tiles of a solve (request, as fm-run sample does), requests at once (none).")
 @click.option("--grace", type=FiniteRange(0, 3600), default=30.0, show_default=True, metavar="SECONDS",
-              help="On SIGTERM: stop accepting, finish the requests in flight within this time, exit 0.")
+              help="On SIGTERM: stop accepting, finish the requests in flight within this time (then cancel "
+                   "what still runs), exit 0.")
+@memory_option("Memory the server may use (e.g. 2G, 512M, 25% of RAM): a request whose working memory alone is "
+               "over it is answered 413, one that would take the requests in flight past it 429 (retry).")
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="One JSON line per HTTP request on stderr.")
 @click.option("--provider", default="cpu", show_default=True, help="onnxruntime execution provider.")
@@ -105,7 +109,11 @@ def serve(models, host, port, batching, max_batch_rows, max_delay_ms, max_queue,
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):      # readiness off at once; uvicorn drains
-            app.state.draining = True
+            if not app.state.draining:          # what still runs near the end of --grace is cancelled, answered 503
+                app.state.draining = True
+                timer = threading.Timer(max(0.0, grace - 0.5), lambda: [m.cancel_all() for m in app.state.models.values()])
+                timer.daemon = True
+                timer.start()
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
@@ -119,7 +127,7 @@ def serve(models, host, port, batching, max_batch_rows, max_delay_ms, max_queue,
     signal.signal(signal.SIGTERM, lambda *_: None)      # after uvicorn's drain, exit 0
     try:
         server.run(sockets=[sock])
-    finally:
+    finally:        # past --grace: the requests still running are cancelled, their graph calls end
         for model in app.state.models.values():
             model.close()
     sys.stderr.flush()

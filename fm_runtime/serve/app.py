@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..errors import FmError, InputError, Interrupted, ModelError, NumericalError, ResourceError, TimedOut, UsageError, printable
 from ..model.control import CancelToken
+from ..tools import limits as budget
 from . import protocol
 from .jobs import Job, Pool, QueueFull, RequestBatcher
 from .metrics import AccessLog, Metrics
@@ -33,10 +35,12 @@ class Limits:
     max_steps: int = 1000           # steps of one request (400 beyond)
     timeout: float = 60.0           # seconds of one request (408 beyond)
     workers: int = 2                # threads of the no-batching pool and of log densities
+    max_memory: int = field(default_factory=budget.budget)    # bytes the requests in flight may hold (413/429)
 
 
 STATUS = [(QueueFull, 429), (protocol.TooLarge, 413), (TimedOut, 408), (Interrupted, 499), (UsageError, 400),
-          (InputError, 400), (NumericalError, 422), (ResourceError, 413), (ModelError, 500), (FmError, 500)]
+          (InputError, 400), (NumericalError, 422), (ResourceError, 413), (MemoryError, 413), (ModelError, 500),
+          (FmError, 500)]
 
 
 class Model:
@@ -55,6 +59,8 @@ class Model:
                                          on_call)
         metrics.watch(name, self.runner)
         self.densities = Pool(None, limits.workers, limits.max_queue) if sampler.spec.divergence else None
+        self._lock, self._live, self.held = threading.Lock(), {}, 0     # jobs not finished by id, their bytes
+        self.stopped = False            # shutting down: the jobs in flight were cancelled
 
     def sample_job(self, doc: dict, tensors: dict) -> Job:
         params = protocol.parameters(doc, protocol.SAMPLE_PARAMS)
@@ -64,7 +70,12 @@ class Model:
         negative = protocol.null_inputs(tensors)
         req = self.sampler.request(noise=noise, labels=labels, cond=tensors or None, cancel=token, null_cond=negative,
                                    **params)
-        return Job(self.name, req.n * (2 if req.conditioning().guided(req.spec) else 1), req, token=token)
+        rows = req.n * (2 if req.conditioning().guided(req.spec) else 1)
+        stages = 7 if req.kind == "adaptive" else 1 if req.kind == "baked" else self.sampler.nfe(1, req.solver)
+        inputs = sum(4 * int(math.prod(v.shape[1:])) for v in req.inputs.values())
+        need = budget.in_memory_bytes(rows, 4 * req.spec.dim + inputs, tile_rows=self.limits.max_batch_rows,
+                                      workers=self.limits.workers, stages=stages) - budget.BASE_BYTES
+        return self._admit(Job(self.name, rows, req, token=token), need + _answer_bytes(doc, req.n * req.spec.dim))
 
     def logprob_job(self, doc: dict, tensors: dict) -> Job:
         params = protocol.parameters(doc, protocol.LOGPROB_PARAMS)
@@ -72,11 +83,42 @@ class Model:
         if x is None:
             raise UsageError(f"{self.name}-logprob needs the input x [n, {', '.join(map(str, self.sampler.data_shape))}]")
         self._check(params, len(x) if x.ndim else 0)
-        job = Job(self.name + "-logprob", len(x))
+        need = budget.in_memory_bytes(len(x), 4 * self.sampler.spec.dim, tile_rows=self.limits.max_batch_rows,
+                                      workers=self.limits.workers, logprob=True) - budget.BASE_BYTES + _answer_bytes(doc, len(x))
+        job = self._admit(Job(self.name + "-logprob", len(x)), need)
         negative = protocol.null_inputs(tensors)
         job.run = lambda: self.sampler.log_prob(x, labels=labels, cond=tensors or None, cancel=job.token,
                                                 null_cond=negative, **params)
         return job
+
+    def _admit(self, job: Job, need: int) -> Job:
+        """The job, its memory held until it finishes: ResourceError (413) when it alone needs more
+        than the budget, QueueFull (429, retry) when the jobs in flight hold the rest."""
+        cap = self.limits.max_memory - budget.BASE_BYTES
+        if need > cap:
+            raise ResourceError(f"{job.where}: this request needs about {budget.describe(need)} of working memory, more "
+                                f"than this server's budget of {budget.describe(cap)} (--max-memory); ask for fewer rows")
+        with self._lock:
+            if self.held + need > cap:
+                raise QueueFull(f"the requests in flight hold {budget.describe(self.held)} of the "
+                                f"{budget.describe(cap)} memory budget; retry")
+            self.held += need
+            self._live[id(job)] = job
+
+        def release(_):
+            with self._lock:
+                self.held -= need
+                self._live.pop(id(job), None)
+        job.future.add_done_callback(release)
+        return job
+
+    def cancel_all(self) -> None:
+        """Every job not finished cancelled: graph calls end within milliseconds (shutdown)."""
+        with self._lock:
+            self.stopped = True
+            live = list(self._live.values())
+        for job in live:
+            job.cancel()
 
     def _check(self, params: dict, rows: int | None) -> None:
         rows = params.get("n", 1) if rows is None else rows
@@ -86,15 +128,23 @@ class Model:
             raise UsageError(f"{params['steps']} steps; this server takes at most {self.limits.max_steps}")
 
     def close(self) -> None:
+        self.cancel_all()
         self.runner.close()
         if self.densities is not None:
             self.densities.close()
 
 
+def _answer_bytes(doc: dict, values: int) -> int:
+    """What encoding `values` float32 outputs takes: a few copies in binary; as JSON text, a Python
+    float and list slot per value and its text twice (measured: about 70 bytes a value)."""
+    return values * (12 if protocol.binary_outputs(doc) else 72)
+
+
 def error_response(e: BaseException) -> Response:
     status = next((code for kind, code in STATUS if isinstance(e, kind)), 500)
     msg = printable(" ".join(str(e).split()))[:500] if isinstance(e, (FmError, QueueFull)) else \
-        f"internal error: {type(e).__name__}"
+        "out of memory for this request (the server's --max-memory); ask for fewer rows" if isinstance(e, MemoryError) \
+        else f"internal error: {type(e).__name__}"
     headers = {"retry-after": "1"} if status == 429 else None
     return JSONResponse({"error": msg}, status_code=status, headers=headers)
 
@@ -185,12 +235,20 @@ async def _inference(request: Request, name: str, model: Model, logprob: bool, l
         # a condition stage runs while the request is built: off the event loop
         job = await asyncio.to_thread(make, doc, tensors) if model.sampler.spec.stage else make(doc, tensors)
         runner = model.densities if logprob else model.runner
-        result = await _finish(runner.submit(job), job, request, _timeout(doc, limits.timeout))
+        try:
+            future = runner.submit(job)
+        except Exception as e:          # a full queue: what the job held goes back
+            job.future.set_exception(e)
+            raise
+        result = await _finish(future, job, request, _timeout(doc, limits.timeout))
         out = {"logprob": result} if logprob else {"samples": result.samples}
         data, headers = protocol.encode(name, doc, out, protocol.binary_outputs(doc), None if logprob else result.nfe)
         metrics.rows.labels(name).inc(len(next(iter(out.values()))))
         return Response(data, headers=headers)
     except Exception as e:
+        if model.stopped:
+            return JSONResponse({"error": "the server shut down (its --grace ran out) before this request finished; "
+                                          "send it again"}, 503, headers={"connection": "close", "retry-after": "1"})
         return error_response(e)
 
 

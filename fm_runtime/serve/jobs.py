@@ -16,7 +16,7 @@ import numpy as np
 
 from ..engine.result import SampleResult
 from ..errors import FmError
-from ..model.control import CancelToken
+from ..model.control import CancelToken, RunState
 
 
 class QueueFull(Exception):
@@ -36,6 +36,7 @@ class Job:
     token: CancelToken = field(default_factory=CancelToken)
     future: Future = field(default_factory=Future)
     arrived: float = field(default_factory=time.monotonic)
+    on_cancel: list[Callable[[], None]] = field(default_factory=list)     # e.g. a merged solve's own check
 
     @property
     def cancelled(self) -> bool:
@@ -43,6 +44,8 @@ class Job:
 
     def cancel(self) -> None:
         self.token.cancel()
+        for call in self.on_cancel:
+            call()
 
 
 class Pool:
@@ -104,14 +107,15 @@ def merge_key(req) -> tuple:
             tuple(sorted(req.nulls)))
 
 
-def merged(reqs: list) -> object:
-    """One request of all rows of `reqs` (equal merge_key), starting from each one's noise."""
+def merged(reqs: list, token: CancelToken | None = None) -> object:
+    """One request of all rows of `reqs` (equal merge_key), starting from each one's noise, its
+    graph calls ended by `token` (not by any one request's)."""
     cat = lambda values: np.concatenate(values)
     first = reqs[0]
     return replace(first, n=sum(r.n for r in reqs), noise=cat([r.start() for r in reqs]), seed=None, first=0,
                    labels=None if first.labels is None else cat([r.labels for r in reqs]),
                    inputs={k: cat([r.inputs[k] for r in reqs]) for k in first.inputs},
-                   nulls={k: cat([r.nulls[k] for r in reqs]) for k in first.nulls}, cancel=None)
+                   nulls={k: cat([r.nulls[k] for r in reqs]) for k in first.nulls}, cancel=token, run=RunState(token))
 
 
 class Queued:
@@ -196,8 +200,11 @@ class RequestBatcher(Queued):
             self.solving = 0
 
     def _solve(self, group: list[Job]) -> None:
+        token = CancelToken()           # a merged solve ends once every request in it is cancelled
+        for job in group:
+            job.on_cancel.append(lambda: all(j.cancelled for j in group) and token.cancel())
         try:
-            req = group[0].req if len(group) == 1 else merged([j.req for j in group])
+            req = group[0].req if len(group) == 1 else merged([j.req for j in group], token)
             result = self.solve(req)
             self.on_call(req.n)
         except Exception as e:      # FmError, or a bug: every job of the group hears of it
