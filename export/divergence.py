@@ -16,6 +16,7 @@ import fm_runtime
 from fm_runtime.errors import FmError
 from fm_runtime.model import control
 from fm_runtime.model.contract import build_metadata, io_table, read_spec, with_divergence, write_metadata
+from fm_runtime.model.preflight import check_graph_memory
 from fm_runtime.model.session import one_line
 from fm_runtime.model.spec import NAMES
 from fm_runtime.tools.io import atomic_write
@@ -71,8 +72,10 @@ def add_divergence(src: str | Path, out: str | Path, *, data_shape=None, x_name:
     file also gets the fm.* metadata the runtime would otherwise need options for. Returns the
     fm.divergence value without the graph bytes. Raises ExportError / ModelError."""
     where = str(src)
+    data = Path(src).read_bytes()
+    check_graph_memory(data, where)     # fm-run's pre-flight: a constant-folding or node bomb is refused first
     try:
-        model = onnx.load_from_string(Path(src).read_bytes())
+        model = onnx.load_from_string(data)
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ExportError(f"{where}: not a loadable ONNX model ({one_line(e)})") from None

@@ -496,3 +496,21 @@ def test_add_divergence_names_a_graph_that_fails_its_checks(tmp_path):
                 "--out", str(tmp_path / "lp.onnx"), check=False)
     assert p.returncode == 8 and p.stderr.count("\n") == 1 and "failed while being checked" in p.stderr, p.stderr
     assert sorted(q.name for q in tmp_path.iterdir()) == ["one.onnx"]
+
+
+def test_add_divergence_runs_the_preflight_before_it_loads_the_file(tmp_path):
+    """A constant-folding bomb (a scalar expanded to 24 GiB) is refused by fm-run's own pre-flight,
+    exit 9 in a moment, instead of being loaded and differentiated."""
+    from onnx import numpy_helper
+    io = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 2]),
+          helper.make_tensor_value_info("t", TensorProto.FLOAT, ["B"])]
+    nodes = [helper.make_node("Expand", ["one", "shape"], ["bomb"]), helper.make_node("ReduceSum", ["bomb"], ["s"], keepdims=0),
+             helper.make_node("Mul", ["x", "s"], ["v"])]
+    inits = [numpy_helper.from_array(np.array([40000, 40000, 4], np.int64), "shape"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one")]
+    graph = helper.make_graph(nodes, "bomb", io, [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["B", 2])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "bomb.onnx")
+    clock = time.monotonic()
+    p = run_cli("fm-export", "--add-divergence", str(tmp_path / "bomb.onnx"), "--out", str(tmp_path / "lp.onnx"), check=False)
+    assert p.returncode == 9 and "refused before loading" in p.stderr, p.stderr
+    assert time.monotonic() - clock < 10 and not (tmp_path / "lp.onnx").exists()
