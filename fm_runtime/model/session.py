@@ -160,7 +160,7 @@ def self_test(session: ort.InferenceSession, probe: dict, where: str) -> None:
         feed = {k: np.asarray(v, dtypes.get(k, np.float32)) for k, v in probe["inputs"].items()}
         want = np.asarray(probe["output"], np.float32)
         atol = float(probe.get("atol", 1e-3))
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):     # e.g. a label past int64
         raise ModelError(f"{where}: metadata fm.selftest is malformed") from None
     if set(feed) != set(dtypes):
         raise ModelError(f"{where}: fm.selftest feeds {', '.join(sorted(feed))}, but the graph takes "
