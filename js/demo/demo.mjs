@@ -41,7 +41,7 @@ function describe(s) {
   const a = sp.architecture ?? {};
   if (a.type) rest.push([a.type, a.depth && a.width ? `${a.depth}×${a.width}` : '', a.activation ?? ''].filter(Boolean).join(' '));
   const kind = document.createElement('b');   // text from the file goes in as text, never as markup
-  kind.textContent = sp.kind === 'baked' ? `baked ${sp.baked.solver}:${sp.baked.steps}` : 'velocity model';
+  kind.textContent = sp.kind === 'baked' ? `baked ${sp.baked.solver}:${sp.baked.steps}` : sp.sName ? 'flow map' : 'velocity model';
   $('model').replaceChildren(`${state.name}: `, kind, `, ${rest.join(' · ')}`);
 }
 
@@ -66,13 +66,20 @@ async function loadModel(source, name) {
   const s = state.sampler, sp = s.spec;
   describe(s);
   $('steps').value = params.get('steps') ?? sp.defaultSteps;
+  // a flow map also jumps (its default): the methods this file can run
+  $('solver').replaceChildren(...['euler', 'midpoint', 'heun', 'rk4', ...(sp.sName ? ['jump'] : [])]
+    .map((m) => Object.assign(document.createElement('option'), { textContent: m })));
   $('solver').value = params.get('solver') ?? sp.defaultSolver;
   $('steps').disabled = $('solver').disabled = $('schedule').disabled = s.baked;
   $('schedule').value = params.get('schedule') ?? '';
   // a count that suits the data: a scatter of 2000 points, or a grid of images big enough to see
   $('n').value = params.get('n') ?? defaultCount(sp);
   $('shipped').hidden = source === DEFAULT_MODEL;
-  document.querySelector('.cond').hidden = !sp.numClasses;
+  const text = textInput(sp);
+  document.querySelector('.cond').hidden = !sp.numClasses && !text;
+  document.querySelector('.classes').hidden = !sp.numClasses;
+  document.querySelector('.prompt').hidden = !text;
+  if (text && params.get('prompt')) $('prompt').value = params.get('prompt');
   $('label').replaceChildren(...['none', ...(sp.numClasses > 1 ? ['all'] : []), ...Array.from({ length: sp.numClasses }, (_, i) => String(i))]
     .map((v) => Object.assign(document.createElement('option'), { value: v, textContent: v === 'all' ? 'each class' : v === 'none' ? 'no label' : `class ${v}` })));
   if (sp.numClasses) $('label').value = params.get('label') ?? 'all';
@@ -87,6 +94,20 @@ export function defaultCount(spec) {
   return spec.numClasses ? 8 * spec.numClasses : 64;
 }
 
+/** The name of a file's text prompt: a condition stage whose one input is int64 [L], the prompt's
+ * UTF-8 bytes (0 = padding), as the digits-text model takes it; null for any other file. */
+export function textInput(spec) {
+  const inputs = spec.stage?.inputs ?? [];
+  return inputs.length === 1 && inputs[0].dtype === 'int64' && inputs[0].shape.length === 1
+    && typeof inputs[0].shape[0] === 'string' ? inputs[0].name : null;
+}
+
+/** The request's conditions from the prompt field: its UTF-8 bytes as the stage's input. */
+function promptCond(name) {
+  const bytes = new TextEncoder().encode($('prompt').value || ' ');
+  return { [name]: { data: BigInt64Array.from(bytes, (b) => BigInt(b)), dims: [bytes.length] } };
+}
+
 function labelsFor(n) {
   const v = $('label').value, sp = state.sampler.spec;
   if (!sp.numClasses || v === 'none') return null;
@@ -99,9 +120,10 @@ async function run() {
   $('error').hidden = true;
   $('go').disabled = true;
   try {
-    const n = Number($('n').value), labels = labelsFor(n);
-    const guidance = labels === null ? 1 : Number($('guidance').value);
+    const n = Number($('n').value), labels = labelsFor(n), text = textInput(s.spec);
+    const guidance = labels === null && !text ? 1 : Number($('guidance').value);
     const opts = { n, labels, guidance, ...(s.baked ? {} : { steps: Number($('steps').value), solver: $('solver').value }) };
+    if (text) opts.cond = promptCond(text);
     if (!s.baked && $('schedule').value) opts.schedule = $('schedule').value;
     if ($('fixed').checked) opts.seed = 0;
     const t0 = performance.now();
