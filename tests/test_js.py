@@ -33,6 +33,9 @@ def _fixtures(trained, conditional, fx: Path, digits: bool = False) -> None:
     if digits:
         export_model(*fit("digits", steps=2, width=32, depth=2, conditional=True, progress=False),
                      fx / "digits.onnx", divergence=False)
+        from training.tasks.fit import fit_task, task_recipe     # a text prompt's page: its layout, so 2 steps
+        export_model(*fit_task("digits-text", task_recipe("digits-text", {"steps": 2}), progress=False),
+                     fx / "digits-text.onnx", divergence=False)
     import onnx
     bare = onnx.load(trained.onnx)
     del bare.metadata_props[:]

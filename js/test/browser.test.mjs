@@ -91,6 +91,25 @@ describe('demo page in headless Chromium', { skip }, () => {
     assert.deepEqual(errors, []);
   });
 
+  test('a text-prompted model: a prompt field, its bytes through the condition stage', async () => {
+    const bytes = Array.from(readFileSync(join(fx.dir, 'digits-text.onnx')));
+    await page.evaluate((b) => window.fmDemo.loadBytes(Uint8Array.from(b), 'digits-text.onnx'), bytes);
+    assert.equal(await page.isVisible('#prompt'), true);
+    assert.equal(await page.isVisible('#label'), false);
+    assert.equal(await page.textContent('#caption'), '64 of 64 samples, 1×8×8');
+    await page.fill('#prompt', 'a three');
+    await page.fill('#guidance', '3');
+    const before = await page.evaluate(() => window.fmDemo.sampler.stageCalls);
+    await page.click('#go');
+    await page.waitForFunction((n) => window.fmDemo.sampler.stageCalls > n && !document.querySelector('#go').disabled, before);
+    assert.equal(await page.isHidden('#error'), true, await page.textContent('#error'));
+    await page.click('#shipped');
+    await page.waitForFunction(() => /moons\.onnx/.test(document.querySelector('#model').textContent)
+      && !document.querySelector('#go').disabled);
+    assert.equal(await page.isVisible('#prompt'), false);
+    assert.deepEqual(errors, []);
+  });
+
   test('a time schedule from the page, and a layout that fits a phone', async () => {
     await page.selectOption('#schedule', 'shift:3');
     await page.click('#go');
