@@ -514,3 +514,19 @@ def test_add_divergence_runs_the_preflight_before_it_loads_the_file(tmp_path):
     p = run_cli("fm-export", "--add-divergence", str(tmp_path / "bomb.onnx"), "--out", str(tmp_path / "lp.onnx"), check=False)
     assert p.returncode == 9 and "refused before loading" in p.stderr, p.stderr
     assert time.monotonic() - clock < 10 and not (tmp_path / "lp.onnx").exists()
+
+
+@needs_node
+def test_a_self_test_label_past_int64_is_a_malformed_self_test_in_both(tmp_path):
+    import json as _json
+    m = onnx.load(str(Path(__file__).parent / "runtime" / "fixtures" / "tiny_cond.onnx"))
+    prop = next(p for p in m.metadata_props if p.key == "fm.selftest")
+    probe = _json.loads(prop.value)
+    label = next(k for k in probe["inputs"] if k not in ("x", "t"))
+    probe["inputs"][label][0] = 2**70
+    prop.value = _json.dumps(probe)
+    onnx.save(m, str(tmp_path / "st.onnx"))
+    p = run_cli("fm-run", "info", str(tmp_path / "st.onnx"), check=False)
+    assert p.returncode == 3 and "fm.selftest is malformed" in p.stderr, p.stderr
+    got = node_sample(tmp_path, [(tmp_path / "st.onnx", [{"n": 1}])])[0]
+    assert got["error"] == "ModelError" and "fm.selftest is malformed" in got["message"], got

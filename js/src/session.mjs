@@ -21,6 +21,7 @@ function tensorFromRows(ort, rows, type) {
   for (let a = rows; Array.isArray(a); a = a[0]) dims.push(a.length);
   const flat = dims.length ? rows.flat(Infinity) : [rows];
   if (flat.length !== dims.reduce((p, d) => p * d, 1) || !flat.every((v) => typeof v === 'number')) throw new TypeError('ragged');
+  if (type === 'tensor(int64)' && !flat.every((v) => Math.abs(v) < 2 ** 63)) throw new RangeError('past int64');     // as numpy's OverflowError
   const data = type === 'tensor(int64)' ? BigInt64Array.from(flat, (v) => BigInt(Math.trunc(v))) : Float32Array.from(flat);
   return new ort.Tensor(type === 'tensor(int64)' ? 'int64' : 'float32', data, dims);
 }
