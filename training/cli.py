@@ -95,7 +95,7 @@ def fit(ctx, dataset, out, progress, threads, nproc, checkpoint_every, resume, l
         teacher_out, map_steps, **options):
     """Train with the conditional flow-matching loss. The defaults are the recipe measured best on
     moons (benchmarks/bench_recipes.py): the tutorial's network size with SiLU, batch 2048, lr 3e-3
-    with cosine decay, EMA 0.999, about a CPU minute. The tutorial's own recipe is
+    with cosine decay, EMA 0.999, about 40 CPU seconds. The tutorial's own recipe is
     --batch-size 256 --lr 1e-2 --lr-schedule constant --ema 0 --activation elu.
 
     \b
@@ -232,7 +232,7 @@ def reflow(teacher, out, pairs, steps, lr, teacher_steps, distil, seed, progress
     """Reflow (rectified flow): train a student on the teacher's own (noise, sample) pairs, so its
     trajectories are straighter and few steps suffice. Run it again on the student for 2-reflow.
     The defaults are the ones measured best on moons (benchmarks/bench_few_step.py); reflowing a
-    default moons model takes about a CPU minute.
+    default moons model takes about 40 CPU seconds.
 
     \b
     Examples:

@@ -50,7 +50,7 @@ class Recipe:
     coupling: str = option(
         "independent", "Noise-data pairs: as drawn, or minibatch optimal transport (straighter paths, better "
         "with few steps). ot: exact assignment over batches of up to 256 rows, and on blocks of 64 rows of "
-        "larger ones: ~7 ms per step at batch 2048 (a default moons run: ~110 CPU s instead of ~50); ot-exact: one "
+        "larger ones: ~7 ms per step at batch 2048 (a default moons run: ~110 CPU s instead of ~40); ot-exact: one "
         "assignment over the whole batch (~2 s per step at 2048: keep batches <= 256); "
         "sinkhorn: entropic plan, pairs drawn from it (~0.26 s per step at 2048).", choices=COUPLINGS)
     lr_schedule: str = option("cosine", "cosine: decay the learning rate to 0 over the run.", choices=LR_SCHEDULES)
