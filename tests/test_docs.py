@@ -66,10 +66,14 @@ def test_every_quoted_figure_names_the_command_that_measures_it():
     assert not unsourced, f"figures quoted with no command that produces them: {unsourced}"
 
 
-def test_the_python_api_pages_first_block_runs_as_pasted(tmp_path):
-    """docs/python-api.md's first block, written to a file and run in an empty folder, as a reader would."""
-    text = (REPO / "docs" / "python-api.md").read_text()
-    block = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
-    (tmp_path / "example.py").write_text(block)
-    p = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
+def test_every_python_block_of_the_docs_runs_as_pasted(tmp_path):
+    """Each ```python block of README.md and docs/ runs as a file in an empty folder, as a reader
+    would paste it, unless its first line says it is a fragment (needs the reader's own files)."""
+    blocks = [(page.name, block) for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+              for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
+    runnable = [(name, block) for name, block in blocks if not block.startswith("# fragment")]
+    assert runnable, "no runnable python block found"
+    for i, (name, block) in enumerate(runnable):
+        (tmp_path / f"block{i}.py").write_text(block)
+        p = subprocess.run([sys.executable, f"block{i}.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, f"{name}: {p.stderr[-2000:]}"
