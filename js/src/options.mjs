@@ -36,6 +36,9 @@ const text = (b) => (b >= 2 ** 53 ? `2**${Math.round(Math.log2(b))}` : String(b)
 function whole(name, e, v) {
   const lo = lookup(e.minimum); const hi = lookup(e.maximum);
   const ok = (Number.isSafeInteger(v) || typeof v === 'bigint') && v >= lo && (e.exclusive_maximum ? v < hi : v <= hi);
+  if (!ok && Number.isInteger(v) && !Number.isSafeInteger(v) && v >= lo && v < hi) {    // a Number past 2**53 is not exact
+    throw usage(name, `${camel(name)} ${show(v)} is past 2**53, where a JavaScript Number is no longer exact: give it as a BigInt (${BigInt(v)}n, or the exact value)`);
+  }
   if (!ok) throw usage(name, `${camel(name)} must be a whole number in [${text(lo)}, ${text(hi)}${e.exclusive_maximum ? ')' : ']'}, got ${show(v)}`);
   return v;
 }

@@ -58,5 +58,6 @@ test('the entry points check what they are given as sample() does', async () => 
   assert.throws(() => s.noise(1e12), (e) => e instanceof ResourceError && e.key === 'n');
   await assert.rejects(s.sample({ n: 1e12 }), (e) => e instanceof ResourceError && e.key === 'n');
   assert.deepEqual(s.noise(3, 5n), s.noise(3, 5));                      // a BigInt seed is the same seed
+  assert.throws(() => s.noise(2, 2 ** 60), (e) => e instanceof UsageError && /give it as a BigInt/.test(e.message));
   await assert.rejects(load(DEFAULT_MODEL, { workers: 1e6 }), (e) => e instanceof UsageError && e.key === 'workers');
 });
