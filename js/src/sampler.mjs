@@ -323,7 +323,7 @@ export async function loadBytes(ort, bytes, { where = 'model', backend = 'cpu', 
   try {
     session = await open(bytes, {
       executionProviders: [backend], graphOptimizationLevel: 'all', executionMode: 'sequential',
-      intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 3, ...sessionOptions,
+      intraOpNumThreads: threads, interOpNumThreads: 1, logSeverityLevel: 4, ...sessionOptions,
     });
   } catch (e) {
     throw loadFailure(where, e);

@@ -28,7 +28,7 @@ export async function openStage(ort, spec, where, sessionOptions = {}, allowLoop
   checkGraphMemory(bytes, at, undefined, { allowLoops });
   let session, probe;
   try {
-    session = await ort.InferenceSession.create(bytes, { executionProviders: ['cpu'], logSeverityLevel: 3, ...sessionOptions });
+    session = await ort.InferenceSession.create(bytes, { executionProviders: ['cpu'], logSeverityLevel: 4, ...sessionOptions });
   } catch (e) {
     throw loadFailure(at, e);
   }
