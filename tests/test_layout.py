@@ -11,9 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # tier -> the fm_runtime subpackages it may import ("" is the top: errors, definitions)
-# (tools: what fm-run, fm-train and fm-export share, on solve and model only; the CLIs above it)
+# (tools: what fm-run, fm-train and fm-export share, on solve and model only; the CLIs above it, and
+# the server, which sizes its requests against the process's memory budget, tools/limits.py)
 TIERS = {"solve": {"", "solve"}, "model": {"", "solve", "model"}, "engine": {"", "solve", "model", "engine"},
-         "serve": {"", "solve", "model", "engine", "serve"}, "tools": {"", "solve", "model", "tools"},
+         "serve": {"", "solve", "model", "engine", "tools", "serve"}, "tools": {"", "solve", "model", "tools"},
          "cli": {"", "solve", "model", "engine", "serve", "tools", "cli"}, "assets": set()}
 
 

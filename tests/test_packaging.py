@@ -2,6 +2,7 @@
 the runtime imported from there in an empty folder samples the shipped model and reads the
 contract with no file of the repository (the JavaScript package: tests/runtime/test_js_package.py)."""
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,8 +27,14 @@ print(json.dumps({"file": fm_runtime.__file__, "samples": x.tolist()}))
 @pytest.mark.slow      # a wheel build: about 10 s
 def test_the_wheel_carries_what_the_runtime_reads(tmp_path):
     pytest.importorskip("setuptools", reason="the wheel is built without isolation, by this venv's setuptools")
+    src = tmp_path / "src"          # a copy of what the build reads, so that its build/ stays out of the checkout
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, src / name)
+    for pkg in ("fm_runtime", "training", "export"):
+        shutil.copytree(REPO / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True, timeout=300)
+                        str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     wheel = next((tmp_path / "dist").glob("fm_runtime-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
