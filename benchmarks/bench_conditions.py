@@ -3,7 +3,9 @@ t, spks), T symbolic) sampled by the runtime against torch eager on the same wei
 process, one thread each: 10 Euler steps, batch 1 and 16, T = 64 and 512, without and with
 classifier-free guidance (both halves in one call in both). Prints medians and the ratio. Then
 what the condition stage costs once per request against what running it at every evaluation
-(as a graph that unrolls the loop with the text encoder inside would) would cost.
+(as a graph that unrolls the loop with the text encoder inside would) would cost. Last, the same
+decoder baked (fm-export --bake euler:10 --bake-guidance) and run by plain onnxruntime in one
+session.run, against the runtime's loop on the velocity file (both single-threaded).
 
     python benchmarks/bench_conditions.py
 """
@@ -20,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fm_runtime  # noqa: E402
 from export.onnx_export import export_velocity  # noqa: E402
-from fm_runtime.tools.bench import median_seconds  # noqa: E402
+from fm_runtime.tools.bench import machine, median_seconds  # noqa: E402
 from tests.cond_nets import export_token_decoder, make_estimator  # noqa: E402
 
 STEPS = 10
@@ -43,14 +45,18 @@ def torch_solve(net, z, mask, mu, spks, w):
     return x.numpy()
 
 
+ESTIMATOR = dict(data_shape="4,T", call="x,mask,mu,t,spks",
+                 inputs={"mu": "float32[4,T]", "mask": "float32[1,T]:mask", "spks": "float32[3]"},
+                 nulls={"mu": "zeros", "spks": "zeros"}, symbols={"T": {"min": 4, "max": 4096, "multiple_of": 4}})
+
+
 def main() -> None:
+    print(machine(1), flush=True)
     torch.set_num_threads(1)
     net = make_estimator()
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "est.onnx"
-        export_velocity(net, path, data_shape="4,T", call="x,mask,mu,t,spks",
-                        inputs={"mu": "float32[4,T]", "mask": "float32[1,T]:mask", "spks": "float32[3]"},
-                        nulls={"mu": "zeros", "spks": "zeros"}, symbols={"T": {"min": 4, "max": 4096, "multiple_of": 4}})
+        export_velocity(net, path, **ESTIMATOR)
         s = fm_runtime.load(path, threads=1)
         print("| T | batch | guidance | torch eager | runtime | runtime vs torch | max |diff| |")
         print("|---|---|---|---|---|---|---|")
@@ -93,6 +99,39 @@ def stage_saving() -> None:
                   f"{(STEPS - 1) * t_stage * 1e3:.2f} ms ({(STEPS - 1) * t_stage / t_solve:.0%}) |")
 
 
+def baked_in_one_call() -> None:
+    """The decoder baked with guidance inside (one graph: z, mu, mask, spks, guidance_scale -> x),
+    run by plain onnxruntime, against the runtime's loop on the velocity file: same steps, same
+    noise, guidance 2."""
+    import onnxruntime as ort
+    net = make_estimator()
+    with tempfile.TemporaryDirectory() as d:
+        export_velocity(net, Path(d) / "v.onnx", divergence=False, **ESTIMATOR)
+        export_velocity(net, Path(d) / "b.onnx", bake=f"euler:{STEPS}", bake_guidance=True, **ESTIMATOR)
+        loop = fm_runtime.load(Path(d) / "v.onnx", threads=1)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+        baked = ort.InferenceSession(str(Path(d) / "b.onnx"), opts, providers=["CPUExecutionProvider"])
+        print(f"\n| T | batch | runtime loop ({STEPS} Euler, guidance 2) | baked, plain session.run | "
+              "baked vs loop | max |diff| |")
+        print("|---|---|---|---|---|---|")
+        for T in (64, 512):
+            for b in (1, 16):
+                rng = np.random.default_rng(T + b)
+                feed = {"z": rng.standard_normal((b, 4, T)).astype(np.float32),
+                        "mu": rng.standard_normal((b, 4, T)).astype(np.float32), "mask": np.ones((b, 1, T), np.float32),
+                        "spks": rng.standard_normal((b, 3)).astype(np.float32),
+                        "guidance_scale": np.full(b, 2.0, np.float32)}
+                cond = {k: feed[k] for k in ("mu", "mask", "spks")}
+                want = loop.sample(noise=feed["z"], cond=cond, steps=STEPS, solver="euler", guidance=2.0)
+                diff = float(np.abs(baked.run(["x"], feed)[0] - want).max())
+                tl = median_seconds(lambda: loop.sample(noise=feed["z"], cond=cond, steps=STEPS,  # noqa: B023
+                                                        solver="euler", guidance=2.0), min_time=1.0)
+                tb = median_seconds(lambda: baked.run(["x"], feed), min_time=1.0)  # noqa: B023
+                print(f"| {T} | {b} | {tl * 1e3:.2f} ms | {tb * 1e3:.2f} ms | {tl / tb:.2f}x | {diff:.1e} |")
+
+
 if __name__ == "__main__":
     main()
     stage_saving()
+    baked_in_one_call()

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,26 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 import fm_runtime
+from fm_runtime.tools.bench import machine
 from training.tasks import reach
 from training.tasks.score import HELD_OUT_SEED
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "fma")
-
-
-def machine() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.processor() or "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    return (f"CPU {model}, {os.cpu_count()} cores, flags {' '.join(f for f in FLAGS if f in flags) or '?'}; "
-            f"onnxruntime {ort.__version__}, 1 intra-op thread; "
-            f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-
-
 def fm(tool: str, *args: str) -> None:
     entry = "main" if tool == "fm-train" else "export_main"
     subprocess.run([sys.executable, "-c", f"from training.launch import {entry}; {entry}()", *args], check=True,

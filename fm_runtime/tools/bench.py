@@ -1,10 +1,29 @@
-"""Timing helpers shared by `fm-run bench` and benchmarks/bench_sampling.py (numpy + onnxruntime)."""
+"""Timing helpers shared by `fm-run bench` and benchmarks/ (numpy + onnxruntime): medians, the
+matmul rate, and the machine line every benchmark prints first."""
 from __future__ import annotations
 
+import os
+import platform
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "fma")
+
+
+def machine(threads: int = 1) -> str:
+    """The CPU model, its vector and matrix flags, the thread setting and the load average, in one
+    line: timings compare only within one run on one machine."""
+    import onnxruntime as ort
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.processor() or "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    return (f"CPU {model}, {os.cpu_count()} cores, flags {' '.join(f for f in CPU_FLAGS if f in flags) or '?'}; "
+            f"onnxruntime {ort.__version__}, {threads} intra-op thread{'s' if threads != 1 else ''}; "
+            f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 def median_seconds(fn: Callable[[], object], min_time: float = 0.3, max_repeats: int = 200,
