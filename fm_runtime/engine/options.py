@@ -44,8 +44,9 @@ def bounds(name: str) -> tuple[float | None, float | None]:
 
 
 def offered(surface: str, op: str) -> dict[str, dict[str, Any]]:
-    """The options `surface` offers for operation `op`, in declaration order."""
-    return dict(_table(surface, op)[0])
+    """The options `surface` offers for operation `op`, in declaration order (worked out once;
+    read, never change, what it returns)."""
+    return _table(surface, op)[0]
 
 
 @functools.cache
@@ -164,7 +165,7 @@ def check(name: str, value):
 def take(op: str, given: dict[str, Any], surface: str = "python") -> dict[str, Any]:
     """Every option of `op` on `surface`: the given ones checked, the others at their declared
     defaults; aliases (return_trajectory) taken under their names; unknown names refused."""
-    table, names, defaults = _table(surface, op)
+    table, (_, names, defaults) = offered(surface, op), _table(surface, op)
     unknown = [k for k in given if k not in names]
     if unknown:
         raise usage(unknown[0], f"unknown option {show(unknown[0])}; {op} takes {', '.join(table)}")
