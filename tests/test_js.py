@@ -25,6 +25,7 @@ def _fixtures(trained, conditional, fx: Path, digits: bool = False) -> None:
     from fm_runtime.model.session import default_model_path
     from scripts.js_fixtures import FILE_SCHEDULE, write_fixtures
     from training.export_checkpoint import export_checkpoint, export_model
+    from training.tasks.fit import fit_task, task_recipe
     from training.train import fit
 
     fx.mkdir()
@@ -33,7 +34,7 @@ def _fixtures(trained, conditional, fx: Path, digits: bool = False) -> None:
     if digits:
         export_model(*fit("digits", steps=2, width=32, depth=2, conditional=True, progress=False),
                      fx / "digits.onnx", divergence=False)
-        from training.tasks.fit import fit_task, task_recipe     # a text prompt's page: its layout, so 2 steps
+        # a text prompt's page: its layout, not its quality, so 2 steps
         export_model(*fit_task("digits-text", task_recipe("digits-text", {"steps": 2}), progress=False),
                      fx / "digits-text.onnx", divergence=False)
     import onnx
