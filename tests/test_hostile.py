@@ -466,6 +466,14 @@ def test_the_torch_tools_stop_past_their_memory_budget(tmp_path, trained, tool):
     assert list(tmp_path.iterdir()) == []      # (every other test runs these tools under the default budget)
 
 
+def test_a_network_past_the_memory_budget_is_refused_before_it_is_built(tmp_path):
+    """Its size is worked out on torch's meta device: exit 9 in a moment, not after filling the budget."""
+    clock = time.monotonic()
+    p = run_cli("fm-train", "fit", "--width", "1000000000", "--steps", "2", "--out", str(tmp_path / "m.ckpt"), check=False)
+    assert p.returncode == 9 and "parameters" in p.stderr and "nothing trained" in p.stderr, p.stderr
+    assert time.monotonic() - clock < 30 and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_fm_train_nproc_stops_its_whole_job_at_the_timeout(tmp_path):
     out = tmp_path / "m.ckpt"

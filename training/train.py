@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fm_runtime.errors import FmError, NumericalError, UsageError
+from fm_runtime.errors import FmError, NumericalError, ResourceError, UsageError
 from fm_runtime.model import control
+from fm_runtime.tools import limits
 
 from . import distributed
 from . import resume as resume_state
@@ -265,6 +266,19 @@ def _stopped(step: int, steps: int, out, saved: int | None) -> Exception:
 
 
 def _build_network(net, data_shape, width, depth, activation, num_classes) -> torch.nn.Module:
+    """The network, once its size is known to fit the memory budget (it is first built on torch's
+    meta device, which allocates nothing)."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in _network(net, data_shape, width, depth, activation, num_classes).parameters())
+    need = 5 * 4 * params          # float32 weights, gradients, Adam's two moments and the EMA copy
+    if need > limits.budget():
+        raise ResourceError(f"a {net} of width {width} and depth {depth} has {params:,} parameters: about "
+                            f"{limits.describe(need)} with its gradients, optimiser state and EMA, more than the "
+                            f"{limits.describe(limits.budget())} budget (--max-memory); nothing trained")
+    return _network(net, data_shape, width, depth, activation, num_classes)
+
+
+def _network(net, data_shape, width, depth, activation, num_classes) -> torch.nn.Module:
     if net == "conv":
         return VelocityConv(data_shape, width, depth, activation, num_classes)
     if net == "unet":
