@@ -86,7 +86,14 @@ export class Sampler {
    * In Node, a large request's rows are shared with worker threads (node-pool.mjs).
    */
   async sample(options = {}) {
-    return await this.pool?.sample(this, options) ?? this.sampleHere(options);
+    try {
+      return await this.pool?.sample(this, options) ?? await this.sampleHere(options);
+    } catch (e) {       // V8 out of memory for a typed array: the request's size, not a bug
+      if (e instanceof RangeError && /allocation failed|Invalid typed array length|Array buffer/.test(e.message)) {
+        throw new ResourceError(`${this.where}: out of memory for this request (${e.message}); ask for fewer rows`, { key: 'n' });
+      }
+      throw e;
+    }
   }
 
   /** sample() on this thread. */
