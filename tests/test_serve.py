@@ -6,6 +6,7 @@ drains on SIGTERM without losing an accepted request."""
 from __future__ import annotations
 
 import http.client
+import os
 import json
 import signal
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -407,3 +409,37 @@ def test_sigterm_past_grace_cancels_what_still_runs(files):
     assert [status for status, _ in results] == [503, 503], results
     assert all("--grace" in body["error"] for _, body in results)
     s.stop()
+
+
+def _cpu_and_rss(pid: int) -> tuple[float, int]:
+    """(CPU seconds the process has used, its resident bytes), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return (int(fields[11]) + int(fields[12])) / tick, rss
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("logprob", [False, True], ids=["sample", "logprob"])
+def test_a_timed_out_request_stops_computing_and_gives_its_memory_back(files, logprob):
+    """After its 408 the request's graph calls end: the server uses (almost) no CPU in the next
+    two seconds, and its resident memory returns near its level before the request."""
+    s = Server(MOONS, "--batching", "none", "--threads", "1", "--request-timeout", "1")
+    try:
+        s.post("moons", {"inputs": [], "parameters": {"n": 10, "seed": 0}})        # warm: sessions, arenas
+        _, rss_before = _cpu_and_rss(s.proc.pid)
+        x = np.random.default_rng(0).standard_normal((60000, 2)).astype(np.float32)
+        doc = ({"inputs": [{"name": "x", "shape": [60000, 2], "datatype": "FP32", "data": x.ravel().tolist()}],
+                "parameters": {"steps": 1000}} if logprob else
+               {"inputs": [], "parameters": {"n": 60000, "steps": 1000, "seed": 0}})
+        status, body = s.post("moons-logprob" if logprob else "moons", doc)
+        assert status == 408, body
+        time.sleep(0.3)                 # the graph call under way when the deadline passed ends
+        cpu0, _ = _cpu_and_rss(s.proc.pid)
+        time.sleep(2.0)
+        cpu1, rss_after = _cpu_and_rss(s.proc.pid)
+        print(f"after the 408: {cpu1 - cpu0:.2f} CPU s in 2 s; RSS {rss_before >> 20} -> {rss_after >> 20} MiB")
+        assert cpu1 - cpu0 < 0.3, f"{cpu1 - cpu0:.2f} CPU s used after the 408"
+        assert rss_after - rss_before < 100 << 20, (rss_before >> 20, rss_after >> 20)
+    finally:
+        assert s.stop() == 0
