@@ -6,8 +6,8 @@ drains on SIGTERM without losing an accepted request."""
 from __future__ import annotations
 
 import http.client
-import os
 import json
+import os
 import signal
 import socket
 import subprocess
