@@ -179,9 +179,9 @@ def take(op: str, given: dict[str, Any], surface: str = "python") -> dict[str, A
 def check_rules(opts: dict[str, Any], solver: str, solver_kind: str) -> None:
     """The declared rules between options: conflicts, and options that apply to some solver
     kinds only (rtol with dopri5; steps, a schedule, a trajectory or log-likelihoods without)."""
-    for name, value in opts.items():
-        entry = DECLARED[name]
-        if not given(name, value):
+    for name in _RULED:
+        entry, value = DECLARED[name], opts.get(name)
+        if name not in opts or not given(name, value):
             continue
         for other in entry.get("conflicts", ()):
             if given(other, opts.get(other)):
@@ -189,6 +189,9 @@ def check_rules(opts: dict[str, Any], solver: str, solver_kind: str) -> None:
         kinds = entry.get("solver_kinds")
         if kinds and solver_kind not in kinds:
             raise usage(name, KIND_MESSAGES[solver_kind].format(option=name, solver=solver))
+
+
+_RULED = [name for name, entry in DECLARED.items() if entry.get("conflicts") or entry.get("solver_kinds")]
 
 
 def given(name: str, value) -> bool:
