@@ -83,10 +83,10 @@ class Model:
         if x is None:
             raise UsageError(f"{self.name}-logprob needs the input x [n, {', '.join(map(str, self.sampler.data_shape))}]")
         self._check(params, len(x) if x.ndim else 0)
+        negative = protocol.null_inputs(tensors)
         need = budget.in_memory_bytes(len(x), 4 * self.sampler.spec.dim, tile_rows=self.limits.max_batch_rows,
                                       workers=self.limits.workers, logprob=True) - budget.BASE_BYTES + _answer_bytes(doc, len(x))
-        job = self._admit(Job(self.name + "-logprob", len(x)), need)
-        negative = protocol.null_inputs(tensors)
+        job = self._admit(Job(self.name + "-logprob", len(x)), need)      # last: nothing may fail once it holds memory
         job.run = lambda: self.sampler.log_prob(x, labels=labels, cond=tensors or None, cancel=job.token,
                                                 null_cond=negative, **params)
         return job
