@@ -284,6 +284,28 @@ def test_binary_bodies_that_lie_and_requests_past_their_time(server):
     assert server.post("moons", {"inputs": [], "parameters": {"n": 1}})[0] == 200
 
 
+def test_a_request_head_past_its_bound_is_431_and_the_server_stops_reading_it(server):
+    """A header line sent without end is cut at 64 KiB: the client gets 431 and a closed
+    connection long before it has sent its 8 MB, and the server goes on serving."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v2/models/moons/infer HTTP/1.1\r\nhost: x\r\nx-big: ")
+        sent, answer = 0, b""
+        try:
+            while sent < 8 << 20:
+                s.sendall(b"a" * 16384)
+                sent += 16384
+        except OSError:         # the server closed the connection on us
+            pass
+        try:
+            while chunk := s.recv(4096):
+                answer += chunk
+        except OSError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 431") and b"64 KiB" in answer, answer[:200]
+    assert sent < 8 << 20
+    assert server.post("moons", {"inputs": [], "parameters": {"n": 1}})[0] == 200
+
+
 @pytest.mark.slow
 def test_full_queue_is_429_and_disconnect_cancels(files):
     # the second slow request waits for the first: with a busy machine the two took past the

@@ -91,6 +91,7 @@ def serve(models, host, port, batching, max_batch_rows, max_delay_ms, max_queue,
         import uvicorn
 
         from ..serve.app import Limits, build_app
+        from ..serve.http import MAX_HEAD, protocol
     except ImportError as e:
         raise UsageError(f'fm-run serve needs the serve extra ({e.name} is missing): in the fm-runtime checkout, pip install ".[serve]"') from None
     samplers = {}
@@ -117,7 +118,8 @@ def serve(models, host, port, batching, max_batch_rows, max_delay_ms, max_queue,
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=grace, lifespan="off")
+                            timeout_graceful_shutdown=grace, lifespan="off",
+                            http=protocol(), h11_max_incomplete_event_size=MAX_HEAD)
     server = Server(config)
     click.echo(f"fm-run serve: {', '.join(names)} at http://{host}:{port}/v2/models/ ({batching}-level batching"
                if batching != "none" else f"fm-run serve: {', '.join(names)} at http://{host}:{port}/v2/models/ (no batching",
