@@ -91,7 +91,7 @@ def main() -> None:
     batches = (1, 256, 10_000) if args.quick else BATCHES
     compiled = compiled_loop(model, 8)
     rate = matmul_gflops()
-    flops = 16 * mlp_flops_per_eval(config["architecture"])
+    flops = 16 * mlp_flops_per_eval(config["architecture"], velocity.read_bytes())
     print(f"machine: {torch.get_num_threads()} torch threads; float32 matmul {rate:.0f} GFLOP/s measured; "
           f"{flops / 1e3:.0f} kFLOP per sample at 16 NFE")
     print(f"{'batch':>7} | {'mode':<24} | {'time':>10} | {'vs tutorial':>11} | {'vs nograd':>9} | {'/ bound':>7}")

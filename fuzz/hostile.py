@@ -2,7 +2,7 @@
 
     python -m fuzz.hostile [FOLDER] [--json results.json]
 
-Every file goes through `fm-run sample`, `info`, `logprob` and `bench`, each under
+Every file goes through `fm-run sample`, `info`, `logprob`, `bench` and `sample --grid`, each under
 the default memory budget and a time limit (--timeout for the run; the process is killed and the
 case fails if it outlives that by far). A run passes when it exits with a documented code other
 than 1 (and the file's expected code for `sample` where one is stated), writes at most one line
@@ -33,7 +33,9 @@ DOCUMENTED = {0, 2, 3, 4, 5, 6, 7, 9, 124, 130}
 PEAK_BOUND = 512 << 20           # peak RSS of any run (files under 1 MiB, default budget), bytes
 RUN_TIMEOUT = 3.0                # --timeout given to every run
 KILL_AFTER = 30.0                # a run still alive after this is a hang: killed, and a failure
-COMMANDS = ("sample", "info", "logprob", "bench")
+COMMANDS = ("sample", "info", "logprob", "bench", "grid")
+RATE_BOUND = 1000                # % of the matmul rate no bench line may print (a small net in cache
+                                 # beats the big-matmul yardstick, but not tenfold)
 
 
 def argv_for(command: str, model: str, work: Path) -> list[str]:
@@ -44,6 +46,8 @@ def argv_for(command: str, model: str, work: Path) -> list[str]:
         return ["info", model, *limits]
     if command == "logprob":
         return ["logprob", model, str(work.parent / "data.npy"), "--out", str(work / "logp.npy"), *limits]
+    if command == "grid":
+        return ["sample", model, "--grid", str(work / "g.png"), *limits]
     return ["bench", model, "--batch", "4", "--steps", "1", "--solver", "euler", *limits]
 
 
@@ -129,6 +133,9 @@ def problems(r: dict, command: str, expect: int | dict | None, work: Path) -> li
         found.append(f"left {left} behind")
     if r["peak"] > PEAK_BOUND:
         found.append(f"peak memory {r['peak'] >> 20} MiB")
+    rates = [float(w[1:-1]) for w in r["stdout"].split() if w.startswith("(") and w.endswith("%")]
+    if any(rate > RATE_BOUND for rate in rates):
+        found.append(f"a rate of {max(rates):.3g}% of the matmul rate")
     return found
 
 

@@ -212,6 +212,8 @@ def corpus() -> list[tuple[str, str, object, int | None]]:
         [h.make_node("Gather", ["table", "y"], ["row"], axis=0), h.make_node("Add", ["x", "row"], ["v"])],
         [h.make_tensor("table", T.FLOAT, [2, 2], [0.0] * 4)], meta={"num_classes": 3},
         inputs=[_vi("x", ["B", 2]), _vi("t", ["B"]), _vi("y", ["B"], T.INT64)])), 3)
+    add("lies", "architecture_huge", _meta(architecture=json.dumps({"type": "mlp", "dim": 2, "width": 2**31 - 1,
+                                                                      "depth": 2**31 - 1})), {"bench": 0})
     add("lies", "velocity_infinite", lambda: _bytes(model([h.make_node("Div", ["x", "zero"], ["v"])],
                                                          [h.make_tensor("zero", T.FLOAT, [], [0.0])])), 5)
     add("lies", "divergence_wrong_shape", lambda: _bytes(with_divergence(model(), jvp_graph(
@@ -231,6 +233,9 @@ def corpus() -> list[tuple[str, str, object, int | None]]:
     add("bombs", "resize_huge", lambda: _bytes(model(*_resize_bomb())), 9)
     add("bombs", "broadcast_outer", lambda: _bytes(model(*_outer_bomb())), 9)
     add("bombs", "many_medium_constants", lambda: _bytes(model(*_many_constants(24))), 9)
+    add("bombs", "class_grid", lambda: _bytes(model(*_labelled(2_147_483_646), shape=(8, 8), meta={"num_classes": 2_147_483_646},
+                                                     inputs=[_vi("x", ["B", 8, 8]), _vi("t", ["B"]), _vi("y", ["B"], T.INT64)])),
+        {"grid": 2})
 
     # runs that never end: a Loop the file does not bound is refused at load (exit 3) unless
     # --allow-loops; one with a small fixed trip count runs
@@ -282,6 +287,12 @@ def _with(graph: tuple[list, list], more: list) -> tuple[list, list]:
 def _cos_bomb():
     return _with(bomb([h.make_node("ConstantOfShape", ["shp"], ["big"],
                                    value=h.make_tensor("one", T.FLOAT, [1], [1.0]))]), [_const("shp", [100000, 100000])])
+
+
+def _labelled(classes: int):
+    """v = 0.5 x for a class-conditional file of `classes` classes (its label read, not used)."""
+    return ([h.make_node("Mul", ["x", "half"], ["v"]), h.make_node("Identity", ["y"], ["y_seen"])],
+            [h.make_tensor("half", T.FLOAT, [], [0.5])])
 
 
 def _doubling(levels: int):

@@ -54,7 +54,7 @@ def test_output_of_the_wrong_shape_is_refused_on_every_call(tmp_path, rows_out):
 
 @pytest.mark.slow
 def test_crafted_corpus_never_crashes_lies_or_hangs(tmp_path):
-    """Every hostile file through sample/info/logprob/bench at the default budget and a time limit:
+    """Every hostile file through sample/info/logprob/bench/sample --grid at the default budget and a time limit:
     documented non-1 codes (the expected one where stated), one clean stderr line, nothing left
     behind, peak memory under fuzz.hostile.PEAK_BOUND (see fuzz/hostile.py)."""
     import json
@@ -64,7 +64,7 @@ def test_crafted_corpus_never_crashes_lies_or_hangs(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     results = json.loads((tmp_path / "r.json").read_text())
     files = {(r["class"], r["name"]) for r in results}
-    assert len(files) >= 40 and len(results) == 4 * len(files)
+    assert len(files) >= 40 and len(results) == 5 * len(files)
     assert {cls for cls, _ in files} == {"metadata", "lies", "bombs", "endless", "terminal", "files"}
     assert not any(r["problems"] for r in results) and 1 not in {r["rc"] for r in results}
     stopped = {r["rc"] for r in results if r["class"] in ("bombs", "endless") and r["command"] == "sample"}

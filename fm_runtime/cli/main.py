@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 import numpy as np
@@ -253,7 +254,7 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
                                f"{limits.describe(limits.budget())} budget (--max-memory)")
     rows = bench_table(lambda kw: open_sampler(model, "cpu", dim, x_name, t_name, **kw), modes,
                        batches, steps, solver)
-    per_eval = mlp_flops_per_eval(probe.spec.architecture)
+    per_eval = mlp_flops_per_eval(probe.spec.architecture, Path(probe.path).read_bytes())
     rate = matmul_gflops() if per_eval else None
     click.echo(f"{probe.path}: {probe.spec.kind}, {solver} {steps} steps ({probe.nfe(steps, solver)} NFE)"
                + (f"; float32 matmul {rate:.0f} GFLOP/s measured" if rate else ""))

@@ -114,6 +114,7 @@ def sample(model, n, times, noise, out, shard, progress, plot, label, labels, lo
     sampler = open_sampler(model, provider, dim, x_name, t_name, threads, tile, cuda_graph)
     check_conditioning(sampler, label, y, asked["guidance"], logprob_out, grid, null_cond)
     if grid and sampler.num_classes and label is None and y is None:
+        _check_grid(sampler.num_classes * grid_cols, sampler.spec.dim, f"one row of {grid_cols} per class ({sampler.num_classes:,} classes)")
         y = np.repeat(np.arange(sampler.num_classes), grid_cols)   # one row per class
         n = len(y) if n is None and z is None else n
     conditions = load_conditions(cond)
@@ -177,13 +178,19 @@ def _rows(n: int, shard_ik) -> tuple[int, int]:
     return start, stop
 
 
+def _check_grid(images: int, dim: int, what: str) -> None:
+    """Refuse a --grid picture of more images than fit one picture and the memory budget."""
+    most = limits.work_rows(4 * dim, 10_000)
+    if images > most:
+        raise click.UsageError(f"--grid draws {what}; {images:,} images are too many for one picture of these "
+                               f"images (at most {most:,}): give --class, -n or fewer --grid-cols")
+
+
 def _check_memory(sampler, req, rows: int, out, in_memory: bool, plot, grid) -> None:
     """Refuse, before any work, what cannot fit the memory budget (--max-memory) or the disk."""
     adaptive = req.kind == "adaptive"
-    most = limits.work_rows(4 * req.spec.dim, 10_000)
-    if grid and req.n > most:
-        raise click.UsageError(f"--grid draws every sample; {req.n:,} is too many for one "
-                               f"picture of these images (at most {most:,})")
+    if grid:
+        _check_grid(req.n, req.spec.dim, "every sample")
     row_bytes = 4 * req.spec.dim
     if out:
         check_space(out, rows * row_bytes + 4096)

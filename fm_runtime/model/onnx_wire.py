@@ -7,6 +7,7 @@ protobuf raises WireError; the caller reports it as the model's fault.
 """
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -236,3 +237,8 @@ def model_graphs(data: bytes) -> list[Graph]:
     if not graphs:
         raise WireError("no graph")
     return graphs
+
+
+def weight_count(data: bytes) -> int:
+    """Values held in the main graph's initializers (every dtype)."""
+    return sum(math.prod(t.dims) for t in model_graphs(data)[0].initializers.values())

@@ -10,6 +10,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..model.onnx_wire import WireError, weight_count
+
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "fma")
 
 
@@ -49,12 +51,19 @@ def matmul_gflops(size: int = 2048) -> float:
     return 2 * size**3 / median_seconds(lambda: a @ b, min_time=1.0, max_repeats=20) / 1e9
 
 
-def mlp_flops_per_eval(architecture: dict) -> int | None:
-    """Multiply-add FLOPs of one evaluation of the fm MLP for one sample (2 per MAC)."""
+def mlp_flops_per_eval(architecture: dict, model: bytes) -> int | None:
+    """Multiply-add FLOPs of one evaluation of the fm MLP for one sample (2 per MAC); None unless
+    the file's weights (values in its initializers) are those of that MLP, its biases and a few
+    constants, since a rate from metadata that lies about the network would be nonsense."""
     if architecture.get("type") != "mlp":
         return None
+    try:
+        weights = weight_count(model)
+    except WireError:               # an ORT-format file: no ONNX graph to count
+        return None
     d, w, depth = architecture["dim"], architecture["width"], architecture["depth"]
-    return 2 * ((d + 1) * w + (depth - 1) * w * w + w * d)
+    macs = (d + 1) * w + (depth - 1) * w * w + w * d
+    return 2 * macs if macs <= weights <= macs + depth * w + d + 1024 else None
 
 
 def bench_table(sampler_for: Callable[[dict], object], modes: dict[str, dict], batches, steps: int,
