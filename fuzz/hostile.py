@@ -173,9 +173,9 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def corpus_main(doc: str, run, memory: str = "worst peak MiB") -> None:
+def corpus_main(doc: str, run, names: dict | None = None) -> None:
     """The command line of a corpus runner: [FOLDER] [--json FILE]; run(folder) -> results; prints
-    the table (its memory column named `memory`) and the failures; exit status 1 if any."""
+    the table (its column names replaced as `names` says) and the failures; exit status 1 if any."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("folder", nargs="?", help="where to write the corpus [default: a temporary folder]")
     ap.add_argument("--json", help="write every run's result here")
@@ -185,7 +185,10 @@ def corpus_main(doc: str, run, memory: str = "worst peak MiB") -> None:
         results = run(Path(a.folder or tmp))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
-    print(table(results).replace("worst peak MiB", memory))
+    text = table(results)
+    for old, new in (names or {}).items():
+        text = text.replace(old, new, 1)
+    print(text)
     bad = [r for r in results if r["problems"]]
     for r in bad:
         print(f"FAIL {r['class']}/{r['name']} {r['command']}: {'; '.join(r['problems'])}: {r['stderr'].strip()[:200]}")

@@ -178,7 +178,7 @@ def run_corpus(folder: Path) -> list[dict]:
 
 
 def main() -> None:
-    corpus_main(__doc__, run_corpus, memory="worst MiB taken")
+    corpus_main(__doc__, run_corpus, {"worst peak MiB": "worst MiB taken"})
 
 
 if __name__ == "__main__":

@@ -233,7 +233,13 @@ def corpus() -> list[tuple[str, str, object, int | None]]:
     add("bombs", "resize_huge", lambda: _bytes(model(*_resize_bomb())), 9)
     add("bombs", "broadcast_outer", lambda: _bytes(model(*_outer_bomb())), 9)
     add("bombs", "many_medium_constants", lambda: _bytes(model(*_many_constants(24))), 9)
-    add("bombs", "class_grid", lambda: _bytes(model(*_labelled(2_147_483_646), shape=(8, 8), meta={"num_classes": 2_147_483_646},
+    add("bombs", "row_of_100_mb", lambda: _bytes(model([h.make_node("Reshape", ["x", "rshape"], ["v"])],
+                                                     [_const("rshape", [-1, 25_000_000])], shape=(25_000_000,))), 9)
+    add("bombs", "expand_by_input_shape", lambda: _bytes(model(*_with(bomb([
+        h.make_node("Shape", ["x"], ["sx"]), h.make_node("Mul", ["sx", "k"], ["eshape"]),
+        h.make_node("Expand", ["one", "eshape"], ["big"])]), [_const("k", [20000, 5000]),
+                                                              h.make_tensor("one", T.FLOAT, [1], [1.0])]))), 9)
+    add("lies", "class_grid", lambda: _bytes(model(*_labelled(2_147_483_646), shape=(8, 8), meta={"num_classes": 2_147_483_646},
                                                      inputs=[_vi("x", ["B", 8, 8]), _vi("t", ["B"]), _vi("y", ["B"], T.INT64)])),
         {"grid": 2})
 

@@ -306,6 +306,21 @@ def test_a_request_head_past_its_bound_is_431_and_the_server_stops_reading_it(se
     assert server.post("moons", {"inputs": [], "parameters": {"n": 1}})[0] == 200
 
 
+def test_hostile_requests_get_their_documented_status_and_the_server_stays_up(tmp_path):
+    """fuzz/hostile_server.py: malformed bodies, numbers, tensors, ids, memory, request heads,
+    timeouts and routes, each answered with its status and one error line; the server ready after
+    each, its memory back within 200 MB, exit 0 on SIGTERM."""
+    import sys
+    p = subprocess.run([sys.executable, "-m", "fuzz.hostile_server", str(tmp_path / "c"), "--json", str(tmp_path / "r.json")],
+                       capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
+    print(p.stdout)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert {r["class"] for r in results} >= {"bodies", "numbers", "tensors", "ids", "memory", "head", "time", "routes"}
+    assert len(results) >= 40 and not any(r["problems"] for r in results)
+    assert {r["rc"] for r in results} == {200, 400, 404, 408, 413, 431}
+
+
 @pytest.mark.slow
 def test_full_queue_is_429_and_disconnect_cancels(files):
     # the second slow request waits for the first: with a busy machine the two took past the

@@ -4,7 +4,11 @@ ConstantOfShape, Expand, Tile, Range, Resize or Concat chain makes gigabytes wou
 load, before any budget check of ours could run.
 
 Every tensor gets a lower bound on its shape (a symbolic dimension counts as 1; an op this module
-does not model leaves its outputs unknown, so the bound never overstates). A tensor whose bound
+does not model leaves its outputs unknown, so the bound never overstates). Small values are
+followed too: exact ones from constants, and lower bounds from the shapes of the inputs (Shape of
+x at one row), carried only through ops that keep them lower bounds (Add, Max, Min, Mul of
+non-negative values, Sub of an exact value, Cast, Concat), so `Expand(1, Shape(x) * 20000)` is
+sized at load like a constant shape. A tensor whose bound
 exceeds the allowance (an eighth of it for a tensor made from the inputs, which every row of a call
 makes again), or constant-only tensors that together exceed it, refuse the file with
 ResourceError (exit 9) naming the node. The allowance is contract.json's `static_bytes_floor` or
@@ -103,6 +107,7 @@ class _Bounds:
 
     def __init__(self, g: wire.Graph):
         self.shape, self.size, self.value, self.const = {}, {}, {}, set()
+        self.lower = set()          # names whose value is a lower bound (from the inputs' shapes), not exact
         for name, dims in g.inputs.items():
             if dims is not None:
                 self.shape[name] = tuple(d if isinstance(d, int) and d > 0 else 1 for d in dims)
@@ -112,16 +117,21 @@ class _Bounds:
                 continue        # dims its data does not fill: onnxruntime refuses the file as malformed
             self.put(name, tuple(max(d, 0) for d in t.dims), _itemsize(t.dtype), t.value, const=True)
 
-    def put(self, name, shape, itemsize, value=None, const=False):
+    def put(self, name, shape, itemsize, value=None, const=False, lower=False):
         self.shape[name], self.size[name] = tuple(int(d) for d in shape), itemsize
         if value is not None and value.size <= wire.SMALL:
             self.value[name] = value
+            if lower:
+                self.lower.add(name)
         if const:
             self.const.add(name)
 
-    def ints(self, name) -> list[int] | None:
+    def ints(self, name, exact=False) -> list[int] | None:
+        """The small integer value of `name`; None when unknown, or only a lower bound and `exact`."""
         v = self.value.get(name)
-        return None if v is None or v.dtype.kind not in "iu" else [int(x) for x in v.reshape(-1)]
+        if v is None or v.dtype.kind not in "iu" or (exact and name in self.lower):
+            return None
+        return [int(x) for x in v.reshape(-1)]
 
 
 def _infer(n: wire.Node, b: _Bounds):
@@ -150,6 +160,7 @@ class _Operands:
         self.first = b.shape.get(self.ins[0]) if self.ins and self.ins[0] else None
         self.size = b.size.get(self.ins[0], 4) if self.ins else 4
         self.vals = [b.value.get(i) for i in self.ins]
+        self.lower = [i in b.lower for i in self.ins]
 
 
 def _constant(n: wire.Node):
@@ -179,10 +190,20 @@ def _elementwise(n: wire.Node, b: _Bounds, o: _Operands):
     if n.op in BINARY and ins and o.known:
         shape = _broadcast(*(b.shape[i] for i in ins if i))
         v = None
-        if n.op in NUMPY and all(x is not None for x in vals):
+        if n.op in NUMPY and all(x is not None for x in vals) and _keeps_bounds(n.op, vals, o.lower):
             v = NUMPY[n.op](*vals)
         return shape, max(b.size[i] for i in ins if i), v
     return None
+
+
+def _keeps_bounds(op: str, vals: list, lower: list) -> bool:
+    """Whether op of these values is a lower bound of op of the true values, some of which these
+    only bound from below."""
+    if not any(lower):
+        return True
+    if op == "Mul":
+        return all(bool(np.all(x >= 0)) for x in vals)
+    return op in ("Add", "Max", "Min") or (op == "Sub" and not lower[1])
 
 
 def _rearranged(n: wire.Node, b: _Bounds, o: _Operands):
@@ -198,10 +219,11 @@ def _rearranged(n: wire.Node, b: _Bounds, o: _Operands):
         shape[axis] = sum(s[axis] for s in shapes)
         v = np.concatenate(vals, axis) if all(x is not None for x in vals) and all(x.ndim == rank for x in vals) else None
         return tuple(shape), size, v
-    if n.op == "Shape" and first is not None and ins[0] in b.const:
-        return (len(first),), 8, np.array(first, dtype=np.int64)
+    if n.op == "Shape" and first is not None:        # exact of a constant, else a lower bound
+        dims = first[n.attrs.get("start", 0):n.attrs.get("end", len(first))]
+        return (len(dims),), 8, np.array(dims, dtype=np.int64)
     if n.op in ("Unsqueeze", "Squeeze") and first is not None:
-        axes = b.ints(ins[1]) if len(ins) > 1 and ins[1] else n.attrs.get("axes")
+        axes = b.ints(ins[1], exact=True) if len(ins) > 1 and ins[1] else n.attrs.get("axes")
         if axes is None:
             return None
         shape = list(first)
@@ -232,7 +254,7 @@ def _sized_by_values(n: wire.Node, b: _Bounds, o: _Operands):
         if reps is None or len(reps) != len(first):
             return None
         return tuple(d * max(r, 0) for d, r in zip(first, reps)), size, None
-    if n.op == "Range" and len(ins) == 3 and all(v is not None and v.size == 1 for v in vals):
+    if n.op == "Range" and len(ins) == 3 and all(v is not None and v.size == 1 for v in vals) and not any(o.lower):
         start, limit, delta = (float(v.reshape(-1)[0]) for v in vals)
         count = max(int(np.ceil((limit - start) / delta)), 0) if delta and np.isfinite([start, limit, delta]).all() else 0
         return (count,), size, None
@@ -260,6 +282,12 @@ def _product(n: wire.Node, b: _Bounds, o: _Operands):
 
 def _check(g: wire.Graph, where: str, allowed: int) -> None:
     b = _Bounds(g)
+    for name in g.inputs.keys() - g.initializers.keys():    # what a caller feeds, again for every row
+        nbytes = _count(b.shape.get(name, ())) * 4
+        if nbytes > allowed // PER_ROW_SHARE:
+            raise ResourceError(f"{where}: its input {name!r} takes at least {_describe(nbytes)} for one row, more "
+                                f"than the {_describe(allowed // PER_ROW_SHARE)} a file of this size may take there "
+                                "(refused before loading)")
     folded = 0
     for n in g.nodes:
         try:
@@ -284,7 +312,8 @@ def _check(g: wire.Graph, where: str, allowed: int) -> None:
                 raise ResourceError(f"{where}: its constants fold into at least {_describe(folded)} (at "
                                     f"{n.op} node {n.outputs[0]!r}), more than the {_describe(allowed)} a file "
                                     "of this size may take for its graph (refused before loading)")
-        b.put(n.outputs[0], shape, itemsize, value if isinstance(value, np.ndarray) else None, const=const)
+        lower = not const and (n.op == "Shape" or any(i in b.lower for i in n.inputs if i))
+        b.put(n.outputs[0], shape, itemsize, value if isinstance(value, np.ndarray) else None, const=const, lower=lower)
 
 
 def _describe(nbytes: int) -> str:

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -80,9 +81,10 @@ class Model:
     def logprob_job(self, doc: dict, tensors: dict) -> Job:
         params = protocol.parameters(doc, protocol.LOGPROB_PARAMS)
         x, labels = tensors.pop("x", None), tensors.pop("labels", None)
-        if x is None:
-            raise UsageError(f"{self.name}-logprob needs the input x [n, {', '.join(map(str, self.sampler.data_shape))}]")
-        self._check(params, len(x) if x.ndim else 0)
+        if x is None or x.ndim == 0:
+            raise UsageError(f"{self.name}-logprob needs the input x [n, {', '.join(map(str, self.sampler.data_shape))}]"
+                             + ("" if x is None else ", not a single number"))
+        self._check(params, len(x))
         negative = protocol.null_inputs(tensors)
         need = budget.in_memory_bytes(len(x), 4 * self.sampler.spec.dim, tile_rows=self.limits.max_batch_rows,
                                       workers=self.limits.workers, logprob=True) - budget.BASE_BYTES + _answer_bytes(doc, len(x))
@@ -206,7 +208,11 @@ def build_app(models: dict, limits: Limits, access_log: bool = True) -> Starlett
               Route("/v2/models/{name}/ready", model_ready), Route("/v2/models/{name}/versions/{v}/ready", model_ready),
               Route("/v2/models/{name}/infer", infer, methods=["POST"]),
               Route("/v2/models/{name}/versions/{v}/infer", infer, methods=["POST"]), Route("/metrics", scrape)]
-    app = Starlette(routes=routes)
+    async def http_error(request: Request, e: HTTPException) -> Response:     # no route, wrong method: JSON too
+        where = printable(f"{request.method} {request.url.path}")[:120]
+        return JSONResponse({"error": f"{e.detail.lower()}: {where}"}, e.status_code, headers=e.headers)
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.draining = False
     app.state.models = served
     if access_log:

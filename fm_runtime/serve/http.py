@@ -20,12 +20,28 @@ def protocol():
         return "h11"
 
     class BoundedHead(HttpToolsProtocol):
-        head_bytes = 0
-        in_head = True
+        # a head arriving in pieces is counted by the bytes received while it is incomplete (so
+        # one endless line is cut); a whole head in one read, by its parsed parts
+        head_bytes = parsed = 0
+        in_head, too_large = True, False
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self.in_head, self.head_bytes = True, 0
+            self.in_head, self.head_bytes, self.parsed = True, 0, 0
+
+        def on_url(self, url: bytes) -> None:
+            self.count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def count(self, nbytes: int) -> None:
+            self.parsed += nbytes
+            if self.parsed > MAX_HEAD:
+                self.too_large = True
+                raise ValueError("request head too large")      # the parser stops; send_400_response answers
 
         def on_headers_complete(self) -> None:
             self.in_head = False
@@ -37,6 +53,12 @@ def protocol():
                 self.head_bytes += len(data)
                 if self.head_bytes > MAX_HEAD:
                     self.refuse_head()
+
+        def send_400_response(self, msg: str) -> None:
+            if self.too_large:
+                self.refuse_head()
+            else:
+                super().send_400_response(msg)
 
         def refuse_head(self) -> None:
             msg = f"the request line and headers exceed {MAX_HEAD // 1024} KiB\n".encode()

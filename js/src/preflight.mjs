@@ -1,6 +1,7 @@
 // Pre-flight, as fm_runtime/model/preflight.py: the memory a graph is bound to take, read from the
 // file alone before onnxruntime folds its constants. Every tensor gets a lower bound on its shape
-// (a symbolic dimension counts as 1; an op not modelled here bounds nothing); one over the
+// (a symbolic dimension counts as 1; an op not modelled here bounds nothing), and small values are
+// followed, exact from constants or lower bounds from the inputs' shapes (as preflight.py); one over the
 // allowance (an eighth of it, for one row, when made from the inputs), or constants folding past
 // it, is a ResourceError naming the node. The allowance: contract.json's static_bytes_floor or
 // static_bytes_per_file_byte times the file's size, whichever is larger.
@@ -134,7 +135,8 @@ function broadcast(...shapes) {
 /** [shape, itemsize, value] of node n's first output, or null when it cannot be bounded. */
 function infer(n, b) {
   const ins = n.inputs, first = ins[0] ? b.shape.get(ins[0]) : undefined, size = b.size.get(ins[0]) ?? 4;
-  const vals = ins.map((i) => b.value.get(i)), ints = (i) => (ins[i] ? b.value.get(ins[i]) : undefined);
+  const vals = ins.map((i) => b.value.get(i)), lower = ins.map((i) => b.lower.has(i));
+  const ints = (i, exact = false) => (ins[i] && !(exact && lower[i]) ? b.value.get(ins[i]) : undefined);
   const allKnown = ins.length > 0 && ins.every((i) => !i || b.shape.has(i));
   if (n.op === 'Constant') {
     const t = n.attrs.value;
@@ -148,7 +150,8 @@ function infer(n, b) {
   if (BINARY.has(n.op) && allKnown) {
     const shape = broadcast(...ins.filter(Boolean).map((i) => b.shape.get(i)));
     let value;
-    if (ARITH[n.op] && vals.length === 2 && vals.every((v) => v) && vals[0].length === vals[1].length) {
+    if (ARITH[n.op] && vals.length === 2 && vals.every((v) => v) && vals[0].length === vals[1].length
+        && keepsBounds(n.op, vals, lower)) {
       value = vals[0].map((a, k) => ARITH[n.op](a, vals[1][k]));
     }
     return [shape, Math.max(...ins.filter(Boolean).map((i) => b.size.get(i))), value];
@@ -160,9 +163,12 @@ function infer(n, b) {
     shape[axis] = shapes.reduce((a, s) => a + s[axis], 0);
     return [shape, size, rank === 1 && vals.every((v) => v) ? vals.flat() : undefined];
   }
-  if (n.op === 'Shape' && first && b.constant.has(ins[0])) return [[first.length], 8, [...first]];
+  if (n.op === 'Shape' && first) {              // exact of a constant, else a lower bound
+    const dims = first.slice(n.attrs.start ?? 0, n.attrs.end ?? first.length);
+    return [[dims.length], 8, dims];
+  }
   if ((n.op === 'Unsqueeze' || n.op === 'Squeeze') && first) {
-    const axes = ins[1] ? ints(1) : n.attrs.axes;
+    const axes = ins[1] ? ints(1, true) : n.attrs.axes;
     if (!axes) return null;
     let shape = [...first];
     if (n.op === 'Unsqueeze') {
@@ -186,7 +192,7 @@ function infer(n, b) {
     const reps = ints(1);
     return reps && reps.length === first.length ? [first.map((d, k) => d * Math.max(reps[k], 0)), size] : null;
   }
-  if (n.op === 'Range' && ins.length === 3 && vals.every((v) => v && v.length === 1)) {
+  if (n.op === 'Range' && ins.length === 3 && vals.every((v) => v && v.length === 1) && !lower.some(Boolean)) {
     const [start, limit, delta] = vals.map((v) => Number(v[0]));
     const c = delta && [start, limit, delta].every(Number.isFinite) ? Math.max(Math.ceil((limit - start) / delta), 0) : 0;
     return [[c], size];
@@ -208,6 +214,15 @@ function infer(n, b) {
     if (a.length >= 1 && c.length >= 2) return [[...broadcast(a.slice(0, -2), c.slice(0, -2)), ...(a.length > 1 ? [a[a.length - 2]] : []), c[c.length - 1]], size];
   }
   return null;
+}
+
+// mirrors: fm_runtime/model/preflight.py (_keeps_bounds)
+/** Whether op of these values bounds op of the true values from below, where `lower` marks the
+ * values that are only lower bounds. */
+function keepsBounds(op, vals, lower) {
+  if (!lower.some(Boolean)) return true;
+  if (op === 'Mul') return vals.every((v) => v.every((x) => x >= 0));
+  return op === 'Add' || op === 'Max' || op === 'Min' || (op === 'Sub' && !lower[1]);
 }
 
 // mirrors: fm_runtime/model/preflight.py (_describe)
@@ -267,9 +282,14 @@ export function checkGraphMemory(bytes, where, allowed = allowance(bytes.length)
   }
   for (const g of graphs) {
     if (!allowLoops) checkLoops(g, where, new Map(), 1);
-    const b = { shape: new Map(), size: new Map(), value: new Map(), constant: new Set() };
+    const b = { shape: new Map(), size: new Map(), value: new Map(), constant: new Set(), lower: new Set() };
     for (const [name, dims] of Object.entries(g.inputs)) {
       if (dims) { b.shape.set(name, dims.map((d) => (Number.isInteger(d) && d > 0 ? d : 1))); b.size.set(name, 4); }
+      const nbytes = dims && !(name in g.inits) ? count(b.shape.get(name)) * 4 : 0;
+      if (nbytes > Math.floor(allowed / PER_ROW_SHARE)) {        // what a caller feeds, again for every row
+        throw new ResourceError(`${where}: its input '${name}' takes at least ${describe(nbytes)} for one row, more than `
+          + `the ${describe(Math.floor(allowed / PER_ROW_SHARE))} a file of this size may take there (refused before loading)`);
+      }
     }
     for (const [name, t] of Object.entries(g.inits)) {
       if (t.external || count(t.dims) * item(t.dtype) > Math.max(t.stored, 64)) continue;
@@ -296,7 +316,10 @@ export function checkGraphMemory(bytes, where, allowed = allowance(bytes.length)
         }
       }
       b.shape.set(n.outputs[0], shape); b.size.set(n.outputs[0], itemsize);
-      if (value && value.length <= SMALL) b.value.set(n.outputs[0], value);
+      if (value && value.length <= SMALL) {
+        b.value.set(n.outputs[0], value);
+        if (!constant && (n.op === 'Shape' || n.inputs.some((i) => b.lower.has(i)))) b.lower.add(n.outputs[0]);
+      }
       if (constant) b.constant.add(n.outputs[0]);
     }
   }

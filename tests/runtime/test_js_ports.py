@@ -90,6 +90,8 @@ DIRECT = {
         "test_baked_conditioned.py (samples of a baked conditioned file)",
     "js/src/request.mjs#checkBakedGuidance -> fm_runtime/engine/request.py#check_baked_guidance":
         "test_baked_conditioned.py (refusals)",
+    "js/src/preflight.mjs#keepsBounds -> fm_runtime/model/preflight.py#_keeps_bounds":
+        "test_hostile.py::test_both_readers_refuse_every_bomb_the_same_way (a shape from the input's)",
 }
 
 
