@@ -11,7 +11,8 @@ then at each batch the median time of an 8-step midpoint solve (16 NFE) by
 - the runtime baked: the same solve unrolled into one graph (fm-export --bake midpoint:8);
 - the runtime int8: the loop over `fm-export --quantize int8`'s file (static QDQ convolutions, dynamic
   matmuls; its sample deviation from float32 is printed, as the file records it);
-with torch and onnxruntime given the same number of threads. A roofline column: the network's
+with torch and onnxruntime given the same number of threads, and torch eager and torch.compile at 1
+thread as well (torch's own threads can collapse on a shared machine). A roofline column: the network's
 FLOPs per sample per evaluation (torch's FlopCounterMode: convolutions and matmuls), the
 GFLOP/s each mode achieves, and that as a share of this machine's measured float32 matmul rate.
 
@@ -33,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import fm_runtime
 from export import export_velocity
 from fm_runtime.solve.solvers import integrate
-from fm_runtime.tools.bench import matmul_gflops, median_seconds
+from fm_runtime.tools.bench import machine, matmul_gflops, median_seconds
 from training.nets import VelocityDiT, VelocityUNet
 from training.sample import log_prob as torch_log_prob
 from training.sample import sample as torch_sample
@@ -46,6 +47,17 @@ def perturbed(net):
     for p in net.parameters():
         p.data += 0.05 * torch.randn_like(p)
     return net.eval()
+
+
+def one_thread(fn, threads: int):
+    """fn run with torch at 1 thread (and its thread count put back after)."""
+    def run():
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(threads)
+    return run
 
 
 def networks() -> dict:
@@ -137,7 +149,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rate = matmul_gflops()
-    print(f"machine: {args.threads} threads; float32 matmul {rate:.0f} GFLOP/s measured (2048x2048)")
+    print(f"{machine(args.threads)}\nfloat32 matmul {rate:.0f} GFLOP/s measured (2048x2048), torch at {args.threads} threads")
     tmp = Path(tempfile.mkdtemp())
     if args.only != "sampling":
         likelihoods(args.threads, tmp)
@@ -163,7 +175,7 @@ def main() -> None:
         bake = fm_runtime.load(baked, threads=args.threads)
         quant = fm_runtime.load(int8, threads=args.threads)
         compiled = None if args.no_compile else compiled_solve(net)
-        print(f"{'batch':>6} | {'mode':<22} | {'time':>10} | {'vs eager':>8} | {'GFLOP/s':>7} | {'of matmul peak':>14}")
+        print(f"{'batch':>6} | {'mode':<23} | {'time':>10} | {'vs eager':>8} | {'GFLOP/s':>7} | {'of matmul peak':>14}")
         for n in (int(b) for b in args.batches.split(",")):
             z = loop.noise(n, seed=0)
             ref = torch_sample(lambda x, t: net(x, t), z, STEPS, "midpoint")
@@ -171,17 +183,22 @@ def main() -> None:
                      "runtime loop": lambda: loop.sample(noise=z, steps=STEPS, solver="midpoint"),
                      "runtime baked": lambda: bake.sample(noise=z),
                      "runtime int8 loop": lambda: quant.sample(noise=z, steps=STEPS, solver="midpoint")}
+            modes["torch eager, 1 thread"] = one_thread(modes["torch eager (no_grad)"], args.threads)
             if compiled is not None:
                 compiled(z)                                  # compile for this batch, untimed
                 modes["torch.compile (solve)"] = lambda: compiled(z)
+                modes["torch.compile, 1 thread"] = one_thread(lambda: compiled(z), args.threads)
             for mode, fn in modes.items():
                 gap = np.abs(np.asarray(fn()) - ref).max()
                 assert gap < (1.0 if "int8" in mode else 1e-3), (mode, gap)
             times = {mode: median_seconds(fn, min_time=1.0) for mode, fn in modes.items()}
             for mode, t in times.items():
                 achieved = fl * 2 * STEPS * n / t / 1e9
-                print(f"{n:>6} | {mode:<22} | {t * 1e3:>8.2f}ms | {times['torch eager (no_grad)'] / t:>7.2f}x | "
+                print(f"{n:>6} | {mode:<23} | {t * 1e3:>8.2f}ms | {times['torch eager (no_grad)'] / t:>7.2f}x | "
                       f"{achieved:>7.1f} | {achieved / rate:>13.0%}")
+            best_torch = min(t for mode, t in times.items() if mode.startswith("torch"))
+            print(f"{n:>6} | runtime loop against the fastest torch mode: {best_torch / times['runtime loop']:.2f}x")
+    print(machine(args.threads))            # the load average again, at the end
 
 
 if __name__ == "__main__":
