@@ -108,6 +108,12 @@ def logprob(paths, out, times, label, labels, provider, cond, null_cond, dim, **
                                                                if len(logp) > 20 else ""))
 
 
+def _this_cpu(variant: dict) -> str:
+    from ..tools.bench import cpu, variant_advice
+    model, flags = cpu()
+    return f"{printable(model)} {variant_advice(variant, flags)}"
+
+
 @cli.command()
 @model_arg
 @click.option("--json", "as_json", is_flag=True, help="Print the declaration as JSON.")
@@ -153,7 +159,8 @@ def info(model, as_json, dim, x_name, t_name):
         "output": spec.out_name if s.baked else spec.v_name, "prediction": spec.prediction, "path": spec.prob_path,
         "default_solver": spec.default_solver, "default_steps": spec.default_steps,
         "default_schedule": spec.default_schedule,
-        "default_nfe": s.nfe(), "variant": describe_variant(spec.variant), "training": spec.training,
+        "default_nfe": s.nfe(), "variant": describe_variant(spec.variant), "this_cpu": _this_cpu(spec.variant),
+        "training": spec.training,
         "architecture": spec.architecture,
         "classes": (f"{spec.num_classes} (labels 0..{spec.num_classes - 1}; {spec.null_class} = no label, "
                     "classifier-free guidance)") if spec.num_classes else
@@ -258,6 +265,7 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
     rate = matmul_gflops() if per_eval else None
     click.echo(f"{probe.path}: {probe.spec.kind}, {solver} {steps} steps ({probe.nfe(steps, solver)} NFE)"
                + (f"; float32 matmul {rate:.0f} GFLOP/s measured" if rate else ""))
+    click.echo(f"this CPU: {_this_cpu(probe.spec.variant)}")
     for r in rows:
         line = f"  batch {r['batch']:>7}  {r['mode']:<16} {r['seconds'] * 1e3:10.3f} ms"
         if rate:

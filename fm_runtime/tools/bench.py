@@ -15,14 +15,39 @@ from ..model.onnx_wire import WireError, weight_count
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "fma")
 
 
+VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")        # int8 dot products in one instruction
+
+
+def cpu() -> tuple[str, set[str]]:
+    """This CPU's model name and its flags (Linux's /proc/cpuinfo; elsewhere the platform's name
+    and no flags)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.processor() or "?")
+    return model, set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+
+
+def variant_advice(variant: dict, flags: set[str]) -> str:
+    """Which reduced-precision file suits a CPU with these flags, for a file of this fm.variant,
+    in one line (the measurements behind it: docs/performance.md)."""
+    if not flags:
+        return "its flags are unknown here; see docs/performance.md for which variant suits which CPU"
+    vnni = "/".join(f for f in VNNI if f in flags)
+    if variant.get("quantize") == "int8":
+        return (f"suits this int8 file ({vnni}: int8 dot products)" if vnni else
+                "has no VNNI, so this int8 file's integer products run without their instruction: it may be no "
+                "faster than float32 here")
+    if vnni:
+        return (f"has {vnni} (int8 dot products): the int8 variant (fm-export --quantize int8) ran conv and "
+                "transformer nets 1.2-1.8x faster than float32 on such a CPU")
+    return "has no VNNI, so an int8 variant gains little here; fp16 halves the file"
+
+
 def machine(threads: int = 1) -> str:
     """The CPU model, its vector and matrix flags, the thread setting and the load average, in one
     line: timings compare only within one run on one machine."""
     import onnxruntime as ort
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.processor() or "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    model, flags = cpu()
     return (f"CPU {model}, {os.cpu_count()} cores, flags {' '.join(f for f in CPU_FLAGS if f in flags) or '?'}; "
             f"onnxruntime {ort.__version__}, {threads} intra-op thread{'s' if threads != 1 else ''}; "
             f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -2,6 +2,8 @@
 documented exit code; the API validates its arguments with the package's own errors."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,16 @@ def test_nan_and_infinite_seconds_and_weights_are_refused_by_name(args):
     """A float range lets NaN through; fm-run's float options refuse it (exit 2, the option named)."""
     p = run_cli("fm-run", *args[:1], "fm_runtime/assets/moons.onnx", *args[1:], check=False)
     assert p.returncode == 2 and args[-2] in p.stderr and ("finite" in p.stderr or "range" in p.stderr), p.stderr
+
+
+def test_info_says_which_variant_suits_this_cpu():
+    from fm_runtime.tools.bench import cpu, variant_advice
+    fp32, int8 = {"precision": "fp32"}, {"precision": "fp32", "quantize": "int8"}
+    assert "int8 variant (fm-export --quantize int8)" in variant_advice(fp32, {"avx2", "avx512_vnni"})
+    assert "an int8 variant gains little" in variant_advice(fp32, {"avx2", "fma"})
+    assert "suits this int8 file (avx_vnni" in variant_advice(int8, {"avx2", "avx_vnni"})
+    assert "may be no faster than float32" in variant_advice(int8, {"avx2"})
+    assert "unknown" in variant_advice(fp32, set())
+    doc = json.loads(run_cli("fm-run", "info", "--json").stdout)
+    model, flags = cpu()
+    assert doc["this_cpu"].endswith(variant_advice({"precision": "fp32"}, flags))
