@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -236,15 +237,17 @@ def _bounds(b: dict) -> str:
 def bench(model, steps, solver, batches, dim, x_name, t_name):
     """Time sampling on this machine: median of repeated runs after warm-up, per runtime mode.
 
-    Modes: the default (tiles of 2048 rows over all cores) and one call on the whole batch. For
-    the comparison with torch eager on the same weights, run benchmarks/bench_sampling.py.
+    Modes: the default (tiles of 2048 rows over all cores), one call on the whole batch, and one
+    call with onnxruntime's threads inside it (all cores). Then, per batch, which mode was fastest
+    for this file on this CPU and the options that choose it. For the comparison with torch eager
+    on the same weights, run benchmarks/bench_sampling.py.
 
     \b
     Examples:
       fm-run bench
       fm-run bench moons-mid8.onnx --batch 1 --batch 4096
     """
-    from ..tools.bench import bench_table, matmul_gflops, mlp_flops_per_eval
+    from ..tools.bench import bench_table, fastest_modes, matmul_gflops, mlp_flops_per_eval
 
     probe = open_sampler(model, "cpu", dim, x_name, t_name)
     if probe.spec.inputs or probe.spec.symbolic:
@@ -253,6 +256,9 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
     steps = probe.spec.baked.get("steps") if probe.baked else (steps or probe.spec.default_steps)
     solver = probe.spec.baked.get("solver") if probe.baked else (solver or probe.spec.default_solver)
     modes = {"tiled (default)": {}, "whole batch": {"tile": 0, "threads": 1}}
+    cores = os.cpu_count() or 1
+    if cores > 1:
+        modes[f"{cores} threads in a call"] = {"tile": 0, "threads": 1, "intra_op_threads": cores}
     row_bytes = 4 * probe.spec.dim
     batches = batches or sorted({1, min(256, limits.work_rows(row_bytes, 256)), limits.work_rows(row_bytes, 100_000)})
     need = limits.in_memory_bytes(max(batches), row_bytes, tile_rows=0, stages=probe.nfe(1, solver))
@@ -273,6 +279,8 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
             # (they stay in cache), so it is a reference point, not a bound
             gflops = per_eval * probe.nfe(steps, solver) * r["batch"] / r["seconds"] / 1e9
             line += f"   {gflops:7.2f} GFLOP/s ({gflops / rate:4.0%} of the matmul rate)"
+        click.echo(line)
+    for line in fastest_modes(rows, modes):
         click.echo(line)
 
 

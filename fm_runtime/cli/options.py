@@ -107,6 +107,9 @@ def run_limits(f):
 
 
 def threads_option(f):
+    f = click.option("--intra-op-threads", type=click.IntRange(1, limits.MAX_THREADS), default=1, show_default=True,
+                     help="onnxruntime threads inside each call. One, with tiles over the cores, is fastest for "
+                          "most of these nets; fm-run bench measures it for a file.")(f)
     return click.option("--threads", type=click.IntRange(1, limits.MAX_THREADS),
                         help="Worker threads solving tiles of the batch in parallel [default: all cores].")(f)
 

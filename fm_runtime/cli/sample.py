@@ -84,7 +84,7 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @plain_model_options
 @run_limits
 def sample(model, n, times, noise, out, shard, progress, plot, label, labels, logprob_out, grid, grid_cols, grid_scale,
-           provider, threads, tile, cuda_graph, cond, null_cond, dim, x_name, t_name, **asked):
+           provider, threads, intra_op_threads, tile, cuda_graph, cond, null_cond, dim, x_name, t_name, **asked):
     """Integrate the model's velocity from noise (t = 0) to data (t = 1).
 
     \b
@@ -111,7 +111,7 @@ def sample(model, n, times, noise, out, shard, progress, plot, label, labels, lo
         require_matplotlib()
     z = load_array(noise, "noise", kinds="f") if noise else None
     y = load_array(labels, "labels", kinds="iu", dtype=np.int64) if labels else None
-    sampler = open_sampler(model, provider, dim, x_name, t_name, threads, tile, cuda_graph)
+    sampler = open_sampler(model, provider, dim, x_name, t_name, threads, tile, cuda_graph, intra_op_threads)
     check_conditioning(sampler, label, y, asked["guidance"], logprob_out, grid, null_cond)
     if grid and sampler.num_classes and label is None and y is None:
         _check_grid(sampler.num_classes * grid_cols, sampler.spec.dim, f"one row of {grid_cols} per class ({sampler.num_classes:,} classes)")

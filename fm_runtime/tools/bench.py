@@ -91,6 +91,24 @@ def mlp_flops_per_eval(architecture: dict, model: bytes) -> int | None:
     return 2 * macs if macs <= weights <= macs + depth * w + d + 1024 else None
 
 
+def fastest_modes(rows: list[dict], modes: dict[str, dict], margin: float = 1.1) -> list[str]:
+    """Per batch of bench_table's rows, the mode to use: the first (the default) unless another is
+    `margin` times faster, then with the fm-run sample options and load() arguments that choose it."""
+    lines = []
+    for n in dict.fromkeys(r["batch"] for r in rows):
+        times = {r["mode"]: r["seconds"] for r in rows if r["batch"] == n}
+        default, best = next(iter(times)), min(times, key=times.get)
+        if best == default or times[default] < margin * times[best]:
+            lines.append(f"  batch {n:>7}: the default is fastest (within {margin - 1:.0%})")
+            continue
+        kw = modes[best]
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in kw.items())
+        args = ", ".join(f"{k}={v}" for k, v in kw.items())
+        lines.append(f"  batch {n:>7}: {best} is {times[default] / times[best]:.2f}x the default: "
+                     f"fm-run sample {flags}, or load(path, {args})")
+    return lines
+
+
 def bench_table(sampler_for: Callable[[dict], object], modes: dict[str, dict], batches, steps: int,
                 solver: str, seed: int = 0) -> list[dict]:
     """Median seconds of sampler.sample(n) for each mode (load kwargs) and batch size."""

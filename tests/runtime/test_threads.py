@@ -53,3 +53,17 @@ def test_eight_threads_share_one_sampler():
             assert sorted(r.nonfinite) == sorted(want.nonfinite)
     assert got[7][0][0].nonfinite, "the blow-up job reports where its solve went non-finite"
     assert all(not got[i][0][0].nonfinite for i in range(7))
+
+
+def test_intra_op_threads_give_the_same_samples_and_bench_names_the_fastest_mode():
+    from fm_runtime.tools.bench import fastest_modes
+    one = fm_runtime.load(TINY).sample(5, seed=3)
+    inside = fm_runtime.load(TINY, threads=1, tile=0, intra_op_threads=2).sample(5, seed=3)
+    np.testing.assert_allclose(inside, one, atol=1e-6)
+    modes = {"tiled (default)": {}, "2 threads in a call": {"tile": 0, "threads": 1, "intra_op_threads": 2}}
+    rows = [{"mode": "tiled (default)", "batch": 1, "seconds": 1.0}, {"mode": "2 threads in a call", "batch": 1, "seconds": 0.5},
+            {"mode": "tiled (default)", "batch": 256, "seconds": 1.0}, {"mode": "2 threads in a call", "batch": 256, "seconds": 0.95}]
+    lines = fastest_modes(rows, modes)
+    assert "2 threads in a call is 2.00x the default: fm-run sample --tile 0 --threads 1 --intra-op-threads 2" in lines[0]
+    assert "load(path, tile=0, threads=1, intra_op_threads=2)" in lines[0]
+    assert "the default is fastest" in lines[1]
