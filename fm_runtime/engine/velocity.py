@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from ..errors import ModelError
 from ..model.control import RUN
+from ..model.session import runner
 from ..model.spec import NAMES, ModelSpec
 
 
@@ -142,9 +143,14 @@ def clock(spec: ModelSpec, rows: int):
     shape = (rows,) if spec.t_rank == 1 else (rows, 1)
     tb, t_name = np.empty(shape, np.float32), spec.t_name
     if spec.s_name is None:
+        feed = {t_name: tb}
+
         def fill(t) -> dict:
-            tb[...] = np.reshape(t, (-1,) + shape[1:]) if np.ndim(t) else t
-            return {t_name: tb}
+            if isinstance(t, float):        # a solver's stage time (the common case, kept fast)
+                tb.fill(t)
+            else:
+                tb[...] = np.reshape(t, (-1,) + shape[1:]) if np.ndim(t) else t
+            return feed
         return fill
     sb, s_name = np.empty(shape, np.float32), spec.s_name
 
@@ -160,7 +166,7 @@ def _call(session, spec: ModelSpec, batch: int, fixed: dict, combine, options, r
     """x, t -> the graph's v with `fixed` fed beside them (both halves of guidance when `combine`)."""
     rows, opts = rows or batch, options or RUN
     fill = clock(spec, rows)
-    run, names, x_name = session.run, [spec.v_name], spec.x_name
+    run, names, x_name = runner(session), [spec.v_name], spec.x_name
     if combine is None:
         def f(x: np.ndarray, t: float) -> np.ndarray:
             return checked(spec, run(names, {x_name: x, **fill(t), **fixed}, opts)[0], len(x))
