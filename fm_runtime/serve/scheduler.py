@@ -28,11 +28,17 @@ from ..engine.tiler import Tiler
 from ..engine.velocity import checked, halves, start
 from ..errors import FmError, Interrupted, NumericalError
 from ..model.control import RUN, graph_errors
+from ..model.session import runner
 from ..solve.adaptive import dopri5_steps
 from ..solve.solvers import stepping
 from .jobs import Job, Queued, merge_key, merged
 
 SPLIT_SECONDS = 0.002
+
+
+def join(arrays: list) -> np.ndarray:
+    """The arrays one after another; one array as it is (a lone request's step copies nothing)."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 class Active:
@@ -108,6 +114,7 @@ class StepScheduler(Queued):
     def __init__(self, session, max_rows: int = 8192, max_queue: int = 256, on_call=None, workers: int = 1):
         super().__init__(max_queue, "fm-serve-steps")
         self.session, self.max_rows = session, max_rows
+        self.run = runner(session)
         # a call expected to take longer than SPLIT_SECONDS is split into `workers` parts run at
         # once (single-threaded onnxruntime calls in parallel beat one multi-threaded call for
         # heavy networks; for light ones the hand-off costs more than it saves)
@@ -157,6 +164,9 @@ class StepScheduler(Queued):
                 return
             try:
                 self._drop_stopped()
+                if len(self.active) == 1:
+                    self._alone(self.active[0])
+                    continue
                 groups: dict[tuple, list[Active]] = {}
                 for a in self.active:
                     groups.setdefault(a.layout, []).append(a)
@@ -166,6 +176,13 @@ class StepScheduler(Queued):
                 for a in self.active:
                     a.fail(e)
                 self.active = []
+
+    def _alone(self, a: Active) -> None:
+        """One cohort in flight: its steps back to back, without the admission and grouping of
+        every step (about 10 us each), until it ends, is cancelled or another request waits
+        (which then joins at this step boundary, as it would have)."""
+        while self.active and not self.pending and not a.cancelled:
+            self._call([a])
 
     def _drop_stopped(self) -> None:
         """Cancelled jobs (their client left, or their time ran out) leave at the step boundary."""
@@ -181,7 +198,7 @@ class StepScheduler(Queued):
         parts = min(self.tiler.workers, rows) if self.per_row * rows > SPLIT_SECONDS else 1
         start = time.perf_counter()
         if parts == 1:
-            out = self.session.run([spec.v_name], feed, RUN)[0]
+            out = self.run([spec.v_name], feed, RUN)[0]
         else:
             cuts = [rows * i // parts for i in range(parts + 1)]
             out = np.concatenate(self.tiler.map(
@@ -204,14 +221,16 @@ class StepScheduler(Queued):
                 xs.append(x)
                 feeds.append(a.fixed)
             ts.append(np.full(a.rows(), t[1] if isinstance(t, tuple) else t, np.float32))
-            ss.append(np.full(a.rows(), start(t), np.float32))
+            if spec.s_name:
+                ss.append(np.full(a.rows(), start(t), np.float32))
         rows = sum(len(x) for x in xs)
-        tb, sb = np.concatenate(ts), np.concatenate(ss)
-        feed = {spec.x_name: np.concatenate(xs), spec.t_name: tb if spec.t_rank == 1 else tb[:, None]}
+        tb = join(ts)
+        feed = {spec.x_name: join(xs), spec.t_name: tb if spec.t_rank == 1 else tb[:, None]}
         if spec.s_name:
+            sb = join(ss)
             feed[spec.s_name] = sb if spec.t_rank == 1 else sb[:, None]
         for name in feeds[0]:
-            feed[name] = np.concatenate([f[name] for f in feeds])
+            feed[name] = join([f[name] for f in feeds])
         try:
             with graph_errors(group[0].where):
                 out = checked(spec, self._run(spec, feed, rows), rows)
