@@ -80,6 +80,21 @@ def test_jumps_of_different_requests_share_calls_and_equal_their_solo_solves(tmp
     runner.close(10)
 
 
+def test_a_request_that_cannot_join_waits_while_a_lone_one_steps():
+    """--max-batch-rows 50: the second request waits for the first, which runs its steps alone
+    (back to back), then runs; both get their solo samples."""
+    sampler = load(MOONS, tile=0)
+    runner = StepScheduler(sampler.session, max_rows=50)
+    cases = [dict(n=50, seed=1, steps=200), dict(n=50, seed=2, steps=3), dict(n=1, seed=3, steps=5)]
+    futures = []
+    for c in cases:
+        futures.append(runner.submit(Job("moons", c["n"], sampler.request(**c))))
+        time.sleep(0.01)
+    for c, f in zip(cases, futures):
+        np.testing.assert_allclose(f.result(60).samples, sampler.run(**c).samples, atol=1e-6)
+    runner.close(10)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     from export.onnx_export import export_velocity

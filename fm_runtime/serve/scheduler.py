@@ -180,7 +180,9 @@ class StepScheduler(Queued):
     def _alone(self, a: Active) -> None:
         """One cohort in flight: its steps back to back, without the admission and grouping of
         every step (about 10 us each), until it ends, is cancelled or another request waits
-        (which then joins at this step boundary, as it would have)."""
+        (which then joins at this step boundary, as it would have; one that cannot join yet for
+        --max-batch-rows waits while this one goes on stepping)."""
+        self._call([a])
         while self.active and not self.pending and not a.cancelled:
             self._call([a])
 
