@@ -20,6 +20,7 @@ import onnxruntime as ort
 from ..errors import NumericalError
 from ..model.contract import ModelSpec
 from ..model.control import RUN, poll_stop
+from ..model.session import runner
 from ..solve.solvers import integrate_inplace
 from .device import BoundGraphRunner, DeviceLoop, device_of
 from .request import Request
@@ -81,10 +82,10 @@ class BakedGraph:
     weight among them) as the host loop would feed one evaluation."""
 
     def __init__(self, session: ort.InferenceSession, spec: ModelSpec):
-        self.session, self.spec = session, spec
+        self.session, self.spec, self.run = session, spec, runner(session)
 
     def _run(self, z, options=None, fixed=None):
-        return self.session.run([self.spec.out_name], {self.spec.z_name: z, **(fixed or {})}, options or RUN)[0]
+        return self.run([self.spec.out_name], {self.spec.z_name: z, **(fixed or {})}, options or RUN)[0]
 
     def solve(self, z, req, cond, watch):
         x = self._run(z, cond.options, halves(cond.spec or self.spec, len(z), cond)[0] if self.spec.inputs else None)

@@ -204,7 +204,7 @@ class StepScheduler(Queued):
         else:
             cuts = [rows * i // parts for i in range(parts + 1)]
             out = np.concatenate(self.tiler.map(
-                lambda ab: self.session.run([spec.v_name], {k: v[ab[0]:ab[1]] for k, v in feed.items()}, RUN)[0],
+                lambda ab: self.run([spec.v_name], {k: v[ab[0]:ab[1]] for k, v in feed.items()}, RUN)[0],
                 list(zip(cuts[:-1], cuts[1:]))))
         seconds = (time.perf_counter() - start) * (parts if parts > 1 else 1) / rows
         self.per_row = seconds if not self.per_row else 0.8 * self.per_row + 0.2 * seconds
