@@ -13,7 +13,7 @@
 // that 65 536-row block differs. numpy's own stream differs the same way between C libraries.
 
 const BLOCK = 65536;
-const M32 = 0xffffffffn, M64 = (1n << 64n) - 1n, M128 = (1n << 128n) - 1n;
+const M32 = 0xffffffffn, M128 = (1n << 128n) - 1n;
 const PCG_MULT = (2549297995355413924n << 64n) + 4865540595714422341n;
 
 // --- SeedSequence: entropy words -> a pool of 4 words -> generate_state ----------------------
@@ -59,33 +59,62 @@ function seedState(entropy, count) {
 }
 
 // --- PCG64 as numpy seeds it, with its 32-bit draws (two per 64-bit output, low half first) ---
+// The 128-bit state is eight 16-bit limbs in doubles (every partial sum stays below 2^53, so the
+// arithmetic is exact): a step is 36 multiply-adds, against a BigInt product and three masks that
+// allocate, which made the noise stream 6 M values/s.
+const limbs = (v) => Float64Array.from({ length: 8 }, (_, i) => Number((v >> BigInt(16 * i)) & 0xffffn));
+const [M0, M1, M2, M3, M4, M5, M6, M7] = limbs(PCG_MULT);
+
 class PCG64 {
   constructor(entropy) {
     const w = seedState(entropy, 8).map(BigInt);
     const u64 = (i) => w[2 * i] | (w[2 * i + 1] << 32n);
     const initState = (u64(0) << 64n) | u64(1), initSeq = (u64(2) << 64n) | u64(3);
-    this.inc = ((initSeq << 1n) | 1n) & M128;
-    this.state = 0n;
-    this.step();
-    this.state = (this.state + initState) & M128;
-    this.step();
-    this.spare = null;
+    const inc = ((initSeq << 1n) | 1n) & M128;
+    // numpy's seeding: state 0 stepped (which gives inc), plus the seed's state, stepped again
+    this.inc = limbs(inc);
+    this.s = limbs((((inc + initState) & M128) * PCG_MULT + inc) & M128);
+    this.spare = -1;
   }
 
-  step() { this.state = (this.state * PCG_MULT + this.inc) & M128; }
-
-  next64() {
-    this.step();
-    const hi = this.state >> 64n, lo = this.state & M64;
-    const x = hi ^ lo, rot = hi >> 58n;
-    return ((x >> rot) | (x << ((64n - rot) & 63n))) & M64;
+  step() {
+    // state * MULT + inc, limb by limb: column k sums s[i] * MULT[k - i] for i <= k (unrolled;
+    // a column is below 2^36, its carry below 2^20)
+    const s = this.s, c = this.inc;
+    const s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3], s4 = s[4], s5 = s[5], s6 = s[6], s7 = s[7];
+    let acc = c[0] + s0 * M0;
+    let q = Math.floor(acc / 65536); s[0] = acc - q * 65536;         // not %: fmod is a library call
+    acc = q + c[1] + s0 * M1 + s1 * M0;
+    q = Math.floor(acc / 65536); s[1] = acc - q * 65536;
+    acc = q + c[2] + s0 * M2 + s1 * M1 + s2 * M0;
+    q = Math.floor(acc / 65536); s[2] = acc - q * 65536;
+    acc = q + c[3] + s0 * M3 + s1 * M2 + s2 * M1 + s3 * M0;
+    q = Math.floor(acc / 65536); s[3] = acc - q * 65536;
+    acc = q + c[4] + s0 * M4 + s1 * M3 + s2 * M2 + s3 * M1 + s4 * M0;
+    q = Math.floor(acc / 65536); s[4] = acc - q * 65536;
+    acc = q + c[5] + s0 * M5 + s1 * M4 + s2 * M3 + s3 * M2 + s4 * M1 + s5 * M0;
+    q = Math.floor(acc / 65536); s[5] = acc - q * 65536;
+    acc = q + c[6] + s0 * M6 + s1 * M5 + s2 * M4 + s3 * M3 + s4 * M2 + s5 * M1 + s6 * M0;
+    q = Math.floor(acc / 65536); s[6] = acc - q * 65536;
+    acc = q + c[7] + s0 * M7 + s1 * M6 + s2 * M5 + s3 * M4 + s4 * M3 + s5 * M2 + s6 * M1 + s7 * M0;
+    q = Math.floor(acc / 65536); s[7] = acc - q * 65536;
   }
 
   next32() {
-    if (this.spare !== null) { const s = this.spare; this.spare = null; return s; }
-    const v = this.next64();
-    this.spare = Number(v >> 32n);
-    return Number(v & M32);
+    if (this.spare >= 0) { const v = this.spare; this.spare = -1; return v; }
+    this.step();
+    const s = this.s;
+    // XSL-RR: (hi ^ lo) rotated right by hi's top 6 bits, as two 32-bit halves
+    const a = ((s[1] * 65536 + s[0]) ^ (s[5] * 65536 + s[4])) >>> 0;
+    const b = ((s[3] * 65536 + s[2]) ^ (s[7] * 65536 + s[6])) >>> 0;
+    const rot = s[7] >>> 10;
+    const lo = rot >= 32 ? b : a, hi = rot >= 32 ? a : b, r = rot & 31;
+    if (r === 0) {
+      this.spare = hi;
+      return lo;
+    }
+    this.spare = ((hi >>> r) | (lo << (32 - r))) >>> 0;
+    return ((lo >>> r) | (hi << (32 - r))) >>> 0;
   }
 
   nextFloat() { return Math.fround((this.next32() >>> 8) * (1 / 16777216)); }
