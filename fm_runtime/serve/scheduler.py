@@ -113,8 +113,7 @@ class StepScheduler(Queued):
 
     def __init__(self, session, max_rows: int = 8192, max_queue: int = 256, on_call=None, workers: int = 1):
         super().__init__(max_queue, "fm-serve-steps")
-        self.session, self.max_rows = session, max_rows
-        self.run = runner(session)
+        self.run, self.max_rows = runner(session), max_rows     # the session's run: its only use here
         # a call expected to take longer than SPLIT_SECONDS is split into `workers` parts run at
         # once (single-threaded onnxruntime calls in parallel beat one multi-threaded call for
         # heavy networks; for light ones the hand-off costs more than it saves)
