@@ -2,9 +2,9 @@
 
 uvicorn's httptools parser buffers a request line and its headers for as long as a client sends
 them (a 20 MB header line was accepted); h11 bounds them but parses slower. This is httptools with
-a bound: a head still incomplete past MAX_HEAD bytes is answered 431 and the connection closed,
-so a client holds at most MAX_HEAD plus one read of the server's memory before its body counts
-against --max-body.
+a bound: a head still incomplete past MAX_HEAD bytes, or a whole one whose line and headers add up
+past it, is answered 431 and the connection closed, so a client holds at most MAX_HEAD plus one
+read of the server's memory before its body counts against --max-body.
 """
 from __future__ import annotations
 
