@@ -14,14 +14,14 @@ import onnx
 from onnx import helper, numpy_helper
 
 
-def _attrs(node) -> dict:
+def attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def fold_time_columns(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with every foldable first-layer Gemm folded (the model itself when none is)."""
     g = model.graph
-    sources = _Sources(g)
+    sources = Sources(g)
     new_inits, replaced = [], {}
     weights: dict[tuple, str] = {}
     for n in g.node:
@@ -51,25 +51,45 @@ def fold_time_columns(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-class _Sources:
-    """Where a graph's values come from: its initializers, the node making each, how many nodes read each."""
+class Sources:
+    """Where a graph's values come from: its initializers, the node making each, the nodes reading
+    each and how many readers each has (a graph output counts as one)."""
 
     def __init__(self, g: onnx.GraphProto):
         self.inits = {i.name: i for i in g.initializer}
         self.made = {o: n for n in g.node for o in n.output}
-        self.readers: dict[str, int] = {}
+        self.users: dict[str, list] = {}
         for n in g.node:
             for i in n.input:
-                self.readers[i] = self.readers.get(i, 0) + 1
+                self.users.setdefault(i, []).append(n)
+        self.readers = {name: len(users) for name, users in self.users.items()}
+        for o in g.output:
+            self.readers[o.name] = self.readers.get(o.name, 0) + 1
 
     def const(self, name):
         """The value of an initializer or Constant node; None for anything computed."""
         if name in self.inits:
             return numpy_helper.to_array(self.inits[name])
         n = self.made.get(name)
-        if n is not None and n.op_type == "Constant" and "value" in _attrs(n):
-            return numpy_helper.to_array(_attrs(n)["value"])
+        if n is not None and n.op_type == "Constant" and "value" in attrs(n):
+            return numpy_helper.to_array(attrs(n)["value"])
         return None
+
+    def scalar(self, name: str) -> float | None:
+        """A float32 constant of one value, as a float."""
+        v = self.const(name)
+        return float(v.reshape(())) if v is not None and v.size == 1 and v.dtype == np.float32 else None
+
+    def op(self, name: str, op_type: str, sole: bool = True):
+        """The node making `name` when it is an `op_type` (and, with sole, `name` has one reader)."""
+        n = self.made.get(name)
+        return n if n is not None and n.op_type == op_type and (not sole or self.readers.get(name) == 1) else None
+
+    def reader(self, name: str, op_type: str):
+        """The one node reading `name`, when it is an `op_type` reading it as its first input."""
+        users = self.users.get(name, [])
+        ok = self.readers.get(name) == 1 and users[0].op_type == op_type and users[0].input[0] == name
+        return users[0] if ok else None
 
     def row_constant(self, name):
         """The value every row of this [B, 1] column holds, when it is a broadcast constant."""
@@ -87,15 +107,15 @@ class _Sources:
         return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
 
 
-def _foldable(n, sources: _Sources) -> tuple | None:
+def _foldable(n, sources: Sources) -> tuple | None:
     """For a Gemm(Concat(blocks), W, b) whose Concat only it reads and whose blocks are all constant
     columns but one (x): (the Concat, W as [K, out], b, each block's constant (None for x), x's
     block index, its width). None for any other node."""
     if n.op_type != "Gemm" or n.domain or n.input[0] not in sources.made:
         return None
-    cat, a = sources.made[n.input[0]], _attrs(n)
+    cat, a = sources.made[n.input[0]], attrs(n)
     if cat.op_type != "Concat" or sources.readers.get(cat.output[0]) != 1 or a.get("transA", 0) \
-            or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or _attrs(cat).get("axis") not in (-1, 1):
+            or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or attrs(cat).get("axis") not in (-1, 1):
         return None
     w = sources.const(n.input[1])
     b = sources.const(n.input[2]) if len(n.input) > 2 and n.input[2] else None

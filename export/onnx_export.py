@@ -29,6 +29,7 @@ from fm_runtime.tools.io import atomic_write
 
 from . import variants
 from .adapters import VelocityAdapter, check_adapter
+from .attention import fuse_attention
 from .bake import BakedSampler, fast_elu, parse_bake
 from .checks import add_selftest, check_proto
 from .divergence import diagonal
@@ -114,7 +115,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
                     fmt: str = "onnx", divergence: bool = True, training: dict | None = None,
                     architecture: dict | None = None, value_range: list | None = None,
                     reference_data: tuple[np.ndarray, np.ndarray] | None = None, force: bool = False,
-                    progress: Callable[[str], None] | None = None) -> ExportReport:
+                    fuse: bool = True, progress: Callable[[str], None] | None = None) -> ExportReport:
     """Export any PyTorch velocity network v(x, t[, y]) to one verified, self-describing file.
 
     data_shape: shape of one sample ([2], [1, 8, 8], ...). call / time: how the network is
@@ -189,7 +190,7 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         stage("deriving the log-likelihood graph and checking it against torch autodiff")
     div_meta, div_text = (_divergence(velocity_proto, velocity_net, data_shape, num_classes, one_time, sig)
                           if divergence and not bake else (None, "no (baked)" if bake else "no"))
-    proto = fold_time_columns(fast_elu(proto))      # a baked graph's constant t columns
+    proto = _graph_passes(proto, fuse)
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     what = f"baked {bake} sampler" if bake else ("flow map" if kind == "map" else "velocity model")
     proto.doc_string = f"flow-matching {what} ({(training or {}).get('dataset', 'unknown data')}); see fm.* metadata"
@@ -223,6 +224,13 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
     _write(out, data, ops_config)
     return ExportReport(str(out), len(data), OPSET, worst, VERIFY_BATCHES, variant, div_text,
                         time_module() - clock, _warnings(div_text, costly), adapter.flow_map, adapter.output_field)
+
+
+def _graph_passes(proto: onnx.ModelProto, fuse: bool) -> onnx.ModelProto:
+    """The written graph's rewrites: ELU's fast form, a baked graph's constant t columns folded,
+    and with fuse, self-attention as onnxruntime's Attention node."""
+    proto = fold_time_columns(fast_elu(proto))
+    return fuse_attention(proto) if fuse else proto
 
 
 def _conditioning(data_shape, inputs, symbols, nulls, condition, bake, num_classes) -> tuple:

@@ -131,6 +131,10 @@ def _symbols(ctx, param, values):
               "calibrated on the model's own trajectory.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "ort"]), default="onnx", show_default=True,
               help="ort: onnxruntime's mobile format, plus OUT.required_operators.config for reduced builds.")
+@click.option("--fuse/--no-fuse", default=True, show_default=True,
+              help="Write each self-attention block as onnxruntime's com.microsoft Attention operator (one node "
+                   "for about sixteen; see docs/performance.md). --no-fuse keeps standard ONNX operators only, "
+                   "for runtimes other than onnxruntime.")
 @click.option("--force", is_flag=True,
               help="Write a --precision/--quantize variant even when its measured cost against float32 is over "
                    "budget (energy distance to data up by more than half the noise floor, or samples moved by more "
@@ -142,7 +146,7 @@ def _symbols(ctx, param, values):
 def cli(source, out, factory, weights, weights_key, prob_path, data_shape, inputs, nulls, symbols, condition_module,
         condition_inputs, condition_outputs, time_convention, time_scale,
         call, time_shape, num_classes, add_divergence, x_name, t_name, default_solver, default_steps, schedule, bake,
-        bake_guidance, precision, quantize, fmt, force, progress):
+        bake_guidance, precision, quantize, fmt, fuse, force, progress):
     """Export a velocity network to ONNX with the fm.* metadata contract (docs/contract.md),
     after checking it: onnx.checker, then onnxruntime against torch on random inputs at batch
     sizes 1, 7 and 256 (and the log-likelihood graph against torch autodiff). On any mismatch
@@ -194,7 +198,7 @@ def cli(source, out, factory, weights, weights_key, prob_path, data_shape, input
     if bake_guidance and not bake:
         raise click.UsageError("--bake-guidance puts guidance inside a baked graph; give --bake SOLVER:STEPS too")
     variants = dict(default_schedule=schedule, bake=bake, bake_guidance=bake_guidance, precision=precision, quantize=quantize, fmt=fmt, force=force,
-                    progress=report,
+                    fuse=fuse, progress=report,
                     **{k: v for k, v in (("default_solver", default_solver), ("default_steps", default_steps)) if v})
     if foreign:
         if data_shape is None:

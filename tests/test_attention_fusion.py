@@ -1,0 +1,112 @@
+"""Self-attention fused at export (export/attention.py): each form torch writes becomes one
+com.microsoft Attention node computing what the unfused graph computed; anything else is left alone."""
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import fm_runtime
+from export import export_velocity
+from export.attention import fuse_attention
+from export.torch_onnx import export_program
+from training.nets import VelocityDiT
+
+
+class SelfAttention(nn.Module):
+    """diffusers' form: to_q / to_k / to_v, heads split by view + transpose, then SDPA (or an
+    explicit softmax, masked or cross-attending to `context` when asked)."""
+
+    def __init__(self, width=32, heads=4, scale=None, form="sdpa"):
+        super().__init__()
+        self.heads, self.scale, self.form = heads, scale, form
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width, bias=i != 1) for i in range(4))
+
+    def forward(self, x, context):
+        b, _, d = x.shape
+        kv = context if self.form == "cross" else x
+        q, k, v = (lin(h).view(b, -1, self.heads, d // self.heads).transpose(1, 2)
+                   for lin, h in ((self.q, x), (self.k, kv), (self.v, kv)))
+        if self.form == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads)
+            if self.form == "masked":
+                scores = scores + context[:, None, :, :1]
+            out = torch.softmax(scores, -1) @ v
+        return self.o(out.transpose(1, 2).reshape(b, -1, d))
+
+
+def _exported(net, seq=10):
+    torch.manual_seed(0)
+    example = (torch.randn(2, seq, 32), torch.randn(2, seq, 32))
+    dims = {"x": {0: torch.export.Dim("B"), 1: torch.export.Dim("T")},
+            "context": {0: torch.export.Dim("B"), 1: torch.export.Dim("T")}}
+    return export_program(net.eval(), example, what="attention", input_names=["x", "context"],
+                          output_names=["y"], dynamic_shapes=dims, opset_version=20)
+
+
+def _run(model: onnx.ModelProto, b: int, seq: int) -> np.ndarray:
+    rng = np.random.default_rng(b * 100 + seq)
+    feed = {"x": rng.standard_normal((b, seq, 32), dtype=np.float32),
+            "context": rng.standard_normal((b, seq, 32), dtype=np.float32)}
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {i.name: feed[i.name] for i in sess.get_inputs()})[0]
+
+
+def _ops(model) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+@pytest.mark.parametrize("scale", [None, 0.3])
+def test_sdpa_with_three_projections_becomes_one_attention_node_with_the_same_output(scale):
+    plain = _exported(SelfAttention(scale=scale))
+    fused = fuse_attention(plain)
+    assert _ops(fused).count("Attention") == 1 and "Softmax" not in _ops(fused)
+    assert len(fused.graph.node) < len(plain.graph.node) - 10
+    attention = next(n for n in fused.graph.node if n.op_type == "Attention")
+    got_scale = next(a.f for a in attention.attribute if a.name == "scale")
+    assert got_scale == pytest.approx(scale or 1 / math.sqrt(8), rel=1e-6)
+    for b, seq in ((1, 3), (5, 17)):        # the batch and the sequence stay symbolic
+        np.testing.assert_allclose(_run(fused, b, seq), _run(plain, b, seq), atol=2e-6)
+
+
+def test_explicit_softmax_attention_fuses_too():
+    plain = _exported(SelfAttention(form="softmax"))
+    fused = fuse_attention(plain)
+    assert _ops(fused).count("Attention") == 1
+    np.testing.assert_allclose(_run(fused, 3, 9), _run(plain, 3, 9), atol=2e-6)
+
+
+@pytest.mark.parametrize("form", ["masked", "cross"])
+def test_masked_scores_and_cross_attention_are_left_alone(form):
+    plain = _exported(SelfAttention(form=form))
+    assert fuse_attention(plain) is plain
+
+
+def test_softmax_weights_read_elsewhere_are_left_alone():
+    plain = _exported(SelfAttention(form="softmax"))
+    g = plain.graph
+    softmax = next(n for n in g.node if n.op_type == "Softmax")
+    g.output.append(onnx.helper.make_tensor_value_info(softmax.output[0], onnx.TensorProto.FLOAT, None))
+    assert fuse_attention(plain) is plain
+
+
+def test_a_dit_exports_with_fused_attention_and_samples_as_torch_does(tmp_path):
+    torch.manual_seed(0)
+    net = VelocityDiT((1, 8, 8), 32, 2, heads=4)
+    for p in net.parameters():          # off its initialisation: no adaLN gate at zero
+        p.data += 0.05 * torch.randn_like(p)
+    fused, plain = tmp_path / "fused.onnx", tmp_path / "plain.onnx"
+    export_velocity(net.eval(), fused, data_shape=(1, 8, 8), divergence=False)
+    export_velocity(net, plain, data_shape=(1, 8, 8), divergence=False, fuse=False)
+    ops_fused, ops_plain = (_ops(onnx.load(str(p))) for p in (fused, plain))
+    assert ops_fused.count("Attention") == 2 and ops_plain.count("Attention") == 0
+    assert not any(n.domain for n in onnx.load(str(plain)).graph.node)     # standard operators only
+    z = fm_runtime.load(plain).noise(4, seed=1)
+    a, b = (fm_runtime.load(p).sample(noise=z, steps=4) for p in (fused, plain))
+    np.testing.assert_allclose(a, b, atol=1e-5)
