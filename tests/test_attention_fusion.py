@@ -16,6 +16,8 @@ from export.attention import fuse_attention
 from export.torch_onnx import export_program
 from training.nets import VelocityDiT
 
+from .node_bridge import needs_node, node_sample
+
 
 class SelfAttention(nn.Module):
     """diffusers' form: to_q / to_k / to_v, heads split by view + transpose, then SDPA (or an
@@ -96,17 +98,31 @@ def test_softmax_weights_read_elsewhere_are_left_alone():
     assert fuse_attention(plain) is plain
 
 
-def test_a_dit_exports_with_fused_attention_and_samples_as_torch_does(tmp_path):
+@pytest.fixture(scope="module")
+def dit(tmp_path_factory):
+    """A small DiT exported fused (the default) and with fuse=False, and the fused file's samples."""
     torch.manual_seed(0)
     net = VelocityDiT((1, 8, 8), 32, 2, heads=4)
     for p in net.parameters():          # off its initialisation: no adaLN gate at zero
         p.data += 0.05 * torch.randn_like(p)
-    fused, plain = tmp_path / "fused.onnx", tmp_path / "plain.onnx"
+    d = tmp_path_factory.mktemp("dit")
+    fused, plain = d / "fused.onnx", d / "plain.onnx"
     export_velocity(net.eval(), fused, data_shape=(1, 8, 8), divergence=False)
     export_velocity(net, plain, data_shape=(1, 8, 8), divergence=False, fuse=False)
+    z = fm_runtime.load(plain).noise(4, seed=1)
+    return fused, plain, z, fm_runtime.load(fused).sample(noise=z, steps=4)
+
+
+def test_a_dit_exports_with_fused_attention_and_samples_as_unfused(dit):
+    fused, plain, z, got = dit
     ops_fused, ops_plain = (_ops(onnx.load(str(p))) for p in (fused, plain))
     assert ops_fused.count("Attention") == 2 and ops_plain.count("Attention") == 0
     assert not any(n.domain for n in onnx.load(str(plain)).graph.node)     # standard operators only
-    z = fm_runtime.load(plain).noise(4, seed=1)
-    a, b = (fm_runtime.load(p).sample(noise=z, steps=4) for p in (fused, plain))
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(got, fm_runtime.load(plain).sample(noise=z, steps=4), atol=1e-5)
+
+
+@needs_node
+def test_node_runs_the_fused_file_as_python_does(dit, tmp_path):
+    fused, _, z, want = dit
+    (got, _), = node_sample(tmp_path, [(fused, [{"noise": z, "steps": 4}])])
+    np.testing.assert_allclose(got, want, atol=1e-5)
