@@ -35,7 +35,7 @@ from .checks import add_selftest, check_proto
 from .divergence import diagonal
 from .errors import ExportError
 from .flowmap import Diagonal
-from .fold import fold_time_columns
+from .fold import fold_time_branches, fold_time_columns
 from .ids import id_ranges
 from .jvp import divergence_graph
 from .signature import Signature
@@ -190,7 +190,8 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         stage("deriving the log-likelihood graph and checking it against torch autodiff")
     div_meta, div_text = (_divergence(velocity_proto, velocity_net, data_shape, num_classes, one_time, sig)
                           if divergence and not bake else (None, "no (baked)" if bake else "no"))
-    proto = _graph_passes(proto, fuse)
+    proto = _graph_passes(proto, fuse, kind == "baked" and (
+        lambda b: example_feed(data_shape, kind, b, np.random.default_rng(b), num_classes, file_sig)[0]))
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     what = f"baked {bake} sampler" if bake else ("flow map" if kind == "map" else "velocity model")
     proto.doc_string = f"flow-matching {what} ({(training or {}).get('dataset', 'unknown data')}); see fm.* metadata"
@@ -226,10 +227,12 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
                         time_module() - clock, _warnings(div_text, costly), adapter.flow_map, adapter.output_field)
 
 
-def _graph_passes(proto: onnx.ModelProto, fuse: bool) -> onnx.ModelProto:
-    """The written graph's rewrites: ELU's fast form, a baked graph's constant t columns folded,
-    and with fuse, self-attention as onnxruntime's Attention node."""
+def _graph_passes(proto: onnx.ModelProto, fuse: bool, feed) -> onnx.ModelProto:
+    """The written graph's rewrites: ELU's fast form, a baked graph's constant t columns and (given
+    feed(b), its example inputs) what it computes from time alone folded, and with fuse,
+    self-attention as onnxruntime's Attention node."""
     proto = fold_time_columns(fast_elu(proto))
+    proto = fold_time_branches(proto, feed) if feed else proto
     return fuse_attention(proto) if fuse else proto
 
 

@@ -126,3 +126,39 @@ def test_node_runs_the_fused_file_as_python_does(dit, tmp_path):
     fused, _, z, want = dit
     (got, _), = node_sample(tmp_path, [(fused, [{"noise": z, "steps": 4}])])
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+class TimeConcat(torch.nn.Module):
+    """A time embedding that meets x through Concat (no broadcasting) and through a Mul (it does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.gate, self.out = nn.Linear(8, 8), nn.Linear(8, 2), nn.Linear(10, 2)
+
+    def forward(self, x, t):
+        e = torch.sin(self.emb(t[:, None] * torch.arange(1.0, 9.0)))
+        return self.out(torch.cat([x * self.gate(e), e], 1))
+
+
+def test_a_baked_graph_stores_what_each_evaluation_computes_from_time_alone(tmp_path):
+    # export.fold.fold_time_branches: the DiT's time embedding and adaLN rows become stored values
+    # (one row each, broadcast by the Add/Mul reading them); what meets x through Concat stays computed
+    torch.manual_seed(0)
+    net = VelocityDiT((1, 8, 8), 32, 2, heads=4)
+    for p in net.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    velocity, baked = tmp_path / "v.onnx", tmp_path / "b.onnx"
+    export_velocity(net.eval(), velocity, data_shape=(1, 8, 8), divergence=False)
+    export_velocity(net, baked, data_shape=(1, 8, 8), bake="midpoint:2", divergence=False)
+    model = onnx.load(str(baked))
+    stored = [i for i in model.graph.initializer if i.name.startswith("time/")]
+    assert len(stored) >= 4 * 2 * 4 and all(i.dims[0] == 1 for i in stored if i.dims)  # per evaluation, per block
+    assert _ops(model).count("Sin") == 0 and _ops(model).count("Gemm") == 0        # the time MLP and adaLN are gone
+    z = fm_runtime.load(velocity).noise(5, seed=2)
+    np.testing.assert_allclose(fm_runtime.load(baked).sample(noise=z),
+                               fm_runtime.load(velocity).sample(noise=z, steps=2, solver="midpoint"), atol=1e-5)
+    other = tmp_path / "concat.onnx"
+    export_velocity(TimeConcat().eval(), other, data_shape=(2,), bake="euler:3", divergence=False)
+    ops = _ops(onnx.load(str(other)))
+    assert ops.count("Sin") == 3 and ops.count("Concat") == 3     # e feeds Concat: kept, one per evaluation
+    assert any(i.name.startswith("time/") for i in onnx.load(str(other)).graph.initializer)  # gate(e): stored
