@@ -259,3 +259,50 @@ def fold_time_branches(model: onnx.ModelProto, feed) -> onnx.ModelProto:
     want, got = (_run(m, [], check)[0] for m in (model, out))
     return out if got.shape == want.shape and np.allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max())) \
         else model
+
+
+def _row(sources: Sources, node, name: str, width: int) -> np.ndarray | None:
+    """The other input of a binary `node` besides `name`, as [width], when it is a constant that
+    varies along the last axis only."""
+    other = [i for i in node.input if i != name]
+    c = sources.const(other[0]) if len(other) == 1 else None
+    return c.reshape(width).astype(np.float32) if c is not None and c.size == width and c.shape[-1:] == (width,) \
+        and c.dtype == np.float32 else None
+
+
+def fold_norm_affine(model: onnx.ModelProto) -> onnx.ModelProto:
+    """LayerNormalization(x) * A + B with A and B constant rows (a baked graph's stored adaLN
+    modulation) as one LayerNormalization(x, scale * A, bias * A + B): two nodes fewer each."""
+    g = model.graph
+    sources, inits, renamed = Sources(g), [], {}
+    for ln in [n for n in g.node if n.op_type == "LayerNormalization" and attrs(n).get("axis", -1) == -1]:
+        scale = sources.const(ln.input[1])
+        bias = sources.const(ln.input[2]) if len(ln.input) > 2 and ln.input[2] else np.zeros_like(scale)
+        if scale is None or bias is None or scale.ndim != 1 or len(ln.output) != 1:
+            continue
+        end, width = ln.output[0], scale.shape[0]
+        for op in ("Mul", "Add"):
+            users = sources.users.get(end, [])
+            n = users[0] if sources.readers.get(end) == 1 and users[0].op_type == op else None
+            row = _row(sources, n, end, width) if n is not None else None
+            if row is None:
+                continue
+            scale, bias = (scale * row, bias * row) if op == "Mul" else (scale, bias + row)
+            end = n.output[0]
+        if end == ln.output[0]:
+            continue
+        stem = f"norm/{ln.output[0]}"
+        inits += [numpy_helper.from_array(scale.astype(np.float32), f"{stem}/scale"),
+                  numpy_helper.from_array(bias.astype(np.float32), f"{stem}/bias")]
+        folded = onnx.NodeProto()
+        folded.CopyFrom(ln)
+        folded.input[:], folded.output[:], folded.name = [ln.input[0], f"{stem}/scale", f"{stem}/bias"], [end], stem
+        renamed[id(ln)] = folded
+    if not renamed:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    made = {f.output[0] for f in renamed.values()}       # the Add (or Mul) that made each is dropped
+    out.graph.initializer.extend(inits)
+    drop_dead(out, [renamed.get(id(n), n) for n in g.node if id(n) in renamed or not set(n.output) & made])
+    return out

@@ -35,7 +35,7 @@ from .checks import add_selftest, check_proto
 from .divergence import diagonal
 from .errors import ExportError
 from .flowmap import Diagonal
-from .fold import fold_time_branches, fold_time_columns
+from .fold import fold_norm_affine, fold_time_branches, fold_time_columns
 from .ids import id_ranges
 from .jvp import divergence_graph
 from .signature import Signature
@@ -229,10 +229,11 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
 
 def _graph_passes(proto: onnx.ModelProto, fuse: bool, feed) -> onnx.ModelProto:
     """The written graph's rewrites: ELU's fast form, a baked graph's constant t columns and (given
-    feed(b), its example inputs) what it computes from time alone folded, and with fuse,
+    feed(b), its example inputs) what it computes from time alone folded, with the rows that
+    modulate a LayerNormalization folded into it, and with fuse,
     self-attention as onnxruntime's Attention node."""
     proto = fold_time_columns(fast_elu(proto))
-    proto = fold_time_branches(proto, feed) if feed else proto
+    proto = fold_norm_affine(fold_time_branches(proto, feed)) if feed else proto
     return fuse_attention(proto) if fuse else proto
 
 

@@ -142,7 +142,8 @@ class TimeConcat(torch.nn.Module):
 
 def test_a_baked_graph_stores_what_each_evaluation_computes_from_time_alone(tmp_path):
     # export.fold.fold_time_branches: the DiT's time embedding and adaLN rows become stored values
-    # (one row each, broadcast by the Add/Mul reading them); what meets x through Concat stays computed
+    # (one row each, broadcast by the Add/Mul reading them), the norms' modulation goes inside the
+    # norms; what meets x through Concat stays computed
     torch.manual_seed(0)
     net = VelocityDiT((1, 8, 8), 32, 2, heads=4)
     for p in net.parameters():
@@ -152,8 +153,11 @@ def test_a_baked_graph_stores_what_each_evaluation_computes_from_time_alone(tmp_
     export_velocity(net, baked, data_shape=(1, 8, 8), bake="midpoint:2", divergence=False)
     model = onnx.load(str(baked))
     stored = [i for i in model.graph.initializer if i.name.startswith("time/")]
-    assert len(stored) >= 4 * 2 * 4 and all(i.dims[0] == 1 for i in stored if i.dims)  # per evaluation, per block
+    assert len(stored) >= 4 * 2 * 2 and all(i.dims[0] == 1 for i in stored if i.dims)  # two gates a block, an evaluation
     assert _ops(model).count("Sin") == 0 and _ops(model).count("Gemm") == 0        # the time MLP and adaLN are gone
+    normed = {n.output[0] for n in model.graph.node if n.op_type == "LayerNormalization"}
+    assert len(normed) == 4 * (2 * 2 + 1)       # export.fold.fold_norm_affine: each norm's * (1 + g) + s inside it
+    assert not [n.op_type for n in model.graph.node if set(n.input) & normed and n.op_type in ("Mul", "Add")]
     z = fm_runtime.load(velocity).noise(5, seed=2)
     np.testing.assert_allclose(fm_runtime.load(baked).sample(noise=z),
                                fm_runtime.load(velocity).sample(noise=z, steps=2, solver="midpoint"), atol=1e-5)
