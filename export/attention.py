@@ -8,7 +8,7 @@ heads. At a batch of one, each node costs about as much as its arithmetic (the d
 com.microsoft `Attention(x, W_qkv, b_qkv)` (CPU and CUDA kernels; the projection included), and
 leaves alone whatever does not match exactly: a mask or bias on the scores, cross-attention (keys
 from another input), weights computed in the graph. The file is then checked against torch as
-always; tests/test_attention_fusion.py checks the pass on each form torch writes.
+always; tests/test_export_passes.py checks the pass on each form torch writes.
 
 Matched forms, for q, k and v each [B, H, S, hd]:
 - head split: Transpose(Reshape(P, [.., S, H, hd]), [0, 2, 1, 3]) with P = x @ W (+ b), one

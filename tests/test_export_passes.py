@@ -1,5 +1,6 @@
-"""Self-attention fused at export (export/attention.py): each form torch writes becomes one
-com.microsoft Attention node computing what the unfused graph computed; anything else is left alone."""
+"""Graph passes at export: self-attention fused into one com.microsoft Attention node
+(export/attention.py), and in baked graphs what depends on time alone stored (export/fold.py);
+each computes what the unfused graph computed, and anything that does not match is left alone."""
 import math
 
 import numpy as np
