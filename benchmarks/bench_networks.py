@@ -4,7 +4,8 @@
     python benchmarks/bench_networks.py --threads 1 --batches 1,64
 
 For each network (random weights, perturbed so no gate sits at zero): export time and size,
-then at each batch the median time of an 8-step midpoint solve (16 NFE) by
+then at each batch the time of an 8-step midpoint solve (16 NFE), the fastest of 3 interleaved
+rounds' medians (--rounds), by
 - torch eager: the reference sampler (torch.no_grad, same solver code as the runtime);
 - torch.compile: the whole no_grad solve loop compiled (inductor), once per batch, untimed;
 - the runtime: fm_runtime.load(file).sample(noise=z), the loop over the velocity file;
@@ -77,6 +78,17 @@ def flops_per_eval(net, shape) -> int:
     return counter.get_total_flops() // 4
 
 
+def interleaved(modes: dict, rounds: int) -> dict[str, float]:
+    """Each mode's median time in each of `rounds` rounds that run every mode in turn, and the
+    fastest round's kept: this machine's speed drifts by tens of percent over minutes, and a
+    mode timed alone in a slow minute would carry that minute into its ratio."""
+    times = {mode: float("inf") for mode in modes}
+    for _ in range(rounds):
+        for mode, fn in modes.items():
+            times[mode] = min(times[mode], median_seconds(fn, min_time=0.4))
+    return times
+
+
 def compiled_solve(net):
     def solve(x):
         h = 1.0 / STEPS
@@ -146,6 +158,8 @@ def main() -> None:
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it compiles for minutes)")
     ap.add_argument("--only", choices=["sampling", "likelihood"], help="one part of the benchmark")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of every mode in turn; each mode's time is its fastest round's median")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rate = matmul_gflops()
@@ -191,7 +205,7 @@ def main() -> None:
             for mode, fn in modes.items():
                 gap = np.abs(np.asarray(fn()) - ref).max()
                 assert gap < (1.0 if "int8" in mode else 1e-3), (mode, gap)
-            times = {mode: median_seconds(fn, min_time=1.0) for mode, fn in modes.items()}
+            times = interleaved(modes, args.rounds)
             for mode, t in times.items():
                 achieved = fl * 2 * STEPS * n / t / 1e9
                 print(f"{n:>6} | {mode:<23} | {t * 1e3:>8.2f}ms | {times['torch eager (no_grad)'] / t:>7.2f}x | "
