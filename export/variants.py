@@ -60,7 +60,7 @@ def to_int8(model: onnx.ModelProto) -> onnx.ModelProto:
         src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
         onnx.save(model, str(src))
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_exclude=exclude, op_types_to_quantize=["MatMul", "Gemm"])
+                         nodes_to_exclude=exclude, op_types_to_quantize=["MatMul", "Gemm", "Attention"])
         out = onnx.load(str(dst))
     _check_small_matmuls_float(out)
     if {p.key for p in out.metadata_props} != {p.key for p in model.metadata_props}:
