@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # code lines each package may have; raise one only with a reason in the commit that does
-BUDGETS = {"fm_runtime": 6500, "js/src": 3000, "training": 3800, "export": 2700}
+BUDGETS = {"fm_runtime": 6500, "js/src": 3000, "training": 3800, "export": 2800}
 COMMENT = {".py": "#", ".mjs": "//"}
 
 
