@@ -25,6 +25,7 @@ start_process, or subprocess with cli_argv):
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,10 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# execution choices that fm-run bench --save keeps (fm_runtime/model/execution.py) go to this test
+# session's own file: never the user's cache, and a choice saved there never changes a test
+os.environ["FM_RUNTIME_CACHE"] = str(Path(tempfile.mkdtemp(prefix="fm-cache-")) / "execution.json")
 
 # A small moons model trained once per test session: the tutorial's network (ELU) and a quick
 # recipe, 500 Adam steps at lr 5e-3 on batches of 256, land visibly on the moons in under 2 s

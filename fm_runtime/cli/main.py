@@ -161,6 +161,9 @@ def info(model, as_json, dim, x_name, t_name):
         "default_solver": spec.default_solver, "default_steps": spec.default_steps,
         "default_schedule": spec.default_schedule,
         "default_nfe": s.nfe(), "variant": describe_variant(spec.variant), "this_cpu": _this_cpu(spec.variant),
+        "execution": (f"{s.execution['why']} (saved by fm-run bench --save)" if s.execution else
+                      "the defaults (fm-run bench MODEL --batch N --save measures and keeps the fastest mode for "
+                      "this file on this machine)"),
         "training": spec.training,
         "architecture": spec.architecture,
         "classes": (f"{spec.num_classes} (labels 0..{spec.num_classes - 1}; {spec.null_class} = no label, "
@@ -232,24 +235,32 @@ def _bounds(b: dict) -> str:
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
               help="Batch size to time; repeat the option for several [default: 1, 256, 100000, or "
                    "fewer rows for large samples: at most 256 MiB of data].")
+@click.option("--save", is_flag=True,
+              help="With one --batch: keep the fastest mode at that batch as this file's choice on this machine; "
+                   "load() and fm-run sample then use it when given none of --tile/--threads/--intra-op-threads "
+                   "(the cache: $FM_RUNTIME_CACHE, else ~/.cache/fm-runtime/execution.json).")
 @plain_model_options
 @run_limits
-def bench(model, steps, solver, batches, dim, x_name, t_name):
+def bench(model, steps, solver, batches, save, dim, x_name, t_name):
     """Time sampling on this machine: median of repeated runs after warm-up, per runtime mode.
 
     Modes: the default (tiles of 2048 rows over all cores), one call on the whole batch, and one
     call with onnxruntime's threads inside it (all cores). Then, per batch, which mode was fastest
-    for this file on this CPU and the options that choose it. For the comparison with torch eager
-    on the same weights, run benchmarks/bench_sampling.py.
+    for this file on this CPU and the options that choose it; --save keeps that choice. For the
+    comparison with torch eager on the same weights, run benchmarks/bench_sampling.py.
 
     \b
     Examples:
       fm-run bench
       fm-run bench moons-mid8.onnx --batch 1 --batch 4096
+      fm-run bench unet-mid8.onnx --batch 1 --save
     """
     from ..tools.bench import bench_table, fastest_modes, matmul_gflops, mlp_flops_per_eval
 
-    probe = open_sampler(model, "cpu", dim, x_name, t_name)
+    if save and len(batches) != 1:
+        raise click.UsageError("--save keeps the fastest mode at one batch size: give exactly one --batch "
+                               "(the rows your requests have)")
+    probe = open_sampler(model, "cpu", dim, x_name, t_name, intra_op_threads=1)
     if probe.spec.inputs or probe.spec.symbolic:
         raise click.UsageError(f"{probe.path} takes conditions ({', '.join(i['name'] for i in probe.spec.inputs)}); "
                                "fm-run bench times files without them")
@@ -265,8 +276,8 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
     if need > limits.budget():
         raise click.UsageError(f"--batch {max(batches):,} needs about {limits.describe(need)}, more than the "
                                f"{limits.describe(limits.budget())} budget (--max-memory)")
-    rows = bench_table(lambda kw: open_sampler(model, "cpu", dim, x_name, t_name, **kw), modes,
-                       batches, steps, solver)
+    rows = bench_table(lambda kw: open_sampler(model, "cpu", dim, x_name, t_name, **{"intra_op_threads": 1, **kw}),
+                       modes, batches, steps, solver)      # the defaults as they are, not a saved choice
     per_eval = mlp_flops_per_eval(probe.spec.architecture, Path(probe.path).read_bytes())
     rate = matmul_gflops() if per_eval else None
     click.echo(f"{probe.path}: {probe.spec.kind}, {solver} {steps} steps ({probe.nfe(steps, solver)} NFE)"
@@ -282,6 +293,19 @@ def bench(model, steps, solver, batches, dim, x_name, t_name):
         click.echo(line)
     for line in fastest_modes(rows, modes):
         click.echo(line)
+    if save:
+        _save_choice(probe.path, rows, modes)
+
+
+def _save_choice(path: str, rows: list[dict], modes: dict) -> None:
+    from ..model.execution import save
+    from ..tools.bench import winner
+    times = {r["mode"]: r["seconds"] for r in rows}
+    best, default = winner(times), next(iter(times))
+    why = (f"{best} at batch {rows[0]['batch']}, {times[default] / times[best]:.2f}x the default" if best != default
+           else f"the default was fastest at batch {rows[0]['batch']} (within 10%)") + f", {time.strftime('%Y-%m-%d')}"
+    where = save(path, modes[best], why)
+    click.echo(f"saved for {path} on this machine: {why}; load() and fm-run sample use it ({where})")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -81,7 +81,7 @@ _TRUST = {"loops": False}       # --allow-loops, for every model this process op
 
 
 def open_sampler(model, provider="cpu", dim=None, x_name=None, t_name=None, threads=None, tile=None,
-          cuda_graph=False, intra_op_threads=1) -> Sampler:
+          cuda_graph=False, intra_op_threads=None) -> Sampler:
     plain = dim[0] if isinstance(dim, tuple) else dim
     return load(model, provider, data_shape=plain, x_name=x_name, t_name=t_name, threads=threads,
                 tile=tile, cuda_graph=cuda_graph, intra_op_threads=intra_op_threads,
@@ -107,9 +107,10 @@ def run_limits(f):
 
 
 def threads_option(f):
-    f = click.option("--intra-op-threads", type=click.IntRange(1, limits.MAX_THREADS), default=1, show_default=True,
+    f = click.option("--intra-op-threads", type=click.IntRange(1, limits.MAX_THREADS),
                      help="onnxruntime threads inside each call. One, with tiles over the cores, is fastest for "
-                          "most of these nets; fm-run bench measures it for a file.")(f)
+                          "most of these nets; fm-run bench measures it for a file [default: 1, or with none of "
+                          "--tile/--threads/--intra-op-threads, what fm-run bench --save chose for the file here].")(f)
     return click.option("--threads", type=click.IntRange(1, limits.MAX_THREADS),
                         help="Worker threads solving tiles of the batch in parallel [default: all cores].")(f)
 

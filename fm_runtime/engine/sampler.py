@@ -17,6 +17,7 @@ import onnxruntime as ort
 from ..errors import InputError, UsageError
 from ..model.contract import ModelSpec
 from ..model.control import RUN, graph_errors, guarded, one_line, poll_stop
+from ..model.execution import OPTIONS, saved
 from ..model.session import default_model_path, open_divergence, open_model, open_stage
 from ..solve.adaptive import dopri5
 from ..solve.noise import BLOCK, NoiseStream, new_seed, noise_rows
@@ -45,6 +46,7 @@ class Sampler:
     """A loaded model: `sample()` integrates its velocity from noise (t = 0) to data (t = 1)."""
 
     allow_loops = False         # load(allow_loops=True): the file's unbounded Loops are trusted
+    execution: dict | None = None   # the saved choice load() applied (model/execution.py), if any
 
     def __init__(self, session: ort.InferenceSession, spec: ModelSpec, path: str, *,
                  tile: int = DEFAULT_TILE, workers: int = 1, device_resident: bool = False,
@@ -322,7 +324,7 @@ Sampler.log_prob.__signature__ = _LOG_PROB
 def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
          data_shape: tuple[int, ...] | int | None = None, x_name: str | None = None,
          t_name: str | None = None, threads: int | None = None, tile: int | None = None,
-         intra_op_threads: int = 1, device_resident: bool | None = None,
+         intra_op_threads: int | None = None, device_resident: bool | None = None,
          cuda_graph: bool = False, allow_loops: bool = False) -> Sampler:
     """Load a model file (None: the moons model shipped inside the package) and return a Sampler.
 
@@ -330,7 +332,9 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     `data_shape`, `x_name`, `t_name` stand in for metadata a plain velocity ONNX lacks.
     Speed: on CPU a batch is solved in tiles of `tile` rows (0: no tiling) spread over `threads`
     worker threads (default: all cores), each onnxruntime call using `intra_op_threads` threads
-    (default 1: for these small networks, parallel tiles beat parallel matmuls). On a GPU provider
+    (default 1: for these small networks, parallel tiles beat parallel matmuls). Where none of
+    these three is given and `fm-run bench --save` measured this file on this machine, its choice
+    is used instead (model/execution.py; `Sampler.execution` says which). On a GPU provider
     the batch goes whole to one call, and the solver state stays on the device between steps
     (`device_resident`, default: on for every provider but CPU). `cuda_graph=True` lets the CUDA
     provider capture a baked graph once per batch size and replay it. `allow_loops=True` runs
@@ -341,8 +345,12 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     ProviderError (provider not available) or UsageError (options that do not fit), all
     fm_runtime.FmError with the exit code fm-run uses for them.
     """
+    chosen = saved(path) if path is not None and tile is None and threads is None and intra_op_threads is None \
+        and provider == "cpu" else None
+    if chosen:
+        tile, threads, intra_op_threads = (chosen["options"].get(k) for k in OPTIONS)
     session, spec, where, opts = open_model(path, provider, data_shape=data_shape, x_name=x_name,
-                                            t_name=t_name, intra_op_threads=intra_op_threads,
+                                            t_name=t_name, intra_op_threads=intra_op_threads or 1,
                                             cuda_graph=cuda_graph, allow_loops=allow_loops)
     on_cpu = session.get_providers()[0] == "CPUExecutionProvider"
     workers = threads or os.cpu_count() or 1
@@ -354,4 +362,5 @@ def load(path: str | os.PathLike | None = None, provider: str = "cpu", *,
     sampler = Sampler(session, spec, where, tile=tile, workers=workers, session_options=opts, auto_tile=on_cpu and auto,
                       device_resident=(not on_cpu) if device_resident is None else device_resident)
     sampler.allow_loops = allow_loops       # for the graphs it opens later (stage, divergence)
+    sampler.execution = chosen
     return sampler

@@ -3,28 +3,18 @@ matmul rate, and the machine line every benchmark prints first."""
 from __future__ import annotations
 
 import os
-import platform
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ..model.execution import cpu
 from ..model.onnx_wire import WireError, weight_count
 
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "fma")
 
 
 VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")        # int8 dot products in one instruction
-
-
-def cpu() -> tuple[str, set[str]]:
-    """This CPU's model name and its flags (Linux's /proc/cpuinfo; elsewhere the platform's name
-    and no flags)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.processor() or "?")
-    return model, set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
 
 
 def variant_advice(variant: dict, flags: set[str]) -> str:
@@ -91,14 +81,20 @@ def mlp_flops_per_eval(architecture: dict, model: bytes) -> int | None:
     return 2 * macs if macs <= weights <= macs + depth * w + d + 1024 else None
 
 
+def winner(times: dict[str, float], margin: float = 1.1) -> str:
+    """The mode to use of {mode: seconds}: the first (the default) unless another is `margin` times faster."""
+    default, best = next(iter(times)), min(times, key=times.get)
+    return default if best == default or times[default] < margin * times[best] else best
+
+
 def fastest_modes(rows: list[dict], modes: dict[str, dict], margin: float = 1.1) -> list[str]:
-    """Per batch of bench_table's rows, the mode to use: the first (the default) unless another is
-    `margin` times faster, then with the fm-run sample options and load() arguments that choose it."""
+    """Per batch of bench_table's rows, the mode to use (winner), with the fm-run sample options
+    and load() arguments that choose it."""
     lines = []
     for n in dict.fromkeys(r["batch"] for r in rows):
         times = {r["mode"]: r["seconds"] for r in rows if r["batch"] == n}
-        default, best = next(iter(times)), min(times, key=times.get)
-        if best == default or times[default] < margin * times[best]:
+        default, best = next(iter(times)), winner(times, margin)
+        if best == default:
             lines.append(f"  batch {n:>7}: the default is fastest (within {margin - 1:.0%})")
             continue
         kw = modes[best]
