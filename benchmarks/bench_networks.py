@@ -10,6 +10,7 @@ rounds' medians (--rounds), by
 - torch.compile: the whole no_grad solve loop compiled (inductor), once per batch, untimed;
 - the runtime: fm_runtime.load(file).sample(noise=z), the loop over the velocity file;
 - the runtime baked: the same solve unrolled into one graph (fm-export --bake midpoint:8);
+- both as one call with onnxruntime's threads inside it (what fm-run bench --save may choose);
 - the runtime int8: the loop over `fm-export --quantize int8`'s file (static QDQ convolutions, dynamic
   matmuls; its sample deviation from float32 is printed, as the file records it);
 with torch and onnxruntime given the same number of threads, and torch eager and torch.compile at 1
@@ -188,14 +189,18 @@ def main() -> None:
         loop = fm_runtime.load(velocity, threads=args.threads)
         bake = fm_runtime.load(baked, threads=args.threads)
         quant = fm_runtime.load(int8, threads=args.threads)
+        inside = {"tile": 0, "threads": 1, "intra_op_threads": args.threads}    # fm-run bench's third mode
+        loop_in, bake_in = fm_runtime.load(velocity, **inside), fm_runtime.load(baked, **inside)
         compiled = None if args.no_compile else compiled_solve(net)
-        print(f"{'batch':>6} | {'mode':<23} | {'time':>10} | {'vs eager':>8} | {'GFLOP/s':>7} | {'of matmul peak':>14}")
+        print(f"{'batch':>6} | {'mode':<24} | {'time':>10} | {'vs eager':>8} | {'GFLOP/s':>7} | {'of matmul peak':>14}")
         for n in (int(b) for b in args.batches.split(",")):
             z = loop.noise(n, seed=0)
             ref = torch_sample(lambda x, t: net(x, t), z, STEPS, "midpoint")
             modes = {"torch eager (no_grad)": lambda: torch_sample(lambda x, t: net(x, t), z, STEPS, "midpoint"),
                      "runtime loop": lambda: loop.sample(noise=z, steps=STEPS, solver="midpoint"),
                      "runtime baked": lambda: bake.sample(noise=z),
+                     "loop, threads in a call": lambda: loop_in.sample(noise=z, steps=STEPS, solver="midpoint"),
+                     "baked, threads in a call": lambda: bake_in.sample(noise=z),
                      "runtime int8 loop": lambda: quant.sample(noise=z, steps=STEPS, solver="midpoint")}
             modes["torch eager, 1 thread"] = one_thread(modes["torch eager (no_grad)"], args.threads)
             if compiled is not None:
@@ -208,10 +213,12 @@ def main() -> None:
             times = interleaved(modes, args.rounds)
             for mode, t in times.items():
                 achieved = fl * 2 * STEPS * n / t / 1e9
-                print(f"{n:>6} | {mode:<23} | {t * 1e3:>8.2f}ms | {times['torch eager (no_grad)'] / t:>7.2f}x | "
+                print(f"{n:>6} | {mode:<24} | {t * 1e3:>8.2f}ms | {times['torch eager (no_grad)'] / t:>7.2f}x | "
                       f"{achieved:>7.1f} | {achieved / rate:>13.0%}")
             best_torch = min(t for mode, t in times.items() if mode.startswith("torch"))
-            print(f"{n:>6} | runtime loop against the fastest torch mode: {best_torch / times['runtime loop']:.2f}x")
+            best = min((t, mode) for mode, t in times.items() if not mode.startswith("torch") and "int8" not in mode)
+            print(f"{n:>6} | runtime loop against the fastest torch mode: {best_torch / times['runtime loop']:.2f}x; "
+                  f"the fastest float32 runtime mode ({best[1]}): {best_torch / best[0]:.2f}x")
     print(machine(args.threads))            # the load average again, at the end
 
 
