@@ -304,7 +304,9 @@ def _save_choice(path: str, rows: list[dict], modes: dict) -> None:
     best, default = winner(times), next(iter(times))
     why = (f"{best} at batch {rows[0]['batch']}, {times[default] / times[best]:.2f}x the default" if best != default
            else f"the default was fastest at batch {rows[0]['batch']} (within 10%)") + f", {time.strftime('%Y-%m-%d')}"
-    where = save(path, modes[best], why)
+    # a mode measured as one call keeps the default tile size: the same call at that batch, and a
+    # larger batch is still solved tile by tile, within its memory, rather than in one call
+    where = save(path, {k: v for k, v in modes[best].items() if (k, v) != ("tile", 0)}, why)
     click.echo(f"saved for {path} on this machine: {why}; load() and fm-run sample use it ({where})")
 
 
