@@ -299,14 +299,9 @@ def bench(model, steps, solver, batches, save, dim, x_name, t_name):
 
 def _save_choice(path: str, rows: list[dict], modes: dict) -> None:
     from ..model.execution import save
-    from ..tools.bench import winner
-    times = {r["mode"]: r["seconds"] for r in rows}
-    best, default = winner(times), next(iter(times))
-    why = (f"{best} at batch {rows[0]['batch']}, {times[default] / times[best]:.2f}x the default" if best != default
-           else f"the default was fastest at batch {rows[0]['batch']} (within 10%)") + f", {time.strftime('%Y-%m-%d')}"
-    # a mode measured as one call keeps the default tile size: the same call at that batch, and a
-    # larger batch is still solved tile by tile, within its memory, rather than in one call
-    where = save(path, {k: v for k, v in modes[best].items() if (k, v) != ("tile", 0)}, why)
+    from ..tools.bench import choice
+    options, why = choice(rows, modes)
+    where = save(path, options, why)
     click.echo(f"saved for {path} on this machine: {why}; load() and fm-run sample use it ({where})")
 
 

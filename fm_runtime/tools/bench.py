@@ -105,6 +105,17 @@ def fastest_modes(rows: list[dict], modes: dict[str, dict], margin: float = 1.1)
     return lines
 
 
+def choice(rows: list[dict], modes: dict[str, dict]) -> tuple[dict, str]:
+    """(load() arguments, why in words) of the winner among bench_table's rows at one batch, for
+    model/execution.save. A mode measured as one call keeps the default tile size: the same call at
+    that batch, while a larger batch is still solved tile by tile, within its memory."""
+    times = {r["mode"]: r["seconds"] for r in rows}
+    best, default, n = winner(times), next(iter(times)), rows[0]["batch"]
+    why = (f"{best} at batch {n}, {times[default] / times[best]:.2f}x the default" if best != default
+           else f"the default was fastest at batch {n} (within 10%)") + f", {time.strftime('%Y-%m-%d')}"
+    return {k: v for k, v in modes[best].items() if (k, v) != ("tile", 0)}, why
+
+
 def bench_table(sampler_for: Callable[[dict], object], modes: dict[str, dict], batches, steps: int,
                 solver: str, seed: int = 0) -> list[dict]:
     """Median seconds of sampler.sample(n) for each mode (load kwargs) and batch size."""
