@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import fm_runtime
-from fm_runtime.tools.bench import matmul_gflops, median_seconds, mlp_flops_per_eval
+from fm_runtime.tools.bench import machine, matmul_gflops, median_seconds, mlp_flops_per_eval
 from training.export_checkpoint import export_model
 from training.sample import sample as native_sample
 from training.train import fit
@@ -92,7 +92,7 @@ def main() -> None:
     compiled = compiled_loop(model, 8)
     rate = matmul_gflops()
     flops = 16 * mlp_flops_per_eval(config["architecture"], velocity.read_bytes())
-    print(f"machine: {torch.get_num_threads()} torch threads; float32 matmul {rate:.0f} GFLOP/s measured; "
+    print(f"{machine(1)}\ntorch at {torch.get_num_threads()} threads; float32 matmul {rate:.0f} GFLOP/s measured; "
           f"{flops / 1e3:.0f} kFLOP per sample at 16 NFE")
     print(f"{'batch':>7} | {'mode':<24} | {'time':>10} | {'vs tutorial':>11} | {'vs nograd':>9} | {'/ bound':>7}")
     for n in batches:
@@ -135,6 +135,7 @@ def main() -> None:
         for name, (path, kw) in modes.items():
             print(f"  {name:<24} {peak_rss_mb(str(path), kw, 100_000):7.1f} MB")
     sys.stdout.flush()
+    print(machine(1))           # the load average again, at the end
 
 
 if __name__ == "__main__":
