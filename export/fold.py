@@ -94,8 +94,8 @@ class Sources:
 
     def reader(self, name: str, op_type: str):
         """The one node reading `name`, when it is an `op_type` reading it as its first input."""
-        users = self.users.get(name, [])
-        ok = self.readers.get(name) == 1 and users[0].op_type == op_type and users[0].input[0] == name
+        users = self.users.get(name, [])      # a graph output has a reader that is no node
+        ok = len(users) == 1 == self.readers.get(name) and users[0].op_type == op_type and users[0].input[0] == name
         return users[0] if ok else None
 
     def row_constant(self, name):
@@ -282,9 +282,8 @@ def fold_norm_affine(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         end, width = ln.output[0], scale.shape[0]
         for op in ("Mul", "Add"):
-            users = sources.users.get(end, [])
-            n = users[0] if sources.readers.get(end) == 1 and users[0].op_type == op else None
-            row = _row(sources, n, end, width) if n is not None else None
+            n = sources.users.get(end, [None])[0] if sources.readers.get(end) == 1 else None
+            row = _row(sources, n, end, width) if n is not None and n.op_type == op else None
             if row is None:
                 continue
             scale, bias = (scale * row, bias * row) if op == "Mul" else (scale, bias + row)

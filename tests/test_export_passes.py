@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import fm_runtime
 from export import export_velocity
 from export.attention import fuse_attention
+from export.fold import fold_norm_affine
 from export.torch_onnx import export_program
 from training.nets import VelocityDiT
 
@@ -180,3 +181,15 @@ def test_the_int8_variant_quantises_the_fused_attention(dit, tmp_path):
     assert _ops(onnx.load(str(out))).count("QAttention") == 2
     cost = fm_runtime.load(out).spec.variant["vs_fp32"]
     assert cost["mean_dev"] < 0.02 * cost["scale"]
+
+
+def test_passes_leave_a_graph_whose_softmax_and_norm_end_it_alone():
+    # values read only as graph outputs: no node reads them, and nothing is fused or folded
+    h = onnx.helper
+    graph = h.make_graph(
+        [h.make_node("Softmax", ["x"], ["y"], axis=-1), h.make_node("LayerNormalization", ["x", "s"], ["z"], axis=-1)],
+        "ends", [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
+        [h.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [2, 4]) for n in ("y", "z")],
+        [onnx.numpy_helper.from_array(np.ones(4, np.float32), "s")])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 20)])
+    assert fuse_attention(model) is model and fold_norm_affine(model) is model
