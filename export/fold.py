@@ -243,7 +243,7 @@ def fold_time_branches(model: onnx.ModelProto, feed) -> onnx.ModelProto:
     for name, a, b in zip(bounds, one, two):
         same = a.shape == b.shape and np.array_equal(a, b)
         row = a.ndim and a.shape[0] == 1 and b.shape == (2, *a.shape[1:]) and (b == a).all() \
-            and all(r.op_type in BROADCAST for r in sources.users[name])
+            and all(r.op_type in BROADCAST for r in sources.users[name] if not set(r.output) <= static)
         if (same or row) and total + a.nbytes <= FOLD_BYTES:
             stored[name], total = a, total + a.nbytes
     if not stored:

@@ -12,6 +12,7 @@ none. The cache is $FM_RUNTIME_CACHE, else $XDG_CACHE_HOME/fm-runtime/execution.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -26,13 +27,14 @@ OPTIONS = ("tile", "threads", "intra_op_threads")       # the load() arguments a
 MAX_ENTRIES = 256
 
 
-def cpu() -> tuple[str, set[str]]:
+@functools.cache
+def cpu() -> tuple[str, frozenset[str]]:
     """This CPU's model name and its flags (Linux's /proc/cpuinfo; elsewhere the platform's name
     and no flags)."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
                  platform.processor() or "?")
-    return model, set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    return model, frozenset(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
 
 
 def cache_path() -> Path:
@@ -58,8 +60,9 @@ def _entries() -> dict:
 def saved(path: str | os.PathLike) -> dict | None:
     """{"options": load() arguments, "why": what was measured} saved for this file on this
     machine, or None."""
+    entries = _entries()        # most machines have none: then no stat and no /proc/cpuinfo at load
     try:
-        entry = _entries().get(_key(path))
+        entry = entries.get(_key(path)) if entries else None
     except OSError:
         return None
     options = entry.get("options") if isinstance(entry, dict) else None
