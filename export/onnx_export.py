@@ -190,8 +190,9 @@ def export_velocity(net: torch.nn.Module, out: str | Path, *, data_shape, call: 
         stage("deriving the log-likelihood graph and checking it against torch autodiff")
     div_meta, div_text = (_divergence(velocity_proto, velocity_net, data_shape, num_classes, one_time, sig)
                           if divergence and not bake else (None, "no (baked)" if bake else "no"))
-    proto = _graph_passes(proto, fuse, kind == "baked" and (
-        lambda b: example_feed(data_shape, kind, b, np.random.default_rng(b), num_classes, file_sig)[0]))
+    feed = (lambda b: example_feed(data_shape, kind, b, np.random.default_rng(b), num_classes, file_sig)[0]) \
+        if kind == "baked" else None
+    proto = _graph_passes(proto, fuse, feed)
     proto.producer_name, proto.producer_version = "fm-runtime", fm_runtime.__version__
     what = f"baked {bake} sampler" if bake else ("flow map" if kind == "map" else "velocity model")
     proto.doc_string = f"flow-matching {what} ({(training or {}).get('dataset', 'unknown data')}); see fm.* metadata"
@@ -233,7 +234,8 @@ def _graph_passes(proto: onnx.ModelProto, fuse: bool, feed) -> onnx.ModelProto:
     modulate a LayerNormalization folded into it, and with fuse,
     self-attention as onnxruntime's Attention node."""
     proto = fold_time_columns(fast_elu(proto))
-    proto = fold_norm_affine(fold_time_branches(proto, feed)) if feed else proto
+    if feed is not None:
+        proto = fold_norm_affine(fold_time_branches(proto, feed))
     return fuse_attention(proto) if fuse else proto
 
 

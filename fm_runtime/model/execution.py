@@ -4,7 +4,7 @@ fastest for a file on this CPU, kept in a small JSON cache and applied by load()
 chooses none of tile, threads and intra_op_threads.
 
 The fastest mode depends on the network, not only on the CPU: at batch 1 on a 2-core EPYC,
-two intra-op threads made a baked U-Net's solve 1.26x faster and a baked DiT's 0.45x as fast
+two intra-op threads made a baked U-Net's solve 1.41x faster and a baked DiT's 0.83x as fast
 (docs/performance.md). An entry is keyed by the file's resolved path, size and modification time,
 the CPU model, the core count and the onnxruntime version, so a changed file or machine finds
 none. The cache is $FM_RUNTIME_CACHE, else $XDG_CACHE_HOME/fm-runtime/execution.json (default

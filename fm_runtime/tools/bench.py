@@ -81,13 +81,16 @@ def mlp_flops_per_eval(architecture: dict, model: bytes) -> int | None:
     return 2 * macs if macs <= weights <= macs + depth * w + d + 1024 else None
 
 
-def winner(times: dict[str, float], margin: float = 1.1) -> str:
+MARGIN = 1.1       # another mode replaces the default only when this many times faster
+
+
+def winner(times: dict[str, float], margin: float = MARGIN) -> str:
     """The mode to use of {mode: seconds}: the first (the default) unless another is `margin` times faster."""
     default, best = next(iter(times)), min(times, key=times.get)
     return default if best == default or times[default] < margin * times[best] else best
 
 
-def fastest_modes(rows: list[dict], modes: dict[str, dict], margin: float = 1.1) -> list[str]:
+def fastest_modes(rows: list[dict], modes: dict[str, dict], margin: float = MARGIN) -> list[str]:
     """Per batch of bench_table's rows, the mode to use (winner), with the fm-run sample options
     and load() arguments that choose it."""
     lines = []
@@ -112,7 +115,7 @@ def choice(rows: list[dict], modes: dict[str, dict]) -> tuple[dict, str]:
     times = {r["mode"]: r["seconds"] for r in rows}
     best, default, n = winner(times), next(iter(times)), rows[0]["batch"]
     why = (f"{best} at batch {n}, {times[default] / times[best]:.2f}x the default" if best != default
-           else f"the default was fastest at batch {n} (within 10%)") + f", {time.strftime('%Y-%m-%d')}"
+           else f"the default was fastest at batch {n} (within {MARGIN - 1:.0%})") + f", {time.strftime('%Y-%m-%d')}"
     return {k: v for k, v in modes[best].items() if (k, v) != ("tile", 0)}, why
 
 
